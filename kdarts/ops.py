@@ -1,0 +1,290 @@
+"""The DARTS candidate operations (SPEC §1) as Keras layers, NHWC.
+
+Shared by the search network's reference edge (:class:`kdarts.search.MixedEdge`)
+and the evaluation network's cells. ``affine=False`` gives the search network's
+BatchNorm without scale/offset; ``affine=True`` the evaluation network's.
+
+Example:
+    >>> import numpy as np
+    >>> from kdarts.ops import make_op
+    >>> op = make_op("sep_conv_3x3", channels=8, strides=2, affine=True)
+    >>> op(np.zeros((2, 16, 16, 8), "float32")).shape
+    (2, 8, 8, 8)
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import keras
+from keras import layers, ops
+
+_PKG = "kdarts"
+BN_MOMENTUM = 0.9  # PyTorch's momentum 0.1 expressed the Keras way
+BN_EPSILON = 1e-5  # PyTorch's default, as in the reference code
+
+
+def batch_norm(affine: bool, name: str | None = None) -> layers.BatchNormalization:
+    """BatchNorm as the reference uses it; ``affine`` selects scale/offset."""
+    return layers.BatchNormalization(
+        momentum=BN_MOMENTUM,
+        epsilon=BN_EPSILON,
+        center=affine,
+        scale=affine,
+        name=name,
+    )
+
+
+class _Op(layers.Layer):
+    """Base: stores channels/strides/affine and serialises them."""
+
+    def __init__(self, channels: int, strides: int = 1, affine: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = int(channels)
+        self.strides = int(strides)
+        self.affine = bool(affine)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(channels=self.channels, strides=self.strides, affine=self.affine)
+        return config
+
+
+@keras.saving.register_keras_serializable(package=_PKG)
+class ReLUConvBN(_Op):
+    """ReLU → Conv k×k (no bias) → BN; the cell preprocessing and stem-like blocks."""
+
+    def __init__(self, channels: int, kernel_size: int = 1, strides: int = 1,
+                 affine: bool = True, **kwargs):
+        super().__init__(channels, strides, affine, **kwargs)
+        self.kernel_size = int(kernel_size)
+        self.conv = layers.Conv2D(channels, kernel_size, strides=strides, padding="same",
+                                  use_bias=False, name="conv")
+        self.bn = batch_norm(affine, name="bn")
+
+    def build(self, input_shape):
+        self.conv.build(input_shape)
+        self.bn.build(self.conv.compute_output_shape(input_shape))
+
+    def call(self, x, training=None):
+        return self.bn(self.conv(ops.relu(x)), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return self.conv.compute_output_shape(input_shape)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "kernel_size": self.kernel_size}
+
+
+@keras.saving.register_keras_serializable(package=_PKG)
+class SepConv(_Op):
+    """Twice [ReLU → depthwise k×k → pointwise 1×1 → BN]; only the first carries the stride."""
+
+    def __init__(self, channels: int, kernel_size: int = 3, strides: int = 1,
+                 affine: bool = True, **kwargs):
+        super().__init__(channels, strides, affine, **kwargs)
+        self.kernel_size = int(kernel_size)
+        self.sep1 = layers.SeparableConv2D(channels, kernel_size, strides=strides,
+                                           padding="same", use_bias=False, name="sep1")
+        self.bn1 = batch_norm(affine, name="bn1")
+        self.sep2 = layers.SeparableConv2D(channels, kernel_size, padding="same",
+                                           use_bias=False, name="sep2")
+        self.bn2 = batch_norm(affine, name="bn2")
+
+    def build(self, input_shape):
+        self.sep1.build(input_shape)
+        mid = self.sep1.compute_output_shape(input_shape)
+        self.bn1.build(mid)
+        self.sep2.build(mid)
+        self.bn2.build(mid)
+
+    def call(self, x, training=None):
+        x = self.bn1(self.sep1(ops.relu(x)), training=training)
+        return self.bn2(self.sep2(ops.relu(x)), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return self.sep1.compute_output_shape(input_shape)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "kernel_size": self.kernel_size}
+
+
+@keras.saving.register_keras_serializable(package=_PKG)
+class DilConv(_Op):
+    """ReLU → depthwise k×k dilation 2 (stride s) → pointwise 1×1 → BN.
+
+    TensorFlow's convolutions refuse stride > 1 together with dilation > 1, so a
+    strided dilated conv runs at stride 1 and keeps every other pixel (the
+    PyTorch reference's sampling grid). Only the cheap depthwise part pays for it.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 3, strides: int = 1,
+                 affine: bool = True, dilation: int = 2, **kwargs):
+        super().__init__(channels, strides, affine, **kwargs)
+        self.kernel_size = int(kernel_size)
+        self.dilation = int(dilation)
+        self.depthwise = layers.DepthwiseConv2D(kernel_size, padding="same",
+                                                dilation_rate=dilation, use_bias=False,
+                                                name="depthwise")
+        self.pointwise = layers.Conv2D(channels, 1, use_bias=False, name="pointwise")
+        self.bn = batch_norm(affine, name="bn")
+
+    def build(self, input_shape):
+        self.depthwise.build(input_shape)
+        self.pointwise.build(input_shape)
+        self.bn.build(tuple(input_shape[:-1]) + (self.channels,))
+
+    def call(self, x, training=None):
+        x = self.depthwise(ops.relu(x))
+        if self.strides > 1:
+            x = x[:, :: self.strides, :: self.strides, :]
+        return self.bn(self.pointwise(x), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return _strided_shape(input_shape, self.strides, self.channels)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "kernel_size": self.kernel_size,
+                "dilation": self.dilation}
+
+
+@keras.saving.register_keras_serializable(package=_PKG)
+class FactorizedReduce(_Op):
+    """ReLU → two 1×1 stride-2 convs (the second on the input shifted by one pixel) → concat → BN."""
+
+    def __init__(self, channels: int, affine: bool = True, **kwargs):
+        kwargs.pop("strides", None)
+        super().__init__(channels, 2, affine, **kwargs)
+        half = self.channels // 2
+        self.conv1 = layers.Conv2D(half, 1, strides=2, padding="same", use_bias=False,
+                                   name="conv1")
+        self.conv2 = layers.Conv2D(self.channels - half, 1, strides=2, padding="same",
+                                   use_bias=False, name="conv2")
+        self.bn = batch_norm(affine, name="bn")
+
+    def build(self, input_shape):
+        self.conv1.build(input_shape)
+        self.conv2.build(input_shape)
+        self.bn.build(_strided_shape(input_shape, 2, self.channels))
+
+    def call(self, x, training=None):
+        x = ops.relu(x)
+        # shift by one pixel, zero-padded at the far edge so odd sizes still line up
+        shifted = ops.pad(x[:, 1:, 1:, :], [[0, 0], [0, 1], [0, 1], [0, 0]])
+        y = ops.concatenate([self.conv1(x), self.conv2(shifted)], axis=-1)
+        return self.bn(y, training=training)
+
+    def compute_output_shape(self, input_shape):
+        return _strided_shape(input_shape, 2, self.channels)
+
+
+@keras.saving.register_keras_serializable(package=_PKG)
+class Pool(_Op):
+    """3×3 max or average pool ("same"; the average excludes padding), optionally → BN.
+
+    The search network follows every pool with a BN without scale/offset; the
+    evaluation network uses the bare pool.
+    """
+
+    def __init__(self, channels: int, strides: int = 1, affine: bool = False,
+                 kind: str = "max", with_bn: bool = False, **kwargs):
+        super().__init__(channels, strides, affine, **kwargs)
+        if kind not in ("max", "avg"):
+            raise ValueError(f"Pool kind must be 'max' or 'avg', got {kind!r}")
+        self.kind = kind
+        self.with_bn = bool(with_bn)
+        cls = layers.MaxPooling2D if kind == "max" else layers.AveragePooling2D
+        self.pool = cls(3, strides=strides, padding="same", name="pool")
+        self.bn = batch_norm(affine, name="bn") if with_bn else None
+
+    def build(self, input_shape):
+        if self.bn is not None:
+            self.bn.build(_strided_shape(input_shape, self.strides, input_shape[-1]))
+
+    def call(self, x, training=None):
+        y = self.pool(x)
+        return self.bn(y, training=training) if self.bn is not None else y
+
+    def compute_output_shape(self, input_shape):
+        return _strided_shape(input_shape, self.strides, input_shape[-1])
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "kind": self.kind, "with_bn": self.with_bn}
+
+
+@keras.saving.register_keras_serializable(package=_PKG)
+class Identity(_Op):
+    """The stride-1 ``skip_connect``."""
+
+    def call(self, x, training=None):
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@keras.saving.register_keras_serializable(package=_PKG)
+class Zero(_Op):
+    """The ``none`` op: zeros, strided when the edge is strided."""
+
+    def call(self, x, training=None):
+        if self.strides > 1:
+            x = x[:, :: self.strides, :: self.strides, :]
+        return ops.zeros_like(x)
+
+    def compute_output_shape(self, input_shape):
+        return _strided_shape(input_shape, self.strides, input_shape[-1])
+
+
+def _strided_shape(input_shape, strides: int, channels) -> tuple:
+    b, h, w = input_shape[0], input_shape[1], input_shape[2]
+    ceil = lambda n: None if n is None else -(-n // strides)  # noqa: E731
+    return (b, ceil(h), ceil(w), channels)
+
+
+OpBuilder = Callable[..., layers.Layer]
+
+OPS: dict[str, OpBuilder] = {
+    "none": lambda c, s, affine, search, name=None: Zero(c, s, affine, name=name),
+    "max_pool_3x3": lambda c, s, affine, search, name=None: Pool(
+        c, s, False, kind="max", with_bn=search, name=name),
+    "avg_pool_3x3": lambda c, s, affine, search, name=None: Pool(
+        c, s, False, kind="avg", with_bn=search, name=name),
+    "skip_connect": lambda c, s, affine, search, name=None: (
+        Identity(c, 1, affine, name=name) if s == 1 else FactorizedReduce(c, affine, name=name)),
+    "sep_conv_3x3": lambda c, s, affine, search, name=None: SepConv(c, 3, s, affine, name=name),
+    "sep_conv_5x5": lambda c, s, affine, search, name=None: SepConv(c, 5, s, affine, name=name),
+    "dil_conv_3x3": lambda c, s, affine, search, name=None: DilConv(c, 3, s, affine, name=name),
+    "dil_conv_5x5": lambda c, s, affine, search, name=None: DilConv(c, 5, s, affine, name=name),
+}
+"""Registry: primitive name → builder ``(channels, strides, affine, search, name)``."""
+
+
+def make_op(name: str, channels: int, strides: int = 1, affine: bool = True,
+            search: bool = False, layer_name: str | None = None) -> layers.Layer:
+    """Build the primitive ``name``; ``search=True`` adds the search network's pool BN.
+
+    Raises:
+        ValueError: unknown primitive name (the message lists the valid ones).
+    """
+    if name not in OPS:
+        raise ValueError(f"unknown primitive '{name}'; valid primitives: {', '.join(OPS)}")
+    if strides not in (1, 2):
+        raise ValueError(f"primitive '{name}': strides must be 1 or 2, got {strides}")
+    return OPS[name](channels, strides, affine, search, name=layer_name)
+
+
+def check_primitives(primitives) -> tuple[str, ...]:
+    """Validate a primitive list; returns it as a tuple."""
+    primitives = tuple(primitives)
+    unknown = [p for p in primitives if p not in OPS]
+    if unknown:
+        raise ValueError(
+            f"unknown primitive(s) {', '.join(map(repr, unknown))}; valid primitives: "
+            f"{', '.join(OPS)}"
+        )
+    if len(set(primitives)) != len(primitives):
+        raise ValueError(f"primitives contain duplicates: {list(primitives)}")
+    if not [p for p in primitives if p != "none"]:
+        raise ValueError("primitives need at least one op other than 'none'")
+    return primitives
