@@ -11,3 +11,13 @@ from kdarts.genotype import (
 )
 
 __version__ = "0.1.0"
+from kdarts.search import (
+    ADMM,
+    DynamicSchedule,
+    FixedSchedule,
+    MixedEdge,
+    NoRegularizer,
+    Proximity,
+    SearchNetwork,
+    dynamic_split_fraction,
+)

@@ -1,0 +1,302 @@
+"""The evaluation network: a discrete architecture trained from scratch.
+
+:class:`EvalNetwork` is DARTS's ``NetworkCIFAR`` (``model.py``) in Keras 3,
+NHWC: stem → ``layers`` cells (reducing at ``layers//3`` and
+``2*layers//3``) → global average pool → Dense logits, with DARTS's
+auxiliary head after cell ``2*layers//3`` and drop-path on every
+non-identity op while training.
+
+In inference (``training=False``: ``predict``, ``evaluate``, export) the
+network returns logits only. In training with an auxiliary head it returns
+``(logits, aux_logits)``, and :meth:`EvalNetwork.compute_loss` adds
+``auxiliary_weight`` × the auxiliary cross-entropy, so ``compile``/``fit``
+work unchanged and metrics see the main logits.
+
+Example:
+    >>> import numpy as np
+    >>> from kdarts.eval import EvalNetwork
+    >>> model = EvalNetwork("DARTS_V2", num_classes=10, channels=8, layers=5)
+    >>> x = np.zeros((2, 32, 32, 3), "float32")
+    >>> model(x).shape
+    TensorShape([2, 10])
+    >>> logits, aux_logits = model(x, training=True)
+    >>> model.parameter_count()  # trainable, auxiliary head excluded (as DARTS reports it)
+    ...
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import keras
+from keras import layers, ops
+
+from kdarts.eval.cell import EvalCell
+from kdarts.genotype import Genotype, resolve_genotype
+from kdarts.ops import batch_norm
+
+_PKG = "kdarts"
+
+
+@keras.saving.register_keras_serializable(package=_PKG)
+class AuxiliaryHead(layers.Layer):
+    """DARTS's CIFAR auxiliary classifier (SPEC §7), adapted to small maps.
+
+    ReLU → avgpool 5×5 stride 3 valid → 1×1 conv 128 (no bias) → BN → ReLU →
+    2×2 conv 768 valid (no bias) → BN → ReLU → flatten → Dense.
+
+    DARTS assumes an 8×8 input (8 → 2 → 1). For smaller maps the pool size
+    becomes ``min(5, H)`` and the conv kernel ``min(2, pooled size)``, so any
+    map of at least 1×1 works (e.g. 2×2 from 8×8 digits); an 8×8 map gives
+    exactly DARTS's head. Larger maps keep DARTS's sizes and flatten whatever
+    spatial extent remains. The spatial size must therefore be static.
+
+    Example:
+        >>> import numpy as np
+        >>> head = AuxiliaryHead(10)
+        >>> head(np.zeros((2, 8, 8, 64), "float32")).shape
+        (2, 10)
+        >>> head.pool_size, head.kernel_size
+        ((5, 5), (2, 2))
+    """
+
+    POOL, STRIDE, KERNEL = 5, 3, 2  # DARTS's sizes, for an 8x8 map
+    HIDDEN, FEATURES = 128, 768
+
+    def __init__(self, num_classes: int, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+        self.pool_size: tuple[int, int] | None = None
+        self.kernel_size: tuple[int, int] | None = None
+        self.conv1 = layers.Conv2D(self.HIDDEN, 1, use_bias=False, name="conv1")
+        self.bn1 = batch_norm(True, name="bn1")
+        self.bn2 = batch_norm(True, name="bn2")
+        self.flatten = layers.Flatten(name="flatten")
+        self.classifier = layers.Dense(self.num_classes, name="classifier")
+
+    def build(self, input_shape):
+        height, width = input_shape[1], input_shape[2]
+        if height is None or width is None:
+            raise ValueError(
+                "AuxiliaryHead needs a static spatial size to choose its pool and "
+                f"kernel sizes; got input shape {tuple(input_shape)}. Build the "
+                "network with a fixed image size (e.g. (None, 32, 32, 3))."
+            )
+        self.pool_size = (min(self.POOL, height), min(self.POOL, width))
+        pooled = [(n - p) // self.STRIDE + 1 for n, p in zip((height, width), self.pool_size)]
+        self.kernel_size = (min(self.KERNEL, pooled[0]), min(self.KERNEL, pooled[1]))
+        # the 2x2 conv's kernel depends on the map size, so it is made here
+        self.conv2 = layers.Conv2D(self.FEATURES, self.kernel_size, use_bias=False,
+                                   name="conv2")
+        shape = (input_shape[0], pooled[0], pooled[1], input_shape[-1])
+        self.conv1.build(shape)
+        shape = shape[:-1] + (self.HIDDEN,)
+        self.bn1.build(shape)
+        self.conv2.build(shape)
+        shape = self.conv2.compute_output_shape(shape)
+        self.bn2.build(shape)
+        self.classifier.build((shape[0], shape[1] * shape[2] * shape[3]))
+
+    def call(self, x, training=None):
+        # valid padding, so PyTorch's count_include_pad=False makes no difference
+        x = ops.average_pool(ops.relu(x), self.pool_size, strides=self.STRIDE,
+                             padding="valid")
+        x = ops.relu(self.bn1(self.conv1(x), training=training))
+        x = ops.relu(self.bn2(self.conv2(x), training=training))
+        return self.classifier(self.flatten(x))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.num_classes)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "num_classes": self.num_classes}
+
+
+@keras.saving.register_keras_serializable(package=_PKG)
+class EvalNetwork(keras.Model):
+    """DARTS's evaluation network (``NetworkCIFAR``) for a genotype.
+
+    Args:
+        genotype: a :class:`~kdarts.genotype.Genotype`, its dict (as in the
+            saved config), a preset name (``"DARTS_V2"``) or a genotype JSON path.
+        num_classes: number of output logits.
+        channels: ``C``, the initial cell channels (36 in DARTS).
+        layers: number of cells (20 in DARTS).
+        auxiliary: attach the auxiliary head after cell ``2*layers//3``
+            (used in training only).
+        drop_path_prob: initial value of the drop-path probability variable
+            ``model.drop_path_prob``; :class:`~kdarts.eval.DropPathSchedule`
+            ramps it from 0 to its maximum during ``fit``.
+        stem_multiplier: the stem has ``stem_multiplier * C`` channels.
+        auxiliary_weight: weight of the auxiliary loss (0.4 in DARTS); read
+            when the train step is traced, so set it before ``compile``.
+        seed: seed of the drop-path randomness (None: random).
+
+    Attributes:
+        drop_path_prob: non-trainable scalar variable holding the current
+            drop-path probability (checkpointed and saved with the model).
+        stem_conv, stem_bn, cells, auxiliary_head (None if not auxiliary),
+        global_pool, classifier: the sublayers.
+
+    Example:
+        >>> model = EvalNetwork(DARTS_V2, num_classes=10)   # C=36, 20 layers
+        >>> model.build((None, 32, 32, 3))
+        >>> model.parameter_count(), model.parameter_count(include_auxiliary=True)
+        (3349342, 3825768)
+    """
+
+    def __init__(self, genotype: Genotype | dict | str | os.PathLike, num_classes: int,
+                 channels: int = 36, layers: int = 20, auxiliary: bool = True,
+                 drop_path_prob: float = 0.2, stem_multiplier: int = 3,
+                 auxiliary_weight: float = 0.4, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(genotype, dict):
+            genotype = Genotype.from_dict(genotype)
+        self.genotype = resolve_genotype(genotype)
+        if int(layers) < 1 or int(channels) < 1 or int(num_classes) < 1:
+            raise ValueError(
+                f"EvalNetwork: layers, channels and num_classes must be >= 1; got "
+                f"layers={layers}, channels={channels}, num_classes={num_classes}"
+            )
+        if not 0.0 <= float(drop_path_prob) < 1.0:
+            raise ValueError(f"EvalNetwork: drop_path_prob must be in [0, 1), got {drop_path_prob}")
+        self.num_classes = int(num_classes)
+        self.channels = int(channels)
+        self.num_layers = int(layers)
+        self.auxiliary = bool(auxiliary)
+        self.initial_drop_path_prob = float(drop_path_prob)
+        self.stem_multiplier = int(stem_multiplier)
+        self.auxiliary_weight = float(auxiliary_weight)
+        self.seed = seed
+        self.reduction_indices = (self.num_layers // 3, 2 * self.num_layers // 3)
+        self.auxiliary_index = 2 * self.num_layers // 3
+
+        # a variable (not a Python float) so the traced train step reads the
+        # current value and checkpoints keep it
+        self.drop_path_prob = self.add_weight(
+            shape=(), dtype="float32", trainable=False, name="drop_path_prob",
+            initializer=keras.initializers.Constant(self.initial_drop_path_prob),
+        )
+
+        stem_channels = self.stem_multiplier * self.channels
+        self.stem_conv = keras.layers.Conv2D(stem_channels, 3, padding="same",
+                                             use_bias=False, name="stem_conv")
+        self.stem_bn = batch_norm(True, name="stem_bn")
+
+        g = self.genotype
+        c = self.channels
+        reduction_prev = False
+        self.cells = []
+        for i in range(self.num_layers):
+            reduction = i in self.reduction_indices
+            if reduction:
+                c *= 2
+            self.cells.append(EvalCell(
+                g.reduce if reduction else g.normal,
+                g.reduce_concat if reduction else g.normal_concat,
+                c, reduction=reduction, reduction_prev=reduction_prev,
+                seed=None if seed is None else int(seed) + i, name=f"cell_{i}",
+            ))
+            reduction_prev = reduction
+        self.auxiliary_head = (AuxiliaryHead(self.num_classes, name="auxiliary_head")
+                               if self.auxiliary else None)
+        self.global_pool = keras.layers.GlobalAveragePooling2D(name="global_pool")
+        self.classifier = keras.layers.Dense(self.num_classes, name="classifier")
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        if len(shape) != 4:
+            raise ValueError(f"EvalNetwork expects NHWC images, got input shape {shape}")
+        self.stem_conv.build(shape)
+        shape = self.stem_conv.compute_output_shape(shape)
+        self.stem_bn.build(shape)
+        s0 = s1 = shape
+        for i, cell in enumerate(self.cells):
+            cell.build([s0, s1])
+            s0, s1 = s1, cell.compute_output_shape([s0, s1])
+            if i == self.auxiliary_index and self.auxiliary_head is not None:
+                # built now, not at its first (training) call, so inference-only
+                # use still creates, saves and loads every weight
+                self.auxiliary_head.build(s1)
+        self.classifier.build((s1[0], s1[-1]))
+
+    def call(self, inputs, training=None):
+        x = self.stem_bn(self.stem_conv(inputs), training=training)
+        # read only when training, so inference graphs (exports) do not
+        # capture the variable
+        drop_prob = ops.convert_to_tensor(self.drop_path_prob) if training else 0.0
+        s0 = s1 = x
+        aux_logits = None
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell([s0, s1], drop_prob=drop_prob, training=training)
+            if training and i == self.auxiliary_index and self.auxiliary_head is not None:
+                aux_logits = self.auxiliary_head(s1, training=training)
+        logits = self.classifier(self.global_pool(s1))
+        if aux_logits is not None:
+            return logits, aux_logits
+        return logits
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.num_classes)
+
+    # -- training: the auxiliary loss, with metrics on the main logits only --
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The compiled loss on the logits + ``auxiliary_weight`` × aux cross-entropy.
+
+        The auxiliary term is cross-entropy from logits (sparse, or categorical
+        when ``y`` is one-hot), as in DARTS, whatever loss was compiled.
+        """
+        aux_logits = None
+        if isinstance(y_pred, (tuple, list)):
+            y_pred, aux_logits = y_pred
+        loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                                    training=training)
+        if aux_logits is not None and self.auxiliary_weight:
+            loss = loss + self.auxiliary_weight * self.auxiliary_loss(y, aux_logits,
+                                                                      sample_weight)
+        return loss
+
+    def auxiliary_loss(self, y, aux_logits, sample_weight=None):
+        """Mean cross-entropy of the auxiliary logits (unweighted by ``auxiliary_weight``)."""
+        one_hot = (len(y.shape) == len(aux_logits.shape) and y.shape[-1] == self.num_classes
+                   and self.num_classes > 1)
+        loss_fn = (keras.losses.CategoricalCrossentropy(from_logits=True) if one_hot
+                   else keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        return loss_fn(y, aux_logits, sample_weight=sample_weight)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        if isinstance(y_pred, (tuple, list)):
+            y_pred = y_pred[0]
+        return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    # -- bookkeeping --
+
+    def parameter_count(self, include_auxiliary: bool = False) -> int:
+        """Trainable parameters; without the auxiliary head by default.
+
+        DARTS's ``count_parameters_in_MB`` leaves out the auxiliary head, so
+        the default is the figure papers report (3.3M for DARTS_V2). The
+        network must be built.
+        """
+        if not self.built:
+            raise ValueError("parameter_count: build the network first (model.build(shape))")
+        skip = set()
+        if not include_auxiliary and self.auxiliary_head is not None:
+            skip = {id(v) for v in self.auxiliary_head.trainable_weights}
+        return sum(math.prod(v.shape) for v in self.trainable_weights if id(v) not in skip)
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "genotype": self.genotype.to_dict(),
+            "num_classes": self.num_classes,
+            "channels": self.channels,
+            "layers": self.num_layers,
+            "auxiliary": self.auxiliary,
+            "drop_path_prob": self.initial_drop_path_prob,
+            "stem_multiplier": self.stem_multiplier,
+            "auxiliary_weight": self.auxiliary_weight,
+            "seed": self.seed,
+        }

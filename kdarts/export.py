@@ -1,0 +1,447 @@
+"""Export a trained network for inference: ``.keras``, SavedModel or ONNX, verified.
+
+:func:`export` writes the *inference* graph (``training=False``: no
+auxiliary head, no drop-path, BatchNorm with its moving statistics) with a
+dynamic batch dimension, images ``[batch, H, W, C]`` float32 in and logits
+out, then (``verify=True``) reloads the artifact the way a user would and
+compares its outputs with the Keras model's on sample inputs.
+
+Artifacts:
+
+* ``keras``: the whole model (``model.save``; the auxiliary head's weights
+  and the optimizer state come along so training can resume). Reload with
+  :func:`load_model`.
+* ``saved_model``: a folder for ``tf.saved_model.load`` / TF-Serving.
+  ``loaded.serve(images)`` returns the logits tensor; the ``serving_default``
+  signature takes ``images`` and returns ``{"logits": ...}``.
+* ``onnx``: one file, input ``images``, output ``logits`` (opset ≥ 13),
+  converted with ``tf2onnx.convert.from_function``; verified with ONNX Runtime.
+
+Writing is atomic: the artifact is written and verified in a hidden temp
+sibling of ``path`` and only then renamed into place, so a failure leaves no
+half-written file and an existing artifact at ``path`` is kept unless the new
+one succeeded.
+
+Example:
+    >>> from kdarts.export import export, load_model
+    >>> model = load_model("runs/eval/model.keras")
+    >>> export(model, "saved_models/darts.onnx", format="onnx")
+    ExportResult(path='.../saved_models/darts.onnx', format='onnx', max_abs_diff=4.1e-07)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+FORMATS: tuple[str, ...] = ("keras", "saved_model", "onnx")
+"""The export formats, as accepted by :func:`export`."""
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "logits"
+DEFAULT_OPSET = 13
+
+
+class ExportError(RuntimeError):
+    """Writing or verifying an artifact failed; nothing was left at the destination.
+
+    Attributes:
+        max_abs_diff: the largest output difference found when verification
+            failed on tolerance, else None.
+    """
+
+    def __init__(self, message: str, max_abs_diff: float | None = None):
+        super().__init__(message)
+        self.max_abs_diff = max_abs_diff
+
+
+class ModelLoadError(ValueError):
+    """A model file is missing or not a loadable Keras archive; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export` wrote.
+
+    Attributes:
+        path: absolute path of the artifact (a file, or a folder for SavedModel).
+        format: one of :data:`FORMATS`.
+        max_abs_diff: largest |artifact − Keras| output difference over the
+            verification inputs; None when ``verify=False``.
+    """
+
+    path: str
+    format: str
+    max_abs_diff: float | None
+
+
+def export(model, path: str | os.PathLike, format: str = "keras", verify: bool = True,
+           sample_inputs: np.ndarray | Sequence[np.ndarray] | None = None,
+           atol: float = 1e-4, opset: int = DEFAULT_OPSET) -> ExportResult:
+    """Export ``model``'s inference graph to ``path`` and check the artifact.
+
+    Args:
+        model: a built :class:`keras.Model` whose inference call returns
+            one logits tensor (e.g. :class:`kdarts.eval.EvalNetwork`).
+        path: destination; a ``.keras`` file for ``keras``, a folder for
+            ``saved_model``, a file (``.onnx`` by convention) for ``onnx``.
+            Its parent folder must exist and be writable.
+        format: ``"keras"``, ``"saved_model"`` or ``"onnx"``.
+        verify: reload the artifact (Keras loader, ``tf.saved_model.load``,
+            ONNX Runtime) and compare with the model's outputs.
+        sample_inputs: one NHWC batch or a list of batches for verification;
+            default: random normal batches of 1 and 3 images. They also fix
+            the image size when the model does not record one.
+        atol: largest tolerated absolute difference of the logits.
+        opset: ONNX opset (≥ 13).
+
+    Returns:
+        :class:`ExportResult`. Prints nothing.
+
+    Raises:
+        TypeError: ``model`` is not a Keras model.
+        ValueError: unknown ``format`` (the message lists the valid ones), a
+            ``keras`` path not ending in ``.keras``, a bad ``opset``/``atol``,
+            no known input shape, or an inference output that is not a single tensor.
+        ExportError: the destination is unusable (missing or unwritable
+            folder, a file where a folder is expected or vice versa), writing
+            failed, ONNX Runtime is missing for verification, or the artifact's
+            outputs differ by more than ``atol``.
+    """
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"export: expected a keras.Model (e.g. kdarts.eval.EvalNetwork or a model "
+            f"from kdarts.export.load_model), got {type(model).__module__}."
+            f"{type(model).__name__}"
+        )
+    if format not in FORMATS:
+        raise ValueError(f"export: unknown format {format!r}; valid formats: {', '.join(FORMATS)}")
+    if format == "onnx" and int(opset) < 13:
+        raise ValueError(f"export: ONNX opset must be >= 13, got {opset}")
+    if not atol >= 0:
+        raise ValueError(f"export: atol must be >= 0, got {atol}")
+    path = os.path.abspath(os.fspath(path))
+    if format == "keras" and not path.endswith(".keras"):
+        raise ValueError(f"export: a Keras archive must be named *.keras, got {path}")
+    _check_destination(path, format)
+
+    samples = _sample_batches(model, sample_inputs)
+    if verify and format == "onnx":
+        _import_onnxruntime()  # fail before any work if the checker is missing
+    expected = [_keras_logits(model, x) for x in samples]
+    image_shape = tuple(samples[0].shape[1:])
+
+    parent, name = os.path.split(path)
+    try:
+        workdir = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
+    except OSError as err:
+        raise ExportError(f"export: cannot write in {parent} ({err.strerror})") from None
+    try:
+        artifact = os.path.join(workdir, name)
+        try:
+            _WRITERS[format](model, artifact, image_shape, int(opset))
+        except Exception as err:  # noqa: BLE001 - any writer failure is an export failure
+            raise ExportError(
+                f"export: writing the {format} artifact for {path} failed: "
+                f"{type(err).__name__}: {err}"
+            ) from err
+        max_diff = None
+        if verify:
+            max_diff = _verify(format, artifact, samples, expected, atol, path)
+        _move_into_place(artifact, path, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return ExportResult(path=path, format=format, max_abs_diff=max_diff)
+
+
+def load_model(path: str | os.PathLike, compile: bool = False):
+    """Load a ``.keras`` archive written by kdarts (or :func:`export`).
+
+    kdarts's layers are registered on import, so no ``custom_objects`` are
+    needed. ``compile=False`` (default) skips restoring the optimizer and
+    loss: enough for inference and export.
+
+    Raises:
+        ModelLoadError: the path is missing, is a folder, is not a ``.keras``
+            file, or is not a valid Keras archive; the message names the
+            file and the reason.
+
+    Example:
+        >>> model = load_model("runs/eval/model.keras")
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ModelLoadError(f"{path}: no such file (expected a .keras model archive)")
+    if os.path.isdir(path):
+        hint = (" (it looks like a SavedModel: load it with tf.saved_model.load)"
+                if os.path.exists(os.path.join(path, "saved_model.pb")) else "")
+        raise ModelLoadError(f"{path}: is a folder, not a .keras model archive{hint}")
+    if not path.endswith(".keras"):
+        raise ModelLoadError(f"{path}: not a .keras file (Keras 3 archives end in .keras)")
+    if not zipfile.is_zipfile(path):
+        raise ModelLoadError(
+            f"{path}: not a valid Keras archive (a .keras file is a zip archive; this one "
+            "is not, so it is truncated, corrupted or something else renamed)"
+        )
+    _register_kdarts_layers()
+    import keras
+
+    try:
+        return keras.models.load_model(path, compile=compile)
+    except Exception as err:  # noqa: BLE001 - report any loader failure the same way
+        raise ModelLoadError(
+            f"{path}: could not load the Keras archive: {type(err).__name__}: {err}"
+        ) from err
+
+
+# -- destination and inputs ---------------------------------------------------
+
+
+def _check_destination(path: str, format: str) -> None:
+    parent = os.path.dirname(path)
+    if not os.path.exists(parent):
+        raise ExportError(f"export: output folder {parent} does not exist (create it first)")
+    if not os.path.isdir(parent):
+        raise ExportError(f"export: {parent} is not a folder, so {path} cannot be written")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ExportError(f"export: output folder {parent} is not writable")
+    if format == "saved_model":
+        if os.path.isfile(path):
+            raise ExportError(f"export: {path} is a file; a SavedModel is a folder")
+        if os.path.isdir(path) and os.listdir(path) and not os.path.exists(
+                os.path.join(path, "saved_model.pb")):
+            # replacing it would delete someone's files
+            raise ExportError(
+                f"export: {path} is a non-empty folder that is not a SavedModel; "
+                "refusing to replace it"
+            )
+    elif os.path.isdir(path):
+        raise ExportError(f"export: {path} is a folder; the {format} format writes a file")
+
+
+def _sample_batches(model, sample_inputs) -> list[np.ndarray]:
+    if sample_inputs is not None:
+        batches = [sample_inputs] if isinstance(sample_inputs, np.ndarray) or hasattr(
+            sample_inputs, "shape") else list(sample_inputs)
+        batches = [np.asarray(b, dtype="float32") for b in batches]
+        if not batches or any(b.ndim != 4 for b in batches):
+            raise ValueError(
+                "export: sample_inputs must be one NHWC batch or a list of NHWC batches"
+            )
+        if not model.built:
+            model(batches[0], training=False)
+        return batches
+    shape = _image_shape(model)
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal((n,) + shape).astype("float32") for n in (1, 3)]
+
+
+def _image_shape(model) -> tuple[int, int, int]:
+    """(H, W, C) the model was built for: from its inputs or its build config."""
+    shape = None
+    try:
+        shape = tuple(model.inputs[0].shape)  # functional models
+    except (AttributeError, IndexError, TypeError, ValueError):
+        if model.built:
+            shape = (model.get_build_config() or {}).get("input_shape")
+    if shape is None:
+        raise ValueError(
+            "export: the model is not built, so its image size is unknown; build it "
+            "(model.build((None, H, W, C))) or pass sample_inputs"
+        )
+    shape = tuple(shape)
+    if len(shape) != 4 or any(d is None for d in shape[1:]):
+        raise ValueError(
+            f"export: need a fixed NHWC image size, the model records input shape {shape}; "
+            "pass sample_inputs"
+        )
+    return tuple(int(d) for d in shape[1:])
+
+
+def _keras_logits(model, x: np.ndarray) -> np.ndarray:
+    y = model(x, training=False)
+    if isinstance(y, (tuple, list, dict)):
+        raise ValueError(
+            "export: the model's inference output must be one logits tensor, got "
+            f"{type(y).__name__}"
+        )
+    return np.asarray(y)
+
+
+# -- writers ------------------------------------------------------------------
+
+
+def _signature(image_shape):
+    import tensorflow as tf
+
+    return tf.TensorSpec((None,) + tuple(image_shape), tf.float32, name=INPUT_NAME)
+
+
+def _write_keras(model, artifact: str, image_shape, opset: int) -> None:
+    model.save(artifact)
+
+
+def _write_saved_model(model, artifact: str, image_shape, opset: int) -> None:
+    import keras
+
+    # No archive.track(model): the archive already tracks every variable the
+    # endpoints use, and tracking the whole model also saves its variable
+    # lists again, which made saving ~4x slower.
+    archive = keras.export.ExportArchive()
+    serve = archive.add_endpoint(
+        "serve", lambda images: model(images, training=False),
+        input_signature=[_signature(image_shape)],
+    )
+    # serving_default names its output; it calls the traced `serve` rather
+    # than tracing the network a second time
+    archive.add_endpoint(
+        "serving_default", lambda images: {OUTPUT_NAME: serve(images)},
+        input_signature=[_signature(image_shape)],
+    )
+    archive.write_out(artifact, verbose=False)
+
+
+def _write_onnx(model, artifact: str, image_shape, opset: int) -> None:
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+
+    spec = _signature(image_shape)
+    fn = tf.function(lambda images: {OUTPUT_NAME: model(images, training=False)},
+                     input_signature=[spec])
+    logger = logging.getLogger("tf2onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # tf2onnx logs its progress at INFO/WARNING
+    try:
+        proto, _ = tf2onnx.convert.from_function(fn, input_signature=[spec], opset=opset)
+    finally:
+        logger.setLevel(level)
+    _name_batch_dim(proto)
+    onnx.save(proto, artifact)
+
+
+def _name_batch_dim(proto) -> None:
+    """Name the dynamic batch dimension ``batch`` (tf2onnx leaves anonymous ``unk__N``)."""
+    symbols = {v.type.tensor_type.shape.dim[0].dim_param
+               for v in list(proto.graph.input) + list(proto.graph.output)
+               if v.type.tensor_type.shape.dim}
+    symbols.discard("")
+    for value in list(proto.graph.input) + list(proto.graph.output) + list(
+            proto.graph.value_info):
+        for d in value.type.tensor_type.shape.dim:
+            if d.dim_param in symbols:
+                d.dim_param = "batch"
+
+
+_WRITERS: dict[str, Callable] = {
+    "keras": _write_keras,
+    "saved_model": _write_saved_model,
+    "onnx": _write_onnx,
+}
+
+
+# -- verification -------------------------------------------------------------
+
+
+def _run_artifact(format: str, artifact: str,
+                  samples: list[np.ndarray]) -> list[list[np.ndarray]]:
+    """Load the artifact as a user would; per sample batch, each entry point's logits."""
+    if format == "keras":
+        loaded = load_model(artifact)
+        return [[np.asarray(loaded(x, training=False))] for x in samples]
+    if format == "saved_model":
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(artifact)
+        signature = loaded.signatures["serving_default"]
+        return [[np.asarray(loaded.serve(tf.constant(x))),
+                 np.asarray(signature(**{INPUT_NAME: tf.constant(x)})[OUTPUT_NAME])]
+                for x in samples]
+    ort = _import_onnxruntime()
+    session = ort.InferenceSession(artifact, providers=["CPUExecutionProvider"])
+    return [[session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]] for x in samples]
+
+
+def _verify(format: str, artifact: str, samples, expected, atol: float, path: str) -> float:
+    try:
+        actual = _run_artifact(format, artifact, samples)
+    except ExportError:
+        raise
+    except Exception as err:  # noqa: BLE001 - an artifact that does not run fails export
+        raise ExportError(
+            f"export: the {format} artifact for {path} could not be run for verification: "
+            f"{type(err).__name__}: {err}"
+        ) from err
+    max_diff = 0.0
+    for outputs, want in zip(actual, expected):
+        for got in outputs:
+            if got.shape != want.shape:
+                raise ExportError(
+                    f"export: the {format} artifact for {path} returns shape {got.shape} "
+                    f"where the model returns {want.shape}; nothing was written"
+                )
+            if want.size:
+                diff = float(np.max(np.abs(got.astype("float64") - want)))
+                # NaN compares false with everything: count it as an infinite error
+                max_diff = max(max_diff, diff if diff == diff else float("inf"))
+    if not max_diff <= atol:
+        raise ExportError(
+            f"export: the {format} artifact for {path} differs from the Keras model by up "
+            f"to {max_diff:.3g} (tolerance {atol:g}); nothing was written",
+            max_abs_diff=max_diff,
+        )
+    return max_diff
+
+
+def _move_into_place(artifact: str, path: str, workdir: str) -> None:
+    """Rename the verified artifact to ``path``; keep the old one until that worked."""
+    if os.path.isdir(artifact):
+        backup = None
+        if os.path.exists(path):
+            # a folder cannot be replaced atomically: park the old one in the
+            # temp folder (deleted afterwards) and put it back if the swap fails
+            backup = os.path.join(workdir, ".previous")
+            os.rename(path, backup)
+        try:
+            os.rename(artifact, path)
+        except OSError as err:
+            if backup is not None:
+                os.rename(backup, path)
+            raise ExportError(f"export: cannot move the artifact to {path} ({err})") from err
+    else:
+        try:
+            os.replace(artifact, path)
+        except OSError as err:
+            raise ExportError(f"export: cannot move the artifact to {path} ({err})") from err
+
+
+def _import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ExportError(
+            "export: verifying an ONNX export needs ONNX Runtime; install it with "
+            "`pip install onnxruntime` (or `pip install kdarts[onnx]`), or pass verify=False"
+        ) from None
+    return onnxruntime
+
+
+def _register_kdarts_layers() -> None:
+    """Import the modules whose layers a kdarts archive may contain (registration)."""
+    import kdarts.eval  # noqa: F401
+    import kdarts.ops  # noqa: F401
+
+    try:
+        import kdarts.search  # noqa: F401
+    except ModuleNotFoundError as err:
+        if err.name not in ("kdarts.search",):
+            raise

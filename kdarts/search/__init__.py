@@ -1,0 +1,13 @@
+"""The search: supernet layers, activations, schedules, regularisers, callbacks."""
+
+from kdarts.search.activations import ArchitectureActivation, activate, prune
+from kdarts.search.cell import SearchCell
+from kdarts.search.edge import FanOut, MixedEdge
+from kdarts.search.network import SearchNetwork, count_parameters
+from kdarts.search.regularizers import ADMM, NoRegularizer, Proximity, admm_update
+from kdarts.search.schedules import (
+    DynamicSchedule,
+    FixedSchedule,
+    dynamic_split_fraction,
+    update_fi_ewma,
+)

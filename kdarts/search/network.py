@@ -1,0 +1,472 @@
+"""The search network (SPEC §1–2) and its alternating constrained search (SPEC §4–6).
+
+``SearchNetwork`` is a ``keras.Model``: ``compile(...)`` then ``fit(...)`` runs
+the whole search, one compiled ``train_step`` per minibatch. The step itself is
+a few calls into pure rules (:mod:`.schedules`, :mod:`.regularizers`,
+:mod:`.activations`); every piece of search state is a variable on the model,
+so ``ModelCheckpoint``/``save_weights`` capture it and a resumed search continues
+exactly.
+
+Example:
+    >>> import kdarts, tensorflow as tf
+    >>> model = kdarts.SearchNetwork(num_classes=10, channels=4, layers=3,
+    ...                              activation="crb")
+    >>> model.compile(search_data=search_ds)          # doctest: +SKIP
+    >>> model.fit(weight_ds, epochs=2, steps_per_epoch=20)  # doctest: +SKIP
+    >>> print(model.genotype())                       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kdarts.genotype import CRB_PRIMITIVES, PRIMITIVES, Genotype, discretize, num_edges
+from kdarts.ops import batch_norm, check_primitives
+from kdarts.search.activations import activate, check_activation, prune
+from kdarts.search.cell import SearchCell
+from kdarts.search.regularizers import (
+    ADMM,
+    NoRegularizer,
+    Proximity,
+    admm_update,
+    discrete_onehot,
+    get_regularizer,
+)
+from kdarts.search.schedules import DynamicSchedule, get_schedule, update_fi_ewma
+
+
+@keras.saving.register_keras_serializable(package="kdarts")
+class SearchNetwork(keras.Model):
+    """DARTS's search network with two shared α matrices (normal, reduce).
+
+    Args:
+        num_classes: classifier outputs (logits).
+        channels: C of the first cells (16 in DARTS).
+        layers: number of cells; cells ``layers//3`` and ``2*layers//3`` reduce.
+        steps, multiplier, stem_multiplier: DARTS's cell shape (4, 4, 3).
+        activation: ``"softmax"`` (DARTS) or ``"crb"`` (clip to [0, 1] with a
+            permanent prune mask, node-level BN).
+        primitives: candidate ops; default DARTS's 8, or 7 without ``none`` for crb.
+        fused: compute all edges leaving a node together (fast); ``False`` runs one
+            :class:`~kdarts.search.edge.MixedEdge` per edge as the reference does.
+    """
+
+    def __init__(self, num_classes: int, channels: int = 16, layers: int = 8, steps: int = 4,
+                 multiplier: int = 4, stem_multiplier: int = 3, activation: str = "softmax",
+                 primitives: Sequence[str] | None = None, fused: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+        self.channels = int(channels)
+        self.num_layers = int(layers)
+        self.steps = int(steps)
+        self.multiplier = int(multiplier)
+        self.stem_multiplier = int(stem_multiplier)
+        self.activation = check_activation(activation)
+        if primitives is None:
+            primitives = CRB_PRIMITIVES if activation == "crb" else PRIMITIVES
+        self.primitives = check_primitives(primitives)
+        self.fused = bool(fused)
+        if self.num_layers < 3:
+            raise ValueError(f"layers must be >= 3 (two reduction cells), got {layers}")
+
+        c = self.stem_multiplier * self.channels
+        # DARTS's search stem BN is affine (nn.BatchNorm2d defaults): matches its parameter count
+        self.stem = keras.Sequential([
+            keras.layers.Conv2D(c, 3, padding="same", use_bias=False, name="stem_conv"),
+            batch_norm(True, name="stem_bn"),
+        ], name="stem")
+        c_curr, reduction_prev = self.channels, False
+        self.cells = []
+        for i in range(self.num_layers):
+            reduction = i in (self.num_layers // 3, 2 * self.num_layers // 3)
+            if reduction:
+                c_curr *= 2
+            self.cells.append(SearchCell(
+                c_curr, reduction, reduction_prev, self.primitives, self.steps,
+                self.multiplier, node_bn=self.activation == "crb", fused=self.fused,
+                name=f"cell{i}"))
+            reduction_prev = reduction
+        self.global_pool = keras.layers.GlobalAveragePooling2D(name="global_pool")
+        self.classifier = keras.layers.Dense(self.num_classes, name="classifier")
+
+        shape = (num_edges(self.steps), len(self.primitives))
+        init = _AlphaInitializer(self.activation)
+        self.alpha_normal = self.add_weight(shape=shape, initializer=init, name="alpha_normal")
+        self.alpha_reduce = self.add_weight(shape=shape, initializer=init, name="alpha_reduce")
+        state = lambda name, shape=(), init="zeros", dtype="float32": self.add_weight(  # noqa
+            shape=shape, initializer=init, dtype=dtype, trainable=False, name=name)
+        # crb prune mask: 1 = alive; softmax keeps it all ones
+        self.mask_normal = state("mask_normal", shape, "ones")
+        self.mask_reduce = state("mask_reduce", shape, "ones")
+        # ADMM auxiliary (Z) and scaled dual (U); Z starts at act(α₀) on the first step
+        self.admm_z_normal = state("admm_z_normal", shape)
+        self.admm_z_reduce = state("admm_z_reduce", shape)
+        self.admm_u_normal = state("admm_u_normal", shape)
+        self.admm_u_reduce = state("admm_u_reduce", shape)
+        # schedule and clock
+        self.search_step = state("search_step", dtype="int64")
+        self.alpha_steps = state("alpha_steps", dtype="int64")
+        self.threshold = state("threshold", init=keras.initializers.Constant(1.0))
+        self.fi_ewma = state("fi_ewma")
+        self.total_epochs = state("total_epochs", init=keras.initializers.Constant(1.0))
+        self.steps_per_epoch = state("steps_per_epoch", init=keras.initializers.Constant(1.0))
+        self._search_compiled = False
+        self.trace_count = 0  # python-side: how often train_step was traced
+
+    # -- structure -----------------------------------------------------------------------
+    @property
+    def arch_variables(self) -> list:
+        """The architecture parameters α: ``[alpha_normal, alpha_reduce]``."""
+        return [self.alpha_normal, self.alpha_reduce]
+
+    @property
+    def weight_variables(self) -> list:
+        """Every trainable variable except α: the network weights w."""
+        arch = {id(v) for v in self.arch_variables}
+        return [v for v in self.trainable_variables if id(v) not in arch]
+
+    def _masks(self):
+        return [self.mask_normal, self.mask_reduce]
+
+    def activated_weights(self) -> list[tf.Tensor]:
+        """``act(α)`` for the normal and the reduction cells."""
+        return [activate(a, self.activation, m) for a, m in zip(self.arch_variables, self._masks())]
+
+    def build(self, input_shape):
+        if self.built:
+            return
+        # a forward pass on a tiny dummy input builds every layer with its real shapes
+        shape = [2 if d is None else d for d in input_shape]
+        self.call(tf.zeros(shape), training=False)
+        self.built = True
+
+    def call(self, inputs, training=None):
+        weights = self.activated_weights()
+        active = ([tf.cast(m, tf.bool) for m in self._masks()]
+                  if self.activation == "crb" else [None, None])
+        s0 = s1 = self.stem(inputs, training=training)
+        for cell in self.cells:
+            i = 1 if cell.reduction else 0
+            s0, s1 = s1, cell(s0, s1, weights[i], active[i], training=training)
+        return self.classifier(self.global_pool(s1))
+
+    def genotype(self) -> Genotype:
+        """The discretised genotype of the current α (SPEC §3)."""
+        genes = [discretize(w.numpy(), self.primitives, self.steps)[0]
+                 for w in self.activated_weights()]
+        concat = tuple(range(2 + self.steps - self.multiplier, self.steps + 2))
+        return Genotype(normal=genes[0], normal_concat=concat, reduce=genes[1],
+                        reduce_concat=concat)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "num_classes": self.num_classes,
+                "channels": self.channels, "layers": self.num_layers, "steps": self.steps,
+                "multiplier": self.multiplier, "stem_multiplier": self.stem_multiplier,
+                "activation": self.activation, "primitives": list(self.primitives),
+                "fused": self.fused}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    # -- search configuration --------------------------------------------------------------
+    def compile(self, optimizer=None, loss=None, metrics=None, *, arch_optimizer=None,
+                schedule="dynamic", regularizer="proximity", search_data=None,
+                unrolled: bool = False, weight_decay: float = 3e-4,
+                arch_weight_decay: float = 1e-3, clip_norm: float = 5.0,
+                lr_min: float | None = 0.001, **kwargs):
+        """Configure the search (defaults: SPEC §7).
+
+        Args:
+            optimizer: weight optimizer; default SGD(0.025, momentum 0.9). With a float
+                learning rate it is cosine-annealed per epoch down to ``lr_min``
+                (``lr_min=None`` leaves it alone).
+            loss, metrics: default sparse CE from logits and accuracy.
+            arch_optimizer: α optimizer; default Adam(3e-4, betas 0.5/0.999).
+            schedule: ``"dynamic"``, ``"fixed"``, or a ``FixedSchedule``/``DynamicSchedule``.
+            regularizer: ``"proximity"``, ``"admm"``, ``"none"``/None, or an instance.
+            search_data: the search split, a ``tf.data.Dataset`` of ``(x, y)`` batches
+                (repeated; it is read only on steps that update α).
+            unrolled: DARTS's second-order α gradient instead of the first-order one.
+            weight_decay, arch_weight_decay: L2 terms added to the gradients (after
+                clipping, before momentum/Adam moments), as in the reference code.
+            clip_norm: global gradient-norm clip of the weight step.
+        """
+        if optimizer is None:
+            optimizer = keras.optimizers.SGD(learning_rate=0.025, momentum=0.9)
+        if arch_optimizer is None:
+            arch_optimizer = keras.optimizers.Adam(learning_rate=3e-4, beta_1=0.5,
+                                                   beta_2=0.999, epsilon=1e-8)
+        if loss is None:
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        if metrics is None:
+            metrics = ["accuracy"]
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+        self.arch_optimizer = keras.optimizers.get(arch_optimizer)
+        self.schedule = get_schedule(schedule)
+        self.regularizer = get_regularizer(regularizer)
+        self.search_data = search_data
+        self.unrolled = bool(unrolled)
+        self.weight_decay = float(weight_decay)
+        self.arch_weight_decay = float(arch_weight_decay)
+        self.clip_norm = float(clip_norm)
+        lr = optimizer.learning_rate
+        self._lr_cosine = None
+        if lr_min is not None and not isinstance(
+                optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+            self._lr_cosine = (float(lr.numpy() if hasattr(lr, "numpy") else lr), float(lr_min))
+        if isinstance(self.schedule, DynamicSchedule) and int(self.search_step.numpy()) == 0:
+            self.threshold.assign(self.schedule.initial_threshold)
+        self._search_metrics = {
+            name: keras.metrics.Mean(name=name) for name in ("search_loss", "reg", "fi")}
+        self._search_compiled = True
+        self.train_function = None
+
+    @property
+    def metrics(self):
+        extra = list(getattr(self, "_search_metrics", {}).values())
+        return super().metrics + extra
+
+    def build_optimizers(self) -> None:
+        """Create both optimizers' slots (needed before restoring a checkpoint)."""
+        if not self.built:
+            raise ValueError("build the model (call it once, or model.build(shape)) first")
+        if not self.optimizer.built:
+            self.optimizer.build(self.weight_variables)
+        if not self.arch_optimizer.built:
+            self.arch_optimizer.build(self.arch_variables)
+
+    def _build_metrics(self) -> None:
+        """Create the compiled metrics' variables now, not in the first trace (which would
+        then run twice: tf.function retraces when a trace creates variables)."""
+        y = tf.zeros([1], tf.int32)
+        self.compute_metrics(None, y, tf.zeros([1, self.num_classes]))
+        self.reset_metrics()
+
+    # -- fit: attach the data streams where the saved state says they are -------------------
+    def fit(self, x=None, y=None, *, epochs: int = 1, initial_epoch: int = 0,
+            steps_per_epoch: int | None = None, **kwargs):
+        """Keras ``fit`` on the weight split; the search split comes from ``compile``.
+
+        For an infinite (repeated) dataset ``x``, the stream resumes where the model's
+        step counter says it stopped, and the search stream where ``alpha_steps`` says,
+        so a search restored from a checkpoint sees exactly the batches an uninterrupted
+        one would have seen.
+        """
+        if not self._search_compiled:
+            raise RuntimeError("call SearchNetwork.compile(...) before fit")
+        if self.search_data is None:
+            raise ValueError("SearchNetwork.compile(search_data=...) is required: the search "
+                             "split is read on the steps that update α")
+        if steps_per_epoch is None:
+            if isinstance(x, tf.data.Dataset) and int(x.cardinality()) > 0:
+                steps_per_epoch = int(x.cardinality())
+            else:
+                raise ValueError("fit(steps_per_epoch=...) is required unless x is a finite "
+                                 "tf.data.Dataset")
+        if not self.built:
+            spec = x.element_spec[0] if isinstance(x, tf.data.Dataset) else None
+            if spec is None:
+                raise ValueError("build the model before fit when x is not a tf.data.Dataset")
+            self.build(tuple(spec.shape))
+        self.build_optimizers()
+        self._build_metrics()
+        step = int(self.search_step.numpy())
+        if step and step != initial_epoch * steps_per_epoch:
+            raise ValueError(
+                f"the model has taken {step} search steps, which is not initial_epoch "
+                f"({initial_epoch}) × steps_per_epoch ({steps_per_epoch}); pass the epoch "
+                "the checkpoint was written at")
+        self.total_epochs.assign(float(epochs))
+        self.steps_per_epoch.assign(float(steps_per_epoch))
+        if isinstance(x, tf.data.Dataset) and x.cardinality() == tf.data.INFINITE_CARDINALITY:
+            x = x.skip(step)
+        self._search_iterator = iter(self.search_data.repeat().skip(int(self.alpha_steps.numpy())))
+        if step == 0:
+            self.admm_z_normal.assign(self.activated_weights()[0])
+            self.admm_z_reduce.assign(self.activated_weights()[1])
+        self.train_function = None  # the step captures the new search iterator
+        self._gradient_fn = None
+        return super().fit(x, y, epochs=epochs, initial_epoch=initial_epoch,
+                           steps_per_epoch=steps_per_epoch, **kwargs)
+
+    # -- the step ------------------------------------------------------------------------
+    def _gradients(self, x, y):
+        """``(loss, logits, [∇α..., ∇w...])`` of the CE on one batch, traced once.
+
+        The α step and the weight step (and the unrolled α gradient) all call this one
+        ``tf.function``: the network is traced once per search instead of once per use,
+        and the runtime drops the gradients a caller does not use once it inlines it.
+        """
+        if getattr(self, "_gradient_fn", None) is None:
+            variables = self.arch_variables + self.weight_variables
+
+            @tf.function(autograph=False, reduce_retracing=True)
+            def gradient_fn(x, y):
+                with tf.GradientTape() as tape:
+                    logits = self(x, training=True)
+                    loss = self.compute_loss(x=x, y=y, y_pred=logits, training=True)
+                grads = tape.gradient(loss, variables)
+                return loss, logits, [tf.convert_to_tensor(g) for g in grads]
+
+            self._gradient_fn = gradient_fn
+        loss, logits, grads = self._gradient_fn(x, y)
+        n = len(self.arch_variables)
+        return loss, logits, grads[:n], grads[n:]
+
+    def _penalty_gradients(self, t):
+        with tf.GradientTape() as tape:
+            reg = self._penalty(t)
+        grads = tape.gradient(reg, self.arch_variables)
+        return reg, [tf.zeros_like(a) if g is None else g
+                     for g, a in zip(grads, self.arch_variables)]
+
+    def _penalty(self, t):
+        acts = self.activated_weights()
+        reg = self.regularizer
+        if isinstance(reg, Proximity):
+            onehots = [discrete_onehot(a, self.primitives, self.steps) for a in acts]
+            return reg.penalty(acts, onehots, t, tf.cast(self.total_epochs, tf.float32))
+        if isinstance(reg, ADMM):
+            return reg.penalty(acts, [self.admm_z_normal, self.admm_z_reduce],
+                               [self.admm_u_normal, self.admm_u_reduce], self._masks())
+        return tf.constant(0.0)
+
+    def _alpha_gradients(self, x, y, xs, ys, t):
+        """∇α [CE(search batch) + R(α)]: first-order (w fixed) or DARTS's unrolled one."""
+        reg, reg_grads = self._penalty_gradients(t)
+        if self.unrolled:
+            ce, grads = self._unrolled_gradients(x, y, xs, ys)
+        else:
+            ce, _, grads, _ = self._gradients(xs, ys)
+        return [g + r for g, r in zip(grads, reg_grads)], ce, reg
+
+    def _unrolled_gradients(self, x, y, xs, ys):
+        """DARTS's second-order approximation (finite differences, ε = 0.01/‖∇w'‖)."""
+        wvars = self.weight_variables
+        lr = tf.cast(self.optimizer.learning_rate, tf.float32)
+        momentum = float(getattr(self.optimizer, "momentum", 0.0) or 0.0)
+        backup = [tf.identity(v) for v in wvars]
+        _, _, _, grads = self._gradients(x, y)
+        for v, w0, g in zip(wvars, backup, grads):
+            step = -lr * (g + self.weight_decay * w0)
+            if momentum:  # Keras SGD: m ← μm − lr·g; w ← w + m
+                m = self.optimizer.momentums[self.optimizer._get_variable_index(v)]
+                step = momentum * m + step
+            v.assign(w0 + step)  # w' = one virtual weight step
+        ce, _, d_alpha, d_w = self._gradients(xs, ys)
+        eps = 0.01 / (tf.linalg.global_norm(d_w) + 1e-12)
+        hessian = []
+        for sign in (1.0, -1.0):
+            for v, w0, d in zip(wvars, backup, d_w):
+                v.assign(w0 + sign * eps * d)
+            hessian.append(self._gradients(x, y)[2])
+        for v, w0 in zip(wvars, backup):
+            v.assign(w0)
+        return ce, [da - lr * (hp - hn) / (2.0 * eps)
+                    for da, hp, hn in zip(d_alpha, hessian[0], hessian[1])]
+
+    def _alpha_step(self, x, y, t):
+        xs, ys = self._search_iterator.get_next()[:2]
+        grads, ce, reg = self._alpha_gradients(x, y, xs, ys, t)
+        grads = [g + self.arch_weight_decay * v for g, v in zip(grads, self.arch_variables)]
+        self.arch_optimizer.apply(grads, self.arch_variables)
+        if self.activation == "crb":
+            for a, m in zip(self.arch_variables, self._masks()):
+                a.assign(a * m)  # a pruned α never moves again
+        n = self.alpha_steps.assign_add(1)
+        if isinstance(self.regularizer, ADMM):
+            tf.cond(tf.equal(n % self.regularizer.every, 0), self._admm_update, tf.no_op)
+        return ce, reg
+
+    def _admm_update(self):
+        acts = self.activated_weights()
+        for act, z, u, m in zip(acts, [self.admm_z_normal, self.admm_z_reduce],
+                                [self.admm_u_normal, self.admm_u_reduce], self._masks()):
+            new_z, new_u = tf.numpy_function(
+                lambda a, z_, u_, m_: admm_update(a, z_, u_, m_, self.primitives, self.steps,
+                                                  self.regularizer.dual_decay),
+                [act, z, u, m], [tf.float32, tf.float32], stateful=False)
+            z.assign(tf.reshape(new_z, z.shape))
+            u.assign(tf.reshape(new_u, u.shape))
+        return tf.no_op()
+
+    def train_step(self, data):
+        self.trace_count += 1  # runs at trace time only: counts (re)traces
+        x, y = data[0], data[1]
+        step = self.search_step.assign_add(1)
+        spe = self.steps_per_epoch
+        t = tf.cast(step, tf.float32) / spe  # the clock, in fractional epochs
+        if self._lr_cosine is not None:
+            lr_max, lr_min = self._lr_cosine
+            epoch = tf.floor(tf.cast(step - 1, tf.float32) / spe)
+            cos = 0.5 * (1.0 + tf.cos(math.pi * epoch / self.total_epochs))
+            self.optimizer.learning_rate.assign(lr_min + (lr_max - lr_min) * cos)
+
+        # 1. α step, when the schedule says so (a tensor condition: no retracing)
+        take = self.schedule.decide(step, self.fi_ewma, self.threshold)
+        search_loss, reg = tf.cond(take, lambda: self._alpha_step(x, y, t),
+                                   lambda: (tf.constant(0.0), tf.constant(0.0)))
+        self.threshold.assign(self.schedule.next_threshold(self.threshold, take))
+
+        # 2. weight step on the weight batch, α fixed
+        wvars = self.weight_variables
+        loss, logits, _, grads = self._gradients(x, y)
+        fi = tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads])
+        grads, _ = tf.clip_by_global_norm(grads, self.clip_norm)
+        grads = [g + self.weight_decay * v for g, v in zip(grads, wvars)]
+        self.optimizer.apply(grads, wvars)
+        ewma = getattr(self.schedule, "ewma", 0.2)
+        self.fi_ewma.assign(update_fi_ewma(self.fi_ewma, fi, tf.equal(step, 1), ewma))
+
+        # 3. crb: prune every op whose α reached 0, for good
+        if self.activation == "crb":
+            for a, m in zip(self.arch_variables, self._masks()):
+                new_a, new_m = prune(a, m)
+                m.assign(new_m)
+                a.assign(new_a)
+
+        weight = tf.cast(take, tf.float32)
+        self._search_metrics["search_loss"].update_state(search_loss, sample_weight=weight)
+        self._search_metrics["reg"].update_state(reg, sample_weight=weight)
+        self._search_metrics["fi"].update_state(fi)
+        self._loss_tracker.update_state(loss, sample_weight=tf.shape(x)[0])
+        logs = self.compute_metrics(x, y, logits)
+        logs.update(
+            fi_ewma=tf.identity(self.fi_ewma), threshold=tf.identity(self.threshold),
+            alpha_steps=tf.cast(self.alpha_steps, tf.float32),
+            pruned_ops=tf.add_n([tf.reduce_sum(1.0 - m) for m in self._masks()]),
+            step_fi=fi, took_alpha_step=weight,
+            lr=tf.cast(self.optimizer.learning_rate, tf.float32),
+        )
+        return logs
+
+
+class _AlphaInitializer(keras.initializers.Initializer):
+    """SPEC §2: 1e-3·N(0,1) (softmax) or 1/num_ops + 1e-4·N(0,1) (crb); seeded globally."""
+
+    def __init__(self, activation: str):
+        self.activation = activation
+
+    def __call__(self, shape, dtype=None):
+        noise = keras.random.normal(shape, dtype=dtype or "float32")
+        if self.activation == "softmax":
+            return 1e-3 * noise
+        return 1.0 / shape[-1] + 1e-4 * noise
+
+    def get_config(self):
+        return {"activation": self.activation}
+
+
+def count_parameters(model: keras.Model, exclude: Sequence = ()) -> int:
+    """Trainable scalars of ``model`` (minus the variables in ``exclude``)."""
+    skip = {id(v) for v in exclude}
+    return int(sum(np.prod(v.shape) for v in model.trainable_variables if id(v) not in skip))
+
+
+__all__ = ["SearchNetwork", "count_parameters", "NoRegularizer"]

@@ -1,0 +1,107 @@
+"""When to take an architecture (α) step (SPEC §5).
+
+Each schedule is configuration plus pure update rules on tensors; the state
+(step counter, FI EWMA, threshold) lives in variables on the model.
+
+Example:
+    >>> s = DynamicSchedule(every=10)
+    >>> bool(s.decide(step=1, fi_ewma=0.5, threshold=1.0))
+    True
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import tensorflow as tf
+
+
+def dynamic_split_fraction(every: int) -> float:
+    """Share of the training data given to the search split under the dynamic split: 1/(1+k)."""
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    return 1.0 / (1.0 + every)
+
+
+@dataclass(frozen=True)
+class FixedSchedule:
+    """An α step on every ``every``-th weight step; ``every=1`` is DARTS."""
+
+    every: int = 1
+
+    def __post_init__(self):
+        if int(self.every) < 1:
+            raise ValueError(f"FixedSchedule.every must be >= 1, got {self.every}")
+
+    def decide(self, step, fi_ewma=None, threshold=None) -> tf.Tensor:
+        """``step`` counts weight steps from 1 (SPEC's ``(step+1) % k == 0`` with 0-based steps)."""
+        return tf.equal(tf.math.floormod(tf.cast(step, tf.int64), self.every), 0)
+
+    def next_threshold(self, threshold, took_alpha_step) -> tf.Tensor:
+        return tf.convert_to_tensor(threshold, tf.float32)
+
+    def get_config(self) -> dict:
+        return {"name": "fixed", **asdict(self)}
+
+
+@dataclass(frozen=True)
+class DynamicSchedule:
+    """The informed schedule: an α step when ``0 < FI_ewma < threshold``.
+
+    After an α step the threshold shrinks by ``multiplier**-every``, after a step
+    without one it grows by ``multiplier``, so on average one α step is taken per
+    ``every`` weight steps, at moments when the weights have settled (low FI).
+    """
+
+    every: int = 10
+    multiplier: float = 1.05
+    ewma: float = 0.2
+    initial_threshold: float = 1.0
+
+    def __post_init__(self):
+        if int(self.every) < 1:
+            raise ValueError(f"DynamicSchedule.every must be >= 1, got {self.every}")
+        if not self.multiplier > 1.0:
+            raise ValueError(f"DynamicSchedule.multiplier must be > 1, got {self.multiplier}")
+        if not 0.0 < self.ewma <= 1.0:
+            raise ValueError(f"DynamicSchedule.ewma must be in (0, 1], got {self.ewma}")
+
+    def decide(self, step, fi_ewma, threshold) -> tf.Tensor:
+        fi_ewma = tf.convert_to_tensor(fi_ewma, tf.float32)
+        return tf.logical_and(fi_ewma > 0.0, fi_ewma < threshold)
+
+    def next_threshold(self, threshold, took_alpha_step) -> tf.Tensor:
+        threshold = tf.convert_to_tensor(threshold, tf.float32)
+        factor = tf.where(
+            tf.convert_to_tensor(took_alpha_step),
+            tf.constant(self.multiplier ** (-self.every), tf.float32),
+            tf.constant(self.multiplier, tf.float32),
+        )
+        return threshold * factor
+
+    def get_config(self) -> dict:
+        return {"name": "dynamic", **asdict(self)}
+
+
+def update_fi_ewma(fi_ewma, fi, first, ewma: float = 0.2) -> tf.Tensor:
+    """``FI_ewma ← FI`` on the first step, else ``e·FI + (1−e)·FI_ewma``."""
+    fi = tf.convert_to_tensor(fi, tf.float32)
+    fi_ewma = tf.convert_to_tensor(fi_ewma, tf.float32)
+    return tf.where(tf.convert_to_tensor(first), fi, ewma * fi + (1.0 - ewma) * fi_ewma)
+
+
+def get_schedule(schedule) -> FixedSchedule | DynamicSchedule:
+    """A schedule from an instance, ``"dynamic"``, ``"fixed"`` or a config dict."""
+    if isinstance(schedule, (FixedSchedule, DynamicSchedule)):
+        return schedule
+    if isinstance(schedule, str):
+        schedule = {"name": schedule}
+    if isinstance(schedule, dict):
+        config = dict(schedule)
+        name = config.pop("name", None)
+        if name == "dynamic":
+            return DynamicSchedule(**config)
+        if name == "fixed":
+            return FixedSchedule(**config)
+        raise ValueError(f"unknown schedule '{name}'; valid: dynamic, fixed")
+    raise TypeError(f"schedule must be a schedule, a name or a dict, got {type(schedule).__name__}")

@@ -1,0 +1,192 @@
+"""Tests for kdarts.export: parity of every format with Keras, atomic writes, clear errors."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from kdarts.eval import EvalNetwork
+from kdarts.export import FORMATS, ExportError, ModelLoadError, export, load_model
+from kdarts.genotype import DARTS_V1, DARTS_V2
+
+ATOL = 1e-4
+
+
+def _small_network(genotype, seed=0):
+    """C=8, 5 cells, 32x32 input, with non-trivial BatchNorm statistics."""
+    model = EvalNetwork(genotype, num_classes=10, channels=8, layers=5, seed=seed)
+    model.build((None, 32, 32, 3))
+    rng = np.random.default_rng(seed)
+    for v in model.non_trainable_weights:
+        # default statistics (0, 1) would hide a BN folded the wrong way
+        if v.path.endswith("moving_mean"):
+            v.assign(rng.normal(0.0, 0.1, v.shape).astype("float32"))
+        elif v.path.endswith("moving_variance"):
+            v.assign(rng.uniform(0.5, 2.0, v.shape).astype("float32"))
+    return model
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A very small network for the error paths (built, never traced for export)."""
+    model = EvalNetwork(DARTS_V2, num_classes=3, channels=2, layers=3, auxiliary=False)
+    model.build((None, 8, 8, 3))
+    return model
+
+
+def _batches(shape=(32, 32, 3)):
+    rng = np.random.default_rng(1)
+    return [rng.standard_normal((n,) + shape).astype("float32") for n in (1, 3)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("genotype", [DARTS_V1, DARTS_V2], ids=["DARTS_V1", "DARTS_V2"])
+def test_onnx_and_saved_model_match_keras(genotype, tmp_path):
+    import onnxruntime as ort
+    import tensorflow as tf
+
+    model = _small_network(genotype)
+    expected = [np.asarray(model(x, training=False)) for x in _batches()]
+
+    # an older SavedModel at the destination is replaced only once the new one verified
+    old = tmp_path / "net_saved_model"
+    old.mkdir()
+    (old / "saved_model.pb").write_bytes(b"old")
+    onnx_result = export(model, tmp_path / "net.onnx", format="onnx")
+    sm_result = export(model, old, format="saved_model")
+    assert {"saved_model.pb", "variables"} <= set(os.listdir(old))
+    assert (old / "saved_model.pb").read_bytes() != b"old"
+    assert onnx_result.format == "onnx" and sm_result.format == "saved_model"
+    assert 0.0 <= onnx_result.max_abs_diff <= ATOL
+    assert 0.0 <= sm_result.max_abs_diff <= ATOL
+    # the artifacts and nothing else: no temp folder left behind
+    assert sorted(os.listdir(tmp_path)) == ["net.onnx", "net_saved_model"]
+
+    # ONNX Runtime, checked here independently of export's own verification
+    session = ort.InferenceSession(onnx_result.path, providers=["CPUExecutionProvider"])
+    (inp,), (out,) = session.get_inputs(), session.get_outputs()
+    assert (inp.name, out.name) == ("images", "logits")
+    assert inp.shape == ["batch", 32, 32, 3] and out.shape == ["batch", 10]
+    for x, want in zip(_batches(), expected):
+        got = session.run(["logits"], {"images": x})[0]
+        np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
+
+    # a fresh SavedModel load: the serve function and the serving signature
+    loaded = tf.saved_model.load(sm_result.path)
+    signature = loaded.signatures["serving_default"]
+    for x, want in zip(_batches(), expected):
+        np.testing.assert_allclose(np.asarray(loaded.serve(tf.constant(x))), want,
+                                   atol=ATOL, rtol=0)
+        np.testing.assert_allclose(np.asarray(signature(images=tf.constant(x))["logits"]),
+                                   want, atol=ATOL, rtol=0)
+
+
+@pytest.mark.slow
+def test_keras_export_and_load_model(tmp_path):
+    model = _small_network(DARTS_V2, seed=2)
+    x = _batches()[1]
+    result = export(model, tmp_path / "net.keras", sample_inputs=x)
+    assert result.path == str(tmp_path / "net.keras") and result.max_abs_diff == 0.0
+    loaded = load_model(result.path)
+    assert isinstance(loaded, EvalNetwork) and loaded.genotype == DARTS_V2
+    np.testing.assert_array_equal(np.asarray(loaded(x, training=False)),
+                                  np.asarray(model(x, training=False)))
+    assert os.listdir(tmp_path) == ["net.keras"]
+
+
+def test_load_model_errors_name_the_file(tmp_path):
+    missing = tmp_path / "absent.keras"
+    with pytest.raises(ModelLoadError, match="absent.keras: no such file"):
+        load_model(missing)
+    garbage = tmp_path / "garbage.keras"
+    garbage.write_text("not a zip archive")
+    with pytest.raises(ModelLoadError, match="garbage.keras: not a valid Keras archive"):
+        load_model(garbage)
+    other = tmp_path / "model.h5"
+    other.write_bytes(b"\x89HDF")
+    with pytest.raises(ModelLoadError, match=r"model.h5: not a \.keras file"):
+        load_model(other)
+    with pytest.raises(ModelLoadError, match="is a folder"):
+        load_model(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == ["garbage.keras", "model.h5"]
+
+
+def test_export_argument_errors_leave_nothing(tiny, tmp_path):
+    with pytest.raises(ValueError, match="valid formats: keras, saved_model, onnx"):
+        export(tiny, tmp_path / "net.tflite", format="tflite")
+    with pytest.raises(TypeError, match="expected a keras.Model"):
+        export(object(), tmp_path / "net.keras")
+    with pytest.raises(ValueError, match=r"\*\.keras"):
+        export(tiny, tmp_path / "net.bin", format="keras")
+    assert os.listdir(tmp_path) == []
+    assert FORMATS == ("keras", "saved_model", "onnx")
+
+
+def test_unusable_destinations(tiny, tmp_path):
+    with pytest.raises(ExportError, match="does not exist"):
+        export(tiny, tmp_path / "no" / "such" / "net.keras")
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    with pytest.raises(ExportError, match="is not a folder"):
+        export(tiny, a_file / "net.keras")
+    with pytest.raises(ExportError, match="is a file; a SavedModel is a folder"):
+        export(tiny, a_file, format="saved_model")
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(ExportError, match="refusing to replace"):
+        export(tiny, precious, format="saved_model")
+    assert sorted(os.listdir(tmp_path)) == ["file.txt", "precious"]
+    assert os.listdir(precious) == ["notes.txt"]
+
+
+def test_unwritable_folder(tiny, tmp_path, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    if os.geteuid() == 0:  # root ignores permissions: make the check see it as a user would
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: (
+            False if os.fspath(p) == str(locked) and mode & os.W_OK else real_access(p, mode)))
+    try:
+        with pytest.raises(ExportError, match="locked is not writable"):
+            export(tiny, locked / "net.keras")
+        assert os.listdir(locked) == []
+    finally:
+        locked.chmod(0o755)
+
+
+def test_failed_verification_keeps_the_old_artifact(tiny, tmp_path, monkeypatch):
+    import kdarts.export as export_module
+
+    target = tmp_path / "net.keras"
+    target.write_bytes(b"previous artifact")
+
+    def off_by_one(format, artifact, samples):
+        assert os.path.exists(artifact)  # written, in a temp folder
+        assert os.path.dirname(os.path.dirname(artifact)) == str(tmp_path)
+        return [[np.asarray(tiny(x, training=False)) + 1.0] for x in samples]
+
+    monkeypatch.setattr(export_module, "_run_artifact", off_by_one)
+    with pytest.raises(ExportError, match="differs from the Keras model by up to 1") as err:
+        export(tiny, target)
+    assert err.value.max_abs_diff == pytest.approx(1.0)
+    assert os.listdir(tmp_path) == ["net.keras"]
+    assert target.read_bytes() == b"previous artifact"
+
+
+def test_missing_onnxruntime_is_explained(tiny, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes the import fail
+    with pytest.raises(ExportError, match="pip install onnxruntime.*verify=False"):
+        export(tiny, tmp_path / "net.onnx", format="onnx")
+    assert os.listdir(tmp_path) == []
+
+
+def test_unbuilt_model_needs_sample_inputs(tmp_path):
+    model = EvalNetwork(DARTS_V2, num_classes=3, channels=2, layers=3)
+    with pytest.raises(ValueError, match="not built"):
+        export(model, tmp_path / "net.keras")
+    assert not model.built and os.listdir(tmp_path) == []
