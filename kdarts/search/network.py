@@ -115,6 +115,8 @@ class SearchNetwork(keras.Model):
         self.fi_ewma = state("fi_ewma")
         self.total_epochs = state("total_epochs", init=keras.initializers.Constant(1.0))
         self.steps_per_epoch = state("steps_per_epoch", init=keras.initializers.Constant(1.0))
+        self._search_metrics = {
+            name: keras.metrics.Mean(name=name) for name in ("search_loss", "reg", "fi")}
         self._search_compiled = False
         self.trace_count = 0  # python-side: how often train_step was traced
 
@@ -222,8 +224,6 @@ class SearchNetwork(keras.Model):
             self._lr_cosine = (float(lr.numpy() if hasattr(lr, "numpy") else lr), float(lr_min))
         if isinstance(self.schedule, DynamicSchedule) and int(self.search_step.numpy()) == 0:
             self.threshold.assign(self.schedule.initial_threshold)
-        self._search_metrics = {
-            name: keras.metrics.Mean(name=name) for name in ("search_loss", "reg", "fi")}
         self._search_compiled = True
         self.train_function = None
 

@@ -1,0 +1,220 @@
+"""The search network's structure: DARTS's, exactly, in both edge implementations."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kdarts
+from kdarts.genotype import CRB_PRIMITIVES, PRIMITIVES
+from kdarts.search import FanOut, MixedEdge, SearchCell, SearchNetwork, count_parameters
+from kdarts.search.cell import fanout_rows
+
+
+def darts_search_param_count(c=16, layers=8, num_classes=10, steps=4, multiplier=4,
+                             stem_multiplier=3, primitives=PRIMITIVES):
+    """Trainable parameters of DARTS's model_search.Network, op by op (SPEC §1)."""
+    def edge(ch, stride):
+        n = 0
+        for p in primitives:
+            if p.startswith("sep_conv"):
+                k = int(p[-1])
+                n += 2 * (k * k * ch + ch * ch)  # twice depthwise + pointwise; BN affine=False
+            elif p.startswith("dil_conv"):
+                k = int(p[-1])
+                n += k * k * ch + ch * ch
+            elif p == "skip_connect" and stride == 2:
+                n += 2 * ch * (ch // 2)  # FactorizedReduce
+        return n
+
+    c_stem = stem_multiplier * c
+    total = 3 * 3 * 3 * c_stem + 2 * c_stem  # stem conv + affine BN (nn.BatchNorm2d default)
+    c_pp, c_p, c_curr, red_prev = c_stem, c_stem, c, False
+    for i in range(layers):
+        red = i in (layers // 3, 2 * layers // 3)
+        if red:
+            c_curr *= 2
+        total += c_pp * c_curr + c_p * c_curr  # preprocess0 (ReLUConvBN or FR) + preprocess1
+        for node in range(steps):
+            for src in range(node + 2):
+                total += edge(c_curr, 2 if red and src < 2 else 1)
+        c_pp, c_p, red_prev = c_p, multiplier * c_curr, red
+    return total + c_p * num_classes + num_classes
+
+
+@pytest.fixture(scope="module")
+def reference_size_network():
+    model = SearchNetwork(10)  # C=16, 8 layers: DARTS's search network
+    model.build((None, 32, 32, 3))
+    return model
+
+
+def test_parameter_count_is_darts(reference_size_network):
+    model = reference_size_network
+    n = count_parameters(model, exclude=model.arch_variables)
+    assert n == darts_search_param_count()
+    assert n == 1_930_618  # DARTS's train_search log: "param size = 1.930618MB"
+    assert [tuple(a.shape) for a in model.arch_variables] == [(14, 8), (14, 8)]
+    assert len(model.weight_variables) + 2 == len(model.trainable_variables)
+
+
+def test_structure_channels_and_strides(reference_size_network):
+    model = reference_size_network
+    reductions = [cell.reduction for cell in model.cells]
+    assert reductions == [False, False, True, False, False, True, False, False]
+    assert [cell.channels for cell in model.cells] == [16, 16, 32, 32, 32, 64, 64, 64]
+    assert [cell.reduction_prev for cell in model.cells][3] is True
+    # only the stem BN has scale/offset; every other BN in the search network is affine=False
+    affine = [v.path for v in model.weight_variables if "gamma" in v.path or "beta" in v.path]
+    assert affine and all("stem" in p for p in affine)
+    x = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
+    assert model(x).shape == (2, 10)
+
+
+def test_crb_network_defaults():
+    model = SearchNetwork(10, channels=4, layers=3, activation="crb")
+    model.build((None, 8, 8, 3))
+    assert model.primitives == CRB_PRIMITIVES
+    alpha = model.alpha_normal.numpy()
+    assert alpha.shape == (14, 7)
+    assert np.all(np.abs(alpha - 1 / 7) < 1e-3)  # 1/num_ops + 1e-4·N(0,1)
+    assert all(cell.node_bn for cell in model.cells)
+    assert count_parameters(model, model.arch_variables) == darts_search_param_count(
+        c=4, layers=3, primitives=CRB_PRIMITIVES)
+    with pytest.raises(ValueError, match=r"unknown primitive\(s\) 'conv_7x7'; valid primitives: none, max_pool_3x3"):
+        SearchNetwork(10, primitives=["conv_7x7", "skip_connect"])
+    with pytest.raises(ValueError, match="unknown activation 'relu'"):
+        SearchNetwork(10, activation="relu")
+
+
+def _copy_edges_into_fanouts(ref: SearchCell, fused: SearchCell):
+    """Give the fused cell exactly the reference cell's weights."""
+    for dst, src in ((fused.preprocess0, ref.preprocess0), (fused.preprocess1, ref.preprocess1)):
+        for a, b in zip(dst.weights, src.weights):
+            a.assign(b)
+    for source, fan in enumerate(fused.fanouts):
+        for q, node in enumerate(range(max(0, source - 1), fused.steps)):
+            edge = ref.edges[kdarts.genotype.edge_index(node, source)]
+            for op_name, op in zip(edge.primitives, edge.candidate_ops):
+                p = fan._params[op_name]
+                if op_name.startswith("sep_conv"):
+                    pairs = [("dw1", op.sep1.depthwise_kernel[..., 0]),
+                             ("pw1", op.sep1.pointwise_kernel[0, 0]),
+                             ("dw2", op.sep2.depthwise_kernel[..., 0]),
+                             ("pw2", op.sep2.pointwise_kernel[0, 0])]
+                elif op_name.startswith("dil_conv"):
+                    pairs = [("dw", op.depthwise.kernel[..., 0]), ("pw", op.pointwise.kernel[0, 0])]
+                elif "fr1" in p:
+                    pairs = [("fr1", op.conv1.kernel[0, 0]), ("fr2", op.conv2.kernel[0, 0])]
+                else:
+                    pairs = []
+                for key, value in pairs:
+                    var = p[key]
+                    var.assign(tf.tensor_scatter_nd_update(var, [[q]], value[None]))
+
+
+@pytest.mark.parametrize("reduction,activation", [(False, "softmax"), (True, "crb")])
+def test_fused_cell_equals_reference_cell(reduction, activation):
+    """FanOut computes exactly DARTS's MixedEdges, pruned ops included, train and inference."""
+    tf.random.set_seed(1)
+    primitives = PRIMITIVES if activation == "softmax" else CRB_PRIMITIVES
+    kwargs = dict(channels=4, reduction=reduction, reduction_prev=reduction,
+                  primitives=primitives, node_bn=activation == "crb")
+    ref = SearchCell(fused=False, **kwargs)
+    fused = SearchCell(fused=True, **kwargs)
+    rng = np.random.default_rng(0)
+    # after a reduction, s0 (two cells back) is twice s1's size and is FactorizedReduce'd
+    s0 = rng.standard_normal((3, 8, 8, 6)).astype(np.float32)
+    s1 = rng.standard_normal((3, 4, 4, 6) if reduction else (3, 8, 8, 6)).astype(np.float32)
+    weights = tf.constant(rng.random((14, len(primitives))), tf.float32)
+    active = None
+    if activation == "crb":
+        active_np = rng.random((14, len(primitives))) > 0.4
+        active_np[:, primitives.index("max_pool_3x3")] = False  # a fully pruned shared op
+        active_np[3] = False  # a fully pruned edge
+        active = tf.constant(active_np)
+        weights = weights * tf.cast(active, tf.float32)
+    ref(s0, s1, weights, active, training=False)
+    fused(s0, s1, weights, active, training=False)
+    _copy_edges_into_fanouts(ref, fused)
+    for training in (True, True, False):  # two training calls move the BN statistics
+        a = ref(s0, s1, weights, active, training=training).numpy()
+        b = fused(s0, s1, weights, active, training=training).numpy()
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    expected_hw = 2 if reduction else 8
+    assert a.shape == (3, expected_hw, expected_hw, 16)
+
+
+def _poison(var):
+    var.assign(tf.fill(var.shape, np.nan))
+
+
+def test_pruned_op_is_never_computed():
+    """NaN weights in a pruned op leave the output finite: it never runs (NaN·0 is NaN)."""
+    x = np.random.default_rng(0).random((2, 8, 8, 4)).astype(np.float32)
+    fan = FanOut(4, 1, CRB_PRIMITIVES, num_edges=3)
+    col = CRB_PRIMITIVES.index("sep_conv_5x5")
+    weights = tf.fill((3, 7), 0.5)
+    fan(x, weights, tf.ones((3, 7), tf.bool), training=True)
+    for var in fan._params["sep_conv_5x5"].values():
+        if not isinstance(var, tuple):
+            _poison(var)
+    all_active = np.ones((3, 7), bool)
+    assert np.isnan(fan(x, weights, tf.constant(all_active), training=True).numpy()).any()
+    pruned = all_active.copy()
+    pruned[:, col] = False
+    w = weights * tf.cast(pruned, tf.float32)
+    out = fan(x, w, tf.constant(pruned), training=True).numpy()
+    assert np.isfinite(out).all()
+    # the reference edge skips it too (behind a tf.cond)
+    edge = MixedEdge(4, 1, CRB_PRIMITIVES)
+    edge(x, weights[0], training=True)
+    for v in edge.candidate_ops[col].trainable_weights:
+        _poison(v)
+    assert np.isfinite(edge(x, w[0], tf.constant(pruned[0]), training=True).numpy()).all()
+
+
+def test_pruned_op_absent_from_traced_graph_work():
+    """In a traced step, a pruned op's kernels receive an empty batch of edges."""
+    fan = FanOut(4, 1, ("skip_connect", "sep_conv_3x3"), num_edges=2)
+    x = tf.random.normal((2, 8, 8, 4))
+    fan(x, tf.ones((2, 2)), tf.ones((2, 2), tf.bool), training=True)
+    seen = []
+    original = fan._sep_conv
+
+    def spy(x, p, idx, training, spatial):
+        seen.append(idx)
+        return original(x, p, idx, training, spatial)
+
+    fan._sep_conv = spy
+    fn = tf.function(lambda x, w, a: fan(x, w, a, training=True))
+    active = tf.constant([[True, False], [True, False]])
+    fn(x, tf.ones((2, 2)), active)
+    # the traced graph gathers the active edges; at run time none are left for sep_conv
+    idx = tf.cast(tf.where(active[:, 1])[:, 0], tf.int32)
+    assert int(tf.size(idx)) == 0 and len(seen) == 1
+
+
+def test_keras_round_trip(tmp_path):
+    model = SearchNetwork(10, channels=4, layers=3, activation="crb")
+    model.build((None, 8, 8, 3))
+    mask = np.ones((14, 7), np.float32)
+    mask[0, 2] = mask[5, 6] = 0.0
+    model.mask_normal.assign(mask)
+    model.alpha_normal.assign(model.alpha_normal.numpy() * mask)
+    x = np.random.default_rng(0).random((2, 8, 8, 3), dtype=np.float32)
+    expected = model(x).numpy()
+    path = tmp_path / "search.keras"
+    model.save(path)
+    import keras
+
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded, SearchNetwork) and loaded.activation == "crb"
+    np.testing.assert_allclose(loaded(x).numpy(), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(loaded.mask_normal.numpy(), mask)
+    np.testing.assert_array_equal(loaded.alpha_normal.numpy(), model.alpha_normal.numpy())
+    assert loaded.genotype() == model.genotype()
+
+
+def test_fanout_rows_cover_every_edge_once():
+    rows = sorted(r for s in range(5) for r in fanout_rows(s, 4))
+    assert rows == list(range(14))

@@ -1,0 +1,128 @@
+"""Time the search step on a fixed, seeded configuration with synthetic data.
+
+Prints, as medians over ``--repeats`` runs of ``--steps`` steps after a warm-up:
+ms per weight-only step, ms per weight+α step, images/s (of the weight+α step) and
+the process's peak memory. Each run of this script measures one configuration, so
+the peak memory is that configuration's.
+
+    python tools/bench_search.py --config small --activation crb --reg proximity
+    python tools/bench_search.py --config small --activation crb --pruned 0.5
+    python tools/bench_search.py --config reference --jit-compile
+    python tools/bench_search.py --config small --unfused      # one MixedEdge per edge
+
+Configurations: small (C=8, 5 layers, 16×16, batch 32) and reference (C=16, 8 layers,
+32×32, batch 64). ``--pruned F`` prunes a seeded fraction F of the crb ops first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+CONFIGS = {
+    "small": dict(channels=8, layers=5, size=16, batch=32),
+    "reference": dict(channels=16, layers=8, size=32, batch=64),
+}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", choices=CONFIGS, default="small")
+    parser.add_argument("--activation", choices=("crb", "softmax"), default="crb")
+    parser.add_argument("--reg", choices=("proximity", "admm", "none"), default="proximity")
+    parser.add_argument("--pruned", type=float, default=0.0,
+                        help="fraction of crb ops pruned before timing")
+    parser.add_argument("--jit-compile", action="store_true")
+    parser.add_argument("--unfused", action="store_true", help="reference MixedEdge per edge")
+    parser.add_argument("--unrolled", action="store_true")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per run")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print one JSON line only")
+    args = parser.parse_args(argv)
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    import kdarts
+
+    cfg = CONFIGS[args.config]
+    keras.utils.set_random_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    n = cfg["batch"] * 4
+    x = rng.random((n, cfg["size"], cfg["size"], 3), dtype=np.float32)
+    y = rng.integers(0, 10, n).astype(np.int32)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(cfg["batch"], drop_remainder=True)
+    ds = ds.repeat().prefetch(2)
+
+    results = {}
+    for mode, every in (("weight_only", 10**9), ("weight_alpha", 1)):
+        keras.utils.set_random_seed(args.seed)
+        model = kdarts.SearchNetwork(10, channels=cfg["channels"], layers=cfg["layers"],
+                                     activation=args.activation, fused=not args.unfused)
+        model.build((cfg["batch"], cfg["size"], cfg["size"], 3))
+        if args.pruned > 0:
+            if args.activation != "crb":
+                parser.error("--pruned needs --activation crb")
+            for alpha, mask in zip(model.arch_variables, [model.mask_normal, model.mask_reduce]):
+                keep = (rng.random(tuple(mask.shape)) >= args.pruned).astype(np.float32)
+                mask.assign(keep)
+                alpha.assign(alpha.numpy() * keep)
+        model.compile(schedule=kdarts.FixedSchedule(every), regularizer=args.reg,
+                      search_data=ds, unrolled=args.unrolled, jit_compile=args.jit_compile)
+        timer = _StepTimer()
+        t0 = time.perf_counter()
+        model.fit(ds, epochs=1, steps_per_epoch=2, verbose=0)  # warm-up: trace + first steps
+        trace_s = time.perf_counter() - t0
+        runs = []
+        for r in range(args.repeats):
+            timer.times.clear()
+            _timed(model, ds, args, timer)
+            runs.append(statistics.median(timer.times))
+        results[mode] = dict(ms=1000 * statistics.median(runs), runs_ms=[1000 * t for t in runs],
+                             warmup_s=trace_s)
+        del model
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out = dict(config=args.config, **cfg, activation=args.activation, reg=args.reg,
+               pruned=args.pruned, jit_compile=args.jit_compile, fused=not args.unfused,
+               unrolled=args.unrolled,
+               weight_only_ms=round(results["weight_only"]["ms"], 1),
+               weight_alpha_ms=round(results["weight_alpha"]["ms"], 1),
+               images_per_s=round(cfg["batch"] / (results["weight_alpha"]["ms"] / 1000), 1),
+               peak_rss_mb=round(peak_mb), warmup_s=round(results["weight_alpha"]["warmup_s"], 1),
+               runs_weight_alpha_ms=[round(t, 1) for t in results["weight_alpha"]["runs_ms"]])
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for k, v in out.items():
+            print(f"{k:>22}: {v}")
+    return out
+
+
+class _StepTimer:
+    def __init__(self):
+        self.times: list[float] = []
+
+
+def _timed(model, ds, args, timer: _StepTimer) -> None:
+    """Run ``args.steps`` compiled steps, timing each (the result is read back, so the
+    step has really finished)."""
+    fn = model.train_function
+    iterator = iter(ds)
+    for _ in range(args.steps):
+        t = time.perf_counter()
+        logs = fn(iterator)
+        float(logs["loss"])
+        timer.times.append(time.perf_counter() - t)
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
