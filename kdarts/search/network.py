@@ -291,7 +291,6 @@ class SearchNetwork(keras.Model):
             self.admm_z_normal.assign(self.activated_weights()[0])
             self.admm_z_reduce.assign(self.activated_weights()[1])
         self.train_function = None  # the step captures the new search iterator
-        self._gradient_fn = None
         return super().fit(x, y, epochs=epochs, initial_epoch=initial_epoch,
                            steps_per_epoch=steps_per_epoch, **kwargs)
 
@@ -396,6 +395,16 @@ class SearchNetwork(keras.Model):
             u.assign(tf.reshape(new_u, u.shape))
         return tf.no_op()
 
+    def _weight_step(self, x, y):
+        """One SGD step on w (α fixed); returns ``(loss, logits, FI)`` with FI = Σ‖∇w‖²."""
+        wvars = self.weight_variables
+        loss, logits, _, grads = self._gradients(x, y)
+        fi = tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads])
+        grads, _ = tf.clip_by_global_norm(grads, self.clip_norm)
+        grads = [g + self.weight_decay * v for g, v in zip(grads, wvars)]
+        self.optimizer.apply(grads, wvars)
+        return loss, logits, fi
+
     def train_step(self, data):
         self.trace_count += 1  # runs at trace time only: counts (re)traces
         x, y = data[0], data[1]
@@ -415,12 +424,7 @@ class SearchNetwork(keras.Model):
         self.threshold.assign(self.schedule.next_threshold(self.threshold, take))
 
         # 2. weight step on the weight batch, α fixed
-        wvars = self.weight_variables
-        loss, logits, _, grads = self._gradients(x, y)
-        fi = tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads])
-        grads, _ = tf.clip_by_global_norm(grads, self.clip_norm)
-        grads = [g + self.weight_decay * v for g, v in zip(grads, wvars)]
-        self.optimizer.apply(grads, wvars)
+        loss, logits, fi = self._weight_step(x, y)
         ewma = getattr(self.schedule, "ewma", 0.2)
         self.fi_ewma.assign(update_fi_ewma(self.fi_ewma, fi, tf.equal(step, 1), ewma))
 

@@ -1,0 +1,199 @@
+"""The alternating search through compile/fit: every combination, the compiled step, resume."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kdarts
+from kdarts.search import ADMM, DynamicSchedule, FixedSchedule, Proximity, SearchNetwork
+
+PRIMS = ("max_pool_3x3", "skip_connect", "sep_conv_3x3")
+TINY = dict(channels=4, layers=3, steps=2, multiplier=2, primitives=PRIMS)
+METRICS = {"loss", "accuracy", "search_loss", "reg", "fi", "fi_ewma", "threshold",
+           "alpha_steps", "pruned_ops"}
+
+
+def datasets(n=48, batch=8):
+    """A learnable toy task (the label is the brightest quadrant), as infinite streams."""
+    rng = np.random.default_rng(0)
+    x = rng.random((2 * n, 8, 8, 3), dtype=np.float32)
+    y = np.argmax([x[:, :4, :4].mean((1, 2, 3)), x[:, :4, 4:].mean((1, 2, 3)),
+                   x[:, 4:, :4].mean((1, 2, 3)), x[:, 4:, 4:].mean((1, 2, 3))], axis=0)
+    make = lambda a, b: (tf.data.Dataset.from_tensor_slices((a, b.astype(np.int32)))  # noqa
+                         .batch(batch, drop_remainder=True).repeat())
+    return make(x[:n], y[:n]), make(x[n:], y[n:])
+
+
+def tiny_model(activation="crb", seed=0):
+    keras.utils.set_random_seed(seed)
+    model = SearchNetwork(4, activation=activation, **TINY)
+    model.build((8, 8, 8, 3))
+    return model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("activation", ["softmax", "crb"])
+def test_every_schedule_and_regulariser_runs(activation):
+    """activation × schedule × regulariser, compiled, a few steps each. One model serves all
+    six: its network is traced once, each compile only retraces the thin outer step."""
+    weight_ds, search_ds = datasets()
+    schedules = {"fixed": FixedSchedule(1),
+                 "dynamic": DynamicSchedule(every=1, multiplier=2.0, initial_threshold=1e4)}
+    model = tiny_model(activation)
+    start = model.get_weights()
+    for sname, schedule in schedules.items():
+        for reg in ("none", Proximity(0.1), ADMM(0.1, every=1)):
+            model.set_weights(start)  # α, masks, counters and schedule state included
+            alpha0 = [a.numpy().copy() for a in model.arch_variables]
+            model.compile(schedule=schedule, regularizer=reg, search_data=search_ds)
+            history = model.fit(weight_ds, epochs=1, steps_per_epoch=3, verbose=0).history
+            label = f"{activation}/{sname}/{reg}"
+            assert METRICS <= set(history), label
+            assert history["alpha_steps"][-1] >= 2, label
+            assert all(np.isfinite(v[-1]) for v in history.values()), label
+            assert any(np.abs(a.numpy() - a0).max() > 0
+                       for a, a0 in zip(model.arch_variables, alpha0)), label
+            if isinstance(reg, Proximity):
+                assert history["reg"][-1] > 0, label
+            if isinstance(reg, ADMM):  # Z is discrete after the first update
+                z = model.admm_z_normal.numpy()
+                assert set(np.unique(z)) <= {0.0, 1.0} and z.sum() == 4, label
+            model.genotype()
+
+
+@pytest.mark.slow
+def test_unrolled_second_order_step():
+    weight_ds, search_ds = datasets()
+    model = tiny_model("softmax")
+    weights0 = [w.numpy().copy() for w in model.weight_variables]
+    model.compile(schedule=FixedSchedule(1), regularizer="proximity", search_data=search_ds,
+                  unrolled=True)
+    history = model.fit(weight_ds, epochs=1, steps_per_epoch=2, verbose=0).history
+    assert history["alpha_steps"][-1] == 2 and np.isfinite(history["search_loss"][-1])
+    # the virtual step and the finite differences restore w before the real weight step
+    first = kdarts.search.network.count_parameters(model)
+    assert first > 0 and any(np.abs(w.numpy() - w0).max() > 0
+                             for w, w0 in zip(model.weight_variables, weights0))
+
+
+class _Snapshots(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.alpha, self.mask = [], []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.alpha.append(self.model.alpha_normal.numpy().copy())
+        self.mask.append(self.model.mask_normal.numpy().copy())
+
+
+@pytest.mark.slow
+def test_compiled_search_prunes_for_good_without_retracing():
+    weight_ds, search_ds = datasets()
+    model = tiny_model("crb")
+    # a fast α optimiser so that ops reach 0 (and get pruned) within a few steps
+    model.compile(arch_optimizer=keras.optimizers.Adam(0.08, beta_1=0.5), search_data=search_ds,
+                  schedule=FixedSchedule(2), regularizer=Proximity(rho=2.0))
+    snaps = _Snapshots()
+    history = model.fit(weight_ds, epochs=3, steps_per_epoch=4, verbose=0,
+                        callbacks=[snaps]).history
+    assert model.trace_count == 1  # α / no-α steps alternate inside one trace
+    assert history["alpha_steps"] == [2.0, 4.0, 6.0]
+    masks = np.stack(snaps.mask)
+    assert masks[-1].sum() < masks.size / len(masks)  # some ops were pruned ...
+    assert np.all(np.diff(masks, axis=0) <= 0)  # ... and no pruned op ever came back
+    for alpha, mask in zip(snaps.alpha, snaps.mask):
+        assert np.all(alpha[mask == 0] == 0)  # a pruned α is 0 and never moves again
+    assert history["pruned_ops"][-1] == (1 - masks[-1]).sum() + (
+        1 - model.mask_reduce.numpy()).sum()
+    assert history["lr"][0] == pytest.approx(0.025, rel=1e-5)  # cosine: epoch 0 at lr_max
+    assert history["lr"][-1] < history["lr"][1] < 0.025
+
+    # an α step changes only α; a weight step changes only the weights
+    def snapshot():
+        return ([v.numpy().copy() for v in model.arch_variables],
+                [v.numpy().copy() for v in model.weight_variables])
+    x, y = next(iter(weight_ds))
+    a0, w0 = snapshot()
+    model._alpha_step(x, y, tf.constant(1.0))
+    a1, w1 = snapshot()
+    assert all(np.array_equal(u, v) for u, v in zip(w0, w1))
+    assert any(not np.array_equal(u, v) for u, v in zip(a0, a1))
+    model._weight_step(x, y)
+    a2, w2 = snapshot()
+    assert all(np.array_equal(u, v) for u, v in zip(a1, a2))
+    assert any(not np.array_equal(u, v) for u, v in zip(w1, w2))
+
+
+RESUME_SCRIPT = textwrap.dedent("""
+    import json, sys, numpy as np, keras, tensorflow as tf
+    sys.path.insert(0, {tests!r})
+    from test_search_fit import datasets, tiny_model, search_compile_args
+    weight_ds, search_ds = datasets()
+    model = tiny_model("crb")
+    model.compile(search_data=search_ds, **search_compile_args())
+    model.build_optimizers()
+    model.load_weights({ckpt!r})
+    state = json.load(open({state!r}))
+    model.fit(weight_ds, epochs=2, initial_epoch=state["epoch"],
+              steps_per_epoch=state["steps"], verbose=0)
+    np.savez({out!r}, normal=model.alpha_normal.numpy(), reduce=model.alpha_reduce.numpy(),
+             fi_ewma=model.fi_ewma.numpy(), alpha_steps=model.alpha_steps.numpy())
+""")
+
+
+def search_compile_args():
+    return dict(schedule=DynamicSchedule(every=1, multiplier=2.0, initial_threshold=1e3),
+                regularizer=Proximity(0.1))
+
+
+class _StopAfterFirstEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = True
+
+
+@pytest.mark.slow
+def test_resume_in_new_process_equals_uninterrupted(tmp_path):
+    weight_ds, search_ds = datasets()
+    steps = 4
+    full = tiny_model("crb")
+    full.compile(search_data=search_ds, **search_compile_args())
+    full.fit(weight_ds, epochs=2, steps_per_epoch=steps, verbose=0)
+    assert 0 < int(full.alpha_steps.numpy()) < 2 * steps  # the schedule both took and skipped
+
+    part = tiny_model("crb")
+    part.compile(search_data=search_ds, **search_compile_args())
+    part.fit(weight_ds, epochs=2, steps_per_epoch=steps, verbose=0,
+             callbacks=[_StopAfterFirstEpoch()])
+    ckpt = str(tmp_path / "search.weights.h5")
+    part.save_weights(ckpt)
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"epoch": 1, "steps": steps}))
+    out = str(tmp_path / "resumed.npz")
+    script = RESUME_SCRIPT.format(tests=os.path.dirname(__file__), ckpt=ckpt,
+                                  state=str(state), out=out)
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=600,
+                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    resumed = np.load(out)
+    assert int(resumed["alpha_steps"]) == int(full.alpha_steps.numpy())
+    np.testing.assert_allclose(resumed["normal"], full.alpha_normal.numpy(), atol=1e-5)
+    np.testing.assert_allclose(resumed["reduce"], full.alpha_reduce.numpy(), atol=1e-5)
+    np.testing.assert_allclose(resumed["fi_ewma"], full.fi_ewma.numpy(), rtol=1e-4)
+    # and the first half really differs from the end: the test compares something
+    assert np.abs(part.alpha_normal.numpy() - full.alpha_normal.numpy()).max() > 1e-4
+
+
+def test_fit_errors_are_clear():
+    weight_ds, _ = datasets()
+    model = tiny_model("softmax")
+    with pytest.raises(RuntimeError, match="compile"):
+        model.fit(weight_ds, epochs=1, steps_per_epoch=1)
+    model.compile()
+    with pytest.raises(ValueError, match=r"compile\(search_data=...\) is required"):
+        model.fit(weight_ds, epochs=1, steps_per_epoch=1)

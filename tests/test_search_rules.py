@@ -1,0 +1,133 @@
+"""The search's rules as pure functions, checked against SPEC §2, §5 and §6."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kdarts.genotype import CRB_PRIMITIVES
+from kdarts.search.activations import activate, prune
+from kdarts.search.regularizers import ADMM, Proximity, admm_update, discrete_onehot, l2
+from kdarts.search.schedules import (
+    DynamicSchedule,
+    FixedSchedule,
+    dynamic_split_fraction,
+    get_schedule,
+    update_fi_ewma,
+)
+
+
+def run_dynamic(schedule, fis):
+    """Drive the schedule over a FI sequence as train_step does; return decisions, thresholds."""
+    threshold, ewma, took, thresholds = schedule.initial_threshold, 0.0, [], []
+    for step, fi in enumerate(fis, start=1):
+        decision = bool(schedule.decide(step, ewma, threshold))
+        threshold = float(schedule.next_threshold(threshold, decision))
+        ewma = float(update_fi_ewma(ewma, fi, step == 1, schedule.ewma))
+        took.append(decision)
+        thresholds.append(threshold)
+    return took, thresholds
+
+
+def test_dynamic_schedule_decisions_and_threshold():
+    s = DynamicSchedule(every=10, multiplier=1.05, ewma=0.2, initial_threshold=1.0)
+    took, thresholds = run_dynamic(s, [0.5] * 9)
+    # step 1 has no EWMA yet; 0.5 < 1.05 and < 1.05^-9; then the threshold regrows by 1.05
+    # per step until it passes 0.5 again at step 9 (1.05^-14 = 0.505)
+    assert took == [False, True, True, False, False, False, False, False, True]
+    expected = [1.05, 1.05 ** -9, 1.05 ** -19, 1.05 ** -18, 1.05 ** -17, 1.05 ** -16,
+                1.05 ** -15, 1.05 ** -14, 1.05 ** -24]
+    np.testing.assert_allclose(thresholds, expected, rtol=1e-5)
+
+
+def test_dynamic_schedule_waits_for_settled_weights():
+    s = DynamicSchedule(every=10)
+    took, _ = run_dynamic(s, [100.0] * 20 + [0.01] * 30)
+    assert not any(took[:20])  # FI far above the threshold: no α step
+    # then the EWMA (≈100·0.8^n) must fall under the growing threshold (1.05^(20+n)):
+    # after 14 low-FI steps, 100·0.8^14 ≈ 4.4 < 1.05^34 ≈ 5.3: the weights have settled
+    assert took.index(True) == 20 + 14
+    # on a stationary FI the long-run rate approaches one α step per `every` steps
+    took, _ = run_dynamic(s, [0.3] * 2000)
+    assert abs(sum(took) / 2000 - 1 / 11) < 0.01
+
+
+def test_fi_ewma_rule():
+    assert float(update_fi_ewma(0.0, 4.0, True, 0.2)) == 4.0
+    assert float(update_fi_ewma(4.0, 2.0, False, 0.2)) == pytest.approx(0.2 * 2 + 0.8 * 4)
+
+
+def test_fixed_schedule_and_split():
+    s = FixedSchedule(every=3)
+    assert [bool(s.decide(step)) for step in range(1, 10)] == [
+        False, False, True, False, False, True, False, False, True]
+    assert all(bool(FixedSchedule(1).decide(k)) for k in range(1, 5))
+    assert dynamic_split_fraction(10) == pytest.approx(1 / 11)
+    assert get_schedule({"name": "dynamic", "every": 4}) == DynamicSchedule(every=4)
+    with pytest.raises(ValueError, match="unknown schedule 'weekly'"):
+        get_schedule("weekly")
+    with pytest.raises(ValueError, match="every must be >= 1"):
+        FixedSchedule(0)
+
+
+def test_admm_update_on_small_matrices():
+    prims = ["max_pool_3x3", "skip_connect", "sep_conv_3x3"]
+    act = np.array([[0.2, 0.5, 0.1],   # node 0 ← 0
+                    [0.6, 0.3, 0.0],   # node 0 ← 1
+                    [0.1, 0.1, 0.2],   # node 1 ← 0
+                    [0.0, 0.0, 0.0],   # node 1 ← 1 (fully pruned)
+                    [0.4, 0.3, 0.3]], np.float32)  # node 1 ← 2
+    u = np.zeros_like(act)
+    u[2, 2] = 0.3  # the dual pushes edge (1←0) up: 0.5 beats edge (1←2)'s 0.4
+    mask = np.ones_like(act)
+    mask[1, 2] = mask[3] = 0.0
+    z, u_new = admm_update(act, np.zeros_like(act), u, mask, prims, steps=2)
+    z_expected = np.zeros_like(act)
+    z_expected[0, 1] = z_expected[1, 0] = z_expected[2, 2] = z_expected[4, 0] = 1.0
+    np.testing.assert_array_equal(z, z_expected)
+    np.testing.assert_allclose(u_new, (u + act - z_expected) * mask, atol=1e-7)
+    assert u_new[3].sum() == 0 and u_new[1, 2] == 0  # masked entries stay 0
+    # γ < 1 decays the old dual
+    _, u_decay = admm_update(act, z, u, mask, prims, steps=2, dual_decay=0.5)
+    assert u_decay[2, 2] == pytest.approx((0.5 * 0.3 + 0.2 - 1.0))
+
+
+def test_admm_penalty_is_masked_l2():
+    reg = ADMM(rho=0.1)
+    act = tf.constant([[0.5, 0.2]])
+    z = tf.constant([[1.0, 0.0]])
+    u = tf.constant([[0.1, 0.0]])
+    mask = tf.constant([[1.0, 0.0]])
+    expected = 0.1 / 2 * abs(0.5 - 1.0 + 0.1)
+    assert float(reg.penalty([act], [z], [u], [mask])) == pytest.approx(expected)
+    squared = ADMM(rho=0.1, squared=True)
+    assert float(squared.penalty([act], [z], [u], [mask])) == pytest.approx(0.05 * 0.4 ** 2)
+
+
+def test_proximity_weight_grows_with_t():
+    reg = Proximity(rho=0.1)
+    act = np.full((14, 7), 0.3, np.float32)
+    onehot = discrete_onehot(tf.constant(act), CRB_PRIMITIVES)
+    assert float(tf.reduce_sum(onehot)) == 8
+    values = [float(reg.penalty([act], [onehot], t, 10.0)) for t in (0.0, 2.5, 5.0, 10.0)]
+    assert values[0] == 0.0 and values[1] < values[2] < values[3]
+    full = 0.1 / 2 * float(l2(act - onehot.numpy()))
+    assert values[3] == pytest.approx(full) and values[2] == pytest.approx(full / 2)
+    # the plain norm has a finite gradient even when α is already discrete
+    a = tf.Variable(onehot)
+    with tf.GradientTape() as tape:
+        p = reg.penalty([a], [onehot], 1.0, 1.0)
+    assert np.isfinite(tape.gradient(p, a).numpy()).all()
+
+
+def test_crb_activation_and_permanent_prune():
+    alpha = tf.constant([[-0.1, 0.5, 1.7, 0.0]])
+    np.testing.assert_allclose(activate(alpha, "crb").numpy(), [[0, 0.5, 1, 0]])
+    a, m = prune(alpha, tf.ones((1, 4)))
+    np.testing.assert_array_equal(m.numpy(), [[0, 1, 1, 0]])
+    np.testing.assert_allclose(a.numpy(), [[0, 0.5, 1.7, 0]], rtol=1e-6)
+    # a pruned op stays pruned even if α becomes positive again
+    a2, m2 = prune(tf.constant([[0.3, 0.5, 1.7, 0.2]]), m)
+    np.testing.assert_array_equal(m2.numpy(), [[0, 1, 1, 0]])
+    assert a2.numpy()[0, 0] == 0 and a2.numpy()[0, 3] == 0
+    soft = activate(tf.zeros((2, 8)), "softmax").numpy()
+    np.testing.assert_allclose(soft.sum(axis=1), [1, 1], rtol=1e-6)
