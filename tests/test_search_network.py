@@ -112,12 +112,12 @@ def _copy_edges_into_fanouts(ref: SearchCell, fused: SearchCell):
                     var.assign(tf.tensor_scatter_nd_update(var, [[q]], value[None]))
 
 
-@pytest.mark.parametrize("reduction,activation", [(False, "softmax"), (True, "crb")])
-def test_fused_cell_equals_reference_cell(reduction, activation):
+@pytest.mark.parametrize("reduction,activation,channels", [(False, "softmax", 4), (True, "crb", 4), (True, "crb", 12)])
+def test_fused_cell_equals_reference_cell(reduction, activation, channels):
     """FanOut computes exactly DARTS's MixedEdges, pruned ops included, train and inference."""
     tf.random.set_seed(1)
     primitives = PRIMITIVES if activation == "softmax" else CRB_PRIMITIVES
-    kwargs = dict(channels=4, reduction=reduction, reduction_prev=reduction,
+    kwargs = dict(channels=channels, reduction=reduction, reduction_prev=reduction,
                   primitives=primitives, node_bn=activation == "crb")
     ref = SearchCell(fused=False, **kwargs)
     fused = SearchCell(fused=True, **kwargs)
@@ -141,7 +141,7 @@ def test_fused_cell_equals_reference_cell(reduction, activation):
         b = fused(s0, s1, weights, active, training=training).numpy()
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     expected_hw = 2 if reduction else 8
-    assert a.shape == (3, expected_hw, expected_hw, 16)
+    assert a.shape == (3, expected_hw, expected_hw, 4 * channels)
 
 
 def _poison(var):

@@ -41,7 +41,10 @@ _PKG = "kdarts"
 _CONV_KERNELS = {"sep_conv_3x3": 3, "sep_conv_5x5": 5, "dil_conv_3x3": 3, "dil_conv_5x5": 5}
 
 
-def _conv(x, kernel, strides: int, dilation: int = 1):
+_COMPOSE_MAX_TAPS = 200
+
+
+def _conv(x, kernel, strides: int, dilation: int = 1, depthwise: bool = False):
     """Dense "same" conv; a dilated one is computed on the d×d sub-grids of ``x``.
 
     A dilated conv only mixes pixels of one sub-grid, so it is a plain conv on each
@@ -49,16 +52,20 @@ def _conv(x, kernel, strides: int, dilation: int = 1):
     At stride d only the first sub-grid is needed: the dilated conv at stride 1
     sampled every d pixels (the reference's grid).
     """
+    if depthwise:
+        conv = lambda x, stride: tf.nn.depthwise_conv2d(  # noqa: E731
+            x, kernel, [1, stride, stride, 1], "SAME")
+    else:
+        conv = lambda x, stride: tf.nn.conv2d(x, kernel, stride, "SAME")  # noqa: E731
     if dilation == 1:
-        return tf.nn.conv2d(x, kernel, strides, "SAME")
+        return conv(x, strides)
     if strides == dilation:
-        return tf.nn.conv2d(x[:, ::dilation, ::dilation, :], kernel, 1, "SAME")
+        return conv(x[:, ::dilation, ::dilation, :], 1)
     if strides != 1:
         raise ValueError(f"dilated conv: strides {strides} with dilation {dilation}")
     h, w = tf.shape(x)[1], tf.shape(x)[2]
     pad = [[0, (-h) % dilation], [0, (-w) % dilation]]  # zero rows act as the "same" padding
-    y = tf.space_to_batch_nd(x, [dilation, dilation], pad)
-    y = tf.nn.conv2d(y, kernel, 1, "SAME")
+    y = conv(tf.space_to_batch_nd(x, [dilation, dilation], pad), 1)
     return tf.batch_to_space(y, [dilation, dilation], pad)
 
 
@@ -191,16 +198,20 @@ class FanOut(keras.layers.Layer):
     def _separable_fan(self, x, dw, pw, strides, spatial, dilation=1):
         """depthwise k×k then 1×1, one (dw, pw) pair per edge, on one input → (N', k, C).
 
-        Each pair composes into one dense k×k kernel, and all edges' kernels stack into
-        one conv: a single oneDNN convolution instead of a depthwise conv plus a batched
-        matmul (about twice as fast on this CPU, forward and backward).
+        For few channels each pair composes into one dense k×k kernel and all edges'
+        kernels stack into a single oneDNN convolution: more FLOPs, but about twice as
+        fast as a depthwise conv plus a batched matmul on this CPU. Past ~200 taps per
+        output (C·k² > 200) the extra FLOPs win and the depthwise form is used.
         """
-        ks = dw.shape[1]
-        kernel = tf.einsum("qijc,qcd->ijcqd", dw, pw)  # (ks, ks, C, k, D)
-        kernel = tf.reshape(kernel, [ks, ks, self.channels, -1])
-        y = _conv(x, kernel, strides, dilation)
+        ks, c = dw.shape[1], self.channels
         b, h, w = spatial  # explicit sizes: with every edge pruned, k = 0 and -1 is ambiguous
-        return tf.reshape(y, [b * h * w, tf.shape(dw)[0], self.channels])
+        k = tf.shape(dw)[0]
+        if c * ks * ks <= _COMPOSE_MAX_TAPS:
+            kernel = tf.reshape(tf.einsum("qijc,qcd->ijcqd", dw, pw), [ks, ks, c, -1])
+            return tf.reshape(_conv(x, kernel, strides, dilation), [b * h * w, k, c])
+        kernel = tf.transpose(dw, [1, 2, 3, 0])  # (ks, ks, C, k): channel multiplier k
+        y = _conv(x, kernel, strides, dilation, depthwise=True)
+        return tf.einsum("ncq,qcd->nqd", tf.reshape(y, [b * h * w, c, k]), pw)
 
     def _separable_each(self, y, dw, pw, spatial):
         """Edge q's depthwise k×k then 1×1 on edge q's tensor: (N, k, C) → (N, k, C)."""
