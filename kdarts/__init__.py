@@ -9,7 +9,11 @@ Example:
     >>> kdarts.export(net, "saved_models/net.onnx", format="onnx")  # doctest: +SKIP
 """
 
-from kdarts.eval import EvalNetwork, compile_eval_network
+import os as _os
+
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: quiet C++ logs
+
+from kdarts.eval import EvalNetwork  # noqa: E402, compile_eval_network
 from kdarts.export import ExportError, export, load_model
 from kdarts.genotype import (
     CRB_PRIMITIVES,

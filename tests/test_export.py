@@ -160,7 +160,7 @@ def test_unwritable_folder(tiny, tmp_path, monkeypatch):
 
 
 def test_failed_verification_keeps_the_old_artifact(tiny, tmp_path, monkeypatch):
-    import kdarts.export as export_module
+    export_module = sys.modules["kdarts.export"]  # `kdarts.export` is also the function
 
     target = tmp_path / "net.keras"
     target.write_bytes(b"previous artifact")

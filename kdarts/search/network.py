@@ -291,6 +291,7 @@ class SearchNetwork(keras.Model):
             self.admm_z_normal.assign(self.activated_weights()[0])
             self.admm_z_reduce.assign(self.activated_weights()[1])
         self.train_function = None  # the step captures the new search iterator
+        kwargs.setdefault("shuffle", False)  # the data streams are shuffled by kdarts.data
         return super().fit(x, y, epochs=epochs, initial_epoch=initial_epoch,
                            steps_per_epoch=steps_per_epoch, **kwargs)
 

@@ -1,0 +1,122 @@
+"""The figures, from a synthetic search record (no network, no training)."""
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from kdarts.genotype import CRB_PRIMITIVES, DARTS_V2, Genotype, discretize
+from kdarts.plots import plot_alpha, plot_genotype, plot_schedule
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def synthetic_record(epochs=6, steps_per_epoch=25, steps=4, primitives=CRB_PRIMITIVES,
+                     seed=0, activation="crb"):
+    """A record shaped like SearchRecorder's: α drifting apart, some ops pruned."""
+    rng = np.random.default_rng(seed)
+    n_edges = sum(2 + i for i in range(steps))
+    n_ops = len(primitives)
+    alpha = {c: 1.0 / n_ops + 1e-4 * rng.standard_normal((n_edges, n_ops)) for c in ("n", "r")}
+    drift = {c: 0.02 * rng.standard_normal((n_edges, n_ops)) for c in ("n", "r")}
+    mask = {c: np.ones((n_edges, n_ops)) for c in ("n", "r")}
+    record = {"version": 1, "primitives": list(primitives), "activation": activation,
+              "steps": steps, "steps_per_epoch": steps_per_epoch, "epochs": [], "batches": []}
+    threshold, ewma, pruned_total = 1.0, None, 0.0
+    concat = list(range(2, steps + 2))
+    for epoch in range(epochs + 1):
+        if epoch:
+            for c in ("n", "r"):
+                alpha[c] = np.clip(alpha[c] + drift[c], 0, 1) * mask[c]
+                mask[c] = mask[c] * (alpha[c] > 0)
+        act = {c: np.clip(alpha[c], 0, 1) * mask[c] for c in ("n", "r")}
+        genes = {c: discretize(act[c], primitives, steps)[0] for c in ("n", "r")}
+        genotype = Genotype(genes["n"], concat, genes["r"], concat)
+        record["epochs"].append({
+            "epoch": epoch, "step": epoch * steps_per_epoch,
+            "alpha_normal": act["n"].tolist(), "alpha_reduce": act["r"].tolist(),
+            "mask_normal": mask["n"].tolist(), "mask_reduce": mask["r"].tolist(),
+            "genotype": genotype.to_dict(),
+        })
+        if epoch == epochs:
+            break
+        for b in range(steps_per_epoch):
+            step = epoch * steps_per_epoch + b + 1
+            fi = float(np.exp(rng.normal(1.5 - 0.2 * epoch, 0.5)))
+            ewma = fi if ewma is None else 0.2 * fi + 0.8 * ewma
+            took = 0.0 < ewma < threshold
+            threshold *= 1.05 ** -10 if took else 1.05
+            pruned_total = float((1 - mask["n"]).sum() + (1 - mask["r"]).sum())
+            record["batches"].append({
+                "step": step, "step_fi": fi, "fi_ewma": ewma, "threshold": threshold,
+                "took_alpha_step": float(took), "pruned_ops": pruned_total,
+                "alpha_steps": 0.0, "loss": 1.0,
+            })
+    return record
+
+
+def png_size(path):
+    with open(path, "rb") as f:
+        head = f.read(24)
+    assert head[:8] == PNG_SIGNATURE, f"{path} is not a PNG"
+    return struct.unpack(">II", head[16:24])
+
+
+@pytest.fixture(scope="module")
+def record():
+    return synthetic_record()
+
+
+def test_plot_alpha_writes_png(tmp_path, record):
+    out = tmp_path / "alpha.png"
+    assert plot_alpha(record, out) == str(out)
+    width, height = png_size(out)
+    assert width >= 1000 and height >= 1000
+    assert out.stat().st_size > 50_000  # 2 × 14 subplots with lines, not an empty canvas
+    assert [p.name for p in tmp_path.iterdir()] == ["alpha.png"]  # no temp file left
+
+
+def test_plot_alpha_from_json_path_and_small_cells(tmp_path):
+    rec = synthetic_record(epochs=2, steps_per_epoch=3, steps=2,
+                           primitives=("max_pool_3x3", "skip_connect", "sep_conv_3x3"),
+                           activation="softmax")
+    path = tmp_path / "rec.json"
+    path.write_text(json.dumps(rec))
+    out = plot_alpha(str(path), tmp_path / "a.png")
+    width, height = png_size(out)
+    assert width > 400 and height > 400
+
+
+def test_plot_schedule_writes_png(tmp_path, record):
+    out = plot_schedule(record, tmp_path / "sub" / "schedule.png")
+    width, height = png_size(out)
+    assert width >= 800 and 400 <= height <= 1000
+    assert (tmp_path / "sub" / "schedule.png").stat().st_size > 20_000
+
+
+def test_plot_schedule_needs_batches(tmp_path, record):
+    with pytest.raises(ValueError, match="per-step"):
+        plot_schedule({**record, "batches": []}, tmp_path / "s.png")
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("genotype", [DARTS_V2, "DARTS_V1"])
+def test_plot_genotype_writes_png(tmp_path, genotype):
+    out = plot_genotype(genotype, tmp_path / "g.png")
+    width, height = png_size(out)
+    assert width >= 800 and height >= 600
+    assert (tmp_path / "g.png").stat().st_size > 20_000
+
+
+def test_plot_genotype_from_record_dict(tmp_path, record):
+    out = plot_genotype(record["epochs"][-1]["genotype"], tmp_path / "g.png")
+    assert png_size(out)[0] > 0
+
+
+def test_plot_overwrites_atomically(tmp_path, record):
+    out = tmp_path / "g.png"
+    out.write_bytes(b"old")
+    plot_genotype(DARTS_V2, out)
+    assert out.read_bytes()[:8] == PNG_SIGNATURE
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.png"]
