@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import kdarts
 from kdarts.search import ADMM, DynamicSchedule, FixedSchedule, Proximity, SearchNetwork
 
 PRIMS = ("max_pool_3x3", "skip_connect", "sep_conv_3x3")
@@ -77,10 +76,8 @@ def test_unrolled_second_order_step():
                   unrolled=True)
     history = model.fit(weight_ds, epochs=1, steps_per_epoch=2, verbose=0).history
     assert history["alpha_steps"][-1] == 2 and np.isfinite(history["search_loss"][-1])
-    # the virtual step and the finite differences restore w before the real weight step
-    first = kdarts.search.network.count_parameters(model)
-    assert first > 0 and any(np.abs(w.numpy() - w0).max() > 0
-                             for w, w0 in zip(model.weight_variables, weights0))
+    assert any(np.abs(w.numpy() - w0).max() > 0
+               for w, w0 in zip(model.weight_variables, weights0))
 
 
 class _Snapshots(keras.callbacks.Callback):

@@ -173,11 +173,11 @@ def test_pruned_op_is_never_computed():
     assert np.isfinite(edge(x, w[0], tf.constant(pruned[0]), training=True).numpy()).all()
 
 
-def test_pruned_op_absent_from_traced_graph_work():
-    """In a traced step, a pruned op's kernels receive an empty batch of edges."""
-    fan = FanOut(4, 1, ("skip_connect", "sep_conv_3x3"), num_edges=2)
+def test_traced_kernels_see_only_unpruned_edges():
+    """In one traced function, sep_conv's kernels receive exactly the edges that keep it."""
+    fan = FanOut(4, 1, ("skip_connect", "sep_conv_3x3"), num_edges=3)
     x = tf.random.normal((2, 8, 8, 4))
-    fan(x, tf.ones((2, 2)), tf.ones((2, 2), tf.bool), training=True)
+    fan(x, tf.ones((3, 2)), tf.ones((3, 2), tf.bool), training=True)
     seen = []
     original = fan._sep_conv
 
@@ -186,12 +186,18 @@ def test_pruned_op_absent_from_traced_graph_work():
         return original(x, p, idx, training, spatial)
 
     fan._sep_conv = spy
-    fn = tf.function(lambda x, w, a: fan(x, w, a, training=True))
-    active = tf.constant([[True, False], [True, False]])
-    fn(x, tf.ones((2, 2)), active)
-    # the traced graph gathers the active edges; at run time none are left for sep_conv
-    idx = tf.cast(tf.where(active[:, 1])[:, 0], tf.int32)
-    assert int(tf.size(idx)) == 0 and len(seen) == 1
+
+    @tf.function
+    def run(active):
+        out = fan(x, tf.cast(active, tf.float32), active, training=True)
+        return out, seen[-1]
+
+    for keep in ([True, False, True], [False, False, False], [True, True, True]):
+        active = tf.constant([[True, k] for k in keep])
+        out, idx = run(active)
+        assert idx.numpy().tolist() == [i for i, k in enumerate(keep) if k]
+        assert np.isfinite(out.numpy()).all()
+    assert run.experimental_get_tracing_count() == 1  # pruning changes data, not the graph
 
 
 def test_keras_round_trip(tmp_path):

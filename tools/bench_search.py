@@ -78,18 +78,13 @@ def main(argv=None) -> dict:
                 alpha.assign(alpha.numpy() * keep)
         model.compile(schedule=kdarts.FixedSchedule(every), regularizer=args.reg,
                       search_data=ds, unrolled=args.unrolled, jit_compile=args.jit_compile)
-        timer = _StepTimer()
         t0 = time.perf_counter()
         model.fit(ds, epochs=1, steps_per_epoch=2, verbose=0)  # warm-up: trace + first steps
         trace_s = time.perf_counter() - t0
-        runs = []
-        for r in range(args.repeats):
-            timer.times.clear()
-            _timed(model, ds, args, timer)
-            runs.append(statistics.median(timer.times))
+        runs = [statistics.median(_step_times(model, ds, args.steps))
+                for _ in range(args.repeats)]
         results[mode] = dict(ms=1000 * statistics.median(runs), runs_ms=[1000 * t for t in runs],
                              warmup_s=trace_s)
-        del model
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = dict(config=args.config, **cfg, activation=args.activation, reg=args.reg,
                pruned=args.pruned, jit_compile=args.jit_compile, fused=not args.unfused,
@@ -107,21 +102,14 @@ def main(argv=None) -> dict:
     return out
 
 
-class _StepTimer:
-    def __init__(self):
-        self.times: list[float] = []
-
-
-def _timed(model, ds, args, timer: _StepTimer) -> None:
-    """Run ``args.steps`` compiled steps, timing each (the result is read back, so the
-    step has really finished)."""
-    fn = model.train_function
-    iterator = iter(ds)
-    for _ in range(args.steps):
+def _step_times(model, ds, steps: int) -> list[float]:
+    """Seconds per compiled step; reading the loss back makes sure the step has finished."""
+    fn, iterator, times = model.train_function, iter(ds), []
+    for _ in range(steps):
         t = time.perf_counter()
-        logs = fn(iterator)
-        float(logs["loss"])
-        timer.times.append(time.perf_counter() - t)
+        float(fn(iterator)["loss"])
+        times.append(time.perf_counter() - t)
+    return times
 
 
 if __name__ == "__main__":

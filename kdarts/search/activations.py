@@ -13,7 +13,6 @@ Example:
 from __future__ import annotations
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 ACTIVATIONS = ("softmax", "crb")
@@ -36,13 +35,23 @@ def activate(alpha, kind: str, mask=None) -> tf.Tensor:
     check_activation(kind)
 
 
-def initial_alpha(shape: tuple[int, int], kind: str, rng: np.random.Generator) -> np.ndarray:
-    """SPEC §2 initialisation: 1e-3·N(0,1) for softmax, 1/num_ops + 1e-4·N(0,1) for crb."""
-    noise = rng.standard_normal(shape).astype(np.float32)
-    if kind == "softmax":
-        return 1e-3 * noise
-    check_activation(kind)
-    return (1.0 / shape[-1] + 1e-4 * noise).astype(np.float32)
+class AlphaInitializer(keras.initializers.Initializer):
+    """SPEC §2 initial α: 1e-3·N(0,1) (softmax) or 1/num_ops + 1e-4·N(0,1) (crb).
+
+    Draws from Keras's global seed, so ``keras.utils.set_random_seed`` fixes it.
+    """
+
+    def __init__(self, activation: str):
+        self.activation = check_activation(activation)
+
+    def __call__(self, shape, dtype=None):
+        noise = keras.random.normal(shape, dtype=dtype or "float32")
+        if self.activation == "softmax":
+            return 1e-3 * noise
+        return 1.0 / shape[-1] + 1e-4 * noise
+
+    def get_config(self) -> dict:
+        return {"activation": self.activation}
 
 
 def prune(alpha, mask) -> tuple[tf.Tensor, tf.Tensor]:

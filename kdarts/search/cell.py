@@ -15,7 +15,7 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
-from kdarts.genotype import CRB_PRIMITIVES, edge_index, num_edges
+from kdarts.genotype import CRB_PRIMITIVES, edge_index
 from kdarts.ops import FactorizedReduce, ReLUConvBN, batch_norm, check_primitives
 from kdarts.search.edge import FanOut, MixedEdge
 
@@ -126,4 +126,4 @@ class SearchCell(keras.layers.Layer):
                 "multiplier": self.multiplier, "node_bn": self.node_bn, "fused": self.fused}
 
 
-__all__ = ["SearchCell", "fanout_rows", "num_edges"]
+__all__ = ["SearchCell", "fanout_rows"]

@@ -9,10 +9,10 @@ edges that leave one node at once, which is the same mathematics with far fewer
   does the search network's BN without scale/offset that follows a pool (same
   input, same statistics): computed once per node;
 - the convolutions of one kind (e.g. every ``sep_conv_3x3`` leaving the node)
-  run as one depthwise conv with a channel multiplier and one batched 1×1 conv;
-- with ``crb``, ops pruned on an edge are gathered out before the convolution,
-  and an op pruned on every edge is skipped by a ``tf.cond``: pruned ops cost no
-  compute.
+  run as one convolution over all those edges;
+- with ``crb``, only the edges that keep an op are gathered into its kernels (an op
+  pruned everywhere runs on zero edges): pruned ops cost no compute, and no
+  ``tf.cond`` is needed.
 
 Both are weight-for-weight the same network (``tests/test_search_network.py``
 copies weights between them and compares outputs).

@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from kdarts.genotype import CRB_PRIMITIVES, PRIMITIVES, Genotype, discretize, num_edges
 from kdarts.ops import batch_norm, check_primitives
-from kdarts.search.activations import activate, check_activation, prune
+from kdarts.search.activations import AlphaInitializer, activate, check_activation, prune
 from kdarts.search.cell import SearchCell
 from kdarts.search.regularizers import (
     ADMM,
@@ -95,7 +95,7 @@ class SearchNetwork(keras.Model):
         self.classifier = keras.layers.Dense(self.num_classes, name="classifier")
 
         shape = (num_edges(self.steps), len(self.primitives))
-        init = _AlphaInitializer(self.activation)
+        init = AlphaInitializer(self.activation)
         self.alpha_normal = self.add_weight(shape=shape, initializer=init, name="alpha_normal")
         self.alpha_reduce = self.add_weight(shape=shape, initializer=init, name="alpha_reduce")
         state = lambda name, shape=(), init="zeros", dtype="float32": self.add_weight(  # noqa
@@ -171,10 +171,6 @@ class SearchNetwork(keras.Model):
                 "multiplier": self.multiplier, "stem_multiplier": self.stem_multiplier,
                 "activation": self.activation, "primitives": list(self.primitives),
                 "fused": self.fused}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
     # -- search configuration --------------------------------------------------------------
     def compile(self, optimizer=None, loss=None, metrics=None, *, arch_optimizer=None,
@@ -287,9 +283,10 @@ class SearchNetwork(keras.Model):
         if isinstance(x, tf.data.Dataset) and x.cardinality() == tf.data.INFINITE_CARDINALITY:
             x = x.skip(step)
         self._search_iterator = iter(self.search_data.repeat().skip(int(self.alpha_steps.numpy())))
-        if step == 0:
-            self.admm_z_normal.assign(self.activated_weights()[0])
-            self.admm_z_reduce.assign(self.activated_weights()[1])
+        if step == 0:  # SPEC §6: Z starts at act(α₀)
+            for z, act in zip((self.admm_z_normal, self.admm_z_reduce),
+                              self.activated_weights()):
+                z.assign(act)
         self.train_function = None  # the step captures the new search iterator
         kwargs.setdefault("shuffle", False)  # the data streams are shuffled by kdarts.data
         return super().fit(x, y, epochs=epochs, initial_epoch=initial_epoch,
@@ -376,9 +373,11 @@ class SearchNetwork(keras.Model):
         grads, ce, reg = self._alpha_gradients(x, y, xs, ys, t)
         grads = [g + self.arch_weight_decay * v for g, v in zip(grads, self.arch_variables)]
         self.arch_optimizer.apply(grads, self.arch_variables)
-        if self.activation == "crb":
+        if self.activation == "crb":  # SPEC §4.4; only an α step can move α, so prune here
             for a, m in zip(self.arch_variables, self._masks()):
-                a.assign(a * m)  # a pruned α never moves again
+                new_a, new_m = prune(a, m)  # a pruned α is 0 and never moves again
+                m.assign(new_m)
+                a.assign(new_a)
         n = self.alpha_steps.assign_add(1)
         if isinstance(self.regularizer, ADMM):
             tf.cond(tf.equal(n % self.regularizer.every, 0), self._admm_update, tf.no_op)
@@ -429,13 +428,6 @@ class SearchNetwork(keras.Model):
         ewma = getattr(self.schedule, "ewma", 0.2)
         self.fi_ewma.assign(update_fi_ewma(self.fi_ewma, fi, tf.equal(step, 1), ewma))
 
-        # 3. crb: prune every op whose α reached 0, for good
-        if self.activation == "crb":
-            for a, m in zip(self.arch_variables, self._masks()):
-                new_a, new_m = prune(a, m)
-                m.assign(new_m)
-                a.assign(new_a)
-
         weight = tf.cast(take, tf.float32)
         self._search_metrics["search_loss"].update_state(search_loss, sample_weight=weight)
         self._search_metrics["reg"].update_state(reg, sample_weight=weight)
@@ -452,26 +444,10 @@ class SearchNetwork(keras.Model):
         return logs
 
 
-class _AlphaInitializer(keras.initializers.Initializer):
-    """SPEC §2: 1e-3·N(0,1) (softmax) or 1/num_ops + 1e-4·N(0,1) (crb); seeded globally."""
-
-    def __init__(self, activation: str):
-        self.activation = activation
-
-    def __call__(self, shape, dtype=None):
-        noise = keras.random.normal(shape, dtype=dtype or "float32")
-        if self.activation == "softmax":
-            return 1e-3 * noise
-        return 1.0 / shape[-1] + 1e-4 * noise
-
-    def get_config(self):
-        return {"activation": self.activation}
-
-
 def count_parameters(model: keras.Model, exclude: Sequence = ()) -> int:
     """Trainable scalars of ``model`` (minus the variables in ``exclude``)."""
     skip = {id(v) for v in exclude}
     return int(sum(np.prod(v.shape) for v in model.trainable_variables if id(v) not in skip))
 
 
-__all__ = ["SearchNetwork", "count_parameters", "NoRegularizer"]
+__all__ = ["SearchNetwork", "count_parameters"]
