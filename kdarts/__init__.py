@@ -24,6 +24,7 @@ from kdarts.genotype import (
     GenotypeError,
     discretize,
 )
+from kdarts.runtime import set_cpu_threads
 from kdarts.search import (
     ADMM,
     DynamicSchedule,
@@ -41,5 +42,5 @@ __all__ = [
     "ADMM", "CRB_PRIMITIVES", "DARTS_V1", "DARTS_V2", "DynamicSchedule", "EvalNetwork",
     "ExportError", "FixedSchedule", "Genotype", "GenotypeError", "MixedEdge", "NoRegularizer",
     "PRIMITIVES", "Proximity", "SearchNetwork", "compile_eval_network", "discretize",
-    "dynamic_split_fraction", "export", "load_model",
+    "dynamic_split_fraction", "export", "load_model", "set_cpu_threads",
 ]

@@ -71,12 +71,27 @@ def _version() -> str:
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True,
                                "max_content_width": 100})
 @click.version_option(_version(), prog_name="kdarts")
-def main():
+@click.option("--intra-op-threads", type=click.IntRange(min=0), default=1,
+              help="Threads per TensorFlow kernel (0: all cores). 1 runs the search's many "
+                   "small kernels side by side, which is faster on a CPU.")
+@click.option("--inter-op-threads", type=click.IntRange(min=0), default=0,
+              help="TensorFlow kernels run at once (0: one per core).")
+@click.pass_context
+def main(ctx: click.Context, intra_op_threads: int, inter_op_threads: int):
     """kdarts: differentiable architecture search (DARTS, DARTS-PRIME) for Keras 3.
 
     Start with `kdarts quickstart`: it searches a cell on the built-in 8x8 digits,
     trains the found network, and exports it to ONNX, in a few minutes on a CPU.
     """
+    from kdarts.runtime import set_cpu_threads
+
+    try:
+        set_cpu_threads(intra_op_threads, inter_op_threads)
+    except RuntimeError as err:  # invoked inside a process that already runs TensorFlow
+        defaults = click.core.ParameterSource.DEFAULT
+        if any(ctx.get_parameter_source(p) != defaults
+               for p in ("intra_op_threads", "inter_op_threads")):
+            click.echo(f"Warning: {err}; keeping them.", err=True)
 
 
 # ---------------------------------------------------------------------------- helpers

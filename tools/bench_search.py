@@ -46,11 +46,18 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print one JSON line only")
+    parser.add_argument("--inter-op", type=int, default=0,
+                        help="TF inter-op threads (0: TF's default)")
+    parser.add_argument("--intra-op", type=int, default=0,
+                        help="TF intra-op threads (0: TF's default)")
     args = parser.parse_args(argv)
 
     import keras
     import numpy as np
     import tensorflow as tf
+
+    tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
+    tf.config.threading.set_intra_op_parallelism_threads(args.intra_op)
 
     import kdarts
 
@@ -88,7 +95,7 @@ def main(argv=None) -> dict:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = dict(config=args.config, **cfg, activation=args.activation, reg=args.reg,
                pruned=args.pruned, jit_compile=args.jit_compile, fused=not args.unfused,
-               unrolled=args.unrolled,
+               unrolled=args.unrolled, inter_op=args.inter_op, intra_op=args.intra_op,
                weight_only_ms=round(results["weight_only"]["ms"], 1),
                weight_alpha_ms=round(results["weight_alpha"]["ms"], 1),
                images_per_s=round(cfg["batch"] / (results["weight_alpha"]["ms"] / 1000), 1),

@@ -98,8 +98,10 @@ class SearchCell(keras.layers.Layer):
                 act_rows = None if active is None else tf.gather(active, rows)
                 out = self.fanouts[source](states[source], tf.gather(weights, rows),
                                            act_rows, training=training)
+                # unstack, not out[q]: each slice's gradient would be a full-size zero tensor
+                edges = tf.unstack(out, num=len(rows))
                 for q, node in enumerate(range(max(0, source - 1), self.steps)):
-                    incoming[node].append(out[q])
+                    incoming[node].append(edges[q])
             states.append(self._node(self.steps - 1, tf.add_n(incoming[-1]), training))
         else:
             for node in range(self.steps):

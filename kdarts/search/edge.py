@@ -12,7 +12,8 @@ edges that leave one node at once, which is the same mathematics with far fewer
   run as one convolution over all those edges;
 - with ``crb``, only the edges that keep an op are gathered into its kernels (an op
   pruned everywhere runs on zero edges): pruned ops cost no compute, and no
-  ``tf.cond`` is needed.
+  ``tf.cond`` is needed;
+- the weighting by ``act(α)`` and the sum into each outgoing edge are matmuls.
 
 Both are weight-for-weight the same network (``tests/test_search_network.py``
 copies weights between them and compares outputs).
@@ -67,6 +68,27 @@ def _conv(x, kernel, strides: int, dilation: int = 1, depthwise: bool = False):
     pad = [[0, (-h) % dilation], [0, (-w) % dilation]]  # zero rows act as the "same" padding
     y = conv(tf.space_to_batch_nd(x, [dilation, dilation], pad), 1)
     return tf.batch_to_space(y, [dilation, dilation], pad)
+
+
+@tf.custom_gradient
+def normalize(y):
+    """Batch-normalise the columns of ``y`` (N, F): ``((y − mean) / √(var + ε), mean, var)``.
+
+    The hand-written backward (one pass of two column means) replaces autodiff's
+    chain of broadcasts, tiles and negations, which costs several times the forward
+    on this CPU. Only ``y``'s gradient flows: mean and var feed the moving averages.
+    """
+    mean = tf.reduce_mean(y, axis=0)
+    centered = y - mean
+    var = tf.reduce_mean(tf.square(centered), axis=0)
+    inv = tf.math.rsqrt(var + BN_EPSILON)
+    out = centered * inv
+
+    def grad(d_out, *_):
+        return inv * (d_out - tf.reduce_mean(d_out, axis=0)
+                      - out * tf.reduce_mean(d_out * out, axis=0))
+
+    return (out, mean, var), grad
 
 
 @keras.saving.register_keras_serializable(package=_PKG)
@@ -173,30 +195,45 @@ class FanOut(keras.layers.Layer):
             self._params[op] = p
 
     # -- building blocks, each on the edges ``idx`` (None: all of them) ------------------
-    # Inside an op, stacked edges are laid out (N, k, C) with N = B·H·W: that is how a
-    # conv with k·C output channels lays them out, so no transposes are needed until
-    # the op's result is handed back as (k, N, C).
+    # Inside a fan-out, stacked edges are laid out (N, C, k), N = B·H·W, edge index
+    # fastest: every kernel below can write that layout directly (a conv's output
+    # channels, a block-diagonal 1×1), and the weighted sum over the ops is a matmul
+    # per op that writes the edges' outputs as (k, N·C). No transposes of activations.
     @staticmethod
     def _take(var, idx):
         return var if idx is None else tf.gather(var, idx)
 
     def _bn(self, y, stats, idx, training):
-        """BN without scale/offset on (N, k, C); only the rows ``idx`` of the stats move."""
-        mean_var, var_var = stats
+        """BN without scale/offset on (N, C, k'); only the rows ``idx`` of the stats move."""
+        mean_var, var_var = stats  # (k, C)
+        shape = tf.shape(y)
         if training:
-            mean = tf.reduce_mean(y, axis=0)
-            var = tf.reduce_mean(tf.square(y - tf.stop_gradient(mean)), axis=0)
+            flat, mean, var = normalize(tf.reshape(y, [shape[0], -1]))
             for moving, value in ((mean_var, mean), (var_var, var)):
+                value = tf.transpose(tf.reshape(value, [self.channels, -1]))  # → (k', C)
                 new = BN_MOMENTUM * self._take(moving, idx) + (1.0 - BN_MOMENTUM) * value
                 if idx is not None:
                     new = tf.tensor_scatter_nd_update(moving, idx[:, None], new)
                 moving.assign(new)
-        else:
-            mean, var = self._take(mean_var, idx), self._take(var_var, idx)
+            return tf.reshape(flat, shape)
+        mean = tf.transpose(self._take(mean_var, idx))  # (C, k')
+        var = tf.transpose(self._take(var_var, idx))
         return (y - mean) * tf.math.rsqrt(var + BN_EPSILON)
 
+    def _pointwise(self, y, pw, spatial):
+        """Edge q's 1×1 conv ``pw[q]`` on edge q's channels: (N, C·k') → (N, C, k').
+
+        The k' 1×1 convs run as one block-diagonal matmul: wasteful in FLOPs, cheap in
+        time at these widths, and it keeps the (N, C, k) layout.
+        """
+        b, h, w = spatial
+        k, c = tf.shape(pw)[0], self.channels
+        block = tf.einsum("qcd,qr->cqdr", pw, tf.eye(k))
+        z = tf.matmul(tf.reshape(y, [b * h * w, c * k]), tf.reshape(block, [c * k, c * k]))
+        return tf.reshape(z, [b * h * w, c, k])
+
     def _separable_fan(self, x, dw, pw, strides, spatial, dilation=1):
-        """depthwise k×k then 1×1, one (dw, pw) pair per edge, on one input → (N', k, C).
+        """depthwise k×k then 1×1, one (dw, pw) pair per edge, on one input → (N', C, k).
 
         For few channels each pair composes into one dense k×k kernel and all edges'
         kernels stack into a single oneDNN convolution: more FLOPs, but about twice as
@@ -207,22 +244,19 @@ class FanOut(keras.layers.Layer):
         b, h, w = spatial  # explicit sizes: with every edge pruned, k = 0 and -1 is ambiguous
         k = tf.shape(dw)[0]
         if c * ks * ks <= _COMPOSE_MAX_TAPS:
-            kernel = tf.reshape(tf.einsum("qijc,qcd->ijcqd", dw, pw), [ks, ks, c, -1])
-            return tf.reshape(_conv(x, kernel, strides, dilation), [b * h * w, k, c])
+            kernel = tf.reshape(tf.einsum("qijc,qcd->ijcdq", dw, pw), [ks, ks, c, c * k])
+            return tf.reshape(_conv(x, kernel, strides, dilation), [b * h * w, c, k])
         kernel = tf.transpose(dw, [1, 2, 3, 0])  # (ks, ks, C, k): channel multiplier k
-        y = _conv(x, kernel, strides, dilation, depthwise=True)
-        return tf.einsum("ncq,qcd->nqd", tf.reshape(y, [b * h * w, c, k]), pw)
+        y = _conv(x, kernel, strides, dilation, depthwise=True)  # channels (c, q)
+        return self._pointwise(y, pw, spatial)
 
     def _separable_each(self, y, dw, pw, spatial):
-        """Edge q's depthwise k×k then 1×1 on edge q's tensor: (N, k, C) → (N, k, C)."""
+        """Edge q's depthwise k×k then 1×1 on edge q's tensor: (N, C, k) → (N, C, k)."""
         b, h, w = spatial
         k, c, ks = tf.shape(dw)[0], self.channels, dw.shape[1]
-        kernel = tf.reshape(tf.transpose(dw, [1, 2, 0, 3]), [ks, ks, -1, 1])
-        z = tf.nn.depthwise_conv2d(tf.reshape(y, [b, h, w, k * c]), kernel, [1, 1, 1, 1], "SAME")
-        # the k 1×1 convs as one block-diagonal matmul: wasteful in FLOPs, cheap in time
-        block = tf.einsum("qcd,qr->qcrd", pw, tf.eye(k))
-        z = tf.matmul(tf.reshape(z, [b * h * w, k * c]), tf.reshape(block, [k * c, k * c]))
-        return tf.reshape(z, [b * h * w, k, c])
+        kernel = tf.reshape(tf.transpose(dw, [1, 2, 3, 0]), [ks, ks, c * k, 1])
+        z = tf.nn.depthwise_conv2d(tf.reshape(y, [b, h, w, c * k]), kernel, [1, 1, 1, 1], "SAME")
+        return self._pointwise(z, pw, spatial)
 
     def _sep_conv(self, x, p, idx, training, spatial):
         y = self._separable_fan(x, self._take(p["dw1"], idx), self._take(p["pw1"], idx),
@@ -243,72 +277,70 @@ class FanOut(keras.layers.Layer):
         halves = []
         for sub, weights in ((x, p["fr1"]), (shifted, p["fr2"])):
             w = self._take(weights, idx)  # (k, C, C_half): 1×1 stride-2 conv per edge
-            kernel = tf.reshape(tf.transpose(w, [1, 0, 2]), [c, -1])
+            kernel = tf.reshape(tf.transpose(w, [1, 2, 0]), [c, -1])  # columns (d, q)
             y = tf.matmul(tf.reshape(sub[:, ::2, ::2, :], [n, c]), kernel)
-            halves.append(tf.reshape(y, [n, tf.shape(w)[0], w.shape[-1]]))
-        return self._bn(tf.concat(halves, axis=-1), p["bn"], idx, training)
+            halves.append(tf.reshape(y, [n, w.shape[-1], tf.shape(w)[0]]))
+        return self._bn(tf.concat(halves, axis=1), p["bn"], idx, training)
 
     # -- the layer -----------------------------------------------------------------------
     def call(self, x, weights, active=None, training=None):
         """``x`` (B, H, W, C) → the outgoing edges' outputs (k, B, H', W', C)."""
         training = bool(training)
-        s = self.strides
+        s, k, c = self.strides, self.num_edges, self.channels
         b = x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
         h, w = -(-x.shape[1] // s), -(-x.shape[2] // s)
         spatial = (b, h, w)
         relu_x = tf.nn.relu(x)  # shared by every conv op leaving this node
-        shared_cols, shared_outputs = [], []
-        batched, batched_ids = [], []
+        # every op's output, (N, C, j) for its j copies, and the (j, k) matrix that
+        # weights each copy into the outgoing edges
+        columns, rows = [], []
         for col, op in enumerate(self.primitives):
             if op == "none":
                 continue  # contributes zeros: nothing to compute
             if op in ("max_pool_3x3", "avg_pool_3x3", "skip_connect") and not (
                     op == "skip_connect" and s == 2):
-                if op == "skip_connect":
-                    y = tf.reshape(x, [-1, self.channels])
-                else:
-                    idx = None
-                    if active is not None:  # [0] if any edge keeps the op, else []
-                        idx = tf.cast(tf.where(tf.reduce_any(active[:, col], keepdims=True))[:, 0], tf.int32)
-                    y = self._shared(op, x, idx, training, spatial)
-                shared_cols.append(col)
-                shared_outputs.append(y)
+                # the same on every edge: one copy, or none if every edge pruned a pool
+                row = weights[:, col][None]
+                if op == "skip_connect":  # free: kept, with its pruned weights at 0
+                    columns.append(tf.reshape(x, [-1, c, 1]))
+                    rows.append(row)
+                    continue
+                idx = None
+                if active is not None:
+                    idx = tf.cast(tf.where(tf.reduce_any(active[:, col], keepdims=True))[:, 0],
+                                  tf.int32)
+                columns.append(self._shared(op, x, idx, training, spatial))
+                rows.append(row if idx is None else tf.gather(row, idx))
                 continue
             fn = {"sep": self._sep_conv, "dil": self._dil_conv,
                   "ski": self._factorized_reduce}[op[:3]]
-            if active is None:
-                y = fn(relu_x, self._params[op], None, training, spatial)
-                batched.append(tf.transpose(y * weights[:, col][:, None], [1, 0, 2]))
-            else:  # only the edges that keep the op: pruned ops never reach a kernel
-                idx = tf.cast(tf.where(active[:, col])[:, 0], tf.int32)
-                y = fn(relu_x, self._params[op], idx, training, spatial)
-                y = y * tf.gather(weights[:, col], idx)[:, None]
-                batched.append(tf.transpose(y, [1, 0, 2]))
-                batched_ids.append(idx)
-
-        terms = []
-        if shared_outputs:
-            wts = tf.gather(weights, shared_cols, axis=1)  # (k, n_shared)
-            terms.append(tf.einsum("ko,onc->knc", wts, tf.stack(shared_outputs)))
-        if batched and active is None:
-            terms.append(tf.add_n(batched))
-        elif batched:
-            terms.append(tf.math.unsorted_segment_sum(
-                tf.concat(batched, 0), tf.concat(batched_ids, 0), self.num_edges))
-        out = tf.add_n(terms) if len(terms) > 1 else terms[0]
-        return tf.reshape(out, [self.num_edges, b, h, w, self.channels])
+            idx = None if active is None else tf.cast(tf.where(active[:, col])[:, 0], tf.int32)
+            # only the edges that keep the op reach its kernels: pruned ops cost nothing
+            columns.append(fn(relu_x, self._params[op], idx, training, spatial))
+            if idx is None:
+                rows.append(tf.linalg.diag(weights[:, col]))
+            else:
+                rows.append(tf.one_hot(idx, k) * tf.gather(weights[:, col], idx)[:, None])
+        n = b * h * w
+        # (j, k)ᵀ · (N·C, j)ᵀ per op, summed: writes (k, N·C) directly, and unlike one
+        # matmul over the concatenated columns it copies no column twice
+        # (explicit j: with no copies left, -1 cannot be inferred from an empty tensor)
+        out = tf.add_n([tf.matmul(row, tf.reshape(col, [n * c, tf.shape(row)[0]]),
+                                  transpose_a=True, transpose_b=True)
+                        for col, row in zip(columns, rows)])
+        return tf.reshape(out, [k, b, h, w, c])
 
     def _shared(self, op, x, idx, training, spatial):
-        """A pool and its BN, identical on every edge: (N', C), zeros if no edge keeps it."""
+        """A pool and its BN, identical on every edge: (N', C, j), j = 0 or 1 copies."""
         if idx is not None:  # 0 or 1 copies of the input: an all-pruned pool never runs
             x = tf.reshape(tf.gather(x[None], idx), [-1] + x.shape[1:].as_list())
         pool = tf.nn.max_pool2d if op == "max_pool_3x3" else tf.nn.avg_pool2d
         y = pool(x, 3, self.strides, "SAME")  # TF's SAME average excludes the padding
         copies = 1 if idx is None else tf.size(idx)
         b, h, w = spatial
-        y = tf.reshape(y, [b * h * w, copies, self.channels])  # 1 copy: same memory order
-        y = self._bn(y, self._params[op]["bn"], idx, training)
-        return y[:, 0] if idx is None else tf.reduce_sum(y, axis=1)
+        # 1 copy: (1, N, C) and (N, C, 1) are the same memory order, so no transpose
+        y = tf.reshape(y, [b * h * w, self.channels, copies])
+        return self._bn(y, self._params[op]["bn"], idx, training)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "channels": self.channels, "strides": self.strides,
