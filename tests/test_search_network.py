@@ -8,6 +8,8 @@ import kdarts
 from kdarts.genotype import CRB_PRIMITIVES, PRIMITIVES
 from kdarts.search import FanOut, MixedEdge, SearchCell, SearchNetwork, count_parameters
 from kdarts.search.cell import fanout_rows
+from kdarts.search.edge import normalize
+
 
 
 def darts_search_param_count(c=16, layers=8, num_classes=10, steps=4, multiplier=4,
@@ -137,12 +139,48 @@ def test_fused_cell_equals_reference_cell(reduction, activation, channels):
     ref(s0, s1, weights, active, training=False)
     fused(s0, s1, weights, active, training=False)
     _copy_edges_into_fanouts(ref, fused)
+    upstream = None
     for training in (True, True, False):  # two training calls move the BN statistics
-        a = ref(s0, s1, weights, active, training=training).numpy()
-        b = fused(s0, s1, weights, active, training=training).numpy()
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+        grads = []
+        for cell in (ref, fused):
+            inputs = [tf.constant(s0), tf.constant(s1), weights]
+            with tf.GradientTape() as tape:
+                tape.watch(inputs)
+                out = cell(*inputs[:2], inputs[2], active, training=training)
+                if upstream is None:
+                    upstream = tf.constant(rng.standard_normal(out.shape), tf.float32)
+                loss = tf.reduce_sum(out * upstream)
+            grads.append([out] + [tf.convert_to_tensor(g) for g in tape.gradient(loss, inputs)])
+        # outputs, then ∂/∂s0, ∂/∂s1 and ∂/∂act(α): what the weight and α steps use.
+        # ∂/∂act(α) only counts at unpruned ops: act(α) = clip(α)·mask stops the rest.
+        keep = 1.0 if active is None else tf.cast(active, tf.float32)
+        grads = [g[:3] + [tf.convert_to_tensor(g[3]) * keep] for g in grads]
+        for a, b in zip(*grads):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-4)
+    a = grads[0][0].numpy()
     expected_hw = 2 if reduction else 8
     assert a.shape == (3, expected_hw, expected_hw, 4 * channels)
+
+
+def test_normalize_gradient_is_batch_norms():
+    """The fan-out BN's hand-written backward equals autodiff of the plain formula."""
+    rng = np.random.default_rng(3)
+    y = tf.constant(rng.standard_normal((50, 6)) * 3 + 1, tf.float32)
+    upstream = tf.constant(rng.standard_normal((50, 6)), tf.float32)
+
+    def plain(y):
+        mean, var = tf.nn.moments(y, axes=[0])
+        return (y - mean) / tf.sqrt(var + kdarts.ops.BN_EPSILON), mean, var
+
+    results = []
+    for fn in (plain, normalize):
+        with tf.GradientTape() as tape:
+            tape.watch(y)
+            out, mean, var = fn(y)
+            loss = tf.reduce_sum(out * upstream)
+        results.append([out, mean, var, tape.gradient(loss, y)])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5)
 
 
 def _poison(var):
@@ -175,28 +213,34 @@ def test_pruned_op_is_never_computed():
 
 
 def test_traced_kernels_see_only_unpruned_edges():
-    """In one traced function, sep_conv's kernels receive exactly the edges that keep it."""
+    """In one traced function, sep_conv's kernels receive exactly the edges that keep it,
+    and an op pruned on every edge does not run at all."""
     fan = FanOut(4, 1, ("skip_connect", "sep_conv_3x3"), num_edges=3)
     x = tf.random.normal((2, 8, 8, 4))
     fan(x, tf.ones((3, 2)), tf.ones((3, 2), tf.bool), training=True)
-    seen = []
+    seen = []  # the edge indices sep_conv ran on, recorded at run time
     original = fan._sep_conv
 
     def spy(x, p, idx, training, spatial):
-        seen.append(idx)
-        return original(x, p, idx, training, spatial)
+        def record(i):
+            seen.append(i.tolist())
+            return np.int32(0)
+
+        token = tf.numpy_function(record, [idx], tf.int32, stateful=True)
+        with tf.control_dependencies([token]):
+            return original(tf.identity(x), p, idx, training, spatial)
 
     fan._sep_conv = spy
 
     @tf.function
     def run(active):
-        out = fan(x, tf.cast(active, tf.float32), active, training=True)
-        return out, seen[-1]
+        return fan(x, tf.cast(active, tf.float32), active, training=True)
 
     for keep in ([True, False, True], [False, False, False], [True, True, True]):
-        active = tf.constant([[True, k] for k in keep])
-        out, idx = run(active)
-        assert idx.numpy().tolist() == [i for i, k in enumerate(keep) if k]
+        seen.clear()
+        out = run(tf.constant([[True, k] for k in keep]))
+        expected = [i for i, k in enumerate(keep) if k]
+        assert seen == ([expected] if expected else [])
         assert np.isfinite(out.numpy()).all()
     assert run.experimental_get_tracing_count() == 1  # pruning changes data, not the graph
 

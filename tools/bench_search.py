@@ -2,8 +2,9 @@
 
 Prints, as medians over ``--repeats`` runs of ``--steps`` steps after a warm-up:
 ms per weight-only step, ms per weight+α step, images/s (of the weight+α step) and
-the process's peak memory. Each run of this script measures one configuration, so
-the peak memory is that configuration's.
+peak memory. Each mode runs in a fresh process, as a user's search does (a second
+model timed in the same process runs measurably faster than the first), so the
+peak memory is that configuration's.
 
     python tools/bench_search.py --config small --activation crb --reg proximity
     python tools/bench_search.py --config small --activation crb --pruned 0.5
@@ -21,11 +22,14 @@ import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# weight steps per α step: never, or every step
+MODES = {"weight_only": 10**9, "weight_alpha": 1}
 CONFIGS = {
     "small": dict(channels=8, layers=5, size=16, batch=32),
     "reference": dict(channels=16, layers=8, size=32, batch=64),
@@ -50,7 +54,10 @@ def main(argv=None) -> dict:
                         help="TF inter-op threads (0: TF's default)")
     parser.add_argument("--intra-op", type=int, default=0,
                         help="TF intra-op threads (0: TF's default)")
+    parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.mode is None:  # each mode in a fresh process, as a user's search runs
+        return _run_modes(args, argv if argv is not None else sys.argv[1:])
 
     import keras
     import numpy as np
@@ -70,43 +77,67 @@ def main(argv=None) -> dict:
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(cfg["batch"], drop_remainder=True)
     ds = ds.repeat().prefetch(2)
 
+    every = MODES[args.mode]
+    model = kdarts.SearchNetwork(10, channels=cfg["channels"], layers=cfg["layers"],
+                                 activation=args.activation, fused=not args.unfused)
+    model.build((cfg["batch"], cfg["size"], cfg["size"], 3))
+    if args.pruned > 0:
+        if args.activation != "crb":
+            parser.error("--pruned needs --activation crb")
+        for i, (alpha, mask) in enumerate(zip(model.arch_variables,
+                                              [model.mask_normal, model.mask_reduce])):
+            # the same seeded mask for both modes: they time the same network
+            mask_rng = np.random.default_rng([args.seed, i])
+            keep = (mask_rng.random(tuple(mask.shape)) >= args.pruned).astype(np.float32)
+            mask.assign(keep)
+            alpha.assign(alpha.numpy() * keep)
+    model.compile(schedule=kdarts.FixedSchedule(every), regularizer=args.reg,
+                  search_data=ds, unrolled=args.unrolled, jit_compile=args.jit_compile)
+    t0 = time.perf_counter()
+    model.fit(ds, epochs=1, steps_per_epoch=2, verbose=0)  # warm-up: trace + first steps
+    trace_s = time.perf_counter() - t0
+    pruned_before = _pruned(model)
+    runs = [statistics.median(_step_times(model, ds, args.steps))
+            for _ in range(args.repeats)]
+    out = dict(ms=1000 * statistics.median(runs), runs_ms=[round(1000 * t, 1) for t in runs],
+               warmup_s=round(trace_s, 1), pruned_ops=[pruned_before, _pruned(model)],
+               peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+    print(json.dumps(out))
+    return out
+
+
+def _run_modes(args, argv) -> dict:
+    """Time each mode in its own process and print the combined figures."""
     results = {}
-    for mode, every in (("weight_only", 10**9), ("weight_alpha", 1)):
-        keras.utils.set_random_seed(args.seed)
-        model = kdarts.SearchNetwork(10, channels=cfg["channels"], layers=cfg["layers"],
-                                     activation=args.activation, fused=not args.unfused)
-        model.build((cfg["batch"], cfg["size"], cfg["size"], 3))
-        if args.pruned > 0:
-            if args.activation != "crb":
-                parser.error("--pruned needs --activation crb")
-            for alpha, mask in zip(model.arch_variables, [model.mask_normal, model.mask_reduce]):
-                keep = (rng.random(tuple(mask.shape)) >= args.pruned).astype(np.float32)
-                mask.assign(keep)
-                alpha.assign(alpha.numpy() * keep)
-        model.compile(schedule=kdarts.FixedSchedule(every), regularizer=args.reg,
-                      search_data=ds, unrolled=args.unrolled, jit_compile=args.jit_compile)
-        t0 = time.perf_counter()
-        model.fit(ds, epochs=1, steps_per_epoch=2, verbose=0)  # warm-up: trace + first steps
-        trace_s = time.perf_counter() - t0
-        runs = [statistics.median(_step_times(model, ds, args.steps))
-                for _ in range(args.repeats)]
-        results[mode] = dict(ms=1000 * statistics.median(runs), runs_ms=[1000 * t for t in runs],
-                             warmup_s=trace_s)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    for mode in MODES:
+        done = subprocess.run([sys.executable, __file__, *argv, "--mode", mode],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(f"bench_search: the {mode} run failed:\n{done.stderr[-3000:]}")
+        results[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+    cfg = CONFIGS[args.config]
+    wa = results["weight_alpha"]
     out = dict(config=args.config, **cfg, activation=args.activation, reg=args.reg,
                pruned=args.pruned, jit_compile=args.jit_compile, fused=not args.unfused,
                unrolled=args.unrolled, inter_op=args.inter_op, intra_op=args.intra_op,
                weight_only_ms=round(results["weight_only"]["ms"], 1),
-               weight_alpha_ms=round(results["weight_alpha"]["ms"], 1),
-               images_per_s=round(cfg["batch"] / (results["weight_alpha"]["ms"] / 1000), 1),
-               peak_rss_mb=round(peak_mb), warmup_s=round(results["weight_alpha"]["warmup_s"], 1),
-               runs_weight_alpha_ms=[round(t, 1) for t in results["weight_alpha"]["runs_ms"]])
+               weight_alpha_ms=round(wa["ms"], 1),
+               images_per_s=round(cfg["batch"] / (wa["ms"] / 1000), 1),
+               peak_rss_mb=max(r["peak_rss_mb"] for r in results.values()),
+               warmup_s=wa["warmup_s"], runs_weight_only_ms=results["weight_only"]["runs_ms"],
+               runs_weight_alpha_ms=wa["runs_ms"],
+               pruned_ops_before_after=wa["pruned_ops"])
     if args.json:
         print(json.dumps(out))
     else:
         for k, v in out.items():
-            print(f"{k:>22}: {v}")
+            print(f"{k:>24}: {v}")
     return out
+
+
+def _pruned(model) -> int:
+    return int(sum(float((1.0 - m).numpy().sum()) for m in (model.mask_normal,
+                                                             model.mask_reduce)))
 
 
 def _step_times(model, ds, steps: int) -> list[float]:

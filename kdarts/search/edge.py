@@ -10,9 +10,8 @@ edges that leave one node at once, which is the same mathematics with far fewer
   input, same statistics): computed once per node;
 - the convolutions of one kind (e.g. every ``sep_conv_3x3`` leaving the node)
   run as one convolution over all those edges;
-- with ``crb``, only the edges that keep an op are gathered into its kernels (an op
-  pruned everywhere runs on zero edges): pruned ops cost no compute, and no
-  ``tf.cond`` is needed;
+- with ``crb``, only the edges that keep an op are gathered into its kernels, and an
+  op pruned on every edge sits behind a ``tf.cond``: pruned ops cost no compute;
 - the weighting by ``act(α)`` and the sum into each outgoing edge are matmuls.
 
 Both are weight-for-weight the same network (``tests/test_search_network.py``
@@ -291,56 +290,51 @@ class FanOut(keras.layers.Layer):
         h, w = -(-x.shape[1] // s), -(-x.shape[2] // s)
         spatial = (b, h, w)
         relu_x = tf.nn.relu(x)  # shared by every conv op leaving this node
-        # every op's output, (N, C, j) for its j copies, and the (j, k) matrix that
-        # weights each copy into the outgoing edges
-        columns, rows = [], []
+        n = b * h * w
+
+        def mix(column, row):
+            """(N, C, j) copies weighted into the k edges by row (j, k): (k, N·C)."""
+            return tf.matmul(row, tf.reshape(column, [n * c, tf.shape(row)[0]]),
+                             transpose_a=True, transpose_b=True)
+
+        terms = []
         for col, op in enumerate(self.primitives):
             if op == "none":
                 continue  # contributes zeros: nothing to compute
-            if op in ("max_pool_3x3", "avg_pool_3x3", "skip_connect") and not (
-                    op == "skip_connect" and s == 2):
-                # the same on every edge: one copy, or none if every edge pruned a pool
-                row = weights[:, col][None]
-                if op == "skip_connect":  # free: kept, with its pruned weights at 0
-                    columns.append(tf.reshape(x, [-1, c, 1]))
-                    rows.append(row)
-                    continue
-                idx = None
-                if active is not None:
-                    idx = tf.cast(tf.where(tf.reduce_any(active[:, col], keepdims=True))[:, 0],
-                                  tf.int32)
-                columns.append(self._shared(op, x, idx, training, spatial))
-                rows.append(row if idx is None else tf.gather(row, idx))
-                continue
-            fn = {"sep": self._sep_conv, "dil": self._dil_conv,
-                  "ski": self._factorized_reduce}[op[:3]]
-            idx = None if active is None else tf.cast(tf.where(active[:, col])[:, 0], tf.int32)
-            # only the edges that keep the op reach its kernels: pruned ops cost nothing
-            columns.append(fn(relu_x, self._params[op], idx, training, spatial))
-            if idx is None:
-                rows.append(tf.linalg.diag(weights[:, col]))
+            shared = op in ("max_pool_3x3", "avg_pool_3x3") or (op == "skip_connect" and s == 1)
+            if shared:  # the same on every edge: one copy, weighted into each edge
+                run = lambda op=op, col=col: mix(  # noqa: E731
+                    tf.reshape(x, [n, c, 1]) if op == "skip_connect"
+                    else self._shared(op, x, training, spatial), weights[:, col][None])
             else:
-                rows.append(tf.one_hot(idx, k) * tf.gather(weights[:, col], idx)[:, None])
-        n = b * h * w
-        # (j, k)ᵀ · (N·C, j)ᵀ per op, summed: writes (k, N·C) directly, and unlike one
-        # matmul over the concatenated columns it copies no column twice
-        # (explicit j: with no copies left, -1 cannot be inferred from an empty tensor)
-        out = tf.add_n([tf.matmul(row, tf.reshape(col, [n * c, tf.shape(row)[0]]),
-                                  transpose_a=True, transpose_b=True)
-                        for col, row in zip(columns, rows)])
+                fn = {"sep": self._sep_conv, "dil": self._dil_conv,
+                      "ski": self._factorized_reduce}[op[:3]]
+                if active is None:
+                    run = lambda fn=fn, op=op, col=col: mix(  # noqa: E731
+                        fn(relu_x, self._params[op], None, training, spatial),
+                        tf.linalg.diag(weights[:, col]))
+                else:  # only the edges that keep the op reach its kernels
+                    idx = tf.cast(tf.where(active[:, col])[:, 0], tf.int32)
+                    run = lambda fn=fn, op=op, col=col, idx=idx: mix(  # noqa: E731
+                        fn(relu_x, self._params[op], idx, training, spatial),
+                        tf.one_hot(idx, k) * tf.gather(weights[:, col], idx)[:, None])
+            if active is None or (op == "skip_connect" and s == 1):
+                terms.append(run())  # (the identity costs nothing: kept, weights at 0)
+            else:
+                # a pruned op never runs. Not by running it on zero edges: kernels with an
+                # empty contraction (k' = 0) can return uninitialised memory, NaN included
+                terms.append(tf.cond(tf.reduce_any(active[:, col]), run,
+                                     lambda: tf.zeros([k, n * c], x.dtype)))
+        out = tf.add_n(terms)
         return tf.reshape(out, [k, b, h, w, c])
 
-    def _shared(self, op, x, idx, training, spatial):
-        """A pool and its BN, identical on every edge: (N', C, j), j = 0 or 1 copies."""
-        if idx is not None:  # 0 or 1 copies of the input: an all-pruned pool never runs
-            x = tf.reshape(tf.gather(x[None], idx), [-1] + x.shape[1:].as_list())
+    def _shared(self, op, x, training, spatial):
+        """A pool and its BN, identical on every edge: one copy, (N', C, 1)."""
         pool = tf.nn.max_pool2d if op == "max_pool_3x3" else tf.nn.avg_pool2d
         y = pool(x, 3, self.strides, "SAME")  # TF's SAME average excludes the padding
-        copies = 1 if idx is None else tf.size(idx)
         b, h, w = spatial
-        # 1 copy: (1, N, C) and (N, C, 1) are the same memory order, so no transpose
-        y = tf.reshape(y, [b * h * w, self.channels, copies])
-        return self._bn(y, self._params[op]["bn"], idx, training)
+        y = tf.reshape(y, [b * h * w, self.channels, 1])
+        return self._bn(y, self._params[op]["bn"], None, training)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "channels": self.channels, "strides": self.strides,
