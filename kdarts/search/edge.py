@@ -309,15 +309,13 @@ class FanOut(keras.layers.Layer):
             else:
                 fn = {"sep": self._sep_conv, "dil": self._dil_conv,
                       "ski": self._factorized_reduce}[op[:3]]
-                if active is None:
-                    run = lambda fn=fn, op=op, col=col: mix(  # noqa: E731
-                        fn(relu_x, self._params[op], None, training, spatial),
-                        tf.linalg.diag(weights[:, col]))
-                else:  # only the edges that keep the op reach its kernels
-                    idx = tf.cast(tf.where(active[:, col])[:, 0], tf.int32)
-                    run = lambda fn=fn, op=op, col=col, idx=idx: mix(  # noqa: E731
-                        fn(relu_x, self._params[op], idx, training, spatial),
-                        tf.one_hot(idx, k) * tf.gather(weights[:, col], idx)[:, None])
+                # only the edges that keep the op reach its kernels (None: all edges)
+                idx = None if active is None else tf.cast(tf.where(active[:, col])[:, 0],
+                                                          tf.int32)
+                row = (tf.linalg.diag(weights[:, col]) if idx is None
+                       else tf.one_hot(idx, k) * tf.gather(weights[:, col], idx)[:, None])
+                run = lambda fn=fn, op=op, idx=idx, row=row: mix(  # noqa: E731
+                    fn(relu_x, self._params[op], idx, training, spatial), row)
             if active is None or (op == "skip_connect" and s == 1):
                 terms.append(run())  # (the identity costs nothing: kept, weights at 0)
             else:
