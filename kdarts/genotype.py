@@ -1,8 +1,10 @@
 """Genotypes: the discrete architecture a search produces (SPEC §3).
 
 A genotype lists, for each cell type, two ``(op_name, input_index)`` pairs per
-intermediate node. Inputs 0 and 1 are the cell's two input nodes; input ``i+2``
-is intermediate node ``i``.
+intermediate node. One numbering serves every output of kdarts (genotype.json,
+``kdarts show``, the plots, error messages): nodes 0 and 1 are the cell's inputs
+(the outputs of the cell before the previous one and of the previous one), and
+the intermediate nodes are 2, 3, ...; pairs ``2k`` and ``2k+1`` feed node ``k+2``.
 
 Example:
     >>> from kdarts import Genotype, DARTS_V2, discretize
@@ -149,7 +151,7 @@ class Genotype:
                 if not 0 <= inp < node + 2:
                     raise GenotypeError(
                         f"{source}: {cell}[{k}] = ('{op}', {inp}): input index {inp} is "
-                        f"out of range for node {node} (expected 0..{node + 1})"
+                        f"out of range for node {node + 2} (expected 0..{node + 1})"
                     )
             concat = getattr(self, f"{cell}_concat")
             bad = [c for c in concat if not 0 <= c < self.steps + 2]

@@ -84,8 +84,13 @@ def _record(record) -> dict:
 
 
 def _node_name(index: int) -> str:
-    """Name of a cell's node by genotype input index: inputs c_{k-2}, c_{k-1}, then 0, 1, ..."""
-    return {0: "c$_{k-2}$", 1: "c$_{k-1}$"}.get(index, str(index - 2))
+    """A cell's node as genotype.json and ``kdarts show`` number it: the inputs 0 (the
+    output of the cell before the previous one, c_{k-2}) and 1 (c_{k-1}), then the
+    intermediate nodes 2, 3, ..."""
+    return str(index)
+
+
+_INPUT_NOTE = {0: "c$_{k-2}$", 1: "c$_{k-1}$"}
 
 
 # ----------------------------------------------------------------------------- alpha
@@ -107,6 +112,11 @@ def plot_alpha(record, path: str | os.PathLike) -> str:
     Returns:
         ``path``.
     """
+    return _save(alpha_figure(record), path)
+
+
+def alpha_figure(record) -> Figure:
+    """The figure :func:`plot_alpha` saves (for notebooks: ``display(alpha_figure(r))``)."""
     record = _record(record)
     epochs = sorted(record["epochs"], key=lambda e: int(e["epoch"]))
     if not epochs:
@@ -158,7 +168,7 @@ def plot_alpha(record, path: str | os.PathLike) -> str:
                         last = int(np.argmin(alive))
                         ax.plot(x[:last + 1], y[:last + 1], color=color, lw=1.6)
                         ax.plot(x[last:], y[last:], color=color, lw=1.0, ls=":")
-                title = f"{_node_name(col)} → node {node}"
+                title = f"{_node_name(col)} → {_node_name(node + 2)}"
                 if (node, col) in kept:
                     op = kept[(node, col)]
                     ax.set_title(f"{title}: {op}", fontsize=9, fontweight="bold",
@@ -180,7 +190,7 @@ def plot_alpha(record, path: str | os.PathLike) -> str:
                for op in primitives]
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(primitives), 8),
                fontsize=10, frameon=False)
-    return _save(fig, path)
+    return fig
 
 
 # -------------------------------------------------------------------------- schedule
@@ -292,7 +302,8 @@ def _draw_cell(ax, genes, concat, title: str) -> None:
     out = steps + 2
     for index in range(steps + 2):
         is_input = index < 2
-        ax.text(index, 0.0, _node_name(index), ha="center", va="center", fontsize=12,
+        label = f"{index}: {_INPUT_NOTE[index]}" if is_input else _node_name(index)
+        ax.text(index, 0.0, label, ha="center", va="center", fontsize=12,
                 zorder=6, bbox=dict(boxstyle="round,pad=0.4" if is_input else "circle,pad=0.3",
                                     fc="#c6dbef" if is_input else "#fdd0a2", ec="0.2", lw=1.2))
     ax.text(out, 0.0, "c$_{k}$", ha="center", va="center", fontsize=12, zorder=6,
@@ -327,9 +338,10 @@ def _draw_cell(ax, genes, concat, title: str) -> None:
 def plot_genotype(genotype, path: str | os.PathLike) -> str:
     """Draw the normal and the reduction cell of a genotype as DAGs.
 
-    Nodes: the inputs c_{k-2}, c_{k-1}, the intermediate nodes 0, 1, …, and the
-    output c_{k} (concatenation, dashed edges); each kept edge is an arrow
-    labelled and coloured by its op.
+    Nodes are numbered as in genotype.json and ``kdarts show``: the inputs 0
+    (c_{k-2}) and 1 (c_{k-1}), the intermediate nodes 2, 3, …, and the output
+    c_{k} (concatenation, dashed edges); each kept edge is an arrow labelled and
+    coloured by its op.
 
     Args:
         genotype: a :class:`~kdarts.genotype.Genotype`, its dict, a preset name or
@@ -339,6 +351,11 @@ def plot_genotype(genotype, path: str | os.PathLike) -> str:
     Returns:
         ``path``.
     """
+    return _save(genotype_figure(genotype), path)
+
+
+def genotype_figure(genotype) -> Figure:
+    """The figure :func:`plot_genotype` saves."""
     if isinstance(genotype, dict):
         genotype = Genotype.from_dict(genotype)
     genotype = resolve_genotype(genotype)
@@ -351,7 +368,8 @@ def plot_genotype(genotype, path: str | os.PathLike) -> str:
     axes = fig.subplots(2, 1)
     _draw_cell(axes[0], genotype.normal, genotype.normal_concat, "Normal cell")
     _draw_cell(axes[1], genotype.reduce, genotype.reduce_concat, "Reduction cell")
-    return _save(fig, path)
+    return fig
 
 
-__all__ = ["plot_alpha", "plot_schedule", "plot_genotype", "OP_COLORS"]
+__all__ = ["plot_alpha", "plot_schedule", "plot_genotype", "alpha_figure", "genotype_figure",
+           "OP_COLORS"]

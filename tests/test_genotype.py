@@ -72,7 +72,7 @@ def test_json_round_trip(tmp_path):
     (lambda d: d["normal"].__setitem__(0, ["conv_9x9", 0]),
      r"normal\[0\] has unknown op 'conv_9x9'; valid ops: max_pool_3x3"),
     (lambda d: d["reduce"].__setitem__(2, ["skip_connect", 3]),
-     r"reduce\[2\] = \('skip_connect', 3\): input index 3 is out of range for node 1 "
+     r"reduce\[2\] = \('skip_connect', 3\): input index 3 is out of range for node 3 "
      r"\(expected 0..2\)"),
     (lambda d: d["normal"].pop(),
      r"'normal' has 7 \(op, input\) pairs; expected two per intermediate node"),

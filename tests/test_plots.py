@@ -120,3 +120,28 @@ def test_plot_overwrites_atomically(tmp_path, record):
     plot_genotype(DARTS_V2, out)
     assert out.read_bytes()[:8] == PNG_SIGNATURE
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g.png"]
+
+
+def _texts(fig):
+    return {t.get_text() for ax in fig.axes for t in ax.texts} | {
+        ax.get_title() for ax in fig.axes}
+
+
+def test_one_node_numbering_in_show_plots_and_errors(record):
+    """genotype.json, `kdarts show`, both figures and validation errors: inputs 0 and 1,
+    intermediate nodes 2..5."""
+    from kdarts.genotype import GenotypeError
+    from kdarts.plots import alpha_figure, genotype_figure
+
+    assert "node 2 = sep_conv_3x3(0) + sep_conv_3x3(1)" in str(DARTS_V2)
+    texts = _texts(genotype_figure(DARTS_V2))
+    assert {"0: c$_{k-2}$", "1: c$_{k-1}$", "2", "3", "4", "5"} <= texts
+    assert not {"c$_{k-2}$", "c$_{k-1}$"} & texts  # no second name for the inputs
+    titles = {ax.get_title() for ax in alpha_figure(record).axes}
+    # edge (source 2 → node 5) exists, and no title uses the old 0-based node names
+    assert {"0 → 2", "1 → 2", "2 → 5", "4 → 5"} <= {t.split(":")[0] for t in titles}
+    assert not [t for t in titles if "node" in t]
+    bad = DARTS_V2.to_dict()
+    bad["normal"][6] = ["skip_connect", 5]  # the pair feeding node 5 names node 5 itself
+    with pytest.raises(GenotypeError, match=r"out of range for node 5 \(expected 0..4\)"):
+        Genotype.from_dict(bad)
