@@ -7,15 +7,22 @@ Example:
     >>> model.fit(weight_ds, epochs=50, steps_per_epoch=390)    # doctest: +SKIP
     >>> net = kdarts.EvalNetwork(model.genotype(), num_classes=10)
     >>> kdarts.export(net, "saved_models/net.onnx", format="onnx")  # doctest: +SKIP
+
+The names that need TensorFlow (the networks, schedules, regularisers) are
+imported on first use, so ``import kdarts`` and the ``kdarts`` command's
+``--help`` stay fast.
 """
 
+import importlib as _importlib
 import os as _os
 
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: quiet C++ logs
+# Before TensorFlow loads: quiet its C++ INFO/WARNING logs (kdarts.runtime silences the rest).
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from kdarts.eval import EvalNetwork  # noqa: E402, compile_eval_network
-from kdarts.export import ExportError, export, load_model
-from kdarts.genotype import (
+# Light modules (numpy only), imported now. `export` is imported here, before anything can
+# import the `kdarts.export` module, so the package attribute is the function.
+from kdarts.export import ExportError, export, load_model  # noqa: E402
+from kdarts.genotype import (  # noqa: E402
     CRB_PRIMITIVES,
     DARTS_V1,
     DARTS_V2,
@@ -24,19 +31,37 @@ from kdarts.genotype import (
     GenotypeError,
     discretize,
 )
-from kdarts.runtime import set_cpu_threads
-from kdarts.search import (
-    ADMM,
-    DynamicSchedule,
-    FixedSchedule,
-    MixedEdge,
-    NoRegularizer,
-    Proximity,
-    SearchNetwork,
-    dynamic_split_fraction,
-)
+from kdarts.runtime import set_cpu_threads  # noqa: E402
 
 __version__ = "0.1.0"
+
+# name → module holding it; imported (with TensorFlow) the first time the name is used
+_LAZY = {
+    "EvalNetwork": "kdarts.eval",
+    "compile_eval_network": "kdarts.eval",
+    "ADMM": "kdarts.search",
+    "DynamicSchedule": "kdarts.search",
+    "FixedSchedule": "kdarts.search",
+    "MixedEdge": "kdarts.search",
+    "NoRegularizer": "kdarts.search",
+    "Proximity": "kdarts.search",
+    "SearchNetwork": "kdarts.search",
+    "dynamic_split_fraction": "kdarts.search",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kdarts' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "ADMM", "CRB_PRIMITIVES", "DARTS_V1", "DARTS_V2", "DynamicSchedule", "EvalNetwork",

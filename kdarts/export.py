@@ -2,20 +2,29 @@
 
 :func:`export` writes the *inference* graph (``training=False``: no
 auxiliary head, no drop-path, BatchNorm with its moving statistics) with a
-dynamic batch dimension, images ``[batch, H, W, C]`` float32 in and logits
-out, then (``verify=True``) reloads the artifact the way a user would and
-compares its outputs with the Keras model's on sample inputs.
+dynamic batch dimension, images ``[batch, H, W, C]`` in and logits out, then
+(``verify=True``) reloads the artifact the way a user would and compares its
+outputs with the Keras model's on sample inputs.
 
-Artifacts:
+A network trained by kdarts normalises inside (:mod:`kdarts.preprocessing`),
+so every artifact takes **raw images**: pixel values 0–255, float32 or uint8,
+with the training data's channel count. Each artifact records that input
+contract (:func:`input_contract`): the ``.keras`` config, the SavedModel's
+``assets.extra/kdarts_input.json`` and ``input_contract()`` function, and the
+ONNX file's ``metadata_props`` (key ``kdarts.input``) and input ``doc_string``.
 
-* ``keras``: the whole model (``model.save``; the auxiliary head's weights
-  and the optimizer state come along so training can resume). Reload with
-  :func:`load_model`.
-* ``saved_model``: a folder for ``tf.saved_model.load`` / TF-Serving.
+Artifacts (the file suffix each format takes is in :data:`SUFFIXES`):
+
+* ``keras`` (``*.keras``): the whole model (``model.save``; the auxiliary head's
+  weights and the optimizer state come along so training can resume). Reload
+  with :func:`load_model`; it takes float32 or uint8 images.
+* ``saved_model`` (a folder): for ``tf.saved_model.load`` / TF-Serving.
   ``loaded.serve(images)`` returns the logits tensor; the ``serving_default``
-  signature takes ``images`` and returns ``{"logits": ...}``.
-* ``onnx``: one file, input ``images``, output ``logits`` (opset ≥ 13),
-  converted with ``tf2onnx.convert.from_function``; verified with ONNX Runtime.
+  signature takes float32 ``images`` and returns ``{"logits": ...}``, and
+  ``serving_uint8`` takes uint8 ``images``.
+* ``onnx`` (``*.onnx``): one file, input ``images`` (float32, or uint8 with
+  ``input_dtype="uint8"``), output ``logits`` (opset ≥ 13), converted with
+  ``tf2onnx.convert.from_function``; verified with ONNX Runtime.
 
 Writing is atomic: the artifact is written and verified in a hidden temp
 sibling of ``path`` and only then renamed into place, so a failure leaves no
@@ -31,6 +40,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -44,9 +54,19 @@ import numpy as np
 FORMATS: tuple[str, ...] = ("keras", "saved_model", "onnx")
 """The export formats, as accepted by :func:`export`."""
 
+SUFFIXES: dict[str, str] = {"keras": ".keras", "saved_model": "", "onnx": ".onnx"}
+"""The file suffix each format takes ('' for SavedModel: a folder, no file suffix)."""
+
+#: Suffixes of files, refused as the name of a SavedModel folder.
+_FILE_SUFFIXES = (".keras", ".onnx", ".h5", ".json", ".pb", ".tflite", ".zip", ".png")
+
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
 DEFAULT_OPSET = 13
+INPUT_DTYPES: tuple[str, ...] = ("float32", "uint8")
+#: Where the input contract goes: SavedModel extra asset, ONNX metadata key.
+CONTRACT_FILE = "kdarts_input.json"
+CONTRACT_KEY = "kdarts.input"
 
 
 class ExportError(RuntimeError):
@@ -75,16 +95,52 @@ class ExportResult:
         format: one of :data:`FORMATS`.
         max_abs_diff: largest |artifact − Keras| output difference over the
             verification inputs; None when ``verify=False``.
+        input_contract: what the artifact takes (:func:`input_contract`).
     """
 
     path: str
     format: str
     max_abs_diff: float | None
+    input_contract: dict | None = None
+
+
+def suffix_error(path: str, format: str) -> str | None:
+    """Why ``path`` cannot hold a ``format`` artifact (its suffix), or None if it can.
+
+    Example:
+        >>> suffix_error("model.json", "onnx")
+        "the onnx format writes a *.onnx file, got 'model.json'"
+    """
+    name = os.path.basename(os.fspath(path).rstrip(os.sep))
+    if format == "saved_model":
+        suffix = os.path.splitext(name)[1].lower()
+        if suffix in _FILE_SUFFIXES:
+            return (f"the saved_model format writes a folder (no file suffix), got "
+                    f"{name!r}")
+        return None
+    if not name.endswith(SUFFIXES[format]):
+        return f"the {format} format writes a *{SUFFIXES[format]} file, got {name!r}"
+    return None
+
+
+def input_contract(model) -> dict:
+    """What ``model``'s inference graph takes: shape, dtype, pixel range, statistics.
+
+    kdarts networks describe themselves (``model.input_contract()``); any other
+    built model is described by its input shape only.
+    """
+    describe = getattr(model, "input_contract", None)
+    if callable(describe):
+        return describe()
+    from kdarts.preprocessing import input_contract as describe_input
+
+    return describe_input(_image_shape(model), None)
 
 
 def export(model, path: str | os.PathLike, format: str = "keras", verify: bool = True,
            sample_inputs: np.ndarray | Sequence[np.ndarray] | None = None,
-           atol: float = 1e-4, opset: int = DEFAULT_OPSET) -> ExportResult:
+           atol: float = 1e-4, opset: int = DEFAULT_OPSET,
+           input_dtype: str = "float32") -> ExportResult:
     """Export ``model``'s inference graph to ``path`` and check the artifact.
 
     Args:
@@ -95,12 +151,16 @@ def export(model, path: str | os.PathLike, format: str = "keras", verify: bool =
             Its parent folder must exist and be writable.
         format: ``"keras"``, ``"saved_model"`` or ``"onnx"``.
         verify: reload the artifact (Keras loader, ``tf.saved_model.load``,
-            ONNX Runtime) and compare with the model's outputs.
+            ONNX Runtime) and compare with the model's outputs (both dtypes
+            where the artifact takes both).
         sample_inputs: one NHWC batch or a list of batches for verification;
-            default: random normal batches of 1 and 3 images. They also fix
-            the image size when the model does not record one.
+            default: random batches of 1 and 3 images (integer pixel values
+            0–255 for a model that normalises inside, else standard normal).
+            They also fix the image size when the model does not record one.
         atol: largest tolerated absolute difference of the logits.
         opset: ONNX opset (≥ 13).
+        input_dtype: the ONNX input's dtype, ``"float32"`` or ``"uint8"``
+            (``.keras`` and SavedModel take both).
 
     Returns:
         :class:`ExportResult`. Prints nothing.
@@ -108,7 +168,8 @@ def export(model, path: str | os.PathLike, format: str = "keras", verify: bool =
     Raises:
         TypeError: ``model`` is not a Keras model.
         ValueError: unknown ``format`` (the message lists the valid ones), a
-            ``keras`` path not ending in ``.keras``, a bad ``opset``/``atol``,
+            path whose suffix does not fit the format (:data:`SUFFIXES`), a bad
+            ``opset``/``atol``/``input_dtype``,
             no known input shape, or an inference output that is not a single tensor.
         ExportError: the destination is unusable (missing or unwritable
             folder, a file where a folder is expected or vice versa), writing
@@ -129,9 +190,13 @@ def export(model, path: str | os.PathLike, format: str = "keras", verify: bool =
         raise ValueError(f"export: ONNX opset must be >= 13, got {opset}")
     if not atol >= 0:
         raise ValueError(f"export: atol must be >= 0, got {atol}")
+    if input_dtype not in INPUT_DTYPES:
+        raise ValueError(f"export: input_dtype must be one of {', '.join(INPUT_DTYPES)}, "
+                         f"got {input_dtype!r}")
     path = os.path.abspath(os.fspath(path))
-    if format == "keras" and not path.endswith(".keras"):
-        raise ValueError(f"export: a Keras archive must be named *.keras, got {path}")
+    problem = suffix_error(path, format)
+    if problem:
+        raise ValueError(f"export: {problem}")
     _check_destination(path, format)
 
     samples = _sample_batches(model, sample_inputs)
@@ -139,6 +204,13 @@ def export(model, path: str | os.PathLike, format: str = "keras", verify: bool =
         _import_onnxruntime()  # fail before any work if the checker is missing
     expected = [_keras_logits(model, x) for x in samples]
     image_shape = tuple(samples[0].shape[1:])
+    contract = dict(input_contract(model))
+    raw = bool(contract.get("normalized_inside"))
+    if format == "onnx":
+        contract["dtype"] = input_dtype
+    if input_dtype == "uint8" and not raw:
+        raise ValueError("export: input_dtype='uint8' needs a model that normalises raw "
+                         "pixels inside (built with mean/std)")
 
     parent, name = os.path.split(path)
     try:
@@ -148,7 +220,7 @@ def export(model, path: str | os.PathLike, format: str = "keras", verify: bool =
     try:
         artifact = os.path.join(workdir, name)
         try:
-            _WRITERS[format](model, artifact, image_shape, int(opset))
+            _WRITERS[format](model, artifact, image_shape, int(opset), contract)
         except Exception as err:  # noqa: BLE001 - any writer failure is an export failure
             raise ExportError(
                 f"export: writing the {format} artifact for {path} failed: "
@@ -156,11 +228,12 @@ def export(model, path: str | os.PathLike, format: str = "keras", verify: bool =
             ) from err
         max_diff = None
         if verify:
-            max_diff = _verify(format, artifact, samples, expected, atol, path)
+            max_diff = _verify(format, artifact, samples, expected, atol, path, contract)
         _move_into_place(artifact, path, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    return ExportResult(path=path, format=format, max_abs_diff=max_diff)
+    return ExportResult(path=path, format=format, max_abs_diff=max_diff,
+                        input_contract=contract)
 
 
 def load_model(path: str | os.PathLike, compile: bool = False):
@@ -242,6 +315,9 @@ def _sample_batches(model, sample_inputs) -> list[np.ndarray]:
         return batches
     shape = _image_shape(model)
     rng = np.random.default_rng(0)
+    if input_contract(model).get("normalized_inside"):
+        # raw pixels, integer-valued so the uint8 entry points see the same images
+        return [rng.integers(0, 256, (n,) + shape).astype("float32") for n in (1, 3)]
     return [rng.standard_normal((n,) + shape).astype("float32") for n in (1, 3)]
 
 
@@ -280,18 +356,23 @@ def _keras_logits(model, x: np.ndarray) -> np.ndarray:
 # -- writers ------------------------------------------------------------------
 
 
-def _signature(image_shape):
+def _signature(image_shape, dtype: str = "float32"):
     import tensorflow as tf
 
-    return tf.TensorSpec((None,) + tuple(image_shape), tf.float32, name=INPUT_NAME)
+    return tf.TensorSpec((None,) + tuple(image_shape), tf.as_dtype(dtype), name=INPUT_NAME)
 
 
-def _write_keras(model, artifact: str, image_shape, opset: int) -> None:
-    model.save(artifact)
+def _contract_text(contract: dict) -> str:
+    return json.dumps(contract, indent=2) + "\n"
 
 
-def _write_saved_model(model, artifact: str, image_shape, opset: int) -> None:
+def _write_keras(model, artifact: str, image_shape, opset: int, contract: dict) -> None:
+    model.save(artifact)  # the contract is in the model's config (mean/std)
+
+
+def _write_saved_model(model, artifact: str, image_shape, opset: int, contract: dict) -> None:
     import keras
+    import tensorflow as tf
 
     # No archive.track(model): the archive already tracks every variable the
     # endpoints use, and tracking the whole model also saves its variable
@@ -307,26 +388,52 @@ def _write_saved_model(model, artifact: str, image_shape, opset: int) -> None:
         "serving_default", lambda images: {OUTPUT_NAME: serve(images)},
         input_signature=[_signature(image_shape)],
     )
+    if contract.get("normalized_inside"):
+        archive.add_endpoint(
+            "serving_uint8", lambda images: {OUTPUT_NAME: serve(tf.cast(images, tf.float32))},
+            input_signature=[_signature(image_shape, "uint8")],
+        )
+    text = _contract_text(contract)
+    archive.add_endpoint("input_contract", lambda: tf.constant(text), input_signature=[])
     archive.write_out(artifact, verbose=False)
+    extra = os.path.join(artifact, "assets.extra")  # TF-Serving's folder for side files
+    os.makedirs(extra, exist_ok=True)
+    with open(os.path.join(extra, CONTRACT_FILE), "w", encoding="utf-8") as f:
+        f.write(text)
 
 
-def _write_onnx(model, artifact: str, image_shape, opset: int) -> None:
+def _write_onnx(model, artifact: str, image_shape, opset: int, contract: dict) -> None:
     import onnx
     import tensorflow as tf
     import tf2onnx
 
-    spec = _signature(image_shape)
+    spec = _signature(image_shape, contract["dtype"])
     fn = tf.function(lambda images: {OUTPUT_NAME: model(images, training=False)},
                      input_signature=[spec])
     logger = logging.getLogger("tf2onnx")
     level = logger.level
     logger.setLevel(logging.ERROR)  # tf2onnx logs its progress at INFO/WARNING
     try:
-        proto, _ = tf2onnx.convert.from_function(fn, input_signature=[spec], opset=opset)
+        with _quiet_tensorflow():
+            proto, _ = tf2onnx.convert.from_function(fn, input_signature=[spec], opset=opset)
     finally:
         logger.setLevel(level)
     _name_batch_dim(proto)
+    proto.graph.input[0].doc_string = contract["description"]
+    onnx.helper.set_model_props(proto, {CONTRACT_KEY: json.dumps(contract)})
     onnx.save(proto, artifact)
+
+
+class _quiet_tensorflow:
+    """Silence TensorFlow's Python logger (grappler's lines during conversion)."""
+
+    def __enter__(self):
+        self.logger = logging.getLogger("tensorflow")
+        self.level = self.logger.level
+        self.logger.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc):
+        self.logger.setLevel(self.level)
 
 
 def _name_batch_dim(proto) -> None:
@@ -352,28 +459,45 @@ _WRITERS: dict[str, Callable] = {
 # -- verification -------------------------------------------------------------
 
 
-def _run_artifact(format: str, artifact: str,
-                  samples: list[np.ndarray]) -> list[list[np.ndarray]]:
-    """Load the artifact as a user would; per sample batch, each entry point's logits."""
+def _run_artifact(format: str, artifact: str, samples: list[np.ndarray],
+                  contract: dict | None = None) -> list[list[np.ndarray]]:
+    """Load the artifact as a user would; per sample batch, each entry point's logits.
+
+    Entry points that take uint8 get the samples as uint8 (integer pixel values).
+    """
+    contract = contract or {}
+    raw = bool(contract.get("normalized_inside"))
+    as_uint8 = lambda x: np.clip(np.rint(x), 0, 255).astype(np.uint8)  # noqa: E731
     if format == "keras":
         loaded = load_model(artifact)
-        return [[np.asarray(loaded(x, training=False))] for x in samples]
+        return [[np.asarray(loaded(x, training=False))]
+                + ([np.asarray(loaded(as_uint8(x), training=False))] if raw else [])
+                for x in samples]
     if format == "saved_model":
         import tensorflow as tf
 
         loaded = tf.saved_model.load(artifact)
         signature = loaded.signatures["serving_default"]
-        return [[np.asarray(loaded.serve(tf.constant(x))),
-                 np.asarray(signature(**{INPUT_NAME: tf.constant(x)})[OUTPUT_NAME])]
-                for x in samples]
+        outputs = []
+        for x in samples:
+            out = [np.asarray(loaded.serve(tf.constant(x))),
+                   np.asarray(signature(**{INPUT_NAME: tf.constant(x)})[OUTPUT_NAME])]
+            if raw:
+                uint8 = loaded.signatures["serving_uint8"]
+                out.append(np.asarray(uint8(**{INPUT_NAME: tf.constant(as_uint8(x))})[
+                    OUTPUT_NAME]))
+            outputs.append(out)
+        return outputs
     ort = _import_onnxruntime()
     session = ort.InferenceSession(artifact, providers=["CPUExecutionProvider"])
-    return [[session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]] for x in samples]
+    cast = as_uint8 if contract.get("dtype") == "uint8" else (lambda x: x)
+    return [[session.run([OUTPUT_NAME], {INPUT_NAME: cast(x)})[0]] for x in samples]
 
 
-def _verify(format: str, artifact: str, samples, expected, atol: float, path: str) -> float:
+def _verify(format: str, artifact: str, samples, expected, atol: float, path: str,
+            contract: dict | None = None) -> float:
     try:
-        actual = _run_artifact(format, artifact, samples)
+        actual = _run_artifact(format, artifact, samples, contract)
     except ExportError:
         raise
     except Exception as err:  # noqa: BLE001 - an artifact that does not run fails export

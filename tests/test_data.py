@@ -50,9 +50,11 @@ def digits(digits_dir):
 
 
 def _to_uint8(images, info):
-    """Inverts the normalisation of a batch (exact for unaugmented pixels)."""
-    x = (np.asarray(images) * np.array(info.std) + np.array(info.mean)) * 255.0
-    return np.rint(x).astype(np.uint8)
+    """The pipelines serve raw float32 pixels: exact integers for unaugmented pixels."""
+    x = np.asarray(images)
+    assert x.dtype == np.float32 and x.min() >= 0 and x.max() <= 255
+    np.testing.assert_array_equal(x, np.rint(x))
+    return x.astype(np.uint8)
 
 
 def _indices(batches, info, lookup):
@@ -110,10 +112,10 @@ def test_cifar10_and_mnist_through_tfds_mock_data(tmp_path):
         assert x_train.shape == (12, 32, 32, 3) and x_test.shape == (12, 32, 32, 3)
         assert info.num_classes == 10 and info.image_shape == (32, 32, 3)
         assert y_train.min() >= 0 and y_train.max() < 10
-        # Greyscale is replicated to the 3 channels the stem expects.
+        # Greyscale keeps its one channel: the networks take the dataset's channels.
         x_mnist, *_, mnist_info = data.load_dataset("mnist", data_dir=str(tmp_path))
-        assert x_mnist.shape == (12, 28, 28, 3) and mnist_info.image_shape == (28, 28, 3)
-        assert (x_mnist[..., 0] == x_mnist[..., 1]).all()
+        assert x_mnist.shape == (12, 28, 28, 1) and mnist_info.image_shape == (28, 28, 1)
+        assert len(mnist_info.mean) == len(mnist_info.std) == 1
 
 
 def test_normalisation_is_zero_mean_unit_std_on_train(digits):
@@ -236,7 +238,7 @@ def test_random_crop_is_a_zero_filled_shift():
     assert data.default_padding(32) == 4 and data.default_padding(8) == 1
 
 
-def test_cutout_zeroes_a_clipped_square():
+def test_cutout_fills_a_clipped_square():
     image = tf.ones([10, 10, 3])
     full = clipped = 0
     for s in range(60):
@@ -256,6 +258,11 @@ def test_cutout_zeroes_a_clipped_square():
         clipped += len(rows) * len(cols) < 16
     assert full and clipped
     np.testing.assert_array_equal(data.cutout(image, 0, seed=[0, 0]), image)
+    # the pipelines fill with the mean pixel, per channel (DARTS zeroes normalised images)
+    filled = data.cutout(image, length=4, seed=[1, 9], fill=[7.0, 8.0, 9.0]).numpy()
+    square = filled[..., 0] != 1
+    assert square.sum() >= 4
+    np.testing.assert_array_equal(filled[square], np.tile([7.0, 8.0, 9.0], (square.sum(), 1)))
 
 
 # ---------------------------------------------------------- evaluation training
@@ -271,9 +278,13 @@ def test_train_datasets_epochs_cutout_and_test_set(digits_dir, digits):
     assert [len(y) for _, y in epoch0] == [25, 25, 14]
     assert not np.array_equal(np.concatenate([y for _, y in epoch0]),
                               np.concatenate([y for _, y in epoch1]))
-    # Cutout after normalisation leaves exact zeros (absent from normalised digits).
+    # Cutout fills with the mean pixel: normalised, that is DARTS's zero
+    mean_pixel = 255.0 * np.array(info.mean, np.float32)
     for x, _ in epoch0:
-        assert (np.asarray(x)[..., 0] == 0).reshape(len(x), -1).sum(axis=1).min() >= 4
+        x = np.asarray(x)
+        assert x.min() >= 0 and x.max() <= 255  # raw pixels, not normalised
+        filled = (x == mean_pixel).all(axis=-1)  # mean pixels are absent from the digits
+        assert filled.reshape(len(x), -1).sum(axis=1).min() >= 4
     # Same seed → the same epochs; initial_epoch resumes at that epoch.
     again, *_ = data.train_datasets(
         "kdarts_digits", 25, 3, cutout=4, data_dir=digits_dir, max_examples=64)
@@ -284,12 +295,12 @@ def test_train_datasets_epochs_cutout_and_test_set(digits_dir, digits):
         for (xw, yw), (xg, yg) in zip(want, got):
             np.testing.assert_array_equal(xw, xg)
             np.testing.assert_array_equal(yw, yg)
-    # Test set: in order, unaugmented, normalised, remainder kept.
+    # Test set: in order, unaugmented, raw float32 pixels, remainder kept.
     test_batches = list(test_ds)
     assert len(test_batches) == 15 and len(test_batches[-1][1]) == 360 - 14 * 25
     np.testing.assert_array_equal(np.concatenate([y for _, y in test_batches]), y_test)
-    np.testing.assert_allclose(np.concatenate([x for x, _ in test_batches]),
-                               data.normalize(x_test, info.mean, info.std), atol=1e-6)
+    np.testing.assert_array_equal(np.concatenate([x for x, _ in test_batches]),
+                                  x_test.astype(np.float32))
 
 
 _FINGERPRINT = """
@@ -323,6 +334,69 @@ def test_batches_identical_across_processes(digits_dir, tmp_path):
     done = subprocess.run([sys.executable, "-c", script, digits_dir], env=env,
                           capture_output=True, text=True, timeout=300, check=True)
     assert done.stdout.strip().splitlines()[-1] == here
+
+
+# ------------------------------------------------------------------------ download
+
+
+def test_unreachable_host_fails_at_once_in_one_line(tmp_path, monkeypatch):
+    """Offline: a one-line error naming the host and --data-dir, nothing left behind."""
+    from kdarts.data import sources
+
+    attempts = []
+
+    def refuse(address, timeout=None):
+        attempts.append(address)
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(sources.socket, "create_connection", refuse)
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare",
+                        lambda *a, **k: pytest.fail("download attempted while offline"))
+    with pytest.raises(data.DatasetError) as err:
+        data.load_dataset("cifar10", data_dir=str(tmp_path), download=True)
+    message = str(err.value)
+    assert "\n" not in message and "www.cs.toronto.edu" in message
+    assert "--data-dir" in message and "Nothing was written" in message
+    assert ("www.cs.toronto.edu", 443) in attempts
+    assert os.listdir(tmp_path) == []
+
+
+def test_failed_download_removes_its_partial_files(tmp_path, monkeypatch):
+    from kdarts.data import sources
+
+    (tmp_path / "mnist").mkdir()  # someone else's data, kept
+    (tmp_path / "mnist" / "keep.txt").write_text("x")
+
+    def partial_then_fail(builder, *args, **kwargs):
+        folder = os.path.join(str(tmp_path), "downloads", "cifar10")
+        os.makedirs(folder)
+        with open(os.path.join(folder, "cifar-10-binary.tar.gz.tmp.1"), "wb") as f:
+            f.write(b"partial")
+        os.makedirs(os.path.join(str(tmp_path), "cifar10", "incomplete.ABC_3.0.2"))
+        raise ConnectionError("Connection reset by peer\nwhile reading")
+
+    monkeypatch.setattr(sources, "host_reachable", lambda host, timeout=None: True)
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", partial_then_fail)
+    with pytest.raises(data.DatasetError, match="partial files were removed") as err:
+        data.load_dataset("cifar10", data_dir=str(tmp_path), download=True)
+    assert "\n" not in str(err.value) and "ConnectionError" in str(err.value)
+    assert sorted(os.listdir(tmp_path)) == ["mnist"]
+    assert (tmp_path / "mnist" / "keep.txt").exists()
+
+
+def test_host_probe_is_bounded(monkeypatch):
+    import time as _time
+
+    from kdarts.data import sources
+
+    def hang(*args, **kwargs):  # a name lookup that hangs, then fails
+        _time.sleep(3)
+        raise OSError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(sources.socket, "create_connection", hang)
+    start = _time.perf_counter()
+    assert sources.host_reachable("example.invalid", timeout=0.5) is False
+    assert _time.perf_counter() - start < 2
 
 
 def test_digits_split_is_exact_and_stable():

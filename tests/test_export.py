@@ -119,8 +119,16 @@ def test_export_argument_errors_leave_nothing(tiny, tmp_path):
         export(tiny, tmp_path / "net.tflite", format="tflite")
     with pytest.raises(TypeError, match="expected a keras.Model"):
         export(object(), tmp_path / "net.keras")
-    with pytest.raises(ValueError, match=r"\*\.keras"):
+    with pytest.raises(ValueError, match=r"keras format writes a \*\.keras file"):
         export(tiny, tmp_path / "net.bin", format="keras")
+    with pytest.raises(ValueError, match=r"onnx format writes a \*\.onnx file, got 'x.json'"):
+        export(tiny, tmp_path / "x.json", format="onnx")
+    with pytest.raises(ValueError, match="saved_model format writes a folder"):
+        export(tiny, tmp_path / "model.onnx", format="saved_model")
+    with pytest.raises(ValueError, match="input_dtype"):
+        export(tiny, tmp_path / "x.onnx", format="onnx", input_dtype="int16")
+    with pytest.raises(ValueError, match="normalises raw pixels"):  # no mean/std inside
+        export(tiny, tmp_path / "x.onnx", format="onnx", input_dtype="uint8")
     assert os.listdir(tmp_path) == []
     assert FORMATS == ("keras", "saved_model", "onnx")
 
@@ -165,7 +173,7 @@ def test_failed_verification_keeps_the_old_artifact(tiny, tmp_path, monkeypatch)
     target = tmp_path / "net.keras"
     target.write_bytes(b"previous artifact")
 
-    def off_by_one(format, artifact, samples):
+    def off_by_one(format, artifact, samples, contract=None):
         assert os.path.exists(artifact)  # written, in a temp folder
         assert os.path.dirname(os.path.dirname(artifact)) == str(tmp_path)
         return [[np.asarray(tiny(x, training=False)) + 1.0] for x in samples]
@@ -190,3 +198,60 @@ def test_unbuilt_model_needs_sample_inputs(tmp_path):
     with pytest.raises(ValueError, match="not built"):
         export(model, tmp_path / "net.keras")
     assert not model.built and os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_raw_image_exports_record_their_input_contract(tmp_path):
+    """A network with mean/std takes raw pixels (float32 or uint8) in every format, and
+    each artifact says so in its metadata."""
+    import json
+
+    import onnx
+    import onnxruntime as ort
+    import tensorflow as tf
+
+    mean, std = [0.2, 0.4, 0.6], [0.3, 0.2, 0.1]
+    model = EvalNetwork(DARTS_V2, num_classes=5, channels=4, layers=3, auxiliary=False,
+                        mean=mean, std=std)
+    model.build((None, 8, 8, 3))
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (4, 8, 8, 3)).astype(np.uint8)
+    want = np.asarray(model(images.astype(np.float32), training=False))
+    # the first layer is the training split's normalisation
+    normalised = (images.astype(np.float32) / 255.0 - np.array(mean)) / np.array(std)
+    plain = EvalNetwork(DARTS_V2, num_classes=5, channels=4, layers=3, auxiliary=False)
+    plain.build((None, 8, 8, 3))
+    plain.set_weights(model.get_weights())
+    np.testing.assert_allclose(np.asarray(plain(normalised.astype(np.float32))), want,
+                               atol=1e-4)
+    np.testing.assert_allclose(np.asarray(model(images, training=False)), want, atol=1e-5)
+    with pytest.raises(ValueError, match="3 channel"):
+        model(images[..., :1], training=False)
+
+    results = {fmt: export(model, tmp_path / name, format=fmt, **kw)
+               for fmt, name, kw in (("saved_model", "sm", {}), ("onnx", "f.onnx", {}))}
+    uint8_onnx = export(model, tmp_path / "u.onnx", format="onnx", input_dtype="uint8")
+    for result in (*results.values(), uint8_onnx):
+        contract = result.input_contract
+        assert contract["normalized_inside"] and contract["pixel_range"] == [0.0, 255.0]
+        assert contract["shape"] == [None, 8, 8, 3] and contract["mean"] == mean
+    assert results["onnx"].input_contract["dtype"] == "float32"
+    assert uint8_onnx.input_contract["dtype"] == "uint8"
+
+    for path, feed in ((results["onnx"].path, images.astype(np.float32)),
+                       (uint8_onnx.path, images)):
+        proto = onnx.load(path)
+        meta = {p.key: p.value for p in proto.metadata_props}
+        assert json.loads(meta["kdarts.input"])["std"] == std
+        assert "pixel values 0-255" in proto.graph.input[0].doc_string
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        np.testing.assert_allclose(session.run(["logits"], {"images": feed})[0], want,
+                                   atol=1e-4)
+
+    loaded = tf.saved_model.load(results["saved_model"].path)
+    assert json.loads(loaded.input_contract().numpy())["mean"] == mean
+    with open(os.path.join(results["saved_model"].path, "assets.extra",
+                           "kdarts_input.json")) as f:
+        assert json.load(f)["dtype"] == "float32 or uint8"
+    got = loaded.signatures["serving_uint8"](images=tf.constant(images))["logits"]
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-4)

@@ -1,222 +1,50 @@
-"""Datasets and deterministic input pipelines for the search and the evaluation.
+"""Deterministic input pipelines for the search and the evaluation network.
 
-Every dataset, the embedded default included, is read through TFDS
-(``tfds.builder(name).as_dataset(...)``) into numpy arrays held in memory (all
-supported datasets fit), then served by ``tf.data`` pipelines whose only
-randomness is stateless (``tf.random.stateless_*``) and derived from one user
-seed, the epoch and the element's position in the stream. Hence the same seed
-gives the same batches in any process, independently of TensorFlow's global
-seed, and a resumed search can skip straight to where it stopped.
+The images, loaded whole by :func:`~kdarts.data.load_dataset`, are served by
+``tf.data`` pipelines whose only randomness is stateless
+(``tf.random.stateless_*``) and derived from one user seed, the epoch and the
+element's position in the stream. Hence the same seed gives the same batches in
+any process, independently of TensorFlow's global seed, and a resumed search
+or training can skip straight to where it stopped.
 
-* :func:`load_dataset`: uint8 NHWC arrays plus a :class:`DatasetInfo`
-  (per-channel mean/std of the training images).
+Every pipeline serves **raw pixels**: float32 values in 0..255, with the
+dataset's own channels. The networks normalise inside (their first layer,
+:class:`kdarts.preprocessing.Standardize`, built from ``info.mean``/``info.std``),
+so a trained or exported model takes images exactly as the user has them.
+
 * :func:`search_datasets`: the training split shuffled once and divided into a
   weight split and a search split (50/50, or ``1/(1+k)`` for the search split
   under the dynamic split, SPEC §5), each served as an infinite stream.
 * :func:`train_datasets`: evaluation-network training (per-epoch reshuffle,
   optional cutout) and the test set.
-* :func:`random_crop`, :func:`random_flip`, :func:`cutout`,
-  :func:`normalize`: the augmentation and normalisation steps, usable in any
-  ``tf.data`` pipeline.
-
-The default dataset ``kdarts_digits`` (scikit-learn's 8x8 digits, see
-:mod:`kdarts.digits_dataset`) is built locally without any download; the
-others must be downloaded once with ``download=True`` (internet needed).
+* :func:`random_crop`, :func:`random_flip`, :func:`cutout`, :func:`normalize`:
+  the augmentation and normalisation steps, usable in any ``tf.data`` pipeline.
 
 Example:
     >>> weight_ds, search_ds, info, steps = search_datasets(
     ...     "kdarts_digits", batch_size=64, seed=0, split="dynamic", every=10)
-    >>> images, labels = next(iter(weight_ds))  # float32 (64, 8, 8, 3), int32 (64,)
+    >>> images, labels = next(iter(weight_ds))  # float32 (64, 8, 8, 3) in 0..255, int32 (64,)
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
-from kdarts import digits_dataset  # Registers the "kdarts_digits" TFDS builder.
+from kdarts.data.catalog import FLIP_DATASETS, SPLIT_MODES, DatasetError, DatasetInfo
+from kdarts.data.sources import load_dataset
 from kdarts.search.schedules import dynamic_split_fraction
-
-DEFAULT_DATASET: str = digits_dataset.NAME
-#: Supported TFDS names; the first is the default.
-DATASETS: tuple[str, ...] = (
-    DEFAULT_DATASET, "cifar10", "cifar100", "mnist", "fashion_mnist", "svhn_cropped",
-)
-#: Datasets augmented with horizontal flips. Digits (kdarts_digits, mnist,
-#: svhn) and clothes with a handedness (fashion_mnist) are not: a flip changes
-#: what a digit means.
-FLIP_DATASETS: frozenset[str] = frozenset({"cifar10", "cifar100"})
-#: Ways to divide the training data into weight and search splits.
-SPLIT_MODES: tuple[str, ...] = ("half", "dynamic")
 
 _NUMPY_SEED_LIMIT = 2**32  # np.random.RandomState accepts seeds in [0, 2**32).
 _NO_END = 2**62  # Epoch range end standing in for "forever".
-_LOAD_BATCH = 4096
 
 # Salts separating the independent random streams derived from one user seed.
 _WEIGHT_ORDER, _WEIGHT_AUGMENT = 1, 2
 _SEARCH_ORDER, _SEARCH_AUGMENT = 3, 4
 _TRAIN_ORDER, _TRAIN_AUGMENT = 5, 6
-
-
-class DatasetError(ValueError):
-    """A dataset that is unknown, not available locally, or too small for the request."""
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-    """What the networks and pipelines need to know about a loaded dataset.
-
-    Attributes:
-        name: TFDS name.
-        num_classes: number of classes (labels are ``0 .. num_classes - 1``).
-        image_shape: ``(H, W, C)`` after conversion (greyscale becomes 3 channels).
-        num_train: examples in the full training split.
-        num_test: examples in the test split.
-        mean: per-channel mean of the training images, pixel values scaled to [0, 1].
-        std: per-channel standard deviation, same scale.
-
-    Example:
-        >>> *_, info = load_dataset("kdarts_digits")
-        >>> info.image_shape, info.num_classes
-        ((8, 8, 3), 10)
-    """
-
-    name: str
-    num_classes: int
-    image_shape: tuple[int, int, int]
-    num_train: int
-    num_test: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def check_dataset_name(name: str) -> str:
-    """Returns ``name`` if it is supported, else raises :class:`DatasetError`.
-
-    Example:
-        >>> check_dataset_name("cifar10")
-        'cifar10'
-    """
-    if name not in DATASETS:
-        raise DatasetError(
-            f"Unknown dataset {name!r}. Valid datasets: {', '.join(DATASETS)} "
-            f"(default {DEFAULT_DATASET!r})."
-        )
-    return name
-
-
-def load_dataset(
-    name: str = DEFAULT_DATASET,
-    data_dir: str | None = None,
-    download: bool = False,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, DatasetInfo]:
-    """Loads a dataset into memory through TFDS.
-
-    ``kdarts_digits`` is built on first use (offline, from scikit-learn's
-    copy). Any other dataset must already be prepared in ``data_dir`` unless
-    ``download=True`` (needs internet). Greyscale images are replicated to 3
-    channels. Inside ``tfds.testing.mock_data`` the data is TFDS's fake data.
-
-    Args:
-        name: one of :data:`DATASETS`.
-        data_dir: TFDS data directory; ``None`` means TFDS's default
-            (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
-        download: download and prepare the dataset if it is not there yet.
-
-    Returns:
-        ``(train_images, train_labels, test_images, test_labels, info)``:
-        images uint8 ``(N, H, W, 3)``, labels int32 ``(N,)``, and a
-        :class:`DatasetInfo` whose mean/std come from the training images.
-
-    Raises:
-        DatasetError: unknown name, or dataset not prepared and ``download=False``.
-
-    Example:
-        >>> x_train, y_train, x_test, y_test, info = load_dataset()
-        >>> x_train.shape, x_test.shape
-        ((1437, 8, 8, 3), (360, 8, 8, 3))
-    """
-    check_dataset_name(name)
-    builder = tfds.builder(name, data_dir=data_dir)
-    if name == DEFAULT_DATASET:
-        # Local build: no GCS lookup, and the builder never touches its
-        # download manager. A no-op once prepared.
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(try_download_gcs=False))
-    elif download:
-        builder.download_and_prepare()
-    # No `builder.is_prepared()` gate here: under `tfds.testing.mock_data` it
-    # is False although `as_dataset` serves fake data. `as_dataset` itself is
-    # the check: without prepared data it raises AssertionError.
-    try:
-        splits = builder.as_dataset(split=["train", "test"], as_supervised=True)
-    except AssertionError as err:
-        raise DatasetError(
-            f"Dataset {name!r} is not prepared in {builder.data_dir_root}. It needs "
-            f"a one-time download (internet access): call load_dataset({name!r}, "
-            f"download=True) (command line: --download), or point data_dir at a "
-            f"TFDS directory holding a prepared copy. Valid datasets: "
-            f"{', '.join(DATASETS)}; the default {DEFAULT_DATASET!r} needs no download."
-        ) from err
-    train_images, train_labels = _split_to_numpy(splits[0])
-    test_images, test_labels = _split_to_numpy(splits[1])
-    label_key = builder.info.supervised_keys[1]
-    mean, std = _channel_stats(train_images)
-    info = DatasetInfo(
-        name=name,
-        num_classes=int(builder.info.features[label_key].num_classes),
-        image_shape=tuple(int(d) for d in train_images.shape[1:]),
-        num_train=len(train_images),
-        num_test=len(test_images),
-        mean=mean,
-        std=std,
-    )
-    return train_images, train_labels, test_images, test_labels, info
-
-
-def _split_to_numpy(ds: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Reads a supervised ``(image, label)`` dataset into uint8 NHWC (3 channels) and int32."""
-    images, labels = [], []
-    for x, y in tfds.as_numpy(ds.batch(_LOAD_BATCH)):
-        images.append(x)
-        labels.append(y)
-    x = np.concatenate(images).astype(np.uint8, copy=False)
-    y = np.concatenate(labels).astype(np.int32)
-    if x.ndim == 3:  # (N, H, W) greyscale without a channel axis
-        x = x[..., None]
-    if x.shape[-1] == 1:  # The networks' stem expects 3 channels.
-        x = np.repeat(x, 3, axis=-1)
-    return x, y
-
-
-def _channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of uint8 images on the [0, 1] scale.
-
-    Accumulated in float64 chunk by chunk: a float copy of all of CIFAR would
-    take over a gigabyte.
-    """
-    channels = images.shape[-1]
-    total = np.zeros(channels)
-    total_sq = np.zeros(channels)
-    for start in range(0, len(images), _LOAD_BATCH):
-        chunk = images[start:start + _LOAD_BATCH].reshape(-1, channels).astype(np.float64)
-        total += chunk.sum(axis=0)
-        total_sq += np.square(chunk).sum(axis=0)
-    count = max(1, images.size // channels)
-    mean = total / count
-    var = np.maximum(total_sq / count - np.square(mean), 0.0)
-    # A constant channel would divide by zero when normalising.
-    std = np.maximum(np.sqrt(var), 1e-3 * 255.0)
-    return tuple(float(m) for m in mean / 255.0), tuple(float(s) for s in std / 255.0)
 
 
 # ------------------------------------------------------------ augmentation / normalisation
@@ -279,18 +107,21 @@ def random_flip(image, seed) -> tf.Tensor:
     return tf.image.stateless_random_flip_left_right(image, seed=seed)
 
 
-def cutout(image, length: int, seed) -> tf.Tensor:
-    """Zeroes a ``length`` x ``length`` square of an ``(H, W, C)`` image (DeVries & Taylor, 2017).
+def cutout(image, length: int, seed, fill=0.0) -> tf.Tensor:
+    """Fills a ``length`` x ``length`` square of an ``(H, W, C)`` image (DeVries & Taylor, 2017).
 
     The square's centre is uniform over the image, so near a border the square
     is clipped (smaller), as in DARTS's ``Cutout``. For odd ``length`` the
     square spans ``length // 2`` pixels before the centre and the rest after.
-    Applied after normalisation in kdarts, as in DARTS (zero is then the mean).
+    DARTS zeroes normalised images, i.e. sets the square to the mean; kdarts
+    serves raw pixels, so its pipelines pass the per-channel mean pixel as
+    ``fill`` (the same image once normalised).
 
     Args:
         image: one ``(H, W, C)`` image, any dtype.
         length: side of the square; 0 returns the image unchanged.
         seed: stateless seed, shape ``[2]`` integers.
+        fill: the square's value, a scalar or one value per channel.
 
     Example:
         >>> out = cutout(tf.ones([32, 32, 3]), length=16, seed=[0, 1])
@@ -307,7 +138,8 @@ def cutout(image, length: int, seed) -> tf.Tensor:
     in_rows = (rows >= y0) & (rows < y0 + length)
     in_cols = (cols >= x0) & (cols < x0 + length)
     inside = (in_rows[:, None] & in_cols[None, :])[..., None]
-    return tf.where(inside, tf.zeros_like(image), image)
+    filled = tf.broadcast_to(tf.cast(fill, image.dtype), tf.shape(image))
+    return tf.where(inside, filled, image)
 
 
 # ------------------------------------------------------------------------ pipelines
@@ -362,7 +194,7 @@ def search_datasets(
     :func:`split_indices`. Each stream then goes over its split pass after
     pass, reshuffled every pass (the permutation of pass ``e`` is a stateless
     function of ``seed`` and ``e``), augmented with random crop (and flip for
-    :data:`FLIP_DATASETS`; no cutout), normalised, batched with
+    :data:`FLIP_DATASETS`; no cutout), served as raw float32 pixels, batched with
     ``drop_remainder=True`` (so every pass has the same number of batches) and
     prefetched. The augmentation of an element depends only on ``seed`` and
     its position in the stream.
@@ -387,7 +219,7 @@ def search_datasets(
 
     Returns:
         ``(weight_ds, search_ds, info, steps_per_epoch)``: datasets of
-        ``(float32 (B, H, W, C) images, int32 (B,) labels)``, infinite;
+        ``(float32 (B, H, W, C) images in 0..255, int32 (B,) labels)``, infinite;
         ``steps_per_epoch`` is the number of weight batches per pass.
 
     Raises:
@@ -446,12 +278,13 @@ def train_datasets(
 
     ``train_ds`` is finite: one epoch per iteration (as ``model.fit`` iterates
     it), reshuffled each epoch, augmented (crop, flip for
-    :data:`FLIP_DATASETS`, then cutout after normalisation as in DARTS),
-    normalised, batched, the last batch possibly smaller. Epoch ``e``'s order
+    :data:`FLIP_DATASETS`, then cutout filled with the mean pixel, which is
+    DARTS's zeroing after normalisation), raw float32 pixels, batched, the last
+    batch possibly smaller. Epoch ``e``'s order
     and augmentation are stateless functions of ``seed`` and ``e``; the
     dataset counts its own iterations, starting at ``initial_epoch`` (pass
-    the epoch to resume from). ``test_ds`` is the test split normalised, in
-    order, unaugmented, batched without dropping the remainder.
+    the epoch to resume from). ``test_ds`` is the test split as float32
+    pixels, in order, unaugmented, batched without dropping the remainder.
 
     Args:
         name: one of :data:`DATASETS`.
@@ -498,11 +331,10 @@ def train_datasets(
                       batch_size, drop_remainder=False)
     train_ds = train_ds.apply(tf.data.experimental.assert_cardinality(steps))
 
-    mean, std = info.mean, info.std
     test_ds = (
         tf.data.Dataset.from_tensor_slices((x_test, y_test))
         .batch(batch_size)
-        .map(lambda x, y: (normalize(x, mean, std), y), num_parallel_calls=tf.data.AUTOTUNE)
+        .map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
     return train_ds, test_ds, info, steps
@@ -512,7 +344,7 @@ def train_datasets(
 
 
 class _Augment:
-    """The per-example transform: crop → flip → normalise → cutout."""
+    """The per-example transform: crop → flip → float32 → cutout (mean-filled)."""
 
     def __init__(self, info: DatasetInfo, padding: int | None, flip: bool | None,
                  cutout: int):
@@ -521,7 +353,7 @@ class _Augment:
         self.padding = default_padding(info.image_shape[0]) if padding is None else int(padding)
         self.flip = info.name in FLIP_DATASETS if flip is None else bool(flip)
         self.cutout = int(cutout)
-        self.mean, self.std = info.mean, info.std
+        self.mean_pixel = [255.0 * m for m in info.mean]
 
     def __call__(self, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         crop_seed, flip_seed, cutout_seed = tf.unstack(
@@ -529,8 +361,8 @@ class _Augment:
         image = random_crop(image, self.padding, crop_seed)
         if self.flip:
             image = random_flip(image, flip_seed)
-        image = normalize(image, self.mean, self.std)
-        return cutout(image, self.cutout, cutout_seed)
+        image = tf.cast(image, tf.float32)
+        return cutout(image, self.cutout, cutout_seed, fill=self.mean_pixel)
 
 
 def _key(seed: int, salt: int) -> tf.Tensor:

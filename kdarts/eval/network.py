@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Sequence
 
 import keras
 from keras import layers, ops
@@ -35,6 +36,7 @@ from keras import layers, ops
 from kdarts.eval.cell import EvalCell
 from kdarts.genotype import Genotype, resolve_genotype
 from kdarts.ops import batch_norm
+from kdarts.preprocessing import Standardize, input_contract
 
 _PKG = "kdarts"
 
@@ -132,12 +134,17 @@ class EvalNetwork(keras.Model):
         auxiliary_weight: weight of the auxiliary loss (0.4 in DARTS); read
             when the train step is traced, so set it before ``compile``.
         seed: seed of the drop-path randomness (None: random).
+        mean, std: per-channel statistics of the training images on the [0, 1]
+            scale (``DatasetInfo.mean``/``.std``). Given, the network's first
+            layer normalises, so it takes raw pixels (0–255, float32 or uint8)
+            in training, inference and every export. None: inputs are used as
+            they come (already normalised by the caller).
 
     Attributes:
         drop_path_prob: non-trainable scalar variable holding the current
             drop-path probability (checkpointed and saved with the model).
-        stem_conv, stem_bn, cells, auxiliary_head (None if not auxiliary),
-        global_pool, classifier: the sublayers.
+        standardize (None without mean/std), stem_conv, stem_bn, cells,
+        auxiliary_head (None if not auxiliary), global_pool, classifier: the sublayers.
 
     Example:
         >>> model = EvalNetwork(DARTS_V2, num_classes=10)   # C=36, 20 layers
@@ -149,7 +156,9 @@ class EvalNetwork(keras.Model):
     def __init__(self, genotype: Genotype | dict | str | os.PathLike, num_classes: int,
                  channels: int = 36, layers: int = 20, auxiliary: bool = True,
                  drop_path_prob: float = 0.2, stem_multiplier: int = 3,
-                 auxiliary_weight: float = 0.4, seed: int | None = None, **kwargs):
+                 auxiliary_weight: float = 0.4, seed: int | None = None,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
         if isinstance(genotype, dict):
             genotype = Genotype.from_dict(genotype)
@@ -178,6 +187,11 @@ class EvalNetwork(keras.Model):
             shape=(), dtype="float32", trainable=False, name="drop_path_prob",
             initializer=keras.initializers.Constant(self.initial_drop_path_prob),
         )
+
+        if (mean is None) != (std is None):
+            raise ValueError("EvalNetwork: pass both mean and std (or neither)")
+        self.standardize = (None if mean is None
+                            else Standardize(mean, std, name="standardize"))
 
         stem_channels = self.stem_multiplier * self.channels
         self.stem_conv = keras.layers.Conv2D(stem_channels, 3, padding="same",
@@ -208,6 +222,8 @@ class EvalNetwork(keras.Model):
         shape = tuple(input_shape)
         if len(shape) != 4:
             raise ValueError(f"EvalNetwork expects NHWC images, got input shape {shape}")
+        if self.standardize is not None:
+            self.standardize.build(shape)
         self.stem_conv.build(shape)
         shape = self.stem_conv.compute_output_shape(shape)
         self.stem_bn.build(shape)
@@ -222,6 +238,8 @@ class EvalNetwork(keras.Model):
         self.classifier.build((s1[0], s1[-1]))
 
     def call(self, inputs, training=None):
+        if self.standardize is not None:
+            inputs = self.standardize(inputs)
         x = self.stem_bn(self.stem_conv(inputs), training=training)
         # read only when training, so inference graphs (exports) do not
         # capture the variable
@@ -239,6 +257,12 @@ class EvalNetwork(keras.Model):
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.num_classes)
+
+    def fit(self, *args, **kwargs):
+        """Keras ``fit``; ``shuffle`` defaults to False: kdarts's datasets shuffle themselves
+        (reproducibly), and Keras would only warn that it ignores ``shuffle`` for them."""
+        kwargs.setdefault("shuffle", False)
+        return super().fit(*args, **kwargs)
 
     # -- training: the auxiliary loss, with metrics on the main logits only --
 
@@ -273,6 +297,17 @@ class EvalNetwork(keras.Model):
 
     # -- bookkeeping --
 
+    def input_contract(self) -> dict:
+        """What the inference graph takes (shape, dtype, pixel range, statistics).
+
+        Written to ``metrics.json`` by ``kdarts train`` and to every export's metadata.
+        The network must be built.
+        """
+        if not self.built:
+            raise ValueError("input_contract: build the network first (model.build(shape))")
+        shape = (self.get_build_config() or {}).get("input_shape") or (None,) * 4
+        return input_contract(tuple(shape)[1:], self.standardize)
+
     def parameter_count(self, include_auxiliary: bool = False) -> int:
         """Trainable parameters; without the auxiliary head by default.
 
@@ -299,4 +334,6 @@ class EvalNetwork(keras.Model):
             "stem_multiplier": self.stem_multiplier,
             "auxiliary_weight": self.auxiliary_weight,
             "seed": self.seed,
+            "mean": None if self.standardize is None else list(self.standardize.mean),
+            "std": None if self.standardize is None else list(self.standardize.std),
         }

@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from kdarts.genotype import CRB_PRIMITIVES, PRIMITIVES, Genotype, discretize, num_edges
 from kdarts.ops import batch_norm, check_primitives
+from kdarts.preprocessing import Standardize
 from kdarts.search.activations import AlphaInitializer, activate, check_activation, prune
 from kdarts.search.cell import SearchCell
 from kdarts.search.regularizers import (
@@ -54,11 +55,16 @@ class SearchNetwork(keras.Model):
         primitives: candidate ops; default DARTS's 8, or 7 without ``none`` for crb.
         fused: compute all edges leaving a node together (fast); ``False`` runs one
             :class:`~kdarts.search.edge.MixedEdge` per edge as the reference does.
+        mean, std: per-channel statistics of the training images on the [0, 1]
+            scale (``DatasetInfo.mean``/``.std``): the network then takes raw pixels
+            0–255, as :mod:`kdarts.data` serves them. None: inputs are used as they come.
     """
 
     def __init__(self, num_classes: int, channels: int = 16, layers: int = 8, steps: int = 4,
                  multiplier: int = 4, stem_multiplier: int = 3, activation: str = "softmax",
-                 primitives: Sequence[str] | None = None, fused: bool = True, **kwargs):
+                 primitives: Sequence[str] | None = None, fused: bool = True,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
         self.channels = int(channels)
@@ -74,6 +80,10 @@ class SearchNetwork(keras.Model):
         if self.num_layers < 3:
             raise ValueError(f"layers must be >= 3 (two reduction cells), got {layers}")
 
+        if (mean is None) != (std is None):
+            raise ValueError("SearchNetwork: pass both mean and std (or neither)")
+        self.standardize = (None if mean is None
+                            else Standardize(mean, std, name="standardize"))
         c = self.stem_multiplier * self.channels
         # DARTS's search stem BN is affine (nn.BatchNorm2d defaults): matches its parameter count
         self.stem = keras.Sequential([
@@ -151,6 +161,8 @@ class SearchNetwork(keras.Model):
         weights = self.activated_weights()
         active = ([tf.cast(m, tf.bool) for m in self._masks()]
                   if self.activation == "crb" else [None, None])
+        if self.standardize is not None:
+            inputs = self.standardize(inputs)
         s0 = s1 = self.stem(inputs, training=training)
         for cell in self.cells:
             i = 1 if cell.reduction else 0
@@ -170,7 +182,9 @@ class SearchNetwork(keras.Model):
                 "channels": self.channels, "layers": self.num_layers, "steps": self.steps,
                 "multiplier": self.multiplier, "stem_multiplier": self.stem_multiplier,
                 "activation": self.activation, "primitives": list(self.primitives),
-                "fused": self.fused}
+                "fused": self.fused,
+                "mean": None if self.standardize is None else list(self.standardize.mean),
+                "std": None if self.standardize is None else list(self.standardize.std)}
 
     # -- search configuration --------------------------------------------------------------
     def compile(self, optimizer=None, loss=None, metrics=None, *, arch_optimizer=None,

@@ -1,0 +1,79 @@
+"""The datasets kdarts knows by name, and what it records about a loaded one.
+
+This module imports neither TensorFlow nor TFDS, so the command line can check
+a dataset name (and print its ``--help``) before paying for them.
+
+Example:
+    >>> check_dataset_name("cifar10")
+    'cifar10'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+DEFAULT_DATASET: str = "kdarts_digits"
+#: Supported TFDS names; the first is the default (built locally, no download).
+DATASETS: tuple[str, ...] = (
+    DEFAULT_DATASET, "cifar10", "cifar100", "mnist", "fashion_mnist", "svhn_cropped",
+)
+#: Datasets augmented with horizontal flips. Digits (kdarts_digits, mnist,
+#: svhn) and clothes with a handedness (fashion_mnist) are not: a flip changes
+#: what a digit means.
+FLIP_DATASETS: frozenset[str] = frozenset({"cifar10", "cifar100"})
+#: Ways to divide the training data into weight and search splits.
+SPLIT_MODES: tuple[str, ...] = ("half", "dynamic")
+#: The pixel scale every kdarts pipeline serves and every kdarts network takes.
+PIXEL_RANGE: tuple[float, float] = (0.0, 255.0)
+
+
+class DatasetError(ValueError):
+    """A dataset that is unknown, not available locally, or too small for the request."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What the networks and pipelines need to know about a loaded dataset.
+
+    Attributes:
+        name: TFDS name.
+        num_classes: number of classes (labels are ``0 .. num_classes - 1``).
+        image_shape: ``(H, W, C)`` as the dataset stores its images (C = 1 for
+            greyscale datasets such as MNIST).
+        num_train: examples in the full training split.
+        num_test: examples in the test split.
+        mean: per-channel mean of the training images, pixel values scaled to [0, 1].
+        std: per-channel standard deviation, same scale.
+
+    Example:
+        >>> *_, info = load_dataset("kdarts_digits")  # doctest: +SKIP
+        >>> info.image_shape, info.num_classes        # doctest: +SKIP
+        ((8, 8, 3), 10)
+    """
+
+    name: str
+    num_classes: int
+    image_shape: tuple[int, int, int]
+    num_train: int
+    num_test: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def check_dataset_name(name: str) -> str:
+    """Returns ``name`` if it is supported, else raises :class:`DatasetError`.
+
+    Example:
+        >>> check_dataset_name("cifar10")
+        'cifar10'
+    """
+    if name not in DATASETS:
+        raise DatasetError(
+            f"Unknown dataset {name!r}. Valid datasets: {', '.join(DATASETS)} "
+            f"(default {DEFAULT_DATASET!r})."
+        )
+    return name
+
+
+__all__ = ["DATASETS", "DEFAULT_DATASET", "DatasetError", "DatasetInfo", "FLIP_DATASETS",
+           "PIXEL_RANGE", "SPLIT_MODES", "check_dataset_name"]
