@@ -1,9 +1,9 @@
 """The ``kdarts`` command line, end to end on tiny settings, and its error handling.
 
-Tracing a search step dominates the cost, so the searches are few: one complete
-search (in process) feeding show → train → export, and one search interrupted
-after its first epoch and resumed, each part in a fresh process, compared with
-the complete one. Every bad-input case must fail with a one-line error before any
+Tracing a step dominates the cost, so the runs are few: one complete search (in
+process) feeding show → train → export, one search and one training interrupted
+after their first epoch and resumed, each part in a fresh process, compared with
+the complete ones. Every bad-input case must fail with a one-line error before any
 dataset is loaded or network built, and leave existing files untouched.
 """
 
@@ -11,8 +11,11 @@ import csv
 import hashlib
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -28,8 +31,8 @@ TINY_SEARCH = [
     "--batch-size", "8", "--max-examples", "96", "--epochs", "2",
     "--schedule", "fixed", "--every", "2", "--seed", "1",
 ]
-TINY_TRAIN = ["--channels", "4", "--layers", "3", "--epochs", "1", "--batch-size", "32",
-              "--max-examples", "64", "--seed", "0"]
+TINY_TRAIN = ["--channels", "4", "--layers", "3", "--epochs", "2", "--batch-size", "32",
+              "--max-examples", "320", "--seed", "0"]
 SEARCH_OUTPUTS = {"run.json", "genotype.json", "history.csv", "search_record.json",
                   "checkpoint.weights.h5", "checkpoint.json", "alpha.png", "schedule.png",
                   "genotype.png"}
@@ -44,11 +47,22 @@ def invoke(*args):
     return result
 
 
+def clean_env():
+    """The environment of a user who set nothing: kdarts must quiet TensorFlow itself."""
+    return {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+
+
 def run_process(*args, cwd):
     """Run the CLI in a fresh Python process (TensorFlow state is per process)."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.run([sys.executable, "-m", "kdarts.cli", *map(str, args)], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=900)
+                          env=clean_env(), capture_output=True, text=True, timeout=900)
+
+
+def assert_quiet_stderr(stderr):
+    """Only progress bars on stderr: no TensorFlow/absl/oneDNN/grappler log lines."""
+    lines = [line.strip() for line in re.split(r"[\r\n]", stderr) if line.strip()]
+    noise = [line for line in lines if not re.match(r"^epoch \d+/\d+", line)]
+    assert not noise, "\n".join(noise[:10])
 
 
 def assert_one_line_error(result, *fragments):
@@ -94,7 +108,7 @@ def no_tf_work(monkeypatch):
     ("search", ["default: kdarts_digits", "default: crb", "default: dynamic",
                 "default: proximity", "default: 0.1", "default: 10", "default: 8",
                 "default: runs/search"]),
-    ("train", ["default: runs/search/genotype.json", "default: 20", "default: 16",
+    ("train", ["--genotype TEXT", "required", "default: 20", "default: 16",
                "default: auxiliary", "default: runs/train"]),
     ("show", []),
     ("export", ["default: onnx", "default: verify", "saved_models/"]),
@@ -114,6 +128,23 @@ def test_group_help_lists_commands():
     assert result.exit_code == 0
     for command in ("search", "train", "show", "export", "quickstart"):
         assert command in result.output
+    assert "SPEC" not in result.output
+    for command in ("search", "train", "show", "export", "quickstart"):
+        assert "SPEC" not in invoke(command, "--help").output  # it does not ship
+
+
+def test_help_and_version_do_not_load_tensorflow():
+    """--help/--version answer without importing TensorFlow (which takes seconds)."""
+    script = ("import sys\nfrom click.testing import CliRunner\nfrom kdarts.cli import main\n"
+              "for args in (['--help'], ['--version'], ['search', '--help'],"
+              " ['train', '--help'], ['export', '--help']):\n"
+              "    assert CliRunner().invoke(main, args).exit_code == 0, args\n"
+              "heavy = [m for m in ('tensorflow', 'keras', 'tensorflow_datasets')"
+              " if m in sys.modules]\nprint('heavy:', heavy)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, env=clean_env())
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "heavy: []"
 
 
 # ---------------------------------------------------------------------------- errors
@@ -185,7 +216,8 @@ def test_resume_without_checkpoint(tmp_path, no_tf_work):
     folder = fake_run(tmp_path / "run")  # same arguments as the defaults, no checkpoint
     before = snapshot(folder)
     result = invoke("search", "--out", folder, "--resume")
-    assert_one_line_error(result, "--resume: no checkpoint")
+    assert_one_line_error(result, "--resume:", "holds this search but no epoch of it completed",
+                          "run without --resume")
     assert snapshot(folder) == before
 
 
@@ -226,6 +258,94 @@ def test_train_refuses_existing_outputs(tmp_path, no_tf_work):
     assert snapshot(out) == before
 
 
+def test_a_folder_holding_something_else_is_refused(tmp_path, no_tf_work):
+    """Every command writing a run folder refuses another kind of run or unrelated files."""
+    search_dir = fake_run(tmp_path / "search")
+    before = snapshot(search_dir)
+    result = invoke("train", "--genotype", "DARTS_V2", "--out", search_dir)
+    assert_one_line_error(result, "holds a kdarts search run", "not a train run")
+    assert snapshot(search_dir) == before
+    train_dir = tmp_path / "train"
+    train_dir.mkdir()
+    (train_dir / "run.json").write_text(json.dumps({"command": "train", "args": {}}))
+    assert_one_line_error(invoke("search", "--out", train_dir), "holds a kdarts train run",
+                          "not a search run")
+    exports = tmp_path / "saved_models"  # e.g. the exports folder, holding its README
+    exports.mkdir()
+    (exports / "README.md").write_text("exports")
+    for command in (["search"], ["train", "--genotype", "DARTS_V2"], ["quickstart"]):
+        result = invoke(*command, "--out", exports)
+        assert_one_line_error(result, "README.md", "not a kdarts", "choose another --out")
+        assert "--resume" not in result.output
+    assert os.listdir(exports) == ["README.md"]
+    # the quickstart's own search folder holding another search: no --resume to offer
+    quick = tmp_path / "quick"
+    quick.mkdir()
+    fake_run(quick / "search", seed=7)
+    result = invoke("quickstart", "--out", quick)
+    assert_one_line_error(result, "different search run", "seed: 7 → 0", "choose another --out")
+    assert "--resume" not in result.output
+
+
+def test_unwritable_outputs_fail_before_any_work(tmp_path, no_tf_work, monkeypatch):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    for args in (["search", "--out", a_file / "run"],
+                 ["train", "--genotype", "DARTS_V2", "--out", a_file / "run"],
+                 ["quickstart", "--out", a_file / "quick"],
+                 ["show", "DARTS_V2", "--png", a_file / "cells.png"]):
+        assert_one_line_error(invoke(*args), "cannot be created", "is a file")
+    assert_one_line_error(invoke("train", "--genotype", "DARTS_V2", "--out", a_file),
+                          "is a file, not a folder")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access  # root ignores permissions: let the check see it as a user would
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: (
+        False if os.fspath(p) == str(locked) and mode & os.W_OK else real_access(p, mode)))
+    for args in (["search", "--out", locked / "run"],
+                 ["train", "--genotype", "DARTS_V2", "--out", locked / "run"],
+                 ["show", "DARTS_V2", "--png", locked / "cells.png"]):
+        assert_one_line_error(invoke(*args), "cannot be written", "locked is not writable")
+    assert a_file.read_text() == "x" and os.listdir(locked) == []
+
+
+def test_wrong_suffixes_are_refused(tmp_path):
+    genotype = tmp_path / "genotype.json"
+    genotype.write_text(json.dumps(Genotype.from_dict(
+        {"normal": [["skip_connect", 0]] * 8, "reduce": [["max_pool_3x3", 1]] * 8}).to_dict()))
+    before = genotype.read_bytes()
+    assert_one_line_error(invoke("show", genotype, "--png", genotype), "*.png")
+    assert genotype.read_bytes() == before
+    model = tmp_path / "model.keras"  # never opened: the destination is checked first
+    assert_one_line_error(invoke("export", model, "--out", tmp_path / "x.json"),
+                          "onnx format writes a *.onnx file", "x.json")
+    assert_one_line_error(invoke("export", model, "--format", "saved_model", "--out",
+                                 tmp_path / "x.onnx"), "saved_model format writes a folder")
+    assert_one_line_error(invoke("export", model, "--format", "keras", "--out",
+                                 tmp_path / "x.onnx"), "keras format writes a *.keras file")
+    assert sorted(os.listdir(tmp_path)) == ["genotype.json"]
+
+
+def test_ctrl_c_says_what_was_kept(tmp_path, monkeypatch):
+    """Ctrl-C in train or quickstart: the reason and what was kept, not click's 'Aborted!'."""
+    import kdarts.data
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(kdarts.data, "train_datasets", interrupt)
+    monkeypatch.setattr(kdarts.data, "search_datasets", interrupt)
+    for args, what in ((["train", "--genotype", "DARTS_V2", "--out", tmp_path / "t"],
+                        "training"),
+                       (["quickstart", "--out", tmp_path / "q"], "search")):
+        result = invoke(*args)
+        assert result.exit_code == 130, result.output
+        assert "Aborted" not in result.output
+        last = result.output.strip().splitlines()[-1]
+        assert last.startswith(f"Error: interrupted; no epoch of the {what} completed"), last
+        assert "start over" in last and "--resume" not in last
+
+
 def test_export_errors(tmp_path):
     assert_one_line_error(invoke("export", tmp_path / "none.keras"), "no such file")
     garbage = tmp_path / "model.keras"
@@ -251,6 +371,16 @@ def searched(tmp_path_factory):
     return folder, result
 
 
+@pytest.fixture(scope="module")
+def trained(searched, tmp_path_factory):
+    """The searched genotype trained for 2 epochs, in process: (folder, CLI result)."""
+    folder = tmp_path_factory.mktemp("train") / "a"
+    result = invoke("train", "--genotype", searched[0] / "genotype.json", *TINY_TRAIN,
+                    "--out", folder)
+    assert result.exit_code == 0, result.output
+    return folder, result
+
+
 @pytest.mark.slow
 def test_search_writes_every_output(searched):
     folder, result = searched
@@ -264,8 +394,11 @@ def test_search_writes_every_output(searched):
     assert json.loads((folder / "checkpoint.json").read_text()) == {
         "epoch": 2, "search_step": 16, "alpha_steps": 8}
     with open(folder / "history.csv") as f:
-        rows = list(csv.DictReader(f))
+        reader = csv.DictReader(f)
+        rows = list(reader)
     assert [r["epoch"] for r in rows] == ["0", "1"]
+    assert not [c for c in reader.fieldnames if c.startswith("val_")]  # no validation
+    assert all(value not in ("", "NA") for row in rows for value in row.values())
     record = json.loads((folder / "search_record.json").read_text())
     assert [e["epoch"] for e in record["epochs"]] == [0, 1, 2]
     assert [b["step"] for b in record["batches"]] == list(range(1, 17))
@@ -282,7 +415,7 @@ def test_search_writes_every_output(searched):
 
 
 @pytest.mark.slow
-def test_show_train_export(searched, tmp_path):
+def test_show_and_train(searched, trained, tmp_path):
     folder, _ = searched
     result = invoke("show", folder / "genotype.json", "--png", tmp_path / "cells.png")
     assert result.exit_code == 0
@@ -290,26 +423,74 @@ def test_show_train_export(searched, tmp_path):
     assert (tmp_path / "cells.png").read_bytes()[:8] == PNG
     assert invoke("show", folder).output.startswith(result.output.splitlines()[0])
 
-    train_dir = tmp_path / "train"
-    result = invoke("train", "--genotype", folder / "genotype.json", *TINY_TRAIN,
-                    "--out", train_dir)
-    assert result.exit_code == 0, result.output
+    train_dir, result = trained
     metrics = json.loads((train_dir / "metrics.json").read_text())
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["num_test"] == 360
     assert metrics["genotype"] == Genotype.load(folder / "genotype.json").to_dict()
+    assert metrics["input"]["pixel_range"] == [0.0, 255.0]
+    assert metrics["input"]["shape"] == [None, 8, 8, 3]
+    assert len(metrics["input"]["mean"]) == 3 and metrics["input"]["normalized_inside"]
     assert f"test accuracy {100 * metrics['test_accuracy']:.2f}%" in result.output
     assert "model.keras" in result.output.strip().splitlines()[-1]
-    assert (train_dir / "model.keras").exists()
+    assert {"run.json", "model.keras", "metrics.json", "history.csv", "checkpoint.json",
+            "checkpoint.weights.h5"} == set(os.listdir(train_dir))
+    with open(train_dir / "history.csv") as f:
+        reader = csv.DictReader(f)
+        assert [r["epoch"] for r in reader] == ["0", "1"]
+    assert not [c for c in reader.fieldnames if c.startswith("val_")]
+    # the complete training is not redone without --overwrite
+    before = snapshot(train_dir)
+    assert_one_line_error(invoke("train", "--genotype", folder / "genotype.json", *TINY_TRAIN,
+                                 "--out", train_dir), "already holds this training, complete",
+                          "--overwrite")
+    assert snapshot(train_dir) == before
 
-    onnx_path = tmp_path / "saved" / "tiny.onnx"
-    result = invoke("export", train_dir / "model.keras", "--format", "onnx", "--out", onnx_path)
-    assert result.exit_code == 0, result.output
-    assert "max |Δlogits|" in result.output and "tiny.onnx" in result.output
+
+def _predictions(logits):
+    return np.argmax(np.asarray(logits), axis=-1)
+
+
+@pytest.mark.slow
+def test_exports_take_raw_images_and_match_the_reported_accuracy(trained, tmp_path):
+    """Every format, fed the test images as stored (uint8 0..255 or the same as float32),
+    scores exactly the accuracy `kdarts train` reported."""
     import onnxruntime as ort
+    import tensorflow as tf
 
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    logits = session.run(["logits"], {"images": np.zeros((2, 8, 8, 3), np.float32)})[0]
-    assert logits.shape == (2, 10)
+    from kdarts.data import load_dataset
+    from kdarts.export import load_model
+
+    train_dir, _ = trained
+    reported = json.loads((train_dir / "metrics.json").read_text())["test_accuracy"]
+    _, _, images, labels, _ = load_dataset()
+    assert images.dtype == np.uint8 and images.max() == 255
+    floats = images.astype(np.float32)
+
+    model = load_model(train_dir / "model.keras")
+    keras_logits = np.asarray(model(floats, training=False))
+    want = _predictions(keras_logits)
+    assert np.mean(want == labels) == pytest.approx(reported, abs=1e-6)
+    assert len(set(want)) > 1  # the predictions depend on the image
+    np.testing.assert_array_equal(_predictions(model(images, training=False)), want)
+
+    paths = {}
+    for fmt, name, extra in (("onnx", "net.onnx", []), ("onnx", "net_u8.onnx",
+                                                        ["--input-dtype", "uint8"]),
+                             ("saved_model", "net_sm", [])):
+        result = invoke("export", train_dir / "model.keras", "--format", fmt, "--out",
+                        tmp_path / name, *extra)
+        assert result.exit_code == 0, result.output
+        assert "raw images 0-255" in result.output and "max |Δlogits|" in result.output
+        paths[name] = tmp_path / name
+    for name, x in (("net.onnx", floats), ("net_u8.onnx", images)):
+        session = ort.InferenceSession(str(paths[name]), providers=["CPUExecutionProvider"])
+        logits = session.run(["logits"], {"images": x})[0]
+        np.testing.assert_allclose(logits, keras_logits, atol=1e-4, err_msg=name)
+        np.testing.assert_array_equal(_predictions(logits), want, err_msg=name)
+    loaded = tf.saved_model.load(str(paths["net_sm"]))
+    for signature, x in (("serving_default", floats), ("serving_uint8", images)):
+        logits = loaded.signatures[signature](images=tf.constant(x))["logits"]
+        np.testing.assert_array_equal(_predictions(logits), want, err_msg=signature)
 
 
 @pytest.mark.slow
@@ -319,6 +500,7 @@ def test_resume_in_a_new_process_matches_uninterrupted(searched, tmp_path):
     first = run_process("search", *TINY_SEARCH, "--out", folder_b, "--stop-after-epoch", "1",
                         cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
+    assert_quiet_stderr(first.stderr)
     assert "stopped after epoch 1 of 2" in first.stdout
     assert json.loads((folder_b / "checkpoint.json").read_text())["epoch"] == 1
     assert not (folder_b / "genotype.json").exists()
@@ -351,3 +533,106 @@ def test_resume_in_a_new_process_matches_uninterrupted(searched, tmp_path):
         assert [r["epoch"] for r in csv.DictReader(f)] == ["0", "1"]
     assert json.loads((folder_b / "checkpoint.json").read_text()) == json.loads(
         (folder_a / "checkpoint.json").read_text())
+
+
+@pytest.mark.slow
+def test_train_resume_in_a_new_process_matches_uninterrupted(searched, trained, tmp_path):
+    from kdarts.export import load_model
+
+    genotype = searched[0] / "genotype.json"
+    folder_a, _ = trained
+    folder_b = tmp_path / "b"
+    first = run_process("train", "--genotype", genotype, *TINY_TRAIN, "--out", folder_b,
+                        "--stop-after-epoch", "1", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert_quiet_stderr(first.stderr)
+    assert "stopped after epoch 1 of 2" in first.stdout
+    assert json.loads((folder_b / "checkpoint.json").read_text())["epoch"] == 1
+    assert not (folder_b / "model.keras").exists()
+    before = snapshot(folder_b)
+    assert_one_line_error(invoke("train", "--genotype", genotype, *TINY_TRAIN, "--out",
+                                 folder_b), "already holds this training", "--resume")
+    assert snapshot(folder_b) == before
+
+    second = run_process("train", "--genotype", genotype, *TINY_TRAIN, "--out", folder_b,
+                         "--resume", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming" in second.stdout and "after epoch 1 of 2" in second.stdout
+    model_a, model_b = load_model(folder_a / "model.keras"), load_model(folder_b / "model.keras")
+    for wa, wb in zip(model_a.weights, model_b.weights):
+        np.testing.assert_allclose(np.asarray(wb), np.asarray(wa), rtol=0, atol=1e-6,
+                                   err_msg=wa.path)
+    metrics_a = json.loads((folder_a / "metrics.json").read_text())
+    metrics_b = json.loads((folder_b / "metrics.json").read_text())
+    for key in ("test_accuracy", "test_loss", "train_loss"):
+        assert metrics_b[key] == pytest.approx(metrics_a[key], abs=1e-6), key
+    with open(folder_b / "history.csv") as f:
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["0", "1"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_the_plots(searched, tmp_path, monkeypatch):
+    import shutil
+
+    import kdarts.plots
+
+    folder = tmp_path / "copy"
+    shutil.copytree(searched[0], folder)
+    (folder / "alpha.png").unlink()
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(kdarts.plots, "plot_alpha", interrupt)
+    result = invoke("search", *TINY_SEARCH, "--out", folder, "--resume")
+    assert result.exit_code == 130 and "Aborted" not in result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("Error: interrupted; the search completed"), last
+    assert "--resume writes its genotype and plots again" in last
+
+
+def _lines(stream, sink):
+    for line in stream:
+        sink.append(line)
+
+
+@pytest.mark.slow
+def test_sigint_while_tracing_stops_promptly_and_says_what_is_true(tmp_path):
+    """Ctrl-C during the first trace: out within seconds, saying no epoch completed, and
+    the follow-up --resume says the same."""
+    import threading
+
+    folder = tmp_path / "s"
+    proc = subprocess.Popen([sys.executable, "-m", "kdarts.cli", "search", *TINY_SEARCH,
+                             "--out", str(folder)], cwd=tmp_path, env=clean_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = [], []
+    readers = [threading.Thread(target=_lines, args=(proc.stdout, out), daemon=True),
+               threading.Thread(target=_lines, args=(proc.stderr, err), daemon=True)]
+    for reader in readers:
+        reader.start()
+    try:
+        deadline = time.monotonic() + 300
+        while not any(line.startswith("search:") for line in out):
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(err)[-2000:]
+            time.sleep(0.2)
+        time.sleep(3.0)  # inside the first trace of the step
+        assert proc.poll() is None
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+        elapsed = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    for reader in readers:
+        reader.join(10)
+    message = [line for line in err if line.startswith("Error:")]
+    assert proc.returncode == 130, "".join(err)[-2000:]
+    assert elapsed < 10, elapsed
+    assert len(message) == 1 and "no epoch of the search completed" in message[0]
+    assert "start over" in message[0] and "--resume" not in message[0]
+    assert not (folder / "checkpoint.json").exists()
+    assert_one_line_error(invoke("search", *TINY_SEARCH, "--out", folder, "--resume"),
+                          "no epoch of it completed", "run without --resume")

@@ -25,15 +25,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 
 import keras
 
+from kdarts.callbacks import EpochCheckpoint
+from kdarts.checkpoints import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS
 from kdarts.genotype import atomic_write_text
 
 RECORD_VERSION = 1
-CHECKPOINT_WEIGHTS = "checkpoint.weights.h5"
-CHECKPOINT_STATE = "checkpoint.json"
 
 #: Per-batch log entries kept by :class:`SearchRecorder` (SearchNetwork's train_step logs).
 BATCH_KEYS = ("step_fi", "fi_ewma", "threshold", "took_alpha_step", "pruned_ops",
@@ -174,7 +173,7 @@ class SearchRecorder(keras.callbacks.Callback):
         self.write()
 
 
-class SearchCheckpoint(keras.callbacks.Callback):
+class SearchCheckpoint(EpochCheckpoint):
     """Save the complete search state at every epoch end, keeping the last good one.
 
     Writes ``checkpoint.weights.h5`` (``model.save_weights``: weights, α, masks,
@@ -192,36 +191,13 @@ class SearchCheckpoint(keras.callbacks.Callback):
     """
 
     def __init__(self, directory: str | os.PathLike):
-        super().__init__()
-        self.directory = os.path.abspath(os.fspath(directory))
+        super().__init__(directory, state=_search_state)
 
-    @property
-    def weights_path(self) -> str:
-        return os.path.join(self.directory, CHECKPOINT_WEIGHTS)
 
-    @property
-    def state_path(self) -> str:
-        return os.path.join(self.directory, CHECKPOINT_STATE)
-
-    def on_train_begin(self, logs=None):
-        os.makedirs(self.directory, exist_ok=True)
-
-    def on_epoch_end(self, epoch, logs=None):
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-checkpoint-", suffix=".weights.h5",
-                                   dir=self.directory)
-        os.close(fd)
-        try:
-            os.unlink(tmp)  # h5py creates the file itself
-            self.model.save_weights(tmp)
-            os.replace(tmp, self.weights_path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        step, completed = _completed(self.model)
-        state = {"epoch": completed, "search_step": step,
-                 "alpha_steps": int(self.model.alpha_steps.numpy())}
-        atomic_write_text(self.state_path, json.dumps(state, indent=2) + "\n")
+def _search_state(model) -> dict:
+    step, completed = _completed(model)
+    return {"epoch": completed, "search_step": step,
+            "alpha_steps": int(model.alpha_steps.numpy())}
 
 
 def checkpoint_epoch(model) -> int:

@@ -1,0 +1,810 @@
+"""Runs in folders: a search, a training, an export and the quickstart.
+
+Each run writes into its own folder, named first in ``run.json`` (the command
+and its arguments), and can be continued after an interruption. The ``kdarts``
+command line is a thin layer over these functions; Python users get the same
+folders, resume and refusals:
+
+* a folder holding another kind of run, unrelated files, or the same kind of
+  run with other arguments is refused with a one-line :class:`RunError`, before
+  any data is loaded or network built, and nothing in it is touched;
+* an output path that is a file, lies under a file, or cannot be written is
+  refused the same way;
+* a search or training checkpoints every epoch; ``resume=True`` continues it
+  and ends exactly where an uninterrupted run would;
+* an interruption (Ctrl-C) raises :class:`RunInterrupted` whose message says
+  what was kept and how to continue.
+
+Example:
+    >>> from kdarts.runs import search_run, train_run, export_run
+    >>> s = search_run("runs/search", epochs=8)
+    >>> t = train_run(s.genotype_path, "runs/train")
+    >>> e = export_run(t.model_path, "onnx")
+    >>> t.test_accuracy, e.path
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from importlib import metadata
+from typing import Callable
+
+from kdarts.checkpoints import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, read_checkpoint_state
+from kdarts.data.catalog import DEFAULT_DATASET, DatasetError, check_dataset_name
+from kdarts.export import SUFFIXES, suffix_error
+from kdarts.genotype import PRIMITIVES, Genotype, GenotypeError, atomic_write_text, \
+    resolve_genotype
+
+#: Search defaults: the paper's method (crb, dynamic schedule k=10 with the dynamic
+#: split, proximity ρ=0.1) at a size the 8x8 digits search in a few minutes on 2 CPU cores.
+SEARCH_DEFAULTS: dict = dict(
+    dataset=DEFAULT_DATASET, epochs=8, activation="crb", schedule="dynamic", every=10,
+    reg="proximity", rho=0.1, admm_every=10, split="dynamic", batch_size=32, channels=8,
+    layers=5, steps=4, primitives=None, max_examples=None, seed=0, unrolled=False,
+)
+#: Evaluation training defaults for the digits (DARTS's recipe, smaller and shorter).
+TRAIN_DEFAULTS: dict = dict(
+    dataset=DEFAULT_DATASET, epochs=20, channels=16, layers=8, batch_size=64, cutout=0,
+    auxiliary=True, drop_path=0.1, lr=0.025, seed=0, max_examples=None,
+)
+#: What each kind of run writes in its folder.
+RUN_FILES: dict[str, tuple[str, ...]] = {
+    "search": ("run.json", "genotype.json", "history.csv", "search_record.json",
+               CHECKPOINT_WEIGHTS, CHECKPOINT_STATE, "alpha.png", "schedule.png",
+               "genotype.png"),
+    "train": ("run.json", "model.keras", "metrics.json", "history.csv", CHECKPOINT_WEIGHTS,
+              CHECKPOINT_STATE),
+    "quickstart": ("search", "train"),
+}
+EXPORT_DIR = "saved_models"
+
+Report = Callable[[str], None]
+
+
+class RunError(ValueError):
+    """A run cannot start (bad input or output folder); one line, nothing was touched."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; the message says what was kept and how to continue."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclasses.dataclass
+class SearchResult:
+    """What :func:`search_run` did. ``genotype`` is None until the search completed."""
+
+    out: str
+    epochs_done: int
+    complete: bool
+    genotype: Genotype | None = None
+    alpha_steps: int = 0
+    pruned_ops: int = 0
+    seconds: float = 0.0
+
+    @property
+    def genotype_path(self) -> str:
+        return os.path.join(self.out, "genotype.json")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What :func:`train_run` did; ``metrics`` is ``metrics.json`` (None until complete)."""
+
+    out: str
+    epochs_done: int
+    complete: bool
+    metrics: dict | None = None
+    seconds: float = 0.0
+
+    @property
+    def model_path(self) -> str:
+        return os.path.join(self.out, "model.keras")
+
+    @property
+    def test_accuracy(self) -> float | None:
+        return None if self.metrics is None else self.metrics["test_accuracy"]
+
+
+@dataclasses.dataclass
+class ExportRunResult:
+    """What :func:`export_run` wrote (see :class:`kdarts.export.ExportResult`)."""
+
+    path: str
+    format: str
+    max_abs_diff: float | None
+    input_contract: dict | None
+    seconds: float
+
+
+# ------------------------------------------------------------------- interruption
+
+_NOTE = ["nothing was written"]
+
+
+def interrupt_note() -> str:
+    """What the running run has kept so far, and how to continue it (for Ctrl-C)."""
+    return _NOTE[0]
+
+
+def _note(text: str) -> None:
+    _NOTE[0] = text
+
+
+def _interrupted() -> RunInterrupted:
+    return RunInterrupted(f"interrupted; {interrupt_note()}")
+
+
+def _epoch_note(what: str, out: str, total: int, resume_hint: str):
+    """A callback keeping the interrupt note current after each checkpoint."""
+    import keras
+
+    class EpochNote(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            _note(f"the {what}'s last checkpoint (epoch {epoch + 1} of {total}) is in "
+                  f"{rel(out)}: {resume_hint} continues it")
+
+    return EpochNote()
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def rel(path: str) -> str:
+    """``path`` relative to the working directory when it is inside it (shorter output)."""
+    path = os.path.abspath(path)
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
+
+def check_writable(path: str, what: str = "--out", folder: bool = True) -> None:
+    """Refuse an output path that cannot be created or written (before any work).
+
+    ``path`` must be a folder (or not exist yet, under a writable folder); with
+    ``folder=False`` it is a file to be written (or replaced).
+    """
+    path = os.path.abspath(path)
+    if os.path.exists(path):
+        if folder and not os.path.isdir(path):
+            raise RunError(f"{what} {rel(path)} is a file, not a folder")
+        if not folder and os.path.isdir(path):
+            raise RunError(f"{what} {rel(path)} is a folder, not a file")
+    parent = path if folder and os.path.isdir(path) else os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise RunError(f"{what} {rel(path)} cannot be created: {rel(parent)} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise RunError(f"{what} {rel(path)} cannot be written: {rel(parent)} is not writable")
+
+
+def _read_json(path: str, what: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError) as err:
+        raise RunError(f"{rel(path)}: cannot read {what}: {err}") from None
+    if not isinstance(data, dict):
+        raise RunError(f"{rel(path)}: not a kdarts {what} (expected a JSON object)")
+    return data
+
+
+def _write_json(path: str, data: dict) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def read_run(out: str, command: str) -> dict | None:
+    """The ``run.json`` of a ``command`` run in ``out``; None for a missing or empty folder.
+
+    Raises :class:`RunError` if ``out`` holds another kind of run, or files that
+    are not a ``command`` run's (a leftover ``.tmp-*`` of an interrupted write aside).
+    """
+    check_writable(out)
+    if not os.path.isdir(out):
+        return None
+    run_path = os.path.join(out, "run.json")
+    if os.path.exists(run_path):
+        run = _read_json(run_path, "run.json")
+        other = run.get("command")
+        if other != command or not isinstance(run.get("args"), dict):
+            kind = f"a kdarts {other} run" if other in RUN_FILES else "something else"
+            raise RunError(f"--out {rel(out)} holds {kind} (its run.json), not a {command} "
+                           "run; choose another --out")
+        return run
+    entries = sorted(e for e in os.listdir(out) if not e.startswith(".tmp-"))
+    ours = [e for e in entries if e in RUN_FILES[command]]
+    if ours and len(ours) == len(entries):
+        raise RunError(f"--out {rel(out)} holds {', '.join(ours)} from an unknown run (no "
+                       f"run.json); choose another --out")
+    if entries:
+        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        raise RunError(f"--out {rel(out)} holds files that are not a kdarts {command} run "
+                       f"({shown}); choose another --out (an empty or new folder)")
+    return None
+
+
+def _checkpoint_state(out: str) -> dict | None:
+    try:
+        return read_checkpoint_state(out)
+    except ValueError as err:
+        raise RunError(f"{err}; the checkpoint cannot be resumed: choose another --out") from None
+
+
+def _describe_diff(old: dict, new: dict, order: list[str]) -> str:
+    keys = sorted(set(old) | set(new), key=lambda k: order.index(k) if k in order else 99)
+    return "; ".join(f"{k}: {old.get(k)!r} → {new.get(k)!r}"
+                     for k in keys if old.get(k) != new.get(k))
+
+
+def _version() -> str:
+    try:
+        return metadata.version("kdarts")
+    except metadata.PackageNotFoundError:  # pragma: no cover - not installed
+        return "unknown"
+
+
+def _seed_everything(seed: int) -> None:
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(int(seed))
+    tf.config.experimental.enable_op_determinism()
+
+
+def _fmt_time(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+# -------------------------------------------------------------------------- search
+
+
+def parse_primitives(value: str | list | tuple | None, activation: str) -> tuple[str, ...] | None:
+    """Candidate ops from ``"a,b,c"`` (or a list); None means all."""
+    if value is None or (isinstance(value, str) and value.strip() in ("", "all")):
+        return None
+    names = tuple(p.strip() for p in (value.split(",") if isinstance(value, str) else value)
+                  if p.strip())
+    unknown = [p for p in names if p not in PRIMITIVES]
+    if unknown:
+        raise RunError(f"--primitives: unknown op(s) {', '.join(unknown)}; valid: "
+                       f"{', '.join(PRIMITIVES)}")
+    if len(set(names)) != len(names):
+        raise RunError(f"--primitives: {value!r} lists an op twice")
+    if activation == "crb" and "none" in names:
+        raise RunError("--primitives: 'none' is not a candidate with --activation crb "
+                       "(an op is pruned instead)")
+    if not [p for p in names if p != "none"]:
+        raise RunError("--primitives: need at least one op other than 'none'")
+    return names
+
+
+def _check_dataset(name: str) -> None:
+    try:
+        check_dataset_name(name)
+    except DatasetError as err:
+        raise RunError(str(err)) from None
+
+
+def _search_state(out: str, args: dict, resume: bool | str) -> dict | None:
+    """The checkpoint state to resume from, or None for a fresh start; RunError otherwise.
+
+    ``resume``: True (``--resume``), False, or ``"auto"`` (resume if possible).
+    """
+    run = read_run(out, "search")
+    old = run["args"] if run else None
+    state = _checkpoint_state(out) if run else None
+    if old is not None and old != args:
+        hint = {True: "pass the same arguments to resume it (see its run.json)",
+                False: "choose another --out (or pass its arguments with --resume)",
+                "auto": "choose another --out"}[resume]
+        raise RunError(f"--out {rel(out)} holds a different search run "
+                       f"({_describe_diff(old, args, list(SEARCH_DEFAULTS))}); {hint}; "
+                       "nothing was changed")
+    if resume is True and state is None:
+        where = (f"{rel(out)} holds this search but no epoch of it completed"
+                 if run else f"no checkpoint in {rel(out)}")
+        raise RunError(f"--resume: {where} (checkpoint.weights.h5 and checkpoint.json are "
+                       "written at the end of each epoch); run without --resume to start "
+                       "the search")
+    if state is not None and not resume:
+        raise RunError(f"--out {rel(out)} already holds this search (checkpoint after epoch "
+                       f"{state.get('epoch')} of {args['epochs']}); pass --resume to "
+                       "continue it, or choose another --out")
+    return state
+
+
+def search_run(out: str, *, resume: bool | str = False, download: bool = False,
+               data_dir: str | None = None, stop_after_epoch: int | None = None,
+               report: Report | None = print, progress: bool = True,
+               resume_hint: str = "the same command with --resume",
+               **options) -> SearchResult:
+    """Search a cell in the folder ``out`` (written: see :data:`RUN_FILES`).
+
+    Args:
+        out: the run folder (new, empty, or this search's own to resume).
+        resume: continue from the folder's checkpoint (True), start fresh (False), or
+            whichever applies (``"auto"``).
+        download, data_dir: see :func:`kdarts.data.load_dataset`.
+        stop_after_epoch: end after this many epochs (checkpointed; resume later).
+        report: receives one-line messages (None: silent).
+        progress: draw a progress bar per epoch.
+        resume_hint: how the interruption message says to continue.
+        **options: any of :data:`SEARCH_DEFAULTS`.
+
+    Raises:
+        RunError: bad options or folder (nothing touched), or data that cannot be loaded.
+        RunInterrupted: Ctrl-C; the message says what was kept.
+    """
+    report = report or _quiet
+    unknown = set(options) - set(SEARCH_DEFAULTS)
+    if unknown:
+        raise TypeError(f"search_run: unknown option(s) {', '.join(sorted(unknown))}")
+    opts = {**SEARCH_DEFAULTS, **options}
+    _check_dataset(opts["dataset"])
+    primitives = parse_primitives(opts["primitives"], opts["activation"])
+    opts["primitives"] = list(primitives) if primitives else None
+    if opts["steps"] < 1:
+        raise RunError(f"--steps must be >= 1, got {opts['steps']}")
+    args = {key: opts[key] for key in SEARCH_DEFAULTS}
+    out = os.path.abspath(out)
+    state = _search_state(out, args, resume)
+    epochs = opts["epochs"]
+    if state is None:
+        _note("no epoch of the search completed, so there is no checkpoint to resume; "
+              "run the same command again to start over")
+    else:
+        _note(f"the search's last checkpoint (epoch {state['epoch']} of {epochs}) is in "
+              f"{rel(out)}: {resume_hint} continues it")
+    t_start = time.perf_counter()
+    try:
+        return _search(out, opts, args, state, download, data_dir, stop_after_epoch, report,
+                       progress, resume_hint, primitives, t_start)
+    except KeyboardInterrupt:
+        raise _interrupted() from None
+
+
+def _search(out, opts, args, state, download, data_dir, stop_after_epoch, report, progress,
+            resume_hint, primitives, t_start) -> SearchResult:
+    from kdarts.callbacks import EpochProgress, HistoryCSV, StopAfterEpoch
+    from kdarts.data import search_datasets
+    from kdarts.plots import plot_alpha, plot_genotype, plot_schedule
+    from kdarts.search import ADMM, DynamicSchedule, FixedSchedule, NoRegularizer, Proximity
+    from kdarts.search import SearchNetwork
+    from kdarts.search.callbacks import SearchCheckpoint, SearchRecorder, checkpoint_epoch
+
+    try:
+        weight_ds, search_ds, info, steps_per_epoch = search_datasets(
+            opts["dataset"], batch_size=opts["batch_size"], seed=opts["seed"],
+            split=opts["split"], every=opts["every"], data_dir=data_dir,
+            max_examples=opts["max_examples"], download=download)
+    except (DatasetError, ValueError) as err:
+        raise RunError(str(err)) from None
+
+    os.makedirs(out, exist_ok=True)
+    if state is None:
+        _write_json(os.path.join(out, "run.json"), {
+            "command": "search", "kdarts": _version(), "args": args,
+            "steps_per_epoch": steps_per_epoch, "num_classes": info.num_classes,
+            "image_shape": list(info.image_shape)})
+
+    _seed_everything(opts["seed"])
+    model = SearchNetwork(
+        info.num_classes, channels=opts["channels"], layers=opts["layers"],
+        steps=opts["steps"], multiplier=opts["steps"], activation=opts["activation"],
+        primitives=primitives, mean=info.mean, std=info.std)
+    model.build((None,) + tuple(info.image_shape))
+    schedule = (DynamicSchedule(every=opts["every"]) if opts["schedule"] == "dynamic"
+                else FixedSchedule(every=opts["every"]))
+    regularizer = {"proximity": lambda: Proximity(rho=opts["rho"]),
+                   "admm": lambda: ADMM(rho=opts["rho"], every=opts["admm_every"]),
+                   "none": NoRegularizer}[opts["reg"]]()
+    model.compile(schedule=schedule, regularizer=regularizer, search_data=search_ds,
+                  unrolled=opts["unrolled"])
+    epochs, initial_epoch = opts["epochs"], 0
+    if state is not None:
+        model.build_optimizers()
+        model.load_weights(os.path.join(out, CHECKPOINT_WEIGHTS))
+        try:
+            initial_epoch = checkpoint_epoch(model)
+        except ValueError as err:
+            raise RunError(f"{rel(out)}: {err}") from None
+        if initial_epoch >= epochs:
+            report(f"{rel(out)} holds a complete search ({initial_epoch} epochs); writing "
+                   "its genotype and plots again")
+        else:
+            report(f"resuming {rel(out)} after epoch {initial_epoch} of {epochs} "
+                   f"({int(model.search_step.numpy())} steps, "
+                   f"{int(model.alpha_steps.numpy())} α steps)")
+    if initial_epoch < epochs:
+        report(f"search: {info.name} {info.image_shape[0]}x{info.image_shape[1]}, "
+               f"{opts['activation']} / {opts['schedule']} k={opts['every']} / "
+               f"{opts['reg']} ρ={opts['rho']} / {opts['split']} split, C={opts['channels']}, "
+               f"{opts['layers']} layers, {steps_per_epoch} steps per epoch; the first "
+               "epoch starts with tracing the step (a minute or two)")
+    bar = EpochProgress({"loss": "loss", "accuracy": "acc", "alpha_steps": "α steps",
+                         "pruned_ops": "pruned"}, integer_labels=("α steps", "pruned"))
+    callbacks = [
+        SearchRecorder(os.path.join(out, "search_record.json")),
+        HistoryCSV(os.path.join(out, "history.csv")),
+        SearchCheckpoint(out),
+        _epoch_note("search", out, epochs, resume_hint),
+    ] + ([bar] if progress else [])
+    if stop_after_epoch is not None:
+        callbacks.append(StopAfterEpoch(stop_after_epoch))
+    t_fit = time.perf_counter()
+    try:
+        model.fit(weight_ds, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                  initial_epoch=initial_epoch, callbacks=callbacks, verbose=0, shuffle=False)
+    finally:
+        bar.close()
+    t_fit = time.perf_counter() - t_fit
+    completed = int(model.search_step.numpy()) // steps_per_epoch
+    result = SearchResult(out=out, epochs_done=completed, complete=completed >= epochs,
+                          alpha_steps=int(model.alpha_steps.numpy()))
+    if completed < epochs:
+        report(f"stopped after epoch {completed} of {epochs}; checkpoint in {rel(out)}: "
+               f"{resume_hint} continues it")
+        return result
+
+    _note(f"the search completed and its checkpoint is in {rel(out)}: {resume_hint} writes "
+          "its genotype and plots again")
+    genotype = model.genotype()
+    genotype.save(result.genotype_path)
+    record = os.path.join(out, "search_record.json")
+    plot_alpha(record, os.path.join(out, "alpha.png"))
+    plot_schedule(record, os.path.join(out, "schedule.png"))
+    plot_genotype(genotype, os.path.join(out, "genotype.png"))
+    total = time.perf_counter() - t_start
+    pruned = int(sum(float((1 - m.numpy()).sum()) for m in (model.mask_normal,
+                                                           model.mask_reduce)))
+    report(str(genotype))
+    report(f"search done in {_fmt_time(total)} ({completed} epochs, "
+           f"{int(model.search_step.numpy())} weight steps, {result.alpha_steps} α steps"
+           + (f", {pruned} ops pruned" if opts["activation"] == "crb" else "")
+           + f"): genotype → {rel(result.genotype_path)}; record, history, checkpoint and "
+           f"plots (alpha.png, schedule.png, genotype.png) in {rel(out)}")
+    return dataclasses.replace(result, genotype=genotype, pruned_ops=pruned, seconds=total)
+
+
+# --------------------------------------------------------------------------- train
+
+
+def load_genotype(spec: str | Genotype) -> Genotype:
+    """A genotype from a JSON file, a search folder holding one, or a preset name."""
+    if isinstance(spec, str) and os.path.isdir(spec):
+        spec = os.path.join(spec, "genotype.json")
+    try:
+        return resolve_genotype(spec)
+    except GenotypeError as err:
+        raise RunError(str(err)) from None
+
+
+def _remove_run_files(out: str, command: str) -> None:
+    for name in RUN_FILES[command]:
+        path = os.path.join(out, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.unlink(path)
+
+
+def _train_state(out: str, args: dict, resume: bool | str, overwrite: bool
+                 ) -> tuple[dict | None, dict | None]:
+    """``(checkpoint state, finished metrics)`` to continue from; RunError if refused.
+
+    ``overwrite`` deletes this command's files from ``out`` (only those) and starts over.
+    """
+    check_writable(out)
+    if os.path.isdir(out) and not os.path.exists(os.path.join(out, "run.json")):
+        entries = [e for e in os.listdir(out) if not e.startswith(".tmp-")]
+        if entries and set(entries) <= set(RUN_FILES["train"]):  # an older kdarts's outputs
+            if not overwrite:
+                raise RunError(f"--out {rel(out)} already holds {', '.join(sorted(entries))} "
+                               "from an unknown run (no run.json); choose another --out or "
+                               "pass --overwrite to replace them")
+            _remove_run_files(out, "train")
+            return None, None
+    run = read_run(out, "train")  # refuses other kinds of run and unrelated files
+    if overwrite:
+        _remove_run_files(out, "train")
+        return None, None
+    if run is None:
+        return None, None
+    old = run["args"]
+    if old != args:
+        raise RunError(f"--out {rel(out)} holds a different training run "
+                       f"({_describe_diff(old, args, list(TRAIN_DEFAULTS) + ['genotype'])}); "
+                       "choose another --out, or pass --overwrite to replace it")
+    state = _checkpoint_state(out)
+    metrics_path = os.path.join(out, "metrics.json")
+    if os.path.exists(metrics_path):
+        metrics = _read_json(metrics_path, "metrics.json")
+        if resume == "auto":
+            return state, metrics
+        raise RunError(f"--out {rel(out)} already holds this training, complete (metrics.json: "
+                       f"test accuracy {100 * float(metrics.get('test_accuracy', 0)):.2f}%); "
+                       "choose another --out or pass --overwrite to train again")
+    if resume is True and state is None:
+        raise RunError(f"--resume: no checkpoint in {rel(out)} (written at the end of each "
+                       "epoch); run without --resume to start the training")
+    if state is not None and not resume:
+        raise RunError(f"--out {rel(out)} already holds this training (checkpoint after epoch "
+                       f"{state['epoch']} of {args['epochs']}); pass --resume to continue it, "
+                       "or --overwrite to start over")
+    return state, None
+
+
+def train_run(genotype: str | Genotype, out: str, *, resume: bool | str = False,
+              overwrite: bool = False, download: bool = False, data_dir: str | None = None,
+              stop_after_epoch: int | None = None, report: Report | None = print,
+              progress: bool = True, resume_hint: str = "the same command with --resume",
+              **options) -> TrainResult:
+    """Train a genotype's network from scratch in the folder ``out``.
+
+    Writes ``run.json``, ``history.csv`` and a checkpoint every epoch, then
+    ``model.keras`` (reload-verified; it takes raw images, see
+    :mod:`kdarts.preprocessing`) and ``metrics.json`` (test accuracy, parameters,
+    times, the genotype, the arguments and the model's input contract).
+
+    Args:
+        genotype: a genotype JSON file, a search folder, a preset name, or a Genotype.
+        out: the run folder (new, empty, or this training's own).
+        resume: continue from the checkpoint (True), start fresh (False), or whichever
+            applies, reusing a complete training (``"auto"``).
+        overwrite: delete a previous training's files in ``out`` and start over.
+        download, data_dir: see :func:`kdarts.data.load_dataset`.
+        stop_after_epoch: end after this many epochs (checkpointed; resume later).
+        report, progress, resume_hint: as for :func:`search_run`.
+        **options: any of :data:`TRAIN_DEFAULTS`.
+
+    Raises:
+        RunError: bad options, genotype or folder (nothing touched), data not loadable.
+        RunInterrupted: Ctrl-C; the message says what was kept.
+    """
+    report = report or _quiet
+    unknown = set(options) - set(TRAIN_DEFAULTS)
+    if unknown:
+        raise TypeError(f"train_run: unknown option(s) {', '.join(sorted(unknown))}")
+    opts = {**TRAIN_DEFAULTS, **options}
+    geno = load_genotype(genotype)
+    _check_dataset(opts["dataset"])
+    if not 0.0 <= opts["drop_path"] < 1.0:
+        raise RunError(f"--drop-path must be in [0, 1), got {opts['drop_path']}")
+    args = {**{k: opts[k] for k in TRAIN_DEFAULTS}, "genotype": geno.to_dict()}
+    out = os.path.abspath(out)
+    state, metrics = _train_state(out, args, resume, overwrite)
+    if metrics is not None:
+        report(f"{rel(out)} holds this training, complete: test accuracy "
+               f"{100 * metrics['test_accuracy']:.2f}%")
+        return TrainResult(out=out, epochs_done=opts["epochs"], complete=True, metrics=metrics)
+    if state is None:
+        _note("no epoch of the training completed, so there is no checkpoint to resume; "
+              "run the same command again to start over")
+    else:
+        _note(f"the training's last checkpoint (epoch {state['epoch']} of {opts['epochs']}) "
+              f"is in {rel(out)}: {resume_hint} continues it")
+    try:
+        return _train(geno, out, opts, args, state, download, data_dir, stop_after_epoch,
+                      report, progress, resume_hint)
+    except KeyboardInterrupt:
+        raise _interrupted() from None
+
+
+def _train(geno, out, opts, args, state, download, data_dir, stop_after_epoch, report,
+           progress, resume_hint) -> TrainResult:
+    from kdarts.callbacks import (
+        EpochCheckpoint,
+        EpochProgress,
+        HistoryCSV,
+        StopAfterEpoch,
+        restore_checkpoint,
+    )
+    from kdarts.data import train_datasets
+    from kdarts.eval import EvalNetwork, compile_eval_network
+    from kdarts.export import ExportError, export
+
+    t_start = time.perf_counter()
+    initial_epoch = 0 if state is None else int(state["epoch"])
+    try:
+        train_ds, test_ds, info, steps = train_datasets(
+            opts["dataset"], batch_size=opts["batch_size"], seed=opts["seed"],
+            cutout=opts["cutout"], data_dir=data_dir, max_examples=opts["max_examples"],
+            download=download, initial_epoch=initial_epoch)
+    except (DatasetError, ValueError) as err:
+        raise RunError(str(err)) from None
+    os.makedirs(out, exist_ok=True)
+    if state is None:
+        _write_json(os.path.join(out, "run.json"), {
+            "command": "train", "kdarts": _version(), "args": args, "steps_per_epoch": steps,
+            "num_classes": info.num_classes, "image_shape": list(info.image_shape)})
+    _seed_everything(opts["seed"])
+    model = EvalNetwork(geno, info.num_classes, channels=opts["channels"],
+                        layers=opts["layers"], auxiliary=opts["auxiliary"],
+                        drop_path_prob=opts["drop_path"], seed=opts["seed"],
+                        mean=info.mean, std=info.std)
+    model.build((None,) + tuple(info.image_shape))
+    epochs = opts["epochs"]
+    callbacks = compile_eval_network(model, epochs=epochs, steps_per_epoch=steps,
+                                     lr=opts["lr"])
+    if state is not None:
+        restore_checkpoint(model, out)
+        report(f"resuming {rel(out)} after epoch {initial_epoch} of {epochs}")
+    params = model.parameter_count()
+    num_train = min(info.num_train, opts["max_examples"] or info.num_train)
+    report(f"train: {info.name}, {num_train} training images, C={opts['channels']}, "
+           f"{opts['layers']} layers, {params / 1e3:.1f}k parameters, {epochs} epochs of "
+           f"{steps} steps")
+    bar = EpochProgress({"loss": "loss", "accuracy": "acc"})
+    callbacks += [
+        EpochCheckpoint(out),
+        HistoryCSV(os.path.join(out, "history.csv")),
+        _epoch_note("training", out, epochs, resume_hint),
+    ] + ([bar] if progress else [])
+    if stop_after_epoch is not None:
+        callbacks.append(StopAfterEpoch(stop_after_epoch))
+    t_fit = time.perf_counter()
+    try:
+        history = model.fit(train_ds, epochs=epochs, initial_epoch=initial_epoch,
+                            callbacks=callbacks, verbose=0, shuffle=False)
+    finally:
+        bar.close()
+    t_fit = time.perf_counter() - t_fit
+    done = initial_epoch + len(history.history.get("loss", []))
+    if done < epochs:
+        report(f"stopped after epoch {done} of {epochs}; checkpoint in {rel(out)}: "
+               f"{resume_hint} continues it")
+        return TrainResult(out=out, epochs_done=done, complete=False)
+
+    result = model.evaluate(test_ds, return_dict=True, verbose=0)
+    test_acc, test_loss = float(result["accuracy"]), float(result["loss"])
+    try:
+        exported = export(model, os.path.join(out, "model.keras"), "keras")
+    except (ExportError, ValueError) as err:
+        raise RunError(str(err)) from None
+    total = time.perf_counter() - t_start
+    metrics = {
+        "test_accuracy": test_acc, "test_loss": test_loss,
+        "train_accuracy": float(history.history["accuracy"][-1]),
+        "train_loss": float(history.history["loss"][-1]),
+        "num_test": info.num_test, "parameters": params, "epochs": epochs,
+        "train_seconds": round(t_fit, 1), "total_seconds": round(total, 1),
+        "genotype": geno.to_dict(), "input": model.input_contract(),
+        "args": {k: opts[k] for k in TRAIN_DEFAULTS}, "kdarts": _version(),
+    }
+    _write_json(os.path.join(out, "metrics.json"), metrics)
+    report(f"test accuracy {100 * test_acc:.2f}% on {info.num_test} test images "
+           f"(test loss {test_loss:.3f}); trained in {_fmt_time(t_fit)}")
+    report(f"train done in {_fmt_time(total)}: model → {rel(exported.path)} (reload "
+           f"verified, max |Δ| {exported.max_abs_diff:.1e}; takes raw images, pixel values "
+           f"0-255), metrics → {rel(os.path.join(out, 'metrics.json'))}")
+    return TrainResult(out=out, epochs_done=done, complete=True, metrics=metrics,
+                       seconds=total)
+
+
+# -------------------------------------------------------------------------- export
+
+
+def default_export_path(model_path: str, fmt: str) -> str:
+    """``runs/train/model.keras`` → ``saved_models/train.onnx`` (``.keras``, or a folder)."""
+    stem = os.path.splitext(os.path.basename(os.path.abspath(model_path)))[0]
+    if stem == "model":
+        stem = os.path.basename(os.path.dirname(os.path.abspath(model_path))) or stem
+    return os.path.join(EXPORT_DIR, stem + SUFFIXES[fmt])
+
+
+def export_run(model_path: str, fmt: str = "onnx", out: str | None = None,
+               verify: bool = True, input_dtype: str = "float32") -> ExportRunResult:
+    """Export a ``.keras`` model (see :func:`kdarts.export.export`), checking the path first.
+
+    Raises:
+        RunError: a bad destination (suffix, a file in the way, not writable), a model
+            that cannot be loaded, or an export that fails verification.
+    """
+    from kdarts.export import ExportError, ModelLoadError, export, load_model
+
+    out = os.path.abspath(out or default_export_path(model_path, fmt))
+    problem = suffix_error(out, fmt)
+    if problem:
+        raise RunError(f"--out: {problem}")
+    check_writable(out, "--out", folder=fmt == "saved_model")
+    t_start = time.perf_counter()
+    try:
+        model = load_model(model_path)
+    except ModelLoadError as err:
+        raise RunError(str(err)) from None
+    try:
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        result = export(model, out, fmt, verify=verify, input_dtype=input_dtype)
+    except (ExportError, ValueError, TypeError) as err:
+        raise RunError(str(err)) from None
+    except KeyboardInterrupt:
+        raise RunInterrupted(f"interrupted; nothing was written to {rel(out)} (an export "
+                             "is moved into place only once verified)") from None
+    return ExportRunResult(path=result.path, format=fmt, max_abs_diff=result.max_abs_diff,
+                           input_contract=result.input_contract,
+                           seconds=time.perf_counter() - t_start)
+
+
+# ---------------------------------------------------------------------- quickstart
+
+
+def quickstart_run(out: str = os.path.join("runs", "quickstart"),
+                   export_to: str = os.path.join(EXPORT_DIR, "quickstart.onnx"),
+                   report: Report | None = print, progress: bool = True) -> dict:
+    """Search → train → export ONNX on the built-in digits with the default settings.
+
+    A rerun continues: a complete search or training in ``out`` is reused and an
+    interrupted one resumes; the export is redone.
+    """
+    report = report or _quiet
+    out = os.path.abspath(out)
+    check_writable(out)
+    if os.path.isdir(out):
+        entries = sorted(e for e in os.listdir(out) if not e.startswith(".tmp-"))
+        foreign = [e for e in entries if e not in RUN_FILES["quickstart"]]
+        if foreign:
+            raise RunError(f"--out {rel(out)} holds files that are not a kdarts quickstart "
+                           f"({', '.join(foreign[:5])}); choose another --out (an empty or "
+                           "new folder)")
+    problem = suffix_error(export_to, "onnx")
+    if problem:
+        raise RunError(f"--export-to: {problem}")
+    check_writable(export_to, "--export-to", folder=False)
+    # both phases' folders are checked before anything starts (and prints)
+    _search_state(os.path.join(out, "search"), dict(SEARCH_DEFAULTS), "auto")
+    read_run(os.path.join(out, "train"), "train")
+    hint = "`kdarts quickstart` again (same --out)"
+    t0 = time.perf_counter()
+    report("== 1/3 search ==")
+    s = search_run(os.path.join(out, "search"), resume="auto", report=report,
+                   progress=progress, resume_hint=hint)
+    report("== 2/3 train ==")
+    t = train_run(s.genotype_path, os.path.join(out, "train"), resume="auto", report=report,
+                  progress=progress, resume_hint=hint)
+    report("== 3/3 export ==")
+    e = export_run(t.model_path, "onnx", export_to, verify=True)
+    report(describe_export(e))
+    total = time.perf_counter() - t0
+    report(f"quickstart done in {_fmt_time(total)} (search {_fmt_time(s.seconds)}, "
+           f"train {_fmt_time(t.seconds)}, export {_fmt_time(e.seconds)}): test accuracy "
+           f"{100 * t.test_accuracy:.2f}%; genotype {rel(s.genotype_path)}, model "
+           f"{rel(t.model_path)}, ONNX {rel(e.path)}")
+    return {"search": s, "train": t, "export": e, "seconds": total}
+
+
+def describe_export(result: ExportRunResult) -> str:
+    """One line: where the artifact went, its size, what it takes, its verification."""
+    path = result.path
+    total = (sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path)
+                 for f in files) if os.path.isdir(path) else os.path.getsize(path))
+    size = f"{total / 1e6:.2f} MB" if total >= 1e5 else f"{total / 1e3:.1f} kB"
+    check = ("not verified (--no-verify)" if result.max_abs_diff is None
+             else f"verified against the Keras model: max |Δlogits| = {result.max_abs_diff:.2e}")
+    contract = result.input_contract or {}
+    takes = ("raw images 0-255 " + "/".join(contract["dtype"].split(" or "))
+             if contract.get("normalized_inside")
+             else "images preprocessed as in training")
+    shape = "x".join("N" if d is None else str(d) for d in contract.get("shape", []))
+    return (f"exported {result.format} → {rel(path)} ({size}) in {_fmt_time(result.seconds)}; "
+            f"input {shape} {takes}; {check}")
+
+
+__all__ = ["EXPORT_DIR", "ExportRunResult", "RUN_FILES", "RunError", "RunInterrupted",
+           "SEARCH_DEFAULTS", "SearchResult", "TRAIN_DEFAULTS", "TrainResult",
+           "check_writable", "default_export_path", "describe_export", "export_run",
+           "interrupt_note", "load_genotype", "parse_primitives", "quickstart_run",
+           "read_run", "search_run", "train_run"]
