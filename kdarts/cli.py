@@ -12,6 +12,7 @@ by the commands that need it, so ``--help`` and ``--version`` answer at once.
     kdarts train --genotype runs/search/genotype.json --out runs/train
     kdarts show runs/search/genotype.json --png cell.png
     kdarts export runs/train/model.keras --format onnx
+    kdarts export runs/train/model.keras --format tflite --quantize int8 --data kdarts_digits
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from typing import Callable
 
 import click
 
-from kdarts.data.catalog import DATASETS
-from kdarts.export import FORMATS, INPUT_DTYPES
+from kdarts.data.catalog import DATASETS, DEFAULT_DATASET
+from kdarts.export import FORMATS, INPUT_DTYPES, QUANTIZATIONS
 from kdarts.runs import (
     EXPORT_DIR,
     SEARCH_DEFAULTS,
@@ -93,6 +94,7 @@ class _Watchdog:
         self.read_fd, self.write_fd = os.pipe()
         os.set_blocking(self.write_fd, False)
         self.previous_fd = signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
+        self.stderr_fd = os.dup(2)  # stays the terminal while native code's stderr is muted
         self.thread = threading.Thread(target=self._watch, daemon=True, name="kdarts-sigint")
         self.thread.start()
 
@@ -102,8 +104,8 @@ class _Watchdog:
             if not data or self.done.is_set():
                 return
             if signal.SIGINT in data and not self.done.wait(INTERRUPT_GRACE_S):
-                sys.stderr.write(f"\nError: interrupted; {' '.join(interrupt_note().split())}\n")
-                sys.stderr.flush()
+                os.write(self.stderr_fd, f"\nError: interrupted; "
+                         f"{' '.join(interrupt_note().split())}\n".encode())
                 os._exit(130)
 
     def stop(self) -> None:
@@ -111,6 +113,7 @@ class _Watchdog:
         os.close(self.write_fd)  # ends the thread's read
         self.thread.join(1.0)
         os.close(self.read_fd)
+        os.close(self.stderr_fd)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True,
@@ -148,6 +151,14 @@ def _set_threads() -> None:
 
 
 _DATA_OPTIONS = [
+    click.option("--dataset", default=DEFAULT_DATASET,
+                 help=f"A TFDS name ({', '.join(DATASETS)}; only the default needs no download),"
+                      " a folder <class>/<image> (or train/ and test/ of them), or an .npz with "
+                      "x, y [x_test, y_test]."),
+    click.option("--image-size", default=None,
+                 help="H,W to resize a folder's images to [default: their own size]."),
+    click.option("--tensorboard", is_flag=True,
+                 help="Also write TensorBoard event files to --out/tensorboard."),
     click.option("--download", is_flag=True, help="Download the dataset if needed (internet)."),
     click.option("--data-dir", type=click.Path(file_okay=False), default=None,
                  help="TFDS data folder [default: $TFDS_DATA_DIR or ~/tensorflow_datasets]."),
@@ -170,9 +181,6 @@ _d = SEARCH_DEFAULTS
 
 @main.command()
 @_options([
-    click.option("--dataset", default=_d["dataset"],
-                 help=f"TFDS dataset: {', '.join(DATASETS)} (only the default needs no "
-                      "download)."),
     click.option("--epochs", type=click.IntRange(min=1), default=_d["epochs"],
                  help="Search epochs (the paper: 50 on CIFAR-10)."),
     click.option("--activation", type=click.Choice(["crb", "softmax"]), default=_d["activation"],
@@ -211,7 +219,7 @@ _d = SEARCH_DEFAULTS
     *_DATA_OPTIONS,
     click.option("--stop-after-epoch", type=click.IntRange(min=1), default=None, hidden=True),
 ])
-def search(out, resume, download, data_dir, stop_after_epoch, **options):
+def search(out, **options):
     """Search a cell architecture (DARTS-PRIME: crb, dynamic schedule, proximity).
 
     Writes to --out: run.json (the arguments, first), history.csv (per epoch),
@@ -219,8 +227,7 @@ def search(out, resume, download, data_dir, stop_after_epoch, **options):
     checkpoint.json (every epoch; --resume continues from them), genotype.json, and
     the plots alpha.png, schedule.png and genotype.png.
     """
-    _run(lambda: search_run(out, resume=resume, download=download, data_dir=data_dir,
-                            stop_after_epoch=stop_after_epoch, report=click.echo, **options))
+    _run(lambda: search_run(out, report=click.echo, **options))
 
 
 # ------------------------------------------------------------------------------ train
@@ -233,7 +240,6 @@ _t = TRAIN_DEFAULTS
     click.option("--genotype", required=True,
                  help="A genotype JSON file, a search folder holding one, or a preset "
                       "(DARTS_V1, DARTS_V2)."),
-    click.option("--dataset", default=_t["dataset"], help=f"TFDS dataset: {', '.join(DATASETS)}."),
     click.option("--epochs", type=click.IntRange(min=1), default=_t["epochs"],
                  help="Training epochs (DARTS: 600 on CIFAR-10)."),
     click.option("--channels", type=click.IntRange(min=1), default=_t["channels"],
@@ -262,7 +268,7 @@ _t = TRAIN_DEFAULTS
     *_DATA_OPTIONS,
     click.option("--stop-after-epoch", type=click.IntRange(min=1), default=None, hidden=True),
 ])
-def train(genotype, out, resume, overwrite, download, data_dir, stop_after_epoch, **options):
+def train(genotype, out, **options):
     """Train a genotype's network from scratch and measure its test accuracy.
 
     Writes to --out: run.json, history.csv and a checkpoint (every epoch; --resume
@@ -270,9 +276,7 @@ def train(genotype, out, resume, overwrite, download, data_dir, stop_after_epoch
     metrics.json (test accuracy, the arguments, and what the model takes: raw
     images, pixel values 0-255, float32 or uint8).
     """
-    _run(lambda: train_run(genotype, out, resume=resume, overwrite=overwrite,
-                           download=download, data_dir=data_dir,
-                           stop_after_epoch=stop_after_epoch, report=click.echo, **options))
+    _run(lambda: train_run(genotype, out, report=click.echo, **options))
 
 
 # ------------------------------------------------------------------------------- show
@@ -309,16 +313,21 @@ def show(genotype, png):
 @main.command("export")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="onnx",
-              help="Artifact format: onnx (*.onnx), keras (*.keras), saved_model (a folder).")
+              help="Artifact format: onnx (*.onnx), keras (*.keras), saved_model (a folder), "
+                   "tflite (*.tflite, LiteRT).")
+@click.option("--quantize", type=click.Choice(QUANTIZATIONS), default="none",
+              help="tflite: float16 weights, dynamic (int8 weights) or int8 (uint8 input).")
+@click.option("--data", default=None, help="tflite: the training data (as for --dataset); int8 "
+              "calibrates on it, quantised models are verified on its test split.")
 @click.option("--out", default=None,
-              help=f"Destination [default: {EXPORT_DIR}/<name>.onnx, .keras, or a folder "
-                   "for saved_model].")
+              help=f"Destination [default: {EXPORT_DIR}/<name>.onnx, .keras, .tflite "
+                   "(<name>_<quantize>.tflite), or a folder for saved_model].")
 @click.option("--input-dtype", type=click.Choice(INPUT_DTYPES), default="float32",
               help="ONNX input dtype (.keras and SavedModel take both).")
 @click.option("--verify/--no-verify", default=True,
               help="Reload the artifact and compare its logits with the Keras model's.")
-def export_command(model, fmt, out, input_dtype, verify):
-    """Export a trained MODEL.keras for inference (ONNX, SavedModel or .keras).
+def export_command(model, fmt, out, input_dtype, verify, quantize, data):
+    """Export a trained MODEL.keras for inference (ONNX, SavedModel, .keras or LiteRT).
 
     The inference graph (no auxiliary head, no drop-path) takes raw NHWC `images`
     (pixel values 0-255, the training data's channels, dynamic batch) and returns
@@ -326,8 +335,8 @@ def export_command(model, fmt, out, input_dtype, verify):
     metadata. The artifact is written next to its destination, verified, then
     moved into place.
     """
-    _run(lambda: click.echo(describe_export(
-        export_run(model, fmt, out, verify, input_dtype=input_dtype))))
+    _run(lambda: click.echo(describe_export(export_run(
+        model, fmt, out, verify, input_dtype=input_dtype, quantize=quantize, data=data))))
 
 
 # ------------------------------------------------------------------------- quickstart
