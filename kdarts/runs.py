@@ -782,7 +782,7 @@ def default_export_path(model_path: str, fmt: str, quantize: str = "none") -> st
 
 #: Training images an int8 LiteRT export is calibrated on (a seeded sample of ``--data``).
 REPRESENTATIVE_EXAMPLES = 200
-#: Test images a LiteRT export from ``--data`` is verified on (the first ones).
+#: Test images a LiteRT export from ``--data`` is verified on (a seeded sample).
 VERIFY_EXAMPLES = 200
 
 
@@ -795,8 +795,8 @@ def export_run(model_path: str, fmt: str = "onnx", out: str | None = None,
         quantize: LiteRT quantisation (``fmt="tflite"``), see :data:`kdarts.export.QUANTIZATIONS`.
         data: a dataset (as ``--dataset`` takes: TFDS name, folder, ``.npz``) for
             LiteRT: ``int8`` calibrates on :data:`REPRESENTATIVE_EXAMPLES` of its
-            training images (seeded sample), and a quantised model is verified on
-            :data:`VERIFY_EXAMPLES` of its test images. Required for ``int8``.
+            training images, and a LiteRT model is verified on :data:`VERIFY_EXAMPLES`
+            of its test images (seeded samples). Required for ``int8``.
 
     Raises:
         RunError: a bad destination (suffix, a file in the way, not writable), bad
@@ -866,7 +866,8 @@ def _export_images(model, data: str, quantize: str):
         source = _open_for(spec, shape)
         representative = (sample_images(source, source.train, REPRESENTATIVE_EXAMPLES, seed=0)
                           if quantize == "int8" else None)
-        samples = sample_images(source, source.test, VERIFY_EXAMPLES)
+        # seeded, not the first ones: a folder's test split is ordered by class
+        samples = sample_images(source, source.test, VERIFY_EXAMPLES, seed=0)
     except (DatasetError, ValueError) as err:
         raise RunError(" ".join(str(err).split())) from None
     return representative, samples
