@@ -28,6 +28,7 @@ import click
 from kdarts.data.catalog import DATASETS
 from kdarts.export import FORMATS, INPUT_DTYPES
 from kdarts.runs import (
+    DATASET_DEFAULTS,
     EXPORT_DIR,
     SEARCH_DEFAULTS,
     TRAIN_DEFAULTS,
@@ -163,6 +164,15 @@ def _options(options):
     return decorate
 
 
+def _by_dataset(command: str, key: str) -> dict:
+    """An option whose default depends on --dataset: None here, resolved by kdarts.runs."""
+    base = (SEARCH_DEFAULTS if command == "search" else TRAIN_DEFAULTS)[key]
+    paper = {v[command][key] for v in DATASET_DEFAULTS.values() if key in v[command]}
+    names = "/".join(n for n, v in DATASET_DEFAULTS.items() if key in v[command])
+    shown = f"{base}" + (f"; {names}: {paper.pop()}" if paper else "")
+    return dict(default=None, show_default=shown)
+
+
 # ----------------------------------------------------------------------------- search
 
 _d = SEARCH_DEFAULTS
@@ -173,8 +183,8 @@ _d = SEARCH_DEFAULTS
     click.option("--dataset", default=_d["dataset"],
                  help=f"TFDS dataset: {', '.join(DATASETS)} (only the default needs no "
                       "download)."),
-    click.option("--epochs", type=click.IntRange(min=1), default=_d["epochs"],
-                 help="Search epochs (the paper: 50 on CIFAR-10)."),
+    click.option("--epochs", type=click.IntRange(min=1), **_by_dataset("search", "epochs"),
+                 help="Search epochs."),
     click.option("--activation", type=click.Choice(["crb", "softmax"]), default=_d["activation"],
                  help="α activation: crb (clip to [0,1], prune at 0) or softmax (DARTS)."),
     click.option("--schedule", type=click.Choice(["dynamic", "fixed"]), default=_d["schedule"],
@@ -189,11 +199,12 @@ _d = SEARCH_DEFAULTS
                  help="ADMM: update Z and U every this many α steps."),
     click.option("--split", type=click.Choice(["dynamic", "half"]), default=_d["split"],
                  help="Search split: 1/(1+k) of the training data (dynamic) or 50/50."),
-    click.option("--batch-size", type=click.IntRange(min=1), default=_d["batch_size"]),
-    click.option("--channels", type=click.IntRange(min=1), default=_d["channels"],
-                 help="C of the search network (the paper: 16)."),
-    click.option("--layers", type=click.IntRange(min=3), default=_d["layers"],
-                 help="Cells of the search network (the paper: 8)."),
+    click.option("--batch-size", type=click.IntRange(min=1),
+                 **_by_dataset("search", "batch_size")),
+    click.option("--channels", type=click.IntRange(min=1), **_by_dataset("search", "channels"),
+                 help="C of the search network."),
+    click.option("--layers", type=click.IntRange(min=3), **_by_dataset("search", "layers"),
+                 help="Cells of the search network."),
     click.option("--steps", type=click.IntRange(min=1), default=_d["steps"],
                  help="Intermediate nodes per cell (all concatenated)."),
     click.option("--primitives", default=None,
@@ -234,20 +245,20 @@ _t = TRAIN_DEFAULTS
                  help="A genotype JSON file, a search folder holding one, or a preset "
                       "(DARTS_V1, DARTS_V2)."),
     click.option("--dataset", default=_t["dataset"], help=f"TFDS dataset: {', '.join(DATASETS)}."),
-    click.option("--epochs", type=click.IntRange(min=1), default=_t["epochs"],
-                 help="Training epochs (DARTS: 600 on CIFAR-10)."),
-    click.option("--channels", type=click.IntRange(min=1), default=_t["channels"],
-                 help="C of the network (DARTS: 36)."),
-    click.option("--layers", type=click.IntRange(min=1), default=_t["layers"],
-                 help="Cells (DARTS: 20)."),
-    click.option("--batch-size", type=click.IntRange(min=1), default=_t["batch_size"],
-                 help="DARTS: 96."),
-    click.option("--cutout", type=click.IntRange(min=0), default=_t["cutout"],
-                 help="Cutout square side in pixels, 0 for none (DARTS: 16 on 32x32)."),
+    click.option("--epochs", type=click.IntRange(min=1), **_by_dataset("train", "epochs"),
+                 help="Training epochs."),
+    click.option("--channels", type=click.IntRange(min=1), **_by_dataset("train", "channels"),
+                 help="C of the network."),
+    click.option("--layers", type=click.IntRange(min=1), **_by_dataset("train", "layers"),
+                 help="Cells."),
+    click.option("--batch-size", type=click.IntRange(min=1),
+                 **_by_dataset("train", "batch_size")),
+    click.option("--cutout", type=click.IntRange(min=0), **_by_dataset("train", "cutout"),
+                 help="Cutout square side in pixels, 0 for none."),
     click.option("--auxiliary/--no-auxiliary", default=_t["auxiliary"],
                  help="Auxiliary head (loss weight 0.4) during training."),
-    click.option("--drop-path", type=float, default=_t["drop_path"],
-                 help="Final drop-path probability of the linear ramp (DARTS: 0.2)."),
+    click.option("--drop-path", type=float, **_by_dataset("train", "drop_path"),
+                 help="Final drop-path probability of the linear ramp."),
     click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), default=_t["lr"],
                  help="Initial learning rate (cosine to 0)."),
     click.option("--max-examples", type=click.IntRange(min=1), default=None,

@@ -51,6 +51,32 @@ TRAIN_DEFAULTS: dict = dict(
     dataset=DEFAULT_DATASET, epochs=20, channels=16, layers=8, batch_size=64, cutout=0,
     auxiliary=True, drop_path=0.1, lr=0.025, seed=0, max_examples=None,
 )
+#: The paper's settings, the defaults for the datasets of the paper's size (explicit
+#: options still win): DARTS-PRIME's search and DARTS's evaluation training on CIFAR.
+PAPER_SEARCH: dict = dict(channels=16, layers=8, batch_size=64, epochs=50)
+PAPER_TRAIN: dict = dict(channels=36, layers=20, batch_size=96, epochs=600, cutout=16,
+                         drop_path=0.2)
+DATASET_DEFAULTS: dict[str, dict[str, dict]] = {
+    name: {"search": PAPER_SEARCH, "train": PAPER_TRAIN} for name in ("cifar10", "cifar100")}
+
+
+def resolve_options(command: str, options: dict) -> dict:
+    """Every option of a ``search``/``train`` run: those given (not None), else the
+    dataset's defaults (:data:`DATASET_DEFAULTS`), else the digits-sized ones.
+
+    Example:
+        >>> resolve_options("train", {"dataset": "cifar10", "epochs": 5})["channels"]
+        36
+    """
+    base = {"search": SEARCH_DEFAULTS, "train": TRAIN_DEFAULTS}[command]
+    unknown = set(options) - set(base)
+    if unknown:
+        raise TypeError(f"{command}_run: unknown option(s) {', '.join(sorted(unknown))}")
+    given = {k: v for k, v in options.items() if v is not None}
+    dataset = given.get("dataset", base["dataset"])
+    return {**base, **DATASET_DEFAULTS.get(dataset, {}).get(command, {}), **given}
+
+
 #: What each kind of run writes in its folder.
 RUN_FILES: dict[str, tuple[str, ...]] = {
     "search": ("run.json", "genotype.json", "history.csv", "search_record.json",
@@ -343,17 +369,15 @@ def search_run(out: str, *, resume: bool | str = False, download: bool = False,
         report: receives one-line messages (None: silent).
         progress: draw a progress bar per epoch.
         resume_hint: how the interruption message says to continue.
-        **options: any of :data:`SEARCH_DEFAULTS`.
+        **options: any of :data:`SEARCH_DEFAULTS`; those left out (or None) take the
+            dataset's defaults (:func:`resolve_options`).
 
     Raises:
         RunError: bad options or folder (nothing touched), or data that cannot be loaded.
         RunInterrupted: Ctrl-C; the message says what was kept.
     """
     report = report or _quiet
-    unknown = set(options) - set(SEARCH_DEFAULTS)
-    if unknown:
-        raise TypeError(f"search_run: unknown option(s) {', '.join(sorted(unknown))}")
-    opts = {**SEARCH_DEFAULTS, **options}
+    opts = resolve_options("search", options)
     _check_dataset(opts["dataset"])
     primitives = parse_primitives(opts["primitives"], opts["activation"])
     opts["primitives"] = list(primitives) if primitives else None
@@ -569,17 +593,15 @@ def train_run(genotype: str | Genotype, out: str, *, resume: bool | str = False,
         download, data_dir: see :func:`kdarts.data.load_dataset`.
         stop_after_epoch: end after this many epochs (checkpointed; resume later).
         report, progress, resume_hint: as for :func:`search_run`.
-        **options: any of :data:`TRAIN_DEFAULTS`.
+        **options: any of :data:`TRAIN_DEFAULTS`; those left out (or None) take the
+            dataset's defaults (:func:`resolve_options`).
 
     Raises:
         RunError: bad options, genotype or folder (nothing touched), data not loadable.
         RunInterrupted: Ctrl-C; the message says what was kept.
     """
     report = report or _quiet
-    unknown = set(options) - set(TRAIN_DEFAULTS)
-    if unknown:
-        raise TypeError(f"train_run: unknown option(s) {', '.join(sorted(unknown))}")
-    opts = {**TRAIN_DEFAULTS, **options}
+    opts = resolve_options("train", options)
     geno = load_genotype(genotype)
     _check_dataset(opts["dataset"])
     if not 0.0 <= opts["drop_path"] < 1.0:
@@ -805,6 +827,7 @@ def describe_export(result: ExportRunResult) -> str:
 
 __all__ = ["EXPORT_DIR", "ExportRunResult", "RUN_FILES", "RunError", "RunInterrupted",
            "SEARCH_DEFAULTS", "SearchResult", "TRAIN_DEFAULTS", "TrainResult",
+           "DATASET_DEFAULTS", "PAPER_SEARCH", "PAPER_TRAIN", "resolve_options",
            "check_writable", "default_export_path", "describe_export", "export_run",
            "interrupt_note", "load_genotype", "parse_primitives", "quickstart_run",
            "read_run", "search_run", "train_run"]
