@@ -17,7 +17,6 @@ by the commands that need it, so ``--help`` and ``--version`` answer at once.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
 from importlib import metadata
@@ -34,6 +33,7 @@ from kdarts.runs import (
     TRAIN_DEFAULTS,
     RunError,
     RunInterrupted,
+    SigintWatchdog,
     check_writable,
     describe_export,
     export_run,
@@ -58,14 +58,12 @@ def _version() -> str:
 def _run(work: Callable[[], object], tensorflow: bool = True):
     """Run a command's work: RunError → one-line error; Ctrl-C → what was kept, exit 130.
 
-    TensorFlow can hold the interpreter for a minute while it traces or optimises
-    a graph, and Python only sees Ctrl-C after that. A watchdog thread wakes on the
-    signal at once; if the work has not stopped within a few seconds, it prints
-    the same message and ends the process (every file kdarts writes is written
-    atomically, so nothing half-written is left).
+    TensorFlow can hold the interpreter for a minute while it optimises a graph, and
+    Python only sees Ctrl-C after that: :class:`~kdarts.runs.SigintWatchdog` then
+    prints the same message and ends the process.
     """
-    done = threading.Event()
-    watchdog = _Watchdog(done) if threading.current_thread() is threading.main_thread() else None
+    watchdog = (SigintWatchdog(INTERRUPT_GRACE_S)
+                if threading.current_thread() is threading.main_thread() else None)
     try:
         if tensorflow:
             _set_threads()
@@ -76,7 +74,6 @@ def _run(work: Callable[[], object], tensorflow: bool = True):
         message = str(err) if isinstance(err, RunInterrupted) else f"interrupted; {interrupt_note()}"
         _exit_interrupted(message)
     finally:
-        done.set()
         if watchdog is not None:
             watchdog.stop()
 
@@ -84,34 +81,6 @@ def _run(work: Callable[[], object], tensorflow: bool = True):
 def _exit_interrupted(message: str) -> None:
     click.echo(f"\nError: {' '.join(message.split())}", err=True)
     sys.exit(130)
-
-
-class _Watchdog:
-    """Ends the process if Ctrl-C is not handled within :data:`INTERRUPT_GRACE_S`."""
-
-    def __init__(self, done: threading.Event):
-        self.done = done
-        self.read_fd, self.write_fd = os.pipe()
-        os.set_blocking(self.write_fd, False)
-        self.previous_fd = signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
-        self.thread = threading.Thread(target=self._watch, daemon=True, name="kdarts-sigint")
-        self.thread.start()
-
-    def _watch(self) -> None:
-        while True:
-            data = os.read(self.read_fd, 64)  # the C-level handler writes here at once
-            if not data or self.done.is_set():
-                return
-            if signal.SIGINT in data and not self.done.wait(INTERRUPT_GRACE_S):
-                sys.stderr.write(f"\nError: interrupted; {' '.join(interrupt_note().split())}\n")
-                sys.stderr.flush()
-                os._exit(130)
-
-    def stop(self) -> None:
-        signal.set_wakeup_fd(self.previous_fd)
-        os.close(self.write_fd)  # ends the thread's read
-        self.thread.join(1.0)
-        os.close(self.read_fd)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True,

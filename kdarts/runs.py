@@ -29,6 +29,9 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
+import sys
+import threading
 import time
 from importlib import metadata
 from typing import Callable
@@ -169,6 +172,45 @@ def _note(text: str) -> None:
 
 def _interrupted() -> RunInterrupted:
     return RunInterrupted(f"interrupted; {interrupt_note()}")
+
+
+class SigintWatchdog:
+    """Ends the process if Ctrl-C is not handled within ``grace`` seconds.
+
+    TensorFlow can hold the interpreter for a minute while it optimises a graph,
+    and Python runs its signal handler (raising KeyboardInterrupt) only afterwards.
+    This thread wakes on the signal at once (``signal.set_wakeup_fd``); if the
+    main thread has not stopped within ``grace`` seconds it prints
+    ``Error: interrupted; <interrupt_note()>`` and exits with status 130. Every file
+    kdarts writes is written atomically, so nothing half-written is left.
+    Create it in the main thread; :meth:`stop` when the work is done.
+    """
+
+    def __init__(self, grace: float = 3.0):
+        self.grace = float(grace)
+        self.done = threading.Event()
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.write_fd, False)
+        self.previous_fd = signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
+        self.thread = threading.Thread(target=self._watch, daemon=True, name="kdarts-sigint")
+        self.thread.start()
+
+    def _watch(self) -> None:
+        while True:
+            data = os.read(self.read_fd, 64)  # the C-level handler writes here at once
+            if not data or self.done.is_set():
+                return
+            if signal.SIGINT in data and not self.done.wait(self.grace):
+                sys.stderr.write(f"\nError: interrupted; {' '.join(interrupt_note().split())}\n")
+                sys.stderr.flush()
+                os._exit(130)
+
+    def stop(self) -> None:
+        self.done.set()
+        signal.set_wakeup_fd(self.previous_fd)
+        os.close(self.write_fd)  # ends the thread's read
+        self.thread.join(1.0)
+        os.close(self.read_fd)
 
 
 def _epoch_note(what: str, out: str, total: int, resume_hint: str):
@@ -826,8 +868,8 @@ def describe_export(result: ExportRunResult) -> str:
 
 
 __all__ = ["EXPORT_DIR", "ExportRunResult", "RUN_FILES", "RunError", "RunInterrupted",
-           "SEARCH_DEFAULTS", "SearchResult", "TRAIN_DEFAULTS", "TrainResult",
-           "DATASET_DEFAULTS", "PAPER_SEARCH", "PAPER_TRAIN", "resolve_options",
+           "SEARCH_DEFAULTS", "SearchResult", "SigintWatchdog", "TRAIN_DEFAULTS",
+           "TrainResult", "DATASET_DEFAULTS", "PAPER_SEARCH", "PAPER_TRAIN", "resolve_options",
            "check_writable", "default_export_path", "describe_export", "export_run",
            "interrupt_note", "load_genotype", "parse_primitives", "quickstart_run",
            "read_run", "search_run", "train_run"]
