@@ -178,17 +178,32 @@ def test_drop_path_schedule_ramps_linearly():
 # -- the training recipe --
 
 
-def test_epoch_cosine_decay_is_per_epoch():
-    schedule = EpochCosineDecay(0.025, epochs=4, steps_per_epoch=10, minimum=0.001)
-    lr = [float(schedule(step)) for step in (0, 9, 10, 20, 39, 40, 1000)]
+def torch_cosine_per_epoch(lr, eta_min, epochs):
+    """The lr of each epoch in DARTS's train.py: CosineAnnealingLR(T_max=epochs) with
+    ``scheduler.step()`` called at the start of every epoch (PyTorch's closed form;
+    the scheduler's counter is 0 after construction)."""
+    last_epoch, lrs = 0, []
+    for _ in range(epochs):
+        last_epoch += 1  # scheduler.step() at the top of the epoch loop
+        lrs.append(eta_min + (lr - eta_min) * (1 + math.cos(math.pi * last_epoch / epochs)) / 2)
+    return lrs
 
-    def expected(epoch):
-        return 0.001 + (0.025 - 0.001) * (1 + math.cos(math.pi * epoch / 4)) / 2
 
-    assert lr == pytest.approx([expected(0), expected(0), expected(1), expected(2),
-                                expected(3), expected(4), expected(4)], rel=1e-6)
+def test_epoch_cosine_decay_follows_the_reference_call_order():
+    schedule = EpochCosineDecay(0.025, epochs=4, steps_per_epoch=10)
+    reference = torch_cosine_per_epoch(0.025, 0.0, 4)
+    lr = [[float(schedule(step)) for step in range(10 * e, 10 * e + 10)] for e in range(4)]
+    for epoch, values in enumerate(lr):  # constant within an epoch, η(e+1) during epoch e
+        assert values == pytest.approx([reference[epoch]] * 10, rel=1e-6, abs=1e-9)
+    assert lr[-1][-1] == pytest.approx(0.0, abs=1e-9)  # the last epoch trains at η_min = 0
+    assert float(schedule(1000)) == pytest.approx(0.0, abs=1e-9)  # past the end: η_min
+    # the search's figures: 0.025 → 0.001 over 50 epochs
+    search = EpochCosineDecay(0.025, epochs=50, steps_per_epoch=1, minimum=0.001)
+    values = [float(search(e)) for e in range(50)]
+    assert values == pytest.approx(torch_cosine_per_epoch(0.025, 0.001, 50), rel=1e-5)
+    assert values[0] == pytest.approx(0.024976, abs=1e-6) and values[-1] == pytest.approx(0.001)
     restored = EpochCosineDecay.from_config(schedule.get_config())
-    assert float(restored(25)) == pytest.approx(expected(2))
+    assert float(restored(25)) == pytest.approx(reference[2])
 
 
 def test_coupled_weight_decay_sgd_matches_pytorch_semantics():

@@ -131,3 +131,24 @@ def test_crb_activation_and_permanent_prune():
     assert a2.numpy()[0, 0] == 0 and a2.numpy()[0, 3] == 0
     soft = activate(tf.zeros((2, 8)), "softmax").numpy()
     np.testing.assert_allclose(soft.sum(axis=1), [1, 1], rtol=1e-6)
+
+
+def test_search_learning_rate_follows_the_reference_call_order():
+    """Weight step k of a 50-epoch search trains at η(e+1), e its 0-based epoch, as
+    CosineAnnealingLR stepped at the start of every epoch gives (η_max 0.025, η_min 0.001).
+    The rate is a function of the step counter only, which checkpoints restore."""
+    from kdarts.search import SearchNetwork
+
+    model = SearchNetwork(10, channels=4, layers=3, activation="crb")
+    model.compile(search_data=None)
+    epochs, steps = 50, 3
+    model.total_epochs.assign(float(epochs))
+    model.steps_per_epoch.assign(float(steps))
+    lrs = [float(model.weight_learning_rate(k)) for k in range(1, epochs * steps + 1)]
+    last_epoch, reference = 0, []
+    for _ in range(epochs):
+        last_epoch += 1  # scheduler.step() at the top of the epoch loop
+        reference += [0.001 + 0.024 * (1 + np.cos(np.pi * last_epoch / epochs)) / 2] * steps
+    np.testing.assert_allclose(lrs, reference, rtol=1e-5)
+    assert lrs[0] == pytest.approx(0.024976, abs=1e-6)
+    assert lrs[-1] == pytest.approx(0.001, rel=1e-6)

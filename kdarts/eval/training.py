@@ -7,7 +7,8 @@
   as in the reference), before the momentum buffer. Keras's own
   ``weight_decay`` argument is decoupled (AdamW-style) and differs.
 * :class:`EpochCosineDecay`: the learning rate annealed by cosine once per
-  epoch (``CosineAnnealingLR`` stepped per epoch).
+  epoch, in the reference's call order (``CosineAnnealingLR.step()`` at the
+  start of every epoch, so epoch ``e`` trains at ``η(e+1)``).
 * :class:`DropPathSchedule`: the drop-path probability ramp
   ``max_prob * epoch / epochs``.
 * :func:`compile_eval_network`: all of it plus sparse cross-entropy from
@@ -86,19 +87,47 @@ class CoupledWeightDecaySGD(keras.optimizers.SGD):
         return {**super().get_config(), "l2": self.l2}
 
 
+def cosine_annealing(epoch, epochs, maximum: float, minimum: float = 0.0):
+    """PyTorch's ``CosineAnnealingLR`` in closed form: ``η(epoch)``.
+
+    ``η(e) = minimum + (maximum − minimum)·(1 + cos(π·e/epochs))/2``; ``epoch``
+    and ``epochs`` may be tensors.
+
+    Example:
+        >>> float(cosine_annealing(50, 50, 0.025, 0.001))
+        0.001
+    """
+    epoch = ops.cast(epoch, "float32")
+    cosine = 0.5 * (1.0 + ops.cos(math.pi * epoch / ops.cast(epochs, "float32")))
+    return minimum + (maximum - minimum) * cosine
+
+
+def epoch_learning_rate(epoch, epochs, maximum: float, minimum: float = 0.0):
+    """The learning rate the reference trains epoch ``epoch`` (0-based) at: ``η(epoch + 1)``.
+
+    DARTS and DARTS-PRIME call the scheduler's ``step()`` at the *start* of every
+    epoch, so the first epoch already runs at ``η(1)`` (0.024976 for the search's
+    0.025 → 0.001 over 50 epochs) and the last one at ``η(epochs) = minimum``.
+    Past ``epochs`` the rate stays at ``minimum``.
+    """
+    epoch = ops.minimum(ops.cast(epoch, "float32") + 1.0, ops.cast(epochs, "float32"))
+    return cosine_annealing(epoch, epochs, maximum, minimum)
+
+
 @keras.saving.register_keras_serializable(package=_PKG)
 class EpochCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Cosine annealing stepped once per epoch (PyTorch ``CosineAnnealingLR``).
+    """Cosine annealing stepped once per epoch, in the reference's call order.
 
-    ``lr(epoch) = minimum + (initial − minimum)·(1 + cos(π·epoch/epochs))/2``
-    with ``epoch = min(step // steps_per_epoch, epochs)``: constant within an
-    epoch, ``initial`` during the first epoch. ``steps_per_epoch=1`` with
-    ``epochs`` = total steps gives the per-step curve.
+    ``lr(step) = η(min(step // steps_per_epoch + 1, epochs))`` with
+    ``η(e) = minimum + (initial − minimum)·(1 + cos(π·e/epochs))/2``: constant
+    within an epoch; epoch ``e`` (0-based) trains at ``η(e+1)`` because DARTS's
+    ``train.py`` steps PyTorch's ``CosineAnnealingLR`` at the start of every
+    epoch. With ``minimum=0`` the last epoch trains at 0, as the reference's does.
 
     Example:
         >>> schedule = EpochCosineDecay(0.025, epochs=600, steps_per_epoch=521)
-        >>> float(schedule(0))
-        0.025
+        >>> round(float(schedule(0)), 8)   # η(1), not η(0) = 0.025
+        0.02499983
     """
 
     def __init__(self, initial_learning_rate: float, epochs: int, steps_per_epoch: int,
@@ -116,10 +145,9 @@ class EpochCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
         self.name = name
 
     def __call__(self, step):
-        step = ops.cast(step, "float32")
-        epoch = ops.minimum(ops.floor(step / self.steps_per_epoch), float(self.epochs))
-        cosine = 0.5 * (1.0 + ops.cos(math.pi * epoch / self.epochs))
-        return self.minimum + (self.initial_learning_rate - self.minimum) * cosine
+        epoch = ops.floor(ops.cast(step, "float32") / self.steps_per_epoch)
+        return epoch_learning_rate(epoch, self.epochs, self.initial_learning_rate,
+                                   self.minimum)
 
     def get_config(self) -> dict:
         return {

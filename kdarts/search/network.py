@@ -18,13 +18,13 @@ Example:
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from kdarts.eval.training import epoch_learning_rate
 from kdarts.genotype import CRB_PRIMITIVES, PRIMITIVES, Genotype, discretize, num_edges
 from kdarts.ops import batch_norm, check_primitives
 from kdarts.search.activations import AlphaInitializer, activate, check_activation, prune
@@ -182,8 +182,10 @@ class SearchNetwork(keras.Model):
 
         Args:
             optimizer: weight optimizer; default SGD(0.025, momentum 0.9). With a float
-                learning rate it is cosine-annealed per epoch down to ``lr_min``
-                (``lr_min=None`` leaves it alone).
+                learning rate it is cosine-annealed per epoch down to ``lr_min`` in the
+                reference's call order (epoch ``e`` trains at ``η(e+1)``, the last at
+                ``lr_min``; see :meth:`weight_learning_rate`). ``lr_min=None`` leaves it
+                alone.
             loss, metrics: default sparse CE from logits and accuracy.
             arch_optimizer: α optimizer; default Adam(3e-4, betas 0.5/0.999).
             schedule: ``"dynamic"``, ``"fixed"``, or a ``FixedSchedule``/``DynamicSchedule``.
@@ -405,6 +407,18 @@ class SearchNetwork(keras.Model):
         self.optimizer.apply(grads, wvars)
         return loss, logits, fi
 
+    def weight_learning_rate(self, step) -> tf.Tensor:
+        """The cosine learning rate of weight step ``step`` (1-based), as the reference runs it.
+
+        The reference steps ``CosineAnnealingLR`` at the start of every epoch, so epoch
+        ``e`` trains at ``η(e+1)``: 0.024976 in the first epoch of a 50-epoch search,
+        exactly ``lr_min`` in the last. Derived from the step counter alone, so a
+        resumed search continues the same sequence.
+        """
+        lr_max, lr_min = self._lr_cosine
+        epoch = tf.floor(tf.cast(step - 1, tf.float32) / self.steps_per_epoch)
+        return epoch_learning_rate(epoch, self.total_epochs, lr_max, lr_min)
+
     def train_step(self, data):
         self.trace_count += 1  # runs at trace time only: counts (re)traces
         x, y = data[0], data[1]
@@ -412,10 +426,7 @@ class SearchNetwork(keras.Model):
         spe = self.steps_per_epoch
         t = tf.cast(step, tf.float32) / spe  # the clock, in fractional epochs
         if self._lr_cosine is not None:
-            lr_max, lr_min = self._lr_cosine
-            epoch = tf.floor(tf.cast(step - 1, tf.float32) / spe)
-            cos = 0.5 * (1.0 + tf.cos(math.pi * epoch / self.total_epochs))
-            self.optimizer.learning_rate.assign(lr_min + (lr_max - lr_min) * cos)
+            self.optimizer.learning_rate.assign(self.weight_learning_rate(step))
 
         # 1. α step, when the schedule says so (a tensor condition: no retracing)
         take = self.schedule.decide(step, self.fi_ewma, self.threshold)
