@@ -76,34 +76,52 @@ class ReLUConvBN(_Op):
         return {**super().get_config(), "kernel_size": self.kernel_size}
 
 
+def symmetric_pad(x, pad: int):
+    """Zero-pad height and width by ``pad`` on both sides (PyTorch's ``padding=pad``)."""
+    return ops.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+
+
 @keras.saving.register_keras_serializable(package=_PKG)
 class SepConv(_Op):
-    """Twice [ReLU → depthwise k×k → pointwise 1×1 → BN]; only the first carries the stride."""
+    """Twice [ReLU → depthwise k×k → pointwise 1×1 → BN]; only the first carries the stride.
+
+    Padding is PyTorch's symmetric ``k//2``, so at stride 2 output pixel ``i`` is
+    centred on input pixel ``2i`` as in the reference. (TF's "same" pads only after
+    for even sizes at stride 2, which centres on ``2i+1``.)
+    """
 
     def __init__(self, channels: int, kernel_size: int = 3, strides: int = 1,
                  affine: bool = True, **kwargs):
         super().__init__(channels, strides, affine, **kwargs)
         self.kernel_size = int(kernel_size)
+        # stride 1: "same" is already symmetric for an odd kernel
         self.sep1 = layers.SeparableConv2D(channels, kernel_size, strides=strides,
-                                           padding="same", use_bias=False, name="sep1")
+                                           padding="same" if strides == 1 else "valid",
+                                           use_bias=False, name="sep1")
         self.bn1 = batch_norm(affine, name="bn1")
         self.sep2 = layers.SeparableConv2D(channels, kernel_size, padding="same",
                                            use_bias=False, name="sep2")
         self.bn2 = batch_norm(affine, name="bn2")
 
     def build(self, input_shape):
-        self.sep1.build(input_shape)
-        mid = self.sep1.compute_output_shape(input_shape)
+        pad = 2 * (self.kernel_size // 2) if self.strides > 1 else 0
+        grow = lambda n: None if n is None else n + pad  # noqa: E731
+        b, h, w, c = input_shape
+        self.sep1.build((b, grow(h), grow(w), c))  # it sees the padded input
+        mid = self.compute_output_shape(input_shape)
         self.bn1.build(mid)
         self.sep2.build(mid)
         self.bn2.build(mid)
 
     def call(self, x, training=None):
-        x = self.bn1(self.sep1(ops.relu(x)), training=training)
+        x = ops.relu(x)
+        if self.strides > 1:
+            x = symmetric_pad(x, self.kernel_size // 2)
+        x = self.bn1(self.sep1(x), training=training)
         return self.bn2(self.sep2(ops.relu(x)), training=training)
 
     def compute_output_shape(self, input_shape):
-        return self.sep1.compute_output_shape(input_shape)
+        return _strided_shape(input_shape, self.strides, self.channels)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "kernel_size": self.kernel_size}
@@ -180,7 +198,12 @@ class FactorizedReduce(_Op):
 
 @keras.saving.register_keras_serializable(package=_PKG)
 class Pool(_Op):
-    """3×3 max or average pool ("same"; the average excludes padding), optionally → BN.
+    """3×3 max or average pool, padding 1, optionally → BN.
+
+    As DARTS's pools: the average excludes the padding (``count_include_pad=False``)
+    and the max never sees it. At stride 2 the window of output pixel ``i`` is
+    centred on input pixel ``2i``, the reference's grid: the pool runs at stride 1
+    (where "same" pads 1 on both sides) and every other pixel is kept.
 
     The search network follows every pool with a BN without scale/offset; the
     evaluation network uses the bare pool.
@@ -194,7 +217,7 @@ class Pool(_Op):
         self.kind = kind
         self.with_bn = bool(with_bn)
         cls = layers.MaxPooling2D if kind == "max" else layers.AveragePooling2D
-        self.pool = cls(3, strides=strides, padding="same", name="pool")
+        self.pool = cls(3, strides=1, padding="same", name="pool")
         self.bn = batch_norm(affine, name="bn") if with_bn else None
 
     def build(self, input_shape):
@@ -203,6 +226,8 @@ class Pool(_Op):
 
     def call(self, x, training=None):
         y = self.pool(x)
+        if self.strides > 1:
+            y = y[:, :: self.strides, :: self.strides, :]
         return self.bn(y, training=training) if self.bn is not None else y
 
     def compute_output_shape(self, input_shape):

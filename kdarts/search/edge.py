@@ -45,18 +45,26 @@ _COMPOSE_MAX_TAPS = 200
 
 
 def _conv(x, kernel, strides: int, dilation: int = 1, depthwise: bool = False):
-    """Dense "same" conv; a dilated one is computed on the d×d sub-grids of ``x``.
+    """A k×k conv padded as PyTorch pads it; a dilated one runs on the d×d sub-grids of ``x``.
+
+    Padding is symmetric (k//2 each side), so at stride 2 output pixel ``i`` is centred
+    on input pixel ``2i``, the reference's grid. At stride 1 that is TF's "same"; at
+    stride 2 it is passed as explicit padding (TF's "same" would pad only after for
+    even sizes), which costs no extra op.
 
     A dilated conv only mixes pixels of one sub-grid, so it is a plain conv on each
     (TF's own dilated path needs static channel counts, which pruning makes dynamic).
     At stride d only the first sub-grid is needed: the dilated conv at stride 1
     sampled every d pixels (the reference's grid).
     """
-    if depthwise:
-        conv = lambda x, stride: tf.nn.depthwise_conv2d(  # noqa: E731
-            x, kernel, [1, stride, stride, 1], "SAME")
-    else:
-        conv = lambda x, stride: tf.nn.conv2d(x, kernel, stride, "SAME")  # noqa: E731
+    ks = kernel.shape[0]
+
+    def conv(x, stride):
+        padding = "SAME" if stride == 1 else [[0, 0], [ks // 2] * 2, [ks // 2] * 2, [0, 0]]
+        if depthwise:
+            return tf.nn.depthwise_conv2d(x, kernel, [1, stride, stride, 1], padding)
+        return tf.nn.conv2d(x, kernel, stride, padding)
+
     if dilation == 1:
         return conv(x, strides)
     if strides == dilation:
@@ -327,9 +335,16 @@ class FanOut(keras.layers.Layer):
         return tf.reshape(out, [k, b, h, w, c])
 
     def _shared(self, op, x, training, spatial):
-        """A pool and its BN, identical on every edge: one copy, (N', C, 1)."""
+        """A pool and its BN, identical on every edge: one copy, (N', C, 1).
+
+        Padding 1, the average excluding it (TF's "same" does). At stride 2 the pool
+        runs at stride 1, where "same" is symmetric, and keeps every other pixel: the
+        reference's grid (windows centred on ``2i``).
+        """
         pool = tf.nn.max_pool2d if op == "max_pool_3x3" else tf.nn.avg_pool2d
-        y = pool(x, 3, self.strides, "SAME")  # TF's SAME average excludes the padding
+        y = pool(x, 3, 1, "SAME")
+        if self.strides > 1:
+            y = y[:, :: self.strides, :: self.strides, :]
         b, h, w = spatial
         y = tf.reshape(y, [b * h * w, self.channels, 1])
         return self._bn(y, self._params[op]["bn"], None, training)
