@@ -4,6 +4,9 @@ Shared by the search network's reference edge (:class:`kdarts.search.MixedEdge`)
 and the evaluation network's cells. ``affine=False`` gives the search network's
 BatchNorm without scale/offset; ``affine=True`` the evaluation network's.
 
+Every conv and dense kernel in kdarts (search and evaluation network) starts as
+PyTorch's defaults start them, :class:`FanInUniform`: U(±1/√fan_in).
+
 Example:
     >>> import numpy as np
     >>> from kdarts.ops import make_op
@@ -14,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import keras
@@ -22,6 +26,58 @@ from keras import layers, ops
 _PKG = "kdarts"
 BN_MOMENTUM = 0.9  # PyTorch's momentum 0.1 expressed the Keras way
 BN_EPSILON = 1e-5  # PyTorch's default, as in the reference code
+
+
+@keras.saving.register_keras_serializable(package=_PKG)
+class FanInUniform(keras.initializers.RandomUniform):
+    """PyTorch's default init of conv and linear layers: U(±1/√fan_in).
+
+    ``kaiming_uniform_(a=√5)`` on a weight gives exactly this bound, and so does
+    PyTorch's init of a linear layer's bias. ``fan_in`` is the inputs one output
+    sees: in_channels/groups × k × k for a conv, so k×k for a depthwise conv
+    (``depthwise=True``; Keras's depthwise kernels are (k, k, C, 1)). Without
+    ``fan_in`` it is read from the kernel's shape, all axes but the last (Keras's
+    (k, k, in, out) conv and (in, out) dense kernels); a bias needs it given.
+
+    Args:
+        fan_in: the fan-in, when the shape does not tell it (biases, fused kernels).
+        depthwise: the kernel is a Keras depthwise kernel (k, k, C, multiplier).
+        seed: as for :class:`keras.initializers.RandomUniform`.
+
+    Example:
+        >>> conv = keras.layers.Conv2D(16, 3, kernel_initializer=FanInUniform())
+        >>> dense = keras.layers.Dense(10, kernel_initializer=FanInUniform(),
+        ...                            bias_initializer=FanInUniform(fan_in=64))
+        >>> w = FanInUniform(depthwise=True)((3, 3, 8, 1))   # bound 1/√9
+    """
+
+    def __init__(self, fan_in: int | None = None, depthwise: bool = False, seed=None):
+        super().__init__(seed=seed)
+        self.fan_in = None if fan_in is None else int(fan_in)
+        self.depthwise = bool(depthwise)
+
+    def bound(self, shape) -> float:
+        """``1/√fan_in`` for a variable of ``shape``."""
+        if self.fan_in is not None:
+            fan_in = self.fan_in
+        elif self.depthwise:
+            fan_in = math.prod(shape[:-2])
+        elif len(shape) < 2:
+            raise ValueError(f"FanInUniform: give fan_in for a variable of shape {tuple(shape)}")
+        else:
+            fan_in = math.prod(shape[:-1])
+        return 1.0 / math.sqrt(max(fan_in, 1))
+
+    def __call__(self, shape, dtype=None):
+        bound = self.bound(shape)
+        return keras.random.uniform(shape, minval=-bound, maxval=bound, seed=self.seed,
+                                    dtype=dtype)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        for key in ("minval", "maxval"):
+            config.pop(key, None)
+        return {**config, "fan_in": self.fan_in, "depthwise": self.depthwise}
 
 
 def batch_norm(affine: bool, name: str | None = None) -> layers.BatchNormalization:
@@ -59,7 +115,8 @@ class ReLUConvBN(_Op):
         super().__init__(channels, strides, affine, **kwargs)
         self.kernel_size = int(kernel_size)
         self.conv = layers.Conv2D(channels, kernel_size, strides=strides, padding="same",
-                                  use_bias=False, name="conv")
+                                  use_bias=False, kernel_initializer=FanInUniform(),
+                                  name="conv")
         self.bn = batch_norm(affine, name="bn")
 
     def build(self, input_shape):
@@ -74,6 +131,12 @@ class ReLUConvBN(_Op):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "kernel_size": self.kernel_size}
+
+
+def _separable_init() -> dict:
+    """A separable conv's initialisers: depthwise fan-in k×k, pointwise fan-in C."""
+    return {"depthwise_initializer": FanInUniform(depthwise=True),
+            "pointwise_initializer": FanInUniform()}
 
 
 def symmetric_pad(x, pad: int):
@@ -97,10 +160,10 @@ class SepConv(_Op):
         # stride 1: "same" is already symmetric for an odd kernel
         self.sep1 = layers.SeparableConv2D(channels, kernel_size, strides=strides,
                                            padding="same" if strides == 1 else "valid",
-                                           use_bias=False, name="sep1")
+                                           use_bias=False, name="sep1", **_separable_init())
         self.bn1 = batch_norm(affine, name="bn1")
         self.sep2 = layers.SeparableConv2D(channels, kernel_size, padding="same",
-                                           use_bias=False, name="sep2")
+                                           use_bias=False, name="sep2", **_separable_init())
         self.bn2 = batch_norm(affine, name="bn2")
 
     def build(self, input_shape):
@@ -141,10 +204,11 @@ class DilConv(_Op):
         super().__init__(channels, strides, affine, **kwargs)
         self.kernel_size = int(kernel_size)
         self.dilation = int(dilation)
-        self.depthwise = layers.DepthwiseConv2D(kernel_size, padding="same",
-                                                dilation_rate=dilation, use_bias=False,
-                                                name="depthwise")
-        self.pointwise = layers.Conv2D(channels, 1, use_bias=False, name="pointwise")
+        self.depthwise = layers.DepthwiseConv2D(
+            kernel_size, padding="same", dilation_rate=dilation, use_bias=False,
+            depthwise_initializer=FanInUniform(depthwise=True), name="depthwise")
+        self.pointwise = layers.Conv2D(channels, 1, use_bias=False,
+                                       kernel_initializer=FanInUniform(), name="pointwise")
         self.bn = batch_norm(affine, name="bn")
 
     def build(self, input_shape):
@@ -175,9 +239,10 @@ class FactorizedReduce(_Op):
         super().__init__(channels, 2, affine, **kwargs)
         half = self.channels // 2
         self.conv1 = layers.Conv2D(half, 1, strides=2, padding="same", use_bias=False,
-                                   name="conv1")
+                                   kernel_initializer=FanInUniform(), name="conv1")
         self.conv2 = layers.Conv2D(self.channels - half, 1, strides=2, padding="same",
-                                   use_bias=False, name="conv2")
+                                   use_bias=False, kernel_initializer=FanInUniform(),
+                                   name="conv2")
         self.bn = batch_norm(affine, name="bn")
 
     def build(self, input_shape):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from kdarts.ops import OPS, make_op
+from kdarts.ops import OPS, FanInUniform, make_op
 
 PARAMS_PER_OP = {  # C=8, affine BN adds 2·C; pools and identity have none
     "sep_conv_3x3": 2 * (9 * 8 + 8 * 8), "sep_conv_5x5": 2 * (25 * 8 + 8 * 8),
@@ -148,3 +148,70 @@ def test_strided_primitives_sample_the_reference_grid(size):
             np.testing.assert_allclose(got[q], np_reference_op(name, x, params),
                                        rtol=1e-5, atol=1e-5,
                                        err_msg=f"fan-out {name} size {size} edge {q}")
+
+
+# -- initialisers: PyTorch's defaults, U(±1/√fan_in), for every kernel in kdarts ----------
+
+
+def expected_fan_in(path, shape, kernels):
+    """PyTorch's fan-in (in_channels/groups × k × k; in_features) of a kdarts variable."""
+    name = path.rsplit("/", 1)[-1]
+    if name.endswith(("_dw", "_dw1", "_dw2")):  # fan-out depthwise (edges, k, k, C)
+        return shape[1] * shape[2]
+    if name.endswith(("_pw", "_pw1", "_pw2", "_fr1", "_fr2")):  # fan-out 1×1 (edges, C, C')
+        return shape[1]
+    if "depthwise" in path:  # Keras depthwise kernel (k, k, C, 1): groups = C
+        return shape[0] * shape[1]
+    if name == "bias":  # a dense layer's bias: its kernel's in_features
+        return kernels[path[: -len("bias")] + "kernel"][0]
+    return int(np.prod(shape[:-1]))  # conv (k, k, in, out), pointwise, dense (in, out)
+
+
+def check_fan_in_init(model, skip=()):
+    """Every kernel within U(±1/√fan_in) and reaching close to the bound when it is large
+    (P(max < 0.9·bound) = 0.9^n); BN scale 1, offset 0. Returns the kinds seen."""
+    skip = {id(v) for v in skip}
+    variables = [v for v in model.trainable_variables if id(v) not in skip]
+    kernels = {v.path: tuple(v.shape) for v in variables}
+    kinds = set()
+    for v in variables:
+        w, name = v.numpy(), v.path.rsplit("/", 1)[-1]
+        if name in ("gamma", "beta"):
+            assert np.all(w == (1.0 if name == "gamma" else 0.0)), v.path
+            continue
+        bound = 1.0 / np.sqrt(expected_fan_in(v.path, w.shape, kernels))
+        assert np.abs(w).max() <= bound * (1 + 1e-6), (v.path, np.abs(w).max(), bound)
+        if w.size >= 100:
+            assert np.abs(w).max() >= 0.9 * bound, (v.path, np.abs(w).max(), bound)
+        kinds.add(name.rsplit("_", 1)[-1] if "_" in name and "kernel" not in name else name)
+    return kinds
+
+
+def test_every_kernel_starts_as_pytorch_initialises_it():
+    import keras
+
+    from kdarts.eval import EvalNetwork
+    from kdarts.genotype import PRIMITIVES, Genotype
+    from kdarts.search import MixedEdge, SearchNetwork
+
+    keras.utils.set_random_seed(0)
+    # the fused search network: stem, preprocessing, fan-outs, classifier
+    search = SearchNetwork(10, channels=4, layers=3, steps=2, multiplier=2)
+    search.build((None, 8, 8, 3))
+    kinds = check_fan_in_init(search, skip=search.arch_variables)
+    assert {"kernel", "bias", "dw1", "pw1", "dw2", "pw2", "dw", "pw", "fr1", "fr2"} <= kinds
+    # the reference edge's ops (what fused=False uses), FactorizedReduce included
+    edge = MixedEdge(8, strides=2, primitives=PRIMITIVES)
+    edge(np.zeros((2, 8, 8, 8), np.float32), np.ones(len(PRIMITIVES), np.float32))
+    assert {"kernel", "depthwise_kernel", "pointwise_kernel"} <= check_fan_in_init(edge)
+    # the evaluation network: every op kind, the auxiliary head, the classifier
+    genes = [("sep_conv_5x5", 0), ("dil_conv_3x3", 1), ("skip_connect", 0), ("max_pool_3x3", 1)]
+    genotype = Genotype(normal=genes, normal_concat=[2, 3], reduce=genes, reduce_concat=[2, 3])
+    model = EvalNetwork(genotype, num_classes=10, channels=4, layers=3, auxiliary=True)
+    model.build((None, 8, 8, 3))
+    assert {"kernel", "bias", "depthwise_kernel", "pointwise_kernel"} <= check_fan_in_init(model)
+    head = model.auxiliary_head  # its 768-channel conv: a large tensor, so a sharp check
+    assert np.abs(head.conv2.kernel.numpy()).max() == pytest.approx(
+        1 / np.sqrt(128 * head.kernel_size[0] * head.kernel_size[1]), rel=1e-3)
+    config = FanInUniform(fan_in=9, depthwise=True, seed=3).get_config()
+    assert FanInUniform.from_config(config).get_config() == config

@@ -34,7 +34,7 @@ from keras import layers, ops
 
 from kdarts.eval.cell import EvalCell
 from kdarts.genotype import Genotype, resolve_genotype
-from kdarts.ops import batch_norm
+from kdarts.ops import FanInUniform, batch_norm
 
 _PKG = "kdarts"
 
@@ -69,11 +69,13 @@ class AuxiliaryHead(layers.Layer):
         self.num_classes = int(num_classes)
         self.pool_size: tuple[int, int] | None = None
         self.kernel_size: tuple[int, int] | None = None
-        self.conv1 = layers.Conv2D(self.HIDDEN, 1, use_bias=False, name="conv1")
+        self.conv1 = layers.Conv2D(self.HIDDEN, 1, use_bias=False,
+                                   kernel_initializer=FanInUniform(), name="conv1")
         self.bn1 = batch_norm(True, name="bn1")
         self.bn2 = batch_norm(True, name="bn2")
         self.flatten = layers.Flatten(name="flatten")
-        self.classifier = layers.Dense(self.num_classes, name="classifier")
+        self.classifier = layers.Dense(self.num_classes, kernel_initializer=FanInUniform(),
+                                       name="classifier")
 
     def build(self, input_shape):
         height, width = input_shape[1], input_shape[2]
@@ -88,7 +90,7 @@ class AuxiliaryHead(layers.Layer):
         self.kernel_size = (min(self.KERNEL, pooled[0]), min(self.KERNEL, pooled[1]))
         # the 2x2 conv's kernel depends on the map size, so it is made here
         self.conv2 = layers.Conv2D(self.FEATURES, self.kernel_size, use_bias=False,
-                                   name="conv2")
+                                   kernel_initializer=FanInUniform(), name="conv2")
         shape = (input_shape[0], pooled[0], pooled[1], input_shape[-1])
         self.conv1.build(shape)
         shape = shape[:-1] + (self.HIDDEN,)
@@ -96,7 +98,10 @@ class AuxiliaryHead(layers.Layer):
         self.conv2.build(shape)
         shape = self.conv2.compute_output_shape(shape)
         self.bn2.build(shape)
-        self.classifier.build((shape[0], shape[1] * shape[2] * shape[3]))
+        features = shape[1] * shape[2] * shape[3]
+        # PyTorch's linear bias init U(±1/√in_features): known once the map size is
+        self.classifier.bias_initializer = FanInUniform(features)
+        self.classifier.build((shape[0], features))
 
     def call(self, x, training=None):
         # valid padding, so PyTorch's count_include_pad=False makes no difference
@@ -181,7 +186,8 @@ class EvalNetwork(keras.Model):
 
         stem_channels = self.stem_multiplier * self.channels
         self.stem_conv = keras.layers.Conv2D(stem_channels, 3, padding="same",
-                                             use_bias=False, name="stem_conv")
+                                             use_bias=False, kernel_initializer=FanInUniform(),
+                                             name="stem_conv")
         self.stem_bn = batch_norm(True, name="stem_bn")
 
         g = self.genotype
@@ -202,7 +208,10 @@ class EvalNetwork(keras.Model):
         self.auxiliary_head = (AuxiliaryHead(self.num_classes, name="auxiliary_head")
                                if self.auxiliary else None)
         self.global_pool = keras.layers.GlobalAveragePooling2D(name="global_pool")
-        self.classifier = keras.layers.Dense(self.num_classes, name="classifier")
+        features = len(self.cells[-1].concat) * self.cells[-1].channels
+        self.classifier = keras.layers.Dense(self.num_classes, kernel_initializer=FanInUniform(),
+                                             bias_initializer=FanInUniform(features),
+                                             name="classifier")
 
     def build(self, input_shape):
         shape = tuple(input_shape)

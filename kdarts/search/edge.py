@@ -28,14 +28,13 @@ Example:
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import keras
 import tensorflow as tf
 
 from kdarts.genotype import CRB_PRIMITIVES  # noqa: F401  (doc example)
-from kdarts.ops import BN_EPSILON, BN_MOMENTUM, check_primitives, make_op
+from kdarts.ops import BN_EPSILON, BN_MOMENTUM, FanInUniform, check_primitives, make_op
 
 _PKG = "kdarts"
 _CONV_KERNELS = {"sep_conv_3x3": 3, "sep_conv_5x5": 5, "dil_conv_3x3": 3, "dil_conv_5x5": 5}
@@ -167,10 +166,8 @@ class FanOut(keras.layers.Layer):
         self._params: dict[str, dict[str, keras.Variable]] = {}
 
         def conv(name, shape, fan_in):
-            # PyTorch's default conv init (kaiming-uniform, a=√5): U(±1/√fan_in)
-            bound = 1.0 / math.sqrt(fan_in)
-            return self.add_weight(shape=shape, name=name,
-                                   initializer=keras.initializers.RandomUniform(-bound, bound))
+            # PyTorch's default conv init, as every kernel in kdarts: U(±1/√fan_in)
+            return self.add_weight(shape=shape, name=name, initializer=FanInUniform(fan_in))
 
         def stats(name, shape):
             return (self.add_weight(shape=shape, name=f"{name}_mean", initializer="zeros",

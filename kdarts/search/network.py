@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from kdarts.eval.training import epoch_learning_rate
 from kdarts.genotype import CRB_PRIMITIVES, PRIMITIVES, Genotype, discretize, num_edges
-from kdarts.ops import batch_norm, check_primitives
+from kdarts.ops import FanInUniform, batch_norm, check_primitives
 from kdarts.search.activations import AlphaInitializer, activate, check_activation, prune
 from kdarts.search.cell import SearchCell
 from kdarts.search.regularizers import (
@@ -54,6 +54,9 @@ class SearchNetwork(keras.Model):
         primitives: candidate ops; default DARTS's 8, or 7 without ``none`` for crb.
         fused: compute all edges leaving a node together (fast); ``False`` runs one
             :class:`~kdarts.search.edge.MixedEdge` per edge as the reference does.
+
+    Every conv and dense kernel (and the classifier's bias) starts as PyTorch's default
+    init, :class:`~kdarts.ops.FanInUniform` U(±1/√fan_in); BN starts at scale 1, offset 0.
     """
 
     def __init__(self, num_classes: int, channels: int = 16, layers: int = 8, steps: int = 4,
@@ -77,7 +80,8 @@ class SearchNetwork(keras.Model):
         c = self.stem_multiplier * self.channels
         # DARTS's search stem BN is affine (nn.BatchNorm2d defaults): matches its parameter count
         self.stem = keras.Sequential([
-            keras.layers.Conv2D(c, 3, padding="same", use_bias=False, name="stem_conv"),
+            keras.layers.Conv2D(c, 3, padding="same", use_bias=False,
+                                kernel_initializer=FanInUniform(), name="stem_conv"),
             batch_norm(True, name="stem_bn"),
         ], name="stem")
         c_curr, reduction_prev = self.channels, False
@@ -92,7 +96,10 @@ class SearchNetwork(keras.Model):
                 name=f"cell{i}"))
             reduction_prev = reduction
         self.global_pool = keras.layers.GlobalAveragePooling2D(name="global_pool")
-        self.classifier = keras.layers.Dense(self.num_classes, name="classifier")
+        features = self.multiplier * c_curr
+        self.classifier = keras.layers.Dense(self.num_classes, kernel_initializer=FanInUniform(),
+                                             bias_initializer=FanInUniform(features),
+                                             name="classifier")
 
         shape = (num_edges(self.steps), len(self.primitives))
         init = AlphaInitializer(self.activation)
