@@ -80,9 +80,48 @@ class FanInUniform(keras.initializers.RandomUniform):
         return {**config, "fan_in": self.fan_in, "depthwise": self.depthwise}
 
 
-def batch_norm(affine: bool, name: str | None = None) -> layers.BatchNormalization:
-    """BatchNorm as the reference uses it; ``affine`` selects scale/offset."""
-    return layers.BatchNormalization(
+@keras.saving.register_keras_serializable(package=_PKG)
+class BatchNormalization(layers.BatchNormalization):
+    """Keras's BatchNormalization with PyTorch's moving variance: the *unbiased* batch variance.
+
+    PyTorch normalises a training batch with the biased variance but feeds the running
+    average with the unbiased one (× n/(n−1), n = B·H·W values per channel); Keras uses
+    the biased one for both. Only the training-time update differs: inference, the
+    weights (same names and shapes) and everything else are Keras's. The class keeps
+    Keras's name because Keras's weight files address layers held in lists by their
+    class name: models and checkpoints saved with the plain layer load unchanged.
+
+    Example:
+        >>> import numpy as np
+        >>> bn = BatchNormalization(momentum=0.9, epsilon=1e-5)
+        >>> y = bn(np.array([[1.0], [3.0]], "float32"), training=True)
+        >>> float(bn.moving_variance[0])   # 0.9·1 + 0.1·2 (unbiased: 2, biased: 1)
+        1.1
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable) or self.renorm or mask is not None:
+            return super().call(inputs, training=training, mask=mask)
+        # as Keras: statistics in float32 at least (half precision overflows)
+        x = ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
+        mean, variance = self._moments(x, None)
+        n = ops.cast(ops.size(x), x.dtype) / x.shape[self.axis]  # values per channel
+        unbiased = variance * n / ops.maximum(n - 1.0, 1.0)
+        m, dtype = self.momentum, self.moving_mean.dtype
+        self.moving_mean.assign(self.moving_mean * m + ops.cast(mean, dtype) * (1.0 - m))
+        self.moving_variance.assign(self.moving_variance * m
+                                    + ops.cast(unbiased, dtype) * (1.0 - m))
+        cast = lambda v: None if v is None else ops.cast(v, x.dtype)  # noqa: E731
+        outputs = ops.batch_normalization(x, mean, variance, axis=self.axis,
+                                          offset=cast(self.beta), scale=cast(self.gamma),
+                                          epsilon=self.epsilon)
+        return ops.cast(outputs, self.compute_dtype)
+
+
+def batch_norm(affine: bool, name: str | None = None) -> BatchNormalization:
+    """BatchNorm as the reference uses it (PyTorch's momentum, ε and moving variance);
+    ``affine`` selects scale/offset."""
+    return BatchNormalization(
         momentum=BN_MOMENTUM,
         epsilon=BN_EPSILON,
         center=affine,

@@ -215,3 +215,73 @@ def test_every_kernel_starts_as_pytorch_initialises_it():
         1 / np.sqrt(128 * head.kernel_size[0] * head.kernel_size[1]), rel=1e-3)
     config = FanInUniform(fan_in=9, depthwise=True, seed=3).get_config()
     assert FanInUniform.from_config(config).get_config() == config
+
+
+# -- BatchNorm: PyTorch's moving variance (unbiased), normalisation with the biased one ---
+
+
+def test_batch_norm_moving_variance_is_unbiased():
+    import keras
+
+    from kdarts.ops import BatchNormalization, batch_norm
+
+    x = np.random.default_rng(0).standard_normal((4, 3, 3, 5)).astype(np.float32) * 2 + 1
+    n = 4 * 3 * 3  # values per channel
+    mean, var = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))  # biased
+    bn = batch_norm(affine=True)
+    assert isinstance(bn, BatchNormalization)
+    y = bn(x, training=True).numpy()
+    np.testing.assert_allclose(y, (x - mean) / np.sqrt(var + EPS), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(bn.moving_mean.numpy(), 0.1 * mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), 0.9 + 0.1 * var * n / (n - 1),
+                               rtol=1e-5)
+    # inference is Keras's own BatchNormalization with the same weights
+    plain = keras.layers.BatchNormalization(epsilon=EPS)
+    plain.build(x.shape)
+    plain.set_weights(bn.get_weights())
+    np.testing.assert_allclose(bn(x).numpy(), plain(x).numpy(), rtol=1e-6)
+    assert BatchNormalization.from_config(bn.get_config()).momentum == pytest.approx(0.9)
+
+    # the fused fan-out's BN follows the same rule (here: the BN after a shared pool)
+    from kdarts.search.edge import FanOut
+
+    fan = FanOut(5, 1, ("max_pool_3x3", "skip_connect"), num_edges=2)
+    fan(x, np.ones((2, 2), np.float32), training=True)
+    pooled = np_pool(x, "max", 1)
+    moving_var = fan._params["max_pool_3x3"]["bn"][1].numpy()[0]
+    np.testing.assert_allclose(moving_var, 0.9 + 0.1 * pooled.var(axis=(0, 1, 2)) * n / (n - 1),
+                               rtol=1e-5)
+
+
+def test_models_saved_with_plain_batch_normalization_still_load(tmp_path, monkeypatch):
+    """A .keras file written when kdarts built Keras's plain BatchNormalization loads into
+    kdarts's BatchNormalization layers, with the same weights and outputs."""
+    import keras
+
+    import kdarts.eval.network
+    import kdarts.ops
+    from kdarts.eval import EvalNetwork
+    from kdarts.genotype import DARTS_V2
+    from kdarts.ops import BN_EPSILON, BN_MOMENTUM, BatchNormalization
+
+    def plain(affine, name=None):
+        return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
+                                               center=affine, scale=affine, name=name)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(kdarts.ops, "batch_norm", plain)
+        patch.setattr(kdarts.eval.network, "batch_norm", plain)
+        old = EvalNetwork(DARTS_V2, num_classes=3, channels=2, layers=3, auxiliary=True)
+        old.build((None, 8, 8, 3))
+    bns = [layer for layer in old._flatten_layers()
+           if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bns and not any(isinstance(layer, BatchNormalization) for layer in bns)
+    rng = np.random.default_rng(0)
+    for layer in bns:
+        layer.moving_variance.assign(rng.uniform(0.5, 2.0, layer.moving_variance.shape))
+    old.save(tmp_path / "old.keras")
+    loaded = keras.models.load_model(tmp_path / "old.keras")
+    assert all(isinstance(layer, BatchNormalization) for layer in loaded._flatten_layers()
+               if isinstance(layer, keras.layers.BatchNormalization))
+    x = rng.standard_normal((2, 8, 8, 3)).astype(np.float32)
+    np.testing.assert_array_equal(loaded(x).numpy(), old(x).numpy())

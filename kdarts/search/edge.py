@@ -208,11 +208,17 @@ class FanOut(keras.layers.Layer):
         return var if idx is None else tf.gather(var, idx)
 
     def _bn(self, y, stats, idx, training):
-        """BN without scale/offset on (N, C, k'); only the rows ``idx`` of the stats move."""
+        """BN without scale/offset on (N, C, k'); only the rows ``idx`` of the stats move.
+
+        As PyTorch (and :class:`kdarts.ops.BatchNormalization`): normalised with the biased batch
+        variance, the moving variance fed the unbiased one (× N/(N−1)).
+        """
         mean_var, var_var = stats  # (k, C)
         shape = tf.shape(y)
         if training:
             flat, mean, var = normalize(tf.reshape(y, [shape[0], -1]))
+            n = tf.cast(shape[0], var.dtype)
+            var = var * n / tf.maximum(n - 1.0, 1.0)
             for moving, value in ((mean_var, mean), (var_var, var)):
                 value = tf.transpose(tf.reshape(value, [self.channels, -1]))  # → (k', C)
                 new = BN_MOMENTUM * self._take(moving, idx) + (1.0 - BN_MOMENTUM) * value
