@@ -33,7 +33,6 @@ from kdarts.search.regularizers import (
     ADMM,
     NoRegularizer,
     Proximity,
-    admm_update,
     discrete_onehot,
     get_regularizer,
 )
@@ -110,7 +109,7 @@ class SearchNetwork(keras.Model):
         # crb prune mask: 1 = alive; softmax keeps it all ones
         self.mask_normal = state("mask_normal", shape, "ones")
         self.mask_reduce = state("mask_reduce", shape, "ones")
-        # ADMM auxiliary (Z) and scaled dual (U); Z starts at act(α₀) on the first step
+        # ADMM auxiliary (Z) and scaled dual (U); Z starts at act(α₀) (spec) or α₀ (reference)
         self.admm_z_normal = state("admm_z_normal", shape)
         self.admm_z_reduce = state("admm_z_reduce", shape)
         self.admm_u_normal = state("admm_u_normal", shape)
@@ -196,7 +195,8 @@ class SearchNetwork(keras.Model):
             loss, metrics: default sparse CE from logits and accuracy.
             arch_optimizer: α optimizer; default Adam(3e-4, betas 0.5/0.999).
             schedule: ``"dynamic"``, ``"fixed"``, or a ``FixedSchedule``/``DynamicSchedule``.
-            regularizer: ``"proximity"``, ``"admm"``, ``"none"``/None, or an instance.
+            regularizer: ``"proximity"``, ``"admm"``, ``"none"``/None, or an instance
+                (e.g. ``ADMM(variant="reference")`` for the authors' ADMM rules).
             search_data: the search split, a ``tf.data.Dataset`` of ``(x, y)`` batches
                 (repeated; it is read only on steps that update α).
             unrolled: DARTS's second-order α gradient instead of the first-order one.
@@ -292,10 +292,10 @@ class SearchNetwork(keras.Model):
         if isinstance(x, tf.data.Dataset) and x.cardinality() == tf.data.INFINITE_CARDINALITY:
             x = x.skip(step)
         self._search_iterator = iter(self.search_data.repeat().skip(int(self.alpha_steps.numpy())))
-        if step == 0:  # SPEC §6: Z starts at act(α₀)
-            for z, act in zip((self.admm_z_normal, self.admm_z_reduce),
-                              self.activated_weights()):
-                z.assign(act)
+        if step == 0 and isinstance(self.regularizer, ADMM):  # Z starts at act(α₀) (or α₀)
+            for z, alpha, act in zip((self.admm_z_normal, self.admm_z_reduce),
+                                     self.arch_variables, self.activated_weights()):
+                z.assign(self.regularizer.initial_z(alpha, act))
         self.train_function = None  # the step captures the new search iterator
         kwargs.setdefault("shuffle", False)  # the data streams are shuffled by kdarts.data
         return super().fit(x, y, epochs=epochs, initial_epoch=initial_epoch,
@@ -387,19 +387,19 @@ class SearchNetwork(keras.Model):
                 new_a, new_m = prune(a, m)  # a pruned α is 0 and never moves again
                 m.assign(new_m)
                 a.assign(new_a)
-        n = self.alpha_steps.assign_add(1)
-        if isinstance(self.regularizer, ADMM):
-            tf.cond(tf.equal(n % self.regularizer.every, 0), self._admm_update, tf.no_op)
+        self.alpha_steps.assign_add(1)
         return ce, reg
 
     def _admm_update(self):
-        acts = self.activated_weights()
-        for act, z, u, m in zip(acts, [self.admm_z_normal, self.admm_z_reduce],
-                                [self.admm_u_normal, self.admm_u_reduce], self._masks()):
+        """One Z/U update of both cell types, by the regulariser's variant's rule."""
+        reg = self.regularizer
+        for alpha, act, z, u, m in zip(self.arch_variables, self.activated_weights(),
+                                       [self.admm_z_normal, self.admm_z_reduce],
+                                       [self.admm_u_normal, self.admm_u_reduce], self._masks()):
             new_z, new_u = tf.numpy_function(
-                lambda a, z_, u_, m_: admm_update(a, z_, u_, m_, self.primitives, self.steps,
-                                                  self.regularizer.dual_decay),
-                [act, z, u, m], [tf.float32, tf.float32], stateful=False)
+                lambda a, c, z_, u_, m_: reg.update(a, c, z_, u_, m_, self.primitives,
+                                                    self.steps, self.activation),
+                [alpha, act, z, u, m], [tf.float32, tf.float32], stateful=False)
             z.assign(tf.reshape(new_z, z.shape))
             u.assign(tf.reshape(new_u, u.shape))
         return tf.no_op()
@@ -445,6 +445,10 @@ class SearchNetwork(keras.Model):
         loss, logits, fi = self._weight_step(x, y)
         ewma = getattr(self.schedule, "ewma", 0.2)
         self.fi_ewma.assign(update_fi_ewma(self.fi_ewma, fi, tf.equal(step, 1), ewma))
+
+        # 3. ADMM: Z and U at the end of the minibatch, when the variant's period says
+        if isinstance(self.regularizer, ADMM):
+            tf.cond(self.regularizer.due(self.alpha_steps, take), self._admm_update, tf.no_op)
 
         weight = tf.cast(take, tf.float32)
         self._search_metrics["search_loss"].update_state(search_loss, sample_weight=weight)
