@@ -225,12 +225,32 @@ def test_coupled_weight_decay_sgd_matches_pytorch_semantics():
         CoupledWeightDecaySGD(0.1, weight_decay=1e-4)
 
 
+class _DropPathProbe(keras.callbacks.Callback):
+    """The drop-path probability each epoch trains with (read at its first batch)."""
+
+    def __init__(self):
+        super().__init__()
+        self.values = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == 0:
+            self.values.append(float(self.model.drop_path_prob.numpy()))
+
+
+def test_compile_eval_network_leaves_the_ramp_to_the_model():
+    model = EvalNetwork(DARTS_V2, num_classes=3, channels=2, layers=3, drop_path_prob=0.2)
+    assert float(model.drop_path_prob.numpy()) == 0.0  # the ramp starts at 0, not at 0.2
+    assert compile_eval_network(model, epochs=4, steps_per_epoch=1) == []
+    (override,) = compile_eval_network(model, epochs=4, steps_per_epoch=1, drop_path_prob=0.3)
+    assert isinstance(override, DropPathSchedule) and override.value(2) == pytest.approx(0.15)
+
+
 @pytest.mark.slow
 def test_fit_with_aux_loss_and_keras_round_trip(tmp_path):
     model = EvalNetwork(DARTS_V2, num_classes=10, channels=4, layers=3, seed=1,
                         drop_path_prob=0.2)
     model.build((None, 8, 8, 3))
-    callbacks = compile_eval_network(model, epochs=2, steps_per_epoch=1)
+    callbacks = compile_eval_network(model, epochs=2, steps_per_epoch=1)  # README usage
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 8, 8, 3)).astype("float32")
     y = rng.integers(0, 10, size=4)
@@ -250,12 +270,18 @@ def test_fit_with_aux_loss_and_keras_round_trip(tmp_path):
     assert total == pytest.approx(main + 0.4 * cross_entropy(aux_logits), rel=1e-5)
     assert total > main
 
-    history = model.fit(x, y, batch_size=4, epochs=2, callbacks=callbacks, verbose=0)
+    probe = _DropPathProbe()
+    history = model.fit(x, y, batch_size=4, epochs=2, callbacks=callbacks + [probe],
+                        verbose=0)
     assert np.isfinite(history.history["loss"]).all()
     assert "accuracy" in history.history
     assert int(model.optimizer.iterations.numpy()) == 2
-    # the ramp set epoch 1's value: 0.2 * 1 / 2
-    assert float(model.drop_path_prob.numpy()) == pytest.approx(0.1)
+    # the model ramps drop-path by itself, from 0: 0.2 * epoch / 2 at each epoch start
+    assert probe.values == pytest.approx([0.0, 0.1])
+    # a plain fit resumed at epoch 2 of 4 continues the ramp: 0.2 * 2 / 4, 0.2 * 3 / 4
+    probe.values.clear()
+    model.fit(x, y, batch_size=4, epochs=4, initial_epoch=2, callbacks=[probe], verbose=0)
+    assert probe.values == pytest.approx([0.1, 0.15])
     assert isinstance(model.evaluate(x, y, verbose=0), list)
 
     # .keras round trip: same inference outputs, drop-path state, genotype, optimizer
@@ -268,7 +294,7 @@ def test_fit_with_aux_loss_and_keras_round_trip(tmp_path):
     assert loaded.get_config()["genotype"] == DARTS_V2.to_dict()
     assert float(loaded.drop_path_prob.numpy()) == pytest.approx(0.123)
     assert isinstance(loaded.optimizer, CoupledWeightDecaySGD)
-    assert int(loaded.optimizer.iterations.numpy()) == 2
+    assert int(loaded.optimizer.iterations.numpy()) == 4
     np.testing.assert_array_equal(np.asarray(loaded(x, training=False)),
                                   np.asarray(model(x, training=False)))
 

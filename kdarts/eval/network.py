@@ -33,6 +33,7 @@ import keras
 from keras import layers, ops
 
 from kdarts.eval.cell import EvalCell
+from kdarts.eval.training import DropPathSchedule
 from kdarts.genotype import Genotype, resolve_genotype
 from kdarts.ops import FanInUniform, batch_norm
 
@@ -130,9 +131,10 @@ class EvalNetwork(keras.Model):
         layers: number of cells (20 in DARTS).
         auxiliary: attach the auxiliary head after cell ``2*layers//3``
             (used in training only).
-        drop_path_prob: initial value of the drop-path probability variable
-            ``model.drop_path_prob``; :class:`~kdarts.eval.DropPathSchedule`
-            ramps it from 0 to its maximum during ``fit``.
+        drop_path_prob: maximum of the drop-path ramp (DARTS's
+            ``--drop_path_prob``): :meth:`fit` sets ``model.drop_path_prob`` to
+            ``drop_path_prob * epoch / epochs`` at the start of every epoch, so
+            training starts without drop-path, as the reference's does.
         stem_multiplier: the stem has ``stem_multiplier * C`` channels.
         auxiliary_weight: weight of the auxiliary loss (0.4 in DARTS); read
             when the train step is traced, so set it before ``compile``.
@@ -140,7 +142,8 @@ class EvalNetwork(keras.Model):
 
     Attributes:
         drop_path_prob: non-trainable scalar variable holding the current
-            drop-path probability (checkpointed and saved with the model).
+            drop-path probability (checkpointed and saved with the model); 0
+            until ``fit`` ramps it.
         stem_conv, stem_bn, cells, auxiliary_head (None if not auxiliary),
         global_pool, classifier: the sublayers.
 
@@ -178,10 +181,10 @@ class EvalNetwork(keras.Model):
         self.auxiliary_index = 2 * self.num_layers // 3
 
         # a variable (not a Python float) so the traced train step reads the
-        # current value and checkpoints keep it
+        # current value and checkpoints keep it; the ramp starts at 0
         self.drop_path_prob = self.add_weight(
             shape=(), dtype="float32", trainable=False, name="drop_path_prob",
-            initializer=keras.initializers.Constant(self.initial_drop_path_prob),
+            initializer="zeros",
         )
 
         stem_channels = self.stem_multiplier * self.channels
@@ -249,7 +252,24 @@ class EvalNetwork(keras.Model):
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.num_classes)
 
-    # -- training: the auxiliary loss, with metrics on the main logits only --
+    # -- training: the drop-path ramp, the auxiliary loss, metrics on the main logits --
+
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+            **kwargs):
+        """Keras ``fit``, with the model's drop-path ramp (DARTS's ``train.py``).
+
+        At the start of every epoch ``drop_path_prob`` is set to
+        ``max · epoch / epochs`` (0-based epoch, ``max`` the configured
+        ``drop_path_prob``) by a :class:`~kdarts.eval.DropPathSchedule` added here,
+        so a plain ``fit`` ramps from 0 and ``fit(initial_epoch=k)`` resumes the
+        ramp. A ``DropPathSchedule`` among ``callbacks`` replaces it.
+        """
+        callbacks = [] if callbacks is None else list(callbacks)
+        if not any(isinstance(c, DropPathSchedule) for c in callbacks):
+            callbacks.append(DropPathSchedule(self.initial_drop_path_prob, epochs))
+        return super().fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
+                           callbacks=callbacks, **kwargs)
+
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The compiled loss on the logits + ``auxiliary_weight`` × aux cross-entropy.

@@ -10,7 +10,7 @@
   epoch, in the reference's call order (``CosineAnnealingLR.step()`` at the
   start of every epoch, so epoch ``e`` trains at ``η(e+1)``).
 * :class:`DropPathSchedule`: the drop-path probability ramp
-  ``max_prob * epoch / epochs``.
+  ``max_prob * epoch / epochs``; :meth:`EvalNetwork.fit` adds it by itself.
 * :func:`compile_eval_network`: all of it plus sparse cross-entropy from
   logits and accuracy; the auxiliary loss is added by
   :meth:`EvalNetwork.compute_loss`.
@@ -168,8 +168,12 @@ class DropPathSchedule(keras.callbacks.Callback):
     continues the ramp. The value lives in the model's variable, so it is
     saved with checkpoints.
 
+    :meth:`EvalNetwork.fit` adds one with the model's configured maximum and
+    ``fit``'s ``epochs``; pass one yourself to ramp to another maximum or over
+    another length.
+
     Example:
-        >>> model.fit(ds, epochs=600, callbacks=[DropPathSchedule(0.2, epochs=600)])
+        >>> model.fit(ds, epochs=600, callbacks=[DropPathSchedule(0.3, epochs=600)])
     """
 
     def __init__(self, max_prob: float, epochs: int):
@@ -211,14 +215,17 @@ def compile_eval_network(model, epochs: int, steps_per_epoch: int, lr: float = 0
     Args:
         model: the network (its ``auxiliary_weight`` is set here).
         epochs, steps_per_epoch: the training length, for the schedules.
-        drop_path_prob: maximum of the drop-path ramp; None uses the
-            model's configured ``drop_path_prob``.
+        drop_path_prob: maximum of the drop-path ramp; None keeps the
+            model's configured ``drop_path_prob`` (the ramp ``EvalNetwork.fit``
+            runs by itself).
         jit_compile: XLA; off by default because it made depthwise
             convolutions several times slower on CPU (DESIGN notes).
         **compile_kwargs: passed to ``model.compile`` (e.g. ``steps_per_execution``).
 
     Returns:
-        ``[DropPathSchedule(...)]``: pass to ``model.fit(callbacks=...)``.
+        The callbacks to pass to ``model.fit``: empty, unless ``drop_path_prob``
+        overrides the model's ramp maximum (then ``[DropPathSchedule(...)]``). The
+        ramp itself belongs to the model, so a ``fit`` without them still ramps.
 
     Example:
         >>> callbacks = compile_eval_network(model, epochs=600, steps_per_epoch=521)
@@ -247,5 +254,6 @@ def compile_eval_network(model, epochs: int, steps_per_epoch: int, lr: float = 0
         # (a variable created while tracing forces a retrace): ~half the
         # start-up time of fit on CPU.
         optimizer.build(model.trainable_variables)
-    max_prob = model.initial_drop_path_prob if drop_path_prob is None else drop_path_prob
-    return [DropPathSchedule(max_prob, epochs)]
+    if drop_path_prob is None:
+        return []
+    return [DropPathSchedule(drop_path_prob, epochs)]
