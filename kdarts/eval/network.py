@@ -270,7 +270,6 @@ class EvalNetwork(keras.Model):
         return super().fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
                            callbacks=callbacks, **kwargs)
 
-
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The compiled loss on the logits + ``auxiliary_weight`` × aux cross-entropy.
 

@@ -210,8 +210,8 @@ class FanOut(keras.layers.Layer):
     def _bn(self, y, stats, idx, training):
         """BN without scale/offset on (N, C, k'); only the rows ``idx`` of the stats move.
 
-        As PyTorch (and :class:`kdarts.ops.BatchNormalization`): normalised with the biased batch
-        variance, the moving variance fed the unbiased one (× N/(N−1)).
+        As PyTorch (and :class:`kdarts.ops.BatchNormalization`): normalised with the
+        biased batch variance, the moving variance fed the unbiased one (× N/(N−1)).
         """
         mean_var, var_var = stats  # (k, C)
         shape = tf.shape(y)

@@ -101,7 +101,7 @@ def admm_update_reference(alpha: np.ndarray, u: np.ndarray, mask: np.ndarray,
         >>> alpha = np.full((5, 3), 0.2, "float32"); alpha[0, 1] = 1.4
         >>> z, u = admm_update_reference(alpha, np.zeros_like(alpha), np.ones_like(alpha),
         ...                              ["max_pool_3x3", "skip_connect", "sep_conv_3x3"], 2)
-        >>> float(u[0, 1])   # the raw α (1.4) minus Z (1), not act(α) (1) minus Z
+        >>> round(float(u[0, 1]), 6)   # the raw α (1.4) minus Z (1), not act(α) minus Z
         0.4
     """
     alpha, u, mask = (np.asarray(a, np.float32) for a in (alpha, u, mask))
