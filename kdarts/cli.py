@@ -71,7 +71,8 @@ def _run(work: Callable[[], object], tensorflow: bool = True):
     except RunError as err:
         raise click.ClickException(" ".join(str(err).split())) from None
     except KeyboardInterrupt as err:
-        message = str(err) if isinstance(err, RunInterrupted) else f"interrupted; {interrupt_note()}"
+        message = (str(err) if isinstance(err, RunInterrupted)
+                   else f"interrupted; {interrupt_note()}")
         _exit_interrupted(message)
     finally:
         if watchdog is not None:
@@ -166,6 +167,10 @@ _d = SEARCH_DEFAULTS
                  help="ρ, the regulariser's weight."),
     click.option("--admm-every", type=click.IntRange(min=1), default=_d["admm_every"],
                  help="ADMM: update Z and U every this many α steps."),
+    click.option("--admm-variant", type=click.Choice(["spec", "reference"]),
+                 default=_d["admm_variant"],
+                 help="ADMM rules: spec (docs/method.md §6) or reference (the authors' code; "
+                      "--admm-every 10 then updates every 9 α steps; docs/fidelity.md)."),
     click.option("--split", type=click.Choice(["dynamic", "half"]), default=_d["split"],
                  help="Search split: 1/(1+k) of the training data (dynamic) or 50/50."),
     click.option("--batch-size", type=click.IntRange(min=1),

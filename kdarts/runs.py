@@ -46,7 +46,8 @@ from kdarts.genotype import PRIMITIVES, Genotype, GenotypeError, atomic_write_te
 #: split, proximity ρ=0.1) at a size the 8x8 digits search in a few minutes on 2 CPU cores.
 SEARCH_DEFAULTS: dict = dict(
     dataset=DEFAULT_DATASET, epochs=8, activation="crb", schedule="dynamic", every=10,
-    reg="proximity", rho=0.1, admm_every=10, split="dynamic", batch_size=32, channels=8,
+    reg="proximity", rho=0.1, admm_every=10, admm_variant="spec", split="dynamic",
+    batch_size=32, channels=8,
     layers=5, steps=4, primitives=None, max_examples=None, seed=0, unrolled=False,
 )
 #: Evaluation training defaults for the digits (DARTS's recipe, smaller and shorter).
@@ -476,7 +477,8 @@ def _search(out, opts, args, state, download, data_dir, stop_after_epoch, report
     schedule = (DynamicSchedule(every=opts["every"]) if opts["schedule"] == "dynamic"
                 else FixedSchedule(every=opts["every"]))
     regularizer = {"proximity": lambda: Proximity(rho=opts["rho"]),
-                   "admm": lambda: ADMM(rho=opts["rho"], every=opts["admm_every"]),
+                   "admm": lambda: ADMM(rho=opts["rho"], every=opts["admm_every"],
+                                        variant=opts["admm_variant"]),
                    "none": NoRegularizer}[opts["reg"]]()
     model.compile(schedule=schedule, regularizer=regularizer, search_data=search_ds,
                   unrolled=opts["unrolled"])

@@ -198,7 +198,7 @@ def fake_run(folder, **changes):
     folder.mkdir()
     args = {"dataset": "kdarts_digits", "epochs": 8, "activation": "crb",
             "schedule": "dynamic", "every": 10, "reg": "proximity", "rho": 0.1,
-            "admm_every": 10, "split": "dynamic", "batch_size": 32, "channels": 8,
+            "admm_every": 10, "admm_variant": "spec", "split": "dynamic", "batch_size": 32, "channels": 8,
             "layers": 5, "steps": 4, "primitives": None, "max_examples": None, "seed": 0,
             "unrolled": False, **changes}
     (folder / "run.json").write_text(json.dumps({"command": "search", "args": args}))
