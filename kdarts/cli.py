@@ -18,7 +18,6 @@ by the commands that need it, so ``--help`` and ``--version`` answer at once.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
 from importlib import metadata
@@ -29,11 +28,13 @@ import click
 from kdarts.data.catalog import DATASETS, DEFAULT_DATASET
 from kdarts.export import FORMATS, INPUT_DTYPES, QUANTIZATIONS
 from kdarts.runs import (
+    DATASET_DEFAULTS,
     EXPORT_DIR,
     SEARCH_DEFAULTS,
     TRAIN_DEFAULTS,
     RunError,
     RunInterrupted,
+    SigintWatchdog,
     check_writable,
     describe_export,
     export_run,
@@ -58,14 +59,12 @@ def _version() -> str:
 def _run(work: Callable[[], object], tensorflow: bool = True):
     """Run a command's work: RunError → one-line error; Ctrl-C → what was kept, exit 130.
 
-    TensorFlow can hold the interpreter for a minute while it traces or optimises
-    a graph, and Python only sees Ctrl-C after that. A watchdog thread wakes on the
-    signal at once; if the work has not stopped within a few seconds, it prints
-    the same message and ends the process (every file kdarts writes is written
-    atomically, so nothing half-written is left).
+    TensorFlow can hold the interpreter for a minute while it optimises a graph, and
+    Python only sees Ctrl-C after that: :class:`~kdarts.runs.SigintWatchdog` then
+    prints the same message and ends the process.
     """
-    done = threading.Event()
-    watchdog = _Watchdog(done) if threading.current_thread() is threading.main_thread() else None
+    watchdog = (SigintWatchdog(INTERRUPT_GRACE_S)
+                if threading.current_thread() is threading.main_thread() else None)
     try:
         if tensorflow:
             _set_threads()
@@ -73,10 +72,10 @@ def _run(work: Callable[[], object], tensorflow: bool = True):
     except RunError as err:
         raise click.ClickException(" ".join(str(err).split())) from None
     except KeyboardInterrupt as err:
-        message = str(err) if isinstance(err, RunInterrupted) else f"interrupted; {interrupt_note()}"
+        message = (str(err) if isinstance(err, RunInterrupted)
+                   else f"interrupted; {interrupt_note()}")
         _exit_interrupted(message)
     finally:
-        done.set()
         if watchdog is not None:
             watchdog.stop()
 
@@ -84,36 +83,6 @@ def _run(work: Callable[[], object], tensorflow: bool = True):
 def _exit_interrupted(message: str) -> None:
     click.echo(f"\nError: {' '.join(message.split())}", err=True)
     sys.exit(130)
-
-
-class _Watchdog:
-    """Ends the process if Ctrl-C is not handled within :data:`INTERRUPT_GRACE_S`."""
-
-    def __init__(self, done: threading.Event):
-        self.done = done
-        self.read_fd, self.write_fd = os.pipe()
-        os.set_blocking(self.write_fd, False)
-        self.previous_fd = signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
-        self.stderr_fd = os.dup(2)  # stays the terminal while native code's stderr is muted
-        self.thread = threading.Thread(target=self._watch, daemon=True, name="kdarts-sigint")
-        self.thread.start()
-
-    def _watch(self) -> None:
-        while True:
-            data = os.read(self.read_fd, 64)  # the C-level handler writes here at once
-            if not data or self.done.is_set():
-                return
-            if signal.SIGINT in data and not self.done.wait(INTERRUPT_GRACE_S):
-                os.write(self.stderr_fd, f"\nError: interrupted; "
-                         f"{' '.join(interrupt_note().split())}\n".encode())
-                os._exit(130)
-
-    def stop(self) -> None:
-        signal.set_wakeup_fd(self.previous_fd)
-        os.close(self.write_fd)  # ends the thread's read
-        self.thread.join(1.0)
-        os.close(self.read_fd)
-        os.close(self.stderr_fd)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True,
@@ -174,6 +143,15 @@ def _options(options):
     return decorate
 
 
+def _by_dataset(command: str, key: str) -> dict:
+    """An option whose default depends on --dataset: None here, resolved by kdarts.runs."""
+    base = (SEARCH_DEFAULTS if command == "search" else TRAIN_DEFAULTS)[key]
+    paper = {v[command][key] for v in DATASET_DEFAULTS.values() if key in v[command]}
+    names = "/".join(n for n, v in DATASET_DEFAULTS.items() if key in v[command])
+    shown = f"{base}" + (f"; {names}: {paper.pop()}" if paper else "")
+    return dict(default=None, show_default=shown)
+
+
 # ----------------------------------------------------------------------------- search
 
 _d = SEARCH_DEFAULTS
@@ -181,8 +159,8 @@ _d = SEARCH_DEFAULTS
 
 @main.command()
 @_options([
-    click.option("--epochs", type=click.IntRange(min=1), default=_d["epochs"],
-                 help="Search epochs (the paper: 50 on CIFAR-10)."),
+    click.option("--epochs", type=click.IntRange(min=1), **_by_dataset("search", "epochs"),
+                 help="Search epochs."),
     click.option("--activation", type=click.Choice(["crb", "softmax"]), default=_d["activation"],
                  help="α activation: crb (clip to [0,1], prune at 0) or softmax (DARTS)."),
     click.option("--schedule", type=click.Choice(["dynamic", "fixed"]), default=_d["schedule"],
@@ -195,13 +173,18 @@ _d = SEARCH_DEFAULTS
                  help="ρ, the regulariser's weight."),
     click.option("--admm-every", type=click.IntRange(min=1), default=_d["admm_every"],
                  help="ADMM: update Z and U every this many α steps."),
+    click.option("--admm-variant", type=click.Choice(["spec", "reference"]),
+                 default=_d["admm_variant"],
+                 help="ADMM rules: spec (docs/method.md §6) or reference (the authors' code; "
+                      "--admm-every 10 then updates every 9 α steps; docs/fidelity.md)."),
     click.option("--split", type=click.Choice(["dynamic", "half"]), default=_d["split"],
                  help="Search split: 1/(1+k) of the training data (dynamic) or 50/50."),
-    click.option("--batch-size", type=click.IntRange(min=1), default=_d["batch_size"]),
-    click.option("--channels", type=click.IntRange(min=1), default=_d["channels"],
-                 help="C of the search network (the paper: 16)."),
-    click.option("--layers", type=click.IntRange(min=3), default=_d["layers"],
-                 help="Cells of the search network (the paper: 8)."),
+    click.option("--batch-size", type=click.IntRange(min=1),
+                 **_by_dataset("search", "batch_size")),
+    click.option("--channels", type=click.IntRange(min=1), **_by_dataset("search", "channels"),
+                 help="C of the search network."),
+    click.option("--layers", type=click.IntRange(min=3), **_by_dataset("search", "layers"),
+                 help="Cells of the search network."),
     click.option("--steps", type=click.IntRange(min=1), default=_d["steps"],
                  help="Intermediate nodes per cell (all concatenated)."),
     click.option("--primitives", default=None,
@@ -240,20 +223,20 @@ _t = TRAIN_DEFAULTS
     click.option("--genotype", required=True,
                  help="A genotype JSON file, a search folder holding one, or a preset "
                       "(DARTS_V1, DARTS_V2)."),
-    click.option("--epochs", type=click.IntRange(min=1), default=_t["epochs"],
-                 help="Training epochs (DARTS: 600 on CIFAR-10)."),
-    click.option("--channels", type=click.IntRange(min=1), default=_t["channels"],
-                 help="C of the network (DARTS: 36)."),
-    click.option("--layers", type=click.IntRange(min=1), default=_t["layers"],
-                 help="Cells (DARTS: 20)."),
-    click.option("--batch-size", type=click.IntRange(min=1), default=_t["batch_size"],
-                 help="DARTS: 96."),
-    click.option("--cutout", type=click.IntRange(min=0), default=_t["cutout"],
-                 help="Cutout square side in pixels, 0 for none (DARTS: 16 on 32x32)."),
+    click.option("--epochs", type=click.IntRange(min=1), **_by_dataset("train", "epochs"),
+                 help="Training epochs."),
+    click.option("--channels", type=click.IntRange(min=1), **_by_dataset("train", "channels"),
+                 help="C of the network."),
+    click.option("--layers", type=click.IntRange(min=1), **_by_dataset("train", "layers"),
+                 help="Cells."),
+    click.option("--batch-size", type=click.IntRange(min=1),
+                 **_by_dataset("train", "batch_size")),
+    click.option("--cutout", type=click.IntRange(min=0), **_by_dataset("train", "cutout"),
+                 help="Cutout square side in pixels, 0 for none."),
     click.option("--auxiliary/--no-auxiliary", default=_t["auxiliary"],
                  help="Auxiliary head (loss weight 0.4) during training."),
-    click.option("--drop-path", type=float, default=_t["drop_path"],
-                 help="Final drop-path probability of the linear ramp (DARTS: 0.2)."),
+    click.option("--drop-path", type=float, **_by_dataset("train", "drop_path"),
+                 help="Final drop-path probability of the linear ramp."),
     click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), default=_t["lr"],
                  help="Initial learning rate (cosine to 0)."),
     click.option("--max-examples", type=click.IntRange(min=1), default=None,

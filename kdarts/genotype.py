@@ -1,4 +1,4 @@
-"""Genotypes: the discrete architecture a search produces (SPEC §3).
+"""Genotypes: the discrete architecture a search produces (docs/method.md §3).
 
 A genotype lists, for each cell type, two ``(op_name, input_index)`` pairs per
 intermediate node. One numbering serves every output of kdarts (genotype.json,
@@ -35,7 +35,7 @@ PRIMITIVES: tuple[str, ...] = (
     "dil_conv_3x3",
     "dil_conv_5x5",
 )
-"""The DARTS candidate operations, in the reference order (SPEC §1)."""
+"""The DARTS candidate operations, in the reference order (docs/method.md §1)."""
 
 CRB_PRIMITIVES: tuple[str, ...] = tuple(p for p in PRIMITIVES if p != "none")
 """The candidate operations for the ``crb`` activation: DARTS's without ``none``."""
@@ -58,7 +58,7 @@ def edge_index(node: int, source: int) -> int:
 def discretize(
     weights: np.ndarray, primitives: Sequence[str], steps: int = 4
 ) -> tuple[list[tuple[str, int]], np.ndarray]:
-    """Discretise activated architecture weights (SPEC §3).
+    """Discretise activated architecture weights (docs/method.md §3).
 
     For each intermediate node, incoming edges are ranked by their largest
     weight over non-``none`` ops (stable, descending: ties keep the lower input

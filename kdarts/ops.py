@@ -1,8 +1,11 @@
-"""The DARTS candidate operations (SPEC §1) as Keras layers, NHWC.
+"""The DARTS candidate operations (docs/method.md §1) as Keras layers, NHWC.
 
 Shared by the search network's reference edge (:class:`kdarts.search.MixedEdge`)
 and the evaluation network's cells. ``affine=False`` gives the search network's
 BatchNorm without scale/offset; ``affine=True`` the evaluation network's.
+
+Every conv and dense kernel in kdarts (search and evaluation network) starts as
+PyTorch's defaults start them, :class:`FanInUniform`: U(±1/√fan_in).
 
 Example:
     >>> import numpy as np
@@ -14,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import keras
@@ -24,9 +28,102 @@ BN_MOMENTUM = 0.9  # PyTorch's momentum 0.1 expressed the Keras way
 BN_EPSILON = 1e-5  # PyTorch's default, as in the reference code
 
 
-def batch_norm(affine: bool, name: str | None = None) -> layers.BatchNormalization:
-    """BatchNorm as the reference uses it; ``affine`` selects scale/offset."""
-    return layers.BatchNormalization(
+@keras.saving.register_keras_serializable(package=_PKG)
+class FanInUniform(keras.initializers.RandomUniform):
+    """PyTorch's default init of conv and linear layers: U(±1/√fan_in).
+
+    ``kaiming_uniform_(a=√5)`` on a weight gives exactly this bound, and so does
+    PyTorch's init of a linear layer's bias. ``fan_in`` is the inputs one output
+    sees: in_channels/groups × k × k for a conv, so k×k for a depthwise conv
+    (``depthwise=True``; Keras's depthwise kernels are (k, k, C, 1)). Without
+    ``fan_in`` it is read from the kernel's shape, all axes but the last (Keras's
+    (k, k, in, out) conv and (in, out) dense kernels); a bias needs it given.
+
+    Args:
+        fan_in: the fan-in, when the shape does not tell it (biases, fused kernels).
+        depthwise: the kernel is a Keras depthwise kernel (k, k, C, multiplier).
+        seed: as for :class:`keras.initializers.RandomUniform`.
+
+    Example:
+        >>> conv = keras.layers.Conv2D(16, 3, kernel_initializer=FanInUniform())
+        >>> dense = keras.layers.Dense(10, kernel_initializer=FanInUniform(),
+        ...                            bias_initializer=FanInUniform(fan_in=64))
+        >>> w = FanInUniform(depthwise=True)((3, 3, 8, 1))   # bound 1/√9
+    """
+
+    def __init__(self, fan_in: int | None = None, depthwise: bool = False, seed=None):
+        super().__init__(seed=seed)
+        self.fan_in = None if fan_in is None else int(fan_in)
+        self.depthwise = bool(depthwise)
+
+    def bound(self, shape) -> float:
+        """``1/√fan_in`` for a variable of ``shape``."""
+        if self.fan_in is not None:
+            fan_in = self.fan_in
+        elif self.depthwise:
+            fan_in = math.prod(shape[:-2])
+        elif len(shape) < 2:
+            raise ValueError(f"FanInUniform: give fan_in for a variable of shape {tuple(shape)}")
+        else:
+            fan_in = math.prod(shape[:-1])
+        return 1.0 / math.sqrt(max(fan_in, 1))
+
+    def __call__(self, shape, dtype=None):
+        bound = self.bound(shape)
+        return keras.random.uniform(shape, minval=-bound, maxval=bound, seed=self.seed,
+                                    dtype=dtype)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        for key in ("minval", "maxval"):
+            config.pop(key, None)
+        return {**config, "fan_in": self.fan_in, "depthwise": self.depthwise}
+
+
+@keras.saving.register_keras_serializable(package=_PKG)
+class BatchNormalization(layers.BatchNormalization):
+    """Keras's BatchNormalization with PyTorch's moving variance: the *unbiased* batch variance.
+
+    PyTorch normalises a training batch with the biased variance but feeds the running
+    average with the unbiased one (× n/(n−1), n = B·H·W values per channel); Keras uses
+    the biased one for both. Only the training-time update differs: inference, the
+    weights (same names and shapes) and everything else are Keras's. The class keeps
+    Keras's name because Keras's weight files address layers held in lists by their
+    class name: models and checkpoints saved with the plain layer load unchanged.
+
+    Example:
+        >>> import numpy as np
+        >>> bn = BatchNormalization(momentum=0.9, epsilon=1e-5)
+        >>> y = bn(np.array([[1.0], [3.0]], "float32"), training=True)
+        >>> round(float(bn.moving_variance[0]), 6)   # 0.9·1 + 0.1·2 (unbiased 2, biased 1)
+        1.1
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if (not (training and self.trainable) or mask is not None
+                or getattr(self, "renorm", False) or getattr(self, "synchronized", False)):
+            return super().call(inputs, training=training, mask=mask)
+        # as Keras: statistics in float32 at least (half precision overflows)
+        x = ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
+        axis = self.axis % len(x.shape)
+        mean, variance = ops.moments(x, [i for i in range(len(x.shape)) if i != axis])
+        n = ops.cast(ops.size(x), x.dtype) / x.shape[axis]  # values per channel
+        unbiased = variance * n / ops.maximum(n - 1.0, 1.0)
+        m, dtype = self.momentum, self.moving_mean.dtype
+        self.moving_mean.assign(self.moving_mean * m + ops.cast(mean, dtype) * (1.0 - m))
+        self.moving_variance.assign(self.moving_variance * m
+                                    + ops.cast(unbiased, dtype) * (1.0 - m))
+        cast = lambda v: None if v is None else ops.cast(v, x.dtype)  # noqa: E731
+        outputs = ops.batch_normalization(x, mean, variance, axis=self.axis,
+                                          offset=cast(self.beta), scale=cast(self.gamma),
+                                          epsilon=self.epsilon)
+        return ops.cast(outputs, self.compute_dtype)
+
+
+def batch_norm(affine: bool, name: str | None = None) -> BatchNormalization:
+    """BatchNorm as the reference uses it (PyTorch's momentum, ε and moving variance);
+    ``affine`` selects scale/offset."""
+    return BatchNormalization(
         momentum=BN_MOMENTUM,
         epsilon=BN_EPSILON,
         center=affine,
@@ -59,7 +156,8 @@ class ReLUConvBN(_Op):
         super().__init__(channels, strides, affine, **kwargs)
         self.kernel_size = int(kernel_size)
         self.conv = layers.Conv2D(channels, kernel_size, strides=strides, padding="same",
-                                  use_bias=False, name="conv")
+                                  use_bias=False, kernel_initializer=FanInUniform(),
+                                  name="conv")
         self.bn = batch_norm(affine, name="bn")
 
     def build(self, input_shape):
@@ -76,34 +174,58 @@ class ReLUConvBN(_Op):
         return {**super().get_config(), "kernel_size": self.kernel_size}
 
 
+def _separable_init() -> dict:
+    """A separable conv's initialisers: depthwise fan-in k×k, pointwise fan-in C."""
+    return {"depthwise_initializer": FanInUniform(depthwise=True),
+            "pointwise_initializer": FanInUniform()}
+
+
+def symmetric_pad(x, pad: int):
+    """Zero-pad height and width by ``pad`` on both sides (PyTorch's ``padding=pad``)."""
+    return ops.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+
+
 @keras.saving.register_keras_serializable(package=_PKG)
 class SepConv(_Op):
-    """Twice [ReLU → depthwise k×k → pointwise 1×1 → BN]; only the first carries the stride."""
+    """Twice [ReLU → depthwise k×k → pointwise 1×1 → BN]; only the first carries the stride.
+
+    Padding is PyTorch's symmetric ``k//2``, so at stride 2 output pixel ``i`` is
+    centred on input pixel ``2i`` as in the reference. (TF's "same" pads only after
+    for even sizes at stride 2, which centres on ``2i+1``.)
+    """
 
     def __init__(self, channels: int, kernel_size: int = 3, strides: int = 1,
                  affine: bool = True, **kwargs):
         super().__init__(channels, strides, affine, **kwargs)
         self.kernel_size = int(kernel_size)
+        # stride 1: "same" is already symmetric for an odd kernel
         self.sep1 = layers.SeparableConv2D(channels, kernel_size, strides=strides,
-                                           padding="same", use_bias=False, name="sep1")
+                                           padding="same" if strides == 1 else "valid",
+                                           use_bias=False, name="sep1", **_separable_init())
         self.bn1 = batch_norm(affine, name="bn1")
         self.sep2 = layers.SeparableConv2D(channels, kernel_size, padding="same",
-                                           use_bias=False, name="sep2")
+                                           use_bias=False, name="sep2", **_separable_init())
         self.bn2 = batch_norm(affine, name="bn2")
 
     def build(self, input_shape):
-        self.sep1.build(input_shape)
-        mid = self.sep1.compute_output_shape(input_shape)
+        pad = 2 * (self.kernel_size // 2) if self.strides > 1 else 0
+        grow = lambda n: None if n is None else n + pad  # noqa: E731
+        b, h, w, c = input_shape
+        self.sep1.build((b, grow(h), grow(w), c))  # it sees the padded input
+        mid = self.compute_output_shape(input_shape)
         self.bn1.build(mid)
         self.sep2.build(mid)
         self.bn2.build(mid)
 
     def call(self, x, training=None):
-        x = self.bn1(self.sep1(ops.relu(x)), training=training)
+        x = ops.relu(x)
+        if self.strides > 1:
+            x = symmetric_pad(x, self.kernel_size // 2)
+        x = self.bn1(self.sep1(x), training=training)
         return self.bn2(self.sep2(ops.relu(x)), training=training)
 
     def compute_output_shape(self, input_shape):
-        return self.sep1.compute_output_shape(input_shape)
+        return _strided_shape(input_shape, self.strides, self.channels)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "kernel_size": self.kernel_size}
@@ -123,10 +245,11 @@ class DilConv(_Op):
         super().__init__(channels, strides, affine, **kwargs)
         self.kernel_size = int(kernel_size)
         self.dilation = int(dilation)
-        self.depthwise = layers.DepthwiseConv2D(kernel_size, padding="same",
-                                                dilation_rate=dilation, use_bias=False,
-                                                name="depthwise")
-        self.pointwise = layers.Conv2D(channels, 1, use_bias=False, name="pointwise")
+        self.depthwise = layers.DepthwiseConv2D(
+            kernel_size, padding="same", dilation_rate=dilation, use_bias=False,
+            depthwise_initializer=FanInUniform(depthwise=True), name="depthwise")
+        self.pointwise = layers.Conv2D(channels, 1, use_bias=False,
+                                       kernel_initializer=FanInUniform(), name="pointwise")
         self.bn = batch_norm(affine, name="bn")
 
     def build(self, input_shape):
@@ -157,9 +280,10 @@ class FactorizedReduce(_Op):
         super().__init__(channels, 2, affine, **kwargs)
         half = self.channels // 2
         self.conv1 = layers.Conv2D(half, 1, strides=2, padding="same", use_bias=False,
-                                   name="conv1")
+                                   kernel_initializer=FanInUniform(), name="conv1")
         self.conv2 = layers.Conv2D(self.channels - half, 1, strides=2, padding="same",
-                                   use_bias=False, name="conv2")
+                                   use_bias=False, kernel_initializer=FanInUniform(),
+                                   name="conv2")
         self.bn = batch_norm(affine, name="bn")
 
     def build(self, input_shape):
@@ -180,7 +304,12 @@ class FactorizedReduce(_Op):
 
 @keras.saving.register_keras_serializable(package=_PKG)
 class Pool(_Op):
-    """3×3 max or average pool ("same"; the average excludes padding), optionally → BN.
+    """3×3 max or average pool, padding 1, optionally → BN.
+
+    As DARTS's pools: the average excludes the padding (``count_include_pad=False``)
+    and the max never sees it. At stride 2 the window of output pixel ``i`` is
+    centred on input pixel ``2i``, the reference's grid: the pool runs at stride 1
+    (where "same" pads 1 on both sides) and every other pixel is kept.
 
     The search network follows every pool with a BN without scale/offset; the
     evaluation network uses the bare pool.
@@ -194,7 +323,7 @@ class Pool(_Op):
         self.kind = kind
         self.with_bn = bool(with_bn)
         cls = layers.MaxPooling2D if kind == "max" else layers.AveragePooling2D
-        self.pool = cls(3, strides=strides, padding="same", name="pool")
+        self.pool = cls(3, strides=1, padding="same", name="pool")
         self.bn = batch_norm(affine, name="bn") if with_bn else None
 
     def build(self, input_shape):
@@ -203,6 +332,8 @@ class Pool(_Op):
 
     def call(self, x, training=None):
         y = self.pool(x)
+        if self.strides > 1:
+            y = y[:, :: self.strides, :: self.strides, :]
         return self.bn(y, training=training) if self.bn is not None else y
 
     def compute_output_shape(self, input_shape):

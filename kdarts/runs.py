@@ -29,6 +29,8 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
+import threading
 import time
 from importlib import metadata
 from typing import Callable
@@ -44,7 +46,8 @@ from kdarts.genotype import PRIMITIVES, Genotype, GenotypeError, atomic_write_te
 #: split, proximity ρ=0.1) at a size the 8x8 digits search in a few minutes on 2 CPU cores.
 SEARCH_DEFAULTS: dict = dict(
     dataset=DEFAULT_DATASET, epochs=8, activation="crb", schedule="dynamic", every=10,
-    reg="proximity", rho=0.1, admm_every=10, split="dynamic", batch_size=32, channels=8,
+    reg="proximity", rho=0.1, admm_every=10, admm_variant="spec", split="dynamic",
+    batch_size=32, channels=8,
     layers=5, steps=4, primitives=None, max_examples=None, seed=0, unrolled=False,
     image_size=None,
 )
@@ -53,6 +56,32 @@ TRAIN_DEFAULTS: dict = dict(
     dataset=DEFAULT_DATASET, epochs=20, channels=16, layers=8, batch_size=64, cutout=0,
     auxiliary=True, drop_path=0.1, lr=0.025, seed=0, max_examples=None, image_size=None,
 )
+#: The paper's settings, the defaults for the datasets of the paper's size (explicit
+#: options still win): DARTS-PRIME's search and DARTS's evaluation training on CIFAR.
+PAPER_SEARCH: dict = dict(channels=16, layers=8, batch_size=64, epochs=50)
+PAPER_TRAIN: dict = dict(channels=36, layers=20, batch_size=96, epochs=600, cutout=16,
+                         drop_path=0.2)
+DATASET_DEFAULTS: dict[str, dict[str, dict]] = {
+    name: {"search": PAPER_SEARCH, "train": PAPER_TRAIN} for name in ("cifar10", "cifar100")}
+
+
+def resolve_options(command: str, options: dict) -> dict:
+    """Every option of a ``search``/``train`` run: those given (not None), else the
+    dataset's defaults (:data:`DATASET_DEFAULTS`), else the digits-sized ones.
+
+    Example:
+        >>> resolve_options("train", {"dataset": "cifar10", "epochs": 5})["channels"]
+        36
+    """
+    base = {"search": SEARCH_DEFAULTS, "train": TRAIN_DEFAULTS}[command]
+    unknown = set(options) - set(base)
+    if unknown:
+        raise TypeError(f"{command}_run: unknown option(s) {', '.join(sorted(unknown))}")
+    given = {k: v for k, v in options.items() if v is not None}
+    dataset = given.get("dataset", base["dataset"])
+    return {**base, **DATASET_DEFAULTS.get(dataset, {}).get(command, {}), **given}
+
+
 #: Arguments added since run folders were first written, with the value older runs had.
 _LATER_ARGS: dict = {"image_size": None}
 #: The folder ``--tensorboard`` writes event files to, inside a run folder.
@@ -152,6 +181,47 @@ def _note(text: str) -> None:
 
 def _interrupted() -> RunInterrupted:
     return RunInterrupted(f"interrupted; {interrupt_note()}")
+
+
+class SigintWatchdog:
+    """Ends the process if Ctrl-C is not handled within ``grace`` seconds.
+
+    TensorFlow can hold the interpreter for a minute while it optimises a graph,
+    and Python runs its signal handler (raising KeyboardInterrupt) only afterwards.
+    This thread wakes on the signal at once (``signal.set_wakeup_fd``); if the
+    main thread has not stopped within ``grace`` seconds it prints
+    ``Error: interrupted; <interrupt_note()>`` and exits with status 130. Every file
+    kdarts writes is written atomically, so nothing half-written is left.
+    Create it in the main thread; :meth:`stop` when the work is done.
+    """
+
+    def __init__(self, grace: float = 3.0):
+        self.grace = float(grace)
+        self.done = threading.Event()
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.write_fd, False)
+        self.previous_fd = signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
+        self.stderr_fd = os.dup(2)  # stays the terminal while native code's stderr is muted
+        self.thread = threading.Thread(target=self._watch, daemon=True, name="kdarts-sigint")
+        self.thread.start()
+
+    def _watch(self) -> None:
+        while True:
+            data = os.read(self.read_fd, 64)  # the C-level handler writes here at once
+            if not data or self.done.is_set():
+                return
+            if signal.SIGINT in data and not self.done.wait(self.grace):
+                os.write(self.stderr_fd, f"\nError: interrupted; "
+                         f"{' '.join(interrupt_note().split())}\n".encode())
+                os._exit(130)
+
+    def stop(self) -> None:
+        self.done.set()
+        signal.set_wakeup_fd(self.previous_fd)
+        os.close(self.write_fd)  # ends the thread's read
+        self.thread.join(1.0)
+        os.close(self.read_fd)
+        os.close(self.stderr_fd)
 
 
 def _epoch_note(what: str, out: str, total: int, resume_hint: str):
@@ -387,8 +457,9 @@ def search_run(out: str, *, resume: bool | str = False, download: bool = False,
         resume_hint: how the interruption message says to continue.
         tensorboard: also write TensorBoard event files to ``out/tensorboard``
             (:class:`kdarts.search.callbacks.SearchTensorBoard`).
-        **options: any of :data:`SEARCH_DEFAULTS`; ``dataset`` is a TFDS name, a
-            folder of class sub-folders or an ``.npz`` (:mod:`kdarts.data.files`),
+        **options: any of :data:`SEARCH_DEFAULTS`; those left out (or None) take the
+            dataset's defaults (:func:`resolve_options`). ``dataset`` is a TFDS name,
+            a folder of class sub-folders or an ``.npz`` (:mod:`kdarts.data.files`),
             ``image_size`` ``(H, W)`` resizes a folder's images.
 
     Raises:
@@ -396,10 +467,7 @@ def search_run(out: str, *, resume: bool | str = False, download: bool = False,
         RunInterrupted: Ctrl-C; the message says what was kept.
     """
     report = report or _quiet
-    unknown = set(options) - set(SEARCH_DEFAULTS)
-    if unknown:
-        raise TypeError(f"search_run: unknown option(s) {', '.join(sorted(unknown))}")
-    opts = {**SEARCH_DEFAULTS, **options}
+    opts = resolve_options("search", options)
     _check_dataset(opts)
     if tensorboard:
         _tensorboard_available()
@@ -466,7 +534,8 @@ def _search(out, opts, args, state, download, data_dir, stop_after_epoch, report
     schedule = (DynamicSchedule(every=opts["every"]) if opts["schedule"] == "dynamic"
                 else FixedSchedule(every=opts["every"]))
     regularizer = {"proximity": lambda: Proximity(rho=opts["rho"]),
-                   "admm": lambda: ADMM(rho=opts["rho"], every=opts["admm_every"]),
+                   "admm": lambda: ADMM(rho=opts["rho"], every=opts["admm_every"],
+                                        variant=opts["admm_variant"]),
                    "none": NoRegularizer}[opts["reg"]]()
     model.compile(schedule=schedule, regularizer=regularizer, search_data=search_ds,
                   unrolled=opts["unrolled"])
@@ -628,18 +697,16 @@ def train_run(genotype: str | Genotype, out: str, *, resume: bool | str = False,
         report, progress, resume_hint: as for :func:`search_run`.
         tensorboard: also write TensorBoard event files (per-epoch loss,
             accuracy, learning rate) to ``out/tensorboard`` (Keras's callback).
-        **options: any of :data:`TRAIN_DEFAULTS` (``dataset`` and ``image_size``
-            as for :func:`search_run`).
+        **options: any of :data:`TRAIN_DEFAULTS`; those left out (or None) take the
+            dataset's defaults (:func:`resolve_options`); ``dataset`` and
+            ``image_size`` as for :func:`search_run`.
 
     Raises:
         RunError: bad options, genotype or folder (nothing touched), data not loadable.
         RunInterrupted: Ctrl-C; the message says what was kept.
     """
     report = report or _quiet
-    unknown = set(options) - set(TRAIN_DEFAULTS)
-    if unknown:
-        raise TypeError(f"train_run: unknown option(s) {', '.join(sorted(unknown))}")
-    opts = {**TRAIN_DEFAULTS, **options}
+    opts = resolve_options("train", options)
     geno = load_genotype(genotype)
     _check_dataset(opts)
     if tensorboard:
@@ -956,7 +1023,8 @@ def describe_export(result: ExportRunResult) -> str:
 
 
 __all__ = ["EXPORT_DIR", "ExportRunResult", "RUN_FILES", "RunError", "RunInterrupted",
-           "SEARCH_DEFAULTS", "SearchResult", "TRAIN_DEFAULTS", "TrainResult",
+           "SEARCH_DEFAULTS", "SearchResult", "SigintWatchdog", "TRAIN_DEFAULTS",
+           "TrainResult", "DATASET_DEFAULTS", "PAPER_SEARCH", "PAPER_TRAIN", "resolve_options",
            "check_writable", "default_export_path", "describe_export", "export_run",
            "interrupt_note", "load_genotype", "parse_primitives", "quickstart_run",
            "read_run", "search_run", "train_run"]

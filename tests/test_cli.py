@@ -106,9 +106,9 @@ def no_tf_work(monkeypatch):
 
 @pytest.mark.parametrize("command, defaults", [
     ("search", ["default: kdarts_digits", "default: crb", "default: dynamic",
-                "default: proximity", "default: 0.1", "default: 10", "default: 8",
-                "default: runs/search"]),
-    ("train", ["--genotype TEXT", "required", "default: 20", "default: 16",
+                "default: proximity", "default: 0.1", "default: 10",
+                "default: (8; cifar10/cifar100: 50)", "default: runs/search"]),
+    ("train", ["--genotype TEXT", "required", "default: (20;", "default: (16;",
                "default: auxiliary", "default: runs/train"]),
     ("show", []),
     ("export", ["default: onnx", "default: verify", "saved_models/"]),
@@ -121,6 +121,31 @@ def test_help_shows_defaults(command, defaults):
     text = " ".join(result.output.split())  # undo click's line wrapping
     for default in defaults:
         assert default in text, f"{command} --help lacks {default}:\n{result.output}"
+
+
+def test_paper_recipe_is_the_default_for_the_papers_datasets():
+    from kdarts.runs import resolve_options
+
+    keys = ("channels", "layers", "batch_size", "epochs", "cutout", "drop_path", "auxiliary")
+    for dataset in ("cifar10", "cifar100"):
+        train = resolve_options("train", {"dataset": dataset})
+        assert {k: train[k] for k in keys} == dict(
+            channels=36, layers=20, batch_size=96, epochs=600, cutout=16, drop_path=0.2,
+            auxiliary=True)
+        search = resolve_options("search", {"dataset": dataset, "seed": None})
+        assert {k: search[k] for k in ("channels", "layers", "batch_size", "epochs")} == dict(
+            channels=16, layers=8, batch_size=64, epochs=50)
+        assert (search["activation"], search["schedule"], search["every"], search["reg"],
+                search["rho"], search["split"]) == ("crb", "dynamic", 10, "proximity", 0.1,
+                                                    "dynamic")
+    explicit = resolve_options("train", {"dataset": "cifar10", "epochs": 5, "cutout": 0})
+    assert (explicit["epochs"], explicit["cutout"], explicit["channels"]) == (5, 0, 36)
+    digits = resolve_options("train", {"channels": None})
+    assert (digits["channels"], digits["epochs"], digits["cutout"]) == (16, 20, 0)
+    text = " ".join(invoke("train", "--help").output.split())
+    assert "[default: (20; cifar10/cifar100: 600)" in text
+    with pytest.raises(TypeError, match="unknown option"):
+        resolve_options("search", {"chanels": 4})
 
 
 def test_group_help_lists_commands():
@@ -259,7 +284,7 @@ def fake_run(folder, **changes):
     folder.mkdir()
     args = {"dataset": "kdarts_digits", "epochs": 8, "activation": "crb",
             "schedule": "dynamic", "every": 10, "reg": "proximity", "rho": 0.1,
-            "admm_every": 10, "split": "dynamic", "batch_size": 32, "channels": 8,
+            "admm_every": 10, "admm_variant": "spec", "split": "dynamic", "batch_size": 32, "channels": 8,
             "layers": 5, "steps": 4, "primitives": None, "max_examples": None, "seed": 0,
             "unrolled": False, **changes}
     (folder / "run.json").write_text(json.dumps({"command": "search", "args": args}))

@@ -178,17 +178,32 @@ def test_drop_path_schedule_ramps_linearly():
 # -- the training recipe --
 
 
-def test_epoch_cosine_decay_is_per_epoch():
-    schedule = EpochCosineDecay(0.025, epochs=4, steps_per_epoch=10, minimum=0.001)
-    lr = [float(schedule(step)) for step in (0, 9, 10, 20, 39, 40, 1000)]
+def torch_cosine_per_epoch(lr, eta_min, epochs):
+    """The lr of each epoch in DARTS's train.py: CosineAnnealingLR(T_max=epochs) with
+    ``scheduler.step()`` called at the start of every epoch (PyTorch's closed form;
+    the scheduler's counter is 0 after construction)."""
+    last_epoch, lrs = 0, []
+    for _ in range(epochs):
+        last_epoch += 1  # scheduler.step() at the top of the epoch loop
+        lrs.append(eta_min + (lr - eta_min) * (1 + math.cos(math.pi * last_epoch / epochs)) / 2)
+    return lrs
 
-    def expected(epoch):
-        return 0.001 + (0.025 - 0.001) * (1 + math.cos(math.pi * epoch / 4)) / 2
 
-    assert lr == pytest.approx([expected(0), expected(0), expected(1), expected(2),
-                                expected(3), expected(4), expected(4)], rel=1e-6)
+def test_epoch_cosine_decay_follows_the_reference_call_order():
+    schedule = EpochCosineDecay(0.025, epochs=4, steps_per_epoch=10)
+    reference = torch_cosine_per_epoch(0.025, 0.0, 4)
+    lr = [[float(schedule(step)) for step in range(10 * e, 10 * e + 10)] for e in range(4)]
+    for epoch, values in enumerate(lr):  # constant within an epoch, η(e+1) during epoch e
+        assert values == pytest.approx([reference[epoch]] * 10, rel=1e-6, abs=1e-9)
+    assert lr[-1][-1] == pytest.approx(0.0, abs=1e-9)  # the last epoch trains at η_min = 0
+    assert float(schedule(1000)) == pytest.approx(0.0, abs=1e-9)  # past the end: η_min
+    # the search's figures: 0.025 → 0.001 over 50 epochs
+    search = EpochCosineDecay(0.025, epochs=50, steps_per_epoch=1, minimum=0.001)
+    values = [float(search(e)) for e in range(50)]
+    assert values == pytest.approx(torch_cosine_per_epoch(0.025, 0.001, 50), rel=1e-5)
+    assert values[0] == pytest.approx(0.024976, abs=1e-6) and values[-1] == pytest.approx(0.001)
     restored = EpochCosineDecay.from_config(schedule.get_config())
-    assert float(restored(25)) == pytest.approx(expected(2))
+    assert float(restored(25)) == pytest.approx(reference[2])
 
 
 def test_coupled_weight_decay_sgd_matches_pytorch_semantics():
@@ -210,12 +225,32 @@ def test_coupled_weight_decay_sgd_matches_pytorch_semantics():
         CoupledWeightDecaySGD(0.1, weight_decay=1e-4)
 
 
+class _DropPathProbe(keras.callbacks.Callback):
+    """The drop-path probability each epoch trains with (read at its first batch)."""
+
+    def __init__(self):
+        super().__init__()
+        self.values = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == 0:
+            self.values.append(float(self.model.drop_path_prob.numpy()))
+
+
+def test_compile_eval_network_leaves_the_ramp_to_the_model():
+    model = EvalNetwork(DARTS_V2, num_classes=3, channels=2, layers=3, drop_path_prob=0.2)
+    assert float(model.drop_path_prob.numpy()) == 0.0  # the ramp starts at 0, not at 0.2
+    assert compile_eval_network(model, epochs=4, steps_per_epoch=1) == []
+    (override,) = compile_eval_network(model, epochs=4, steps_per_epoch=1, drop_path_prob=0.3)
+    assert isinstance(override, DropPathSchedule) and override.value(2) == pytest.approx(0.15)
+
+
 @pytest.mark.slow
 def test_fit_with_aux_loss_and_keras_round_trip(tmp_path):
     model = EvalNetwork(DARTS_V2, num_classes=10, channels=4, layers=3, seed=1,
                         drop_path_prob=0.2)
     model.build((None, 8, 8, 3))
-    callbacks = compile_eval_network(model, epochs=2, steps_per_epoch=1)
+    callbacks = compile_eval_network(model, epochs=2, steps_per_epoch=1)  # README usage
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 8, 8, 3)).astype("float32")
     y = rng.integers(0, 10, size=4)
@@ -235,12 +270,18 @@ def test_fit_with_aux_loss_and_keras_round_trip(tmp_path):
     assert total == pytest.approx(main + 0.4 * cross_entropy(aux_logits), rel=1e-5)
     assert total > main
 
-    history = model.fit(x, y, batch_size=4, epochs=2, callbacks=callbacks, verbose=0)
+    probe = _DropPathProbe()
+    history = model.fit(x, y, batch_size=4, epochs=2, callbacks=callbacks + [probe],
+                        verbose=0)
     assert np.isfinite(history.history["loss"]).all()
     assert "accuracy" in history.history
     assert int(model.optimizer.iterations.numpy()) == 2
-    # the ramp set epoch 1's value: 0.2 * 1 / 2
-    assert float(model.drop_path_prob.numpy()) == pytest.approx(0.1)
+    # the model ramps drop-path by itself, from 0: 0.2 * epoch / 2 at each epoch start
+    assert probe.values == pytest.approx([0.0, 0.1])
+    # a plain fit resumed at epoch 2 of 4 continues the ramp: 0.2 * 2 / 4, 0.2 * 3 / 4
+    probe.values.clear()
+    model.fit(x, y, batch_size=4, epochs=4, initial_epoch=2, callbacks=[probe], verbose=0)
+    assert probe.values == pytest.approx([0.1, 0.15])
     assert isinstance(model.evaluate(x, y, verbose=0), list)
 
     # .keras round trip: same inference outputs, drop-path state, genotype, optimizer
@@ -253,7 +294,7 @@ def test_fit_with_aux_loss_and_keras_round_trip(tmp_path):
     assert loaded.get_config()["genotype"] == DARTS_V2.to_dict()
     assert float(loaded.drop_path_prob.numpy()) == pytest.approx(0.123)
     assert isinstance(loaded.optimizer, CoupledWeightDecaySGD)
-    assert int(loaded.optimizer.iterations.numpy()) == 2
+    assert int(loaded.optimizer.iterations.numpy()) == 4
     np.testing.assert_array_equal(np.asarray(loaded(x, training=False)),
                                   np.asarray(model(x, training=False)))
 

@@ -1,4 +1,4 @@
-"""discretize (SPEC §3) on hand-worked cases, and genotype JSON with validation."""
+"""discretize (docs/method.md §3) on hand-worked cases, and genotype JSON with validation."""
 
 import json
 

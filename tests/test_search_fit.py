@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from kdarts.genotype import discretize
 from kdarts.search import ADMM, DynamicSchedule, FixedSchedule, Proximity, SearchNetwork
 
 PRIMS = ("max_pool_3x3", "skip_connect", "sep_conv_3x3")
@@ -37,6 +38,14 @@ def tiny_model(activation="crb", seed=0):
     return model
 
 
+class _FirstZ(keras.callbacks.Callback):
+    """Records the normal cells' ADMM Z after the first minibatch of a fit."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 0:
+            self.z = self.model.admm_z_normal.numpy().copy()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("activation", ["softmax", "crb"])
 def test_every_schedule_and_regulariser_runs(activation):
@@ -47,12 +56,17 @@ def test_every_schedule_and_regulariser_runs(activation):
                  "dynamic": DynamicSchedule(every=1, multiplier=2.0, initial_threshold=1e4)}
     model = tiny_model(activation)
     start = model.get_weights()
+    first_z = _FirstZ()
     for sname, schedule in schedules.items():
-        for reg in ("none", Proximity(0.1), ADMM(0.1, every=1)):
+        regs = ["none", Proximity(0.1), ADMM(0.1, every=1)]
+        if sname == "fixed":  # 3 α steps: the authors' ADMM updates with the 3rd (every − 1)
+            regs.append(ADMM(0.1, every=4, variant="reference"))
+        for reg in regs:
             model.set_weights(start)  # α, masks, counters and schedule state included
             alpha0 = [a.numpy().copy() for a in model.arch_variables]
             model.compile(schedule=schedule, regularizer=reg, search_data=search_ds)
-            history = model.fit(weight_ds, epochs=1, steps_per_epoch=3, verbose=0).history
+            history = model.fit(weight_ds, epochs=1, steps_per_epoch=3, verbose=0,
+                                callbacks=[first_z]).history
             label = f"{activation}/{sname}/{reg}"
             assert METRICS <= set(history), label
             assert history["alpha_steps"][-1] >= 2, label
@@ -61,9 +75,19 @@ def test_every_schedule_and_regulariser_runs(activation):
                        for a, a0 in zip(model.arch_variables, alpha0)), label
             if isinstance(reg, Proximity):
                 assert history["reg"][-1] > 0, label
-            if isinstance(reg, ADMM):  # Z is discrete after the first update
+            if isinstance(reg, ADMM) and reg.variant == "spec":  # discrete after an update
                 z = model.admm_z_normal.numpy()
                 assert set(np.unique(z)) <= {0.0, 1.0} and z.sum() == 4, label
+            if isinstance(reg, ADMM) and reg.variant == "reference":
+                # Z starts at the raw α₀ and the update uses the raw α (U was 0 before it)
+                np.testing.assert_array_equal(first_z.z, alpha0[0], err_msg=label)
+                a, mask = model.alpha_normal.numpy(), model.mask_normal.numpy()
+                act = (np.clip(a, 0, 1) if activation == "crb"
+                       else np.exp(a) / np.exp(a).sum(axis=1, keepdims=True))
+                z = discretize(act, PRIMS, steps=2)[1]
+                np.testing.assert_array_equal(model.admm_z_normal.numpy(), z, err_msg=label)
+                np.testing.assert_allclose(model.admm_u_normal.numpy(), (a - z) * mask,
+                                           atol=1e-6, err_msg=label)
             model.genotype()
 
 
@@ -109,8 +133,9 @@ def test_compiled_search_prunes_for_good_without_retracing():
         assert np.all(alpha[mask == 0] == 0)  # a pruned α is 0 and never moves again
     assert history["pruned_ops"][-1] == (1 - masks[-1]).sum() + (
         1 - model.mask_reduce.numpy()).sum()
-    assert history["lr"][0] == pytest.approx(0.025, rel=1e-5)  # cosine: epoch 0 at lr_max
-    assert history["lr"][-1] < history["lr"][1] < 0.025
+    # cosine stepped at each epoch start, as the reference: epoch e at η(e+1), the last at η_min
+    eta = [0.001 + 0.024 * (1 + np.cos(np.pi * e / 3)) / 2 for e in (1, 2, 3)]
+    assert history["lr"] == pytest.approx(eta, rel=1e-5)
 
     # an α step changes only α; a weight step changes only the weights
     def snapshot():

@@ -14,7 +14,7 @@ from kdarts.search.edge import normalize
 
 def darts_search_param_count(c=16, layers=8, num_classes=10, steps=4, multiplier=4,
                              stem_multiplier=3, primitives=PRIMITIVES):
-    """Trainable parameters of DARTS's model_search.Network, op by op (SPEC §1)."""
+    """Trainable parameters of DARTS's model_search.Network, op by op (docs/method.md §1)."""
     def edge(ch, stride):
         n = 0
         for p in primitives:

@@ -1,4 +1,4 @@
-"""The search's rules as pure functions, checked against SPEC §2, §5 and §6."""
+"""The search's rules as pure functions, checked against docs/method.md §2, §5 and §6."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,15 @@ import tensorflow as tf
 
 from kdarts.genotype import CRB_PRIMITIVES
 from kdarts.search.activations import activate, prune
-from kdarts.search.regularizers import ADMM, Proximity, admm_update, discrete_onehot, l2
+from kdarts.search.regularizers import (
+    ADMM,
+    Proximity,
+    admm_update,
+    admm_update_reference,
+    discrete_onehot,
+    get_regularizer,
+    l2,
+)
 from kdarts.search.schedules import (
     DynamicSchedule,
     FixedSchedule,
@@ -91,6 +99,87 @@ def test_admm_update_on_small_matrices():
     assert u_decay[2, 2] == pytest.approx((0.5 * 0.3 + 0.2 - 1.0))
 
 
+def test_admm_reference_update_on_small_matrices():
+    """The authors' rules: Z = D(clip(α + U, 0, 1)) unmasked, U from raw α. Worked by hand."""
+    prims = ["max_pool_3x3", "skip_connect", "sep_conv_3x3"]
+    alpha = np.array([[0.3, 1.2, 0.5],    # node 0 ← 0: raw α past 1
+                      [0.0, 0.0, 0.0],    # node 0 ← 1: fully pruned
+                      [0.4, 0.0, 0.9],    # node 1 ← 0 (op 1 pruned)
+                      [0.6, 0.1, 0.2],    # node 1 ← 1
+                      [0.5, 0.95, 0.1]],  # node 1 ← 2
+                     np.float32)
+    u = np.array([[0.0, 0.0, 0.6],
+                  [0.0, 0.0, 0.0],
+                  [0.0, 0.0, 0.2],
+                  [0.5, 0.0, 0.0],
+                  [0.0, 0.3, 0.0]], np.float32)
+    mask = np.ones_like(alpha)
+    mask[1] = mask[2, 1] = 0.0
+    z, u_new = admm_update_reference(alpha, u, mask, prims, steps=2)
+    # α + U = [.3 1.2 1.1] [0 0 0] [.4 0 1.1] [1.1 .1 .2] [.5 1.25 .1], clipped to [0, 1]:
+    # node 0 keeps both its edges; edge 0←0 ties ops 1 and 2 at 1 → op 1 (lowest index);
+    # the pruned edge 0←1 is all 0 → op 0, kept in Z although masked (Z is unmasked);
+    # node 1's three edges all peak at 1 → the two lowest inputs (0 and 1), edge 1←2 dropped
+    z_expected = np.array([[0, 1, 0], [1, 0, 0], [0, 0, 1], [1, 0, 0], [0, 0, 0]], np.float32)
+    np.testing.assert_array_equal(z, z_expected)
+    # U ← (U + α − Z) ⊙ mask with the raw α: edge 0←0, op 1 gets 1.2 − 1 (act would give 0)
+    u_expected = np.array([[0.3, 0.2, 1.1],
+                           [0.0, 0.0, 0.0],
+                           [0.4, 0.0, 0.1],
+                           [0.1, 0.1, 0.2],
+                           [0.5, 1.25, 0.1]], np.float32)
+    np.testing.assert_allclose(u_new, u_expected, atol=1e-6)
+    # the method's rule on the same state differs: D(act(α) + U) masked, so no tie at 1 —
+    # edge 0←0 takes op 2 (1.1), node 1 keeps edge 1←2 (1.25) and 1←0 (1.1, lower than 1←1)
+    act = np.clip(alpha, 0, 1) * mask
+    z_spec, _ = admm_update(act, np.zeros_like(act), u, mask, prims, steps=2)
+    z_spec_expected = np.array([[0, 0, 1], [0, 0, 0], [0, 0, 1], [0, 0, 0], [0, 1, 0]],
+                               np.float32)
+    np.testing.assert_array_equal(z_spec, z_spec_expected)
+    # the ADMM object dispatches on its variant; Z starts at raw α₀ in the reference
+    reference = get_regularizer({"name": "admm", "variant": "reference"})
+    z_via, u_via = reference.update(alpha, act, np.zeros_like(act), u, mask, prims, steps=2)
+    np.testing.assert_array_equal(z_via, z_expected)
+    np.testing.assert_array_equal(u_via, u_new)
+    assert reference.initial_z("alpha", "act") == "alpha"
+    assert ADMM().initial_z("alpha", "act") == "act"
+    with pytest.raises(ValueError, match="unknown ADMM variant 'paper'; valid: spec, reference"):
+        ADMM(variant="paper")
+
+
+def authors_update_minibatches(took, admm_freq):
+    """The authors' loop, literally: count α steps, test (counter + 1) % admm_freq == 0 at the
+    end of every minibatch, reset the counter on update. Returns the updating minibatches."""
+    counter, updates = 0, []
+    for minibatch, alpha_step in enumerate(took):
+        counter += alpha_step
+        if (counter + 1) % admm_freq == 0:
+            updates.append(minibatch)
+            counter = 0
+    return updates
+
+
+def test_admm_update_periods():
+    def due(reg, took):
+        alpha_steps = np.cumsum(took)
+        return [m for m, (n, t) in enumerate(zip(alpha_steps, took)) if bool(reg.due(n, t))]
+
+    every_step = [True] * 40
+    # the reference updates after α steps 9, 18, 27, 36: every 9, not 10
+    assert due(ADMM(every=10, variant="reference"), every_step) == [8, 17, 26, 35]
+    assert due(ADMM(every=10), every_step) == [9, 19, 29, 39]  # docs/method.md: every 10th α step
+    # an irregular schedule (α steps on minibatches 0, 2, 3, 5, ...): the counter counts α
+    # steps, and the update lands on the minibatch of the 9th and 18th
+    rng = np.random.default_rng(0)
+    took = list(rng.random(60) < 0.4)
+    ninth = [m for m, n in enumerate(np.cumsum(took)) if took[m] and n % 9 == 0]
+    assert due(ADMM(every=10, variant="reference"), took) == ninth
+    assert ninth == authors_update_minibatches(took, 10) and len(ninth) >= 2
+    for every in (1, 2, 3):  # every=1: every minibatch, α step or not
+        assert due(ADMM(every=every, variant="reference"), took) == \
+            authors_update_minibatches(took, every)
+
+
 def test_admm_penalty_is_masked_l2():
     reg = ADMM(rho=0.1)
     act = tf.constant([[0.5, 0.2]])
@@ -131,3 +220,24 @@ def test_crb_activation_and_permanent_prune():
     assert a2.numpy()[0, 0] == 0 and a2.numpy()[0, 3] == 0
     soft = activate(tf.zeros((2, 8)), "softmax").numpy()
     np.testing.assert_allclose(soft.sum(axis=1), [1, 1], rtol=1e-6)
+
+
+def test_search_learning_rate_follows_the_reference_call_order():
+    """Weight step k of a 50-epoch search trains at η(e+1), e its 0-based epoch, as
+    CosineAnnealingLR stepped at the start of every epoch gives (η_max 0.025, η_min 0.001).
+    The rate is a function of the step counter only, which checkpoints restore."""
+    from kdarts.search import SearchNetwork
+
+    model = SearchNetwork(10, channels=4, layers=3, activation="crb")
+    model.compile(search_data=None)
+    epochs, steps = 50, 3
+    model.total_epochs.assign(float(epochs))
+    model.steps_per_epoch.assign(float(steps))
+    lrs = [float(model.weight_learning_rate(k)) for k in range(1, epochs * steps + 1)]
+    last_epoch, reference = 0, []
+    for _ in range(epochs):
+        last_epoch += 1  # scheduler.step() at the top of the epoch loop
+        reference += [0.001 + 0.024 * (1 + np.cos(np.pi * last_epoch / epochs)) / 2] * steps
+    np.testing.assert_allclose(lrs, reference, rtol=1e-5)
+    assert lrs[0] == pytest.approx(0.024976, abs=1e-6)
+    assert lrs[-1] == pytest.approx(0.001, rel=1e-6)

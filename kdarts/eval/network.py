@@ -34,8 +34,9 @@ import keras
 from keras import layers, ops
 
 from kdarts.eval.cell import EvalCell
+from kdarts.eval.training import DropPathSchedule
 from kdarts.genotype import Genotype, resolve_genotype
-from kdarts.ops import batch_norm
+from kdarts.ops import FanInUniform, batch_norm
 from kdarts.preprocessing import Standardize, input_contract
 
 _PKG = "kdarts"
@@ -43,7 +44,7 @@ _PKG = "kdarts"
 
 @keras.saving.register_keras_serializable(package=_PKG)
 class AuxiliaryHead(layers.Layer):
-    """DARTS's CIFAR auxiliary classifier (SPEC §7), adapted to small maps.
+    """DARTS's CIFAR auxiliary classifier (docs/method.md §7), adapted to small maps.
 
     ReLU → avgpool 5×5 stride 3 valid → 1×1 conv 128 (no bias) → BN → ReLU →
     2×2 conv 768 valid (no bias) → BN → ReLU → flatten → Dense.
@@ -71,11 +72,13 @@ class AuxiliaryHead(layers.Layer):
         self.num_classes = int(num_classes)
         self.pool_size: tuple[int, int] | None = None
         self.kernel_size: tuple[int, int] | None = None
-        self.conv1 = layers.Conv2D(self.HIDDEN, 1, use_bias=False, name="conv1")
+        self.conv1 = layers.Conv2D(self.HIDDEN, 1, use_bias=False,
+                                   kernel_initializer=FanInUniform(), name="conv1")
         self.bn1 = batch_norm(True, name="bn1")
         self.bn2 = batch_norm(True, name="bn2")
         self.flatten = layers.Flatten(name="flatten")
-        self.classifier = layers.Dense(self.num_classes, name="classifier")
+        self.classifier = layers.Dense(self.num_classes, kernel_initializer=FanInUniform(),
+                                       name="classifier")
 
     def build(self, input_shape):
         height, width = input_shape[1], input_shape[2]
@@ -90,7 +93,7 @@ class AuxiliaryHead(layers.Layer):
         self.kernel_size = (min(self.KERNEL, pooled[0]), min(self.KERNEL, pooled[1]))
         # the 2x2 conv's kernel depends on the map size, so it is made here
         self.conv2 = layers.Conv2D(self.FEATURES, self.kernel_size, use_bias=False,
-                                   name="conv2")
+                                   kernel_initializer=FanInUniform(), name="conv2")
         shape = (input_shape[0], pooled[0], pooled[1], input_shape[-1])
         self.conv1.build(shape)
         shape = shape[:-1] + (self.HIDDEN,)
@@ -98,7 +101,10 @@ class AuxiliaryHead(layers.Layer):
         self.conv2.build(shape)
         shape = self.conv2.compute_output_shape(shape)
         self.bn2.build(shape)
-        self.classifier.build((shape[0], shape[1] * shape[2] * shape[3]))
+        features = shape[1] * shape[2] * shape[3]
+        # PyTorch's linear bias init U(±1/√in_features): known once the map size is
+        self.classifier.bias_initializer = FanInUniform(features)
+        self.classifier.build((shape[0], features))
 
     def call(self, x, training=None):
         # valid padding, so PyTorch's count_include_pad=False makes no difference
@@ -127,9 +133,10 @@ class EvalNetwork(keras.Model):
         layers: number of cells (20 in DARTS).
         auxiliary: attach the auxiliary head after cell ``2*layers//3``
             (used in training only).
-        drop_path_prob: initial value of the drop-path probability variable
-            ``model.drop_path_prob``; :class:`~kdarts.eval.DropPathSchedule`
-            ramps it from 0 to its maximum during ``fit``.
+        drop_path_prob: maximum of the drop-path ramp (DARTS's
+            ``--drop_path_prob``): :meth:`fit` sets ``model.drop_path_prob`` to
+            ``drop_path_prob * epoch / epochs`` at the start of every epoch, so
+            training starts without drop-path, as the reference's does.
         stem_multiplier: the stem has ``stem_multiplier * C`` channels.
         auxiliary_weight: weight of the auxiliary loss (0.4 in DARTS); read
             when the train step is traced, so set it before ``compile``.
@@ -142,7 +149,8 @@ class EvalNetwork(keras.Model):
 
     Attributes:
         drop_path_prob: non-trainable scalar variable holding the current
-            drop-path probability (checkpointed and saved with the model).
+            drop-path probability (checkpointed and saved with the model); 0
+            until ``fit`` ramps it.
         standardize (None without mean/std), stem_conv, stem_bn, cells,
         auxiliary_head (None if not auxiliary), global_pool, classifier: the sublayers.
 
@@ -182,10 +190,10 @@ class EvalNetwork(keras.Model):
         self.auxiliary_index = 2 * self.num_layers // 3
 
         # a variable (not a Python float) so the traced train step reads the
-        # current value and checkpoints keep it
+        # current value and checkpoints keep it; the ramp starts at 0
         self.drop_path_prob = self.add_weight(
             shape=(), dtype="float32", trainable=False, name="drop_path_prob",
-            initializer=keras.initializers.Constant(self.initial_drop_path_prob),
+            initializer="zeros",
         )
 
         if (mean is None) != (std is None):
@@ -195,7 +203,8 @@ class EvalNetwork(keras.Model):
 
         stem_channels = self.stem_multiplier * self.channels
         self.stem_conv = keras.layers.Conv2D(stem_channels, 3, padding="same",
-                                             use_bias=False, name="stem_conv")
+                                             use_bias=False, kernel_initializer=FanInUniform(),
+                                             name="stem_conv")
         self.stem_bn = batch_norm(True, name="stem_bn")
 
         g = self.genotype
@@ -216,7 +225,10 @@ class EvalNetwork(keras.Model):
         self.auxiliary_head = (AuxiliaryHead(self.num_classes, name="auxiliary_head")
                                if self.auxiliary else None)
         self.global_pool = keras.layers.GlobalAveragePooling2D(name="global_pool")
-        self.classifier = keras.layers.Dense(self.num_classes, name="classifier")
+        features = len(self.cells[-1].concat) * self.cells[-1].channels
+        self.classifier = keras.layers.Dense(self.num_classes, kernel_initializer=FanInUniform(),
+                                             bias_initializer=FanInUniform(features),
+                                             name="classifier")
 
     def build(self, input_shape):
         shape = tuple(input_shape)
@@ -258,13 +270,26 @@ class EvalNetwork(keras.Model):
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.num_classes)
 
-    def fit(self, *args, **kwargs):
-        """Keras ``fit``; ``shuffle`` defaults to False: kdarts's datasets shuffle themselves
-        (reproducibly), and Keras would only warn that it ignores ``shuffle`` for them."""
-        kwargs.setdefault("shuffle", False)
-        return super().fit(*args, **kwargs)
+    # -- training: the drop-path ramp, the auxiliary loss, metrics on the main logits --
 
-    # -- training: the auxiliary loss, with metrics on the main logits only --
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+            **kwargs):
+        """Keras ``fit``, with the model's drop-path ramp (DARTS's ``train.py``).
+
+        At the start of every epoch ``drop_path_prob`` is set to
+        ``max · epoch / epochs`` (0-based epoch, ``max`` the configured
+        ``drop_path_prob``) by a :class:`~kdarts.eval.DropPathSchedule` added here,
+        so a plain ``fit`` ramps from 0 and ``fit(initial_epoch=k)`` resumes the
+        ramp. A ``DropPathSchedule`` among ``callbacks`` replaces it. ``shuffle``
+        defaults to False: kdarts's datasets shuffle themselves (reproducibly), and
+        Keras would only warn that it ignores ``shuffle`` for them.
+        """
+        kwargs.setdefault("shuffle", False)
+        callbacks = [] if callbacks is None else list(callbacks)
+        if not any(isinstance(c, DropPathSchedule) for c in callbacks):
+            callbacks.append(DropPathSchedule(self.initial_drop_path_prob, epochs))
+        return super().fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
+                           callbacks=callbacks, **kwargs)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The compiled loss on the logits + ``auxiliary_weight`` × aux cross-entropy.

@@ -1,4 +1,4 @@
-"""DARTS's evaluation training recipe in Keras terms (SPEC §7).
+"""DARTS's evaluation training recipe in Keras terms (docs/method.md §7).
 
 * :class:`CoupledWeightDecaySGD`: SGD exactly as the reference's PyTorch
   ``torch.optim.SGD(momentum=0.9, weight_decay=3e-4)`` after
@@ -7,9 +7,10 @@
   as in the reference), before the momentum buffer. Keras's own
   ``weight_decay`` argument is decoupled (AdamW-style) and differs.
 * :class:`EpochCosineDecay`: the learning rate annealed by cosine once per
-  epoch (``CosineAnnealingLR`` stepped per epoch).
+  epoch, in the reference's call order (``CosineAnnealingLR.step()`` at the
+  start of every epoch, so epoch ``e`` trains at ``η(e+1)``).
 * :class:`DropPathSchedule`: the drop-path probability ramp
-  ``max_prob * epoch / epochs``.
+  ``max_prob * epoch / epochs``; :meth:`EvalNetwork.fit` adds it by itself.
 * :func:`compile_eval_network`: all of it plus sparse cross-entropy from
   logits and accuracy; the auxiliary loss is added by
   :meth:`EvalNetwork.compute_loss`.
@@ -24,10 +25,10 @@ Example:
 
 from __future__ import annotations
 
-import math
-
 import keras
 from keras import ops
+
+from kdarts.learning_rate import epoch_learning_rate
 
 _PKG = "kdarts"
 
@@ -88,17 +89,18 @@ class CoupledWeightDecaySGD(keras.optimizers.SGD):
 
 @keras.saving.register_keras_serializable(package=_PKG)
 class EpochCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Cosine annealing stepped once per epoch (PyTorch ``CosineAnnealingLR``).
+    """Cosine annealing stepped once per epoch, in the reference's call order.
 
-    ``lr(epoch) = minimum + (initial − minimum)·(1 + cos(π·epoch/epochs))/2``
-    with ``epoch = min(step // steps_per_epoch, epochs)``: constant within an
-    epoch, ``initial`` during the first epoch. ``steps_per_epoch=1`` with
-    ``epochs`` = total steps gives the per-step curve.
+    ``lr(step) = η(min(step // steps_per_epoch + 1, epochs))`` with
+    ``η(e) = minimum + (initial − minimum)·(1 + cos(π·e/epochs))/2``: constant
+    within an epoch; epoch ``e`` (0-based) trains at ``η(e+1)`` because DARTS's
+    ``train.py`` steps PyTorch's ``CosineAnnealingLR`` at the start of every
+    epoch. With ``minimum=0`` the last epoch trains at 0, as the reference's does.
 
     Example:
         >>> schedule = EpochCosineDecay(0.025, epochs=600, steps_per_epoch=521)
-        >>> float(schedule(0))
-        0.025
+        >>> round(float(schedule(0)), 8)   # η(1), not η(0) = 0.025
+        0.02499983
     """
 
     def __init__(self, initial_learning_rate: float, epochs: int, steps_per_epoch: int,
@@ -116,10 +118,9 @@ class EpochCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
         self.name = name
 
     def __call__(self, step):
-        step = ops.cast(step, "float32")
-        epoch = ops.minimum(ops.floor(step / self.steps_per_epoch), float(self.epochs))
-        cosine = 0.5 * (1.0 + ops.cos(math.pi * epoch / self.epochs))
-        return self.minimum + (self.initial_learning_rate - self.minimum) * cosine
+        epoch = ops.floor(ops.cast(step, "float32") / self.steps_per_epoch)
+        return epoch_learning_rate(epoch, self.epochs, self.initial_learning_rate,
+                                   self.minimum)
 
     def get_config(self) -> dict:
         return {
@@ -140,8 +141,12 @@ class DropPathSchedule(keras.callbacks.Callback):
     continues the ramp. The value lives in the model's variable, so it is
     saved with checkpoints.
 
+    :meth:`EvalNetwork.fit` adds one with the model's configured maximum and
+    ``fit``'s ``epochs``; pass one yourself to ramp to another maximum or over
+    another length.
+
     Example:
-        >>> model.fit(ds, epochs=600, callbacks=[DropPathSchedule(0.2, epochs=600)])
+        >>> model.fit(ds, epochs=600, callbacks=[DropPathSchedule(0.3, epochs=600)])
     """
 
     def __init__(self, max_prob: float, epochs: int):
@@ -183,14 +188,17 @@ def compile_eval_network(model, epochs: int, steps_per_epoch: int, lr: float = 0
     Args:
         model: the network (its ``auxiliary_weight`` is set here).
         epochs, steps_per_epoch: the training length, for the schedules.
-        drop_path_prob: maximum of the drop-path ramp; None uses the
-            model's configured ``drop_path_prob``.
+        drop_path_prob: maximum of the drop-path ramp; None keeps the
+            model's configured ``drop_path_prob`` (the ramp ``EvalNetwork.fit``
+            runs by itself).
         jit_compile: XLA; off by default because it made depthwise
             convolutions several times slower on CPU (DESIGN notes).
         **compile_kwargs: passed to ``model.compile`` (e.g. ``steps_per_execution``).
 
     Returns:
-        ``[DropPathSchedule(...)]``: pass to ``model.fit(callbacks=...)``.
+        The callbacks to pass to ``model.fit``: empty, unless ``drop_path_prob``
+        overrides the model's ramp maximum (then ``[DropPathSchedule(...)]``). The
+        ramp itself belongs to the model, so a ``fit`` without them still ramps.
 
     Example:
         >>> callbacks = compile_eval_network(model, epochs=600, steps_per_epoch=521)
@@ -219,5 +227,6 @@ def compile_eval_network(model, epochs: int, steps_per_epoch: int, lr: float = 0
         # (a variable created while tracing forces a retrace): ~half the
         # start-up time of fit on CPU.
         optimizer.build(model.trainable_variables)
-    max_prob = model.initial_drop_path_prob if drop_path_prob is None else drop_path_prob
-    return [DropPathSchedule(max_prob, epochs)]
+    if drop_path_prob is None:
+        return []
+    return [DropPathSchedule(drop_path_prob, epochs)]

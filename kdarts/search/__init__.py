@@ -4,7 +4,13 @@ from kdarts.search.activations import ArchitectureActivation, activate, prune
 from kdarts.search.cell import SearchCell
 from kdarts.search.edge import FanOut, MixedEdge
 from kdarts.search.network import SearchNetwork, count_parameters
-from kdarts.search.regularizers import ADMM, NoRegularizer, Proximity, admm_update
+from kdarts.search.regularizers import (
+    ADMM,
+    NoRegularizer,
+    Proximity,
+    admm_update,
+    admm_update_reference,
+)
 from kdarts.search.schedules import (
     DynamicSchedule,
     FixedSchedule,

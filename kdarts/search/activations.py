@@ -1,4 +1,4 @@
-"""Activations of the architecture weights α (SPEC §2), as pure functions.
+"""Activations of the architecture weights α (docs/method.md §2), as pure functions.
 
 ``softmax`` (DARTS) makes the ops of one edge compete; ``crb`` (clipped ReLU
 with a permanent prune mask, Maile et al.) lets each op stand alone, so edges
@@ -36,7 +36,7 @@ def activate(alpha, kind: str, mask=None) -> tf.Tensor:
 
 
 class AlphaInitializer(keras.initializers.Initializer):
-    """SPEC §2 initial α: 1e-3·N(0,1) (softmax) or 1/num_ops + 1e-4·N(0,1) (crb).
+    """docs/method.md §2 initial α: 1e-3·N(0,1) (softmax) or 1/num_ops + 1e-4·N(0,1) (crb).
 
     Draws from Keras's global seed, so ``keras.utils.set_random_seed`` fixes it.
     """

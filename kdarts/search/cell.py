@@ -1,4 +1,4 @@
-"""The search cell (SPEC §1): two preprocessed inputs, ``steps`` nodes, 14 mixed edges.
+"""The search cell (docs/method.md §1): two preprocessed inputs, ``steps`` nodes, 14 mixed edges.
 
 Example:
     >>> import numpy as np, tensorflow as tf

@@ -28,14 +28,13 @@ Example:
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import keras
 import tensorflow as tf
 
 from kdarts.genotype import CRB_PRIMITIVES  # noqa: F401  (doc example)
-from kdarts.ops import BN_EPSILON, BN_MOMENTUM, check_primitives, make_op
+from kdarts.ops import BN_EPSILON, BN_MOMENTUM, FanInUniform, check_primitives, make_op
 
 _PKG = "kdarts"
 _CONV_KERNELS = {"sep_conv_3x3": 3, "sep_conv_5x5": 5, "dil_conv_3x3": 3, "dil_conv_5x5": 5}
@@ -45,18 +44,26 @@ _COMPOSE_MAX_TAPS = 200
 
 
 def _conv(x, kernel, strides: int, dilation: int = 1, depthwise: bool = False):
-    """Dense "same" conv; a dilated one is computed on the d×d sub-grids of ``x``.
+    """A k×k conv padded as PyTorch pads it; a dilated one runs on the d×d sub-grids of ``x``.
+
+    Padding is symmetric (k//2 each side), so at stride 2 output pixel ``i`` is centred
+    on input pixel ``2i``, the reference's grid. At stride 1 that is TF's "same"; at
+    stride 2 it is passed as explicit padding (TF's "same" would pad only after for
+    even sizes), which costs no extra op.
 
     A dilated conv only mixes pixels of one sub-grid, so it is a plain conv on each
     (TF's own dilated path needs static channel counts, which pruning makes dynamic).
     At stride d only the first sub-grid is needed: the dilated conv at stride 1
     sampled every d pixels (the reference's grid).
     """
-    if depthwise:
-        conv = lambda x, stride: tf.nn.depthwise_conv2d(  # noqa: E731
-            x, kernel, [1, stride, stride, 1], "SAME")
-    else:
-        conv = lambda x, stride: tf.nn.conv2d(x, kernel, stride, "SAME")  # noqa: E731
+    ks = kernel.shape[0]
+
+    def conv(x, stride):
+        padding = "SAME" if stride == 1 else [[0, 0], [ks // 2] * 2, [ks // 2] * 2, [0, 0]]
+        if depthwise:
+            return tf.nn.depthwise_conv2d(x, kernel, [1, stride, stride, 1], padding)
+        return tf.nn.conv2d(x, kernel, stride, padding)
+
     if dilation == 1:
         return conv(x, strides)
     if strides == dilation:
@@ -159,10 +166,8 @@ class FanOut(keras.layers.Layer):
         self._params: dict[str, dict[str, keras.Variable]] = {}
 
         def conv(name, shape, fan_in):
-            # PyTorch's default conv init (kaiming-uniform, a=√5): U(±1/√fan_in)
-            bound = 1.0 / math.sqrt(fan_in)
-            return self.add_weight(shape=shape, name=name,
-                                   initializer=keras.initializers.RandomUniform(-bound, bound))
+            # PyTorch's default conv init, as every kernel in kdarts: U(±1/√fan_in)
+            return self.add_weight(shape=shape, name=name, initializer=FanInUniform(fan_in))
 
         def stats(name, shape):
             return (self.add_weight(shape=shape, name=f"{name}_mean", initializer="zeros",
@@ -203,11 +208,17 @@ class FanOut(keras.layers.Layer):
         return var if idx is None else tf.gather(var, idx)
 
     def _bn(self, y, stats, idx, training):
-        """BN without scale/offset on (N, C, k'); only the rows ``idx`` of the stats move."""
+        """BN without scale/offset on (N, C, k'); only the rows ``idx`` of the stats move.
+
+        As PyTorch (and :class:`kdarts.ops.BatchNormalization`): normalised with the
+        biased batch variance, the moving variance fed the unbiased one (× N/(N−1)).
+        """
         mean_var, var_var = stats  # (k, C)
         shape = tf.shape(y)
         if training:
             flat, mean, var = normalize(tf.reshape(y, [shape[0], -1]))
+            n = tf.cast(shape[0], var.dtype)
+            var = var * n / tf.maximum(n - 1.0, 1.0)
             for moving, value in ((mean_var, mean), (var_var, var)):
                 value = tf.transpose(tf.reshape(value, [self.channels, -1]))  # → (k', C)
                 new = BN_MOMENTUM * self._take(moving, idx) + (1.0 - BN_MOMENTUM) * value
@@ -327,9 +338,16 @@ class FanOut(keras.layers.Layer):
         return tf.reshape(out, [k, b, h, w, c])
 
     def _shared(self, op, x, training, spatial):
-        """A pool and its BN, identical on every edge: one copy, (N', C, 1)."""
+        """A pool and its BN, identical on every edge: one copy, (N', C, 1).
+
+        Padding 1, the average excluding it (TF's "same" does). At stride 2 the pool
+        runs at stride 1, where "same" is symmetric, and keeps every other pixel: the
+        reference's grid (windows centred on ``2i``).
+        """
         pool = tf.nn.max_pool2d if op == "max_pool_3x3" else tf.nn.avg_pool2d
-        y = pool(x, 3, self.strides, "SAME")  # TF's SAME average excludes the padding
+        y = pool(x, 3, 1, "SAME")
+        if self.strides > 1:
+            y = y[:, :: self.strides, :: self.strides, :]
         b, h, w = spatial
         y = tf.reshape(y, [b * h * w, self.channels, 1])
         return self._bn(y, self._params[op]["bn"], None, training)

@@ -1,4 +1,4 @@
-"""The search network (SPEC §1–2) and its alternating constrained search (SPEC §4–6).
+"""The search network (docs/method.md §1–2) and its alternating constrained search (§4–6).
 
 ``SearchNetwork`` is a ``keras.Model``: ``compile(...)`` then ``fit(...)`` runs
 the whole search, one compiled ``train_step`` per minibatch. The step itself is
@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import keras
@@ -26,7 +25,8 @@ import numpy as np
 import tensorflow as tf
 
 from kdarts.genotype import CRB_PRIMITIVES, PRIMITIVES, Genotype, discretize, num_edges
-from kdarts.ops import batch_norm, check_primitives
+from kdarts.learning_rate import epoch_learning_rate
+from kdarts.ops import FanInUniform, batch_norm, check_primitives
 from kdarts.preprocessing import Standardize
 from kdarts.search.activations import AlphaInitializer, activate, check_activation, prune
 from kdarts.search.cell import SearchCell
@@ -34,7 +34,6 @@ from kdarts.search.regularizers import (
     ADMM,
     NoRegularizer,
     Proximity,
-    admm_update,
     discrete_onehot,
     get_regularizer,
 )
@@ -58,6 +57,9 @@ class SearchNetwork(keras.Model):
         mean, std: per-channel statistics of the training images on the [0, 1]
             scale (``DatasetInfo.mean``/``.std``): the network then takes raw pixels
             0–255, as :mod:`kdarts.data` serves them. None: inputs are used as they come.
+
+    Every conv and dense kernel (and the classifier's bias) starts as PyTorch's default
+    init, :class:`~kdarts.ops.FanInUniform` U(±1/√fan_in); BN starts at scale 1, offset 0.
     """
 
     def __init__(self, num_classes: int, channels: int = 16, layers: int = 8, steps: int = 4,
@@ -87,7 +89,8 @@ class SearchNetwork(keras.Model):
         c = self.stem_multiplier * self.channels
         # DARTS's search stem BN is affine (nn.BatchNorm2d defaults): matches its parameter count
         self.stem = keras.Sequential([
-            keras.layers.Conv2D(c, 3, padding="same", use_bias=False, name="stem_conv"),
+            keras.layers.Conv2D(c, 3, padding="same", use_bias=False,
+                                kernel_initializer=FanInUniform(), name="stem_conv"),
             batch_norm(True, name="stem_bn"),
         ], name="stem")
         c_curr, reduction_prev = self.channels, False
@@ -102,7 +105,10 @@ class SearchNetwork(keras.Model):
                 name=f"cell{i}"))
             reduction_prev = reduction
         self.global_pool = keras.layers.GlobalAveragePooling2D(name="global_pool")
-        self.classifier = keras.layers.Dense(self.num_classes, name="classifier")
+        features = self.multiplier * c_curr
+        self.classifier = keras.layers.Dense(self.num_classes, kernel_initializer=FanInUniform(),
+                                             bias_initializer=FanInUniform(features),
+                                             name="classifier")
 
         shape = (num_edges(self.steps), len(self.primitives))
         init = AlphaInitializer(self.activation)
@@ -113,7 +119,7 @@ class SearchNetwork(keras.Model):
         # crb prune mask: 1 = alive; softmax keeps it all ones
         self.mask_normal = state("mask_normal", shape, "ones")
         self.mask_reduce = state("mask_reduce", shape, "ones")
-        # ADMM auxiliary (Z) and scaled dual (U); Z starts at act(α₀) on the first step
+        # ADMM auxiliary (Z) and scaled dual (U); Z starts at act(α₀) (spec) or α₀ (reference)
         self.admm_z_normal = state("admm_z_normal", shape)
         self.admm_z_reduce = state("admm_z_reduce", shape)
         self.admm_u_normal = state("admm_u_normal", shape)
@@ -170,7 +176,7 @@ class SearchNetwork(keras.Model):
         return self.classifier(self.global_pool(s1))
 
     def genotype(self) -> Genotype:
-        """The discretised genotype of the current α (SPEC §3)."""
+        """The discretised genotype of the current α (docs/method.md §3)."""
         genes = [discretize(w.numpy(), self.primitives, self.steps)[0]
                  for w in self.activated_weights()]
         concat = tuple(range(2 + self.steps - self.multiplier, self.steps + 2))
@@ -192,16 +198,19 @@ class SearchNetwork(keras.Model):
                 unrolled: bool = False, weight_decay: float = 3e-4,
                 arch_weight_decay: float = 1e-3, clip_norm: float = 5.0,
                 lr_min: float | None = 0.001, **kwargs):
-        """Configure the search (defaults: SPEC §7).
+        """Configure the search (defaults: docs/method.md §7).
 
         Args:
             optimizer: weight optimizer; default SGD(0.025, momentum 0.9). With a float
-                learning rate it is cosine-annealed per epoch down to ``lr_min``
-                (``lr_min=None`` leaves it alone).
+                learning rate it is cosine-annealed per epoch down to ``lr_min`` in the
+                reference's call order (epoch ``e`` trains at ``η(e+1)``, the last at
+                ``lr_min``; see :meth:`weight_learning_rate`). ``lr_min=None`` leaves it
+                alone.
             loss, metrics: default sparse CE from logits and accuracy.
             arch_optimizer: α optimizer; default Adam(3e-4, betas 0.5/0.999).
             schedule: ``"dynamic"``, ``"fixed"``, or a ``FixedSchedule``/``DynamicSchedule``.
-            regularizer: ``"proximity"``, ``"admm"``, ``"none"``/None, or an instance.
+            regularizer: ``"proximity"``, ``"admm"``, ``"none"``/None, or an instance
+                (e.g. ``ADMM(variant="reference")`` for the authors' ADMM rules).
             search_data: the search split, a ``tf.data.Dataset`` of ``(x, y)`` batches
                 (repeated; it is read only on steps that update α).
             unrolled: DARTS's second-order α gradient instead of the first-order one.
@@ -297,10 +306,10 @@ class SearchNetwork(keras.Model):
         if isinstance(x, tf.data.Dataset) and x.cardinality() == tf.data.INFINITE_CARDINALITY:
             x = x.skip(step)
         self._search_iterator = iter(self.search_data.repeat().skip(int(self.alpha_steps.numpy())))
-        if step == 0:  # SPEC §6: Z starts at act(α₀)
-            for z, act in zip((self.admm_z_normal, self.admm_z_reduce),
-                              self.activated_weights()):
-                z.assign(act)
+        if step == 0 and isinstance(self.regularizer, ADMM):  # Z starts at act(α₀) (or α₀)
+            for z, alpha, act in zip((self.admm_z_normal, self.admm_z_reduce),
+                                     self.arch_variables, self.activated_weights()):
+                z.assign(self.regularizer.initial_z(alpha, act))
         self.train_function = None  # the step captures the new search iterator
         kwargs.setdefault("shuffle", False)  # the data streams are shuffled by kdarts.data
         return super().fit(x, y, epochs=epochs, initial_epoch=initial_epoch,
@@ -387,24 +396,24 @@ class SearchNetwork(keras.Model):
         grads, ce, reg = self._alpha_gradients(x, y, xs, ys, t)
         grads = [g + self.arch_weight_decay * v for g, v in zip(grads, self.arch_variables)]
         self.arch_optimizer.apply(grads, self.arch_variables)
-        if self.activation == "crb":  # SPEC §4.4; only an α step can move α, so prune here
+        if self.activation == "crb":  # method §4.4: only an α step can move α, so prune here
             for a, m in zip(self.arch_variables, self._masks()):
                 new_a, new_m = prune(a, m)  # a pruned α is 0 and never moves again
                 m.assign(new_m)
                 a.assign(new_a)
-        n = self.alpha_steps.assign_add(1)
-        if isinstance(self.regularizer, ADMM):
-            tf.cond(tf.equal(n % self.regularizer.every, 0), self._admm_update, tf.no_op)
+        self.alpha_steps.assign_add(1)
         return ce, reg
 
     def _admm_update(self):
-        acts = self.activated_weights()
-        for act, z, u, m in zip(acts, [self.admm_z_normal, self.admm_z_reduce],
-                                [self.admm_u_normal, self.admm_u_reduce], self._masks()):
+        """One Z/U update of both cell types, by the regulariser's variant's rule."""
+        reg = self.regularizer
+        for alpha, act, z, u, m in zip(self.arch_variables, self.activated_weights(),
+                                       [self.admm_z_normal, self.admm_z_reduce],
+                                       [self.admm_u_normal, self.admm_u_reduce], self._masks()):
             new_z, new_u = tf.numpy_function(
-                lambda a, z_, u_, m_: admm_update(a, z_, u_, m_, self.primitives, self.steps,
-                                                  self.regularizer.dual_decay),
-                [act, z, u, m], [tf.float32, tf.float32], stateful=False)
+                lambda a, c, z_, u_, m_: reg.update(a, c, z_, u_, m_, self.primitives,
+                                                    self.steps, self.activation),
+                [alpha, act, z, u, m], [tf.float32, tf.float32], stateful=False)
             z.assign(tf.reshape(new_z, z.shape))
             u.assign(tf.reshape(new_u, u.shape))
         return tf.no_op()
@@ -419,6 +428,18 @@ class SearchNetwork(keras.Model):
         self.optimizer.apply(grads, wvars)
         return loss, logits, fi
 
+    def weight_learning_rate(self, step) -> tf.Tensor:
+        """The cosine learning rate of weight step ``step`` (1-based), as the reference runs it.
+
+        The reference steps ``CosineAnnealingLR`` at the start of every epoch, so epoch
+        ``e`` trains at ``η(e+1)``: 0.024976 in the first epoch of a 50-epoch search,
+        exactly ``lr_min`` in the last. Derived from the step counter alone, so a
+        resumed search continues the same sequence.
+        """
+        lr_max, lr_min = self._lr_cosine
+        epoch = tf.floor(tf.cast(step - 1, tf.float32) / self.steps_per_epoch)
+        return epoch_learning_rate(epoch, self.total_epochs, lr_max, lr_min)
+
     def train_step(self, data):
         self.trace_count += 1  # runs at trace time only: counts (re)traces
         x, y = data[0], data[1]
@@ -426,10 +447,7 @@ class SearchNetwork(keras.Model):
         spe = self.steps_per_epoch
         t = tf.cast(step, tf.float32) / spe  # the clock, in fractional epochs
         if self._lr_cosine is not None:
-            lr_max, lr_min = self._lr_cosine
-            epoch = tf.floor(tf.cast(step - 1, tf.float32) / spe)
-            cos = 0.5 * (1.0 + tf.cos(math.pi * epoch / self.total_epochs))
-            self.optimizer.learning_rate.assign(lr_min + (lr_max - lr_min) * cos)
+            self.optimizer.learning_rate.assign(self.weight_learning_rate(step))
 
         # 1. α step, when the schedule says so (a tensor condition: no retracing)
         take = self.schedule.decide(step, self.fi_ewma, self.threshold)
@@ -441,6 +459,10 @@ class SearchNetwork(keras.Model):
         loss, logits, fi = self._weight_step(x, y)
         ewma = getattr(self.schedule, "ewma", 0.2)
         self.fi_ewma.assign(update_fi_ewma(self.fi_ewma, fi, tf.equal(step, 1), ewma))
+
+        # 3. ADMM: Z and U at the end of the minibatch, when the variant's period says
+        if isinstance(self.regularizer, ADMM):
+            tf.cond(self.regularizer.due(self.alpha_steps, take), self._admm_update, tf.no_op)
 
         weight = tf.cast(take, tf.float32)
         self._search_metrics["search_loss"].update_state(search_loss, sample_weight=weight)

@@ -1,4 +1,4 @@
-"""When to take an architecture (α) step (SPEC §5).
+"""When to take an architecture (α) step (docs/method.md §5).
 
 Each schedule is configuration plus pure update rules on tensors; the state
 (step counter, FI EWMA, threshold) lives in variables on the model.
@@ -34,7 +34,7 @@ class FixedSchedule:
             raise ValueError(f"FixedSchedule.every must be >= 1, got {self.every}")
 
     def decide(self, step, fi_ewma=None, threshold=None) -> tf.Tensor:
-        """``step`` counts weight steps from 1 (SPEC's ``(step+1) % k == 0`` with 0-based steps)."""
+        """``step`` counts weight steps from 1 (``(step+1) % k == 0`` with 0-based steps)."""
         return tf.equal(tf.math.floormod(tf.cast(step, tf.int64), self.every), 0)
 
     def next_threshold(self, threshold, took_alpha_step) -> tf.Tensor:
