@@ -12,6 +12,7 @@ by the commands that need it, so ``--help`` and ``--version`` answer at once.
     kdarts train --genotype runs/search/genotype.json --out runs/train
     kdarts show runs/search/genotype.json --png cell.png
     kdarts export runs/train/model.keras --format onnx
+    kdarts export runs/train/model.keras --format tflite --quantize int8 --data kdarts_digits
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from typing import Callable
 
 import click
 
-from kdarts.data.catalog import DATASETS
-from kdarts.export import FORMATS, INPUT_DTYPES
+from kdarts.data.catalog import DATASETS, DEFAULT_DATASET
+from kdarts.export import FORMATS, INPUT_DTYPES, QUANTIZATIONS
 from kdarts.runs import (
     DATASET_DEFAULTS,
     EXPORT_DIR,
@@ -119,6 +120,14 @@ def _set_threads() -> None:
 
 
 _DATA_OPTIONS = [
+    click.option("--dataset", default=DEFAULT_DATASET,
+                 help=f"A TFDS name ({', '.join(DATASETS)}; only the default needs no download),"
+                      " a folder <class>/<image> (or train/ and test/ of them), or an .npz with "
+                      "x, y [x_test, y_test]."),
+    click.option("--image-size", default=None,
+                 help="H,W to resize a folder's images to [default: their own size]."),
+    click.option("--tensorboard", is_flag=True,
+                 help="Also write TensorBoard event files to --out/tensorboard."),
     click.option("--download", is_flag=True, help="Download the dataset if needed (internet)."),
     click.option("--data-dir", type=click.Path(file_okay=False), default=None,
                  help="TFDS data folder [default: $TFDS_DATA_DIR or ~/tensorflow_datasets]."),
@@ -150,9 +159,6 @@ _d = SEARCH_DEFAULTS
 
 @main.command()
 @_options([
-    click.option("--dataset", default=_d["dataset"],
-                 help=f"TFDS dataset: {', '.join(DATASETS)} (only the default needs no "
-                      "download)."),
     click.option("--epochs", type=click.IntRange(min=1), **_by_dataset("search", "epochs"),
                  help="Search epochs."),
     click.option("--activation", type=click.Choice(["crb", "softmax"]), default=_d["activation"],
@@ -196,7 +202,7 @@ _d = SEARCH_DEFAULTS
     *_DATA_OPTIONS,
     click.option("--stop-after-epoch", type=click.IntRange(min=1), default=None, hidden=True),
 ])
-def search(out, resume, download, data_dir, stop_after_epoch, **options):
+def search(out, **options):
     """Search a cell architecture (DARTS-PRIME: crb, dynamic schedule, proximity).
 
     Writes to --out: run.json (the arguments, first), history.csv (per epoch),
@@ -204,8 +210,7 @@ def search(out, resume, download, data_dir, stop_after_epoch, **options):
     checkpoint.json (every epoch; --resume continues from them), genotype.json, and
     the plots alpha.png, schedule.png and genotype.png.
     """
-    _run(lambda: search_run(out, resume=resume, download=download, data_dir=data_dir,
-                            stop_after_epoch=stop_after_epoch, report=click.echo, **options))
+    _run(lambda: search_run(out, report=click.echo, **options))
 
 
 # ------------------------------------------------------------------------------ train
@@ -218,7 +223,6 @@ _t = TRAIN_DEFAULTS
     click.option("--genotype", required=True,
                  help="A genotype JSON file, a search folder holding one, or a preset "
                       "(DARTS_V1, DARTS_V2)."),
-    click.option("--dataset", default=_t["dataset"], help=f"TFDS dataset: {', '.join(DATASETS)}."),
     click.option("--epochs", type=click.IntRange(min=1), **_by_dataset("train", "epochs"),
                  help="Training epochs."),
     click.option("--channels", type=click.IntRange(min=1), **_by_dataset("train", "channels"),
@@ -247,7 +251,7 @@ _t = TRAIN_DEFAULTS
     *_DATA_OPTIONS,
     click.option("--stop-after-epoch", type=click.IntRange(min=1), default=None, hidden=True),
 ])
-def train(genotype, out, resume, overwrite, download, data_dir, stop_after_epoch, **options):
+def train(genotype, out, **options):
     """Train a genotype's network from scratch and measure its test accuracy.
 
     Writes to --out: run.json, history.csv and a checkpoint (every epoch; --resume
@@ -255,9 +259,7 @@ def train(genotype, out, resume, overwrite, download, data_dir, stop_after_epoch
     metrics.json (test accuracy, the arguments, and what the model takes: raw
     images, pixel values 0-255, float32 or uint8).
     """
-    _run(lambda: train_run(genotype, out, resume=resume, overwrite=overwrite,
-                           download=download, data_dir=data_dir,
-                           stop_after_epoch=stop_after_epoch, report=click.echo, **options))
+    _run(lambda: train_run(genotype, out, report=click.echo, **options))
 
 
 # ------------------------------------------------------------------------------- show
@@ -294,16 +296,21 @@ def show(genotype, png):
 @main.command("export")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="onnx",
-              help="Artifact format: onnx (*.onnx), keras (*.keras), saved_model (a folder).")
+              help="Artifact format: onnx (*.onnx), keras (*.keras), saved_model (a folder), "
+                   "tflite (*.tflite, LiteRT).")
+@click.option("--quantize", type=click.Choice(QUANTIZATIONS), default="none",
+              help="tflite: float16 weights, dynamic (int8 weights) or int8 (uint8 input).")
+@click.option("--data", default=None, help="tflite: the training data (as for --dataset); int8 "
+              "calibrates on it, quantised models are verified on its test split.")
 @click.option("--out", default=None,
-              help=f"Destination [default: {EXPORT_DIR}/<name>.onnx, .keras, or a folder "
-                   "for saved_model].")
+              help=f"Destination [default: {EXPORT_DIR}/<name>.onnx, .keras, .tflite "
+                   "(<name>_<quantize>.tflite), or a folder for saved_model].")
 @click.option("--input-dtype", type=click.Choice(INPUT_DTYPES), default="float32",
               help="ONNX input dtype (.keras and SavedModel take both).")
 @click.option("--verify/--no-verify", default=True,
               help="Reload the artifact and compare its logits with the Keras model's.")
-def export_command(model, fmt, out, input_dtype, verify):
-    """Export a trained MODEL.keras for inference (ONNX, SavedModel or .keras).
+def export_command(model, fmt, out, input_dtype, verify, quantize, data):
+    """Export a trained MODEL.keras for inference (ONNX, SavedModel, .keras or LiteRT).
 
     The inference graph (no auxiliary head, no drop-path) takes raw NHWC `images`
     (pixel values 0-255, the training data's channels, dynamic batch) and returns
@@ -311,8 +318,8 @@ def export_command(model, fmt, out, input_dtype, verify):
     metadata. The artifact is written next to its destination, verified, then
     moved into place.
     """
-    _run(lambda: click.echo(describe_export(
-        export_run(model, fmt, out, verify, input_dtype=input_dtype))))
+    _run(lambda: click.echo(describe_export(export_run(
+        model, fmt, out, verify, input_dtype=input_dtype, quantize=quantize, data=data))))
 
 
 # ------------------------------------------------------------------------- quickstart

@@ -33,6 +33,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from kdarts.data.files import stratified_split
+
 NAME = "kdarts_digits"
 NUM_TEST = 360
 SPLIT_SEED = 0
@@ -87,30 +89,16 @@ def digits_split(labels: np.ndarray, num_test: int = NUM_TEST,
                  seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
     """Fixed stratified split: returns sorted ``(train_indices, test_indices)``.
 
-    Each class is shuffled with a seeded legacy ``RandomState`` (whose stream
-    numpy guarantees stable across versions, unlike ``Generator``'s) and every
-    example gets its fractional rank within its class; the ``num_test``
-    smallest ranks form the test split, so each class contributes in
-    proportion to its size (to within one example) and the split has exactly
-    ``num_test`` examples.
+    :func:`kdarts.data.files.stratified_split`, which also holds out the test
+    split of a folder or an ``.npz`` without one: each class contributes in
+    proportion to its size (to within one example), the same on every machine.
 
     Example:
         >>> train, test = digits_split(digits_arrays()[1])
         >>> len(train), len(test)
         (1437, 360)
     """
-    labels = np.asarray(labels)
-    if not 0 < num_test < len(labels):
-        raise ValueError(f"num_test must be in (0, {len(labels)}), got {num_test}")
-    rng = np.random.RandomState(seed)
-    order = rng.permutation(len(labels))
-    frac_rank = np.empty(len(labels), dtype=np.float64)
-    for c in np.unique(labels):
-        members = order[labels[order] == c]  # this class, in shuffled order
-        frac_rank[members] = (np.arange(len(members)) + 0.5) / len(members)
-    # Stable sort of the shuffled order breaks ties between classes reproducibly.
-    ranked = order[np.argsort(frac_rank[order], kind="stable")]
-    return np.sort(ranked[num_test:]), np.sort(ranked[:num_test])
+    return stratified_split(labels, num_test, seed)
 
 
 class KdartsDigits(tfds.core.GeneratorBasedBuilder):

@@ -1,4 +1,4 @@
-"""Export a trained network for inference: ``.keras``, SavedModel or ONNX, verified.
+"""Export a trained network for inference: ``.keras``, SavedModel, ONNX or LiteRT, verified.
 
 :func:`export` writes the *inference* graph (``training=False``: no
 auxiliary head, no drop-path, BatchNorm with its moving statistics) with a
@@ -11,7 +11,8 @@ so every artifact takes **raw images**: pixel values 0–255, float32 or uint8,
 with the training data's channel count. Each artifact records that input
 contract (:func:`input_contract`): the ``.keras`` config, the SavedModel's
 ``assets.extra/kdarts_input.json`` and ``input_contract()`` function, and the
-ONNX file's ``metadata_props`` (key ``kdarts.input``) and input ``doc_string``.
+ONNX file's ``metadata_props`` (key ``kdarts.input``) and input ``doc_string``,
+the ``.tflite`` file's metadata entry ``kdarts.input`` (:func:`tflite_metadata`).
 
 Artifacts (the file suffix each format takes is in :data:`SUFFIXES`):
 
@@ -25,6 +26,24 @@ Artifacts (the file suffix each format takes is in :data:`SUFFIXES`):
 * ``onnx`` (``*.onnx``): one file, input ``images`` (float32, or uint8 with
   ``input_dtype="uint8"``), output ``logits`` (opset ≥ 13), converted with
   ``tf2onnx.convert.from_function``; verified with ONNX Runtime.
+* ``tflite`` (``*.tflite``): LiteRT (TensorFlow Lite) flatbuffer, signature
+  ``serving_default`` (input ``images``, output ``logits``), converted from a
+  SavedModel with ``tf.lite.TFLiteConverter``; verified with the LiteRT
+  interpreter (``ai-edge-litert``). ``quantize`` (:data:`QUANTIZATIONS`):
+
+  - ``"none"``: float32, max |Δlogits| ≤ ``atol`` (1e-4) as for the other formats;
+  - ``"float16"``: float16 weights (half the size), float32 input and output;
+    max |Δlogits| ≤ :data:`FLOAT16_RTOL` × max(1, max |logits|): float16 keeps
+    11 significant bits (relative rounding 2⁻¹¹ ≈ 5e-4 per weight), and the
+    rounding of every layer's weights adds up through the network's depth;
+  - ``"dynamic"``: int8 weights, float32 activations, input and output; top-1
+    agreement with Keras ≥ :data:`MIN_AGREEMENT` ``["dynamic"]``;
+  - ``"int8"``: full integer quantisation calibrated on ``representative_data``
+    (images from the training data): every op in int8, **uint8 input holding the
+    raw pixels** (scale 1, zero point 0: an input fake-quant op pins the range to
+    0..255) and **int8 output** (``logits = (q - zero_point) * scale``, the
+    parameters in the input contract's ``"output_quantization"`` and the
+    interpreter's output details); top-1 agreement ≥ :data:`MIN_AGREEMENT` ``["int8"]``.
 
 Writing is atomic: the artifact is written and verified in a hidden temp
 sibling of ``path`` and only then renamed into place, so a failure leaves no
@@ -51,11 +70,21 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-FORMATS: tuple[str, ...] = ("keras", "saved_model", "onnx")
+FORMATS: tuple[str, ...] = ("keras", "saved_model", "onnx", "tflite")
 """The export formats, as accepted by :func:`export`."""
 
-SUFFIXES: dict[str, str] = {"keras": ".keras", "saved_model": "", "onnx": ".onnx"}
+SUFFIXES: dict[str, str] = {"keras": ".keras", "saved_model": "", "onnx": ".onnx",
+                            "tflite": ".tflite"}
 """The file suffix each format takes ('' for SavedModel: a folder, no file suffix)."""
+
+QUANTIZATIONS: tuple[str, ...] = ("none", "float16", "dynamic", "int8")
+"""LiteRT quantisations (``quantize=``); the other formats take only ``"none"``."""
+#: float16 tolerance on the logits, relative to max(1, max |Keras logits|).
+FLOAT16_RTOL = 1e-2
+#: Least top-1 agreement with Keras a quantised LiteRT model must reach.
+MIN_AGREEMENT: dict[str, float] = {"dynamic": 0.98, "int8": 0.95}
+#: Random images verifying a quantised model when no images are given.
+_RANDOM_SAMPLES = 64
 
 #: Suffixes of files, refused as the name of a SavedModel folder.
 _FILE_SUFFIXES = (".keras", ".onnx", ".h5", ".json", ".pb", ".tflite", ".zip", ".png")
@@ -96,12 +125,17 @@ class ExportResult:
         max_abs_diff: largest |artifact − Keras| output difference over the
             verification inputs; None when ``verify=False``.
         input_contract: what the artifact takes (:func:`input_contract`).
+        agreement: share of verification images whose top-1 class matches the
+            Keras model's (LiteRT exports; None otherwise or without verification).
+        quantize: the LiteRT quantisation (``"none"`` for the other formats).
     """
 
     path: str
     format: str
     max_abs_diff: float | None
     input_contract: dict | None = None
+    agreement: float | None = None
+    quantize: str = "none"
 
 
 def suffix_error(path: str, format: str) -> str | None:
@@ -140,7 +174,9 @@ def input_contract(model) -> dict:
 def export(model, path: str | os.PathLike, format: str = "keras", verify: bool = True,
            sample_inputs: np.ndarray | Sequence[np.ndarray] | None = None,
            atol: float = 1e-4, opset: int = DEFAULT_OPSET,
-           input_dtype: str = "float32") -> ExportResult:
+           input_dtype: str = "float32", quantize: str = "none",
+           representative_data: np.ndarray | None = None,
+           min_agreement: float | None = None) -> ExportResult:
     """Export ``model``'s inference graph to ``path`` and check the artifact.
 
     Args:
@@ -149,18 +185,27 @@ def export(model, path: str | os.PathLike, format: str = "keras", verify: bool =
         path: destination; a ``.keras`` file for ``keras``, a folder for
             ``saved_model``, a file (``.onnx`` by convention) for ``onnx``.
             Its parent folder must exist and be writable.
-        format: ``"keras"``, ``"saved_model"`` or ``"onnx"``.
+        format: ``"keras"``, ``"saved_model"``, ``"onnx"`` or ``"tflite"``.
         verify: reload the artifact (Keras loader, ``tf.saved_model.load``,
-            ONNX Runtime) and compare with the model's outputs (both dtypes
-            where the artifact takes both).
+            ONNX Runtime, the LiteRT interpreter) and compare with the model's
+            outputs (both dtypes where the artifact takes both).
         sample_inputs: one NHWC batch or a list of batches for verification;
             default: random batches of 1 and 3 images (integer pixel values
-            0–255 for a model that normalises inside, else standard normal).
-            They also fix the image size when the model does not record one.
+            0–255 for a model that normalises inside, else standard normal);
+            for ``dynamic``/``int8`` LiteRT, ``representative_data`` if given,
+            else 64 random images. They also fix the image size when the
+            model does not record one.
         atol: largest tolerated absolute difference of the logits.
         opset: ONNX opset (≥ 13).
         input_dtype: the ONNX input's dtype, ``"float32"`` or ``"uint8"``
             (``.keras`` and SavedModel take both).
+        quantize: LiteRT quantisation, one of :data:`QUANTIZATIONS` (see the
+            module docstring for what each checks).
+        representative_data: ``int8`` only (required): NHWC training images
+            (pixel values 0..255) the quantisation ranges are calibrated on,
+            a few hundred are plenty.
+        min_agreement: least top-1 agreement for ``dynamic``/``int8``;
+            default :data:`MIN_AGREEMENT`.
 
     Returns:
         :class:`ExportResult`. Prints nothing.
@@ -173,8 +218,14 @@ def export(model, path: str | os.PathLike, format: str = "keras", verify: bool =
             no known input shape, or an inference output that is not a single tensor.
         ExportError: the destination is unusable (missing or unwritable
             folder, a file where a folder is expected or vice versa), writing
-            failed, ONNX Runtime is missing for verification, or the artifact's
-            outputs differ by more than ``atol``.
+            failed, ONNX Runtime or LiteRT is missing for verification, or the
+            artifact's outputs differ by more than the tolerance (or agree on
+            too few images); the message gives the numbers.
+
+    Example:
+        >>> export(model, "saved_models/digits_int8.tflite", format="tflite",
+        ...        quantize="int8", representative_data=x_train[:200])  # doctest: +SKIP
+        ExportResult(path='.../digits_int8.tflite', format='tflite', ..., agreement=1.0)
     """
     import keras
 
@@ -193,21 +244,35 @@ def export(model, path: str | os.PathLike, format: str = "keras", verify: bool =
     if input_dtype not in INPUT_DTYPES:
         raise ValueError(f"export: input_dtype must be one of {', '.join(INPUT_DTYPES)}, "
                          f"got {input_dtype!r}")
+    representative = _check_quantize(format, quantize, representative_data, min_agreement)
     path = os.path.abspath(os.fspath(path))
     problem = suffix_error(path, format)
     if problem:
         raise ValueError(f"export: {problem}")
     _check_destination(path, format)
 
+    if sample_inputs is None and quantize in ("dynamic", "int8"):
+        # agreement is measured on real images where there are some
+        sample_inputs = representative if representative is not None else _random_images(
+            model, _RANDOM_SAMPLES)
     samples = _sample_batches(model, sample_inputs)
     if verify and format == "onnx":
         _import_onnxruntime()  # fail before any work if the checker is missing
+    if verify and format == "tflite":
+        _import_litert()
     expected = [_keras_logits(model, x) for x in samples]
     image_shape = tuple(samples[0].shape[1:])
     contract = dict(input_contract(model))
     raw = bool(contract.get("normalized_inside"))
     if format == "onnx":
         contract["dtype"] = input_dtype
+    if format == "tflite":
+        contract["dtype"] = "uint8" if quantize == "int8" else "float32"
+        contract["quantize"] = quantize
+        if quantize == "int8" and not raw:
+            raise ValueError("export: quantize='int8' needs a model that normalises raw "
+                             "pixels inside (built with mean/std): its uint8 input is the "
+                             "raw pixels")
     if input_dtype == "uint8" and not raw:
         raise ValueError("export: input_dtype='uint8' needs a model that normalises raw "
                          "pixels inside (built with mean/std)")
@@ -220,20 +285,29 @@ def export(model, path: str | os.PathLike, format: str = "keras", verify: bool =
     try:
         artifact = os.path.join(workdir, name)
         try:
-            _WRITERS[format](model, artifact, image_shape, int(opset), contract)
+            if format == "tflite":
+                _write_tflite(model, artifact, image_shape, contract, quantize,
+                              representative)
+            else:
+                _WRITERS[format](model, artifact, image_shape, int(opset), contract)
         except Exception as err:  # noqa: BLE001 - any writer failure is an export failure
             raise ExportError(
                 f"export: writing the {format} artifact for {path} failed: "
-                f"{type(err).__name__}: {err}"
+                f"{type(err).__name__}: {' '.join(str(err).split())[:500]}"
             ) from err
-        max_diff = None
+        max_diff = agreement = None
         if verify:
-            max_diff = _verify(format, artifact, samples, expected, atol, path, contract)
+            tolerance = atol
+            if quantize == "float16":
+                tolerance = FLOAT16_RTOL * max(1.0, max(float(np.max(np.abs(e)))
+                                                        for e in expected))
+            max_diff, agreement = _verify(format, artifact, samples, expected, tolerance,
+                                          path, contract, quantize, min_agreement)
         _move_into_place(artifact, path, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return ExportResult(path=path, format=format, max_abs_diff=max_diff,
-                        input_contract=contract)
+                        input_contract=contract, agreement=agreement, quantize=quantize)
 
 
 def load_model(path: str | os.PathLike, compile: bool = False):
@@ -277,6 +351,38 @@ def load_model(path: str | os.PathLike, compile: bool = False):
 
 
 # -- destination and inputs ---------------------------------------------------
+
+
+def _check_quantize(format: str, quantize: str, representative_data,
+                    min_agreement: float | None) -> np.ndarray | None:
+    """Checks the LiteRT options; returns the representative images as float32 NHWC."""
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"export: quantize must be one of {', '.join(QUANTIZATIONS)}, got "
+                         f"{quantize!r}")
+    if format != "tflite" and quantize != "none":
+        raise ValueError(f"export: quantize={quantize!r} applies to the tflite format only")
+    if min_agreement is not None and not 0.0 <= min_agreement <= 1.0:
+        raise ValueError(f"export: min_agreement must be in [0, 1], got {min_agreement}")
+    if representative_data is None:
+        if quantize == "int8":
+            raise ValueError("export: quantize='int8' needs representative_data: a few "
+                             "hundred training images (NHWC, pixel values 0..255) to "
+                             "calibrate on (command line: --data)")
+        return None
+    if quantize != "int8" and quantize != "dynamic":
+        raise ValueError("export: representative_data applies to quantize='int8' "
+                         "(and verifies 'dynamic')")
+    images = np.asarray(representative_data, dtype="float32")
+    if images.ndim != 4 or not len(images):
+        raise ValueError(f"export: representative_data must be NHWC images, got shape "
+                         f"{images.shape}")
+    return images
+
+
+def _random_images(model, count: int) -> np.ndarray:
+    """``count`` random raw-pixel images at the model's size (integer values 0..255)."""
+    shape = _image_shape(model)
+    return np.random.default_rng(0).integers(0, 256, (count,) + shape).astype("float32")
 
 
 def _check_destination(path: str, format: str) -> None:
@@ -436,6 +542,22 @@ class _quiet_tensorflow:
         self.logger.setLevel(self.level)
 
 
+class _quiet_native_stderr:
+    """Send what native code writes to stderr (file descriptor 2) to /dev/null meanwhile."""
+
+    def __enter__(self):
+        import sys
+
+        sys.stderr.flush()
+        self.saved = os.dup(2)
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+
+    def __exit__(self, *exc):
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
+
+
 def _name_batch_dim(proto) -> None:
     """Name the dynamic batch dimension ``batch`` (tf2onnx leaves anonymous ``unk__N``)."""
     symbols = {v.type.tensor_type.shape.dim[0].dim_param
@@ -447,6 +569,98 @@ def _name_batch_dim(proto) -> None:
         for d in value.type.tensor_type.shape.dim:
             if d.dim_param in symbols:
                 d.dim_param = "batch"
+
+
+def _write_tflite(model, artifact: str, image_shape, contract: dict, quantize: str,
+                  representative: np.ndarray | None) -> None:
+    """SavedModel (serving_default) → ``tf.lite.TFLiteConverter`` → flatbuffer + metadata.
+
+    Through a SavedModel, as Keras's own LiteRT export does: the converter then
+    freezes the variables (converting a concrete function of the live model
+    leaves variable reads the interpreter cannot resolve).
+    """
+    import keras
+    import tensorflow as tf
+
+    def serve(images):
+        if quantize == "int8":
+            # pins the input range to 0..255, so the uint8 input is the raw pixels
+            # (scale 1, zero point 0) whatever range the calibration images span
+            images = tf.quantization.fake_quant_with_min_max_args(
+                images, min=0.0, max=255.0, num_bits=8)
+        return {OUTPUT_NAME: model(images, training=False)}
+
+    saved = artifact + ".saved_model"
+    archive = keras.export.ExportArchive()
+    archive.add_endpoint("serving_default", serve, input_signature=[_signature(image_shape)])
+    with _quiet_tensorflow():
+        archive.write_out(saved, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(
+            saved, signature_keys=["serving_default"])
+        if quantize != "none":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        elif quantize == "int8":
+            converter.representative_dataset = lambda: (
+                [representative[i:i + 1]] for i in range(len(representative)))
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.uint8
+            converter.inference_output_type = tf.int8
+        with _quiet_native_stderr():  # the calibrator prints its settings there
+            flatbuffer = converter.convert()
+    shutil.rmtree(saved, ignore_errors=True)
+    if quantize == "int8":
+        scale, zero_point = _tflite_output_quantization(flatbuffer)
+        contract["input_quantization"] = {"dtype": "uint8", "scale": 1.0, "zero_point": 0}
+        contract["output_quantization"] = {"dtype": "int8", "scale": scale,
+                                           "zero_point": zero_point}
+        contract["description"] += (
+            "; this int8 model takes uint8 images (the raw pixels: scale 1, zero point 0) "
+            f"and returns int8 logits: logits = (q - {zero_point}) * {scale:.6g}")
+    with open(artifact, "wb") as f:
+        f.write(_with_metadata(flatbuffer, {CONTRACT_KEY: json.dumps(contract)}))
+
+
+def _tflite_output_quantization(flatbuffer: bytes) -> tuple[float, int]:
+    """``(scale, zero_point)`` of a quantised model's (only) output tensor."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(flatbuffer))
+    graph = model.subgraphs[0]
+    quantization = graph.tensors[graph.outputs[0]].quantization
+    return float(quantization.scale[0]), int(quantization.zeroPoint[0])
+
+
+def _with_metadata(flatbuffer: bytes, entries: dict[str, str]) -> bytes:
+    """Adds ``name → text`` entries to a TFLite model's ``metadata`` (one buffer each)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(flatbuffer))
+    for name, text in entries.items():
+        buffer = schema.BufferT()
+        buffer.data = np.frombuffer(text.encode("utf-8"), np.uint8)
+        model.buffers.append(buffer)
+        entry = schema.MetadataT()
+        entry.name, entry.buffer = name, len(model.buffers) - 1
+        model.metadata = (model.metadata or []) + [entry]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def tflite_metadata(path: str | os.PathLike) -> dict[str, bytes]:
+    """A ``.tflite`` model's metadata entries, ``name → bytes``.
+
+    Example:
+        >>> json.loads(tflite_metadata("saved_models/digits.tflite")["kdarts.input"])["shape"]
+        [None, 8, 8, 3]
+    """
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(os.fspath(path))
+    return {entry.name.decode("utf-8"): bytes(np.asarray(model.buffers[entry.buffer].data,
+                                                         np.uint8))
+            for entry in (model.metadata or [])}
 
 
 _WRITERS: dict[str, Callable] = {
@@ -488,14 +702,53 @@ def _run_artifact(format: str, artifact: str, samples: list[np.ndarray],
                     OUTPUT_NAME]))
             outputs.append(out)
         return outputs
+    if format == "tflite":
+        runner = tflite_runner(artifact)
+        with _quiet_native_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
+            return [[tflite_logits(runner, x)] for x in samples]
     ort = _import_onnxruntime()
     session = ort.InferenceSession(artifact, providers=["CPUExecutionProvider"])
     cast = as_uint8 if contract.get("dtype") == "uint8" else (lambda x: x)
     return [[session.run([OUTPUT_NAME], {INPUT_NAME: cast(x)})[0]] for x in samples]
 
 
+def tflite_runner(path: str | os.PathLike):
+    """The LiteRT interpreter's ``serving_default`` runner of a ``.tflite`` file.
+
+    Example:
+        >>> runner = tflite_runner("saved_models/digits.tflite")
+        >>> logits = tflite_logits(runner, images)  # float32 (N, classes)
+    """
+    litert = _import_litert()
+    interpreter = litert.Interpreter(model_path=os.fspath(path))
+    runner = interpreter.get_signature_runner("serving_default")
+    runner.kdarts_interpreter = interpreter  # keeps the interpreter alive with the runner
+    return runner
+
+
+def tflite_logits(runner, images: np.ndarray) -> np.ndarray:
+    """Float logits of a LiteRT runner for raw-pixel images (quantised in and out as needed)."""
+    (spec,) = runner.get_input_details().values()
+    (out_spec,) = runner.get_output_details().values()
+    x = np.asarray(images)
+    if spec["dtype"] == np.uint8:
+        scale, zero_point = spec["quantization"]
+        x = np.clip(np.rint(x / scale + zero_point), 0, 255).astype(np.uint8)
+    (q,) = runner(**{INPUT_NAME: x.astype(spec["dtype"])}).values()
+    if out_spec["dtype"] in (np.int8, np.uint8):
+        scale, zero_point = out_spec["quantization"]
+        return (q.astype("float32") - zero_point) * scale
+    return q
+
+
 def _verify(format: str, artifact: str, samples, expected, atol: float, path: str,
-            contract: dict | None = None) -> float:
+            contract: dict | None = None, quantize: str = "none",
+            min_agreement: float | None = None) -> tuple[float, float | None]:
+    """Max |Δlogits| (checked against ``atol``) and, for LiteRT, top-1 agreement.
+
+    Quantised LiteRT models (dynamic, int8) are held to the agreement
+    threshold instead of ``atol``.
+    """
     try:
         actual = _run_artifact(format, artifact, samples, contract)
     except ExportError:
@@ -505,7 +758,7 @@ def _verify(format: str, artifact: str, samples, expected, atol: float, path: st
             f"export: the {format} artifact for {path} could not be run for verification: "
             f"{type(err).__name__}: {err}"
         ) from err
-    max_diff = 0.0
+    max_diff, same, total = 0.0, 0, 0
     for outputs, want in zip(actual, expected):
         for got in outputs:
             if got.shape != want.shape:
@@ -517,13 +770,25 @@ def _verify(format: str, artifact: str, samples, expected, atol: float, path: st
                 diff = float(np.max(np.abs(got.astype("float64") - want)))
                 # NaN compares false with everything: count it as an infinite error
                 max_diff = max(max_diff, diff if diff == diff else float("inf"))
+                same += int(np.sum(np.argmax(got, -1) == np.argmax(want, -1)))
+                total += len(want)
+    agreement = same / total if format == "tflite" and total else None
+    if quantize in MIN_AGREEMENT:
+        need = MIN_AGREEMENT[quantize] if min_agreement is None else min_agreement
+        if not agreement >= need:
+            raise ExportError(
+                f"export: the {quantize} LiteRT model for {path} agrees with the Keras model's "
+                f"top-1 class on {same} of {total} images ({agreement:.1%}, needed "
+                f"{need:.0%}; max |Δlogits| {max_diff:.3g}); nothing was written",
+                max_abs_diff=max_diff)
+        return max_diff, agreement
     if not max_diff <= atol:
         raise ExportError(
             f"export: the {format} artifact for {path} differs from the Keras model by up "
             f"to {max_diff:.3g} (tolerance {atol:g}); nothing was written",
             max_abs_diff=max_diff,
         )
-    return max_diff
+    return max_diff, agreement
 
 
 def _move_into_place(artifact: str, path: str, workdir: str) -> None:
@@ -557,6 +822,17 @@ def _import_onnxruntime():
             "`pip install onnxruntime` (or `pip install kdarts[onnx]`), or pass verify=False"
         ) from None
     return onnxruntime
+
+
+def _import_litert():
+    try:
+        from ai_edge_litert import interpreter
+    except ImportError:
+        raise ExportError(
+            "export: verifying a tflite export needs the LiteRT interpreter; install it with "
+            "`pip install ai-edge-litert` (or `pip install kdarts[litert]`), or pass "
+            "verify=False") from None
+    return interpreter
 
 
 def _register_kdarts_layers() -> None:

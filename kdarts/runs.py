@@ -30,14 +30,14 @@ import json
 import os
 import shutil
 import signal
-import sys
 import threading
 import time
 from importlib import metadata
 from typing import Callable
 
 from kdarts.checkpoints import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, read_checkpoint_state
-from kdarts.data.catalog import DEFAULT_DATASET, DatasetError, check_dataset_name
+from kdarts.data.catalog import DEFAULT_DATASET, DatasetError
+from kdarts.data.files import MIN_IMAGE_SIZE, check_dataset, parse_image_size
 from kdarts.export import SUFFIXES, suffix_error
 from kdarts.genotype import PRIMITIVES, Genotype, GenotypeError, atomic_write_text, \
     resolve_genotype
@@ -49,11 +49,12 @@ SEARCH_DEFAULTS: dict = dict(
     reg="proximity", rho=0.1, admm_every=10, admm_variant="spec", split="dynamic",
     batch_size=32, channels=8,
     layers=5, steps=4, primitives=None, max_examples=None, seed=0, unrolled=False,
+    image_size=None,
 )
 #: Evaluation training defaults for the digits (DARTS's recipe, smaller and shorter).
 TRAIN_DEFAULTS: dict = dict(
     dataset=DEFAULT_DATASET, epochs=20, channels=16, layers=8, batch_size=64, cutout=0,
-    auxiliary=True, drop_path=0.1, lr=0.025, seed=0, max_examples=None,
+    auxiliary=True, drop_path=0.1, lr=0.025, seed=0, max_examples=None, image_size=None,
 )
 #: The paper's settings, the defaults for the datasets of the paper's size (explicit
 #: options still win): DARTS-PRIME's search and DARTS's evaluation training on CIFAR.
@@ -81,13 +82,17 @@ def resolve_options(command: str, options: dict) -> dict:
     return {**base, **DATASET_DEFAULTS.get(dataset, {}).get(command, {}), **given}
 
 
+#: Arguments added since run folders were first written, with the value older runs had.
+_LATER_ARGS: dict = {"image_size": None}
+#: The folder ``--tensorboard`` writes event files to, inside a run folder.
+TENSORBOARD_DIR = "tensorboard"
 #: What each kind of run writes in its folder.
 RUN_FILES: dict[str, tuple[str, ...]] = {
     "search": ("run.json", "genotype.json", "history.csv", "search_record.json",
                CHECKPOINT_WEIGHTS, CHECKPOINT_STATE, "alpha.png", "schedule.png",
-               "genotype.png"),
+               "genotype.png", TENSORBOARD_DIR),
     "train": ("run.json", "model.keras", "metrics.json", "history.csv", CHECKPOINT_WEIGHTS,
-              CHECKPOINT_STATE),
+              CHECKPOINT_STATE, TENSORBOARD_DIR),
     "quickstart": ("search", "train"),
 }
 EXPORT_DIR = "saved_models"
@@ -155,6 +160,9 @@ class ExportRunResult:
     max_abs_diff: float | None
     input_contract: dict | None
     seconds: float
+    quantize: str = "none"
+    agreement: float | None = None
+    verified_on: str | None = None
 
 
 # ------------------------------------------------------------------- interruption
@@ -193,6 +201,7 @@ class SigintWatchdog:
         self.read_fd, self.write_fd = os.pipe()
         os.set_blocking(self.write_fd, False)
         self.previous_fd = signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
+        self.stderr_fd = os.dup(2)  # stays the terminal while native code's stderr is muted
         self.thread = threading.Thread(target=self._watch, daemon=True, name="kdarts-sigint")
         self.thread.start()
 
@@ -202,8 +211,8 @@ class SigintWatchdog:
             if not data or self.done.is_set():
                 return
             if signal.SIGINT in data and not self.done.wait(self.grace):
-                sys.stderr.write(f"\nError: interrupted; {' '.join(interrupt_note().split())}\n")
-                sys.stderr.flush()
+                os.write(self.stderr_fd, f"\nError: interrupted; "
+                         f"{' '.join(interrupt_note().split())}\n".encode())
                 os._exit(130)
 
     def stop(self) -> None:
@@ -212,6 +221,7 @@ class SigintWatchdog:
         os.close(self.write_fd)  # ends the thread's read
         self.thread.join(1.0)
         os.close(self.read_fd)
+        os.close(self.stderr_fd)
 
 
 def _epoch_note(what: str, out: str, total: int, resume_hint: str):
@@ -361,11 +371,44 @@ def parse_primitives(value: str | list | tuple | None, activation: str) -> tuple
     return names
 
 
-def _check_dataset(name: str) -> None:
+def _check_dataset(opts: dict) -> None:
+    """Checks ``--dataset``/``--image-size`` (no TensorFlow) and makes them canonical.
+
+    A path becomes absolute, so ``run.json`` names the data wherever the run is
+    resumed from; the image size becomes ``[H, W]`` (JSON).
+    """
     try:
-        check_dataset_name(name)
+        size = parse_image_size(opts["image_size"])
+        opts["dataset"] = check_dataset(opts["dataset"], size)
     except DatasetError as err:
-        raise RunError(str(err)) from None
+        raise RunError(" ".join(str(err).split())) from None
+    opts["image_size"] = None if size is None else list(size)
+
+
+def _check_same_data(out: str, info) -> None:
+    """A resumed run's data must still be what ``run.json`` recorded (a folder can change)."""
+    run = _read_json(os.path.join(out, "run.json"), "run.json")
+    then = {k: run.get(k) for k in ("num_classes", "image_shape", "num_train") if k in run}
+    now = {"num_classes": info.num_classes, "image_shape": list(info.image_shape),
+           "num_train": info.num_train}
+    changed = {k: (then[k], now[k]) for k in then if then[k] != now[k]}
+    if changed:
+        raise RunError(f"{rel(info.name) if os.path.isabs(info.name) else info.name} changed "
+                       "since this run started ("
+                       + "; ".join(f"{k}: {a} → {b}" for k, (a, b) in changed.items())
+                       + f"); resuming would train on other data: choose another --out")
+
+
+def _data_label(info) -> str:
+    return rel(info.name) if os.path.isabs(info.name) else info.name
+
+
+def _tensorboard_available() -> None:
+    from importlib.util import find_spec
+
+    if find_spec("tensorboard") is None:
+        raise RunError("--tensorboard needs the tensorboard package: pip install tensorboard "
+                       "(or pip install kdarts[tensorboard])")
 
 
 def _search_state(out: str, args: dict, resume: bool | str) -> dict | None:
@@ -374,7 +417,7 @@ def _search_state(out: str, args: dict, resume: bool | str) -> dict | None:
     ``resume``: True (``--resume``), False, or ``"auto"`` (resume if possible).
     """
     run = read_run(out, "search")
-    old = run["args"] if run else None
+    old = {**_LATER_ARGS, **run["args"]} if run else None
     state = _checkpoint_state(out) if run else None
     if old is not None and old != args:
         hint = {True: "pass the same arguments to resume it (see its run.json)",
@@ -400,7 +443,7 @@ def search_run(out: str, *, resume: bool | str = False, download: bool = False,
                data_dir: str | None = None, stop_after_epoch: int | None = None,
                report: Report | None = print, progress: bool = True,
                resume_hint: str = "the same command with --resume",
-               **options) -> SearchResult:
+               tensorboard: bool = False, **options) -> SearchResult:
     """Search a cell in the folder ``out`` (written: see :data:`RUN_FILES`).
 
     Args:
@@ -412,8 +455,12 @@ def search_run(out: str, *, resume: bool | str = False, download: bool = False,
         report: receives one-line messages (None: silent).
         progress: draw a progress bar per epoch.
         resume_hint: how the interruption message says to continue.
+        tensorboard: also write TensorBoard event files to ``out/tensorboard``
+            (:class:`kdarts.search.callbacks.SearchTensorBoard`).
         **options: any of :data:`SEARCH_DEFAULTS`; those left out (or None) take the
-            dataset's defaults (:func:`resolve_options`).
+            dataset's defaults (:func:`resolve_options`). ``dataset`` is a TFDS name,
+            a folder of class sub-folders or an ``.npz`` (:mod:`kdarts.data.files`),
+            ``image_size`` ``(H, W)`` resizes a folder's images.
 
     Raises:
         RunError: bad options or folder (nothing touched), or data that cannot be loaded.
@@ -421,7 +468,9 @@ def search_run(out: str, *, resume: bool | str = False, download: bool = False,
     """
     report = report or _quiet
     opts = resolve_options("search", options)
-    _check_dataset(opts["dataset"])
+    _check_dataset(opts)
+    if tensorboard:
+        _tensorboard_available()
     primitives = parse_primitives(opts["primitives"], opts["activation"])
     opts["primitives"] = list(primitives) if primitives else None
     if opts["steps"] < 1:
@@ -439,25 +488,31 @@ def search_run(out: str, *, resume: bool | str = False, download: bool = False,
     t_start = time.perf_counter()
     try:
         return _search(out, opts, args, state, download, data_dir, stop_after_epoch, report,
-                       progress, resume_hint, primitives, t_start)
+                       progress, resume_hint, primitives, t_start, tensorboard)
     except KeyboardInterrupt:
         raise _interrupted() from None
 
 
 def _search(out, opts, args, state, download, data_dir, stop_after_epoch, report, progress,
-            resume_hint, primitives, t_start) -> SearchResult:
+            resume_hint, primitives, t_start, tensorboard=False) -> SearchResult:
     from kdarts.callbacks import EpochProgress, HistoryCSV, StopAfterEpoch
     from kdarts.data import search_datasets
     from kdarts.plots import plot_alpha, plot_genotype, plot_schedule
     from kdarts.search import ADMM, DynamicSchedule, FixedSchedule, NoRegularizer, Proximity
     from kdarts.search import SearchNetwork
-    from kdarts.search.callbacks import SearchCheckpoint, SearchRecorder, checkpoint_epoch
+    from kdarts.search.callbacks import (
+        SearchCheckpoint,
+        SearchRecorder,
+        SearchTensorBoard,
+        checkpoint_epoch,
+    )
 
     try:
         weight_ds, search_ds, info, steps_per_epoch = search_datasets(
             opts["dataset"], batch_size=opts["batch_size"], seed=opts["seed"],
             split=opts["split"], every=opts["every"], data_dir=data_dir,
-            max_examples=opts["max_examples"], download=download)
+            max_examples=opts["max_examples"], download=download,
+            image_size=opts["image_size"])
     except (DatasetError, ValueError) as err:
         raise RunError(str(err)) from None
 
@@ -466,7 +521,9 @@ def _search(out, opts, args, state, download, data_dir, stop_after_epoch, report
         _write_json(os.path.join(out, "run.json"), {
             "command": "search", "kdarts": _version(), "args": args,
             "steps_per_epoch": steps_per_epoch, "num_classes": info.num_classes,
-            "image_shape": list(info.image_shape)})
+            "image_shape": list(info.image_shape), "num_train": info.num_train})
+    else:
+        _check_same_data(out, info)
 
     _seed_everything(opts["seed"])
     model = SearchNetwork(
@@ -498,7 +555,7 @@ def _search(out, opts, args, state, download, data_dir, stop_after_epoch, report
                    f"({int(model.search_step.numpy())} steps, "
                    f"{int(model.alpha_steps.numpy())} α steps)")
     if initial_epoch < epochs:
-        report(f"search: {info.name} {info.image_shape[0]}x{info.image_shape[1]}, "
+        report(f"search: {_data_label(info)} {info.image_shape[0]}x{info.image_shape[1]}, "
                f"{opts['activation']} / {opts['schedule']} k={opts['every']} / "
                f"{opts['reg']} ρ={opts['rho']} / {opts['split']} split, C={opts['channels']}, "
                f"{opts['layers']} layers, {steps_per_epoch} steps per epoch; the first "
@@ -510,7 +567,8 @@ def _search(out, opts, args, state, download, data_dir, stop_after_epoch, report
         HistoryCSV(os.path.join(out, "history.csv")),
         SearchCheckpoint(out),
         _epoch_note("search", out, epochs, resume_hint),
-    ] + ([bar] if progress else [])
+    ] + ([bar] if progress else []) + (
+        [SearchTensorBoard(os.path.join(out, TENSORBOARD_DIR))] if tensorboard else [])
     if stop_after_epoch is not None:
         callbacks.append(StopAfterEpoch(stop_after_epoch))
     t_fit = time.perf_counter()
@@ -592,7 +650,7 @@ def _train_state(out: str, args: dict, resume: bool | str, overwrite: bool
         return None, None
     if run is None:
         return None, None
-    old = run["args"]
+    old = {**_LATER_ARGS, **run["args"]}
     if old != args:
         raise RunError(f"--out {rel(out)} holds a different training run "
                        f"({_describe_diff(old, args, list(TRAIN_DEFAULTS) + ['genotype'])}); "
@@ -620,7 +678,7 @@ def train_run(genotype: str | Genotype, out: str, *, resume: bool | str = False,
               overwrite: bool = False, download: bool = False, data_dir: str | None = None,
               stop_after_epoch: int | None = None, report: Report | None = print,
               progress: bool = True, resume_hint: str = "the same command with --resume",
-              **options) -> TrainResult:
+              tensorboard: bool = False, **options) -> TrainResult:
     """Train a genotype's network from scratch in the folder ``out``.
 
     Writes ``run.json``, ``history.csv`` and a checkpoint every epoch, then
@@ -637,8 +695,11 @@ def train_run(genotype: str | Genotype, out: str, *, resume: bool | str = False,
         download, data_dir: see :func:`kdarts.data.load_dataset`.
         stop_after_epoch: end after this many epochs (checkpointed; resume later).
         report, progress, resume_hint: as for :func:`search_run`.
+        tensorboard: also write TensorBoard event files (per-epoch loss,
+            accuracy, learning rate) to ``out/tensorboard`` (Keras's callback).
         **options: any of :data:`TRAIN_DEFAULTS`; those left out (or None) take the
-            dataset's defaults (:func:`resolve_options`).
+            dataset's defaults (:func:`resolve_options`); ``dataset`` and
+            ``image_size`` as for :func:`search_run`.
 
     Raises:
         RunError: bad options, genotype or folder (nothing touched), data not loadable.
@@ -647,7 +708,9 @@ def train_run(genotype: str | Genotype, out: str, *, resume: bool | str = False,
     report = report or _quiet
     opts = resolve_options("train", options)
     geno = load_genotype(genotype)
-    _check_dataset(opts["dataset"])
+    _check_dataset(opts)
+    if tensorboard:
+        _tensorboard_available()
     if not 0.0 <= opts["drop_path"] < 1.0:
         raise RunError(f"--drop-path must be in [0, 1), got {opts['drop_path']}")
     args = {**{k: opts[k] for k in TRAIN_DEFAULTS}, "genotype": geno.to_dict()}
@@ -665,13 +728,13 @@ def train_run(genotype: str | Genotype, out: str, *, resume: bool | str = False,
               f"is in {rel(out)}: {resume_hint} continues it")
     try:
         return _train(geno, out, opts, args, state, download, data_dir, stop_after_epoch,
-                      report, progress, resume_hint)
+                      report, progress, resume_hint, tensorboard)
     except KeyboardInterrupt:
         raise _interrupted() from None
 
 
 def _train(geno, out, opts, args, state, download, data_dir, stop_after_epoch, report,
-           progress, resume_hint) -> TrainResult:
+           progress, resume_hint, tensorboard=False) -> TrainResult:
     from kdarts.callbacks import (
         EpochCheckpoint,
         EpochProgress,
@@ -689,14 +752,17 @@ def _train(geno, out, opts, args, state, download, data_dir, stop_after_epoch, r
         train_ds, test_ds, info, steps = train_datasets(
             opts["dataset"], batch_size=opts["batch_size"], seed=opts["seed"],
             cutout=opts["cutout"], data_dir=data_dir, max_examples=opts["max_examples"],
-            download=download, initial_epoch=initial_epoch)
+            download=download, initial_epoch=initial_epoch, image_size=opts["image_size"])
     except (DatasetError, ValueError) as err:
         raise RunError(str(err)) from None
     os.makedirs(out, exist_ok=True)
     if state is None:
         _write_json(os.path.join(out, "run.json"), {
             "command": "train", "kdarts": _version(), "args": args, "steps_per_epoch": steps,
-            "num_classes": info.num_classes, "image_shape": list(info.image_shape)})
+            "num_classes": info.num_classes, "image_shape": list(info.image_shape),
+            "num_train": info.num_train})
+    else:
+        _check_same_data(out, info)
     _seed_everything(opts["seed"])
     model = EvalNetwork(geno, info.num_classes, channels=opts["channels"],
                         layers=opts["layers"], auxiliary=opts["auxiliary"],
@@ -711,7 +777,7 @@ def _train(geno, out, opts, args, state, download, data_dir, stop_after_epoch, r
         report(f"resuming {rel(out)} after epoch {initial_epoch} of {epochs}")
     params = model.parameter_count()
     num_train = min(info.num_train, opts["max_examples"] or info.num_train)
-    report(f"train: {info.name}, {num_train} training images, C={opts['channels']}, "
+    report(f"train: {_data_label(info)}, {num_train} training images, C={opts['channels']}, "
            f"{opts['layers']} layers, {params / 1e3:.1f}k parameters, {epochs} epochs of "
            f"{steps} steps")
     bar = EpochProgress({"loss": "loss", "accuracy": "acc"})
@@ -720,6 +786,12 @@ def _train(geno, out, opts, args, state, download, data_dir, stop_after_epoch, r
         HistoryCSV(os.path.join(out, "history.csv")),
         _epoch_note("training", out, epochs, resume_hint),
     ] + ([bar] if progress else [])
+    if tensorboard:
+        import keras
+
+        # per-epoch scalars indexed by the epoch, so a resumed run continues its curves
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(out, TENSORBOARD_DIR),
+                                                     write_graph=False, update_freq="epoch"))
     if stop_after_epoch is not None:
         callbacks.append(StopAfterEpoch(stop_after_epoch))
     t_fit = time.perf_counter()
@@ -764,37 +836,76 @@ def _train(geno, out, opts, args, state, download, data_dir, stop_after_epoch, r
 # -------------------------------------------------------------------------- export
 
 
-def default_export_path(model_path: str, fmt: str) -> str:
-    """``runs/train/model.keras`` → ``saved_models/train.onnx`` (``.keras``, or a folder)."""
+def default_export_path(model_path: str, fmt: str, quantize: str = "none") -> str:
+    """``runs/train/model.keras`` → ``saved_models/train.onnx`` (``.keras``, a folder,
+    ``train.tflite``, ``train_int8.tflite``)."""
     stem = os.path.splitext(os.path.basename(os.path.abspath(model_path)))[0]
     if stem == "model":
         stem = os.path.basename(os.path.dirname(os.path.abspath(model_path))) or stem
+    if quantize != "none":
+        stem += f"_{quantize}"
     return os.path.join(EXPORT_DIR, stem + SUFFIXES[fmt])
 
 
+#: Training images an int8 LiteRT export is calibrated on (a seeded sample of ``--data``).
+REPRESENTATIVE_EXAMPLES = 200
+#: Test images a LiteRT export from ``--data`` is verified on (a seeded sample).
+VERIFY_EXAMPLES = 200
+
+
 def export_run(model_path: str, fmt: str = "onnx", out: str | None = None,
-               verify: bool = True, input_dtype: str = "float32") -> ExportRunResult:
+               verify: bool = True, input_dtype: str = "float32", quantize: str = "none",
+               data: str | None = None) -> ExportRunResult:
     """Export a ``.keras`` model (see :func:`kdarts.export.export`), checking the path first.
 
-    Raises:
-        RunError: a bad destination (suffix, a file in the way, not writable), a model
-            that cannot be loaded, or an export that fails verification.
-    """
-    from kdarts.export import ExportError, ModelLoadError, export, load_model
+    Args:
+        quantize: LiteRT quantisation (``fmt="tflite"``), see :data:`kdarts.export.QUANTIZATIONS`.
+        data: a dataset (as ``--dataset`` takes: TFDS name, folder, ``.npz``) for
+            LiteRT: ``int8`` calibrates on :data:`REPRESENTATIVE_EXAMPLES` of its
+            training images, and a LiteRT model is verified on :data:`VERIFY_EXAMPLES`
+            of its test images (seeded samples). Required for ``int8``.
 
-    out = os.path.abspath(out or default_export_path(model_path, fmt))
+    Raises:
+        RunError: a bad destination (suffix, a file in the way, not writable), bad
+            ``quantize``/``data``, a model that cannot be loaded, data that does not
+            fit the model, or an export that fails verification.
+    """
+    from kdarts.export import QUANTIZATIONS
+
+    out = os.path.abspath(out or default_export_path(model_path, fmt, quantize))
     problem = suffix_error(out, fmt)
     if problem:
         raise RunError(f"--out: {problem}")
+    if quantize not in QUANTIZATIONS or (fmt != "tflite" and quantize != "none"):
+        raise RunError(f"--quantize {quantize} applies to --format tflite only"
+                       if quantize in QUANTIZATIONS else
+                       f"--quantize: one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
+    if data is None and quantize == "int8":
+        raise RunError("--quantize int8 calibrates on training images: name them with --data "
+                       "(the dataset the model was trained on)")
+    if data is not None:
+        if fmt != "tflite":
+            raise RunError("--data applies to --format tflite (calibration and verification)")
+        # a folder is read at the model's size, unknown until it is loaded: any size
+        # passes this check (the rest of it, classes and files, is done now)
+        _check_dataset({"dataset": data, "image_size": [MIN_IMAGE_SIZE] * 2
+                        if os.path.isdir(data) else None})
     check_writable(out, "--out", folder=fmt == "saved_model")
     t_start = time.perf_counter()
+    from kdarts.export import ExportError, ModelLoadError, export, load_model
+
     try:
         model = load_model(model_path)
     except ModelLoadError as err:
         raise RunError(str(err)) from None
+    representative = samples = None
+    if data is not None:
+        representative, samples = _export_images(model, data, quantize)
     try:
         os.makedirs(os.path.dirname(out), exist_ok=True)
-        result = export(model, out, fmt, verify=verify, input_dtype=input_dtype)
+        result = export(model, out, fmt, verify=verify, input_dtype=input_dtype,
+                        quantize=quantize, representative_data=representative,
+                        sample_inputs=samples)
     except (ExportError, ValueError, TypeError) as err:
         raise RunError(str(err)) from None
     except KeyboardInterrupt:
@@ -802,7 +913,44 @@ def export_run(model_path: str, fmt: str = "onnx", out: str | None = None,
                              "is moved into place only once verified)") from None
     return ExportRunResult(path=result.path, format=fmt, max_abs_diff=result.max_abs_diff,
                            input_contract=result.input_contract,
-                           seconds=time.perf_counter() - t_start)
+                           seconds=time.perf_counter() - t_start, quantize=quantize,
+                           agreement=result.agreement,
+                           verified_on=None if samples is None else
+                           f"{len(samples)} test images of {rel(data) if os.path.exists(data) else data}")
+
+
+def _export_images(model, data: str, quantize: str):
+    """``(representative training images or None, verification test images)`` from ``data``.
+
+    A folder is read at the model's image size (resizing images of another size).
+    """
+    from kdarts.data.sources import sample_images
+    from kdarts.export import input_contract
+
+    shape = tuple(input_contract(model)["shape"][1:])
+    spec = os.path.abspath(data) if os.path.exists(data) else data
+    try:
+        source = _open_for(spec, shape)
+        representative = (sample_images(source, source.train, REPRESENTATIVE_EXAMPLES, seed=0)
+                          if quantize == "int8" else None)
+        # seeded, not the first ones: a folder's test split is ordered by class
+        samples = sample_images(source, source.test, VERIFY_EXAMPLES, seed=0)
+    except (DatasetError, ValueError) as err:
+        raise RunError(" ".join(str(err).split())) from None
+    return representative, samples
+
+
+def _open_for(spec: str, shape: tuple):
+    """Opens ``spec`` and checks its images fit a model taking ``shape`` (H, W, C)."""
+    from kdarts.data.sources import open_source
+
+    size = tuple(shape[:2]) if os.path.isdir(spec) else None
+    source = open_source(spec, image_size=size)
+    if tuple(source.info.image_shape) != tuple(shape):
+        raise RunError(f"--data {_data_label(source.info)} has images of "
+                       f"{'x'.join(map(str, source.info.image_shape))}, the model takes "
+                       f"{'x'.join(map(str, shape))}")
+    return source
 
 
 # ---------------------------------------------------------------------- quickstart
@@ -860,6 +1008,11 @@ def describe_export(result: ExportRunResult) -> str:
     size = f"{total / 1e6:.2f} MB" if total >= 1e5 else f"{total / 1e3:.1f} kB"
     check = ("not verified (--no-verify)" if result.max_abs_diff is None
              else f"verified against the Keras model: max |Δlogits| = {result.max_abs_diff:.2e}")
+    if result.agreement is not None and result.max_abs_diff is not None:
+        check += (f", top-1 agreement {result.agreement:.1%}"
+                  + (f" on {result.verified_on}" if result.verified_on else ""))
+    if result.quantize != "none":
+        check = f"{result.quantize} quantised; {check}"
     contract = result.input_contract or {}
     takes = ("raw images 0-255 " + "/".join(contract["dtype"].split(" or "))
              if contract.get("normalized_inside")

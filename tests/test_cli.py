@@ -185,6 +185,92 @@ def test_unknown_dataset(tmp_path, no_tf_work):
     assert not out.exists()
 
 
+def _bad_dataset(tmp_path, case):
+    """A dataset that is wrong in one way; returns ``(path, extra args)``."""
+    from conftest import own_images, write_png_folder
+
+    x, y = own_images(12)
+    if case == "missing":
+        return tmp_path / "nowhere" / "photos", []
+    if case == "empty":
+        (tmp_path / "empty" / "ant").mkdir(parents=True)
+        (tmp_path / "empty" / "notes.txt").write_text("no images")
+        return tmp_path / "empty", []
+    if case == "one class":
+        write_png_folder(tmp_path / "one", count=12)
+        for name in ("bee", "cat"):
+            for f in (tmp_path / "one" / name).iterdir():
+                f.unlink()
+        return tmp_path / "one", []
+    if case == "mixed sizes":
+        write_png_folder(tmp_path / "mixed", count=6)
+        write_png_folder(tmp_path / "mixed" / "cat", count=3, size=12)
+        return tmp_path / "mixed", []
+    if case == "small images":
+        return write_png_folder(tmp_path / "small", count=6, size=3), []
+    if case == "small image size":
+        return write_png_folder(tmp_path / "small", count=6), ["--image-size", "2,8"]
+    path = tmp_path / "bad.npz"
+    if case == "lengths":
+        np.savez(path, x=x, y=y[:-1])
+    elif case == "float labels":
+        np.savez(path, x=x, y=y + 0.5)
+    elif case == "small npz":
+        np.savez(path, x=x[:, :3, :3], y=y)
+    elif case == "no y":
+        np.savez(path, x=x, labels=y)
+    return path, []
+
+
+@pytest.mark.parametrize("case, fragments", [
+    ("missing", ["no such file or folder"]),
+    ("empty", ["no images", "<folder>/<class>/<image>"]),
+    ("one class", ["one class only (ant)", "at least two"]),
+    ("mixed sizes", ["different sizes", "8x8 in ant/000.png", "12x12 in cat/", "--image-size"]),
+    ("small images", ["3x3", "smaller than 4x4"]),
+    ("small image size", ["--image-size 2x8", "smaller than 4x4"]),
+    ("lengths", ["bad.npz", "x holds 12 images but y 11 labels"]),
+    ("float labels", ["float64 labels", "integers"]),
+    ("small npz", ["3x3", "smaller than 4x4"]),
+    ("no y", ["no 'y' array", "labels, x"]),
+])
+def test_bad_own_data_is_refused_before_any_work(tmp_path, no_tf_work, case, fragments):
+    path, extra = _bad_dataset(tmp_path, case)
+    out = tmp_path / "run"
+    result = invoke("search", "--dataset", path, *extra, "--out", out)
+    assert_one_line_error(result, *fragments)
+    assert "Traceback" not in result.output and not out.exists()
+    result = invoke("train", "--genotype", "DARTS_V2", "--dataset", path, *extra, "--out", out)
+    assert_one_line_error(result, *fragments)
+    assert not out.exists()
+
+
+def test_image_size_is_for_folders(tmp_path, no_tf_work, npz_file):
+    assert_one_line_error(invoke("search", "--image-size", "16", "--out", tmp_path / "r"),
+                          "resizes the images of a folder", "'kdarts_digits'")
+    assert_one_line_error(invoke("search", "--dataset", npz_file, "--image-size", "16",
+                                 "--out", tmp_path / "r"), "data.npz have their own size")
+    assert_one_line_error(invoke("search", "--dataset", npz_file, "--image-size", "a,b",
+                                 "--out", tmp_path / "r"), "expected H,W")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_resumed_run_refuses_another_dataset(tmp_path, no_tf_work, png_folder, monkeypatch):
+    folder = fake_run(tmp_path / "run", dataset=str(png_folder))
+    (folder / "checkpoint.json").write_text('{"epoch": 1}')
+    (folder / "checkpoint.weights.h5").write_bytes(b"weights")
+    before = snapshot(folder)
+    result = invoke("search", "--out", folder, "--resume", "--epochs", "8")
+    assert_one_line_error(result, "different search run",
+                          f"dataset: '{png_folder}' → 'kdarts_digits'")
+    # the same folder, named relatively from elsewhere, is the same dataset
+    monkeypatch.chdir(png_folder.parent)
+    result = invoke("search", "--out", folder, "--dataset", "png", "--resume", "--seed", "3")
+    assert_one_line_error(result, "different search run", "seed: 0 → 3")
+    assert "dataset" not in result.output
+    assert snapshot(folder) == before
+
+
 def test_bad_primitives(tmp_path, no_tf_work):
     result = invoke("search", "--primitives", "sep_conv_3x3,conv_9x9", "--out", tmp_path / "r")
     assert_one_line_error(result, "conv_9x9")
@@ -371,6 +457,19 @@ def test_ctrl_c_says_what_was_kept(tmp_path, monkeypatch):
         assert "start over" in last and "--resume" not in last
 
 
+def test_tflite_export_options_are_checked_first(tmp_path, npz_file):
+    model = tmp_path / "model.keras"  # never opened: the options are checked first
+    for args, fragments in (
+            (["--quantize", "int8"], ["--quantize int8", "--data"]),
+            (["--quantize", "float16", "--format", "onnx"], ["--format tflite only"]),
+            (["--data", npz_file, "--format", "onnx"], ["--data applies to --format tflite"]),
+            (["--data", tmp_path / "none.npz"], ["no such file or folder"]),
+            (["--out", tmp_path / "m.onnx"], ["tflite format writes a *.tflite file"])):
+        result = invoke("export", model, "--format", "tflite", *map(str, args))
+        assert_one_line_error(result, *fragments)
+    assert sorted(os.listdir(tmp_path)) == []
+
+
 def test_export_errors(tmp_path):
     assert_one_line_error(invoke("export", tmp_path / "none.keras"), "no such file")
     garbage = tmp_path / "model.keras"
@@ -380,8 +479,8 @@ def test_export_errors(tmp_path):
     result = invoke("export", garbage, "--out", out)
     assert_one_line_error(result, "not a valid Keras archive")
     assert out.read_bytes() == b"previous export"
-    result = invoke("export", garbage, "--format", "tflite")
-    assert result.exit_code != 0 and "tflite" in result.output
+    result = invoke("export", garbage, "--format", "tensorrt")
+    assert result.exit_code != 0 and "tflite" in result.output  # the valid formats listed
 
 
 # ----------------------------------------------------------------- end to end (slow)
@@ -523,7 +622,7 @@ def test_resume_in_a_new_process_matches_uninterrupted(searched, tmp_path):
     folder_a, _ = searched
     folder_b = tmp_path / "b"
     first = run_process("search", *TINY_SEARCH, "--out", folder_b, "--stop-after-epoch", "1",
-                        cwd=tmp_path)
+                        "--tensorboard", cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert_quiet_stderr(first.stderr)
     assert "stopped after epoch 1 of 2" in first.stdout
@@ -538,7 +637,8 @@ def test_resume_in_a_new_process_matches_uninterrupted(searched, tmp_path):
                                  "--rho", "0.2"), "different search run", "rho: 0.1 → 0.2")
     assert snapshot(folder_b) == before
 
-    second = run_process("search", *TINY_SEARCH, "--out", folder_b, "--resume", cwd=tmp_path)
+    second = run_process("search", *TINY_SEARCH, "--out", folder_b, "--resume", "--tensorboard",
+                         cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resuming" in second.stdout and "after epoch 1 of 2" in second.stdout
 
@@ -558,6 +658,12 @@ def test_resume_in_a_new_process_matches_uninterrupted(searched, tmp_path):
         assert [r["epoch"] for r in csv.DictReader(f)] == ["0", "1"]
     assert json.loads((folder_b / "checkpoint.json").read_text()) == json.loads(
         (folder_a / "checkpoint.json").read_text())
+    # TensorBoard continued across the resume: every step and epoch once, at its own index
+    board = event_scalars(folder_b / "tensorboard")
+    assert sorted(board["step/step_fi"]) == list(range(1, 17))
+    np.testing.assert_allclose([board["step/step_fi"][b["step"]] for b in rec_b["batches"]],
+                               [b["step_fi"] for b in rec_b["batches"]], rtol=1e-6)
+    assert sorted(board["epoch/loss"]) == [1, 2] and sorted(board["alpha/normal"]) == [0, 1, 2]
 
 
 @pytest.mark.slow
@@ -568,7 +674,7 @@ def test_train_resume_in_a_new_process_matches_uninterrupted(searched, trained, 
     folder_a, _ = trained
     folder_b = tmp_path / "b"
     first = run_process("train", "--genotype", genotype, *TINY_TRAIN, "--out", folder_b,
-                        "--stop-after-epoch", "1", cwd=tmp_path)
+                        "--stop-after-epoch", "1", "--tensorboard", cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert_quiet_stderr(first.stderr)
     assert "stopped after epoch 1 of 2" in first.stdout
@@ -580,7 +686,7 @@ def test_train_resume_in_a_new_process_matches_uninterrupted(searched, trained, 
     assert snapshot(folder_b) == before
 
     second = run_process("train", "--genotype", genotype, *TINY_TRAIN, "--out", folder_b,
-                         "--resume", cwd=tmp_path)
+                         "--resume", "--tensorboard", cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resuming" in second.stdout and "after epoch 1 of 2" in second.stdout
     model_a, model_b = load_model(folder_a / "model.keras"), load_model(folder_b / "model.keras")
@@ -592,7 +698,10 @@ def test_train_resume_in_a_new_process_matches_uninterrupted(searched, trained, 
     for key in ("test_accuracy", "test_loss", "train_loss"):
         assert metrics_b[key] == pytest.approx(metrics_a[key], abs=1e-6), key
     with open(folder_b / "history.csv") as f:
-        assert [r["epoch"] for r in csv.DictReader(f)] == ["0", "1"]
+        history = list(csv.DictReader(f))
+    assert [r["epoch"] for r in history] == ["0", "1"]
+    losses = event_scalars(folder_b / "tensorboard")["epoch_loss"]  # one per epoch, resumed
+    assert losses == pytest.approx({0: float(history[0]["loss"]), 1: float(history[1]["loss"])})
 
 
 @pytest.mark.slow
@@ -661,3 +770,98 @@ def test_sigint_while_tracing_stops_promptly_and_says_what_is_true(tmp_path):
     assert not (folder / "checkpoint.json").exists()
     assert_one_line_error(invoke("search", *TINY_SEARCH, "--out", folder, "--resume"),
                           "no epoch of it completed", "run without --resume")
+
+
+# ------------------------------------------------ own data end to end, TensorBoard (slow)
+
+OWN_SEARCH = ["--channels", "4", "--layers", "3", "--steps", "2",
+              "--primitives", "max_pool_3x3,skip_connect,sep_conv_3x3", "--batch-size", "4",
+              "--epochs", "1", "--split", "half", "--schedule", "fixed", "--every", "2"]
+# 10 epochs (cheap once traced): a model confident enough that int8 keeps its top-1 classes
+OWN_TRAIN = ["--channels", "4", "--layers", "3", "--epochs", "10", "--batch-size", "8"]
+
+
+def event_scalars(folder):
+    """TensorBoard event files under ``folder`` → ``{tag: {step: value or None}}``."""
+    import glob
+
+    import tensorflow as tf
+
+    tags = {}
+    for path in sorted(glob.glob(os.path.join(folder, "**", "events.out.tfevents.*"),
+                                 recursive=True)):
+        for record in tf.data.TFRecordDataset(path):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                plugin = value.metadata.plugin_data.plugin_name
+                number = (float(tf.make_ndarray(value.tensor))
+                          if plugin == "scalars" else None)
+                tags.setdefault(value.tag, {})[event.step] = number
+    return tags
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source, quantize", [("png", "int8"), ("npz", "float16")])
+def test_own_data_search_train_export_litert(source, quantize, png_folder, npz_file,
+                                             tmp_path):
+    """A PNG folder (with TensorBoard) and an .npz each go search → train → LiteRT."""
+    from kdarts.data import load_dataset
+    from kdarts.export import FLOAT16_RTOL, load_model, tflite_logits, tflite_metadata, \
+        tflite_runner
+
+    dataset = png_folder if source == "png" else npz_file
+    board = ["--tensorboard"] if source == "png" else []
+    result = invoke("search", "--dataset", dataset, *OWN_SEARCH, *board, "--out",
+                    tmp_path / "s")
+    assert result.exit_code == 0, result.output
+    run = json.loads((tmp_path / "s" / "run.json").read_text())
+    assert run["args"]["dataset"] == str(dataset) and run["num_train"] == 29
+    result = invoke("train", "--genotype", tmp_path / "s", "--dataset", dataset, *OWN_TRAIN,
+                    *board, "--out", tmp_path / "t")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "t" / "metrics.json").read_text())
+    assert metrics["num_test"] == 7 and metrics["input"]["shape"] == [None, 8, 8, 3]
+    result = invoke("export", tmp_path / "t" / "model.keras", "--format", "tflite",
+                    "--quantize", quantize, "--data", dataset, "--out", tmp_path / "m.tflite")
+    assert result.exit_code == 0, result.output
+    assert f"{quantize} quantised" in result.output and "on 7 test images" in result.output
+
+    # the LiteRT interpreter, fed the test images as stored, against the Keras model
+    _, _, images, labels, _ = load_dataset(str(dataset))
+    keras_logits = np.asarray(load_model(tmp_path / "t" / "model.keras")(
+        images.astype(np.float32), training=False))
+    runner = tflite_runner(tmp_path / "m.tflite")
+    (spec,) = runner.get_input_details().values()
+    contract = json.loads(tflite_metadata(tmp_path / "m.tflite")["kdarts.input"])
+    assert contract["quantize"] == quantize and contract["shape"] == [None, 8, 8, 3]
+    logits = tflite_logits(runner, images)
+    if quantize == "int8":
+        assert spec["dtype"] == np.uint8 and spec["quantization"] == (1.0, 0)
+        assert contract["input_quantization"] == {"dtype": "uint8", "scale": 1.0,
+                                                  "zero_point": 0}
+        (q,) = runner(images=images).values()  # raw uint8 pixels straight in
+        scale, zero_point = (contract["output_quantization"][k] for k in
+                             ("scale", "zero_point"))
+        np.testing.assert_allclose((q.astype(np.float32) - zero_point) * scale, logits)
+        np.testing.assert_array_equal(_predictions(logits), _predictions(keras_logits))
+    else:
+        assert spec["dtype"] == np.float32
+        np.testing.assert_allclose(logits, keras_logits, rtol=0, atol=FLOAT16_RTOL * max(
+            1.0, np.abs(keras_logits).max()))
+    if not board:
+        assert not (tmp_path / "s" / "tensorboard").exists()
+        return
+    search_tags = event_scalars(tmp_path / "s" / "tensorboard")
+    for tag in ("step/loss", "step/step_fi", "step/fi_ewma", "step/threshold",
+                "step/alpha_steps", "step/pruned_ops", "step/lr"):
+        assert sorted(search_tags[tag]) == [1, 2, 3], tag
+    for tag in ("epoch/loss", "epoch/accuracy", "epoch/search_loss", "epoch/fi",
+                "epoch/fi_ewma", "epoch/threshold", "epoch/alpha_steps", "epoch/pruned_ops",
+                "epoch/lr"):
+        assert list(search_tags[tag]) == [1], tag
+    for tag in ("alpha/normal", "alpha/reduce", "genotype"):
+        assert sorted(search_tags[tag]) == [0, 1], tag  # before training and per epoch
+    assert search_tags["step/alpha_steps"][3] == 1.0  # fixed k=2: an α step at step 2
+    train_tags = event_scalars(tmp_path / "t" / "tensorboard")
+    assert sorted(train_tags["epoch_loss"]) == list(range(10))
+    assert sorted(train_tags["epoch_learning_rate"]) == list(range(10))

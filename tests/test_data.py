@@ -406,3 +406,79 @@ def test_digits_split_is_exact_and_stable():
     np.testing.assert_array_equal(np.bincount(labels[test]), np.full(10, 6))
     again = digits_dataset.digits_split(labels, num_test=60, seed=0)
     np.testing.assert_array_equal(test, again[1])
+
+
+# ---------------------------------------------------------------------- own data
+
+
+def _listing_order(x, y):
+    """The arrays in a folder's listing order (class by class, files sorted by name)."""
+    order = np.lexsort((np.arange(len(y)), y))
+    return x[order], y[order]
+
+
+def test_folder_npz_and_arrays_load_alike(png_folder, tmp_path):
+    from conftest import CLASSES, own_images
+
+    x, y = _listing_order(*own_images(36))
+    x_train, y_train, x_test, y_test, info = data.load_dataset(str(png_folder))
+    assert info.class_names == CLASSES and info.num_classes == 3
+    assert info.image_shape == (8, 8, 3) and (info.num_train, info.num_test) == (29, 7)
+    assert x_train.dtype == np.uint8 and y_train.dtype == np.int32
+    # the fixed stratified hold-out: the same images for a folder and for arrays
+    arrays = data.load_dataset((x, y))
+    for got, want in zip((x_train, y_train, x_test, y_test), arrays[:4]):
+        np.testing.assert_array_equal(got, want)
+    assert info.mean == pytest.approx(arrays[4].mean) and info.std == pytest.approx(
+        arrays[4].std)
+    assert sorted(np.bincount(y_test)) == [2, 2, 3]  # each class in proportion
+    # an .npz with its own test split keeps it; greyscale (N, H, W) gains a channel
+    np.savez(tmp_path / "grey.npz", x=x[..., 0], y=y, x_test=x[:5, ..., 0], y_test=y[:5])
+    gx, gy, gx_test, gy_test, ginfo = data.load_dataset(str(tmp_path / "grey.npz"))
+    assert gx.shape == (36, 8, 8, 1) and gx_test.shape == (5, 8, 8, 1)
+    assert ginfo.name == str(tmp_path / "grey.npz") and ginfo.num_test == 5
+    with pytest.raises(data.DatasetError, match="holds 36 images but y 35 labels"):
+        data.load_dataset((x, y[:-1]))
+    with pytest.raises(data.DatasetError, match="pixel values span 0 .. 300"):
+        data.load_dataset((np.full((36, 8, 8, 3), 300.0) * (y[:, None, None, None] > 0), y))
+
+
+def test_streamed_folder_serves_what_arrays_serve(png_folder):
+    """A folder decoded on the fly gives exactly the batches of the same images in memory:
+    the order and augmentation depend only on the seed and the positions."""
+    from conftest import own_images
+
+    arrays = _listing_order(*own_images(36))
+    folder = str(png_folder)
+    streams = [data.search_datasets(spec, 4, 3, split="half") for spec in (folder, arrays)]
+    assert streams[0][3] == streams[1][3] == 3
+    for ds_folder, ds_arrays in ((streams[0][0], streams[1][0]), (streams[0][1], streams[1][1])):
+        for (xa, ya), (xb, yb) in zip(ds_folder.take(5), ds_arrays.take(5)):
+            np.testing.assert_array_equal(xa, xb)
+            np.testing.assert_array_equal(ya, yb)
+    trains = [data.train_datasets(spec, 8, 3, cutout=2) for spec in (folder, arrays)]
+    for ds_a, ds_b in ((trains[0][0], trains[1][0]), (trains[0][1], trains[1][1])):
+        batches = list(zip(ds_a, ds_b))
+        assert batches
+        for (xa, ya), (xb, yb) in batches:
+            np.testing.assert_array_equal(xa, xb)
+            np.testing.assert_array_equal(ya, yb)
+
+
+def test_folder_with_test_split_greyscale_and_resize(tmp_path):
+    from conftest import write_png_folder
+
+    write_png_folder(tmp_path / "d" / "train", count=12, channels=1)
+    write_png_folder(tmp_path / "d" / "test", count=6, size=12, channels=1, seed=2)
+    with pytest.raises(data.DatasetError, match="different sizes.*--image-size"):
+        data.load_dataset(str(tmp_path / "d"))
+    x_train, _, x_test, y_test, info = data.load_dataset(str(tmp_path / "d"),
+                                                         image_size=(8, 8))
+    assert info.image_shape == (8, 8, 1) and len(info.mean) == 1
+    assert x_train.shape == (12, 8, 8, 1) and x_test.shape == (6, 8, 8, 1)
+    np.testing.assert_array_equal(y_test, [0, 0, 1, 1, 2, 2])
+    # the training images are already 8x8: decoded as they are, not resampled
+    from PIL import Image
+
+    first = np.asarray(Image.open(tmp_path / "d" / "train" / "ant" / "000.png"))
+    np.testing.assert_array_equal(x_train[0, ..., 0], first)

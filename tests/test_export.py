@@ -115,8 +115,8 @@ def test_load_model_errors_name_the_file(tmp_path):
 
 
 def test_export_argument_errors_leave_nothing(tiny, tmp_path):
-    with pytest.raises(ValueError, match="valid formats: keras, saved_model, onnx"):
-        export(tiny, tmp_path / "net.tflite", format="tflite")
+    with pytest.raises(ValueError, match="valid formats: keras, saved_model, onnx, tflite"):
+        export(tiny, tmp_path / "net.plan", format="tensorrt")
     with pytest.raises(TypeError, match="expected a keras.Model"):
         export(object(), tmp_path / "net.keras")
     with pytest.raises(ValueError, match=r"keras format writes a \*\.keras file"):
@@ -129,8 +129,19 @@ def test_export_argument_errors_leave_nothing(tiny, tmp_path):
         export(tiny, tmp_path / "x.onnx", format="onnx", input_dtype="int16")
     with pytest.raises(ValueError, match="normalises raw pixels"):  # no mean/std inside
         export(tiny, tmp_path / "x.onnx", format="onnx", input_dtype="uint8")
+    with pytest.raises(ValueError, match=r"tflite format writes a \*\.tflite file"):
+        export(tiny, tmp_path / "net.onnx", format="tflite")
+    with pytest.raises(ValueError, match="quantize must be one of none, float16, dynamic, int8"):
+        export(tiny, tmp_path / "net.tflite", format="tflite", quantize="int4")
+    with pytest.raises(ValueError, match="applies to the tflite format only"):
+        export(tiny, tmp_path / "net.onnx", format="onnx", quantize="float16")
+    with pytest.raises(ValueError, match="needs representative_data"):
+        export(tiny, tmp_path / "net.tflite", format="tflite", quantize="int8")
+    with pytest.raises(ValueError, match="normalises raw pixels"):  # uint8 input = raw pixels
+        export(tiny, tmp_path / "net.tflite", format="tflite", quantize="int8",
+               representative_data=np.zeros((2, 8, 8, 3)))
     assert os.listdir(tmp_path) == []
-    assert FORMATS == ("keras", "saved_model", "onnx")
+    assert FORMATS == ("keras", "saved_model", "onnx", "tflite")
 
 
 def test_unusable_destinations(tiny, tmp_path):
@@ -255,3 +266,66 @@ def test_raw_image_exports_record_their_input_contract(tmp_path):
         assert json.load(f)["dtype"] == "float32 or uint8"
     got = loaded.signatures["serving_uint8"](images=tf.constant(images))["logits"]
     np.testing.assert_allclose(np.asarray(got), want, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_tflite_exports_match_keras_and_record_their_contract(tmp_path):
+    """float32 within 1e-4 and dynamic-range int8 weights with the same top-1 classes, each
+    checked with the LiteRT interpreter independently of export's own verification."""
+    import json
+
+    from kdarts.export import tflite_logits, tflite_metadata, tflite_runner
+
+    model = EvalNetwork(DARTS_V2, num_classes=5, channels=4, layers=3, auxiliary=False,
+                        seed=4, mean=[0.2, 0.4, 0.6], std=[0.3, 0.2, 0.1])
+    model.build((None, 8, 8, 3))
+    images = np.random.default_rng(5).integers(0, 256, (16, 8, 8, 3)).astype(np.float32)
+    want = np.asarray(model(images, training=False))
+    plain = export(model, tmp_path / "net.tflite", format="tflite")
+    dynamic = export(model, tmp_path / "net_dynamic.tflite", format="tflite",
+                     quantize="dynamic", sample_inputs=images)
+    assert plain.max_abs_diff <= ATOL and plain.agreement == 1.0
+    assert dynamic.quantize == "dynamic" and dynamic.agreement >= 0.98
+    assert sorted(os.listdir(tmp_path)) == ["net.tflite", "net_dynamic.tflite"]
+    for result in (plain, dynamic):
+        runner = tflite_runner(result.path)
+        (spec,) = runner.get_input_details().values()
+        assert spec["dtype"] == np.float32 and list(spec["shape_signature"]) == [-1, 8, 8, 3]
+        contract = json.loads(tflite_metadata(result.path)["kdarts.input"])
+        assert contract == result.input_contract and contract["mean"] == [0.2, 0.4, 0.6]
+        assert contract["dtype"] == "float32" and contract["pixel_range"] == [0.0, 255.0]
+        got = tflite_logits(runner, images)
+        assert got.shape == want.shape
+        if result is plain:
+            np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
+        np.testing.assert_array_equal(np.argmax(got, -1), np.argmax(want, -1))
+
+
+def test_tflite_verification_fails_loudly_with_the_numbers(tiny, tmp_path, monkeypatch):
+    """Quantised models below the agreement threshold and float16 beyond its tolerance are
+    refused, naming the numbers, and nothing is left behind (no conversion here)."""
+    export_module = sys.modules["kdarts.export"]
+    monkeypatch.setattr(export_module, "_write_tflite",
+                        lambda model, artifact, *args: open(artifact, "wb").close())
+
+    def shifted(format, artifact, samples, contract=None):
+        outputs = []
+        for x in samples:  # each image's runner-up class moves 0.5 above its top-1 class
+            logits = np.asarray(tiny(x, training=False)).copy()
+            rows = np.arange(len(logits))
+            logits[rows, np.argsort(logits, -1)[:, -2]] = logits.max(-1) + 0.5
+            outputs.append([logits])
+        return outputs
+
+    monkeypatch.setattr(export_module, "_run_artifact", shifted)
+    images = np.random.default_rng(0).standard_normal((8, 8, 8, 3)).astype(np.float32)
+    with pytest.raises(ExportError, match=r"dynamic LiteRT model .* agrees with the Keras "
+                                          r"model's top-1 class on 0 of 8 images \(0\.0%, "
+                                          r"needed 98%; max \|Δlogits\| \d"):
+        export(tiny, tmp_path / "a.tflite", format="tflite", quantize="dynamic",
+               sample_inputs=images)
+    with pytest.raises(ExportError, match=r"tflite artifact .* differs from the Keras model "
+                                          r"by up to .* \(tolerance 0\.0"):
+        export(tiny, tmp_path / "b.tflite", format="tflite", quantize="float16",
+               sample_inputs=images)
+    assert os.listdir(tmp_path) == []

@@ -2,8 +2,11 @@
 
 * :mod:`kdarts.data.catalog`: the dataset names, :class:`DatasetInfo`,
   :class:`DatasetError` (no TensorFlow: the command line checks names with it).
-* :mod:`kdarts.data.sources`: :func:`load_dataset` through TFDS, with a bounded,
-  self-cleaning download.
+* :mod:`kdarts.data.files`: your own images (a folder of class sub-folders, an
+  ``.npz``, arrays), listed and checked without TensorFlow.
+* :mod:`kdarts.data.sources`: :func:`load_dataset` and :func:`open_source`: TFDS
+  (with a bounded, self-cleaning download) or your own images; a folder streams
+  from disk.
 * :mod:`kdarts.data.pipelines`: :func:`search_datasets`, :func:`train_datasets`
   and the augmentation steps; every pipeline serves raw float32 pixels (0..255)
   and the networks normalise inside.
@@ -35,6 +38,8 @@ from kdarts.data.catalog import (
 # name → module; imported (with TensorFlow / TFDS) on first use
 _LAZY = {
     "load_dataset": "kdarts.data.sources",
+    "open_source": "kdarts.data.sources",
+    "test_dataset": "kdarts.data.pipelines",
     "channel_stats": "kdarts.data.sources",
     "default_padding": "kdarts.data.pipelines",
     "normalize": "kdarts.data.pipelines",

@@ -36,7 +36,7 @@ class DatasetInfo:
     """What the networks and pipelines need to know about a loaded dataset.
 
     Attributes:
-        name: TFDS name.
+        name: TFDS name, the absolute path of a folder or ``.npz``, or ``"arrays"``.
         num_classes: number of classes (labels are ``0 .. num_classes - 1``).
         image_shape: ``(H, W, C)`` as the dataset stores its images (C = 1 for
             greyscale datasets such as MNIST).
@@ -44,6 +44,8 @@ class DatasetInfo:
         num_test: examples in the test split.
         mean: per-channel mean of the training images, pixel values scaled to [0, 1].
         std: per-channel standard deviation, same scale.
+        class_names: the class names where the source has them (a folder's
+            sub-folders), else empty.
 
     Example:
         >>> *_, info = load_dataset("kdarts_digits")  # doctest: +SKIP
@@ -58,6 +60,7 @@ class DatasetInfo:
     num_test: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    class_names: tuple[str, ...] = ()
 
 
 def check_dataset_name(name: str) -> str:

@@ -1,7 +1,8 @@
 """Deterministic input pipelines for the search and the evaluation network.
 
-The images, loaded whole by :func:`~kdarts.data.load_dataset`, are served by
-``tf.data`` pipelines whose only randomness is stateless
+The images, held in memory (TFDS datasets, ``.npz``, arrays) or listed as
+files and decoded when served (a folder, see :func:`~kdarts.data.sources.open_source`),
+are served by ``tf.data`` pipelines whose only randomness is stateless
 (``tf.random.stateless_*``) and derived from one user seed, the epoch and the
 element's position in the stream. Hence the same seed gives the same batches in
 any process, independently of TensorFlow's global seed, and a resumed search
@@ -35,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from kdarts.data.catalog import FLIP_DATASETS, SPLIT_MODES, DatasetError, DatasetInfo
-from kdarts.data.sources import load_dataset
+from kdarts.data.sources import Source, Split, decode_image, open_source
 from kdarts.search.schedules import dynamic_split_fraction
 
 _NUMPY_SEED_LIMIT = 2**32  # np.random.RandomState accepts seeds in [0, 2**32).
@@ -174,7 +175,7 @@ def split_indices(num_examples: int, seed: int, split: str = "half",
 
 
 def search_datasets(
-    name: str,
+    name,
     batch_size: int,
     seed: int,
     split: str = "half",
@@ -187,6 +188,7 @@ def search_datasets(
     padding: int | None = None,
     flip: bool | None = None,
     download: bool = False,
+    image_size: tuple[int, int] | None = None,
 ) -> tuple[tf.data.Dataset, tf.data.Dataset, DatasetInfo, int]:
     """Infinite weight-split and search-split streams for the architecture search.
 
@@ -200,7 +202,9 @@ def search_datasets(
     its position in the stream.
 
     Args:
-        name: one of :data:`DATASETS`.
+        name: one of :data:`DATASETS`, a folder of class sub-folders (streamed
+            from disk), an ``.npz``, or arrays ``(x, y)`` /
+            ``(x, y, x_test, y_test)`` (see :mod:`kdarts.data.files`).
         batch_size: batch size of both streams.
         seed: the data seed, in ``[0, 2**32)``.
         split: ``"half"`` or ``"dynamic"`` (see :func:`split_indices`).
@@ -214,8 +218,10 @@ def search_datasets(
             (tiny tests); the mean/std still come from the full training split.
         padding: random-crop padding; default :func:`default_padding` of the
             image height.
-        flip: horizontal flips; default: only for :data:`FLIP_DATASETS`.
+        flip: horizontal flips; default: only for :data:`FLIP_DATASETS` (own
+            data is not flipped: a flip may change what an image means).
         download: passed to :func:`load_dataset`.
+        image_size: ``(H, W)`` a folder's images are resized to.
 
     Returns:
         ``(weight_ds, search_ds, info, steps_per_epoch)``: datasets of
@@ -234,9 +240,10 @@ def search_datasets(
     _check_positive(batch_size=batch_size)
     if skip_weight_batches < 0 or skip_search_batches < 0:
         raise ValueError("skip_weight_batches and skip_search_batches must be >= 0")
-    x_train, y_train, _, _, info = load_dataset(name, data_dir=data_dir, download=download)
-    x_train, y_train = _cap(x_train, y_train, max_examples)
-    weight_idx, search_idx = split_indices(len(x_train), seed, split=split, every=every)
+    source = open_source(name, data_dir=data_dir, download=download, image_size=image_size)
+    info = source.info
+    train = _cap(source.train, max_examples)
+    weight_idx, search_idx = split_indices(len(train), seed, split=split, every=every)
     augment = _Augment(info, padding=padding, flip=flip, cutout=0)
     streams = []
     for part, indices, order_salt, augment_salt, skip in (
@@ -246,7 +253,7 @@ def search_datasets(
         steps = len(indices) // batch_size
         if steps < 1:
             raise DatasetError(
-                f"The {part} split of {name!r} has {len(indices)} examples, fewer than "
+                f"The {part} split of {info.name!r} has {len(indices)} examples, fewer than "
                 f"batch_size={batch_size}; use a smaller batch or more examples."
             )
         start_epoch, skip_in_epoch = divmod(skip, steps)
@@ -254,7 +261,7 @@ def search_datasets(
             _epoch_elements(len(indices), steps * batch_size, _key(seed, order_salt)))
         # Skipping (position, index) pairs is cheap: nothing is decoded or augmented yet.
         elements = elements.skip(skip_in_epoch * batch_size)
-        ds = _serve(elements, x_train[indices], y_train[indices], augment,
+        ds = _serve(elements, source, train.take(indices), augment,
                     _key(seed, augment_salt), batch_size, drop_remainder=True)
         streams.append(ds.apply(
             tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY)))
@@ -262,7 +269,7 @@ def search_datasets(
 
 
 def train_datasets(
-    name: str,
+    name,
     batch_size: int,
     seed: int,
     cutout: int = 0,
@@ -273,6 +280,7 @@ def train_datasets(
     flip: bool | None = None,
     initial_epoch: int = 0,
     download: bool = False,
+    image_size: tuple[int, int] | None = None,
 ) -> tuple[tf.data.Dataset, tf.data.Dataset, DatasetInfo, int]:
     """Training and test datasets for the evaluation network.
 
@@ -287,7 +295,7 @@ def train_datasets(
     pixels, in order, unaugmented, batched without dropping the remainder.
 
     Args:
-        name: one of :data:`DATASETS`.
+        name: any dataset :func:`search_datasets` takes.
         batch_size: batch size of both datasets.
         seed: the data seed, in ``[0, 2**32)``.
         cutout: cutout square side (0: none; DARTS uses 16 on CIFAR).
@@ -297,6 +305,7 @@ def train_datasets(
         flip: horizontal flips; default: only for :data:`FLIP_DATASETS`.
         initial_epoch: the epoch the first iteration of ``train_ds`` serves.
         download: passed to :func:`load_dataset`.
+        image_size: ``(H, W)`` a folder's images are resized to.
 
     Returns:
         ``(train_ds, test_ds, info, steps_per_epoch)`` with
@@ -310,12 +319,12 @@ def train_datasets(
     _check_positive(batch_size=batch_size)
     if initial_epoch < 0:
         raise ValueError(f"initial_epoch must be >= 0, got {initial_epoch}")
-    x_train, y_train, x_test, y_test, info = load_dataset(
-        name, data_dir=data_dir, download=download)
-    x_train, y_train = _cap(x_train, y_train, max_examples)
+    source = open_source(name, data_dir=data_dir, download=download, image_size=image_size)
+    info = source.info
+    train = _cap(source.train, max_examples)
     _check_seed(seed)
     augment = _Augment(info, padding=padding, flip=flip, cutout=cutout)
-    num_train = len(x_train)
+    num_train = len(train)
     steps = math.ceil(num_train / batch_size)
 
     # The epoch counter makes each iteration of the finite dataset a new epoch
@@ -327,17 +336,29 @@ def train_datasets(
     epoch = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).map(
         lambda _: next_epoch.assign_add(1) - 1)
     elements = epoch.flat_map(_epoch_elements(num_train, num_train, _key(seed, _TRAIN_ORDER)))
-    train_ds = _serve(elements, x_train, y_train, augment, _key(seed, _TRAIN_AUGMENT),
+    train_ds = _serve(elements, source, train, augment, _key(seed, _TRAIN_AUGMENT),
                       batch_size, drop_remainder=False)
     train_ds = train_ds.apply(tf.data.experimental.assert_cardinality(steps))
+    return train_ds, test_dataset(source, batch_size), info, steps
 
-    test_ds = (
-        tf.data.Dataset.from_tensor_slices((x_test, y_test))
-        .batch(batch_size)
-        .map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    return train_ds, test_ds, info, steps
+
+def test_dataset(source: Source, batch_size: int) -> tf.data.Dataset:
+    """A source's test split as raw float32 pixels, in order, unaugmented, batched.
+
+    Example:
+        >>> test_ds = test_dataset(open_source("photos/"), batch_size=64)  # doctest: +SKIP
+    """
+    test = source.test
+    if test.paths is None:
+        ds = tf.data.Dataset.from_tensor_slices((test.images, test.labels)).batch(
+            batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y),
+                            num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        shape, resize = source.info.image_shape, source.resize
+        ds = tf.data.Dataset.from_tensor_slices((test.paths, test.labels)).map(
+            lambda p, y: (tf.cast(decode_image(p, shape, resize), tf.float32), y),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch_size)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 # ------------------------------------------------------------------------- helpers
@@ -389,16 +410,26 @@ def _epoch_elements(num_examples: int, per_epoch: int, order_key: tf.Tensor):
     return elements
 
 
-def _serve(elements: tf.data.Dataset, images: np.ndarray, labels: np.ndarray,
-           augment: _Augment, augment_key: tf.Tensor, batch_size: int,
-           drop_remainder: bool) -> tf.data.Dataset:
-    """(position, index) pairs → augmented, normalised, batched, prefetched examples."""
-    images_t = tf.constant(images)
-    labels_t = tf.constant(labels, tf.int32)
+def _serve(elements: tf.data.Dataset, source: Source, split: Split, augment: _Augment,
+           augment_key: tf.Tensor, batch_size: int, drop_remainder: bool) -> tf.data.Dataset:
+    """(position, index) pairs → augmented, batched, prefetched raw-pixel examples.
+
+    Images in memory are gathered by index; files are read and decoded by
+    index, inside the map, so only the batches in flight are in memory.
+    """
+    labels_t = tf.constant(split.labels, tf.int32)
+    if split.paths is None:
+        images_t = tf.constant(split.images)
+        image_at = lambda index: tf.gather(images_t, index)  # noqa: E731
+    else:
+        paths_t = tf.constant(split.paths)
+        shape, resize = source.info.image_shape, source.resize
+        image_at = lambda index: decode_image(tf.gather(paths_t, index), shape,  # noqa: E731
+                                              resize)
 
     def load(position: tf.Tensor, index: tf.Tensor):
         seed = tf.random.experimental.stateless_fold_in(augment_key, position)
-        return augment(tf.gather(images_t, index), seed), tf.gather(labels_t, index)
+        return augment(image_at(index), seed), tf.gather(labels_t, index)
 
     ds = elements.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
@@ -407,13 +438,12 @@ def _serve(elements: tf.data.Dataset, images: np.ndarray, labels: np.ndarray,
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-def _cap(images: np.ndarray, labels: np.ndarray,
-         max_examples: int | None) -> tuple[np.ndarray, np.ndarray]:
+def _cap(split: Split, max_examples: int | None) -> Split:
     if max_examples is None:
-        return images, labels
+        return split
     if max_examples < 1:
         raise ValueError(f"max_examples must be >= 1, got {max_examples}")
-    return images[:max_examples], labels[:max_examples]
+    return split.take(slice(0, max_examples))
 
 
 def _check_seed(seed: int) -> None:

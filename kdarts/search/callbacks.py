@@ -7,6 +7,9 @@
 * :class:`SearchCheckpoint`: the whole search state (weights, α, both
   optimisers' slots, schedule/regulariser variables) at every epoch end, kept
   as the last complete checkpoint.
+* :class:`SearchTensorBoard`: the same information as TensorBoard event files:
+  scalars per step and per epoch, act(α) as images and histograms, the
+  genotype as text.
 
 Both write atomically (temp file + rename), so a search killed at any moment
 leaves the previous complete file in place, and both continue a resumed search
@@ -27,6 +30,7 @@ import math
 import os
 
 import keras
+import numpy as np
 
 from kdarts.callbacks import EpochCheckpoint
 from kdarts.checkpoints import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS
@@ -214,5 +218,112 @@ def checkpoint_epoch(model) -> int:
     return step // spe
 
 
-__all__ = ["SearchRecorder", "SearchCheckpoint", "load_record", "checkpoint_epoch",
-           "CHECKPOINT_WEIGHTS", "CHECKPOINT_STATE"]
+#: Per-step scalars :class:`SearchTensorBoard` writes (``step/<name>``), from train_step's logs.
+STEP_SCALARS = ("loss", "accuracy", "step_fi", "fi_ewma", "threshold", "took_alpha_step",
+                "alpha_steps", "pruned_ops", "lr")
+
+
+class SearchTensorBoard(keras.callbacks.Callback):
+    """Write a search to TensorBoard event files in ``log_dir``.
+
+    * scalars ``step/<name>`` every ``update_freq`` steps (:data:`STEP_SCALARS`:
+      weight loss and accuracy, FI, its EWMA, the threshold, whether an α step
+      was taken, α steps so far, pruned ops, learning rate), at the search step;
+    * scalars ``epoch/<name>`` at every epoch end: every epoch log (loss,
+      accuracy, search loss, regulariser, FI, FI EWMA, threshold, α steps,
+      pruned ops, lr);
+    * ``alpha/normal`` and ``alpha/reduce``: act(α) as images (one row per edge,
+      one column per candidate op, viridis colours on the fixed scale 0..1 so
+      epochs compare), and the same values as histograms;
+    * ``genotype``: the discretised cells as text.
+
+    Epoch summaries are written at the epoch count (0: before training) and
+    step summaries at the search step, both read from the model's state: a
+    resumed search continues its curves where the checkpoint was taken (the
+    steps redone after it are written again, with the same values, since a
+    resumed search repeats them exactly).
+
+    Args:
+        log_dir: the folder for the event files (``tensorboard --logdir log_dir``).
+        update_freq: write the step scalars every this many steps (0: never).
+
+    Example:
+        >>> model.fit(weight_ds, epochs=8, steps_per_epoch=steps,
+        ...           callbacks=[SearchTensorBoard("runs/search/tensorboard")])
+    """
+
+    CELL = 12  # pixels per α entry in the images
+
+    def __init__(self, log_dir: str | os.PathLike, update_freq: int = 1):
+        super().__init__()
+        self.log_dir = os.path.abspath(os.fspath(log_dir))
+        self.update_freq = int(update_freq)
+        self._writer = None
+
+    def on_train_begin(self, logs=None):
+        import tensorflow as tf
+
+        os.makedirs(self.log_dir, exist_ok=True)
+        self._writer = tf.summary.create_file_writer(self.log_dir)
+        if int(self.model.search_step.numpy()) == 0:
+            self._write_epoch(0, {})
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self.update_freq or not logs:
+            return
+        step = int(self.model.search_step.numpy())
+        if step % self.update_freq:
+            return
+        import tensorflow as tf
+
+        with self._writer.as_default(step=step):
+            for key in STEP_SCALARS:
+                value = _float(logs.get(key))
+                if value is not None:
+                    tf.summary.scalar(f"step/{key}", value)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._write_epoch(int(epoch) + 1, logs or {})
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def _write_epoch(self, epoch: int, logs: dict) -> None:
+        import tensorflow as tf
+
+        model = self.model
+        with self._writer.as_default(step=epoch):
+            for key, value in sorted(logs.items()):
+                value = _float(value)
+                if value is not None:
+                    tf.summary.scalar(f"epoch/{key}", value)
+            for kind, alpha in zip(("normal", "reduce"), model.activated_weights()):
+                alpha = np.asarray(alpha, dtype=np.float32)
+                tf.summary.image(f"alpha/{kind}", alpha_image(alpha, self.CELL)[None],
+                                 description=f"act(α) of the {kind} cell: rows are edges, "
+                                             f"columns the ops {', '.join(model.primitives)}")
+                tf.summary.histogram(f"alpha/{kind}", alpha)
+            tf.summary.text("genotype", "\n".join(
+                "    " + line for line in str(model.genotype()).splitlines()))
+        self._writer.flush()
+
+
+def alpha_image(alpha: np.ndarray, cell: int = 12) -> np.ndarray:
+    """An ``(edges, ops)`` matrix of values in [0, 1] → uint8 RGB, viridis, ``cell`` px per entry.
+
+    Example:
+        >>> alpha_image(np.array([[0.0, 1.0]]), cell=2).shape
+        (2, 4, 3)
+    """
+    from matplotlib import colormaps
+
+    colours = colormaps["viridis"](np.clip(alpha, 0.0, 1.0))[..., :3]
+    big = np.repeat(np.repeat(colours, cell, axis=0), cell, axis=1)
+    return np.round(255 * big).astype(np.uint8)
+
+
+__all__ = ["SearchRecorder", "SearchCheckpoint", "SearchTensorBoard", "STEP_SCALARS",
+           "alpha_image", "load_record", "checkpoint_epoch", "CHECKPOINT_WEIGHTS",
+           "CHECKPOINT_STATE"]
