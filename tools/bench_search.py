@@ -6,10 +6,19 @@ peak memory. Each mode runs in a fresh process, as a user's search does (a secon
 model timed in the same process runs measurably faster than the first), so the
 peak memory is that configuration's.
 
+The warm-up (process start to the end of the first step) is split into: imports
+and building the model; Python tracing of the network's forward and backward (the
+nested gradient function); the first step (the outer step's trace, TensorFlow's
+graph optimisation and function instantiation, and one run). The op count is the
+number of nodes of the traced step, function library included.
+``--e2e STEPS`` instead times a fresh process from start to a written genotype.json
+after STEPS weight+α steps (synthetic data, the configuration's size).
+
     python tools/bench_search.py --config small --activation crb --reg proximity
     python tools/bench_search.py --config small --activation crb --pruned 0.5
     python tools/bench_search.py --config reference --jit-compile
     python tools/bench_search.py --config small --unfused      # one MixedEdge per edge
+    python tools/bench_search.py --config small --e2e 300      # start → genotype.json
 
 Configurations: small (C=8, 5 layers, 16×16, batch 32) and reference (C=16, 8 layers,
 32×32, batch 64). ``--pruned F`` prunes a seeded fraction F of the crb ops first.
@@ -24,8 +33,10 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
+T_START = time.perf_counter()  # process start, as near as Python gets
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # weight steps per α step: never, or every step
@@ -54,9 +65,15 @@ def main(argv=None) -> dict:
                         help="TF inter-op threads (0: TF's default)")
     parser.add_argument("--intra-op", type=int, default=0,
                         help="TF intra-op threads (0: TF's default)")
+    parser.add_argument("--e2e", type=int, metavar="STEPS", default=0,
+                        help="time a fresh process from start to genotype.json after STEPS "
+                             "weight+alpha steps")
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
+    parser.add_argument("--e2e-out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.mode is None:  # each mode in a fresh process, as a user's search runs
+    if args.e2e and args.e2e_out is None:
+        return _run_e2e(args, argv if argv is not None else sys.argv[1:])
+    if args.mode is None and not args.e2e:  # each mode in a fresh process, as a search runs
         return _run_modes(args, argv if argv is not None else sys.argv[1:])
 
     import keras
@@ -77,7 +94,7 @@ def main(argv=None) -> dict:
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(cfg["batch"], drop_remainder=True)
     ds = ds.repeat().prefetch(2)
 
-    every = MODES[args.mode]
+    every = MODES[args.mode or "weight_alpha"]
     model = kdarts.SearchNetwork(10, channels=cfg["channels"], layers=cfg["layers"],
                                  activation=args.activation, fused=not args.unfused)
     model.build((cfg["batch"], cfg["size"], cfg["size"], 3))
@@ -93,16 +110,52 @@ def main(argv=None) -> dict:
             alpha.assign(alpha.numpy() * keep)
     model.compile(schedule=kdarts.FixedSchedule(every), regularizer=args.reg,
                   search_data=ds, unrolled=args.unrolled, jit_compile=args.jit_compile)
-    t0 = time.perf_counter()
-    model.fit(ds, epochs=1, steps_per_epoch=2, verbose=0)  # warm-up: trace + first steps
-    trace_s = time.perf_counter() - t0
+    if args.e2e:
+        model.fit(ds, epochs=1, steps_per_epoch=args.e2e, verbose=0)
+        model.genotype().save(args.e2e_out)
+        print(json.dumps({"process_s": round(time.perf_counter() - T_START, 1)}))
+        return {}
+    t_built = time.perf_counter()
+    # Python tracing of forward + backward: the nested gradient function, alone
+    x0, y0 = next(iter(ds))
+    traced = tf.function(lambda x, y: model._gradients(x, y)[0], autograph=False)
+    graph = traced.get_concrete_function(x0, y0).graph.as_graph_def()
+    t_traced = time.perf_counter()
+    op_count = len(graph.node) + sum(len(f.node_def) for f in graph.library.function)
+    model.fit(ds, epochs=1, steps_per_epoch=1, verbose=0)  # outer trace, optimise, one run
+    t_first = time.perf_counter()
     pruned_before = _pruned(model)
     runs = [statistics.median(_step_times(model, ds, args.steps))
             for _ in range(args.repeats)]
-    out = dict(ms=1000 * statistics.median(runs), runs_ms=[round(1000 * t, 1) for t in runs],
-               warmup_s=round(trace_s, 1), pruned_ops=[pruned_before, _pruned(model)],
+    step_s = statistics.median(runs)
+    out = dict(ms=1000 * step_s, runs_ms=[round(1000 * t, 1) for t in runs],
+               warmup=dict(imports_build_s=round(t_built - T_START, 1),
+                           trace_s=round(t_traced - t_built, 1),
+                           first_step_s=round(t_first - t_traced, 1),
+                           optimise_s=round(max(0.0, t_first - t_traced - step_s), 1),
+                           total_s=round(t_first - T_START, 1)),
+               op_count=op_count, functions=len(graph.library.function),
+               pruned_ops=[pruned_before, _pruned(model)],
                peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
     print(json.dumps(out))
+    return out
+
+
+def _run_e2e(args, argv) -> dict:
+    """One fresh process, timed from its start to a written genotype.json."""
+    with tempfile.TemporaryDirectory() as tmp:
+        genotype = os.path.join(tmp, "genotype.json")
+        t0 = time.perf_counter()
+        done = subprocess.run([sys.executable, __file__, *argv, "--e2e-out", genotype],
+                              capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if done.returncode != 0 or not os.path.exists(genotype):
+            sys.exit(f"bench_search: the end-to-end run failed:\n{done.stderr[-3000:]}")
+    cfg = CONFIGS[args.config]
+    out = dict(config=args.config, **cfg, activation=args.activation, reg=args.reg,
+               e2e_steps=args.e2e, e2e_s=round(wall, 1),
+               inside_python_s=json.loads(done.stdout.strip().splitlines()[-1])["process_s"])
+    print(json.dumps(out) if args.json else "\n".join(f"{k:>24}: {v}" for k, v in out.items()))
     return out
 
 
@@ -124,7 +177,8 @@ def _run_modes(args, argv) -> dict:
                weight_alpha_ms=round(wa["ms"], 1),
                images_per_s=round(cfg["batch"] / (wa["ms"] / 1000), 1),
                peak_rss_mb=max(r["peak_rss_mb"] for r in results.values()),
-               warmup_s=wa["warmup_s"], runs_weight_only_ms=results["weight_only"]["runs_ms"],
+               warmup=wa["warmup"], op_count=wa["op_count"], functions=wa["functions"],
+               runs_weight_only_ms=results["weight_only"]["runs_ms"],
                runs_weight_alpha_ms=wa["runs_ms"],
                pruned_ops_before_after=wa["pruned_ops"])
     if args.json:
