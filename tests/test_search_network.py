@@ -213,8 +213,9 @@ def test_pruned_op_is_never_computed():
 
 
 def test_traced_kernels_see_only_unpruned_edges():
-    """In one traced function, sep_conv's kernels receive exactly the edges that keep it,
-    and an op pruned on every edge does not run at all."""
+    """In one traced function, sep_conv's kernels receive exactly the edges that keep it:
+    none for an op pruned on every edge (zero-size kernels, no arithmetic), and that leaves
+    the outputs and every gradient finite."""
     fan = FanOut(4, 1, ("skip_connect", "sep_conv_3x3"), num_edges=3)
     x = tf.random.normal((2, 8, 8, 4))
     fan(x, tf.ones((3, 2)), tf.ones((3, 2), tf.bool), training=True)
@@ -234,14 +235,18 @@ def test_traced_kernels_see_only_unpruned_edges():
 
     @tf.function
     def run(active):
-        return fan(x, tf.cast(active, tf.float32), active, training=True)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = fan(x, tf.cast(active, tf.float32), active, training=True)
+            loss = tf.reduce_sum(out * out)
+        return out, tape.gradient(loss, [x] + fan.trainable_variables)
 
     for keep in ([True, False, True], [False, False, False], [True, True, True]):
         seen.clear()
-        out = run(tf.constant([[True, k] for k in keep]))
-        expected = [i for i, k in enumerate(keep) if k]
-        assert seen == ([expected] if expected else [])
+        out, grads = run(tf.constant([[True, k] for k in keep]))
+        assert seen == [[i for i, k in enumerate(keep) if k]]
         assert np.isfinite(out.numpy()).all()
+        assert all(np.isfinite(tf.convert_to_tensor(g).numpy()).all() for g in grads)
     assert run.experimental_get_tracing_count() == 1  # pruning changes data, not the graph
 
 

@@ -10,8 +10,10 @@ edges that leave one node at once, which is the same mathematics with far fewer
   input, same statistics): computed once per node;
 - the convolutions of one kind (e.g. every ``sep_conv_3x3`` leaving the node)
   run as one convolution over all those edges;
-- with ``crb``, only the edges that keep an op are gathered into its kernels, and an
-  op pruned on every edge sits behind a ``tf.cond``: pruned ops cost no compute;
+- with ``crb``, only the edges that keep an op are gathered into its kernels, so an op
+  pruned on every edge runs them on zero edges (a pool on zero images): zero-size
+  tensors, no arithmetic, and no ``tf.cond`` (whose branch functions and gradient
+  bookkeeping once made up a third of the step's graph and of its warm-up);
 - the weighting by ``act(α)`` and the sum into each outgoing edge are matmuls.
 
 Both are weight-for-weight the same network (``tests/test_search_network.py``
@@ -74,6 +76,22 @@ def _conv(x, kernel, strides: int, dilation: int = 1, depthwise: bool = False):
     pad = [[0, (-h) % dilation], [0, (-w) % dilation]]  # zero rows act as the "same" padding
     y = conv(tf.space_to_batch_nd(x, [dilation, dilation], pad), 1)
     return tf.batch_to_space(y, [dilation, dilation], pad)
+
+
+@tf.custom_gradient
+def _gate(x, alive):
+    """Identity forward; backward, the gradient if ``alive``, else zeros (a select).
+
+    Guards an input of kernels that run on zero edges when their op is pruned on
+    every edge of a fan-out: their input gradients then come from an empty
+    contraction, which may be uninitialised memory. A select discards it; a product
+    would keep NaN (NaN·0 is NaN).
+    """
+
+    def grad(g):
+        return tf.where(alive, g, tf.zeros_like(g)), None
+
+    return tf.identity(x), grad
 
 
 @tf.custom_gradient
@@ -207,8 +225,9 @@ class FanOut(keras.layers.Layer):
     def _take(var, idx):
         return var if idx is None else tf.gather(var, idx)
 
-    def _bn(self, y, stats, idx, training):
-        """BN without scale/offset on (N, C, k'); only the rows ``idx`` of the stats move.
+    def _bn(self, y, stats, idx, training, alive=None):
+        """BN without scale/offset on (N, C, k'); only the rows ``idx`` of the stats move,
+        and none unless ``alive`` (a scalar bool tensor; None: always).
 
         As PyTorch (and :class:`kdarts.ops.BatchNormalization`): normalised with the
         biased batch variance, the moving variance fed the unbiased one (× N/(N−1)).
@@ -224,6 +243,8 @@ class FanOut(keras.layers.Layer):
                 new = BN_MOMENTUM * self._take(moving, idx) + (1.0 - BN_MOMENTUM) * value
                 if idx is not None:
                     new = tf.tensor_scatter_nd_update(moving, idx[:, None], new)
+                if alive is not None:  # statistics of no image are NaN: keep the old ones
+                    new = tf.where(alive, new, moving)
                 moving.assign(new)
             return tf.reshape(flat, shape)
         mean = tf.transpose(self._take(mean_var, idx))  # (C, k')
@@ -312,33 +333,48 @@ class FanOut(keras.layers.Layer):
         for col, op in enumerate(self.primitives):
             if op == "none":
                 continue  # contributes zeros: nothing to compute
-            shared = op in ("max_pool_3x3", "avg_pool_3x3") or (op == "skip_connect" and s == 1)
-            if shared:  # the same on every edge: one copy, weighted into each edge
-                run = lambda op=op, col=col: mix(  # noqa: E731
-                    tf.reshape(x, [n, c, 1]) if op == "skip_connect"
-                    else self._shared(op, x, training, spatial), weights[:, col][None])
+            if op == "skip_connect" and s == 1:  # the identity: one copy, no compute
+                terms.append(mix(tf.reshape(x, [n, c, 1]), weights[:, col][None]))
+            elif op in ("max_pool_3x3", "avg_pool_3x3"):  # the same on every edge: one copy
+                if active is None:
+                    terms.append(mix(self._shared(op, x, training, spatial),
+                                     weights[:, col][None]))
+                    continue
+                # a pool pruned on every edge runs on zero images (no arithmetic, its BN
+                # statistics kept), and its term is padded to zeros
+                alive = tf.reduce_any(active[:, col])
+                b_alive = tf.where(alive, b, 0)
+                y = self._shared(op, x[:b_alive], training, (b_alive, h, w), alive)
+                n_alive = b_alive * h * w
+                term = tf.matmul(weights[:, col][None], tf.reshape(y, [n_alive * c, 1]),
+                                 transpose_a=True, transpose_b=True)
+                terms.append(tf.pad(term, [[0, 0], [0, (n - n_alive) * c]]))
+            elif active is None:
+                terms.append(mix(self._conv_op(op)(relu_x, self._params[op], None, training,
+                                                   spatial), tf.linalg.diag(weights[:, col])))
             else:
-                fn = {"sep": self._sep_conv, "dil": self._dil_conv,
-                      "ski": self._factorized_reduce}[op[:3]]
-                # only the edges that keep the op reach its kernels (None: all edges)
-                idx = None if active is None else tf.cast(tf.where(active[:, col])[:, 0],
-                                                          tf.int32)
-                row = (tf.linalg.diag(weights[:, col]) if idx is None
-                       else tf.one_hot(idx, k) * tf.gather(weights[:, col], idx)[:, None])
-                run = lambda fn=fn, op=op, idx=idx, row=row: mix(  # noqa: E731
-                    fn(relu_x, self._params[op], idx, training, spatial), row)
-            if active is None or (op == "skip_connect" and s == 1):
-                terms.append(run())  # (the identity costs nothing: kept, weights at 0)
-            else:
-                # a pruned op never runs. Not by running it on zero edges: kernels with an
-                # empty contraction (k' = 0) can return uninitialised memory, NaN included
-                terms.append(tf.cond(tf.reduce_any(active[:, col]), run,
-                                     lambda: tf.zeros([k, n * c], x.dtype)))
+                # only the edges that keep the op reach its kernels; an op pruned on every
+                # edge runs them on zero edges: zero-size outputs, no arithmetic
+                idx = tf.cast(tf.where(active[:, col])[:, 0], tf.int32)
+                alive = tf.size(idx) > 0
+                row = tf.one_hot(idx, k) * tf.gather(weights[:, col], idx)[:, None]
+                y = self._conv_op(op)(_gate(relu_x, alive), self._params[op], idx, training,
+                                      spatial)
+                # a kernel whose contraction is empty (here the mix over 0 edges, and in the
+                # backward pass a convolution's input gradient over 0 channels) may return
+                # uninitialised memory: selects (not products: NaN-safe) discard it
+                terms.append(tf.where(alive, mix(y, row), tf.zeros([], x.dtype)))
         out = tf.add_n(terms)
         return tf.reshape(out, [k, b, h, w, c])
 
-    def _shared(self, op, x, training, spatial):
+    def _conv_op(self, op: str):
+        return {"sep": self._sep_conv, "dil": self._dil_conv,
+                "ski": self._factorized_reduce}[op[:3]]
+
+    def _shared(self, op, x, training, spatial, alive=None):
         """A pool and its BN, identical on every edge: one copy, (N', C, 1).
+
+        ``alive`` False: ``x`` holds no image and the BN statistics stay as they are.
 
         Padding 1, the average excluding it (TF's "same" does). At stride 2 the pool
         runs at stride 1, where "same" is symmetric, and keeps every other pixel: the
@@ -350,7 +386,7 @@ class FanOut(keras.layers.Layer):
             y = y[:, :: self.strides, :: self.strides, :]
         b, h, w = spatial
         y = tf.reshape(y, [b * h * w, self.channels, 1])
-        return self._bn(y, self._params[op]["bn"], None, training)
+        return self._bn(y, self._params[op]["bn"], None, training, alive)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "channels": self.channels, "strides": self.strides,
