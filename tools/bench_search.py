@@ -65,6 +65,9 @@ def main(argv=None) -> dict:
                         help="TF inter-op threads (0: TF's default)")
     parser.add_argument("--intra-op", type=int, default=0,
                         help="TF intra-op threads (0: TF's default)")
+    parser.add_argument("--grappler", default="",
+                        help="graph-optimiser options, e.g. 'constant_folding=off,remapping=off' "
+                             "(tf.config.optimizer.set_experimental_options)")
     parser.add_argument("--e2e", type=int, metavar="STEPS", default=0,
                         help="time a fresh process from start to genotype.json after STEPS "
                              "weight+alpha steps")
@@ -82,6 +85,10 @@ def main(argv=None) -> dict:
 
     tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
     tf.config.threading.set_intra_op_parallelism_threads(args.intra_op)
+    if args.grappler:
+        options = dict(item.split("=") for item in args.grappler.split(","))
+        tf.config.optimizer.set_experimental_options(
+            {k: v.lower() in ("on", "true", "1") for k, v in options.items()})
 
     import kdarts
 
@@ -173,6 +180,7 @@ def _run_modes(args, argv) -> dict:
     out = dict(config=args.config, **cfg, activation=args.activation, reg=args.reg,
                pruned=args.pruned, jit_compile=args.jit_compile, fused=not args.unfused,
                unrolled=args.unrolled, inter_op=args.inter_op, intra_op=args.intra_op,
+               grappler=args.grappler or "default",
                weight_only_ms=round(results["weight_only"]["ms"], 1),
                weight_alpha_ms=round(wa["ms"], 1),
                images_per_s=round(cfg["batch"] / (wa["ms"] / 1000), 1),
