@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kdarts.genotype import CRB_PRIMITIVES
+from kdarts.genotype import CRB_PRIMITIVES, PRIMITIVES, discretize, num_edges
 from kdarts.search.activations import activate, prune
 from kdarts.search.regularizers import (
     ADMM,
@@ -88,7 +88,7 @@ def test_admm_update_on_small_matrices():
     u[2, 2] = 0.3  # the dual pushes edge (1←0) up: 0.5 beats edge (1←2)'s 0.4
     mask = np.ones_like(act)
     mask[1, 2] = mask[3] = 0.0
-    z, u_new = admm_update(act, np.zeros_like(act), u, mask, prims, steps=2)
+    z, u_new = (t.numpy() for t in admm_update(act, np.zeros_like(act), u, mask, prims, steps=2))
     z_expected = np.zeros_like(act)
     z_expected[0, 1] = z_expected[1, 0] = z_expected[2, 2] = z_expected[4, 0] = 1.0
     np.testing.assert_array_equal(z, z_expected)
@@ -96,7 +96,7 @@ def test_admm_update_on_small_matrices():
     assert u_new[3].sum() == 0 and u_new[1, 2] == 0  # masked entries stay 0
     # γ < 1 decays the old dual
     _, u_decay = admm_update(act, z, u, mask, prims, steps=2, dual_decay=0.5)
-    assert u_decay[2, 2] == pytest.approx((0.5 * 0.3 + 0.2 - 1.0))
+    assert float(u_decay[2, 2]) == pytest.approx((0.5 * 0.3 + 0.2 - 1.0))
 
 
 def test_admm_reference_update_on_small_matrices():
@@ -115,7 +115,7 @@ def test_admm_reference_update_on_small_matrices():
                   [0.0, 0.3, 0.0]], np.float32)
     mask = np.ones_like(alpha)
     mask[1] = mask[2, 1] = 0.0
-    z, u_new = admm_update_reference(alpha, u, mask, prims, steps=2)
+    z, u_new = (t.numpy() for t in admm_update_reference(alpha, u, mask, prims, steps=2))
     # α + U = [.3 1.2 1.1] [0 0 0] [.4 0 1.1] [1.1 .1 .2] [.5 1.25 .1], clipped to [0, 1]:
     # node 0 keeps both its edges; edge 0←0 ties ops 1 and 2 at 1 → op 1 (lowest index);
     # the pruned edge 0←1 is all 0 → op 0, kept in Z although masked (Z is unmasked);
@@ -132,7 +132,7 @@ def test_admm_reference_update_on_small_matrices():
     # the method's rule on the same state differs: D(act(α) + U) masked, so no tie at 1 —
     # edge 0←0 takes op 2 (1.1), node 1 keeps edge 1←2 (1.25) and 1←0 (1.1, lower than 1←1)
     act = np.clip(alpha, 0, 1) * mask
-    z_spec, _ = admm_update(act, np.zeros_like(act), u, mask, prims, steps=2)
+    z_spec = admm_update(act, np.zeros_like(act), u, mask, prims, steps=2)[0].numpy()
     z_spec_expected = np.array([[0, 0, 1], [0, 0, 0], [0, 0, 1], [0, 0, 0], [0, 1, 0]],
                                np.float32)
     np.testing.assert_array_equal(z_spec, z_spec_expected)
@@ -145,6 +145,53 @@ def test_admm_reference_update_on_small_matrices():
     assert ADMM().initial_z("alpha", "act") == "act"
     with pytest.raises(ValueError, match="unknown ADMM variant 'paper'; valid: spec, reference"):
         ADMM(variant="paper")
+
+
+def random_weights(rng, shape, kind):
+    """Activated weights with the structure a search produces: continuous values, many
+    ties, pruned zeros, or whole rows (edges) pruned."""
+    if kind == 0:
+        w = rng.random(shape)
+    elif kind == 1:  # a few levels: ties between ops and between edges everywhere
+        w = rng.choice([0.0, 0.25, 0.5, 1.0], size=shape)
+    else:  # crb: pruned ops are 0, and so is every op of a fully pruned edge
+        w = rng.choice([0.1, 0.5, 1.0], size=shape) * (rng.random(shape) > 0.5)
+        w[rng.random(shape[0]) < 0.3] = 0.0
+    return w.astype(np.float32)
+
+
+def test_graph_discretisation_equals_numpy_discretize():
+    """D(act) as graph ops is numpy's `discretize`, ties included (lower input index, then
+    first op), on 240 random matrices over several op sets, `none` among them or not; and
+    both ADMM updates built on it are their numpy definitions."""
+    rng = np.random.default_rng(0)
+    configs = [(CRB_PRIMITIVES, 4), (PRIMITIVES, 4), (("max_pool_3x3", "skip_connect",
+               "sep_conv_3x3"), 2), (("skip_connect", "none", "sep_conv_3x3"), 3)]
+    graphs = {c: tf.function(lambda w, c=c: discrete_onehot(w, *c)) for c in configs}
+    ties = 0
+    for trial in range(240):
+        prims, steps = config = configs[trial % len(configs)]
+        w = random_weights(rng, (num_edges(steps), len(prims)), trial % 3)
+        if "none" in prims and trial % 2:
+            w[:, prims.index("none")] = 2.0  # the largest weight, never chosen
+        expected = discretize(w, prims, steps)[1]
+        np.testing.assert_array_equal(graphs[config](w).numpy(), expected, err_msg=str(w))
+        strength = np.delete(w, [prims.index("none")] if "none" in prims else [], 1).max(1)
+        ties += len(strength) - len(np.unique(strength))
+    assert ties > 200  # the tie-breaking rules were exercised, not just continuous values
+
+    prims = configs[2][0]
+    for trial in range(12):
+        act, u = (random_weights(rng, (5, 3), trial % 3) for _ in range(2))
+        mask = (rng.random((5, 3)) > 0.2).astype(np.float32)
+        z, u_new = admm_update(act, None, u, mask, prims, steps=2)
+        z_np = discretize(act + u, prims, 2)[1] * mask
+        np.testing.assert_array_equal(z.numpy(), z_np)
+        np.testing.assert_allclose(u_new.numpy(), (u + act - z_np) * mask, atol=1e-6)
+        z, u_new = admm_update_reference(act, u, mask, prims, steps=2)
+        z_np = discretize(np.clip(act + u, 0, 1), prims, 2)[1]
+        np.testing.assert_array_equal(z.numpy(), z_np)
+        np.testing.assert_allclose(u_new.numpy(), (u + act - z_np) * mask, atol=1e-6)
 
 
 def authors_update_minibatches(took, admm_freq):

@@ -410,12 +410,10 @@ class SearchNetwork(keras.Model):
         for alpha, act, z, u, m in zip(self.arch_variables, self.activated_weights(),
                                        [self.admm_z_normal, self.admm_z_reduce],
                                        [self.admm_u_normal, self.admm_u_reduce], self._masks()):
-            new_z, new_u = tf.numpy_function(
-                lambda a, c, z_, u_, m_: reg.update(a, c, z_, u_, m_, self.primitives,
-                                                    self.steps, self.activation),
-                [alpha, act, z, u, m], [tf.float32, tf.float32], stateful=False)
-            z.assign(tf.reshape(new_z, z.shape))
-            u.assign(tf.reshape(new_u, u.shape))
+            new_z, new_u = reg.update(alpha, act, z, u, m, self.primitives, self.steps,
+                                      self.activation)
+            z.assign(new_z)
+            u.assign(new_u)
         return tf.no_op()
 
     def _weight_step(self, x, y):

@@ -2,7 +2,9 @@
 
 Each regulariser is configuration plus pure functions: the penalty ``R(α)``
 (added to the α loss only) and, for ADMM, the auxiliary/dual update. Their
-state (Z, U) lives in variables on the model.
+state (Z, U) lives in variables on the model. Everything here is graph ops,
+the discretisation ``D`` included (:func:`discrete_onehot`), so the search step
+never leaves the device.
 
 ADMM comes in two variants. ``"spec"`` (the default) is docs/method.md §6's scaled ADMM.
 ``"reference"`` is what the authors' code (DARTS-PRIME's
@@ -30,7 +32,7 @@ Example:
     >>> act = np.full((14, 7), 0.2, "float32")
     >>> z, u = admm_update(act, np.zeros_like(act), np.zeros_like(act),
     ...                    np.ones_like(act), CRB_PRIMITIVES)
-    >>> int(z.sum())   # one kept (edge, op) pair per gene: 2 per node × 4 nodes
+    >>> int(tf.reduce_sum(z))   # one kept (edge, op) pair per gene: 2 per node × 4 nodes
     8
 """
 
@@ -42,7 +44,8 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from kdarts.genotype import CRB_PRIMITIVES, discretize  # noqa: F401  (CRB_PRIMITIVES: doc example)
+from kdarts.genotype import CRB_PRIMITIVES, num_edges  # noqa: F401  (CRB_PRIMITIVES: doc example)
+from kdarts.search.activations import activate
 
 
 def l2(x, squared: bool = False) -> tf.Tensor:
@@ -55,45 +58,65 @@ def l2(x, squared: bool = False) -> tf.Tensor:
 
 
 def discrete_onehot(act, primitives: Sequence[str], steps: int = 4) -> tf.Tensor:
-    """``D(act)`` as a tensor: the one-hot matrix of :func:`kdarts.discretize`, a constant."""
+    """``D(act)`` in graph ops: the one-hot matrix of :func:`kdarts.discretize`, a constant.
+
+    For each intermediate node, its incoming edges are ranked by their best non-``none``
+    weight (ties: the lower input first) and the top two kept, each with its best
+    non-``none`` op (ties: the first). Ties break exactly as :func:`kdarts.discretize`
+    (numpy, used for genotypes) breaks them; ``tests/test_search_rules.py`` checks the two
+    agree. Static shapes and no host round trip, so the step compiles with XLA and runs
+    on any device.
+
+    Example:
+        >>> act = np.zeros((5, 3), "float32"); act[1, 2] = 0.5
+        >>> discrete_onehot(act, ["max_pool_3x3", "skip_connect", "sep_conv_3x3"], 2)[:2]
+        <tf.Tensor: shape=(2, 3), dtype=float32, numpy=
+        array([[1., 0., 0.],
+               [0., 0., 1.]], dtype=float32)>
+    """
     primitives = tuple(primitives)
+    candidates = [j for j, p in enumerate(primitives) if p != "none"]
+    if not candidates:
+        raise ValueError("discrete_onehot: no candidate operation other than 'none'")
+    act = tf.convert_to_tensor(act, tf.float32)
+    expected = (num_edges(steps), len(primitives))
+    if tuple(act.shape) != expected:
+        raise ValueError(f"discrete_onehot: weights have shape {tuple(act.shape)}, expected "
+                         f"{expected} ({steps} steps, {len(primitives)} primitives)")
+    rows = tf.gather(act, candidates, axis=1)  # (E, K): the non-`none` columns
+    strength = tf.reduce_max(rows, axis=1)  # (E,)
+    # the first op reaching the maximum (tf.argmax leaves ties unspecified)
+    k = len(candidates)
+    first = tf.reduce_min(tf.where(tf.equal(rows, strength[:, None]), tf.range(k), k), axis=1)
+    best = tf.gather(tf.constant(candidates + [0], tf.int32), first)  # column in `act`
+    # rank of each edge among its node's: the edges ahead of it by strength, or tied
+    # with it and of a lower input index (a stable descending sort, as numpy's)
+    node = np.repeat(np.arange(steps), [2 + i for i in range(steps)])
+    same_node = tf.constant(node[:, None] == node[None, :])
+    earlier = tf.constant(np.tri(len(node), k=-1, dtype=bool))  # [i, j]: j < i
+    s_i, s_j = strength[:, None], strength[None, :]
+    ahead = tf.logical_or(s_j > s_i, tf.logical_and(tf.equal(s_j, s_i), earlier))
+    rank = tf.reduce_sum(tf.cast(tf.logical_and(ahead, same_node), tf.int32), axis=1)
+    keep = tf.cast(rank < 2, tf.float32)
+    return tf.stop_gradient(tf.one_hot(best, len(primitives)) * keep[:, None])
 
-    def _np(a):
-        return discretize(a, primitives, steps)[1].astype(np.float32)
 
-    out = tf.numpy_function(_np, [tf.convert_to_tensor(act, tf.float32)], tf.float32,
-                            stateful=False)
-    out.set_shape(act.shape)
-    return tf.stop_gradient(out)
-
-
-def admm_update(act: np.ndarray, z: np.ndarray, u: np.ndarray, mask: np.ndarray,
-                primitives: Sequence[str], steps: int = 4,
-                dual_decay: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """One scaled-ADMM update of the auxiliary ``Z`` and dual ``U`` (pure numpy).
+def admm_update(act, z, u, mask, primitives: Sequence[str], steps: int = 4,
+                dual_decay: float = 1.0) -> tuple[tf.Tensor, tf.Tensor]:
+    """One scaled-ADMM update of the auxiliary ``Z`` and dual ``U`` (graph ops).
 
     ``Z ← D(act + U) ⊙ mask`` then ``U ← (γ·U + act − Z) ⊙ mask``.
     """
-    act, u, mask = (np.asarray(a, np.float32) for a in (act, u, mask))
-    z_new = discretize(act + u, primitives, steps)[1] * mask
+    act, u, mask = (tf.convert_to_tensor(a, tf.float32) for a in (act, u, mask))
+    z_new = discrete_onehot(act + u, primitives, steps) * mask
     u_new = (dual_decay * u + act - z_new) * mask
-    return z_new.astype(np.float32), u_new.astype(np.float32)
+    return z_new, u_new
 
 
-def _activate_np(x: np.ndarray, activation: str) -> np.ndarray:
-    """``act`` in numpy, unmasked: clip to [0, 1] (crb) or softmax per edge."""
-    if activation == "crb":
-        return np.clip(x, 0.0, 1.0)
-    if activation == "softmax":
-        e = np.exp(x - x.max(axis=-1, keepdims=True))
-        return e / e.sum(axis=-1, keepdims=True)
-    raise ValueError(f"unknown activation '{activation}'; valid: softmax, crb")
-
-
-def admm_update_reference(alpha: np.ndarray, u: np.ndarray, mask: np.ndarray,
-                          primitives: Sequence[str], steps: int = 4, activation: str = "crb",
-                          dual_decay: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """The authors' Z/U update (``ADMM(variant="reference")``), pure numpy.
+def admm_update_reference(alpha, u, mask, primitives: Sequence[str], steps: int = 4,
+                          activation: str = "crb",
+                          dual_decay: float = 1.0) -> tuple[tf.Tensor, tf.Tensor]:
+    """The authors' Z/U update (``ADMM(variant="reference")``), graph ops.
 
     ``Z ← D(act(α + U))`` with raw ``α`` and no mask, then ``U ← (γ·U + α − Z) ⊙ mask``.
 
@@ -104,10 +127,10 @@ def admm_update_reference(alpha: np.ndarray, u: np.ndarray, mask: np.ndarray,
         >>> round(float(u[0, 1]), 6)   # the raw α (1.4) minus Z (1), not act(α) minus Z
         0.4
     """
-    alpha, u, mask = (np.asarray(a, np.float32) for a in (alpha, u, mask))
-    z_new = discretize(_activate_np(alpha + u, activation), primitives, steps)[1]
+    alpha, u, mask = (tf.convert_to_tensor(a, tf.float32) for a in (alpha, u, mask))
+    z_new = discrete_onehot(activate(alpha + u, activation), primitives, steps)
     u_new = (dual_decay * u + alpha - z_new) * mask
-    return z_new.astype(np.float32), u_new.astype(np.float32)
+    return z_new, u_new
 
 
 ADMM_VARIANTS = ("spec", "reference")
@@ -197,8 +220,8 @@ class ADMM:
         return alpha if self.variant == "reference" else act
 
     def update(self, alpha, act, z, u, mask, primitives: Sequence[str], steps: int = 4,
-               activation: str = "crb") -> tuple[np.ndarray, np.ndarray]:
-        """``(Z, U)`` after one update, numpy in and out (:func:`admm_update` or
+               activation: str = "crb") -> tuple[tf.Tensor, tf.Tensor]:
+        """``(Z, U)`` after one update, graph ops (:func:`admm_update` or
         :func:`admm_update_reference`)."""
         if self.variant == "reference":
             return admm_update_reference(alpha, u, mask, primitives, steps, activation,
