@@ -42,10 +42,18 @@ from kdarts.export import SUFFIXES, suffix_error
 from kdarts.genotype import PRIMITIVES, Genotype, GenotypeError, atomic_write_text, \
     resolve_genotype
 
+#: α's Adam learning rate and the dynamic schedule's initial threshold for small searches.
+SMALL_ARCH_LR, SMALL_THRESHOLD = 0.05, 50.0
+
 #: Search defaults: the paper's method (crb, dynamic schedule k=10 with the dynamic
 #: split, proximity ρ=0.1) at a size the 8x8 digits search in a few minutes on 2 CPU cores.
+#: Such a search has ~35 α steps where the paper's has ~3,500, so α's learning rate is
+#: scaled up to let α move as far (about 1; with 3e-4 it moves ~0.01 and crb prunes
+#: nothing), and the dynamic schedule starts at a threshold in the range of the digits'
+#: FI (10–150) instead of 1.0, so α steps begin at once (README: 'Small searches').
 SEARCH_DEFAULTS: dict = dict(
     dataset=DEFAULT_DATASET, epochs=8, activation="crb", schedule="dynamic", every=10,
+    arch_lr=SMALL_ARCH_LR, threshold=SMALL_THRESHOLD,
     reg="proximity", rho=0.1, admm_every=10, admm_variant="spec", split="dynamic",
     batch_size=32, channels=8,
     layers=5, steps=4, primitives=None, max_examples=None, seed=0, unrolled=False,
@@ -58,7 +66,8 @@ TRAIN_DEFAULTS: dict = dict(
 )
 #: The paper's settings, the defaults for the datasets of the paper's size (explicit
 #: options still win): DARTS-PRIME's search and DARTS's evaluation training on CIFAR.
-PAPER_SEARCH: dict = dict(channels=16, layers=8, batch_size=64, epochs=50)
+PAPER_SEARCH: dict = dict(channels=16, layers=8, batch_size=64, epochs=50, arch_lr=3e-4,
+                          threshold=1.0)
 PAPER_TRAIN: dict = dict(channels=36, layers=20, batch_size=96, epochs=600, cutout=16,
                          drop_path=0.2)
 DATASET_DEFAULTS: dict[str, dict[str, dict]] = {
@@ -83,7 +92,10 @@ def resolve_options(command: str, options: dict) -> dict:
 
 
 #: Arguments added since run folders were first written, with the value older runs had.
-_LATER_ARGS: dict = {"image_size": None}
+_LATER_ARGS: dict[str, dict] = {
+    "search": {"image_size": None, "arch_lr": 3e-4, "threshold": 1.0},
+    "train": {"image_size": None},
+}
 #: The folder ``--tensorboard`` writes event files to, inside a run folder.
 TENSORBOARD_DIR = "tensorboard"
 #: What each kind of run writes in its folder.
@@ -417,7 +429,7 @@ def _search_state(out: str, args: dict, resume: bool | str) -> dict | None:
     ``resume``: True (``--resume``), False, or ``"auto"`` (resume if possible).
     """
     run = read_run(out, "search")
-    old = {**_LATER_ARGS, **run["args"]} if run else None
+    old = {**_LATER_ARGS["search"], **run["args"]} if run else None
     state = _checkpoint_state(out) if run else None
     if old is not None and old != args:
         hint = {True: "pass the same arguments to resume it (see its run.json)",
@@ -495,6 +507,8 @@ def search_run(out: str, *, resume: bool | str = False, download: bool = False,
 
 def _search(out, opts, args, state, download, data_dir, stop_after_epoch, report, progress,
             resume_hint, primitives, t_start, tensorboard=False) -> SearchResult:
+    import keras
+
     from kdarts.callbacks import EpochProgress, HistoryCSV, StopAfterEpoch
     from kdarts.data import search_datasets
     from kdarts.plots import plot_alpha, plot_genotype, plot_schedule
@@ -531,14 +545,16 @@ def _search(out, opts, args, state, download, data_dir, stop_after_epoch, report
         steps=opts["steps"], multiplier=opts["steps"], activation=opts["activation"],
         primitives=primitives, mean=info.mean, std=info.std)
     model.build((None,) + tuple(info.image_shape))
-    schedule = (DynamicSchedule(every=opts["every"]) if opts["schedule"] == "dynamic"
-                else FixedSchedule(every=opts["every"]))
+    schedule = (DynamicSchedule(every=opts["every"], initial_threshold=opts["threshold"])
+                if opts["schedule"] == "dynamic" else FixedSchedule(every=opts["every"]))
     regularizer = {"proximity": lambda: Proximity(rho=opts["rho"]),
                    "admm": lambda: ADMM(rho=opts["rho"], every=opts["admm_every"],
                                         variant=opts["admm_variant"]),
                    "none": NoRegularizer}[opts["reg"]]()
+    arch_optimizer = keras.optimizers.Adam(learning_rate=opts["arch_lr"], beta_1=0.5,
+                                           beta_2=0.999, epsilon=1e-8)
     model.compile(schedule=schedule, regularizer=regularizer, search_data=search_ds,
-                  unrolled=opts["unrolled"])
+                  unrolled=opts["unrolled"], arch_optimizer=arch_optimizer)
     epochs, initial_epoch = opts["epochs"], 0
     if state is not None:
         model.build_optimizers()
@@ -650,7 +666,7 @@ def _train_state(out: str, args: dict, resume: bool | str, overwrite: bool
         return None, None
     if run is None:
         return None, None
-    old = {**_LATER_ARGS, **run["args"]}
+    old = {**_LATER_ARGS["train"], **run["args"]}
     if old != args:
         raise RunError(f"--out {rel(out)} holds a different training run "
                        f"({_describe_diff(old, args, list(TRAIN_DEFAULTS) + ['genotype'])}); "

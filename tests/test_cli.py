@@ -107,7 +107,8 @@ def no_tf_work(monkeypatch):
 @pytest.mark.parametrize("command, defaults", [
     ("search", ["default: kdarts_digits", "default: crb", "default: dynamic",
                 "default: proximity", "default: 0.1", "default: 10",
-                "default: (8; cifar10/cifar100: 50)", "default: runs/search"]),
+                "default: (8; cifar10/cifar100: 50)", "default: (0.05; cifar10/cifar100: 0.0003)",
+                "default: (50.0; cifar10/cifar100: 1.0)", "default: runs/search"]),
     ("train", ["--genotype TEXT", "required", "default: (20;", "default: (16;",
                "default: auxiliary", "default: runs/train"]),
     ("show", []),
@@ -138,6 +139,10 @@ def test_paper_recipe_is_the_default_for_the_papers_datasets():
         assert (search["activation"], search["schedule"], search["every"], search["reg"],
                 search["rho"], search["split"]) == ("crb", "dynamic", 10, "proximity", 0.1,
                                                     "dynamic")
+        # the paper's α step: Adam 3e-4 from a threshold of 1.0 (the digits scale both up)
+        assert (search["arch_lr"], search["threshold"]) == (3e-4, 1.0)
+    small = resolve_options("search", {"dataset": "mnist"})
+    assert (small["arch_lr"], small["threshold"], small["epochs"]) == (0.05, 50.0, 8)
     explicit = resolve_options("train", {"dataset": "cifar10", "epochs": 5, "cutout": 0})
     assert (explicit["epochs"], explicit["cutout"], explicit["channels"]) == (5, 0, 36)
     digits = resolve_options("train", {"channels": None})
@@ -283,7 +288,8 @@ def fake_run(folder, **changes):
     """A folder holding another search run's run.json and outputs."""
     folder.mkdir()
     args = {"dataset": "kdarts_digits", "epochs": 8, "activation": "crb",
-            "schedule": "dynamic", "every": 10, "reg": "proximity", "rho": 0.1,
+            "schedule": "dynamic", "every": 10, "arch_lr": 0.05, "threshold": 50.0,
+            "reg": "proximity", "rho": 0.1,
             "admm_every": 10, "admm_variant": "spec", "split": "dynamic", "batch_size": 32, "channels": 8,
             "layers": 5, "steps": 4, "primitives": None, "max_examples": None, "seed": 0,
             "unrolled": False, **changes}
@@ -529,7 +535,8 @@ def test_search_writes_every_output(searched):
     assert sum(b["took_alpha_step"] for b in record["batches"]) == 8
     assert record["epochs"][-1]["genotype"] == genotype.to_dict()
     assert np.array(record["epochs"][-1]["alpha_normal"]).shape == (5, 3)
-    # α moved: 8 α steps of Adam(3e-4) since the initial 1/3
+    assert (run["args"]["arch_lr"], run["args"]["threshold"]) == (0.05, 50.0)  # the defaults
+    # α moved: 8 α steps of Adam(0.05) since the initial 1/3
     assert not np.allclose(record["epochs"][0]["alpha_normal"],
                            record["epochs"][-1]["alpha_normal"], atol=1e-4)
     for png in ("alpha.png", "schedule.png", "genotype.png"):
