@@ -47,6 +47,8 @@ OP_COLORS = {
 }
 _EXTRA_COLORS = ["#e377c2", "#bcbd22", "#393b79", "#637939"]
 DPI = 110
+#: The y range of act(α) for both activations (crb clips to it, softmax sums to 1).
+ACT_RANGE = (0.0, 1.0)
 
 
 def _color(op: str, primitives=PRIMITIVES) -> str:
@@ -96,26 +98,31 @@ _INPUT_NOTE = {0: "c$_{k-2}$", 1: "c$_{k-1}$"}
 # ----------------------------------------------------------------------------- alpha
 
 
-def plot_alpha(record, path: str | os.PathLike) -> str:
+def plot_alpha(record, path: str | os.PathLike, shared_axis: bool = False) -> str:
     """Activated α of every edge over the epochs.
 
     One subplot per edge, laid out as a triangle (row: the intermediate node the
     edge enters; column: its input node), one line per op, for the normal cell
     (top) and the reduction cell (bottom). Pruned ops (crb) drop to 0 and are
     drawn dotted from then on. The edges the final genotype keeps have a frame
-    and a title in their chosen op's colour.
+    and a title in their chosen op's colour. A grey dotted line in every subplot
+    marks the initial act(α) (the mean of the first recorded epoch), so how far α
+    moved can be read against where it started.
 
     Args:
         record: a search record (dict) or the path of its JSON.
         path: the PNG to write.
+        shared_axis: draw every subplot on the absolute 0..1 axis of act(α) (crb
+            and softmax weights both lie in it) instead of zooming to the data;
+            zoomed, a move of 0.01 can fill the subplot.
 
     Returns:
         ``path``.
     """
-    return _save(alpha_figure(record), path)
+    return _save(alpha_figure(record, shared_axis=shared_axis), path)
 
 
-def alpha_figure(record) -> Figure:
+def alpha_figure(record, shared_axis: bool = False) -> Figure:
     """The figure :func:`plot_alpha` saves (for notebooks: ``display(alpha_figure(r))``)."""
     record = _record(record)
     epochs = sorted(record["epochs"], key=lambda e: int(e["epoch"]))
@@ -132,21 +139,29 @@ def alpha_figure(record) -> Figure:
         mask = (np.array(masks, dtype=float) if all(m is not None for m in masks)
                 else np.ones_like(alpha))
         data[cell] = (alpha, mask)
-    # one y range for every subplot (edges stay comparable), zoomed to the data: early in
-    # a search α has moved by a few 1e-3 only, invisible on a 0..1 axis
+    # one y range for every subplot (edges stay comparable); by default zoomed to the data,
+    # since early in a search α has moved by a few 1e-3 only, invisible on a 0..1 axis
     values = np.concatenate([d[0].ravel() for d in data.values()])
     values = values[np.isfinite(values)]
     low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
     pad = max(0.06 * (high - low), 1e-3)
-    ylim = (max(low - pad, 0.0 if low >= 0 else low - pad), high + pad)
+    ylim = ACT_RANGE if shared_axis else (max(low - pad, 0.0 if low >= 0 else low - pad),
+                                          high + pad)
+    # where α started: the mean over the first entry's ops (1/ops up to ~1e-4 noise for both
+    # activations), one line for all subplots rather than one per op
+    first = np.concatenate([d[0][0].ravel() for d in data.values()])
+    first = first[np.isfinite(first)]
+    initial = float(first.mean()) if first.size else None
 
     fig = Figure(figsize=(2.9 * ncols, 2.0 * 2 * steps + 2.2), layout="constrained")
     subfigs = fig.subfigures(2, 1, hspace=0.04)
     titles = {"normal": "Normal cell", "reduce": "Reduction cell"}
     for subfig, cell in zip(subfigs, ("normal", "reduce")):
         alpha, mask = data[cell]
+        scale = "absolute axis 0..1" if shared_axis else "y axis zoomed to the data"
         subfig.suptitle(f"{titles[cell]}: activated α per edge "
-                        f"({record.get('activation', '')})", fontsize=13, fontweight="bold")
+                        f"({record.get('activation', '')}; {scale})", fontsize=13,
+                        fontweight="bold")
         axes = subfig.subplots(steps, ncols, sharex=True, sharey=True, squeeze=False)
         genes = (epochs[-1].get("genotype") or {}).get(cell) or []
         kept = {(k // 2, int(src)): op for k, (op, src) in enumerate(genes)}
@@ -178,6 +193,8 @@ def alpha_figure(record) -> Figure:
                         spine.set_color(_color(op, primitives))
                 else:
                     ax.set_title(title, fontsize=9)
+                if initial is not None:
+                    ax.axhline(initial, color="0.45", lw=1.0, ls=":", zorder=0, gid="initial")
                 ax.grid(True, alpha=0.3)
                 ax.set_ylim(*ylim)
                 ax.tick_params(labelsize=8, labelbottom=True)
@@ -188,7 +205,10 @@ def alpha_figure(record) -> Figure:
                 edge += 1
     handles = [Line2D([], [], color=_color(op, primitives), lw=2.5, label=op)
                for op in primitives]
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(primitives), 8),
+    if initial is not None:
+        handles.append(Line2D([], [], color="0.45", lw=1.0, ls=":",
+                              label=f"initial act(α) ≈ {initial:.3g}"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 9),
                fontsize=10, frameon=False)
     return fig
 

@@ -88,6 +88,25 @@ def test_plot_alpha_from_json_path_and_small_cells(tmp_path):
     assert width > 400 and height > 400
 
 
+def test_alpha_shared_axis_and_initial_value(tmp_path, record):
+    """shared_axis puts every panel on act(α)'s absolute 0..1 axis; every panel (shared or
+    zoomed) marks the initial act(α)."""
+    from kdarts.plots import alpha_figure
+
+    initial = float(np.mean(record["epochs"][0]["alpha_normal"]
+                            + record["epochs"][0]["alpha_reduce"]))
+    for shared in (True, False):
+        panels = [ax for ax in alpha_figure(record, shared_axis=shared).axes if ax.axison]
+        assert len(panels) == 2 * 14
+        for ax in panels:
+            lines = [line for line in ax.lines if line.get_gid() == "initial"]
+            assert len(lines) == 1 and np.allclose(lines[0].get_ydata(), initial)
+        limits = {tuple(ax.get_ylim()) for ax in panels}
+        assert (limits == {(0.0, 1.0)}) == shared  # zoomed: a narrower range, shared by all
+        assert len(limits) == 1
+    assert png_size(plot_alpha(record, tmp_path / "a.png", shared_axis=True))[0] >= 1000
+
+
 def test_plot_schedule_writes_png(tmp_path, record):
     out = plot_schedule(record, tmp_path / "sub" / "schedule.png")
     width, height = png_size(out)
