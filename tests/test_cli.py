@@ -29,8 +29,10 @@ TINY_SEARCH = [
     "--channels", "4", "--layers", "3", "--steps", "2",
     "--primitives", "max_pool_3x3,skip_connect,sep_conv_3x3",
     "--batch-size", "8", "--max-examples", "96", "--epochs", "2",
-    "--schedule", "fixed", "--every", "2", "--seed", "1",
+    "--schedule", "dynamic", "--every", "2", "--threshold", "1e9", "--seed", "1",
 ]
+# dynamic from a threshold FI never reaches: no α step at step 1 (no FI EWMA yet), then one
+# on every step: the threshold rises by 1.05, then falls by 1.05^-2 a step (resume restores it)
 TINY_TRAIN = ["--channels", "4", "--layers", "3", "--epochs", "2", "--batch-size", "32",
               "--max-examples", "320", "--seed", "0"]
 SEARCH_OUTPUTS = {"run.json", "genotype.json", "history.csv", "search_record.json",
@@ -522,7 +524,7 @@ def test_search_writes_every_output(searched):
     genotype = Genotype.load(folder / "genotype.json")
     assert genotype.steps == 2
     assert json.loads((folder / "checkpoint.json").read_text()) == {
-        "epoch": 2, "search_step": 16, "alpha_steps": 8}
+        "epoch": 2, "search_step": 16, "alpha_steps": 15}
     with open(folder / "history.csv") as f:
         reader = csv.DictReader(f)
         rows = list(reader)
@@ -532,11 +534,13 @@ def test_search_writes_every_output(searched):
     record = json.loads((folder / "search_record.json").read_text())
     assert [e["epoch"] for e in record["epochs"]] == [0, 1, 2]
     assert [b["step"] for b in record["batches"]] == list(range(1, 17))
-    assert sum(b["took_alpha_step"] for b in record["batches"]) == 8
+    assert [b["took_alpha_step"] for b in record["batches"]] == [0] + [1] * 15
+    np.testing.assert_allclose([b["threshold"] for b in record["batches"]],
+                               1e9 * 1.05 ** (1 - 2 * np.arange(16)), rtol=1e-5)
     assert record["epochs"][-1]["genotype"] == genotype.to_dict()
     assert np.array(record["epochs"][-1]["alpha_normal"]).shape == (5, 3)
-    assert (run["args"]["arch_lr"], run["args"]["threshold"]) == (0.05, 50.0)  # the defaults
-    # α moved: 8 α steps of Adam(0.05) since the initial 1/3
+    assert run["args"]["arch_lr"] == 0.05  # the digits' default
+    # α moved: 15 α steps of Adam(0.05) since the initial 1/3
     assert not np.allclose(record["epochs"][0]["alpha_normal"],
                            record["epochs"][-1]["alpha_normal"], atol=1e-4)
     for png in ("alpha.png", "schedule.png", "genotype.png"):
@@ -658,7 +662,7 @@ def test_resume_in_a_new_process_matches_uninterrupted(searched, tmp_path):
             np.testing.assert_allclose(eb[key], ea[key], rtol=0, atol=1e-6)
         assert eb["genotype"] == ea["genotype"]
     assert [b["step"] for b in rec_b["batches"]] == list(range(1, 17))
-    for key in ("step_fi", "fi_ewma", "took_alpha_step"):
+    for key in ("step_fi", "fi_ewma", "threshold", "took_alpha_step"):
         np.testing.assert_allclose([b[key] for b in rec_b["batches"]],
                                    [b[key] for b in rec_a["batches"]], rtol=1e-4)
     with open(folder_b / "history.csv") as f:

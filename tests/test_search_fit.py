@@ -1,10 +1,5 @@
-"""The alternating search through compile/fit: every combination, the compiled step, resume."""
-
-import json
-import os
-import subprocess
-import sys
-import textwrap
+"""The alternating search through compile/fit: every combination and the compiled step.
+(Resuming in a new process is checked through the CLI: tests/test_cli.py.)"""
 
 import keras
 import numpy as np
@@ -164,64 +159,6 @@ def test_compiled_search_prunes_for_good_without_retracing():
     a2, w2 = snapshot()
     assert all(np.array_equal(u, v) for u, v in zip(a1, a2))
     assert any(not np.array_equal(u, v) for u, v in zip(w1, w2))
-
-
-RESUME_SCRIPT = textwrap.dedent("""
-    import json, sys, numpy as np, keras, tensorflow as tf
-    sys.path.insert(0, {tests!r})
-    from test_search_fit import datasets, tiny_model, search_compile_args
-    weight_ds, search_ds = datasets()
-    model = tiny_model("crb")
-    model.compile(search_data=search_ds, **search_compile_args())
-    model.build_optimizers()
-    model.load_weights({ckpt!r})
-    state = json.load(open({state!r}))
-    model.fit(weight_ds, epochs=2, initial_epoch=state["epoch"],
-              steps_per_epoch=state["steps"], verbose=0)
-    np.savez({out!r}, normal=model.alpha_normal.numpy(), reduce=model.alpha_reduce.numpy(),
-             fi_ewma=model.fi_ewma.numpy(), alpha_steps=model.alpha_steps.numpy())
-""")
-
-
-def search_compile_args():
-    return dict(schedule=DynamicSchedule(every=1, multiplier=2.0, initial_threshold=1e3),
-                regularizer=Proximity(0.1))
-
-
-class _StopAfterFirstEpoch(keras.callbacks.Callback):
-    def on_epoch_end(self, epoch, logs=None):
-        self.model.stop_training = True
-
-
-@pytest.mark.slow
-def test_resume_in_new_process_equals_uninterrupted(tmp_path):
-    weight_ds, search_ds = datasets()
-    steps = 4
-    full = tiny_model("crb")
-    full.compile(search_data=search_ds, **search_compile_args())
-    full.fit(weight_ds, epochs=2, steps_per_epoch=steps, verbose=0)
-    assert 0 < int(full.alpha_steps.numpy()) < 2 * steps  # the schedule both took and skipped
-
-    part = tiny_model("crb")
-    part.compile(search_data=search_ds, **search_compile_args())
-    part.fit(weight_ds, epochs=2, steps_per_epoch=steps, verbose=0,
-             callbacks=[_StopAfterFirstEpoch()])
-    ckpt = str(tmp_path / "search.weights.h5")
-    part.save_weights(ckpt)
-    state = tmp_path / "state.json"
-    state.write_text(json.dumps({"epoch": 1, "steps": steps}))
-    out = str(tmp_path / "resumed.npz")
-    script = RESUME_SCRIPT.format(tests=os.path.dirname(__file__), ckpt=ckpt,
-                                  state=str(state), out=out)
-    subprocess.run([sys.executable, "-c", script], check=True, timeout=600,
-                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    resumed = np.load(out)
-    assert int(resumed["alpha_steps"]) == int(full.alpha_steps.numpy())
-    np.testing.assert_allclose(resumed["normal"], full.alpha_normal.numpy(), atol=1e-5)
-    np.testing.assert_allclose(resumed["reduce"], full.alpha_reduce.numpy(), atol=1e-5)
-    np.testing.assert_allclose(resumed["fi_ewma"], full.fi_ewma.numpy(), rtol=1e-4)
-    # and the first half really differs from the end: the test compares something
-    assert np.abs(part.alpha_normal.numpy() - full.alpha_normal.numpy()).max() > 1e-4
 
 
 def test_fit_errors_are_clear():
