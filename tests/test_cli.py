@@ -514,6 +514,7 @@ def trained(searched, tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("cli_run")  # one worker builds the shared runs
 def test_search_writes_every_output(searched):
     folder, result = searched
     assert SEARCH_OUTPUTS <= set(os.listdir(folder))
@@ -550,6 +551,7 @@ def test_search_writes_every_output(searched):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("cli_run")  # one worker builds the shared runs
 def test_show_and_train(searched, trained, tmp_path):
     folder, _ = searched
     result = invoke("show", folder / "genotype.json", "--png", tmp_path / "cells.png")
@@ -586,6 +588,7 @@ def _predictions(logits):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("cli_run")  # one worker builds the shared runs
 def test_exports_take_raw_images_and_match_the_reported_accuracy(trained, tmp_path):
     """Every format, fed the test images as stored (uint8 0..255 or the same as float32),
     scores exactly the accuracy `kdarts train` reported."""
@@ -629,6 +632,7 @@ def test_exports_take_raw_images_and_match_the_reported_accuracy(trained, tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("cli_run")  # one worker builds the shared runs
 def test_resume_in_a_new_process_matches_uninterrupted(searched, tmp_path):
     folder_a, _ = searched
     folder_b = tmp_path / "b"
@@ -678,6 +682,7 @@ def test_resume_in_a_new_process_matches_uninterrupted(searched, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("cli_run")  # one worker builds the shared runs
 def test_train_resume_in_a_new_process_matches_uninterrupted(searched, trained, tmp_path):
     from kdarts.export import load_model
 
@@ -716,6 +721,7 @@ def test_train_resume_in_a_new_process_matches_uninterrupted(searched, trained, 
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("cli_run")  # one worker builds the shared runs
 def test_ctrl_c_during_the_plots(searched, tmp_path, monkeypatch):
     import shutil
 

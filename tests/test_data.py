@@ -15,6 +15,9 @@ import tensorflow_datasets as tfds
 
 from kdarts import data, digits_dataset
 
+# its module fixtures are built once: keep the file on one test worker
+pytestmark = pytest.mark.xdist_group("data")
+
 
 @pytest.fixture(scope="module", autouse=True)
 def _tfds_tempdir(tmp_path_factory):

@@ -22,6 +22,9 @@ from kdarts.eval import (
 )
 from kdarts.genotype import DARTS_V1, DARTS_V2, Genotype
 
+# its module fixtures are built once: keep the file on one test worker
+pytestmark = pytest.mark.xdist_group("eval")
+
 # -- an independent parameter count, from the PyTorch reference's structure --
 
 

@@ -12,6 +12,9 @@ from kdarts.eval import EvalNetwork
 from kdarts.export import FORMATS, ExportError, ModelLoadError, export, load_model
 from kdarts.genotype import DARTS_V1, DARTS_V2
 
+# its module fixtures are built once: keep the file on one test worker
+pytestmark = pytest.mark.xdist_group("export")
+
 ATOL = 1e-4
 
 

@@ -9,6 +9,9 @@ import pytest
 from kdarts.genotype import CRB_PRIMITIVES, DARTS_V2, Genotype, discretize
 from kdarts.plots import plot_alpha, plot_genotype, plot_schedule
 
+# its module fixtures are built once: keep the file on one test worker
+pytestmark = pytest.mark.xdist_group("plots")
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 

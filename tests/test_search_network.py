@@ -10,6 +10,9 @@ from kdarts.search import FanOut, MixedEdge, SearchCell, SearchNetwork, count_pa
 from kdarts.search.cell import fanout_rows
 from kdarts.search.edge import normalize
 
+# its module fixtures are built once: keep the file on one test worker
+pytestmark = pytest.mark.xdist_group("search_network")
+
 
 
 def darts_search_param_count(c=16, layers=8, num_classes=10, steps=4, multiplier=4,
