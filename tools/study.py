@@ -102,6 +102,20 @@ def gene_set(genotype: Genotype) -> frozenset[tuple[str, int, int, str]]:
                      for k, (op, src) in enumerate(getattr(genotype, cell)))
 
 
+#: Short op names for the report's genotype column.
+SHORT = {"sep_conv_3x3": "sep3", "sep_conv_5x5": "sep5", "dil_conv_3x3": "dil3",
+         "dil_conv_5x5": "dil5", "max_pool_3x3": "max", "avg_pool_3x3": "avg",
+         "skip_connect": "skip", "none": "none"}
+
+
+def genotype_text(genotype: Genotype) -> str:
+    """The genotype in one line, node by node: ``N: sep3(0)+skip(1) ... / R: ...``."""
+    def cell(genes) -> str:
+        return " ".join("+".join(f"{SHORT.get(op, op)}({src})" for op, src in genes[i:i + 2])
+                        for i in range(0, len(genes), 2))
+    return f"N: {cell(genotype.normal)} / R: {cell(genotype.reduce)}"
+
+
 def jaccard(a: frozenset, b: frozenset) -> float:
     """|a ∩ b| / |a ∪ b| (1 for two empty sets)."""
     union = len(a | b)
@@ -332,7 +346,6 @@ def report_text(stats: list[VariantStats], doc: str, command: str, missing: list
     """The Markdown report (the PNGs are ``<doc stem>_size.png`` and ``_alpha.png``)."""
     runs = [r for v in stats for r in v.runs]
     stem = os.path.splitext(os.path.basename(doc))[0]
-    here = os.path.dirname(os.path.abspath(doc))
     seeds = ", ".join(str(s) for s in sorted({r.seed for r in runs}))
     now = datetime.datetime.now(datetime.timezone.utc)
     lines = [
@@ -364,11 +377,10 @@ def report_text(stats: list[VariantStats], doc: str, command: str, missing: list
               "| separation | search acc. | α steps | genes changed | genotype |",
               "|" + "---|" * 10]
     for r in runs:
-        link = os.path.relpath(os.path.join(r.folder, "genotype.json"), here)
         lines.append(f"| {r.variant.name} | {r.seed} | {_k(r.parameters)} | {r.cheap_genes} | "
                      f"{r.pruned} ({100 * r.pruned_share:.0f}%) | {r.separation:.3f} | "
                      f"{_f(r.accuracy)} | {r.alpha_steps} | {r.genes_changed}/16 | "
-                     f"[genotype.json]({link}) |")
+                     f"{genotype_text(r.genotype)} |")
     lines += ["", f"![size per variant]({stem}_size.png)", "",
               f"![act(α) trajectories]({stem}_alpha.png)", "", "## Measures", "",
               "- agreement: mean Jaccard similarity |A∩B|/|A∪B| over all pairs of a variant's "
@@ -380,7 +392,10 @@ def report_text(stats: list[VariantStats], doc: str, command: str, missing: list
               "- separation: for each kept gene, its act(α) minus the largest act(α) it beat on "
               "its node (other ops of its edge, any op of the node's dropped edges); mean.",
               "- α steps: α updates over the search; genes changed: final genes not in the "
-              "discretisation of the initial α (of 16).", ""]
+              "discretisation of the initial α (of 16).",
+              "- genotype: per cell (N normal, R reduction) the nodes 2-5 in order, each the sum "
+              "of two ops with their input node in brackets (inputs 0, 1 are the previous "
+              "cells); " + ", ".join(f"{v} = {k}" for k, v in SHORT.items()) + ".", ""]
     return "\n".join(lines)
 
 
