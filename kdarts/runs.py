@@ -37,7 +37,8 @@ from typing import Callable
 
 from kdarts.checkpoints import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, read_checkpoint_state
 from kdarts.data.catalog import DEFAULT_DATASET, DatasetError
-from kdarts.data.files import MIN_IMAGE_SIZE, check_dataset, parse_image_size
+from kdarts.data.files import IMAGENET_MIN_SIZE, MIN_IMAGE_SIZE, check_dataset, \
+    parse_image_size, served_size
 from kdarts.export import SUFFIXES, suffix_error
 from kdarts.genotype import PRIMITIVES, Genotype, GenotypeError, atomic_write_text, \
     resolve_genotype
@@ -63,6 +64,7 @@ SEARCH_DEFAULTS: dict = dict(
 TRAIN_DEFAULTS: dict = dict(
     dataset=DEFAULT_DATASET, epochs=20, channels=16, layers=8, batch_size=64, cutout=0,
     auxiliary=True, drop_path=0.1, lr=0.025, seed=0, max_examples=None, image_size=None,
+    imagenet_stem=False,
 )
 #: The paper's settings, the defaults for the datasets of the paper's size (explicit
 #: options still win): DARTS-PRIME's search and DARTS's evaluation training on CIFAR.
@@ -94,7 +96,7 @@ def resolve_options(command: str, options: dict) -> dict:
 #: Arguments added since run folders were first written, with the value older runs had.
 _LATER_ARGS: dict[str, dict] = {
     "search": {"image_size": None, "arch_lr": 3e-4, "threshold": 1.0},
-    "train": {"image_size": None},
+    "train": {"image_size": None, "imagenet_stem": False},
 }
 #: The folder ``--tensorboard`` writes event files to, inside a run folder.
 TENSORBOARD_DIR = "tensorboard"
@@ -395,6 +397,21 @@ def _check_dataset(opts: dict) -> None:
     except DatasetError as err:
         raise RunError(" ".join(str(err).split())) from None
     opts["image_size"] = None if size is None else list(size)
+
+
+def _check_imagenet_size(opts: dict) -> None:
+    """``--imagenet-stem`` halves the images five times: refuse smaller ones at once."""
+    if opts["channels"] < 2:
+        raise RunError(f"--imagenet-stem needs --channels 2 or more (its first stem conv has "
+                       f"C/2 channels), got {opts['channels']}")
+    size = served_size(opts["dataset"], opts["image_size"])
+    if min(size) < IMAGENET_MIN_SIZE:
+        folder = os.path.isdir(opts["dataset"])
+        data = rel(opts["dataset"]) if os.path.isabs(opts["dataset"]) else opts["dataset"]
+        raise RunError(f"--imagenet-stem needs images of at least {IMAGENET_MIN_SIZE}x"
+                       f"{IMAGENET_MIN_SIZE} (three stride-2 stem convs, then two reductions); "
+                       f"the images of {data} are {size[0]}x{size[1]}"
+                       + (f" (--image-size {IMAGENET_MIN_SIZE} enlarges them)" if folder else ""))
 
 
 def _check_same_data(out: str, info) -> None:
@@ -725,6 +742,8 @@ def train_run(genotype: str | Genotype, out: str, *, resume: bool | str = False,
     opts = resolve_options("train", options)
     geno = load_genotype(genotype)
     _check_dataset(opts)
+    if opts["imagenet_stem"]:
+        _check_imagenet_size(opts)
     if tensorboard:
         _tensorboard_available()
     if not 0.0 <= opts["drop_path"] < 1.0:
@@ -783,7 +802,7 @@ def _train(geno, out, opts, args, state, download, data_dir, stop_after_epoch, r
     model = EvalNetwork(geno, info.num_classes, channels=opts["channels"],
                         layers=opts["layers"], auxiliary=opts["auxiliary"],
                         drop_path_prob=opts["drop_path"], seed=opts["seed"],
-                        mean=info.mean, std=info.std)
+                        mean=info.mean, std=info.std, imagenet_stem=opts["imagenet_stem"])
     model.build((None,) + tuple(info.image_shape))
     epochs = opts["epochs"]
     callbacks = compile_eval_network(model, epochs=epochs, steps_per_epoch=steps,
@@ -793,8 +812,9 @@ def _train(geno, out, opts, args, state, download, data_dir, stop_after_epoch, r
         report(f"resuming {rel(out)} after epoch {initial_epoch} of {epochs}")
     params = model.parameter_count()
     num_train = min(info.num_train, opts["max_examples"] or info.num_train)
+    stem = ", ImageNet stem" if opts["imagenet_stem"] else ""
     report(f"train: {_data_label(info)}, {num_train} training images, C={opts['channels']}, "
-           f"{opts['layers']} layers, {params / 1e3:.1f}k parameters, {epochs} epochs of "
+           f"{opts['layers']} layers{stem}, {params / 1e3:.1f}k parameters, {epochs} epochs of "
            f"{steps} steps")
     bar = EpochProgress({"loss": "loss", "accuracy": "acc"})
     callbacks += [

@@ -278,6 +278,43 @@ def test_a_resumed_run_refuses_another_dataset(tmp_path, no_tf_work, png_folder,
     assert snapshot(folder) == before
 
 
+def test_imagenet_stem_refuses_small_images_before_any_work(tmp_path, no_tf_work, png_folder,
+                                                           npz_file):
+    out = tmp_path / "run"
+    train = ("train", "--genotype", "DARTS_V2", "--imagenet-stem", "--out", out)
+    assert_one_line_error(invoke(*train), "--imagenet-stem needs images of at least 32x32",
+                          "the images of kdarts_digits are 8x8")
+    assert_one_line_error(invoke(*train, "--dataset", npz_file), "data.npz are 8x8")
+    assert_one_line_error(invoke(*train, "--dataset", png_folder), "are 8x8",
+                          "--image-size 32 enlarges them")
+    assert_one_line_error(invoke(*train, "--dataset", png_folder, "--image-size", "32,16"),
+                          "are 32x16")
+    assert_one_line_error(invoke(*train, "--channels", "1"), "--channels 2 or more")
+    assert not out.exists()
+
+
+def test_runs_from_before_imagenet_stem_still_resume(tmp_path, no_tf_work):
+    """A train run.json without imagenet_stem was a run without it (``_LATER_ARGS``)."""
+    from kdarts.runs import TRAIN_DEFAULTS
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    args = {k: v for k, v in TRAIN_DEFAULTS.items() if k not in ("image_size", "imagenet_stem")}
+    (folder / "run.json").write_text(json.dumps({"command": "train", "args": {
+        **args, "genotype": Genotype.from_dict(
+            {"normal": [["skip_connect", 0]] * 8, "reduce": [["max_pool_3x3", 1]] * 8}
+        ).to_dict()}}))
+    (folder / "checkpoint.json").write_text('{"epoch": 1}')
+    (folder / "checkpoint.weights.h5").write_bytes(b"weights")
+    genotype = tmp_path / "genotype.json"
+    genotype.write_text(json.dumps(json.loads((folder / "run.json").read_text())["args"][
+        "genotype"]))
+    before = snapshot(folder)
+    assert_one_line_error(invoke("train", "--genotype", genotype, "--out", folder),
+                          "already holds this training", "--resume")
+    assert snapshot(folder) == before
+
+
 def test_bad_primitives(tmp_path, no_tf_work):
     result = invoke("search", "--primitives", "sep_conv_3x3,conv_9x9", "--out", tmp_path / "r")
     assert_one_line_error(result, "conv_9x9")
@@ -815,6 +852,32 @@ def event_scalars(folder):
                           if plugin == "scalars" else None)
                 tags.setdefault(value.tag, {})[event.step] = number
     return tags
+
+
+@pytest.mark.slow
+def test_imagenet_stem_train_and_export(tmp_path):
+    """`--imagenet-stem` on 32x32 images (the least it takes): recorded, saved, exported."""
+    from conftest import own_images
+
+    from kdarts.export import load_model
+
+    data = tmp_path / "big.npz"
+    x, y = own_images(24, size=32, seed=2)
+    np.savez(data, x=x, y=y)
+    result = invoke("train", "--genotype", "DARTS_V2", "--dataset", data, "--imagenet-stem",
+                    "--channels", "4", "--layers", "3", "--epochs", "1", "--batch-size", "8",
+                    "--out", tmp_path / "t")
+    assert result.exit_code == 0, result.output
+    assert "3 layers, ImageNet stem," in result.output
+    run = json.loads((tmp_path / "t" / "run.json").read_text())
+    metrics = json.loads((tmp_path / "t" / "metrics.json").read_text())
+    assert run["args"]["imagenet_stem"] is True and metrics["args"]["imagenet_stem"] is True
+    assert metrics["input"]["shape"] == [None, 32, 32, 3]
+    model = load_model(tmp_path / "t" / "model.keras")
+    assert model.imagenet_stem and metrics["parameters"] == model.parameter_count()
+    result = invoke("export", tmp_path / "t" / "model.keras", "--out", tmp_path / "m.onnx")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "m.onnx").exists()
 
 
 @pytest.mark.slow

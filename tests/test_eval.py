@@ -49,11 +49,19 @@ def _op_params(name, c, stride):
 
 
 def reference_parameter_count(genotype, c, layers, num_classes, auxiliary=False,
-                              aux_kernel=2, in_channels=3, stem_multiplier=3):
-    """NetworkCIFAR's trainable parameters, op by op (DARTS model.py / operations.py)."""
-    c_stem = stem_multiplier * c
-    total = 3 * 3 * in_channels * c_stem + 2 * c_stem  # stem conv (no bias) + BN
-    c_pp, c_p, c_cur, reduction_prev = c_stem, c_stem, c, False
+                              aux_kernel=2, in_channels=3, stem_multiplier=3, imagenet=False):
+    """NetworkCIFAR's (or with ``imagenet`` NetworkImageNet's) trainable parameters, op by
+    op (DARTS model.py / operations.py); BN running statistics are buffers, not counted."""
+    if imagenet:
+        # stem0: conv3x3 s2 3 -> C//2, BN, ReLU, conv3x3 s2 C//2 -> C, BN;
+        # stem1: ReLU, conv3x3 s2 C -> C, BN (all convs without bias)
+        half = c // 2
+        total = (9 * in_channels * half + 2 * half) + (9 * half * c + 2 * c) + (9 * c * c + 2 * c)
+        c_pp, c_p, c_cur, reduction_prev = c, c, c, True  # cell 0: s0 = stem0, s1 = stem1
+    else:
+        c_stem = stem_multiplier * c
+        total = 3 * 3 * in_channels * c_stem + 2 * c_stem  # stem conv (no bias) + BN
+        c_pp, c_p, c_cur, reduction_prev = c_stem, c_stem, c, False
     for i in range(layers):
         reduction = i in (layers // 3, 2 * layers // 3)
         if reduction:
@@ -68,8 +76,10 @@ def reference_parameter_count(genotype, c, layers, num_classes, auxiliary=False,
             c_aux = c_p
     total += c_p * num_classes + num_classes  # classifier
     if auxiliary:
-        total += (c_aux * 128 + 2 * 128 + 128 * 768 * aux_kernel ** 2 + 2 * 768
-                  + 768 * num_classes + num_classes)
+        # 1x1 conv + BN, 2x2 conv (+ BN: the CIFAR head only; AuxiliaryHeadImageNet's
+        # BatchNorm2d(768) is commented out in DARTS's model.py), Linear(768, classes)
+        total += (c_aux * 128 + 2 * 128 + 128 * 768 * aux_kernel ** 2
+                  + (0 if imagenet else 2 * 768) + 768 * num_classes + num_classes)
     return total
 
 
@@ -86,6 +96,34 @@ def test_parameter_count_matches_darts_reference():
     # exactly DARTS's auxiliary head at 32x32 input (8x8 map -> 2x2 -> 1x1)
     assert model.auxiliary_head.pool_size == (5, 5)
     assert model.auxiliary_head.kernel_size == (2, 2)
+
+
+def test_imagenet_parameter_count_matches_darts_reference():  # builds, no forward pass: ~2 s
+    """DARTS_V2 as DARTS's ImageNet network: C=48, 14 cells, 1000 classes, 224x224.
+
+    The reference is ``reference_parameter_count(..., imagenet=True)``: DARTS's
+    NetworkImageNet (quark0/darts cnn/model.py and operations.py; train_imagenet.py's
+    defaults --init_channels 48 --layers 14) counted by hand, layer by layer, the same
+    count that reproduces the 3,349,342 DARTS's train.py logs for the CIFAR network. It
+    gives 4,718,752 without the auxiliary head (what ``utils.count_parameters_in_MB``
+    counts: it skips parameters named "auxiliary"), the 4.7M of the paper's ImageNet
+    table. The head adds 768*128 + 2*128 (1x1 conv, BN) + 128*768*2*2 (2x2 conv; its
+    BN is commented out in DARTS's code) + 768*1000 + 1000 (Linear) = 1,260,776.
+    """
+    model = EvalNetwork(DARTS_V2, num_classes=1000, channels=48, layers=14,
+                        imagenet_stem=True)
+    model.build((None, 224, 224, 3))  # builds the weights; no forward pass
+    without_aux = reference_parameter_count(DARTS_V2, 48, 14, 1000, imagenet=True)
+    with_aux = reference_parameter_count(DARTS_V2, 48, 14, 1000, auxiliary=True, imagenet=True)
+    assert model.parameter_count() == without_aux == 4_718_752
+    assert model.parameter_count(include_auxiliary=True) == with_aux == 5_979_528
+    assert round(without_aux / 1e6, 1) == 4.7  # the paper's figure
+    # the first cell reads the stem0 (H/4) and stem1 (H/8) maps: a FactorizedReduce on s0
+    assert model.cells[0].reduction_prev and not model.cells[1].reduction_prev
+    assert [i for i, cell in enumerate(model.cells) if cell.reduction] == [4, 9]
+    # exactly DARTS's ImageNet head at 224x224: its 7x7 map -> pool 5 stride 2 -> 2x2 -> 1x1
+    assert (model.auxiliary_head.pool_size, model.auxiliary_head.kernel_size) == ((5, 5), (2, 2))
+    assert model.auxiliary_head.bn2 is None
 
 
 def test_parameter_count_small_config_and_adaptive_head():
@@ -300,6 +338,51 @@ def test_fit_with_aux_loss_and_keras_round_trip(tmp_path):
     assert int(loaded.optimizer.iterations.numpy()) == 4
     np.testing.assert_array_equal(np.asarray(loaded(x, training=False)),
                                   np.asarray(model(x, training=False)))
+
+
+@pytest.mark.slow
+def test_imagenet_stem_tiny_fit_and_round_trip(tmp_path):
+    """C=4, 5 cells at 32x32 (the least size): stems 32 -> 8 (s0) -> 4 (s1), cells 4 -> 2 -> 1."""
+    model = EvalNetwork(DARTS_V2, num_classes=5, channels=4, layers=5, seed=2,
+                        imagenet_stem=True, mean=[0.5] * 3, std=[0.25] * 3)
+    model.build((None, 32, 32, 3))
+    assert [tuple(v.shape) for v in model.stem.trainable_weights[::3]] == [
+        (3, 3, 3, 2), (3, 3, 2, 4), (3, 3, 4, 4)]  # the three stem kernels
+    assert model.parameter_count() == reference_parameter_count(DARTS_V2, 4, 5, 5, imagenet=True)
+    # the head sees a 1x1 map: pool 1, conv 1x1
+    assert model.parameter_count(include_auxiliary=True) == reference_parameter_count(
+        DARTS_V2, 4, 5, 5, auxiliary=True, aux_kernel=1, imagenet=True)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    y = rng.integers(0, 5, size=4)
+    logits, aux_logits = model(x, training=True)
+    assert tuple(logits.shape) == tuple(aux_logits.shape) == (4, 5)
+    s0, s1 = model.stem(x)
+    assert tuple(s0.shape) == (4, 8, 8, 4) and tuple(s1.shape) == (4, 4, 4, 4)
+    compile_eval_network(model, epochs=1, steps_per_epoch=1)
+    history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+
+    path = tmp_path / "imagenet.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.imagenet_stem and loaded.get_config()["imagenet_stem"] is True
+    np.testing.assert_array_equal(np.asarray(loaded(x, training=False)),
+                                  np.asarray(model(x, training=False)))
+    # (exported to ONNX by tests/test_cli.py::test_imagenet_stem_train_and_export)
+    with pytest.raises(ValueError, match="at least 32x32"):
+        EvalNetwork(DARTS_V2, num_classes=5, channels=4, layers=5,
+                    imagenet_stem=True).build((None, 28, 28, 1))
+
+
+def test_imagenet_stem_is_off_by_default():
+    model = EvalNetwork(DARTS_V1, num_classes=3, channels=2, layers=3)
+    assert model.get_config()["imagenet_stem"] is False and not hasattr(model, "stem")
+    # configs saved before the option existed load as the CIFAR network
+    config = {k: v for k, v in model.get_config().items() if k != "imagenet_stem"}
+    assert EvalNetwork.from_config(config).imagenet_stem is False
+    with pytest.raises(ValueError, match="channels >= 2"):
+        EvalNetwork(DARTS_V1, num_classes=3, channels=1, layers=3, imagenet_stem=True)
 
 
 def test_genotype_arguments_and_validation():

@@ -17,6 +17,11 @@ DEFAULT_DATASET: str = "kdarts_digits"
 DATASETS: tuple[str, ...] = (
     DEFAULT_DATASET, "cifar10", "cifar100", "mnist", "fashion_mnist", "svhn_cropped",
 )
+#: (H, W) of each named dataset's images.
+IMAGE_SIZES: dict[str, tuple[int, int]] = {
+    DEFAULT_DATASET: (8, 8), "cifar10": (32, 32), "cifar100": (32, 32), "mnist": (28, 28),
+    "fashion_mnist": (28, 28), "svhn_cropped": (32, 32),
+}
 #: Datasets augmented with horizontal flips. Digits (kdarts_digits, mnist,
 #: svhn) and clothes with a handedness (fashion_mnist) are not: a flip changes
 #: what a digit means.
@@ -79,4 +84,4 @@ def check_dataset_name(name: str) -> str:
 
 
 __all__ = ["DATASETS", "DEFAULT_DATASET", "DatasetError", "DatasetInfo", "FLIP_DATASETS",
-           "PIXEL_RANGE", "SPLIT_MODES", "check_dataset_name"]
+           "IMAGE_SIZES", "PIXEL_RANGE", "SPLIT_MODES", "check_dataset_name"]

@@ -37,7 +37,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from kdarts.data.catalog import DATASETS, DEFAULT_DATASET, DatasetError
+from kdarts.data.catalog import DATASETS, DEFAULT_DATASET, IMAGE_SIZES, DatasetError
 
 #: Image file suffixes read from a folder (those ``image_dataset_from_directory`` reads).
 IMAGE_EXTENSIONS: tuple[str, ...] = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
@@ -46,6 +46,9 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 #: Smaller images run (padding keeps a 1x1 map), but the second reduction then
 #: has nothing left to reduce, so kdarts refuses them.
 MIN_IMAGE_SIZE: int = 4
+#: The least image side of the ImageNet network (``imagenet_stem``): its three stride-2
+#: stem convs and two reductions halve the map five times (32 → 4 → 2 → 1).
+IMAGENET_MIN_SIZE: int = 32
 #: Share of a one-split source held out as the test split, per class.
 TEST_FRACTION: float = 0.2
 #: Seed of that hold-out: fixed, so every run tests on the same images.
@@ -134,6 +137,27 @@ def check_dataset(spec, image_size: Sequence[int] | None = None) -> str:
         raise DatasetError(f"--dataset {os.fspath(spec)}: a file that is not an .npz; give a "
                            "folder of class sub-folders or an .npz with x and y")
     return path
+
+
+def served_size(spec: str, image_size: Sequence[int] | None = None) -> tuple[int, int]:
+    """``(H, W)`` of the images a checked ``--dataset`` (:func:`check_dataset`) serves.
+
+    No TensorFlow: a name's size is known, a folder's headers are read (once per
+    file version), an ``.npz``'s array header.
+
+    Example:
+        >>> served_size("cifar10")
+        (32, 32)
+    """
+    if image_size is not None:
+        size = parse_image_size(image_size)
+    elif not is_path_spec(spec):
+        size = IMAGE_SIZES[spec]
+    elif os.path.isdir(spec):
+        size = scan_folder(spec).image_shape[:2]
+    else:
+        size = check_npz(spec)["x"][0][1:3]
+    return int(size[0]), int(size[1])
 
 
 def parse_image_size(value) -> tuple[int, int] | None:
@@ -475,6 +499,7 @@ def _check_pixels(x: np.ndarray, where: str, what: str) -> None:
                            "takes raw pixels 0..255 (the networks normalise inside)")
 
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageFolder", "MIN_IMAGE_SIZE", "SPLIT_SEED", "TEST_FRACTION",
-           "check_arrays", "check_dataset", "check_npz", "holdout", "is_path_spec",
-           "parse_image_size", "scan_folder", "split_arrays", "stratified_split"]
+__all__ = ["IMAGE_EXTENSIONS", "IMAGENET_MIN_SIZE", "ImageFolder", "MIN_IMAGE_SIZE",
+           "SPLIT_SEED", "TEST_FRACTION", "check_arrays", "check_dataset", "check_npz",
+           "holdout", "is_path_spec", "parse_image_size", "scan_folder", "served_size",
+           "split_arrays", "stratified_split"]

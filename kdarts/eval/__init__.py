@@ -8,7 +8,7 @@ Example:
 """
 
 from kdarts.eval.cell import DropPath, EvalCell
-from kdarts.eval.network import AuxiliaryHead, EvalNetwork
+from kdarts.eval.network import AuxiliaryHead, AuxiliaryHeadImageNet, EvalNetwork, ImageNetStem
 from kdarts.eval.training import (
     CoupledWeightDecaySGD,
     DropPathSchedule,
@@ -18,11 +18,13 @@ from kdarts.eval.training import (
 
 __all__ = [
     "AuxiliaryHead",
+    "AuxiliaryHeadImageNet",
     "CoupledWeightDecaySGD",
     "DropPath",
     "DropPathSchedule",
     "EpochCosineDecay",
     "EvalCell",
     "EvalNetwork",
+    "ImageNetStem",
     "compile_eval_network",
 ]

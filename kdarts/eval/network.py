@@ -4,7 +4,9 @@
 NHWC: stem → ``layers`` cells (reducing at ``layers//3`` and
 ``2*layers//3``) → global average pool → Dense logits, with DARTS's
 auxiliary head after cell ``2*layers//3`` and drop-path on every
-non-identity op while training.
+non-identity op while training. ``imagenet_stem=True`` gives DARTS's
+``NetworkImageNet`` instead: three stride-2 stem convs (:class:`ImageNetStem`)
+and the ImageNet auxiliary head (:class:`AuxiliaryHeadImageNet`).
 
 In inference (``training=False``: ``predict``, ``evaluate``, export) the
 network returns logits only. In training with an auxiliary head it returns
@@ -33,10 +35,11 @@ from typing import Sequence
 import keras
 from keras import layers, ops
 
+from kdarts.data.files import IMAGENET_MIN_SIZE
 from kdarts.eval.cell import EvalCell
 from kdarts.eval.training import DropPathSchedule
 from kdarts.genotype import Genotype, resolve_genotype
-from kdarts.ops import FanInUniform, batch_norm
+from kdarts.ops import FanInUniform, batch_norm, symmetric_pad
 from kdarts.preprocessing import Standardize, input_contract
 
 _PKG = "kdarts"
@@ -66,6 +69,7 @@ class AuxiliaryHead(layers.Layer):
 
     POOL, STRIDE, KERNEL = 5, 3, 2  # DARTS's sizes, for an 8x8 map
     HIDDEN, FEATURES = 128, 768
+    FINAL_BN = True  # BN after the 2x2 conv
 
     def __init__(self, num_classes: int, **kwargs):
         super().__init__(**kwargs)
@@ -75,7 +79,7 @@ class AuxiliaryHead(layers.Layer):
         self.conv1 = layers.Conv2D(self.HIDDEN, 1, use_bias=False,
                                    kernel_initializer=FanInUniform(), name="conv1")
         self.bn1 = batch_norm(True, name="bn1")
-        self.bn2 = batch_norm(True, name="bn2")
+        self.bn2 = batch_norm(True, name="bn2") if self.FINAL_BN else None
         self.flatten = layers.Flatten(name="flatten")
         self.classifier = layers.Dense(self.num_classes, kernel_initializer=FanInUniform(),
                                        name="classifier")
@@ -100,7 +104,8 @@ class AuxiliaryHead(layers.Layer):
         self.bn1.build(shape)
         self.conv2.build(shape)
         shape = self.conv2.compute_output_shape(shape)
-        self.bn2.build(shape)
+        if self.bn2 is not None:
+            self.bn2.build(shape)
         features = shape[1] * shape[2] * shape[3]
         # PyTorch's linear bias init U(±1/√in_features): known once the map size is
         self.classifier.bias_initializer = FanInUniform(features)
@@ -111,8 +116,10 @@ class AuxiliaryHead(layers.Layer):
         x = ops.average_pool(ops.relu(x), self.pool_size, strides=self.STRIDE,
                              padding="valid")
         x = ops.relu(self.bn1(self.conv1(x), training=training))
-        x = ops.relu(self.bn2(self.conv2(x), training=training))
-        return self.classifier(self.flatten(x))
+        x = self.conv2(x)
+        if self.bn2 is not None:
+            x = self.bn2(x, training=training)
+        return self.classifier(self.flatten(ops.relu(x)))
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.num_classes)
@@ -122,8 +129,99 @@ class AuxiliaryHead(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=_PKG)
+class AuxiliaryHeadImageNet(AuxiliaryHead):
+    """DARTS's ImageNet auxiliary classifier (``AuxiliaryHeadImageNet`` in ``model.py``).
+
+    ReLU → avgpool 5×5 stride 2 valid → 1×1 conv 128 (no bias) → BN → ReLU →
+    2×2 conv 768 valid (no bias) → ReLU → flatten → Dense. Unlike the CIFAR head
+    there is no BN after the 768 conv: DARTS's code comments it out (commit
+    28419ac, "comment out the last BN in the imagenet aux head", to match the
+    paper's experiments, which ran without it). At 224×224 the head sees the
+    7×7 map after the second reduction (7 → 2 → 1, so ``Linear(768)`` fits;
+    DARTS's docstring says 14×14, which would not). Smaller maps shrink the pool
+    and kernel as :class:`AuxiliaryHead` does (a 1×1 map works).
+
+    Example:
+        >>> import numpy as np
+        >>> head = AuxiliaryHeadImageNet(10)
+        >>> tuple(head(np.zeros((2, 7, 7, 64), "float32")).shape)
+        (2, 10)
+        >>> head.pool_size, head.kernel_size, head.bn2
+        ((5, 5), (2, 2), None)
+    """
+
+    STRIDE = 2
+    FINAL_BN = False
+
+
+@keras.saving.register_keras_serializable(package=_PKG)
+class ImageNetStem(layers.Layer):
+    """DARTS's ``NetworkImageNet`` stems: three stride-2 3×3 convs; returns ``[s0, s1]``.
+
+    ``stem0``: conv 3×3 stride 2 to C/2 (no bias) → BN → ReLU → conv 3×3 stride
+    2 to C (no bias) → BN; ``stem1``: ReLU → conv 3×3 stride 2 to C (no bias) →
+    BN, on ``stem0``'s output. The first cell reads ``s0 = stem0(x)`` (H/4) and
+    ``s1 = stem1(s0)`` (H/8). The convs pad one pixel on every side, as
+    PyTorch's ``padding=1`` (output ``ceil(n/2)``, pixel ``i`` centred on input
+    pixel ``2i``, the grid of :class:`kdarts.ops.SepConv`).
+
+    Example:
+        >>> import numpy as np
+        >>> s0, s1 = ImageNetStem(8)(np.zeros((2, 32, 32, 3), "float32"))
+        >>> tuple(s0.shape), tuple(s1.shape)
+        ((2, 8, 8, 8), (2, 4, 4, 8))
+    """
+
+    def __init__(self, channels: int, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = int(channels)
+        if self.channels < 2:
+            raise ValueError(f"ImageNetStem: channels must be >= 2 (its first conv has "
+                             f"channels // 2), got {channels}")
+        conv = lambda c, name: layers.Conv2D(  # noqa: E731
+            c, 3, strides=2, padding="valid", use_bias=False,
+            kernel_initializer=FanInUniform(), name=name)
+        self.conv0 = conv(self.channels // 2, "stem0_conv0")
+        self.bn0 = batch_norm(True, name="stem0_bn0")
+        self.conv1 = conv(self.channels, "stem0_conv1")
+        self.bn1 = batch_norm(True, name="stem0_bn1")
+        self.conv2 = conv(self.channels, "stem1_conv")
+        self.bn2 = batch_norm(True, name="stem1_bn")
+
+    @staticmethod
+    def _halve(shape, channels) -> tuple:
+        half = lambda n: None if n is None else -(-n // 2)  # noqa: E731
+        return (shape[0], half(shape[1]), half(shape[2]), channels)
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        grow = lambda n: None if n is None else n + 2  # noqa: E731  (the padding)
+        for conv, bn in ((self.conv0, self.bn0), (self.conv1, self.bn1),
+                         (self.conv2, self.bn2)):
+            conv.build((shape[0], grow(shape[1]), grow(shape[2]), shape[3]))
+            shape = self._halve(shape, conv.filters)
+            bn.build(shape)
+
+    def _conv_bn(self, x, conv, bn, training):
+        return bn(conv(symmetric_pad(x, 1)), training=training)
+
+    def call(self, x, training=None):
+        x = ops.relu(self._conv_bn(x, self.conv0, self.bn0, training))
+        s0 = self._conv_bn(x, self.conv1, self.bn1, training)
+        s1 = self._conv_bn(ops.relu(s0), self.conv2, self.bn2, training)
+        return [s0, s1]
+
+    def compute_output_shape(self, input_shape):
+        s0 = self._halve(self._halve(tuple(input_shape), 0), self.channels)
+        return [s0, self._halve(s0, self.channels)]
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "channels": self.channels}
+
+
+@keras.saving.register_keras_serializable(package=_PKG)
 class EvalNetwork(keras.Model):
-    """DARTS's evaluation network (``NetworkCIFAR``) for a genotype.
+    """DARTS's evaluation network (``NetworkCIFAR``, or ``NetworkImageNet``) for a genotype.
 
     Args:
         genotype: a :class:`~kdarts.genotype.Genotype`, its dict (as in the
@@ -137,7 +235,8 @@ class EvalNetwork(keras.Model):
             ``--drop_path_prob``): :meth:`fit` sets ``model.drop_path_prob`` to
             ``drop_path_prob * epoch / epochs`` at the start of every epoch, so
             training starts without drop-path, as the reference's does.
-        stem_multiplier: the stem has ``stem_multiplier * C`` channels.
+        stem_multiplier: the stem has ``stem_multiplier * C`` channels (not
+            used with ``imagenet_stem``).
         auxiliary_weight: weight of the auxiliary loss (0.4 in DARTS); read
             when the train step is traced, so set it before ``compile``.
         seed: seed of the drop-path randomness (None: random).
@@ -146,13 +245,21 @@ class EvalNetwork(keras.Model):
             layer normalises, so it takes raw pixels (0–255, float32 or uint8)
             in training, inference and every export. None: inputs are used as
             they come (already normalised by the caller).
+        imagenet_stem: DARTS's ``NetworkImageNet``: the :class:`ImageNetStem`
+            (three stride-2 convs, so the first cell sees H/4 and H/8 maps and
+            preprocesses ``s0`` with a ``FactorizedReduce``) and the
+            :class:`AuxiliaryHeadImageNet`; cells, reductions, global average
+            pooling and classifier as without it. Images need a side of at
+            least 32 (:data:`kdarts.data.files.IMAGENET_MIN_SIZE`). DARTS uses
+            C=48, 14 layers at 224×224.
 
     Attributes:
         drop_path_prob: non-trainable scalar variable holding the current
             drop-path probability (checkpointed and saved with the model); 0
             until ``fit`` ramps it.
-        standardize (None without mean/std), stem_conv, stem_bn, cells,
-        auxiliary_head (None if not auxiliary), global_pool, classifier: the sublayers.
+        standardize (None without mean/std), stem_conv and stem_bn (or stem, an
+        :class:`ImageNetStem`, with ``imagenet_stem``), cells, auxiliary_head (None
+        if not auxiliary), global_pool, classifier: the sublayers.
 
     Example:
         >>> model = EvalNetwork(DARTS_V2, num_classes=10)   # C=36, 20 layers
@@ -166,7 +273,7 @@ class EvalNetwork(keras.Model):
                  drop_path_prob: float = 0.2, stem_multiplier: int = 3,
                  auxiliary_weight: float = 0.4, seed: int | None = None,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 **kwargs):
+                 imagenet_stem: bool = False, **kwargs):
         super().__init__(**kwargs)
         if isinstance(genotype, dict):
             genotype = Genotype.from_dict(genotype)
@@ -186,6 +293,9 @@ class EvalNetwork(keras.Model):
         self.stem_multiplier = int(stem_multiplier)
         self.auxiliary_weight = float(auxiliary_weight)
         self.seed = seed
+        self.imagenet_stem = bool(imagenet_stem)
+        if self.imagenet_stem and self.channels < 2:
+            raise ValueError(f"EvalNetwork: imagenet_stem needs channels >= 2, got {channels}")
         self.reduction_indices = (self.num_layers // 3, 2 * self.num_layers // 3)
         self.auxiliary_index = 2 * self.num_layers // 3
 
@@ -201,15 +311,21 @@ class EvalNetwork(keras.Model):
         self.standardize = (None if mean is None
                             else Standardize(mean, std, name="standardize"))
 
-        stem_channels = self.stem_multiplier * self.channels
-        self.stem_conv = keras.layers.Conv2D(stem_channels, 3, padding="same",
-                                             use_bias=False, kernel_initializer=FanInUniform(),
-                                             name="stem_conv")
-        self.stem_bn = batch_norm(True, name="stem_bn")
+        if self.imagenet_stem:
+            # NetworkImageNet: s0 = stem0(x) is twice s1 = stem1(s0), so the first
+            # cell starts with reduction_prev=True
+            self.stem = ImageNetStem(self.channels, name="stem")
+        else:
+            stem_channels = self.stem_multiplier * self.channels
+            self.stem_conv = keras.layers.Conv2D(stem_channels, 3, padding="same",
+                                                 use_bias=False,
+                                                 kernel_initializer=FanInUniform(),
+                                                 name="stem_conv")
+            self.stem_bn = batch_norm(True, name="stem_bn")
 
         g = self.genotype
         c = self.channels
-        reduction_prev = False
+        reduction_prev = self.imagenet_stem
         self.cells = []
         for i in range(self.num_layers):
             reduction = i in self.reduction_indices
@@ -222,7 +338,8 @@ class EvalNetwork(keras.Model):
                 seed=None if seed is None else int(seed) + i, name=f"cell_{i}",
             ))
             reduction_prev = reduction
-        self.auxiliary_head = (AuxiliaryHead(self.num_classes, name="auxiliary_head")
+        head = AuxiliaryHeadImageNet if self.imagenet_stem else AuxiliaryHead
+        self.auxiliary_head = (head(self.num_classes, name="auxiliary_head")
                                if self.auxiliary else None)
         self.global_pool = keras.layers.GlobalAveragePooling2D(name="global_pool")
         features = len(self.cells[-1].concat) * self.cells[-1].channels
@@ -236,10 +353,19 @@ class EvalNetwork(keras.Model):
             raise ValueError(f"EvalNetwork expects NHWC images, got input shape {shape}")
         if self.standardize is not None:
             self.standardize.build(shape)
-        self.stem_conv.build(shape)
-        shape = self.stem_conv.compute_output_shape(shape)
-        self.stem_bn.build(shape)
-        s0 = s1 = shape
+        if self.imagenet_stem:
+            if any(n is not None and n < IMAGENET_MIN_SIZE for n in shape[1:3]):
+                raise ValueError(
+                    f"EvalNetwork: imagenet_stem needs images of at least "
+                    f"{IMAGENET_MIN_SIZE}x{IMAGENET_MIN_SIZE} (three stride-2 stem convs, "
+                    f"then two reductions); got {shape[1]}x{shape[2]}")
+            self.stem.build(shape)
+            s0, s1 = self.stem.compute_output_shape(shape)
+        else:
+            self.stem_conv.build(shape)
+            shape = self.stem_conv.compute_output_shape(shape)
+            self.stem_bn.build(shape)
+            s0 = s1 = shape
         for i, cell in enumerate(self.cells):
             cell.build([s0, s1])
             s0, s1 = s1, cell.compute_output_shape([s0, s1])
@@ -252,11 +378,13 @@ class EvalNetwork(keras.Model):
     def call(self, inputs, training=None):
         if self.standardize is not None:
             inputs = self.standardize(inputs)
-        x = self.stem_bn(self.stem_conv(inputs), training=training)
+        if self.imagenet_stem:
+            s0, s1 = self.stem(inputs, training=training)
+        else:
+            s0 = s1 = self.stem_bn(self.stem_conv(inputs), training=training)
         # read only when training, so inference graphs (exports) do not
         # capture the variable
         drop_prob = ops.convert_to_tensor(self.drop_path_prob) if training else 0.0
-        s0 = s1 = x
         aux_logits = None
         for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell([s0, s1], drop_prob=drop_prob, training=training)
@@ -361,4 +489,5 @@ class EvalNetwork(keras.Model):
             "seed": self.seed,
             "mean": None if self.standardize is None else list(self.standardize.mean),
             "std": None if self.standardize is None else list(self.standardize.std),
+            "imagenet_stem": self.imagenet_stem,
         }
