@@ -589,7 +589,9 @@ def _search(out, opts, args, state, download, data_dir, stop_after_epoch, report
                    f"{int(model.alpha_steps.numpy())} α steps)")
     if initial_epoch < epochs:
         report(f"search: {_data_label(info)} {info.image_shape[0]}x{info.image_shape[1]}, "
-               f"{opts['activation']} / {opts['schedule']} k={opts['every']} / "
+               f"{opts['activation']} / {opts['schedule']} k={opts['every']}"
+               + (f" from threshold {opts['threshold']:g}" if opts["schedule"] == "dynamic"
+                  else "") + f" / α lr {opts['arch_lr']:g} / "
                f"{opts['reg']} ρ={opts['rho']} / {opts['split']} split, C={opts['channels']}, "
                f"{opts['layers']} layers, {steps_per_epoch} steps per epoch; the first "
                "epoch starts with tracing the step (a minute or two)")
