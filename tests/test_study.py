@@ -164,7 +164,10 @@ def test_skip_resume_and_report(tmp_path, fake_search, capsys):
     assert fake_search[1][1]["activation"] == "softmax" and fake_search[1][1]["seed"] == 0
 
     text = doc.read_text()
-    for part in ("# Search study", "## What this shows", "## Per variant", "## Per run",
+    for part in ("# Search study", "## The paper's claims at this scale",
+                 "**crb reduces the final architecture's size** (dynamic/proximity):",
+                 "**Performance stays comparable**: not tested here",
+                 "## What this shows", "## Per variant", "## Per run",
                  "| crb-dynamic-proximity | 2 |", "| softmax-dynamic-proximity | 2 |",
                  "| crb-dynamic-proximity | 0 |", "| softmax-dynamic-proximity | 1 |",
                  "random genotypes", "epochs 2", "![size per variant](study_size.png)"):
