@@ -791,9 +791,12 @@ def test_sigint_while_tracing_stops_promptly_and_says_what_is_true(tmp_path):
     import threading
 
     folder = tmp_path / "s"
+    # as in a terminal: SIGINT handled even when the tests run where it is ignored (a
+    # shell's background job), which the child would inherit
     proc = subprocess.Popen([sys.executable, "-m", "kdarts.cli", "search", *TINY_SEARCH,
                              "--out", str(folder)], cwd=tmp_path, env=clean_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     out, err = [], []
     readers = [threading.Thread(target=_lines, args=(proc.stdout, out), daemon=True),
                threading.Thread(target=_lines, args=(proc.stderr, err), daemon=True)]

@@ -52,7 +52,8 @@ def test_default_digits_search_prunes_and_decides(tmp_path):
     assert moved >= 0.3, moved
 
     # 2. a tiny softmax variant next to it, and one report over both
-    tiny = ["--epochs", "1", "--channels", "4", "--layers", "3", "--max-examples", "96"]
+    tiny = ["--epochs", "1", "--channels", "4", "--layers", "3", "--max-examples", "96",
+            "--batch-size", "8"]
     study("--out", out, "--doc", doc, "--seeds", "0", "--activation", "softmax",
           "--schedule", "dynamic", "--reg", "proximity", *tiny, cwd=tmp_path)
     study("--out", out, "--doc", doc, "--seeds", "0", "--activation", "crb,softmax",
