@@ -468,6 +468,23 @@ def _search_state(out: str, args: dict, resume: bool | str) -> dict | None:
     return state
 
 
+def _search_args(options: dict) -> tuple[dict, dict, tuple | None]:
+    """``(options, run.json's args, primitives)`` of a search, checked without TensorFlow."""
+    opts = resolve_options("search", options)
+    _check_dataset(opts)
+    primitives = parse_primitives(opts["primitives"], opts["activation"])
+    opts["primitives"] = list(primitives) if primitives else None
+    if opts["steps"] < 1:
+        raise RunError(f"--steps must be >= 1, got {opts['steps']}")
+    return opts, {key: opts[key] for key in SEARCH_DEFAULTS}, primitives
+
+
+def check_search_folder(out: str, **options) -> None:
+    """Raise :class:`RunError` unless ``out`` is new or holds the search ``options``
+    describe (finished or not), as :func:`search_run` would; nothing is loaded or written."""
+    _search_state(os.path.abspath(out), _search_args(options)[1], "auto")
+
+
 def search_run(out: str, *, resume: bool | str = False, download: bool = False,
                data_dir: str | None = None, stop_after_epoch: int | None = None,
                report: Report | None = print, progress: bool = True,
@@ -496,15 +513,9 @@ def search_run(out: str, *, resume: bool | str = False, download: bool = False,
         RunInterrupted: Ctrl-C; the message says what was kept.
     """
     report = report or _quiet
-    opts = resolve_options("search", options)
-    _check_dataset(opts)
+    opts, args, primitives = _search_args(options)
     if tensorboard:
         _tensorboard_available()
-    primitives = parse_primitives(opts["primitives"], opts["activation"])
-    opts["primitives"] = list(primitives) if primitives else None
-    if opts["steps"] < 1:
-        raise RunError(f"--steps must be >= 1, got {opts['steps']}")
-    args = {key: opts[key] for key in SEARCH_DEFAULTS}
     out = os.path.abspath(out)
     state = _search_state(out, args, resume)
     epochs = opts["epochs"]
@@ -1062,7 +1073,7 @@ def describe_export(result: ExportRunResult) -> str:
 
 __all__ = ["EXPORT_DIR", "ExportRunResult", "RUN_FILES", "RunError", "RunInterrupted",
            "SEARCH_DEFAULTS", "SearchResult", "SigintWatchdog", "TRAIN_DEFAULTS",
-           "TrainResult", "DATASET_DEFAULTS", "PAPER_SEARCH", "PAPER_TRAIN", "resolve_options",
+           "TrainResult", "check_search_folder", "DATASET_DEFAULTS", "PAPER_SEARCH", "PAPER_TRAIN", "resolve_options",
            "check_writable", "default_export_path", "describe_export", "export_run",
            "interrupt_note", "load_genotype", "parse_primitives", "quickstart_run",
            "read_run", "search_run", "train_run"]

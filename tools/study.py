@@ -34,7 +34,7 @@ from functools import lru_cache
 import numpy as np
 
 from kdarts.genotype import Genotype, atomic_write_text, discretize, edge_index
-from kdarts.runs import RunError, RunInterrupted, resolve_options, search_run
+from kdarts.runs import RunError, RunInterrupted, check_search_folder, search_run
 from kdarts.runtime import set_cpu_threads
 
 ACTIVATIONS, SCHEDULES = ("crb", "softmax"), ("fixed", "dynamic")
@@ -284,36 +284,13 @@ def _f(x: float | None, fmt: str = ".3f") -> str:
 
 
 def findings(stats: list[VariantStats]) -> list[str]:
-    """The 'What this shows' sentences, each backed by the numbers in the tables."""
-    by = {v.variant: v for v in stats}
+    """The 'What this shows' sentences beyond the claims' verdicts, from the tables."""
     lines = []
-    for v in stats:  # crb vs softmax, same schedule and regulariser
-        s = by.get(dataclasses.replace(v.variant, activation="softmax"))
-        if v.variant.activation != "crb" or s is None or not v.sizes or not s.sizes:
-            continue
-        c_mean, s_mean = np.mean(v.sizes), np.mean(s.sizes)
-        pct = 100 * (s_mean - c_mean) / s_mean
-        text = (f"With {v.variant.schedule}/{v.variant.reg}, crb's networks are "
-                f"{abs(pct):.0f}% {'smaller' if pct > 0 else 'larger'} than softmax's (mean "
-                f"{_k(c_mean)} vs {_k(s_mean)} parameters, {len(v.sizes)} and {len(s.sizes)} "
-                f"seeds); they keep {v.mean('cheap_genes'):.1f} vs "
-                f"{s.mean('cheap_genes'):.1f} of 16 pool/skip genes")
-        if max(v.sizes) >= min(s.sizes) and min(v.sizes) <= max(s.sizes):
-            text += (f". The seeds' ranges overlap ({_k(min(v.sizes))}–{_k(max(v.sizes))} vs "
-                     f"{_k(min(s.sizes))}–{_k(max(s.sizes))}), so these seeds do not "
-                     "separate the two.")
-        else:
-            text += (f"; every crb seed is {'smaller' if pct > 0 else 'larger'} than every "
-                     "softmax seed.")
-        lines.append(text)
     agreeing = [v for v in stats if v.agreement is not None]
     if agreeing:
-        lines.append("Agreement across seeds (mean pairwise Jaccard of the genes): " + ", ".join(
-            f"{v.variant.name} {v.agreement:.2f}" for v in agreeing) + "; random genotypes "
-            + ", ".join(sorted({f"{v.random_mean:.2f} (95th percentile {v.random_p95:.2f} for "
-                                f"{len(v.runs)} seeds)" for v in agreeing})) + ".")
         above = [v.variant.name for v in agreeing if v.agreement > v.random_p95]
-        lines.append(f"Above the random 95th percentile: {', '.join(above)}." if above else
+        lines.append("Agreement above the random 95th percentile: "
+                     f"{', '.join(above)}." if above else
                      "No variant agrees across seeds more than random genotypes do in 5% of "
                      "draws of the same size.")
     crb = [v for v in stats if v.variant.activation == "crb"]
@@ -350,7 +327,8 @@ def claims(stats: list[VariantStats]) -> list[str]:
                    f"{c.variant.reg}): {verdict}. crb {_k(np.mean(c.sizes))} "
                    f"({_k(min(c.sizes))}–{_k(max(c.sizes))}) vs softmax "
                    f"{_k(np.mean(s.sizes))} ({_k(min(s.sizes))}–{_k(max(s.sizes))}) "
-                   "parameters.")
+                   f"parameters; {c.mean('cheap_genes'):.1f} vs {s.mean('cheap_genes'):.1f} of "
+                   "16 genes are a pool or skip.")
     plain = [v for v in stats if v.variant.reg == "none" and v.agreement is not None]
     for base in plain:
         regs = [by.get(dataclasses.replace(base.variant, reg=r)) for r in ("proximity", "admm")]
@@ -538,22 +516,6 @@ def is_complete(folder: str) -> bool:
                for n in ("genotype.json", "search_record.json"))
 
 
-def check_same_run(folder: str, options: dict) -> None:
-    """Refuse a finished folder made with other options (search_run refuses an unfinished one)."""
-    try:
-        with open(os.path.join(folder, "run.json"), encoding="utf-8") as f:
-            old = json.load(f)["args"]
-    except (OSError, ValueError, KeyError) as err:
-        raise RunError(f"{folder}: not a kdarts search run ({err}); choose another --out")
-    new = resolve_options("search", options)
-    if os.path.exists(new["dataset"]):
-        new["dataset"] = os.path.abspath(new["dataset"])
-    diff = [f"{k}: {old[k]!r} → {new[k]!r}" for k in new if k in old and old[k] != new[k]]
-    if diff:
-        raise RunError(f"{folder} holds a search with other options ({'; '.join(diff)}); "
-                       "choose another --out")
-
-
 def grid(args: argparse.Namespace) -> list[tuple[Variant, int]]:
     """The (variant, seed) pairs the flags (or ``--preset``) select, in a stable order."""
     def pick(text: str | None, allowed: tuple, what: str) -> list:
@@ -605,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
             folder = run_folder(args.out, variant, seed)
             options = {**passed, **variant.options(), "seed": seed}
             if is_complete(folder):
-                check_same_run(folder, options)
+                check_search_folder(folder, **options)  # other options: RunError
                 print(f"{variant.name} seed {seed}: skip (complete)", flush=True)
                 continue
             t0 = time.perf_counter()
