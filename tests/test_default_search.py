@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from kdarts.genotype import Genotype
+from kdarts.runs import SEARCH_DEFAULTS
 
 STUDY = os.path.join(os.path.dirname(__file__), os.pardir, "tools", "study.py")
 
@@ -36,8 +37,6 @@ def test_default_digits_search_prunes_and_decides(tmp_path):
     assert "crb-dynamic-proximity seed 0: done in" in printed
     folder = out / "crb-dynamic-proximity" / "seed0"
     run = json.loads((folder / "run.json").read_text())
-    from kdarts.runs import SEARCH_DEFAULTS
-
     assert run["args"] == {**SEARCH_DEFAULTS, "seed": 0}
     record = json.loads((folder / "search_record.json").read_text())
     first, last = record["epochs"][0], record["epochs"][-1]
