@@ -205,7 +205,7 @@ def _pruned(model) -> int:
 
 def _step_times(model, ds, steps: int) -> list[float]:
     """Seconds per compiled step; reading the loss back makes sure the step has finished."""
-    fn, iterator, times = model.train_function, iter(ds), []
+    fn, iterator, times = model.train_function, iter(model.paired_stream(ds)), []
     for _ in range(steps):
         t = time.perf_counter()
         float(fn(iterator)["loss"])

@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from kdarts.genotype import CRB_PRIMITIVES, PRIMITIVES, Genotype, discretize, num_edges
 from kdarts.learning_rate import epoch_learning_rate
-from kdarts.ops import FanInUniform, batch_norm, check_primitives
+from kdarts.ops import FanInUniform, batch_norm, check_primitives, synchronize_batch_norms
 from kdarts.preprocessing import Standardize
 from kdarts.search.activations import AlphaInitializer, activate, check_activation, prune
 from kdarts.search.cell import SearchCell
@@ -57,6 +57,10 @@ class SearchNetwork(keras.Model):
         mean, std: per-channel statistics of the training images on the [0, 1]
             scale (``DatasetInfo.mean``/``.std``): the network then takes raw pixels
             0–255, as :mod:`kdarts.data` serves them. None: inputs are used as they come.
+        sync_batch_norm: under a ``tf.distribute`` strategy, every BN normalises with
+            (and averages) the statistics of the global batch, so the search equals one
+            device's on the same global batch; otherwise each replica uses its shard's.
+            Needs ``fused=True``.
 
     Every conv and dense kernel (and the classifier's bias) starts as PyTorch's default
     init, :class:`~kdarts.ops.FanInUniform` U(±1/√fan_in); BN starts at scale 1, offset 0.
@@ -66,7 +70,7 @@ class SearchNetwork(keras.Model):
                  multiplier: int = 4, stem_multiplier: int = 3, activation: str = "softmax",
                  primitives: Sequence[str] | None = None, fused: bool = True,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 **kwargs):
+                 sync_batch_norm: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
         self.channels = int(channels)
@@ -79,6 +83,10 @@ class SearchNetwork(keras.Model):
             primitives = CRB_PRIMITIVES if activation == "crb" else PRIMITIVES
         self.primitives = check_primitives(primitives)
         self.fused = bool(fused)
+        self.sync_batch_norm = bool(sync_batch_norm)
+        if self.sync_batch_norm and not self.fused:
+            raise ValueError("sync_batch_norm needs the fused network (fused=True); the "
+                             "reference MixedEdge network is for checking, not scaling out")
         if self.num_layers < 3:
             raise ValueError(f"layers must be >= 3 (two reduction cells), got {layers}")
 
@@ -114,6 +122,8 @@ class SearchNetwork(keras.Model):
         init = AlphaInitializer(self.activation)
         self.alpha_normal = self.add_weight(shape=shape, initializer=init, name="alpha_normal")
         self.alpha_reduce = self.add_weight(shape=shape, initializer=init, name="alpha_reduce")
+        # Under tf.distribute every replica computes the same search state from all-reduced
+        # gradients and updates its own copy (aggregation "none": no cross-replica call)
         state = lambda name, shape=(), init="zeros", dtype="float32": self.add_weight(  # noqa
             shape=shape, initializer=init, dtype=dtype, trainable=False, name=name)
         # crb prune mask: 1 = alive; softmax keeps it all ones
@@ -131,6 +141,8 @@ class SearchNetwork(keras.Model):
         self.fi_ewma = state("fi_ewma")
         self.total_epochs = state("total_epochs", init=keras.initializers.Constant(1.0))
         self.steps_per_epoch = state("steps_per_epoch", init=keras.initializers.Constant(1.0))
+        if self.sync_batch_norm:
+            synchronize_batch_norms(self)
         self._search_metrics = {
             name: keras.metrics.Mean(name=name) for name in ("search_loss", "reg", "fi")}
         self._search_compiled = False
@@ -188,7 +200,7 @@ class SearchNetwork(keras.Model):
                 "channels": self.channels, "layers": self.num_layers, "steps": self.steps,
                 "multiplier": self.multiplier, "stem_multiplier": self.stem_multiplier,
                 "activation": self.activation, "primitives": list(self.primitives),
-                "fused": self.fused,
+                "fused": self.fused, "sync_batch_norm": self.sync_batch_norm,
                 "mean": None if self.standardize is None else list(self.standardize.mean),
                 "std": None if self.standardize is None else list(self.standardize.std)}
 
@@ -255,16 +267,21 @@ class SearchNetwork(keras.Model):
         """Create both optimizers' slots (needed before restoring a checkpoint)."""
         if not self.built:
             raise ValueError("build the model (call it once, or model.build(shape)) first")
-        if not self.optimizer.built:
-            self.optimizer.build(self.weight_variables)
-        if not self.arch_optimizer.built:
-            self.arch_optimizer.build(self.arch_variables)
+        with self.distribute_strategy.scope():  # slots mirror their variables
+            if not self.optimizer.built:
+                self.optimizer.build(self.weight_variables)
+            if not self.arch_optimizer.built:
+                self.arch_optimizer.build(self.arch_variables)
 
     def _build_metrics(self) -> None:
-        """Create the compiled metrics' variables now, not in the first trace (which would
-        then run twice: tf.function retraces when a trace creates variables)."""
-        y = tf.zeros([1], tf.int32)
-        self.compute_metrics(None, y, tf.zeros([1, self.num_classes]))
+        """Create the compiled metrics' variables and build the loss now, not in the first
+        trace (which would then run twice: tf.function retraces when a trace creates
+        variables)."""
+        y, logits = tf.zeros([1], tf.int32), tf.zeros([1, self.num_classes])
+        with self.distribute_strategy.scope():
+            self.compute_metrics(None, y, logits)
+            # built now, Keras does not build it from the first (paired) batch under a strategy
+            self.compute_loss(y=y, y_pred=logits)
         self.reset_metrics()
 
     # -- fit: attach the data streams where the saved state says they are -------------------
@@ -272,27 +289,31 @@ class SearchNetwork(keras.Model):
             steps_per_epoch: int | None = None, **kwargs):
         """Keras ``fit`` on the weight split; the search split comes from ``compile``.
 
-        For an infinite (repeated) dataset ``x``, the stream resumes where the model's
-        step counter says it stopped, and the search stream where ``alpha_steps`` says,
-        so a search restored from a checkpoint sees exactly the batches an uninterrupted
-        one would have seen.
+        ``x`` is a dataset of ``(images, labels)`` batches, finite (one epoch, repeated
+        here) or infinite. Weight step ``s`` is paired with search batch ``s``: an α step
+        reads the search batch of the weight step it precedes. Both streams resume where
+        the model's step counter says they stopped, so a search restored from a
+        checkpoint sees exactly the batches an uninterrupted one would have seen.
         """
         if not self._search_compiled:
             raise RuntimeError("call SearchNetwork.compile(...) before fit")
         if self.search_data is None:
             raise ValueError("SearchNetwork.compile(search_data=...) is required: the search "
                              "split is read on the steps that update α")
+        if not isinstance(x, tf.data.Dataset):
+            raise TypeError("SearchNetwork.fit takes the weight split as a tf.data.Dataset of "
+                            f"(images, labels) batches, got {type(x).__name__}")
+        if y is not None:
+            raise ValueError("SearchNetwork.fit: the labels come with x, a dataset of "
+                             "(images, labels) batches; y must be None")
         if steps_per_epoch is None:
-            if isinstance(x, tf.data.Dataset) and int(x.cardinality()) > 0:
+            if int(x.cardinality()) > 0:
                 steps_per_epoch = int(x.cardinality())
             else:
                 raise ValueError("fit(steps_per_epoch=...) is required unless x is a finite "
                                  "tf.data.Dataset")
         if not self.built:
-            spec = x.element_spec[0] if isinstance(x, tf.data.Dataset) else None
-            if spec is None:
-                raise ValueError("build the model before fit when x is not a tf.data.Dataset")
-            self.build(tuple(spec.shape))
+            self.build(tuple(x.element_spec[0].shape))
         self.build_optimizers()
         self._build_metrics()
         step = int(self.search_step.numpy())
@@ -303,25 +324,48 @@ class SearchNetwork(keras.Model):
                 "the checkpoint was written at")
         self.total_epochs.assign(float(epochs))
         self.steps_per_epoch.assign(float(steps_per_epoch))
-        if isinstance(x, tf.data.Dataset) and x.cardinality() == tf.data.INFINITE_CARDINALITY:
-            x = x.skip(step)
-        self._search_iterator = iter(self.search_data.repeat().skip(int(self.alpha_steps.numpy())))
+        x = self.paired_stream(x, start_step=step)
         if step == 0 and isinstance(self.regularizer, ADMM):  # Z starts at act(α₀) (or α₀)
             for z, alpha, act in zip((self.admm_z_normal, self.admm_z_reduce),
                                      self.arch_variables, self.activated_weights()):
                 z.assign(self.regularizer.initial_z(alpha, act))
-        self.train_function = None  # the step captures the new search iterator
+        self.train_function = None  # the step is traced for this fit's data
         kwargs.setdefault("shuffle", False)  # the data streams are shuffled by kdarts.data
-        return super().fit(x, y, epochs=epochs, initial_epoch=initial_epoch,
+        return super().fit(x, epochs=epochs, initial_epoch=initial_epoch,
                            steps_per_epoch=steps_per_epoch, **kwargs)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras, under a strategy, builds from a batch it first reduces across replicas;
+        # MultiWorkerMirroredStrategy cannot reduce the paired stream's nested batches.
+        # ``fit`` has built the model, optimizers, metrics and loss already.
+        if not self.built:
+            super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def paired_stream(self, x: tf.data.Dataset, start_step: int = 0) -> tf.data.Dataset:
+        """The stream ``fit`` feeds the step: ``((x, y), (x_search, y_search))`` per step.
+
+        ``x`` (the weight split) is repeated into one continuous stream over the epochs;
+        weight step ``s`` is paired with search batch ``s`` of the compiled
+        ``search_data``, and both start at ``start_step``. One stream keeps the step
+        free of Python-held iterators: it compiles with XLA, and ``tf.distribute``
+        splits both splits' batches across replicas.
+        """
+        search = self.search_data.repeat().skip(start_step)
+        return tf.data.Dataset.zip((x.repeat().skip(start_step), search)).map(
+            lambda w, s: ((w[0], w[1]), (s[0], s[1])))
+
     # -- the step ------------------------------------------------------------------------
-    def _gradients(self, x, y):
-        """``(loss, logits, [∇α..., ∇w...])`` of the CE on one batch, traced once.
+    def _gradients(self, x, y, reduce: str = "both"):
+        """``(loss, logits, ∇α, ∇w)`` of the CE on one batch, traced once.
 
         The α step and the weight step (and the unrolled α gradient) all call this one
         ``tf.function``: the network is traced once per search instead of once per use,
         and the runtime drops the gradients a caller does not use once it inlines it.
+
+        Under a ``tf.distribute`` strategy each replica's loss is its shard's mean ÷ R
+        (Keras scales it), and the gradients named by ``reduce`` (``"arch"``,
+        ``"weights"`` or ``"both"``) are summed over the replicas: those of the global
+        batch, on every replica, as one device would compute them.
         """
         if getattr(self, "_gradient_fn", None) is None:
             variables = self.arch_variables + self.weight_variables
@@ -335,9 +379,19 @@ class SearchNetwork(keras.Model):
                 return loss, logits, [tf.convert_to_tensor(g) for g in grads]
 
             self._gradient_fn = gradient_fn
-        loss, logits, grads = self._gradient_fn(x, y)
+        fn = self._gradient_fn
+        if self.sync_batch_norm and tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            # synchronised BN all-reduces in the forward pass; MirroredStrategy cannot do
+            # that inside a nested tf.function, so the network is traced at each use
+            fn = fn.python_function
+        loss, logits, grads = fn(x, y)
         n = len(self.arch_variables)
-        return loss, logits, grads[:n], grads[n:]
+        arch, weights = grads[:n], grads[n:]
+        if reduce in ("arch", "both"):
+            arch = _sum_over_replicas(arch)
+        if reduce in ("weights", "both"):
+            weights = _sum_over_replicas(weights)
+        return loss, logits, arch, weights
 
     def _penalty_gradients(self, t):
         with tf.GradientTape() as tape:
@@ -363,7 +417,7 @@ class SearchNetwork(keras.Model):
         if self.unrolled:
             ce, grads = self._unrolled_gradients(x, y, xs, ys)
         else:
-            ce, _, grads, _ = self._gradients(xs, ys)
+            ce, _, grads, _ = self._gradients(xs, ys, reduce="arch")
         return [g + r for g, r in zip(grads, reg_grads)], ce, reg
 
     def _unrolled_gradients(self, x, y, xs, ys):
@@ -372,7 +426,7 @@ class SearchNetwork(keras.Model):
         lr = tf.cast(self.optimizer.learning_rate, tf.float32)
         momentum = float(getattr(self.optimizer, "momentum", 0.0) or 0.0)
         backup = [tf.identity(v) for v in wvars]
-        _, _, _, grads = self._gradients(x, y)
+        _, _, _, grads = self._gradients(x, y, reduce="weights")
         for v, w0, g in zip(wvars, backup, grads):
             step = -lr * (g + self.weight_decay * w0)
             if momentum:  # Keras SGD: m ← μm − lr·g; w ← w + m
@@ -385,17 +439,18 @@ class SearchNetwork(keras.Model):
         for sign in (1.0, -1.0):
             for v, w0, d in zip(wvars, backup, d_w):
                 v.assign(w0 + sign * eps * d)
-            hessian.append(self._gradients(x, y)[2])
+            hessian.append(self._gradients(x, y, reduce="arch")[2])
         for v, w0 in zip(wvars, backup):
             v.assign(w0)
         return ce, [da - lr * (hp - hn) / (2.0 * eps)
                     for da, hp, hn in zip(d_alpha, hessian[0], hessian[1])]
 
-    def _alpha_step(self, x, y, t):
-        xs, ys = self._search_iterator.get_next()[:2]
+    def _alpha_step(self, data, t):
+        """One α step on the search batch: ``(CE, R(α))``."""
+        (x, y), (xs, ys) = data
         grads, ce, reg = self._alpha_gradients(x, y, xs, ys, t)
         grads = [g + self.arch_weight_decay * v for g, v in zip(grads, self.arch_variables)]
-        self.arch_optimizer.apply(grads, self.arch_variables)
+        _apply_global(self.arch_optimizer, grads, self.arch_variables)
         if self.activation == "crb":  # method §4.4: only an α step can move α, so prune here
             for a, m in zip(self.arch_variables, self._masks()):
                 new_a, new_m = prune(a, m)  # a pruned α is 0 and never moves again
@@ -419,11 +474,11 @@ class SearchNetwork(keras.Model):
     def _weight_step(self, x, y):
         """One SGD step on w (α fixed); returns ``(loss, logits, FI)`` with FI = Σ‖∇w‖²."""
         wvars = self.weight_variables
-        loss, logits, _, grads = self._gradients(x, y)
+        loss, logits, _, grads = self._gradients(x, y, reduce="weights")
         fi = tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads])
         grads, _ = tf.clip_by_global_norm(grads, self.clip_norm)
         grads = [g + self.weight_decay * v for g, v in zip(grads, wvars)]
-        self.optimizer.apply(grads, wvars)
+        _apply_global(self.optimizer, grads, wvars)
         return loss, logits, fi
 
     def weight_learning_rate(self, step) -> tf.Tensor:
@@ -438,44 +493,112 @@ class SearchNetwork(keras.Model):
         epoch = tf.floor(tf.cast(step - 1, tf.float32) / self.steps_per_epoch)
         return epoch_learning_rate(epoch, self.total_epochs, lr_max, lr_min)
 
-    def train_step(self, data):
-        self.trace_count += 1  # runs at trace time only: counts (re)traces
-        x, y = data[0], data[1]
+    # The step in three parts. One device (or any single-replica strategy): Keras runs
+    # ``train_step`` per batch. Several replicas: ``make_train_function`` decides once,
+    # in cross-replica context, and runs the α step under ``strategy.run`` inside the
+    # ``tf.cond``: MirroredStrategy's cross-replica calls (the all-reduces, the Keras
+    # optimizer's update) cannot sit inside a conditional traced in replica context.
+    def _begin_step(self):
+        """Clock, learning rate and the schedule's decision: ``(t, take)``."""
         step = self.search_step.assign_add(1)
-        spe = self.steps_per_epoch
-        t = tf.cast(step, tf.float32) / spe  # the clock, in fractional epochs
+        t = tf.cast(step, tf.float32) / self.steps_per_epoch  # the clock, in fractional epochs
         if self._lr_cosine is not None:
             self.optimizer.learning_rate.assign(self.weight_learning_rate(step))
-
-        # 1. α step, when the schedule says so (a tensor condition: no retracing)
         take = self.schedule.decide(step, self.fi_ewma, self.threshold)
-        search_loss, reg = tf.cond(take, lambda: self._alpha_step(x, y, t),
-                                   lambda: (tf.constant(0.0), tf.constant(0.0)))
         self.threshold.assign(self.schedule.next_threshold(self.threshold, take))
+        return t, take
 
-        # 2. weight step on the weight batch, α fixed
+    def _finish_step(self, data, take, search_loss, reg):
+        """The weight step on the weight batch (α fixed), FI, ADMM's Z/U and the metrics.
+
+        ``search_loss`` is the α step's CE of the global search batch (0 without one).
+        Returns FI, the global batch's Σ‖∇w‖².
+        """
+        (x, y), _ = data
         loss, logits, fi = self._weight_step(x, y)
         ewma = getattr(self.schedule, "ewma", 0.2)
-        self.fi_ewma.assign(update_fi_ewma(self.fi_ewma, fi, tf.equal(step, 1), ewma))
-
-        # 3. ADMM: Z and U at the end of the minibatch, when the variant's period says
+        self.fi_ewma.assign(update_fi_ewma(self.fi_ewma, fi, tf.equal(self.search_step, 1),
+                                           ewma))
+        # ADMM: Z and U at the end of the minibatch, when the variant's period says
         if isinstance(self.regularizer, ADMM):
             tf.cond(self.regularizer.due(self.alpha_steps, take), self._admm_update, tf.no_op)
-
         weight = tf.cast(take, tf.float32)
         self._search_metrics["search_loss"].update_state(search_loss, sample_weight=weight)
         self._search_metrics["reg"].update_state(reg, sample_weight=weight)
         self._search_metrics["fi"].update_state(fi)
+        # Keras scales a replica's loss by 1/R for the gradient sum; the metric wants the mean
+        loss = loss * tf.distribute.get_strategy().num_replicas_in_sync
         self._loss_tracker.update_state(loss, sample_weight=tf.shape(x)[0])
-        logs = self.compute_metrics(x, y, logits)
+        self.compute_metrics(x, y, logits)
+        return fi
+
+    def _step_logs(self, fi, take) -> dict:
+        logs = self.get_metrics_result()
         logs.update(
             fi_ewma=tf.identity(self.fi_ewma), threshold=tf.identity(self.threshold),
             alpha_steps=tf.cast(self.alpha_steps, tf.float32),
             pruned_ops=tf.add_n([tf.reduce_sum(1.0 - m) for m in self._masks()]),
-            step_fi=fi, took_alpha_step=weight,
+            step_fi=fi, took_alpha_step=tf.cast(take, tf.float32),
             lr=tf.cast(self.optimizer.learning_rate, tf.float32),
         )
         return logs
+
+    def train_step(self, data):
+        """One search step: an α step when the schedule says so, then a weight step."""
+        self.trace_count += 1  # runs at trace time only: counts (re)traces
+        t, take = self._begin_step()
+        search_loss, reg = tf.cond(take, lambda: self._alpha_step(data, t),
+                                   lambda: (tf.constant(0.0), tf.constant(0.0)))
+        fi = self._finish_step(data, take, search_loss, reg)
+        return self._step_logs(fi, take)
+
+    def make_train_function(self, force: bool = False):
+        strategy = self.distribute_strategy
+        if strategy.num_replicas_in_sync == 1:
+            return super().make_train_function(force)
+        if self.train_function is not None and not force:
+            return self.train_function
+        if self.steps_per_execution != 1:
+            raise ValueError("a SearchNetwork under a multi-replica strategy runs one step per "
+                             f"call: compile(steps_per_execution=1), got {self.steps_per_execution}")
+
+        def alpha_step(data, t):
+            ce, reg = strategy.run(self._alpha_step, args=(data, t))
+            # each replica's CE is its shard's mean ÷ R; the penalty is the same everywhere
+            return (strategy.reduce(tf.distribute.ReduceOp.SUM, ce, axis=None),
+                    strategy.reduce(tf.distribute.ReduceOp.MEAN, reg, axis=None))
+
+        def one_step(iterator):
+            self.trace_count += 1
+            data = next(iterator)
+            t, take = self._begin_step()
+            search_loss, reg = tf.cond(take, lambda: alpha_step(data, t),
+                                       lambda: (tf.constant(0.0), tf.constant(0.0)))
+            fi = strategy.run(self._finish_step, args=(data, take, search_loss, reg))
+            return self._step_logs(strategy.experimental_local_results(fi)[0], take)
+
+        step = tf.function(one_step, jit_compile=bool(self.jit_compile), autograph=False)
+        self.train_function = step
+        return step
+
+
+def _sum_over_replicas(grads: list) -> list:
+    """Per-replica gradients (each of the shard's mean ÷ R) → the global batch's, on every
+    replica; unchanged outside a multi-replica context."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return grads
+    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+
+
+def _apply_global(optimizer, grads: list, variables: list) -> None:
+    """Apply gradients that are already the global batch's (after clipping, decay, the
+    regulariser). A Keras optimizer sums the replicas' gradients itself, so each replica
+    hands it its 1/R share of the global one."""
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    if replicas > 1:
+        grads = [g / replicas for g in grads]
+    optimizer.apply(grads, variables)
 
 
 def count_parameters(model: keras.Model, exclude: Sequence = ()) -> int:
