@@ -21,6 +21,7 @@ import math
 from typing import Callable
 
 import keras
+import tensorflow as tf
 from keras import layers, ops
 
 _PKG = "kdarts"
@@ -101,13 +102,18 @@ class BatchNormalization(layers.BatchNormalization):
 
     def call(self, inputs, training=None, mask=None):
         if (not (training and self.trainable) or mask is not None
-                or getattr(self, "renorm", False) or getattr(self, "synchronized", False)):
+                or getattr(self, "renorm", False)):
             return super().call(inputs, training=training, mask=mask)
         # as Keras: statistics in float32 at least (half precision overflows)
         x = ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
         axis = self.axis % len(x.shape)
-        mean, variance = ops.moments(x, [i for i in range(len(x.shape)) if i != axis])
+        axes = [i for i in range(len(x.shape)) if i != axis]
         n = ops.cast(ops.size(x), x.dtype) / x.shape[axis]  # values per channel
+        if self.synchronized and _replicas() > 1:
+            mean, variance = global_moments(x, tuple(axes))
+            n = n * _replicas()  # replicas' shards are equal: n of the global batch
+        else:
+            mean, variance = ops.moments(x, axes)
         unbiased = variance * n / ops.maximum(n - 1.0, 1.0)
         m, dtype = self.momentum, self.moving_mean.dtype
         self.moving_mean.assign(self.moving_mean * m + ops.cast(mean, dtype) * (1.0 - m))
@@ -118,6 +124,40 @@ class BatchNormalization(layers.BatchNormalization):
                                           offset=cast(self.beta), scale=cast(self.gamma),
                                           epsilon=self.epsilon)
         return ops.cast(outputs, self.compute_dtype)
+
+
+def global_moments(y, axes=(0,)):
+    """Mean and biased variance of ``y`` over ``axes`` and over every replica's shard.
+
+    Two all-reduces (the sum, then the centred squares), not E[y²] − E[y]²: that
+    difference cancels badly when the mean is large against the spread, and the
+    search is then no longer the one-device search. Replicas hold equal shards.
+    """
+    ctx = tf.distribute.get_replica_context()
+    sum_ = lambda t: ctx.all_reduce(tf.distribute.ReduceOp.SUM, t)  # noqa: E731
+    count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(y), list(axes))), y.dtype)
+    n = count * ctx.num_replicas_in_sync
+    mean = sum_(tf.reduce_sum(y, axes)) / n
+    shape = [1 if i in axes else -1 for i in range(len(y.shape))]
+    var = sum_(tf.reduce_sum(tf.square(y - tf.reshape(mean, shape)), axes)) / n
+    return mean, var
+
+
+def _replicas() -> int:
+    ctx = tf.distribute.get_replica_context()
+    return 1 if ctx is None else ctx.num_replicas_in_sync
+
+
+def synchronize_batch_norms(model: keras.layers.Layer, synchronized: bool = True) -> None:
+    """Make every BN of ``model`` (fused fan-outs included) use the global batch's
+    statistics under ``tf.distribute`` (``synchronized``) or each replica's own.
+
+    A network calls this from its constructor with its ``sync_batch_norm`` option, so
+    the choice travels in the network's config, not in each layer's.
+    """
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if hasattr(layer, "synchronized"):
+            layer.synchronized = bool(synchronized)
 
 
 def batch_norm(affine: bool, name: str | None = None) -> BatchNormalization:

@@ -36,7 +36,14 @@ import keras
 import tensorflow as tf
 
 from kdarts.genotype import CRB_PRIMITIVES  # noqa: F401  (doc example)
-from kdarts.ops import BN_EPSILON, BN_MOMENTUM, FanInUniform, check_primitives, make_op
+from kdarts.ops import (
+    BN_EPSILON,
+    BN_MOMENTUM,
+    FanInUniform,
+    check_primitives,
+    global_moments,
+    make_op,
+)
 
 _PKG = "kdarts"
 _CONV_KERNELS = {"sep_conv_3x3": 3, "sep_conv_5x5": 5, "dil_conv_3x3": 3, "dil_conv_5x5": 5}
@@ -94,6 +101,11 @@ def _gate(x, alive):
     return tf.identity(x), grad
 
 
+def _replicas() -> int:
+    ctx = tf.distribute.get_replica_context()
+    return 1 if ctx is None else ctx.num_replicas_in_sync
+
+
 @tf.custom_gradient
 def normalize(y):
     """Batch-normalise the columns of ``y`` (N, F): ``((y − mean) / √(var + ε), mean, var)``.
@@ -111,6 +123,31 @@ def normalize(y):
     def grad(d_out, *_):
         return inv * (d_out - tf.reduce_mean(d_out, axis=0)
                       - out * tf.reduce_mean(d_out * out, axis=0))
+
+    return (out, mean, var), grad
+
+
+@tf.custom_gradient
+def normalize_across_replicas(y):
+    """:func:`normalize` with the statistics of the global batch (synchronised BN).
+
+    Column sums of ``y`` and ``y²`` (and, backward, of the two gradient terms) are
+    all-reduced over the replicas of the current ``tf.distribute`` strategy, so every
+    replica normalises with the mean and variance a single device would compute for the
+    whole global batch. Outside a multi-replica context it equals :func:`normalize`.
+    """
+    mean, var = global_moments(y)
+    centered = y - mean
+    inv = tf.math.rsqrt(var + BN_EPSILON)
+    out = centered * inv
+    ctx = tf.distribute.get_replica_context()
+    sum_ = lambda t: ctx.all_reduce(tf.distribute.ReduceOp.SUM, t)  # noqa: E731
+    n = tf.cast(tf.shape(y)[0] * ctx.num_replicas_in_sync, y.dtype)  # equal shards
+
+    def grad(d_out, *_):
+        d_sum, d_out_sum = tf.unstack(sum_(tf.stack([tf.reduce_sum(d_out, 0),
+                                                     tf.reduce_sum(d_out * out, 0)])))
+        return inv * (d_out - d_sum / n - out * (d_out_sum / n))
 
     return (out, mean, var), grad
 
@@ -180,6 +217,7 @@ class FanOut(keras.layers.Layer):
         self.strides = int(strides)
         self.primitives = check_primitives(primitives)
         self.num_edges = int(num_edges)
+        self.synchronized = False  # BN statistics over all replicas (set by the network)
         c, k = self.channels, self.num_edges
         self._params: dict[str, dict[str, keras.Variable]] = {}
 
@@ -188,6 +226,8 @@ class FanOut(keras.layers.Layer):
             return self.add_weight(shape=shape, name=name, initializer=FanInUniform(fan_in))
 
         def stats(name, shape):
+            # under tf.distribute each replica updates its own copy (of the same values
+            # with synchronised BN); a checkpoint keeps the first replica's
             return (self.add_weight(shape=shape, name=f"{name}_mean", initializer="zeros",
                                     trainable=False),
                     self.add_weight(shape=shape, name=f"{name}_var", initializer="ones",
@@ -235,8 +275,10 @@ class FanOut(keras.layers.Layer):
         mean_var, var_var = stats  # (k, C)
         shape = tf.shape(y)
         if training:
-            flat, mean, var = normalize(tf.reshape(y, [shape[0], -1]))
-            n = tf.cast(shape[0], var.dtype)
+            replicas = _replicas() if self.synchronized else 1
+            flat, mean, var = (normalize_across_replicas if replicas > 1 else normalize)(
+                tf.reshape(y, [shape[0], -1]))
+            n = tf.cast(shape[0] * replicas, var.dtype)  # replicas' shards are equal
             var = var * n / tf.maximum(n - 1.0, 1.0)
             for moving, value in ((mean_var, mean), (var_var, var)):
                 value = tf.transpose(tf.reshape(value, [self.channels, -1]))  # → (k', C)
