@@ -27,6 +27,7 @@ import click
 
 from kdarts.data.catalog import DATASETS, DEFAULT_DATASET
 from kdarts.export import FORMATS, INPUT_DTYPES, QUANTIZATIONS
+from kdarts.runtime import STRATEGIES
 from kdarts.runs import (
     DATASET_DEFAULTS,
     EXPORT_DIR,
@@ -93,8 +94,11 @@ def _exit_interrupted(message: str) -> None:
                    "small kernels side by side, which is faster on a CPU.")
 @click.option("--inter-op-threads", type=click.IntRange(min=0), default=0,
               help="TensorFlow kernels run at once (0: one per core).")
+@click.option("--cpu-devices", type=click.IntRange(min=1), default=1,
+              help="Split the CPU into this many logical devices (for --strategy mirrored "
+                   "on a machine without GPUs).")
 @click.pass_context
-def main(ctx: click.Context, intra_op_threads: int, inter_op_threads: int):
+def main(ctx: click.Context, intra_op_threads: int, inter_op_threads: int, cpu_devices: int):
     """kdarts: differentiable architecture search (DARTS, DARTS-PRIME) for Keras 3.
 
     Start with `kdarts quickstart`: it searches a cell on the built-in 8x8 digits,
@@ -104,14 +108,20 @@ def main(ctx: click.Context, intra_op_threads: int, inter_op_threads: int):
     # passes through this function and must not wait for TensorFlow to load)
     explicit = any(ctx.get_parameter_source(p) != click.core.ParameterSource.DEFAULT
                    for p in ("intra_op_threads", "inter_op_threads"))
-    ctx.obj = {"threads": (intra_op_threads, inter_op_threads, explicit)}
+    ctx.obj = {"threads": (intra_op_threads, inter_op_threads, explicit),
+               "cpu_devices": cpu_devices}
 
 
 def _set_threads() -> None:
-    from kdarts.runtime import set_cpu_threads
+    from kdarts.runtime import set_cpu_threads, split_cpu
 
     ctx = click.get_current_context()
-    intra, inter, explicit = (ctx.find_object(dict) or {}).get("threads", (1, 0, False))
+    settings = ctx.find_object(dict) or {}
+    intra, inter, explicit = settings.get("threads", (1, 0, False))
+    try:
+        split_cpu(settings.get("cpu_devices", 1))
+    except RuntimeError as err:
+        raise click.ClickException(str(err)) from None
     try:
         set_cpu_threads(intra, inter)
     except RuntimeError as err:  # invoked inside a process that already runs TensorFlow
@@ -131,6 +141,16 @@ _DATA_OPTIONS = [
     click.option("--download", is_flag=True, help="Download the dataset if needed (internet)."),
     click.option("--data-dir", type=click.Path(file_okay=False), default=None,
                  help="TFDS data folder [default: $TFDS_DATA_DIR or ~/tensorflow_datasets]."),
+]
+
+
+_SCALE_OPTIONS = [
+    click.option("--strategy", type=click.Choice(STRATEGIES), default="default",
+                 help="tf.distribute: one device, mirrored (all GPUs, or --cpu-devices), or "
+                      "multiworker (cluster from TF_CONFIG). --batch-size is the global batch."),
+    click.option("--sync-bn/--no-sync-bn", "sync_batch_norm", default=True,
+                 help="With several replicas, BN statistics of the global batch (as one "
+                      "device computes them)."),
 ]
 
 
@@ -204,6 +224,7 @@ _d = SEARCH_DEFAULTS
     click.option("--resume", is_flag=True,
                  help="Continue the interrupted search in --out (same arguments)."),
     *_DATA_OPTIONS,
+    *_SCALE_OPTIONS,
     click.option("--stop-after-epoch", type=click.IntRange(min=1), default=None, hidden=True),
 ])
 def search(out, **options):

@@ -489,7 +489,8 @@ def search_run(out: str, *, resume: bool | str = False, download: bool = False,
                data_dir: str | None = None, stop_after_epoch: int | None = None,
                report: Report | None = print, progress: bool = True,
                resume_hint: str = "the same command with --resume",
-               tensorboard: bool = False, **options) -> SearchResult:
+               tensorboard: bool = False, strategy: str = "default",
+               sync_batch_norm: bool = True, **options) -> SearchResult:
     """Search a cell in the folder ``out`` (written: see :data:`RUN_FILES`).
 
     Args:
@@ -503,6 +504,13 @@ def search_run(out: str, *, resume: bool | str = False, download: bool = False,
         resume_hint: how the interruption message says to continue.
         tensorboard: also write TensorBoard event files to ``out/tensorboard``
             (:class:`kdarts.search.callbacks.SearchTensorBoard`).
+        strategy: ``"default"`` (one device), ``"mirrored"`` (every GPU, or every logical
+            CPU device) or ``"multiworker"`` (the cluster in ``TF_CONFIG``); see
+            :func:`kdarts.runtime.make_strategy`. The batch size is the global batch,
+            split across the replicas; only the chief writes files. Resuming under
+            another strategy is allowed.
+        sync_batch_norm: with several replicas, BN uses the global batch's statistics,
+            so the search equals a one-device search of the same batch size.
         **options: any of :data:`SEARCH_DEFAULTS`; those left out (or None) take the
             dataset's defaults (:func:`resolve_options`). ``dataset`` is a TFDS name,
             a folder of class sub-folders or an ``.npz`` (:mod:`kdarts.data.files`),
@@ -517,7 +525,15 @@ def search_run(out: str, *, resume: bool | str = False, download: bool = False,
     if tensorboard:
         _tensorboard_available()
     out = os.path.abspath(out)
-    state = _search_state(out, args, resume)
+    from kdarts.runtime import is_chief
+
+    if is_chief(strategy):
+        state = _search_state(out, args, resume)
+    else:  # the chief checks and writes the folder; a worker only reads its checkpoint
+        state = _checkpoint_state(out) if resume else None
+        if resume is True and state is None:
+            raise RunError(f"--resume: no checkpoint in {rel(out)}; every worker reads the "
+                           "chief's, so --out must be a folder all workers see")
     epochs = opts["epochs"]
     if state is None:
         _note("no epoch of the search completed, so there is no checkpoint to resume; "
@@ -528,14 +544,18 @@ def search_run(out: str, *, resume: bool | str = False, download: bool = False,
     t_start = time.perf_counter()
     try:
         return _search(out, opts, args, state, download, data_dir, stop_after_epoch, report,
-                       progress, resume_hint, primitives, t_start, tensorboard)
+                       progress, resume_hint, primitives, t_start, tensorboard,
+                       strategy, sync_batch_norm)
     except KeyboardInterrupt:
         raise _interrupted() from None
 
 
 def _search(out, opts, args, state, download, data_dir, stop_after_epoch, report, progress,
-            resume_hint, primitives, t_start, tensorboard=False) -> SearchResult:
+            resume_hint, primitives, t_start, tensorboard=False, strategy_name="default",
+            sync_batch_norm=True) -> SearchResult:
     import keras
+
+    from kdarts.runtime import is_chief, make_strategy
 
     from kdarts.callbacks import EpochProgress, HistoryCSV, StopAfterEpoch
     from kdarts.data import search_datasets
@@ -549,6 +569,15 @@ def _search(out, opts, args, state, download, data_dir, stop_after_epoch, report
         checkpoint_epoch,
     )
 
+    try:  # first: a multi-worker strategy must exist before any other TensorFlow op
+        strategy = make_strategy(strategy_name)
+    except ValueError as err:
+        raise RunError(str(err)) from None
+    chief = is_chief(strategy_name)
+    replicas = strategy.num_replicas_in_sync
+    if opts["batch_size"] % replicas:
+        raise RunError(f"--batch-size {opts['batch_size']} is the global batch: it must divide "
+                       f"evenly among the {replicas} replicas")
     try:
         weight_ds, search_ds, info, steps_per_epoch = search_datasets(
             opts["dataset"], batch_size=opts["batch_size"], seed=opts["seed"],
@@ -558,63 +587,67 @@ def _search(out, opts, args, state, download, data_dir, stop_after_epoch, report
     except (DatasetError, ValueError) as err:
         raise RunError(str(err)) from None
 
-    os.makedirs(out, exist_ok=True)
-    if state is None:
+    if state is not None:
+        _check_same_data(out, info)
+    elif chief:
+        os.makedirs(out, exist_ok=True)
         _write_json(os.path.join(out, "run.json"), {
             "command": "search", "kdarts": _version(), "args": args,
             "steps_per_epoch": steps_per_epoch, "num_classes": info.num_classes,
             "image_shape": list(info.image_shape), "num_train": info.num_train})
-    else:
-        _check_same_data(out, info)
 
     _seed_everything(opts["seed"])
-    model = SearchNetwork(
-        info.num_classes, channels=opts["channels"], layers=opts["layers"],
-        steps=opts["steps"], multiplier=opts["steps"], activation=opts["activation"],
-        primitives=primitives, mean=info.mean, std=info.std)
-    model.build((None,) + tuple(info.image_shape))
-    schedule = (DynamicSchedule(every=opts["every"], initial_threshold=opts["threshold"])
-                if opts["schedule"] == "dynamic" else FixedSchedule(every=opts["every"]))
-    regularizer = {"proximity": lambda: Proximity(rho=opts["rho"]),
-                   "admm": lambda: ADMM(rho=opts["rho"], every=opts["admm_every"],
-                                        variant=opts["admm_variant"]),
-                   "none": NoRegularizer}[opts["reg"]]()
-    arch_optimizer = keras.optimizers.Adam(learning_rate=opts["arch_lr"], beta_1=0.5,
-                                           beta_2=0.999, epsilon=1e-8)
-    model.compile(schedule=schedule, regularizer=regularizer, search_data=search_ds,
-                  unrolled=opts["unrolled"], arch_optimizer=arch_optimizer)
-    epochs, initial_epoch = opts["epochs"], 0
-    if state is not None:
-        model.build_optimizers()
-        model.load_weights(os.path.join(out, CHECKPOINT_WEIGHTS))
-        try:
-            initial_epoch = checkpoint_epoch(model)
-        except ValueError as err:
-            raise RunError(f"{rel(out)}: {err}") from None
-        if initial_epoch >= epochs:
-            report(f"{rel(out)} holds a complete search ({initial_epoch} epochs); writing "
-                   "its genotype and plots again")
-        else:
-            report(f"resuming {rel(out)} after epoch {initial_epoch} of {epochs} "
-                   f"({int(model.search_step.numpy())} steps, "
-                   f"{int(model.alpha_steps.numpy())} α steps)")
+    with strategy.scope():  # model, optimizers and restored state: on every replica
+        model = SearchNetwork(
+            info.num_classes, channels=opts["channels"], layers=opts["layers"],
+            steps=opts["steps"], multiplier=opts["steps"], activation=opts["activation"],
+            primitives=primitives, mean=info.mean, std=info.std,
+            sync_batch_norm=sync_batch_norm and replicas > 1)
+        model.build((None,) + tuple(info.image_shape))
+        schedule = (DynamicSchedule(every=opts["every"], initial_threshold=opts["threshold"])
+                    if opts["schedule"] == "dynamic" else FixedSchedule(every=opts["every"]))
+        regularizer = {"proximity": lambda: Proximity(rho=opts["rho"]),
+                       "admm": lambda: ADMM(rho=opts["rho"], every=opts["admm_every"],
+                                            variant=opts["admm_variant"]),
+                       "none": NoRegularizer}[opts["reg"]]()
+        arch_optimizer = keras.optimizers.Adam(learning_rate=opts["arch_lr"], beta_1=0.5,
+                                               beta_2=0.999, epsilon=1e-8)
+        model.compile(schedule=schedule, regularizer=regularizer, search_data=search_ds,
+                      unrolled=opts["unrolled"], arch_optimizer=arch_optimizer)
+        epochs, initial_epoch = opts["epochs"], 0
+        if state is not None:
+            model.build_optimizers()
+            model.load_weights(os.path.join(out, CHECKPOINT_WEIGHTS))
+            try:
+                initial_epoch = checkpoint_epoch(model)
+            except ValueError as err:
+                raise RunError(f"{rel(out)}: {err}") from None
+            if initial_epoch >= epochs:
+                report(f"{rel(out)} holds a complete search ({initial_epoch} epochs); writing "
+                       "its genotype and plots again")
+            else:
+                report(f"resuming {rel(out)} after epoch {initial_epoch} of {epochs} "
+                       f"({int(model.search_step.numpy())} steps, "
+                       f"{int(model.alpha_steps.numpy())} α steps)")
     if initial_epoch < epochs:
         report(f"search: {_data_label(info)} {info.image_shape[0]}x{info.image_shape[1]}, "
                f"{opts['activation']} / {opts['schedule']} k={opts['every']}"
                + (f" from threshold {opts['threshold']:g}" if opts["schedule"] == "dynamic"
                   else "") + f" / α lr {opts['arch_lr']:g} / "
                f"{opts['reg']} ρ={opts['rho']} / {opts['split']} split, C={opts['channels']}, "
-               f"{opts['layers']} layers, {steps_per_epoch} steps per epoch; the first "
-               "epoch starts with tracing the step (a minute or two)")
+               f"{opts['layers']} layers, {steps_per_epoch} steps per epoch"
+               + (f", batch {opts['batch_size']} over {replicas} replicas ({strategy_name}"
+                  + (", synchronised BN)" if sync_batch_norm else ")") if replicas > 1 else "")
+               + "; the first epoch starts with tracing the step (a minute or two)")
     bar = EpochProgress({"loss": "loss", "accuracy": "acc", "alpha_steps": "α steps",
                          "pruned_ops": "pruned"}, integer_labels=("α steps", "pruned"))
-    callbacks = [
+    callbacks = [  # only the chief writes; every worker reads its checkpoint to resume
         SearchRecorder(os.path.join(out, "search_record.json")),
         HistoryCSV(os.path.join(out, "history.csv")),
         SearchCheckpoint(out),
         _epoch_note("search", out, epochs, resume_hint),
-    ] + ([bar] if progress else []) + (
-        [SearchTensorBoard(os.path.join(out, TENSORBOARD_DIR))] if tensorboard else [])
+    ] * chief + ([bar] if progress else []) + (
+        [SearchTensorBoard(os.path.join(out, TENSORBOARD_DIR))] if tensorboard and chief else [])
     if stop_after_epoch is not None:
         callbacks.append(StopAfterEpoch(stop_after_epoch))
     t_fit = time.perf_counter()
@@ -627,6 +660,11 @@ def _search(out, opts, args, state, download, data_dir, stop_after_epoch, report
     completed = int(model.search_step.numpy()) // steps_per_epoch
     result = SearchResult(out=out, epochs_done=completed, complete=completed >= epochs,
                           alpha_steps=int(model.alpha_steps.numpy()))
+    if not chief:
+        genotype = model.genotype() if completed >= epochs else None
+        report(f"worker done after epoch {completed} of {epochs}: the chief writes the run's "
+               "files" + (f"; genotype {genotype}" if genotype else ""))
+        return dataclasses.replace(result, genotype=genotype)
     if completed < epochs:
         report(f"stopped after epoch {completed} of {epochs}; checkpoint in {rel(out)}: "
                f"{resume_hint} continues it")

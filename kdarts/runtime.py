@@ -52,4 +52,100 @@ def set_cpu_threads(intra_op: int = 1, inter_op: int = 0) -> None:
             "created") from None
 
 
-__all__ = ["set_cpu_threads"]
+#: ``--strategy`` names: TensorFlow's own distribution strategies.
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+def split_cpu(devices: int) -> None:
+    """Present the CPU as ``devices`` logical devices, for MirroredStrategy on one machine.
+
+    Like the thread settings, this must come before TensorFlow runs its first op. On a
+    real multi-GPU machine leave it at 1: ``mirrored`` then uses the GPUs.
+
+    Raises:
+        ValueError: ``devices`` < 1.
+        RuntimeError: TensorFlow is already running with another device layout.
+    """
+    import tensorflow as tf
+
+    if int(devices) < 1:
+        raise ValueError(f"split_cpu: devices must be >= 1, got {devices}")
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    configured = tf.config.get_logical_device_configuration(cpu)  # does not start TF
+    if len(configured or [None]) == int(devices):
+        return
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * int(devices))
+    except RuntimeError:
+        raise RuntimeError(f"split_cpu({devices}): TensorFlow is already running; split the "
+                           "CPU first thing in the process") from None
+
+
+def make_strategy(name: str):
+    """TensorFlow's distribution strategy called ``name`` (one of :data:`STRATEGIES`).
+
+    * ``default``: the one device TensorFlow picks.
+    * ``mirrored``: ``MirroredStrategy`` over every GPU, or, without GPUs, every
+      logical CPU device (:func:`split_cpu`).
+    * ``multiworker``: ``MultiWorkerMirroredStrategy``; the cluster and this process's
+      task come from the ``TF_CONFIG`` environment variable. Create it first thing:
+      TensorFlow requires it before any other op.
+
+    Raises:
+        ValueError: an unknown name, or ``TF_CONFIG`` missing or malformed.
+    """
+    import json
+    import os
+
+    import tensorflow as tf
+
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        devices = ([d.name for d in tf.config.list_logical_devices("GPU")]
+                   or [d.name for d in tf.config.list_logical_devices("CPU")])
+        return tf.distribute.MirroredStrategy(devices)
+    if name == "multiworker":
+        raw = os.environ.get("TF_CONFIG")
+        if not raw:
+            raise ValueError("--strategy multiworker reads the cluster from TF_CONFIG, which "
+                             "is not set (e.g. TF_CONFIG='{\"cluster\": {\"worker\": "
+                             "[\"host1:port\", \"host2:port\"]}, \"task\": {\"type\": "
+                             "\"worker\", \"index\": 0}}')")
+        try:
+            config = json.loads(raw)
+            workers = config["cluster"]["worker"]
+            task = config["task"]["type"], int(config["task"]["index"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"TF_CONFIG: expected JSON with cluster.worker (a list of "
+                             f"host:port) and task.type/task.index, got {raw!r} ({err})") from None
+        if task[0] == "worker" and not 0 <= task[1] < len(workers):
+            raise ValueError(f"TF_CONFIG: task index {task[1]} is not among the "
+                             f"{len(workers)} workers")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown strategy {name!r}; valid: {', '.join(STRATEGIES)}")
+
+
+def is_chief(strategy_name: str) -> bool:
+    """Whether this process writes the run's files: always, except on a multi-worker
+    cluster's non-chief workers (the chief is task ``chief``, or ``worker`` 0 without one).
+
+    Read from ``TF_CONFIG`` without starting TensorFlow, so a command can settle it before
+    it looks at its folder.
+    """
+    import json
+    import os
+
+    if strategy_name != "multiworker":
+        return True
+    try:
+        config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+        kind, index = config["task"]["type"], int(config["task"]["index"])
+    except (ValueError, KeyError, TypeError):
+        return True  # make_strategy names the problem
+    return kind == "chief" or (kind == "worker" and index == 0
+                               and "chief" not in config.get("cluster", {}))
+
+
+__all__ = ["STRATEGIES", "is_chief", "make_strategy", "set_cpu_threads", "split_cpu"]
