@@ -218,6 +218,9 @@ class FanOut(keras.layers.Layer):
         self.primitives = check_primitives(primitives)
         self.num_edges = int(num_edges)
         self.synchronized = False  # BN statistics over all replicas (set by the network)
+        # XLA compiles static shapes only: no per-op subsets of the unpruned edges (set by
+        # the network when it is compiled with jit_compile); more FLOPs, the same outputs
+        self.static_shapes = False
         c, k = self.channels, self.num_edges
         self._params: dict[str, dict[str, keras.Variable]] = {}
 
@@ -359,6 +362,8 @@ class FanOut(keras.layers.Layer):
     def call(self, x, weights, active=None, training=None):
         """``x`` (B, H, W, C) → the outgoing edges' outputs (k, B, H', W', C)."""
         training = bool(training)
+        if self.static_shapes:
+            active = None  # every op on every edge; a pruned op's weight is 0 in ``weights``
         s, k, c = self.strides, self.num_edges, self.channels
         b = x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
         h, w = -(-x.shape[1] // s), -(-x.shape[2] // s)

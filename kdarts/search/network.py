@@ -30,6 +30,7 @@ from kdarts.ops import FanInUniform, batch_norm, check_primitives, synchronize_b
 from kdarts.preprocessing import Standardize
 from kdarts.search.activations import AlphaInitializer, activate, check_activation, prune
 from kdarts.search.cell import SearchCell
+from kdarts.search.edge import FanOut
 from kdarts.search.regularizers import (
     ADMM,
     NoRegularizer,
@@ -255,8 +256,12 @@ class SearchNetwork(keras.Model):
             self._lr_cosine = (float(lr.numpy() if hasattr(lr, "numpy") else lr), float(lr_min))
         if isinstance(self.schedule, DynamicSchedule) and int(self.search_step.numpy()) == 0:
             self.threshold.assign(self.schedule.initial_threshold)
+        for layer in self._flatten_layers(include_self=False):
+            if isinstance(layer, FanOut):  # XLA: no data-dependent edge subsets
+                layer.static_shapes = bool(self.jit_compile)
         self._search_compiled = True
         self.train_function = None
+        self._gradient_fn = None  # traced again: the fan-outs' shapes may have changed
 
     @property
     def metrics(self):

@@ -1,0 +1,90 @@
+"""A tiny search on two logical CPU devices, run by tests/test_scale_out.py in its own
+process (logical devices must be configured before TensorFlow starts).
+
+    python tests/distributed_search.py OUT.json
+
+Runs the same seeded search under ``OneDeviceStrategy`` and under ``MirroredStrategy`` on
+two logical devices with synchronised BN (the same global batch), and writes what the
+test compares: α after every step, the schedule's decisions, each replica's copy of α
+and the genotypes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+_cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import keras  # noqa: E402
+
+from kdarts.search import DynamicSchedule, SearchNetwork  # noqa: E402
+
+PRIMS = ("max_pool_3x3", "skip_connect", "sep_conv_3x3")
+TINY = dict(channels=4, layers=3, steps=2, multiplier=2, primitives=PRIMS)
+STEPS = 20
+
+
+def datasets(n=48, batch=8):
+    """The toy task of tests/test_search_fit.py: the label is the brightest quadrant."""
+    rng = np.random.default_rng(0)
+    x = rng.random((2 * n, 8, 8, 3), dtype=np.float32)
+    y = np.argmax([x[:, :4, :4].mean((1, 2, 3)), x[:, :4, 4:].mean((1, 2, 3)),
+                   x[:, 4:, :4].mean((1, 2, 3)), x[:, 4:, 4:].mean((1, 2, 3))], axis=0)
+    make = lambda a, b: (tf.data.Dataset.from_tensor_slices((a, b.astype(np.int32)))  # noqa
+                         .batch(batch, drop_remainder=True).repeat())
+    return make(x[:n], y[:n]), make(x[n:], y[n:])
+
+
+class _Trajectory(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.alpha, self.took, self.replica_spread = [], [], 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        m = self.model
+        self.alpha.append([a.numpy().tolist() for a in m.arch_variables])
+        self.took.append(float(logs["took_alpha_step"]))
+        for v in m.arch_variables + m.weight_variables + [m.fi_ewma, m.mask_normal]:
+            copies = getattr(v.value, "values", ())
+            for c in copies[1:]:
+                self.replica_spread = max(self.replica_spread,
+                                          float(np.abs(c.numpy() - copies[0].numpy()).max()))
+
+
+def search(strategy) -> dict:
+    weight_ds, search_ds = datasets()
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        model = SearchNetwork(4, activation="crb", sync_batch_norm=True, **TINY)
+        model.build((8, 8, 8, 3))
+        # threshold near the FI values: some steps take an α step, some do not
+        model.compile(schedule=DynamicSchedule(every=2, initial_threshold=30.0),
+                      regularizer="proximity",
+                      arch_optimizer=keras.optimizers.Adam(3e-3, beta_1=0.5),
+                      search_data=search_ds)
+    trajectory = _Trajectory()
+    model.fit(weight_ds, epochs=2, steps_per_epoch=STEPS // 2, verbose=0,
+              callbacks=[trajectory])
+    return dict(replicas=strategy.num_replicas_in_sync, alpha=trajectory.alpha,
+                took=trajectory.took, replica_spread=trajectory.replica_spread,
+                genotype=model.genotype().to_dict(), trace_count=model.trace_count)
+
+
+def main(out: str) -> None:
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    result = {"one": search(tf.distribute.OneDeviceStrategy(devices[0])),
+              "mirrored": search(tf.distribute.MirroredStrategy(devices))}
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump(result, f)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
