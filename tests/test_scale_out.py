@@ -25,6 +25,17 @@ from test_search_fit import TINY, datasets
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+@pytest.fixture
+def xla_allowed():
+    """Keras silently drops jit_compile while TensorFlow's op determinism is on (another
+    test in this process may have turned it on): off for the test, then restored."""
+    was_on = tf.config.experimental.is_op_determinism_enabled()
+    tf.config.experimental.disable_op_determinism()
+    yield
+    if was_on:
+        tf.config.experimental.enable_op_determinism()
+
+
 class _Alphas(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
@@ -35,7 +46,7 @@ class _Alphas(keras.callbacks.Callback):
 
 
 @pytest.mark.slow
-def test_xla_search_step_equals_the_graph_step():
+def test_xla_search_step_equals_the_graph_step(xla_allowed):
     """jit_compile=True compiles the whole search step (α step, weight step, dynamic
     schedule, ADMM's discretisation and Z/U update, crb pruning); loss and α follow the
     non-XLA run step by step. (crb × ADMM × dynamic holds every graph op the other
@@ -53,6 +64,7 @@ def test_xla_search_step_equals_the_graph_step():
         model.compile(schedule=schedule, regularizer=regularizer, search_data=search_ds,
                       arch_optimizer=keras.optimizers.Adam(3e-3, beta_1=0.5),
                       jit_compile=jit)
+        assert model.jit_compile is jit
         alphas = _Alphas()
         history = model.fit(weight_ds, epochs=2, steps_per_epoch=3, verbose=0,
                             callbacks=[alphas]).history
@@ -69,7 +81,7 @@ def test_xla_search_step_equals_the_graph_step():
 
 
 @pytest.mark.slow
-def test_xla_evaluation_training_step_equals_the_graph_step():
+def test_xla_evaluation_training_step_equals_the_graph_step(xla_allowed):
     """The evaluation network's step under XLA (drop-path off: XLA draws other masks
     from the same seed) gives the non-XLA losses and weights."""
     rng = np.random.default_rng(0)
@@ -83,6 +95,7 @@ def test_xla_evaluation_training_step_equals_the_graph_step():
                             drop_path_prob=0.0, seed=0)
         model.build((None, 8, 8, 3))
         callbacks = compile_eval_network(model, epochs=2, steps_per_epoch=2, jit_compile=jit)
+        assert model.jit_compile is jit
         history = model.fit(ds, epochs=2, verbose=0, callbacks=callbacks).history
         results.append((history["loss"], model.get_weights()))
     (l0, w0), (l1, w1) = results

@@ -172,3 +172,7 @@ def test_fit_errors_are_clear():
     model.compile()
     with pytest.raises(ValueError, match=r"compile\(search_data=...\) is required"):
         model.fit(weight_ds, epochs=1, steps_per_epoch=1)
+    model.compile(search_data=weight_ds)
+    with pytest.raises(TypeError, match="tf.data.Dataset of \\(images, labels\\) batches, got "
+                                        "ndarray"):
+        model.fit(np.zeros((8, 8, 8, 3), np.float32), epochs=1, steps_per_epoch=1)

@@ -257,11 +257,11 @@ class SearchNetwork(keras.Model):
         if isinstance(self.schedule, DynamicSchedule) and int(self.search_step.numpy()) == 0:
             self.threshold.assign(self.schedule.initial_threshold)
         for layer in self._flatten_layers(include_self=False):
-            if isinstance(layer, FanOut):  # XLA: no data-dependent edge subsets
-                layer.static_shapes = bool(self.jit_compile)
+            if isinstance(layer, FanOut) and layer.static_shapes != bool(self.jit_compile):
+                layer.static_shapes = bool(self.jit_compile)  # XLA: no data-dependent subsets
+                self._gradient_fn = None  # the network is traced again, with static shapes
         self._search_compiled = True
         self.train_function = None
-        self._gradient_fn = None  # traced again: the fan-outs' shapes may have changed
 
     @property
     def metrics(self):
