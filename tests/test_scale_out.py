@@ -28,12 +28,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 @pytest.fixture
 def xla_allowed():
     """Keras silently drops jit_compile while TensorFlow's op determinism is on (another
-    test in this process may have turned it on): off for the test, then restored."""
-    was_on = tf.config.experimental.is_op_determinism_enabled()
-    tf.config.experimental.disable_op_determinism()
+    test in this process may have turned it on): off for the test, then restored. The
+    public API can only turn it on; Keras itself reads it from the same module."""
+    from tensorflow.python.framework import config
+
+    was_on = config.is_op_determinism_enabled()
+    config.disable_op_determinism()
     yield
     if was_on:
-        tf.config.experimental.enable_op_determinism()
+        config.enable_op_determinism()
 
 
 class _Alphas(keras.callbacks.Callback):
