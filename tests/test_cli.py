@@ -720,7 +720,9 @@ def test_multiworker_resume_in_new_processes_matches_uninterrupted(searched, tmp
                         outs=[folder_b, elsewhere], cwd=tmp_path)
     for done in first:
         assert done.returncode == 0, done.stderr[-3000:]
-        assert_quiet_stderr(done.stderr)
+    # the chief's stderr is quiet; a non-chief whose chief has already exited may get a
+    # heartbeat error from TensorFlow's coordination service, which kdarts cannot silence
+    assert_quiet_stderr(first[0].stderr)
     assert "stopped after epoch 1 of 2" in first[0].stdout
     assert "over 2 replicas (multiworker, synchronised BN)" in first[0].stdout
     assert "the chief writes" in first[1].stdout

@@ -225,7 +225,8 @@ class SearchNetwork(keras.Model):
             regularizer: ``"proximity"``, ``"admm"``, ``"none"``/None, or an instance
                 (e.g. ``ADMM(variant="reference")`` for the authors' ADMM rules).
             search_data: the search split, a ``tf.data.Dataset`` of ``(x, y)`` batches
-                (repeated; it is read only on steps that update α).
+                (repeated; ``fit`` pairs its batch s with weight step s, and an α step
+                taken at step s reads it).
             unrolled: DARTS's second-order α gradient instead of the first-order one.
             weight_decay, arch_weight_decay: L2 terms added to the gradients (after
                 clipping, before momentum/Adam moments), as in the reference code.
