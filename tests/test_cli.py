@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -710,23 +711,18 @@ def test_exports_take_raw_images_and_match_the_reported_accuracy(trained, tmp_pa
 @pytest.mark.slow
 @pytest.mark.xdist_group("cli_run")  # one worker builds the shared runs
 def test_multiworker_resume_in_new_processes_matches_uninterrupted(searched, tmp_path):
-    """Two worker processes on loopback (MultiWorkerMirroredStrategy, one CPU each, the
-    global batch split between them, synchronised BN), interrupted after epoch 1 and
-    resumed: the same α and genotype as the uninterrupted one-process search. Only the
-    chief (worker 0) writes; the other worker reads its checkpoint to resume."""
+    """A search interrupted after epoch 1 in one process, resumed by two worker processes
+    on loopback (MultiWorkerMirroredStrategy, one CPU each, the global batch split between
+    them, synchronised BN): the same α and genotype as the uninterrupted one-process
+    search. Only the chief (worker 0) writes; worker 1 resumes from its own copy of the
+    checkpoint and leaves that folder untouched."""
     folder_a, _ = searched
-    folder_b, elsewhere = tmp_path / "b", tmp_path / "worker1"
-    first = run_workers(*TINY_SEARCH, "--stop-after-epoch", "1", "--tensorboard",
-                        outs=[folder_b, elsewhere], cwd=tmp_path)
-    for done in first:
-        assert done.returncode == 0, done.stderr[-3000:]
-    # the chief's stderr is quiet; a non-chief whose chief has already exited may get a
-    # heartbeat error from TensorFlow's coordination service, which kdarts cannot silence
-    assert_quiet_stderr(first[0].stderr)
-    assert "stopped after epoch 1 of 2" in first[0].stdout
-    assert "over 2 replicas (multiworker, synchronised BN)" in first[0].stdout
-    assert "the chief writes" in first[1].stdout
-    assert not elsewhere.exists()  # the non-chief wrote nothing
+    folder_b, copy = tmp_path / "b", tmp_path / "worker1"
+    first = run_process("search", *TINY_SEARCH, "--out", folder_b, "--stop-after-epoch", "1",
+                        "--tensorboard", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert_quiet_stderr(first.stderr)
+    assert "stopped after epoch 1 of 2" in first.stdout
     assert json.loads((folder_b / "checkpoint.json").read_text())["epoch"] == 1
     assert not (folder_b / "genotype.json").exists()
 
@@ -738,12 +734,20 @@ def test_multiworker_resume_in_new_processes_matches_uninterrupted(searched, tmp
                                  "--rho", "0.2"), "different search run", "rho: 0.1 → 0.2")
     assert snapshot(folder_b) == before
 
-    second = run_workers(*TINY_SEARCH, "--resume", "--tensorboard", outs=[folder_b] * 2,
+    shutil.copytree(folder_b, copy)
+    copied = snapshot(copy)
+    second = run_workers(*TINY_SEARCH, "--resume", "--tensorboard", outs=[folder_b, copy],
                          cwd=tmp_path)
     for done in second:
         assert done.returncode == 0, done.stderr[-3000:]
+    # the chief's stderr is quiet; a non-chief whose chief has already exited may get a
+    # heartbeat error from TensorFlow's coordination service, which kdarts cannot silence
+    assert_quiet_stderr(second[0].stderr)
     assert "resuming" in second[0].stdout and "after epoch 1 of 2" in second[0].stdout
+    assert "over 2 replicas (multiworker, synchronised BN)" in second[0].stdout
+    assert "the chief writes" in second[1].stdout
     assert str(Genotype.load(folder_a / "genotype.json")) in second[1].stdout
+    assert snapshot(copy) == copied  # the non-chief wrote nothing
 
     assert Genotype.load(folder_b / "genotype.json") == Genotype.load(folder_a / "genotype.json")
     rec_a = json.loads((folder_a / "search_record.json").read_text())
