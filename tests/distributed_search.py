@@ -27,10 +27,10 @@ import keras  # noqa: E402
 
 from kdarts.search import DynamicSchedule, SearchNetwork  # noqa: E402
 
-# Pools and the identity (FactorizedReduce in reduction cells): every kind of BN the
+# A pool and the identity (FactorizedReduce in reduction cells): every kind of BN the
 # network has (stem, pool, FactorizedReduce, crb node BN) at a fraction of the tracing a
 # separable conv costs; MirroredStrategy traces the network per replica and per use.
-PRIMS = ("max_pool_3x3", "skip_connect", "avg_pool_3x3")
+PRIMS = ("max_pool_3x3", "skip_connect")
 TINY = dict(channels=4, layers=3, steps=2, multiplier=2, primitives=PRIMS)
 STEPS = 20
 
