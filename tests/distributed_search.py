@@ -26,6 +26,7 @@ tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfigu
 import keras  # noqa: E402
 
 from kdarts.search import DynamicSchedule, SearchNetwork  # noqa: E402
+from test_search_fit import datasets  # noqa: E402  (this folder is the script's sys.path[0])
 
 # A pool and the identity (FactorizedReduce in reduction cells): every kind of BN the
 # network has (stem, pool, FactorizedReduce, crb node BN) at a fraction of the tracing a
@@ -33,17 +34,6 @@ from kdarts.search import DynamicSchedule, SearchNetwork  # noqa: E402
 PRIMS = ("max_pool_3x3", "skip_connect")
 TINY = dict(channels=4, layers=3, steps=2, multiplier=2, primitives=PRIMS)
 STEPS = 20
-
-
-def datasets(n=48, batch=8):
-    """The toy task of tests/test_search_fit.py: the label is the brightest quadrant."""
-    rng = np.random.default_rng(0)
-    x = rng.random((2 * n, 8, 8, 3), dtype=np.float32)
-    y = np.argmax([x[:, :4, :4].mean((1, 2, 3)), x[:, :4, 4:].mean((1, 2, 3)),
-                   x[:, 4:, :4].mean((1, 2, 3)), x[:, 4:, 4:].mean((1, 2, 3))], axis=0)
-    make = lambda a, b: (tf.data.Dataset.from_tensor_slices((a, b.astype(np.int32)))  # noqa
-                         .batch(batch, drop_remainder=True).repeat())
-    return make(x[:n], y[:n]), make(x[n:], y[n:])
 
 
 class _Trajectory(keras.callbacks.Callback):
