@@ -16,6 +16,9 @@ Example:
 
 from __future__ import annotations
 
+import json
+import os
+
 
 def set_cpu_threads(intra_op: int = 1, inter_op: int = 0) -> None:
     """Set TensorFlow's threads per kernel (``intra_op``) and kernels in flight (``inter_op``).
@@ -95,9 +98,6 @@ def make_strategy(name: str):
     Raises:
         ValueError: an unknown name, or ``TF_CONFIG`` missing or malformed.
     """
-    import json
-    import os
-
     import tensorflow as tf
 
     if name == "default":
@@ -107,24 +107,34 @@ def make_strategy(name: str):
                    or [d.name for d in tf.config.list_logical_devices("CPU")])
         return tf.distribute.MirroredStrategy(devices)
     if name == "multiworker":
-        raw = os.environ.get("TF_CONFIG")
-        if not raw:
-            raise ValueError("--strategy multiworker reads the cluster from TF_CONFIG, which "
-                             "is not set (e.g. TF_CONFIG='{\"cluster\": {\"worker\": "
-                             "[\"host1:port\", \"host2:port\"]}, \"task\": {\"type\": "
-                             "\"worker\", \"index\": 0}}')")
-        try:
-            config = json.loads(raw)
-            workers = config["cluster"]["worker"]
-            task = config["task"]["type"], int(config["task"]["index"])
-        except (ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"TF_CONFIG: expected JSON with cluster.worker (a list of "
-                             f"host:port) and task.type/task.index, got {raw!r} ({err})") from None
-        if task[0] == "worker" and not 0 <= task[1] < len(workers):
-            raise ValueError(f"TF_CONFIG: task index {task[1]} is not among the "
-                             f"{len(workers)} workers")
+        read_tf_config()  # a clear error before TensorFlow's own
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"unknown strategy {name!r}; valid: {', '.join(STRATEGIES)}")
+
+
+def read_tf_config() -> dict:
+    """``TF_CONFIG`` (the cluster and this process's task), checked.
+
+    Raises:
+        ValueError: missing, not JSON, or without cluster.worker and task.type/index.
+    """
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        raise ValueError("--strategy multiworker reads the cluster from TF_CONFIG, which "
+                         "is not set (e.g. TF_CONFIG='{\"cluster\": {\"worker\": "
+                         "[\"host1:port\", \"host2:port\"]}, \"task\": {\"type\": "
+                         "\"worker\", \"index\": 0}}')")
+    try:
+        config = json.loads(raw)
+        workers = config["cluster"]["worker"]
+        kind, index = config["task"]["type"], int(config["task"]["index"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"TF_CONFIG: expected JSON with cluster.worker (a list of "
+                         f"host:port) and task.type/task.index, got {raw!r} ({err})") from None
+    if kind == "worker" and not 0 <= index < len(workers):
+        raise ValueError(f"TF_CONFIG: task index {index} is not among the "
+                         f"{len(workers)} workers")
+    return config
 
 
 def is_chief(strategy_name: str) -> bool:
@@ -134,18 +144,16 @@ def is_chief(strategy_name: str) -> bool:
     Read from ``TF_CONFIG`` without starting TensorFlow, so a command can settle it before
     it looks at its folder.
     """
-    import json
-    import os
-
     if strategy_name != "multiworker":
         return True
     try:
-        config = json.loads(os.environ.get("TF_CONFIG") or "{}")
-        kind, index = config["task"]["type"], int(config["task"]["index"])
-    except (ValueError, KeyError, TypeError):
+        config = read_tf_config()
+    except ValueError:
         return True  # make_strategy names the problem
+    kind, index = config["task"]["type"], int(config["task"]["index"])
     return kind == "chief" or (kind == "worker" and index == 0
-                               and "chief" not in config.get("cluster", {}))
+                               and "chief" not in config["cluster"])
 
 
-__all__ = ["STRATEGIES", "is_chief", "make_strategy", "set_cpu_threads", "split_cpu"]
+__all__ = ["STRATEGIES", "is_chief", "make_strategy", "read_tf_config", "set_cpu_threads",
+           "split_cpu"]

@@ -1,5 +1,6 @@
 """kdarts.set_cpu_threads: TensorFlow's thread pools, set before first use."""
 
+import json
 import subprocess
 import sys
 
@@ -38,3 +39,24 @@ def test_bad_counts_and_late_calls_fail_clearly():
                     inter_op=tf.config.threading.get_inter_op_parallelism_threads())
     with pytest.raises(RuntimeError, match="cannot change its threads now"):
         set_cpu_threads(intra_op=current + 1)
+
+
+def test_tf_config_is_checked_and_names_the_chief(monkeypatch):
+    """Only the chief writes a multi-worker run's files; a bad TF_CONFIG gets a clear error."""
+    from kdarts.runtime import is_chief, read_tf_config
+
+    cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    for cfg, chief in (({"cluster": cluster, "task": {"type": "worker", "index": 0}}, True),
+                       ({"cluster": cluster, "task": {"type": "worker", "index": 1}}, False),
+                       ({"cluster": {**cluster, "chief": ["127.0.0.1:3"]},
+                         "task": {"type": "worker", "index": 0}}, False)):
+        monkeypatch.setenv("TF_CONFIG", json.dumps(cfg))
+        assert is_chief("multiworker") is chief
+        assert is_chief("mirrored") is True
+    for raw, message in (("", "is not set"), ("{not json", "expected JSON"),
+                         (json.dumps({"cluster": cluster, "task": {"type": "worker",
+                                                                   "index": 2}}),
+                          "task index 2 is not among the 2 workers")):
+        monkeypatch.setenv("TF_CONFIG", raw)
+        with pytest.raises(ValueError, match=message):
+            read_tf_config()
