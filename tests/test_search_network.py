@@ -190,8 +190,9 @@ def _poison(var):
     var.assign(tf.fill(var.shape, np.nan))
 
 
-def test_pruned_op_is_never_computed():
-    """NaN weights in a pruned op leave the output finite: it never runs (NaN·0 is NaN)."""
+def test_pruned_op_never_reaches_the_output():
+    """NaN weights in a pruned op leave the output finite: a select, not a product (NaN·0
+    is NaN), drops an op pruned on every edge (which runs on one edge, see below)."""
     x = np.random.default_rng(0).random((2, 8, 8, 4)).astype(np.float32)
     fan = FanOut(4, 1, CRB_PRIMITIVES, num_edges=3)
     col = CRB_PRIMITIVES.index("sep_conv_5x5")
@@ -216,23 +217,24 @@ def test_pruned_op_is_never_computed():
 
 
 def test_traced_kernels_see_only_unpruned_edges():
-    """In one traced function, sep_conv's kernels receive exactly the edges that keep it:
-    none for an op pruned on every edge (zero-size kernels, no arithmetic), and that leaves
-    the outputs and every gradient finite."""
+    """In one traced function, sep_conv's kernels receive exactly the edges that keep it,
+    and edge 0 alone for an op pruned on every edge (oneDNN, TensorFlow's kernels on Intel
+    CPUs, refuses zero-size filters); outputs and every gradient stay finite, and the
+    pruned op's BN statistics do not move."""
     fan = FanOut(4, 1, ("skip_connect", "sep_conv_3x3"), num_edges=3)
     x = tf.random.normal((2, 8, 8, 4))
     fan(x, tf.ones((3, 2)), tf.ones((3, 2), tf.bool), training=True)
     seen = []  # the edge indices sep_conv ran on, recorded at run time
     original = fan._sep_conv
 
-    def spy(x, p, idx, training, spatial):
+    def spy(x, p, idx, training, spatial, alive):
         def record(i):
             seen.append(i.tolist())
             return np.int32(0)
 
         token = tf.numpy_function(record, [idx], tf.int32, stateful=True)
         with tf.control_dependencies([token]):
-            return original(tf.identity(x), p, idx, training, spatial)
+            return original(tf.identity(x), p, idx, training, spatial, alive)
 
     fan._sep_conv = spy
 
@@ -244,10 +246,15 @@ def test_traced_kernels_see_only_unpruned_edges():
             loss = tf.reduce_sum(out * out)
         return out, tape.gradient(loss, [x] + fan.trainable_variables)
 
+    stats = [v for pair in fan._params["sep_conv_3x3"].values() if isinstance(pair, tuple)
+             for v in pair]
     for keep in ([True, False, True], [False, False, False], [True, True, True]):
         seen.clear()
+        before = [v.numpy() for v in stats]
         out, grads = run(tf.constant([[True, k] for k in keep]))
-        assert seen == [[i for i, k in enumerate(keep) if k]]
+        assert seen == [[i for i, k in enumerate(keep) if k] or [0]]
+        moved = [not np.array_equal(b, v.numpy()) for b, v in zip(before, stats)]
+        assert all(moved) if any(keep) else not any(moved)
         assert np.isfinite(out.numpy()).all()
         assert all(np.isfinite(tf.convert_to_tensor(g).numpy()).all() for g in grads)
     assert run.experimental_get_tracing_count() == 1  # pruning changes data, not the graph

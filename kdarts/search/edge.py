@@ -11,9 +11,11 @@ edges that leave one node at once, which is the same mathematics with far fewer
 - the convolutions of one kind (e.g. every ``sep_conv_3x3`` leaving the node)
   run as one convolution over all those edges;
 - with ``crb``, only the edges that keep an op are gathered into its kernels, so an op
-  pruned on every edge runs them on zero edges (a pool on zero images): zero-size
-  tensors, no arithmetic, and no ``tf.cond`` (whose branch functions and gradient
-  bookkeeping once made up a third of the step's graph and of its warm-up);
+  pruned on every edge runs them on one edge (a pool on one image) with weight 0, and no
+  ``tf.cond`` (whose branch functions and gradient bookkeeping once made up a third of
+  the step's graph and of its warm-up). Not zero edges: oneDNN's kernels (TensorFlow's
+  default on Intel CPUs) refuse zero-size filters and abort the process on a max-pool
+  gradient of zero images;
 - the weighting by ``act(α)`` and the sum into each outgoing edge are matmuls.
 
 Both are weight-for-weight the same network (``tests/test_search_network.py``
@@ -83,22 +85,6 @@ def _conv(x, kernel, strides: int, dilation: int = 1, depthwise: bool = False):
     pad = [[0, (-h) % dilation], [0, (-w) % dilation]]  # zero rows act as the "same" padding
     y = conv(tf.space_to_batch_nd(x, [dilation, dilation], pad), 1)
     return tf.batch_to_space(y, [dilation, dilation], pad)
-
-
-@tf.custom_gradient
-def _gate(x, alive):
-    """Identity forward; backward, the gradient if ``alive``, else zeros (a select).
-
-    Guards an input of kernels that run on zero edges when their op is pruned on
-    every edge of a fan-out: their input gradients then come from an empty
-    contraction, which may be uninitialised memory. A select discards it; a product
-    would keep NaN (NaN·0 is NaN).
-    """
-
-    def grad(g):
-        return tf.where(alive, g, tf.zeros_like(g)), None
-
-    return tf.identity(x), grad
 
 
 def _replicas() -> int:
@@ -334,20 +320,20 @@ class FanOut(keras.layers.Layer):
         z = tf.nn.depthwise_conv2d(tf.reshape(y, [b, h, w, c * k]), kernel, [1, 1, 1, 1], "SAME")
         return self._pointwise(z, pw, spatial)
 
-    def _sep_conv(self, x, p, idx, training, spatial):
+    def _sep_conv(self, x, p, idx, training, spatial, alive=None):
         y = self._separable_fan(x, self._take(p["dw1"], idx), self._take(p["pw1"], idx),
                                 self.strides, spatial)
-        y = tf.nn.relu(self._bn(y, p["bn1"], idx, training))
+        y = tf.nn.relu(self._bn(y, p["bn1"], idx, training, alive))
         y = self._separable_each(y, self._take(p["dw2"], idx), self._take(p["pw2"], idx),
                                  spatial)
-        return self._bn(y, p["bn2"], idx, training)
+        return self._bn(y, p["bn2"], idx, training, alive)
 
-    def _dil_conv(self, x, p, idx, training, spatial):
+    def _dil_conv(self, x, p, idx, training, spatial, alive=None):
         y = self._separable_fan(x, self._take(p["dw"], idx), self._take(p["pw"], idx),
                                 self.strides, spatial, dilation=2)
-        return self._bn(y, p["bn"], idx, training)
+        return self._bn(y, p["bn"], idx, training, alive)
 
-    def _factorized_reduce(self, x, p, idx, training, spatial):
+    def _factorized_reduce(self, x, p, idx, training, spatial, alive=None):
         shifted = tf.pad(x[:, 1:, 1:, :], [[0, 0], [0, 1], [0, 1], [0, 0]])
         c, n = self.channels, spatial[0] * spatial[1] * spatial[2]
         halves = []
@@ -356,7 +342,7 @@ class FanOut(keras.layers.Layer):
             kernel = tf.reshape(tf.transpose(w, [1, 2, 0]), [c, -1])  # columns (d, q)
             y = tf.matmul(tf.reshape(sub[:, ::2, ::2, :], [n, c]), kernel)
             halves.append(tf.reshape(y, [n, w.shape[-1], tf.shape(w)[0]]))
-        return self._bn(tf.concat(halves, axis=1), p["bn"], idx, training)
+        return self._bn(tf.concat(halves, axis=1), p["bn"], idx, training, alive)
 
     # -- the layer -----------------------------------------------------------------------
     def call(self, x, weights, active=None, training=None):
@@ -370,6 +356,7 @@ class FanOut(keras.layers.Layer):
         spatial = (b, h, w)
         relu_x = tf.nn.relu(x)  # shared by every conv op leaving this node
         n = b * h * w
+        first_edge = tf.range(k) == 0
 
         def mix(column, row):
             """(N, C, j) copies weighted into the k edges by row (j, k): (k, N·C)."""
@@ -387,10 +374,10 @@ class FanOut(keras.layers.Layer):
                     terms.append(mix(self._shared(op, x, training, spatial),
                                      weights[:, col][None]))
                     continue
-                # a pool pruned on every edge runs on zero images (no arithmetic, its BN
-                # statistics kept), and its term is padded to zeros
+                # a pool pruned on every edge runs on one image (its BN statistics kept,
+                # its weights 0), and its term is padded to zeros
                 alive = tf.reduce_any(active[:, col])
-                b_alive = tf.where(alive, b, 0)
+                b_alive = tf.where(alive, b, 1)
                 y = self._shared(op, x[:b_alive], training, (b_alive, h, w), alive)
                 n_alive = b_alive * h * w
                 term = tf.matmul(weights[:, col][None], tf.reshape(y, [n_alive * c, 1]),
@@ -401,15 +388,15 @@ class FanOut(keras.layers.Layer):
                                                    spatial), tf.linalg.diag(weights[:, col])))
             else:
                 # only the edges that keep the op reach its kernels; an op pruned on every
-                # edge runs them on zero edges: zero-size outputs, no arithmetic
-                idx = tf.cast(tf.where(active[:, col])[:, 0], tf.int32)
-                alive = tf.size(idx) > 0
+                # edge runs them on edge 0 alone (weight 0, BN statistics kept): oneDNN
+                # refuses zero-size kernels
+                alive = tf.reduce_any(active[:, col])
+                keep = tf.logical_or(active[:, col],
+                                     tf.logical_and(tf.logical_not(alive), first_edge))
+                idx = tf.cast(tf.where(keep)[:, 0], tf.int32)
                 row = tf.one_hot(idx, k) * tf.gather(weights[:, col], idx)[:, None]
-                y = self._conv_op(op)(_gate(relu_x, alive), self._params[op], idx, training,
-                                      spatial)
-                # a kernel whose contraction is empty (here the mix over 0 edges, and in the
-                # backward pass a convolution's input gradient over 0 channels) may return
-                # uninitialised memory: selects (not products: NaN-safe) discard it
+                y = self._conv_op(op)(relu_x, self._params[op], idx, training, spatial, alive)
+                # a select, not the 0 weight alone, drops it: NaN·0 is NaN
                 terms.append(tf.where(alive, mix(y, row), tf.zeros([], x.dtype)))
         out = tf.add_n(terms)
         return tf.reshape(out, [k, b, h, w, c])
