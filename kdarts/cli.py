@@ -113,7 +113,9 @@ def main(ctx: click.Context, intra_op_threads: int, inter_op_threads: int, cpu_d
 
 
 def _set_threads() -> None:
-    from kdarts.runtime import set_cpu_threads, split_cpu
+    from kdarts.runtime import import_tensorflow_quietly, set_cpu_threads, split_cpu
+
+    import_tensorflow_quietly()  # its native libraries' load-time INFO lines stay off stderr
 
     ctx = click.get_current_context()
     settings = ctx.find_object(dict) or {}
@@ -144,6 +146,10 @@ _DATA_OPTIONS = [
 ]
 
 
+_MIXED_PRECISION = click.option(
+    "--mixed-precision", is_flag=True, default=False,
+    help="Compute in float16 (Keras mixed_float16, dynamic loss scaling); variables, α, BN "
+         "statistics and the loss stay float32. Pays on GPUs; slower on most CPUs.")
 _SCALE_OPTIONS = [
     click.option("--strategy", type=click.Choice(STRATEGIES), default="default",
                  help="tf.distribute: one device, mirrored (all GPUs, or --cpu-devices), or "
@@ -223,6 +229,7 @@ _d = SEARCH_DEFAULTS
                  help="Output folder (new or empty, or this search's own with --resume)."),
     click.option("--resume", is_flag=True,
                  help="Continue the interrupted search in --out (same arguments)."),
+    _MIXED_PRECISION,
     *_DATA_OPTIONS,
     *_SCALE_OPTIONS,
     click.option("--stop-after-epoch", type=click.IntRange(min=1), default=None, hidden=True),
@@ -274,6 +281,7 @@ _t = TRAIN_DEFAULTS
                  help="Continue the interrupted training in --out (same arguments)."),
     click.option("--overwrite", is_flag=True,
                  help="Replace a previous training in --out (its files only)."),
+    _MIXED_PRECISION,
     *_DATA_OPTIONS,
     click.option("--stop-after-epoch", type=click.IntRange(min=1), default=None, hidden=True),
 ])

@@ -181,7 +181,9 @@ def export(model, path: str | os.PathLike, format: str = "keras", verify: bool =
 
     Args:
         model: a built :class:`keras.Model` whose inference call returns
-            one logits tensor (e.g. :class:`kdarts.eval.EvalNetwork`).
+            one logits tensor (e.g. :class:`kdarts.eval.EvalNetwork`). A
+            mixed-precision model is exported as its float32 copy
+            (:func:`float32_copy`).
         path: destination; a ``.keras`` file for ``keras``, a folder for
             ``saved_model``, a file (``.onnx`` by convention) for ``onnx``.
             Its parent folder must exist and be writable.
@@ -250,6 +252,7 @@ def export(model, path: str | os.PathLike, format: str = "keras", verify: bool =
     if problem:
         raise ValueError(f"export: {problem}")
     _check_destination(path, format)
+    model = float32_copy(model)
 
     if sample_inputs is None and quantize in ("dynamic", "int8"):
         # agreement is measured on real images where there are some
@@ -425,6 +428,40 @@ def _sample_batches(model, sample_inputs) -> list[np.ndarray]:
         # raw pixels, integer-valued so the uint8 entry points see the same images
         return [rng.integers(0, 256, (n,) + shape).astype("float32") for n in (1, 3)]
     return [rng.standard_normal((n,) + shape).astype("float32") for n in (1, 3)]
+
+
+def float32_copy(model):
+    """``model`` computing in float32: a mixed-precision model (float16 compute, float32
+    variables) is rebuilt with the float32 policy and given the same weights; any other
+    model is returned as it is.
+
+    Every export runs this first, so artifacts take and return float32 (or uint8) and
+    compute in float32 whatever precision the model trained in: every runtime runs them,
+    and their logits are the trained model's up to float16 rounding.
+    """
+    import keras
+
+    from kdarts.ops import dtype_policy_scope, is_mixed
+
+    if not is_mixed(model):
+        return model
+
+    def float32(config):
+        if isinstance(config, dict):
+            if config.get("class_name") == "DTypePolicy":
+                return {**config, "config": {**config["config"], "name": "float32"}}
+            return {k: float32(v) for k, v in config.items()}
+        if isinstance(config, list):
+            return [float32(v) for v in config]
+        return "float32" if isinstance(config, str) and config.startswith("mixed_") else config
+
+    config = float32(keras.saving.serialize_keras_object(model))
+    with dtype_policy_scope("float32"):
+        copy = keras.saving.deserialize_keras_object(config)
+    if not copy.built:
+        copy.build((None,) + _image_shape(model))
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _image_shape(model) -> tuple[int, int, int]:

@@ -17,6 +17,8 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 from typing import Callable
 
@@ -158,6 +160,45 @@ def synchronize_batch_norms(model: keras.layers.Layer, synchronized: bool = True
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if hasattr(layer, "synchronized"):
             layer.synchronized = bool(synchronized)
+
+
+#: The mixed-precision policy kdarts offers (``--mixed-precision``): float16 compute,
+#: float32 variables, dynamic loss scaling.
+MIXED_PRECISION = "mixed_float16"
+
+
+def is_mixed(layer: keras.layers.Layer) -> bool:
+    """Whether any layer of ``layer`` (itself included) computes in another dtype than it
+    stores its variables in, as under ``mixed_float16``."""
+    return any(sub.dtype_policy.compute_dtype != sub.dtype_policy.variable_dtype
+               for sub in layer._flatten_layers(include_self=True, recursive=True))
+
+
+@contextlib.contextmanager
+def dtype_policy_scope(policy):
+    """Layers created inside take ``policy`` (a name or ``keras.DTypePolicy``) unless given
+    their own ``dtype``; Keras's global policy is restored on exit."""
+    old = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(old)
+
+
+def own_dtype_policy(init):
+    """Decorates a network's ``__init__``: the sublayers it creates take the network's
+    ``dtype`` policy (e.g. ``dtype="mixed_float16"``), not Keras's global one, so the
+    policy travels in the network's config and a loaded model computes as it was saved."""
+
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        dtype = kwargs.get("dtype")
+        policy = keras.config.dtype_policy() if dtype is None else keras.dtype_policies.get(dtype)
+        with dtype_policy_scope(policy):
+            init(self, *args, **kwargs)
+
+    return wrapper
 
 
 def batch_norm(affine: bool, name: str | None = None) -> BatchNormalization:

@@ -58,13 +58,13 @@ SEARCH_DEFAULTS: dict = dict(
     reg="proximity", rho=0.1, admm_every=10, admm_variant="spec", split="dynamic",
     batch_size=32, channels=8,
     layers=5, steps=4, primitives=None, max_examples=None, seed=0, unrolled=False,
-    image_size=None,
+    image_size=None, mixed_precision=False,
 )
 #: Evaluation training defaults for the digits (DARTS's recipe, smaller and shorter).
 TRAIN_DEFAULTS: dict = dict(
     dataset=DEFAULT_DATASET, epochs=20, channels=16, layers=8, batch_size=64, cutout=0,
     auxiliary=True, drop_path=0.1, lr=0.025, seed=0, max_examples=None, image_size=None,
-    imagenet_stem=False,
+    imagenet_stem=False, mixed_precision=False,
 )
 #: The paper's settings, the defaults for the datasets of the paper's size (explicit
 #: options still win): DARTS-PRIME's search and DARTS's evaluation training on CIFAR.
@@ -95,8 +95,9 @@ def resolve_options(command: str, options: dict) -> dict:
 
 #: Arguments added since run folders were first written, with the value older runs had.
 _LATER_ARGS: dict[str, dict] = {
-    "search": {"image_size": None, "arch_lr": 3e-4, "threshold": 1.0},
-    "train": {"image_size": None, "imagenet_stem": False},
+    "search": {"image_size": None, "arch_lr": 3e-4, "threshold": 1.0,
+               "mixed_precision": False},
+    "train": {"image_size": None, "imagenet_stem": False, "mixed_precision": False},
 }
 #: The folder ``--tensorboard`` writes event files to, inside a run folder.
 TENSORBOARD_DIR = "tensorboard"
@@ -558,6 +559,7 @@ def _search(out, opts, args, state, download, data_dir, stop_after_epoch, report
     from kdarts.runtime import is_chief, make_strategy
 
     from kdarts.callbacks import EpochProgress, HistoryCSV, StopAfterEpoch
+    from kdarts.ops import MIXED_PRECISION
     from kdarts.data import search_datasets
     from kdarts.plots import plot_alpha, plot_genotype, plot_schedule
     from kdarts.search import ADMM, DynamicSchedule, FixedSchedule, NoRegularizer, Proximity
@@ -602,7 +604,8 @@ def _search(out, opts, args, state, download, data_dir, stop_after_epoch, report
             info.num_classes, channels=opts["channels"], layers=opts["layers"],
             steps=opts["steps"], multiplier=opts["steps"], activation=opts["activation"],
             primitives=primitives, mean=info.mean, std=info.std,
-            sync_batch_norm=sync_batch_norm and replicas > 1)
+            sync_batch_norm=sync_batch_norm and replicas > 1,
+            dtype=MIXED_PRECISION if opts["mixed_precision"] else None)
         model.build((None,) + tuple(info.image_shape))
         schedule = (DynamicSchedule(every=opts["every"], initial_threshold=opts["threshold"])
                     if opts["schedule"] == "dynamic" else FixedSchedule(every=opts["every"]))
@@ -831,6 +834,7 @@ def _train(geno, out, opts, args, state, download, data_dir, stop_after_epoch, r
     from kdarts.data import train_datasets
     from kdarts.eval import EvalNetwork, compile_eval_network
     from kdarts.export import ExportError, export
+    from kdarts.ops import MIXED_PRECISION
 
     t_start = time.perf_counter()
     initial_epoch = 0 if state is None else int(state["epoch"])
@@ -853,7 +857,8 @@ def _train(geno, out, opts, args, state, download, data_dir, stop_after_epoch, r
     model = EvalNetwork(geno, info.num_classes, channels=opts["channels"],
                         layers=opts["layers"], auxiliary=opts["auxiliary"],
                         drop_path_prob=opts["drop_path"], seed=opts["seed"],
-                        mean=info.mean, std=info.std, imagenet_stem=opts["imagenet_stem"])
+                        mean=info.mean, std=info.std, imagenet_stem=opts["imagenet_stem"],
+                        dtype=MIXED_PRECISION if opts["mixed_precision"] else None)
     model.build((None,) + tuple(info.image_shape))
     epochs = opts["epochs"]
     callbacks = compile_eval_network(model, epochs=epochs, steps_per_epoch=steps,

@@ -18,6 +18,44 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import tempfile
+
+
+#: What TensorFlow's native libraries print to stderr while they load, whatever
+#: TF_CPP_MIN_LOG_LEVEL says: absl's notice, then INFO lines such as "oneDNN custom
+#: operations are on" (Intel CPUs) or the CPU-feature note with its continuation line.
+_LOAD_NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog|"
+                         r"[IW]\d{4} |To enable the following instructions)")
+
+
+def import_tensorflow_quietly():
+    """Import TensorFlow with its load-time INFO lines filtered from stderr; returns it.
+
+    The native libraries write them to file descriptor 2 before any log setting applies,
+    so stderr is sent to a temporary file while they load and every other line is
+    written back. A no-op once TensorFlow is imported.
+    """
+    import sys
+
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode(errors="replace").splitlines(True)
+                    if not _LOAD_NOISE.match(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+    return tensorflow
 
 
 def set_cpu_threads(intra_op: int = 1, inter_op: int = 0) -> None:

@@ -130,3 +130,87 @@ def test_mirrored_search_on_two_devices_equals_one_device(tmp_path):
     assert two["genotype"] == one["genotype"]
     assert two["replica_spread"] == 0.0  # every replica holds the same α, weights, state
     assert two["trace_count"] == 1
+
+
+def _half_convolutions(fn, *args) -> int:
+    """Convolutions computed in float16 in the traced ``fn`` (nested functions included)."""
+    graph = tf.function(fn).get_concrete_function(*args).graph.as_graph_def()
+    nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+    return sum(n.op in ("Conv2D", "DepthwiseConv2dNative") and n.attr["T"].type == tf.float16
+               for n in nodes)
+
+
+@pytest.mark.slow
+def test_mixed_precision_search_scales_the_loss_and_keeps_state_float32():
+    """mixed_float16: the network computes in float16 while α, BN statistics, logits and
+    loss stay float32; both optimizers scale the loss, and a step whose float16
+    gradients overflow changes nothing but halves the scale (FI's EWMA keeps its value)."""
+    weight_ds, search_ds = datasets()
+    keras.utils.set_random_seed(0)
+    model = SearchNetwork(4, activation="crb", dtype="mixed_float16", **TINY)
+    model.build((8, 8, 8, 3))
+    model.compile(search_data=search_ds, schedule="fixed", arch_optimizer=keras.optimizers.Adam(0.05))
+    for opt in (model.optimizer, model.arch_optimizer):
+        assert isinstance(opt, keras.optimizers.LossScaleOptimizer)
+    alpha0 = [a.numpy().copy() for a in model.arch_variables]
+    history = model.fit(weight_ds, epochs=1, steps_per_epoch=4, verbose=0).history
+    assert np.isfinite(history["loss"][0]) and np.isfinite(history["search_loss"][0])
+    assert history["alpha_steps"][0] == 4  # the fixed schedule with k=1: every step
+    assert model.trace_count == 1
+    assert max(np.abs(a.numpy() - a0).max() for a, a0 in zip(model.arch_variables, alpha0)) > 1e-3
+    stats = [v for v in model.non_trainable_variables if v.name.endswith(("_mean", "_var"))]
+    assert stats and all(v.dtype == "float32" for v in model.arch_variables + stats)
+    assert model(tf.zeros((2, 8, 8, 3))).dtype == tf.float32
+    pair = (tf.TensorSpec((8, 8, 8, 3), tf.float32), tf.TensorSpec((8,), tf.int32))
+    assert _half_convolutions(model.train_step, (pair, pair)) > 10
+    for row in model.genotype().normal + model.genotype().reduce:
+        assert row[0] in TINY["primitives"]
+
+    # an overflow: both steps are skipped, both scales halve, the FI EWMA is kept
+    for opt in (model.optimizer, model.arch_optimizer):
+        opt.dynamic_scale.assign(2.0 ** 100)
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    ewma = float(model.fi_ewma.numpy())
+    model.fit(weight_ds, epochs=2, initial_epoch=1, steps_per_epoch=4, verbose=0,
+              callbacks=[keras.callbacks.LambdaCallback(
+                  on_train_batch_end=lambda b, logs: model.stop_training or setattr(
+                      model, "stop_training", True))])
+    assert int(model.search_step.numpy()) == 5
+    for v, b in zip(model.trainable_variables, before):
+        np.testing.assert_array_equal(v.numpy(), b)
+    assert float(model.fi_ewma.numpy()) == ewma
+    for opt in (model.optimizer, model.arch_optimizer):
+        assert float(opt.dynamic_scale.numpy()) == 2.0 ** 99
+
+
+@pytest.mark.slow
+def test_mixed_precision_training_exports_float32(tmp_path):
+    """A mixed_float16 evaluation network trains with Keras's loss scaling, and its ONNX
+    export takes and returns float32, computes in float32 and agrees with it."""
+    import onnx
+
+    from kdarts.export import export
+
+    keras.utils.set_random_seed(0)
+    model = EvalNetwork(DARTS_V2, num_classes=4, channels=4, layers=3, mean=[0.5] * 3,
+                        std=[0.25] * 3, seed=0, dtype="mixed_float16")
+    model.build((None, 8, 8, 3))
+    callbacks = compile_eval_network(model, epochs=1, steps_per_epoch=2)
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    x = np.random.default_rng(0).integers(0, 256, (16, 8, 8, 3)).astype("float32")
+    history = model.fit(x, np.arange(16) % 4, batch_size=8, verbose=0, callbacks=callbacks)
+    assert np.isfinite(history.history["loss"][0])
+    assert _half_convolutions(lambda t: model(t, training=False),
+                              tf.TensorSpec((1, 8, 8, 3), tf.float32)) > 0
+    result = export(model, tmp_path / "m.onnx", "onnx", sample_inputs=x[:3])
+    assert result.max_abs_diff <= 1e-4  # the artifact against the model's float32 copy
+    graph = onnx.load(str(tmp_path / "m.onnx")).graph
+    assert [t.type.tensor_type.elem_type for t in (*graph.input, *graph.output)] == [
+        onnx.TensorProto.FLOAT] * 2
+    assert not [t for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(tmp_path / "m.onnx"))
+    logits = session.run(None, {graph.input[0].name: x[:3]})[0]
+    mixed = np.asarray(model(x[:3]))
+    np.testing.assert_allclose(logits, mixed, atol=2e-2 * np.abs(mixed).max())

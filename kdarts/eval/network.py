@@ -39,7 +39,7 @@ from kdarts.data.files import IMAGENET_MIN_SIZE
 from kdarts.eval.cell import EvalCell
 from kdarts.eval.training import DropPathSchedule
 from kdarts.genotype import Genotype, resolve_genotype
-from kdarts.ops import FanInUniform, batch_norm, symmetric_pad
+from kdarts.ops import FanInUniform, batch_norm, own_dtype_policy, symmetric_pad
 from kdarts.preprocessing import Standardize, input_contract
 
 _PKG = "kdarts"
@@ -82,7 +82,7 @@ class AuxiliaryHead(layers.Layer):
         self.bn2 = batch_norm(True, name="bn2") if self.FINAL_BN else None
         self.flatten = layers.Flatten(name="flatten")
         self.classifier = layers.Dense(self.num_classes, kernel_initializer=FanInUniform(),
-                                       name="classifier")
+                                       dtype="float32", name="classifier")
 
     def build(self, input_shape):
         height, width = input_shape[1], input_shape[2]
@@ -268,6 +268,7 @@ class EvalNetwork(keras.Model):
         (3349342, 3825768)
     """
 
+    @own_dtype_policy
     def __init__(self, genotype: Genotype | dict | str | os.PathLike, num_classes: int,
                  channels: int = 36, layers: int = 20, auxiliary: bool = True,
                  drop_path_prob: float = 0.2, stem_multiplier: int = 3,
@@ -343,9 +344,10 @@ class EvalNetwork(keras.Model):
                                if self.auxiliary else None)
         self.global_pool = keras.layers.GlobalAveragePooling2D(name="global_pool")
         features = len(self.cells[-1].concat) * self.cells[-1].channels
+        # float32 logits under mixed precision: the loss and its scaling need the range
         self.classifier = keras.layers.Dense(self.num_classes, kernel_initializer=FanInUniform(),
                                              bias_initializer=FanInUniform(features),
-                                             name="classifier")
+                                             dtype="float32", name="classifier")
 
     def build(self, input_shape):
         shape = tuple(input_shape)

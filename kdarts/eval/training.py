@@ -226,7 +226,7 @@ def compile_eval_network(model, epochs: int, steps_per_epoch: int, lr: float = 0
         # train step, spares tf.function a second trace of the whole network
         # (a variable created while tracing forces a retrace): ~half the
         # start-up time of fit on CPU.
-        optimizer.build(model.trainable_variables)
+        model.optimizer.build(model.trainable_variables)  # a LossScaleOptimizer, if mixed
     if drop_path_prob is None:
         return []
     return [DropPathSchedule(drop_path_prob, epochs)]

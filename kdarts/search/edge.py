@@ -174,7 +174,8 @@ class MixedEdge(keras.layers.Layer):
         for i, (name, op) in enumerate(zip(self.primitives, self.candidate_ops)):
             if name == "none":
                 continue
-            run = lambda op=op, i=i: weights[i] * op(x, training=training)  # noqa: E731
+            run = lambda op=op, i=i: (  # noqa: E731
+                tf.cast(weights[i], self.compute_dtype) * op(x, training=training))
             if active is None:
                 outputs.append(run())
             else:
@@ -218,9 +219,9 @@ class FanOut(keras.layers.Layer):
             # under tf.distribute each replica updates its own copy (of the same values
             # with synchronised BN); a checkpoint keeps the first replica's
             return (self.add_weight(shape=shape, name=f"{name}_mean", initializer="zeros",
-                                    trainable=False),
+                                    trainable=False, autocast=False),
                     self.add_weight(shape=shape, name=f"{name}_var", initializer="ones",
-                                    trainable=False))
+                                    trainable=False, autocast=False))
 
         for op in self.primitives:
             p: dict = {}
@@ -262,6 +263,8 @@ class FanOut(keras.layers.Layer):
         biased batch variance, the moving variance fed the unbiased one (× N/(N−1)).
         """
         mean_var, var_var = stats  # (k, C)
+        dtype = y.dtype  # float16 under mixed precision: statistics in float32
+        y = tf.cast(y, tf.float32)
         shape = tf.shape(y)
         if training:
             replicas = _replicas() if self.synchronized else 1
@@ -277,10 +280,10 @@ class FanOut(keras.layers.Layer):
                 if alive is not None:  # statistics of no image are NaN: keep the old ones
                     new = tf.where(alive, new, moving)
                 moving.assign(new)
-            return tf.reshape(flat, shape)
+            return tf.cast(tf.reshape(flat, shape), dtype)
         mean = tf.transpose(self._take(mean_var, idx))  # (C, k')
         var = tf.transpose(self._take(var_var, idx))
-        return (y - mean) * tf.math.rsqrt(var + BN_EPSILON)
+        return tf.cast((y - mean) * tf.math.rsqrt(var + BN_EPSILON), dtype)
 
     def _pointwise(self, y, pw, spatial):
         """Edge q's 1×1 conv ``pw[q]`` on edge q's channels: (N, C·k') → (N, C, k').
@@ -290,7 +293,7 @@ class FanOut(keras.layers.Layer):
         """
         b, h, w = spatial
         k, c = tf.shape(pw)[0], self.channels
-        block = tf.einsum("qcd,qr->cqdr", pw, tf.eye(k))
+        block = tf.einsum("qcd,qr->cqdr", pw, tf.eye(k, dtype=pw.dtype))
         z = tf.matmul(tf.reshape(y, [b * h * w, c * k]), tf.reshape(block, [c * k, c * k]))
         return tf.reshape(z, [b * h * w, c, k])
 
@@ -348,6 +351,7 @@ class FanOut(keras.layers.Layer):
     def call(self, x, weights, active=None, training=None):
         """``x`` (B, H, W, C) → the outgoing edges' outputs (k, B, H', W', C)."""
         training = bool(training)
+        weights = tf.cast(weights, x.dtype)  # act(α) is float32; float16 compute mixes in it
         if self.static_shapes:
             active = None  # every op on every edge; a pruned op's weight is 0 in ``weights``
         s, k, c = self.strides, self.num_edges, self.channels
@@ -394,7 +398,8 @@ class FanOut(keras.layers.Layer):
                 keep = tf.logical_or(active[:, col],
                                      tf.logical_and(tf.logical_not(alive), first_edge))
                 idx = tf.cast(tf.where(keep)[:, 0], tf.int32)
-                row = tf.one_hot(idx, k) * tf.gather(weights[:, col], idx)[:, None]
+                row = (tf.one_hot(idx, k, dtype=weights.dtype)
+                       * tf.gather(weights[:, col], idx)[:, None])
                 y = self._conv_op(op)(relu_x, self._params[op], idx, training, spatial, alive)
                 # a select, not the 0 weight alone, drops it: NaN·0 is NaN
                 terms.append(tf.where(alive, mix(y, row), tf.zeros([], x.dtype)))

@@ -26,7 +26,14 @@ import tensorflow as tf
 
 from kdarts.genotype import CRB_PRIMITIVES, PRIMITIVES, Genotype, discretize, num_edges
 from kdarts.learning_rate import epoch_learning_rate
-from kdarts.ops import FanInUniform, batch_norm, check_primitives, synchronize_batch_norms
+from kdarts.ops import (
+    FanInUniform,
+    batch_norm,
+    check_primitives,
+    is_mixed,
+    own_dtype_policy,
+    synchronize_batch_norms,
+)
 from kdarts.preprocessing import Standardize
 from kdarts.search.activations import AlphaInitializer, activate, check_activation, prune
 from kdarts.search.cell import SearchCell
@@ -62,11 +69,16 @@ class SearchNetwork(keras.Model):
             (and averages) the statistics of the global batch, so the search equals one
             device's on the same global batch; otherwise each replica uses its shard's.
             Needs ``fused=True``.
+        dtype: Keras's ``dtype`` argument; ``"mixed_float16"`` computes the network in
+            float16 with float32 variables. α, act(α), the regulariser, BN statistics, the
+            logits and the loss stay float32, and ``compile`` adds dynamic loss scaling to
+            both optimizers (:class:`keras.optimizers.LossScaleOptimizer`).
 
     Every conv and dense kernel (and the classifier's bias) starts as PyTorch's default
     init, :class:`~kdarts.ops.FanInUniform` U(±1/√fan_in); BN starts at scale 1, offset 0.
     """
 
+    @own_dtype_policy
     def __init__(self, num_classes: int, channels: int = 16, layers: int = 8, steps: int = 4,
                  multiplier: int = 4, stem_multiplier: int = 3, activation: str = "softmax",
                  primitives: Sequence[str] | None = None, fused: bool = True,
@@ -115,18 +127,23 @@ class SearchNetwork(keras.Model):
             reduction_prev = reduction
         self.global_pool = keras.layers.GlobalAveragePooling2D(name="global_pool")
         features = self.multiplier * c_curr
+        # float32 logits under mixed precision: the loss and its scaling need the range
         self.classifier = keras.layers.Dense(self.num_classes, kernel_initializer=FanInUniform(),
                                              bias_initializer=FanInUniform(features),
-                                             name="classifier")
+                                             dtype="float32", name="classifier")
 
         shape = (num_edges(self.steps), len(self.primitives))
         init = AlphaInitializer(self.activation)
-        self.alpha_normal = self.add_weight(shape=shape, initializer=init, name="alpha_normal")
-        self.alpha_reduce = self.add_weight(shape=shape, initializer=init, name="alpha_reduce")
+        # α and all search state stay float32 under mixed precision (autocast=False)
+        self.alpha_normal = self.add_weight(shape=shape, initializer=init, autocast=False,
+                                            name="alpha_normal")
+        self.alpha_reduce = self.add_weight(shape=shape, initializer=init, autocast=False,
+                                            name="alpha_reduce")
         # Under tf.distribute every replica computes the same search state from all-reduced
         # gradients and updates its own copy (aggregation "none": no cross-replica call)
         state = lambda name, shape=(), init="zeros", dtype="float32": self.add_weight(  # noqa
-            shape=shape, initializer=init, dtype=dtype, trainable=False, name=name)
+            shape=shape, initializer=init, dtype=dtype, trainable=False, autocast=False,
+            name=name)
         # crb prune mask: 1 = alive; softmax keeps it all ones
         self.mask_normal = state("mask_normal", shape, "ones")
         self.mask_reduce = state("mask_reduce", shape, "ones")
@@ -243,6 +260,10 @@ class SearchNetwork(keras.Model):
             metrics = ["accuracy"]
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
         self.arch_optimizer = keras.optimizers.get(arch_optimizer)
+        # float16 gradients underflow: Keras wrapped the weight optimizer, α's gets the same
+        if (isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
+                and not isinstance(self.arch_optimizer, keras.optimizers.LossScaleOptimizer)):
+            self.arch_optimizer = keras.optimizers.LossScaleOptimizer(self.arch_optimizer)
         self.schedule = get_schedule(schedule)
         self.regularizer = get_regularizer(regularizer)
         self.search_data = search_data
@@ -361,7 +382,7 @@ class SearchNetwork(keras.Model):
             lambda w, s: ((w[0], w[1]), (s[0], s[1])))
 
     # -- the step ------------------------------------------------------------------------
-    def _gradients(self, x, y, reduce: str = "both"):
+    def _gradients(self, x, y, reduce: str = "both", scale=None):
         """``(loss, logits, ∇α, ∇w)`` of the CE on one batch, traced once.
 
         The α step and the weight step (and the unrolled α gradient) all call this one
@@ -372,17 +393,25 @@ class SearchNetwork(keras.Model):
         (Keras scales it), and the gradients named by ``reduce`` (``"arch"``,
         ``"weights"`` or ``"both"``) are summed over the replicas: those of the global
         batch, on every replica, as one device would compute them.
+
+        ``scale`` (mixed precision): the loss is multiplied by it before the float16
+        backward pass, so small gradients do not underflow, and the gradients divided by
+        it after; a power of two, so both are exact. Overflow leaves inf/NaN gradients,
+        which the :class:`keras.optimizers.LossScaleOptimizer` skips.
         """
         if getattr(self, "_gradient_fn", None) is None:
             variables = self.arch_variables + self.weight_variables
 
             @tf.function(autograph=False, reduce_retracing=True)
-            def gradient_fn(x, y):
+            def gradient_fn(x, y, scale):
                 with tf.GradientTape() as tape:
                     logits = self(x, training=True)
                     loss = self.compute_loss(x=x, y=y, y_pred=logits, training=True)
-                grads = tape.gradient(loss, variables)
-                return loss, logits, [tf.convert_to_tensor(g) for g in grads]
+                    scaled = loss if scale is None else loss * scale
+                grads = [tf.convert_to_tensor(g) for g in tape.gradient(scaled, variables)]
+                if scale is not None:
+                    grads = [g / scale for g in grads]
+                return loss, logits, grads
 
             self._gradient_fn = gradient_fn
         fn = self._gradient_fn
@@ -390,7 +419,7 @@ class SearchNetwork(keras.Model):
             # synchronised BN all-reduces in the forward pass; MirroredStrategy cannot do
             # that inside a nested tf.function, so the network is traced at each use
             fn = fn.python_function
-        loss, logits, grads = fn(x, y)
+        loss, logits, grads = fn(x, y, scale)
         n = len(self.arch_variables)
         arch, weights = grads[:n], grads[n:]
         if reduce in ("arch", "both"):
@@ -423,29 +452,32 @@ class SearchNetwork(keras.Model):
         if self.unrolled:
             ce, grads = self._unrolled_gradients(x, y, xs, ys)
         else:
-            ce, _, grads, _ = self._gradients(xs, ys, reduce="arch")
+            ce, _, grads, _ = self._gradients(xs, ys, reduce="arch",
+                                              scale=_loss_scale(self.arch_optimizer))
         return [g + r for g, r in zip(grads, reg_grads)], ce, reg
 
     def _unrolled_gradients(self, x, y, xs, ys):
         """DARTS's second-order approximation (finite differences, ε = 0.01/‖∇w'‖)."""
         wvars = self.weight_variables
-        lr = tf.cast(self.optimizer.learning_rate, tf.float32)
-        momentum = float(getattr(self.optimizer, "momentum", 0.0) or 0.0)
+        sgd = getattr(self.optimizer, "inner_optimizer", self.optimizer)  # under loss scaling
+        lr = tf.cast(sgd.learning_rate, tf.float32)
+        momentum = float(getattr(sgd, "momentum", 0.0) or 0.0)
+        w_scale, a_scale = _loss_scale(self.optimizer), _loss_scale(self.arch_optimizer)
         backup = [tf.identity(v) for v in wvars]
-        _, _, _, grads = self._gradients(x, y, reduce="weights")
+        _, _, _, grads = self._gradients(x, y, reduce="weights", scale=w_scale)
         for v, w0, g in zip(wvars, backup, grads):
             step = -lr * (g + self.weight_decay * w0)
             if momentum:  # Keras SGD: m ← μm − lr·g; w ← w + m
-                m = self.optimizer.momentums[self.optimizer._get_variable_index(v)]
+                m = sgd.momentums[sgd._get_variable_index(v)]
                 step = momentum * m + step
             v.assign(w0 + step)  # w' = one virtual weight step
-        ce, _, d_alpha, d_w = self._gradients(xs, ys)
+        ce, _, d_alpha, d_w = self._gradients(xs, ys, scale=a_scale)
         eps = 0.01 / (tf.linalg.global_norm(d_w) + 1e-12)
         hessian = []
         for sign in (1.0, -1.0):
             for v, w0, d in zip(wvars, backup, d_w):
                 v.assign(w0 + sign * eps * d)
-            hessian.append(self._gradients(x, y, reduce="arch")[2])
+            hessian.append(self._gradients(x, y, reduce="arch", scale=a_scale)[2])
         for v, w0 in zip(wvars, backup):
             v.assign(w0)
         return ce, [da - lr * (hp - hn) / (2.0 * eps)
@@ -480,7 +512,8 @@ class SearchNetwork(keras.Model):
     def _weight_step(self, x, y):
         """One SGD step on w (α fixed); returns ``(loss, logits, FI)`` with FI = Σ‖∇w‖²."""
         wvars = self.weight_variables
-        loss, logits, _, grads = self._gradients(x, y, reduce="weights")
+        loss, logits, _, grads = self._gradients(x, y, reduce="weights",
+                                                 scale=_loss_scale(self.optimizer))
         fi = tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads])
         grads, _ = tf.clip_by_global_norm(grads, self.clip_norm)
         grads = [g + self.weight_decay * v for g, v in zip(grads, wvars)]
@@ -523,15 +556,21 @@ class SearchNetwork(keras.Model):
         (x, y), _ = data
         loss, logits, fi = self._weight_step(x, y)
         ewma = getattr(self.schedule, "ewma", 0.2)
-        self.fi_ewma.assign(update_fi_ewma(self.fi_ewma, fi, tf.equal(self.search_step, 1),
-                                           ewma))
+        new_ewma = update_fi_ewma(self.fi_ewma, fi, tf.equal(self.search_step, 1), ewma)
+        fi_weight = 1.0
+        if _loss_scale(self.optimizer) is not None:
+            # a step whose float16 gradients overflowed is skipped and says nothing of FI
+            finite = tf.math.is_finite(fi)
+            new_ewma = tf.where(finite, new_ewma, self.fi_ewma)
+            fi_weight = tf.cast(finite, tf.float32)
+        self.fi_ewma.assign(new_ewma)
         # ADMM: Z and U at the end of the minibatch, when the variant's period says
         if isinstance(self.regularizer, ADMM):
             tf.cond(self.regularizer.due(self.alpha_steps, take), self._admm_update, tf.no_op)
         weight = tf.cast(take, tf.float32)
         self._search_metrics["search_loss"].update_state(search_loss, sample_weight=weight)
         self._search_metrics["reg"].update_state(reg, sample_weight=weight)
-        self._search_metrics["fi"].update_state(fi)
+        self._search_metrics["fi"].update_state(fi, sample_weight=fi_weight)
         # Keras scales a replica's loss by 1/R for the gradient sum; the metric wants the mean
         loss = loss * tf.distribute.get_strategy().num_replicas_in_sync
         self._loss_tracker.update_state(loss, sample_weight=tf.shape(x)[0])
@@ -597,11 +636,23 @@ def _sum_over_replicas(grads: list) -> list:
     return ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
 
 
+def _loss_scale(optimizer):
+    """The dynamic loss scale of a :class:`keras.optimizers.LossScaleOptimizer` (mixed
+    precision), else None."""
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return tf.convert_to_tensor(optimizer.dynamic_scale)
+    return None
+
+
 def _apply_global(optimizer, grads: list, variables: list) -> None:
     """Apply gradients that are already the global batch's (after clipping, decay, the
     regulariser). A Keras optimizer sums the replicas' gradients itself, so each replica
-    hands it its 1/R share of the global one."""
+    hands it its 1/R share of the global one. A LossScaleOptimizer gets them scaled
+    again: it skips the step (and halves the scale) if any is inf/NaN, else unscales."""
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    scale = _loss_scale(optimizer)
+    if scale is not None:
+        grads = [g * scale for g in grads]
     if replicas > 1:
         grads = [g / replicas for g in grads]
     optimizer.apply(grads, variables)
