@@ -283,6 +283,7 @@ _t = TRAIN_DEFAULTS
                  help="Replace a previous training in --out (its files only)."),
     _MIXED_PRECISION,
     *_DATA_OPTIONS,
+    *_SCALE_OPTIONS,
     click.option("--stop-after-epoch", type=click.IntRange(min=1), default=None, hidden=True),
 ])
 def train(genotype, out, **options):

@@ -765,7 +765,8 @@ def train_run(genotype: str | Genotype, out: str, *, resume: bool | str = False,
               overwrite: bool = False, download: bool = False, data_dir: str | None = None,
               stop_after_epoch: int | None = None, report: Report | None = print,
               progress: bool = True, resume_hint: str = "the same command with --resume",
-              tensorboard: bool = False, **options) -> TrainResult:
+              tensorboard: bool = False, strategy: str = "default",
+              sync_batch_norm: bool = True, **options) -> TrainResult:
     """Train a genotype's network from scratch in the folder ``out``.
 
     Writes ``run.json``, ``history.csv`` and a checkpoint every epoch, then
@@ -784,6 +785,9 @@ def train_run(genotype: str | Genotype, out: str, *, resume: bool | str = False,
         report, progress, resume_hint: as for :func:`search_run`.
         tensorboard: also write TensorBoard event files (per-epoch loss,
             accuracy, learning rate) to ``out/tensorboard`` (Keras's callback).
+        strategy, sync_batch_norm: as for :func:`search_run`: the batch size is the
+            global batch, the gradients are summed over the replicas before clipping, and
+            only the chief writes files. Drop-path masks are drawn per replica.
         **options: any of :data:`TRAIN_DEFAULTS`; those left out (or None) take the
             dataset's defaults (:func:`resolve_options`); ``dataset`` and
             ``image_size`` as for :func:`search_run`.
@@ -804,7 +808,15 @@ def train_run(genotype: str | Genotype, out: str, *, resume: bool | str = False,
         raise RunError(f"--drop-path must be in [0, 1), got {opts['drop_path']}")
     args = {**{k: opts[k] for k in TRAIN_DEFAULTS}, "genotype": geno.to_dict()}
     out = os.path.abspath(out)
-    state, metrics = _train_state(out, args, resume, overwrite)
+    from kdarts.runtime import is_chief
+
+    if is_chief(strategy):
+        state, metrics = _train_state(out, args, resume, overwrite)
+    else:  # the chief checks and writes the folder; a worker only reads its checkpoint
+        state, metrics = (_checkpoint_state(out) if resume else None), None
+        if resume is True and state is None:
+            raise RunError(f"--resume: no checkpoint in {rel(out)}; every worker reads the "
+                           "chief's, so --out must be a folder all workers see")
     if metrics is not None:
         report(f"{rel(out)} holds this training, complete: test accuracy "
                f"{100 * metrics['test_accuracy']:.2f}%")
@@ -817,13 +829,14 @@ def train_run(genotype: str | Genotype, out: str, *, resume: bool | str = False,
               f"is in {rel(out)}: {resume_hint} continues it")
     try:
         return _train(geno, out, opts, args, state, download, data_dir, stop_after_epoch,
-                      report, progress, resume_hint, tensorboard)
+                      report, progress, resume_hint, tensorboard, strategy, sync_batch_norm)
     except KeyboardInterrupt:
         raise _interrupted() from None
 
 
 def _train(geno, out, opts, args, state, download, data_dir, stop_after_epoch, report,
-           progress, resume_hint, tensorboard=False) -> TrainResult:
+           progress, resume_hint, tensorboard=False, strategy_name="default",
+           sync_batch_norm=True) -> TrainResult:
     from kdarts.callbacks import (
         EpochCheckpoint,
         EpochProgress,
@@ -835,8 +848,18 @@ def _train(geno, out, opts, args, state, download, data_dir, stop_after_epoch, r
     from kdarts.eval import EvalNetwork, compile_eval_network
     from kdarts.export import ExportError, export
     from kdarts.ops import MIXED_PRECISION
+    from kdarts.runtime import is_chief, make_strategy
 
     t_start = time.perf_counter()
+    try:  # first: a multi-worker strategy must exist before any other TensorFlow op
+        strategy = make_strategy(strategy_name)
+    except ValueError as err:
+        raise RunError(str(err)) from None
+    chief = is_chief(strategy_name)
+    replicas = strategy.num_replicas_in_sync
+    if opts["batch_size"] % replicas:
+        raise RunError(f"--batch-size {opts['batch_size']} is the global batch: it must divide "
+                       f"evenly among the {replicas} replicas")
     initial_epoch = 0 if state is None else int(state["epoch"])
     try:
         train_ds, test_ds, info, steps = train_datasets(
@@ -845,40 +868,44 @@ def _train(geno, out, opts, args, state, download, data_dir, stop_after_epoch, r
             download=download, initial_epoch=initial_epoch, image_size=opts["image_size"])
     except (DatasetError, ValueError) as err:
         raise RunError(str(err)) from None
-    os.makedirs(out, exist_ok=True)
-    if state is None:
+    if state is not None:
+        _check_same_data(out, info)
+    elif chief:
+        os.makedirs(out, exist_ok=True)
         _write_json(os.path.join(out, "run.json"), {
             "command": "train", "kdarts": _version(), "args": args, "steps_per_epoch": steps,
             "num_classes": info.num_classes, "image_shape": list(info.image_shape),
             "num_train": info.num_train})
-    else:
-        _check_same_data(out, info)
     _seed_everything(opts["seed"])
-    model = EvalNetwork(geno, info.num_classes, channels=opts["channels"],
-                        layers=opts["layers"], auxiliary=opts["auxiliary"],
-                        drop_path_prob=opts["drop_path"], seed=opts["seed"],
-                        mean=info.mean, std=info.std, imagenet_stem=opts["imagenet_stem"],
-                        dtype=MIXED_PRECISION if opts["mixed_precision"] else None)
-    model.build((None,) + tuple(info.image_shape))
     epochs = opts["epochs"]
-    callbacks = compile_eval_network(model, epochs=epochs, steps_per_epoch=steps,
-                                     lr=opts["lr"])
-    if state is not None:
-        restore_checkpoint(model, out)
-        report(f"resuming {rel(out)} after epoch {initial_epoch} of {epochs}")
+    with strategy.scope():  # model, optimizer and restored state: on every replica
+        model = EvalNetwork(geno, info.num_classes, channels=opts["channels"],
+                            layers=opts["layers"], auxiliary=opts["auxiliary"],
+                            drop_path_prob=opts["drop_path"], seed=opts["seed"],
+                            mean=info.mean, std=info.std, imagenet_stem=opts["imagenet_stem"],
+                            sync_batch_norm=sync_batch_norm and replicas > 1,
+                            dtype=MIXED_PRECISION if opts["mixed_precision"] else None)
+        model.build((None,) + tuple(info.image_shape))
+        callbacks = compile_eval_network(model, epochs=epochs, steps_per_epoch=steps,
+                                         lr=opts["lr"])
+        if state is not None:
+            restore_checkpoint(model, out)
+            report(f"resuming {rel(out)} after epoch {initial_epoch} of {epochs}")
     params = model.parameter_count()
     num_train = min(info.num_train, opts["max_examples"] or info.num_train)
     stem = ", ImageNet stem" if opts["imagenet_stem"] else ""
     report(f"train: {_data_label(info)}, {num_train} training images, C={opts['channels']}, "
            f"{opts['layers']} layers{stem}, {params / 1e3:.1f}k parameters, {epochs} epochs of "
-           f"{steps} steps")
+           f"{steps} steps"
+           + (f", batch {opts['batch_size']} over {replicas} replicas ({strategy_name}"
+              + (", synchronised BN)" if sync_batch_norm else ")") if replicas > 1 else ""))
     bar = EpochProgress({"loss": "loss", "accuracy": "acc"})
-    callbacks += [
+    callbacks += [  # only the chief writes; every worker reads its checkpoint to resume
         EpochCheckpoint(out),
         HistoryCSV(os.path.join(out, "history.csv")),
         _epoch_note("training", out, epochs, resume_hint),
-    ] + ([bar] if progress else [])
-    if tensorboard:
+    ] * chief + ([bar] if progress else [])
+    if tensorboard and chief:
         import keras
 
         # per-epoch scalars indexed by the epoch, so a resumed run continues its curves
@@ -901,6 +928,10 @@ def _train(geno, out, opts, args, state, download, data_dir, stop_after_epoch, r
 
     result = model.evaluate(test_ds, return_dict=True, verbose=0)
     test_acc, test_loss = float(result["accuracy"]), float(result["loss"])
+    if not chief:
+        report(f"worker done: test accuracy {100 * test_acc:.2f}% on {info.num_test} test "
+               "images; the chief writes model.keras and metrics.json")
+        return TrainResult(out=out, epochs_done=done, complete=True)
     try:
         exported = export(model, os.path.join(out, "model.keras"), "keras")
     except (ExportError, ValueError) as err:

@@ -1,12 +1,14 @@
-"""A tiny search on two logical CPU devices, run by tests/test_scale_out.py in its own
-process (logical devices must be configured before TensorFlow starts).
+"""A tiny search and a tiny training on two logical CPU devices, run by
+tests/test_scale_out.py in its own process (logical devices must be configured before
+TensorFlow starts).
 
     python tests/distributed_search.py OUT.json
 
-Runs the same seeded search under ``OneDeviceStrategy`` and under ``MirroredStrategy`` on
-two logical devices with synchronised BN (the same global batch), and writes what the
-test compares: α after every step, the schedule's decisions, each replica's copy of α
-and the genotypes.
+Runs the same seeded search, and the same training of an evaluation network, under
+``OneDeviceStrategy`` and under ``MirroredStrategy`` on two logical devices with
+synchronised BN (the same global batch), and writes what the test compares: α after
+every step, the schedule's decisions, each replica's copy of α and the genotypes; the
+training's weights and loss after every step.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfigu
 
 import keras  # noqa: E402
 
+from kdarts.eval import EvalNetwork, compile_eval_network  # noqa: E402
 from kdarts.search import DynamicSchedule, SearchNetwork  # noqa: E402
 from test_search_fit import datasets  # noqa: E402  (this folder is the script's sys.path[0])
 
@@ -71,10 +74,38 @@ def search(strategy) -> dict:
                 genotype=model.genotype().to_dict(), trace_count=model.trace_count)
 
 
+class _Weights(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.weights, self.loss = [], []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.weights.append([v.numpy().ravel().tolist() for v in self.model.trainable_variables])
+        self.loss.append(float(logs["loss"]))
+
+
+def train(strategy) -> dict:
+    """DARTS_V2 (auxiliary head on, no drop-path) for 4 steps of a global batch of 8, with
+    a clip norm small enough to clip every step: clipping after the all-reduce matters."""
+    weight_ds, _ = datasets()
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        model = EvalNetwork("DARTS_V2", 4, channels=4, layers=3, drop_path_prob=0.0, seed=0,
+                            sync_batch_norm=True)
+        model.build((None, 8, 8, 3))
+        # the first of 10 epochs: its learning rate is not yet the cosine's final 0
+        compile_eval_network(model, epochs=10, steps_per_epoch=4, clip_norm=0.05)
+    record = _Weights()
+    model.fit(weight_ds, epochs=1, steps_per_epoch=4, verbose=0, callbacks=[record])
+    return dict(weights=record.weights, loss=record.loss)
+
+
 def main(out: str) -> None:
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
-    result = {"one": search(tf.distribute.OneDeviceStrategy(devices[0])),
-              "mirrored": search(tf.distribute.MirroredStrategy(devices))}
+    one, mirrored = (tf.distribute.OneDeviceStrategy(devices[0]),
+                     tf.distribute.MirroredStrategy(devices))
+    result = {"one": search(one), "mirrored": search(mirrored),
+              "train_one": train(one), "train_mirrored": train(mirrored)}
     with open(out, "w", encoding="utf-8") as f:
         json.dump(result, f)
 

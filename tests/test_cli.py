@@ -75,15 +75,15 @@ def loopback_ports(count: int) -> list[int]:
             sock.close()
 
 
-def run_workers(*args, outs, cwd, timeout=600):
-    """``kdarts search ARGS --strategy multiworker`` as a two-worker cluster on loopback,
+def run_workers(command, *args, outs, cwd, timeout=600, env=()):
+    """``kdarts COMMAND ARGS --strategy multiworker`` as a two-worker cluster on loopback,
     worker i writing to ``outs[i]``; both are killed if they outlive ``timeout`` seconds."""
     cluster = {"worker": [f"127.0.0.1:{port}" for port in loopback_ports(2)]}
     procs = [subprocess.Popen(
-        [sys.executable, "-m", "kdarts.cli", "search", *map(str, args), "--out", str(out),
+        [sys.executable, "-m", "kdarts.cli", command, *map(str, args), "--out", str(out),
          "--strategy", "multiworker"], cwd=cwd, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env={**clean_env(), "TF_CONFIG": json.dumps(
+        env={**clean_env(), **dict(env), "TF_CONFIG": json.dumps(
             {"cluster": cluster, "task": {"type": "worker", "index": i}})})
         for i, out in enumerate(outs)]
     deadline, results = time.monotonic() + timeout, []
@@ -736,8 +736,8 @@ def test_multiworker_resume_in_new_processes_matches_uninterrupted(searched, tmp
 
     shutil.copytree(folder_b, copy)
     copied = snapshot(copy)
-    second = run_workers(*TINY_SEARCH, "--resume", "--tensorboard", outs=[folder_b, copy],
-                         cwd=tmp_path)
+    second = run_workers("search", *TINY_SEARCH, "--resume", "--tensorboard",
+                         outs=[folder_b, copy], cwd=tmp_path)
     for done in second:
         assert done.returncode == 0, done.stderr[-3000:]
     # the chief's stderr is quiet; a non-chief whose chief has already exited may get a
@@ -772,6 +772,38 @@ def test_multiworker_resume_in_new_processes_matches_uninterrupted(searched, tmp
     np.testing.assert_allclose([board["step/step_fi"][b["step"]] for b in rec_b["batches"]],
                                [b["step_fi"] for b in rec_b["batches"]], rtol=1e-6)
     assert sorted(board["epoch/loss"]) == [1, 2] and sorted(board["alpha/normal"]) == [0, 1, 2]
+
+
+@pytest.mark.slow
+def test_multiworker_training_equals_one_process(tmp_path):
+    """``kdarts train --strategy multiworker``: two workers on loopback, each with half the
+    global batch, train the network one process trains (gradients summed, then clipped;
+    synchronised BN; no drop-path, whose masks each replica draws itself). Only the
+    chief writes the run; the other worker reports its test accuracy. Both are run on
+    Eigen's kernels: oneDNN's round half a batch differently from a whole one."""
+    from kdarts.export import load_model
+
+    args = ["--genotype", "DARTS_V2", *TINY_TRAIN, "--drop-path", "0"]
+    eigen = {"TF_ENABLE_ONEDNN_OPTS": "0"}
+    one = subprocess.run([sys.executable, "-m", "kdarts.cli", "train", *args, "--out",
+                          str(tmp_path / "one")], cwd=tmp_path, env={**clean_env(), **eigen},
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    chief, other = tmp_path / "chief", tmp_path / "other"
+    workers = run_workers("train", *args, outs=[chief, other], cwd=tmp_path, env=eigen)
+    for done in workers:
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert_quiet_stderr(workers[0].stderr)
+    assert "over 2 replicas (multiworker, synchronised BN)" in workers[0].stdout
+    assert "worker done: test accuracy" in workers[1].stdout
+    assert not other.exists()  # the non-chief wrote nothing
+    assert {p.name for p in chief.iterdir()} == {p.name for p in (tmp_path / "one").iterdir()}
+    model_one, model_two = (load_model(f / "model.keras") for f in (tmp_path / "one", chief))
+    for w1, w2 in zip(model_one.weights, model_two.weights):
+        np.testing.assert_allclose(np.asarray(w2), np.asarray(w1), rtol=0, atol=1e-5,
+                                   err_msg=w1.path)
+    metrics = [json.loads((f / "metrics.json").read_text()) for f in (tmp_path / "one", chief)]
+    assert metrics[1]["train_loss"] == pytest.approx(metrics[0]["train_loss"], rel=1e-5)
 
 
 @pytest.mark.slow

@@ -108,11 +108,11 @@ def test_xla_evaluation_training_step_equals_the_graph_step(xla_allowed):
 
 
 @pytest.mark.slow
-def test_mirrored_search_on_two_devices_equals_one_device(tmp_path):
+def test_mirrored_search_and_training_on_two_devices_equal_one_device(tmp_path):
     """MirroredStrategy on two logical CPU devices with synchronised BN: each replica
     takes half the global batch, gradients and BN statistics are all-reduced, and the
-    search (α steps taken and skipped, crb pruning, proximity) follows the one-device
-    search on the same global batch."""
+    search (α steps taken and skipped, crb pruning, proximity) and the evaluation
+    network's training follow one device on the same global batch."""
     out = tmp_path / "result.json"
     # oneDNN's kernels (TensorFlow's default on Intel CPUs) round a half batch differently
     # from a whole one, which alone moves α by ~4e-4 in 20 steps; Eigen's kernels leave
@@ -133,6 +133,15 @@ def test_mirrored_search_on_two_devices_equals_one_device(tmp_path):
     assert two["genotype"] == one["genotype"]
     assert two["replica_spread"] == 0.0  # every replica holds the same α, weights, state
     assert two["trace_count"] == 1
+    # the evaluation network's training, clipped every step: clipping after the all-reduce
+    # gives one device's step (Keras's own step clips each replica's share: 3e-4 apart)
+    one, two = result["train_one"], result["train_mirrored"]
+    np.testing.assert_allclose(two["loss"], one["loss"], rtol=1e-5)
+    for step, (w1, w2) in enumerate(zip(one["weights"], two["weights"])):
+        for x1, x2 in zip(w1, w2):
+            assert np.abs(np.array(x1) - np.array(x2)).max() <= 1e-5, f"step {step}"
+    assert max(np.abs(np.array(x1) - np.array(x0)).max()
+               for x0, x1 in zip(one["weights"][0], one["weights"][-1])) > 1e-4
 
 
 def _half_convolutions(fn, *args) -> int:

@@ -33,13 +33,20 @@ import os
 from typing import Sequence
 
 import keras
+import tensorflow as tf
 from keras import layers, ops
 
 from kdarts.data.files import IMAGENET_MIN_SIZE
 from kdarts.eval.cell import EvalCell
 from kdarts.eval.training import DropPathSchedule
 from kdarts.genotype import Genotype, resolve_genotype
-from kdarts.ops import FanInUniform, batch_norm, own_dtype_policy, symmetric_pad
+from kdarts.ops import (
+    FanInUniform,
+    batch_norm,
+    own_dtype_policy,
+    symmetric_pad,
+    synchronize_batch_norms,
+)
 from kdarts.preprocessing import Standardize, input_contract
 
 _PKG = "kdarts"
@@ -252,6 +259,14 @@ class EvalNetwork(keras.Model):
             pooling and classifier as without it. Images need a side of at
             least 32 (:data:`kdarts.data.files.IMAGENET_MIN_SIZE`). DARTS uses
             C=48, 14 layers at 224×224.
+        sync_batch_norm: under a ``tf.distribute`` strategy, every BN normalises with
+            (and averages) the statistics of the global batch, as one device would.
+        dtype: Keras's ``dtype``; ``"mixed_float16"`` computes in float16 with float32
+            variables, BN statistics and logits (Keras adds loss scaling in ``compile``).
+
+    With several replicas :meth:`train_step` sums the gradients over them before the
+    optimizer's ``global_clipnorm`` clips them, so a step is one device's on the global
+    batch (drop-path masks aside: each replica draws its own).
 
     Attributes:
         drop_path_prob: non-trainable scalar variable holding the current
@@ -274,7 +289,7 @@ class EvalNetwork(keras.Model):
                  drop_path_prob: float = 0.2, stem_multiplier: int = 3,
                  auxiliary_weight: float = 0.4, seed: int | None = None,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 imagenet_stem: bool = False, **kwargs):
+                 imagenet_stem: bool = False, sync_batch_norm: bool = False, **kwargs):
         super().__init__(**kwargs)
         if isinstance(genotype, dict):
             genotype = Genotype.from_dict(genotype)
@@ -295,6 +310,7 @@ class EvalNetwork(keras.Model):
         self.auxiliary_weight = float(auxiliary_weight)
         self.seed = seed
         self.imagenet_stem = bool(imagenet_stem)
+        self.sync_batch_norm = bool(sync_batch_norm)
         if self.imagenet_stem and self.channels < 2:
             raise ValueError(f"EvalNetwork: imagenet_stem needs channels >= 2, got {channels}")
         self.reduction_indices = (self.num_layers // 3, 2 * self.num_layers // 3)
@@ -348,6 +364,8 @@ class EvalNetwork(keras.Model):
         self.classifier = keras.layers.Dense(self.num_classes, kernel_initializer=FanInUniform(),
                                              bias_initializer=FanInUniform(features),
                                              dtype="float32", name="classifier")
+        if self.sync_batch_norm:
+            synchronize_batch_norms(self)
 
     def build(self, input_shape):
         shape = tuple(input_shape)
@@ -421,6 +439,97 @@ class EvalNetwork(keras.Model):
         return super().fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
                            callbacks=callbacks, **kwargs)
 
+    def train_step(self, data):
+        """Keras's step on one device. With R > 1 replicas: the gradients are summed over
+        the replicas, then clipped by the optimizer's ``global_clipnorm`` (Keras would clip
+        each replica's share before summing), and each replica hands the optimizer 1/R of
+        them, since it sums them again."""
+        ctx = tf.distribute.get_replica_context()
+        replicas = 1 if ctx is None else ctx.num_replicas_in_sync
+        if replicas == 1:
+            return super().train_step(data)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        variables = self.trainable_variables
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                                     training=True)  # the shard's mean ÷ R (Keras scales)
+            scaled = self.optimizer.scale_loss(loss)
+        self._loss_tracker.update_state(loss * replicas, sample_weight=tf.shape(x)[0])
+        grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tape.gradient(scaled, variables))
+        clip = self._replicas_clipnorm
+        if clip:
+            scale = getattr(self.optimizer, "dynamic_scale", None)
+            if scale is not None:  # clip the true gradients; the optimizer unscales later
+                grads = [g / scale for g in grads]
+            grads, _ = tf.clip_by_global_norm(grads, clip)
+            if scale is not None:
+                grads = [g * scale for g in grads]
+        self.optimizer.apply([g / replicas for g in grads], variables)
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Under a strategy Keras builds the compiled metrics from the first batch of a new
+        # pass over the data, reduced across replicas. That pass moves a reshuffling
+        # dataset on by an epoch (training then sees other batches than on one device),
+        # and MultiWorkerMirroredStrategy cannot run the reduction there. The metrics
+        # need only the batch's structure: zeros shaped as the dataset's elements.
+        if iterator is not None and getattr(self, "_distribute_strategy", None) is not None:
+            spec = iterator.data_adapter.get_tf_dataset().element_spec
+            data_batch = tf.nest.map_structure(
+                lambda s: tf.zeros([1 if d is None else d for d in s.shape], s.dtype), spec)
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def make_train_function(self, force: bool = False):
+        """Keras's on one device. With several replicas, one step per call: the replicas
+        run :meth:`train_step` and their logs are averaged (Keras's own multi-worker
+        reduction fails on scalar logs); the step, not the optimizer, clips (after the
+        all-reduce), so the optimizer's ``global_clipnorm`` is handed to the step around
+        each call (the replicas trace the step in threads of their own)."""
+        strategy = self.distribute_strategy
+        if strategy.num_replicas_in_sync == 1:
+            return super().make_train_function(force)
+        if self.train_function is not None and not force:
+            return self.train_function
+        inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)
+        step = self._replicated(self.train_step)
+
+        def train_function(iterator):
+            self._replicas_clipnorm, inner.global_clipnorm = inner.global_clipnorm, None
+            try:
+                return step(iterator)
+            finally:
+                inner.global_clipnorm = self._replicas_clipnorm
+
+        self.train_function = train_function
+        return train_function
+
+    def make_test_function(self, force: bool = False):
+        """Keras's on one device; with several replicas one step per call, the replicas'
+        logs averaged (Keras's own multi-worker reduction fails on scalar logs)."""
+        if self.distribute_strategy.num_replicas_in_sync == 1:
+            return super().make_test_function(force)
+        if self.test_function is None or force:
+            self.test_function = self._replicated(self.test_step)
+        return self.test_function
+
+    def _replicated(self, step_fn):
+        """``step_fn`` on every replica for the next batch, the logs averaged."""
+        strategy = self.distribute_strategy
+        if self.steps_per_execution != 1:
+            raise ValueError("an EvalNetwork under a multi-replica strategy runs one step per "
+                             f"call: compile(steps_per_execution=1), got {self.steps_per_execution}")
+
+        @tf.function(jit_compile=bool(self.jit_compile))
+        def step(iterator):
+            logs = strategy.run(step_fn, args=(next(iterator),))
+            # each replica's metrics are its own shard's
+            return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+                    for k, v in logs.items()}
+
+        return step
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The compiled loss on the logits + ``auxiliary_weight`` × aux cross-entropy.
 
@@ -492,4 +601,5 @@ class EvalNetwork(keras.Model):
             "mean": None if self.standardize is None else list(self.standardize.mean),
             "std": None if self.standardize is None else list(self.standardize.std),
             "imagenet_stem": self.imagenet_stem,
+            "sync_batch_norm": self.sync_batch_norm,
         }
