@@ -18,6 +18,7 @@ after STEPS weight+α steps (synthetic data, the configuration's size).
     python tools/bench_search.py --config small --activation crb --pruned 0.5
     python tools/bench_search.py --config reference --jit-compile
     python tools/bench_search.py --config small --unfused      # one MixedEdge per edge
+    python tools/bench_search.py --config small --dtype mixed_bfloat16
     python tools/bench_search.py --config small --e2e 300      # start → genotype.json
 
 Configurations: small (C=8, 5 layers, 16×16, batch 32) and reference (C=16, 8 layers,
@@ -55,6 +56,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--pruned", type=float, default=0.0,
                         help="fraction of crb ops pruned before timing")
     parser.add_argument("--jit-compile", action="store_true")
+    parser.add_argument("--dtype", default="float32",
+                        choices=("float32", "mixed_float16", "mixed_bfloat16"),
+                        help="the network's Keras dtype policy")
     parser.add_argument("--unfused", action="store_true", help="reference MixedEdge per edge")
     parser.add_argument("--unrolled", action="store_true")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per run")
@@ -103,7 +107,8 @@ def main(argv=None) -> dict:
 
     every = MODES[args.mode or "weight_alpha"]
     model = kdarts.SearchNetwork(10, channels=cfg["channels"], layers=cfg["layers"],
-                                 activation=args.activation, fused=not args.unfused)
+                                 activation=args.activation, fused=not args.unfused,
+                                 dtype=args.dtype)
     model.build((cfg["batch"], cfg["size"], cfg["size"], 3))
     if args.pruned > 0:
         if args.activation != "crb":
@@ -180,6 +185,7 @@ def _run_modes(args, argv) -> dict:
     wa = results["weight_alpha"]
     out = dict(config=args.config, **cfg, activation=args.activation, reg=args.reg,
                pruned=args.pruned, jit_compile=args.jit_compile, fused=not args.unfused,
+               dtype=args.dtype,
                unrolled=args.unrolled, inter_op=args.inter_op, intra_op=args.intra_op,
                grappler=args.grappler or "default",
                weight_only_ms=round(results["weight_only"]["ms"], 1),
