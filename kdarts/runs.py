@@ -441,6 +441,32 @@ def _tensorboard_available() -> None:
                        "(or pip install kdarts[tensorboard])")
 
 
+def _open_strategy(name: str, batch_size: int):
+    """``(strategy, chief, replicas)`` of ``--strategy name``; RunError if it cannot start
+    or the global batch does not divide among its replicas. Call it before any other
+    TensorFlow op: a multi-worker strategy must exist first."""
+    from kdarts.runtime import is_chief, make_strategy
+
+    try:
+        strategy = make_strategy(name)
+    except ValueError as err:
+        raise RunError(str(err)) from None
+    replicas = strategy.num_replicas_in_sync
+    if batch_size % replicas:
+        raise RunError(f"--batch-size {batch_size} is the global batch: it must divide "
+                       f"evenly among the {replicas} replicas")
+    return strategy, is_chief(name), replicas
+
+
+def _worker_state(out: str, resume: bool | str) -> dict | None:
+    """A non-chief worker's checkpoint state: the chief's, read from ``out``."""
+    state = _checkpoint_state(out) if resume else None
+    if resume is True and state is None:
+        raise RunError(f"--resume: no checkpoint in {rel(out)}; every worker reads the "
+                       "chief's, so --out must be a folder all workers see")
+    return state
+
+
 def _search_state(out: str, args: dict, resume: bool | str) -> dict | None:
     """The checkpoint state to resume from, or None for a fresh start; RunError otherwise.
 
@@ -531,10 +557,7 @@ def search_run(out: str, *, resume: bool | str = False, download: bool = False,
     if is_chief(strategy):
         state = _search_state(out, args, resume)
     else:  # the chief checks and writes the folder; a worker only reads its checkpoint
-        state = _checkpoint_state(out) if resume else None
-        if resume is True and state is None:
-            raise RunError(f"--resume: no checkpoint in {rel(out)}; every worker reads the "
-                           "chief's, so --out must be a folder all workers see")
+        state = _worker_state(out, resume)
     epochs = opts["epochs"]
     if state is None:
         _note("no epoch of the search completed, so there is no checkpoint to resume; "
@@ -556,8 +579,6 @@ def _search(out, opts, args, state, download, data_dir, stop_after_epoch, report
             sync_batch_norm=True) -> SearchResult:
     import keras
 
-    from kdarts.runtime import is_chief, make_strategy
-
     from kdarts.callbacks import EpochProgress, HistoryCSV, StopAfterEpoch
     from kdarts.ops import MIXED_PRECISION
     from kdarts.data import search_datasets
@@ -571,15 +592,7 @@ def _search(out, opts, args, state, download, data_dir, stop_after_epoch, report
         checkpoint_epoch,
     )
 
-    try:  # first: a multi-worker strategy must exist before any other TensorFlow op
-        strategy = make_strategy(strategy_name)
-    except ValueError as err:
-        raise RunError(str(err)) from None
-    chief = is_chief(strategy_name)
-    replicas = strategy.num_replicas_in_sync
-    if opts["batch_size"] % replicas:
-        raise RunError(f"--batch-size {opts['batch_size']} is the global batch: it must divide "
-                       f"evenly among the {replicas} replicas")
+    strategy, chief, replicas = _open_strategy(strategy_name, opts["batch_size"])
     try:
         weight_ds, search_ds, info, steps_per_epoch = search_datasets(
             opts["dataset"], batch_size=opts["batch_size"], seed=opts["seed"],
@@ -813,10 +826,7 @@ def train_run(genotype: str | Genotype, out: str, *, resume: bool | str = False,
     if is_chief(strategy):
         state, metrics = _train_state(out, args, resume, overwrite)
     else:  # the chief checks and writes the folder; a worker only reads its checkpoint
-        state, metrics = (_checkpoint_state(out) if resume else None), None
-        if resume is True and state is None:
-            raise RunError(f"--resume: no checkpoint in {rel(out)}; every worker reads the "
-                           "chief's, so --out must be a folder all workers see")
+        state, metrics = _worker_state(out, resume), None
     if metrics is not None:
         report(f"{rel(out)} holds this training, complete: test accuracy "
                f"{100 * metrics['test_accuracy']:.2f}%")
@@ -848,18 +858,9 @@ def _train(geno, out, opts, args, state, download, data_dir, stop_after_epoch, r
     from kdarts.eval import EvalNetwork, compile_eval_network
     from kdarts.export import ExportError, export
     from kdarts.ops import MIXED_PRECISION
-    from kdarts.runtime import is_chief, make_strategy
 
     t_start = time.perf_counter()
-    try:  # first: a multi-worker strategy must exist before any other TensorFlow op
-        strategy = make_strategy(strategy_name)
-    except ValueError as err:
-        raise RunError(str(err)) from None
-    chief = is_chief(strategy_name)
-    replicas = strategy.num_replicas_in_sync
-    if opts["batch_size"] % replicas:
-        raise RunError(f"--batch-size {opts['batch_size']} is the global batch: it must divide "
-                       f"evenly among the {replicas} replicas")
+    strategy, chief, replicas = _open_strategy(strategy_name, opts["batch_size"])
     initial_epoch = 0 if state is None else int(state["epoch"])
     try:
         train_ds, test_ds, info, steps = train_datasets(
