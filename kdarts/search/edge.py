@@ -268,9 +268,10 @@ class FanOut(keras.layers.Layer):
         shape = tf.shape(y)
         if training:
             replicas = _replicas() if self.synchronized else 1
+            rows = y.shape[0] if y.shape[0] is not None else shape[0]  # static: fewer ops
             flat, mean, var = (normalize_across_replicas if replicas > 1 else normalize)(
-                tf.reshape(y, [shape[0], -1]))
-            n = tf.cast(shape[0] * replicas, var.dtype)  # replicas' shards are equal
+                tf.reshape(y, [rows, -1]))
+            n = tf.cast(rows * replicas, var.dtype)  # replicas' shards are equal
             var = var * n / tf.maximum(n - 1.0, 1.0)
             for moving, value in ((mean_var, mean), (var_var, var)):
                 value = tf.transpose(tf.reshape(value, [self.channels, -1]))  # → (k', C)
@@ -360,7 +361,11 @@ class FanOut(keras.layers.Layer):
         spatial = (b, h, w)
         relu_x = tf.nn.relu(x)  # shared by every conv op leaving this node
         n = b * h * w
-        first_edge = tf.range(k) == 0
+        # one unstack per fan-out instead of a strided slice (and its gradient) per use
+        w_cols = tf.unstack(weights, axis=1)
+        if active is not None:
+            a_cols = tf.unstack(active, axis=1)
+            first_edge = tf.range(k) == 0
 
         def mix(column, row):
             """(N, C, j) copies weighted into the k edges by row (j, k): (k, N·C)."""
@@ -372,34 +377,34 @@ class FanOut(keras.layers.Layer):
             if op == "none":
                 continue  # contributes zeros: nothing to compute
             if op == "skip_connect" and s == 1:  # the identity: one copy, no compute
-                terms.append(mix(tf.reshape(x, [n, c, 1]), weights[:, col][None]))
+                terms.append(mix(tf.reshape(x, [n, c, 1]), tf.expand_dims(w_cols[col], 0)))
             elif op in ("max_pool_3x3", "avg_pool_3x3"):  # the same on every edge: one copy
                 if active is None:
                     terms.append(mix(self._shared(op, x, training, spatial),
-                                     weights[:, col][None]))
+                                     tf.expand_dims(w_cols[col], 0)))
                     continue
                 # a pool pruned on every edge runs on one image (its BN statistics kept,
                 # its weights 0), and its term is padded to zeros
-                alive = tf.reduce_any(active[:, col])
+                alive = tf.reduce_any(a_cols[col])
                 b_alive = tf.where(alive, b, 1)
                 y = self._shared(op, x[:b_alive], training, (b_alive, h, w), alive)
                 n_alive = b_alive * h * w
-                term = tf.matmul(weights[:, col][None], tf.reshape(y, [n_alive * c, 1]),
+                term = tf.matmul(tf.expand_dims(w_cols[col], 0), tf.reshape(y, [n_alive * c, 1]),
                                  transpose_a=True, transpose_b=True)
                 terms.append(tf.pad(term, [[0, 0], [0, (n - n_alive) * c]]))
             elif active is None:
                 terms.append(mix(self._conv_op(op)(relu_x, self._params[op], None, training,
-                                                   spatial), tf.linalg.diag(weights[:, col])))
+                                                   spatial), tf.linalg.diag(w_cols[col])))
             else:
                 # only the edges that keep the op reach its kernels; an op pruned on every
                 # edge runs them on edge 0 alone (weight 0, BN statistics kept): oneDNN
                 # refuses zero-size kernels
-                alive = tf.reduce_any(active[:, col])
-                keep = tf.logical_or(active[:, col],
+                alive = tf.reduce_any(a_cols[col])
+                keep = tf.logical_or(a_cols[col],
                                      tf.logical_and(tf.logical_not(alive), first_edge))
                 idx = tf.cast(tf.where(keep)[:, 0], tf.int32)
                 row = (tf.one_hot(idx, k, dtype=weights.dtype)
-                       * tf.gather(weights[:, col], idx)[:, None])
+                       * tf.gather(w_cols[col], idx)[:, None])
                 y = self._conv_op(op)(relu_x, self._params[op], idx, training, spatial, alive)
                 # a select, not the 0 weight alone, drops it: NaN·0 is NaN
                 terms.append(tf.where(alive, mix(y, row), tf.zeros([], x.dtype)))
