@@ -273,14 +273,18 @@ class FanOut(keras.layers.Layer):
                 tf.reshape(y, [rows, -1]))
             n = tf.cast(rows * replicas, var.dtype)  # replicas' shards are equal
             var = var * n / tf.maximum(n - 1.0, 1.0)
-            for moving, value in ((mean_var, mean), (var_var, var)):
-                value = tf.transpose(tf.reshape(value, [self.channels, -1]))  # → (k', C)
-                new = BN_MOMENTUM * self._take(moving, idx) + (1.0 - BN_MOMENTUM) * value
-                if idx is not None:
-                    new = tf.tensor_scatter_nd_update(moving, idx[:, None], new)
-                if alive is not None:  # statistics of no image are NaN: keep the old ones
-                    new = tf.where(alive, new, moving)
-                moving.assign(new)
+            # mean and variance move together, stacked (k, 2, C): one chain of ops, not two
+            value = tf.transpose(tf.reshape(tf.stack([mean, var]), [2, self.channels, -1]),
+                                 [2, 0, 1])  # (k', 2, C)
+            moving = tf.stack([mean_var, var_var], axis=1)
+            new = BN_MOMENTUM * self._take(moving, idx) + (1.0 - BN_MOMENTUM) * value
+            if idx is not None:
+                new = tf.tensor_scatter_nd_update(moving, idx[:, None], new)
+            if alive is not None:  # statistics of no image are NaN: keep the old ones
+                new = tf.where(alive, new, moving)
+            new_mean, new_var = tf.unstack(new, axis=1)
+            mean_var.assign(new_mean)
+            var_var.assign(new_var)
             return tf.cast(tf.reshape(flat, shape), dtype)
         mean = tf.transpose(self._take(mean_var, idx))  # (C, k')
         var = tf.transpose(self._take(var_var, idx))
