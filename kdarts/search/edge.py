@@ -290,19 +290,24 @@ class FanOut(keras.layers.Layer):
         var = tf.transpose(self._take(var_var, idx))
         return tf.cast((y - mean) * tf.math.rsqrt(var + BN_EPSILON), dtype)
 
-    def _pointwise(self, y, pw, spatial):
+    def _count(self, idx):
+        """Edges an op runs on: all (a Python int: static shapes) or the gathered ``idx``,
+        counted once per op rather than by each kernel from its tensors' shapes."""
+        return self.num_edges if idx is None else tf.size(idx)
+
+    def _pointwise(self, y, pw, spatial, k):
         """Edge q's 1×1 conv ``pw[q]`` on edge q's channels: (N, C·k') → (N, C, k').
 
         The k' 1×1 convs run as one block-diagonal matmul: wasteful in FLOPs, cheap in
         time at these widths, and it keeps the (N, C, k) layout.
         """
         b, h, w = spatial
-        k, c = tf.shape(pw)[0], self.channels
+        c = self.channels
         block = tf.einsum("qcd,qr->cqdr", pw, tf.eye(k, dtype=pw.dtype))
         z = tf.matmul(tf.reshape(y, [b * h * w, c * k]), tf.reshape(block, [c * k, c * k]))
         return tf.reshape(z, [b * h * w, c, k])
 
-    def _separable_fan(self, x, dw, pw, strides, spatial, dilation=1):
+    def _separable_fan(self, x, dw, pw, strides, spatial, k, dilation=1):
         """depthwise k×k then 1×1, one (dw, pw) pair per edge, on one input → (N', C, k).
 
         For few channels each pair composes into one dense k×k kernel and all edges'
@@ -311,45 +316,45 @@ class FanOut(keras.layers.Layer):
         output (C·k² > 200) the extra FLOPs win and the depthwise form is used.
         """
         ks, c = dw.shape[1], self.channels
-        b, h, w = spatial  # explicit sizes: with every edge pruned, k = 0 and -1 is ambiguous
-        k = tf.shape(dw)[0]
+        b, h, w = spatial  # explicit sizes, not -1: they stay static where they can
         if c * ks * ks <= _COMPOSE_MAX_TAPS:
             kernel = tf.reshape(tf.einsum("qijc,qcd->ijcdq", dw, pw), [ks, ks, c, c * k])
             return tf.reshape(_conv(x, kernel, strides, dilation), [b * h * w, c, k])
         kernel = tf.transpose(dw, [1, 2, 3, 0])  # (ks, ks, C, k): channel multiplier k
         y = _conv(x, kernel, strides, dilation, depthwise=True)  # channels (c, q)
-        return self._pointwise(y, pw, spatial)
+        return self._pointwise(y, pw, spatial, k)
 
-    def _separable_each(self, y, dw, pw, spatial):
+    def _separable_each(self, y, dw, pw, spatial, k):
         """Edge q's depthwise k×k then 1×1 on edge q's tensor: (N, C, k) → (N, C, k)."""
         b, h, w = spatial
-        k, c, ks = tf.shape(dw)[0], self.channels, dw.shape[1]
+        c, ks = self.channels, dw.shape[1]
         kernel = tf.reshape(tf.transpose(dw, [1, 2, 3, 0]), [ks, ks, c * k, 1])
         z = tf.nn.depthwise_conv2d(tf.reshape(y, [b, h, w, c * k]), kernel, [1, 1, 1, 1], "SAME")
-        return self._pointwise(z, pw, spatial)
+        return self._pointwise(z, pw, spatial, k)
 
     def _sep_conv(self, x, p, idx, training, spatial, alive=None):
+        k = self._count(idx)
         y = self._separable_fan(x, self._take(p["dw1"], idx), self._take(p["pw1"], idx),
-                                self.strides, spatial)
+                                self.strides, spatial, k)
         y = tf.nn.relu(self._bn(y, p["bn1"], idx, training, alive))
         y = self._separable_each(y, self._take(p["dw2"], idx), self._take(p["pw2"], idx),
-                                 spatial)
+                                 spatial, k)
         return self._bn(y, p["bn2"], idx, training, alive)
 
     def _dil_conv(self, x, p, idx, training, spatial, alive=None):
         y = self._separable_fan(x, self._take(p["dw"], idx), self._take(p["pw"], idx),
-                                self.strides, spatial, dilation=2)
+                                self.strides, spatial, self._count(idx), dilation=2)
         return self._bn(y, p["bn"], idx, training, alive)
 
     def _factorized_reduce(self, x, p, idx, training, spatial, alive=None):
         shifted = tf.pad(x[:, 1:, 1:, :], [[0, 0], [0, 1], [0, 1], [0, 0]])
-        c, n = self.channels, spatial[0] * spatial[1] * spatial[2]
+        c, n, k = self.channels, spatial[0] * spatial[1] * spatial[2], self._count(idx)
         halves = []
         for sub, weights in ((x, p["fr1"]), (shifted, p["fr2"])):
             w = self._take(weights, idx)  # (k, C, C_half): 1×1 stride-2 conv per edge
             kernel = tf.reshape(tf.transpose(w, [1, 2, 0]), [c, -1])  # columns (d, q)
             y = tf.matmul(tf.reshape(sub[:, ::2, ::2, :], [n, c]), kernel)
-            halves.append(tf.reshape(y, [n, w.shape[-1], tf.shape(w)[0]]))
+            halves.append(tf.reshape(y, [n, w.shape[-1], k]))
         return self._bn(tf.concat(halves, axis=1), p["bn"], idx, training, alive)
 
     # -- the layer -----------------------------------------------------------------------
