@@ -447,13 +447,16 @@ def float32_copy(model):
         return model
 
     def float32(config):
-        if isinstance(config, dict):
-            if config.get("class_name") == "DTypePolicy":
-                return {**config, "config": {**config["config"], "name": "float32"}}
-            return {k: float32(v) for k, v in config.items()}
+        """The serialized model with every dtype policy float32 (names and other
+        strings untouched)."""
         if isinstance(config, list):
             return [float32(v) for v in config]
-        return "float32" if isinstance(config, str) and config.startswith("mixed_") else config
+        if not isinstance(config, dict):
+            return config
+        if config.get("class_name") == "DTypePolicy":
+            return {**config, "config": {**config["config"], "name": "float32"}}
+        return {k: "float32" if k == "dtype" and str(v).startswith("mixed_") else float32(v)
+                for k, v in config.items()}
 
     config = float32(keras.saving.serialize_keras_object(model))
     with dtype_policy_scope("float32"):

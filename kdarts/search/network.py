@@ -30,7 +30,6 @@ from kdarts.ops import (
     FanInUniform,
     batch_norm,
     check_primitives,
-    is_mixed,
     own_dtype_policy,
     synchronize_batch_norms,
 )
@@ -558,7 +557,7 @@ class SearchNetwork(keras.Model):
         ewma = getattr(self.schedule, "ewma", 0.2)
         new_ewma = update_fi_ewma(self.fi_ewma, fi, tf.equal(self.search_step, 1), ewma)
         fi_weight = 1.0
-        if _loss_scale(self.optimizer) is not None:
+        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
             # a step whose float16 gradients overflowed is skipped and says nothing of FI
             finite = tf.math.is_finite(fi)
             new_ewma = tf.where(finite, new_ewma, self.fi_ewma)
