@@ -166,24 +166,34 @@ def test_fused_cell_equals_reference_cell(reduction, activation, channels):
 
 
 def test_normalize_gradient_is_batch_norms():
-    """The fan-out BN's hand-written backward equals autodiff of the plain formula."""
+    """The fan-out BN (fused kernels, or the two-pass formula XLA gets) equals autodiff of
+    the plain formula: normalised with the biased variance, the unbiased one returned for
+    the moving average. Both keep the variance exact when the mean dwarfs the spread,
+    where E[y²] − E[y]² (XLA's own fused BN) loses it."""
     rng = np.random.default_rng(3)
     y = tf.constant(rng.standard_normal((50, 6)) * 3 + 1, tf.float32)
     upstream = tf.constant(rng.standard_normal((50, 6)), tf.float32)
 
     def plain(y):
         mean, var = tf.nn.moments(y, axes=[0])
-        return (y - mean) / tf.sqrt(var + kdarts.ops.BN_EPSILON), mean, var
+        return (y - mean) / tf.sqrt(var + kdarts.ops.BN_EPSILON), mean, var * 50 / 49
 
+    two_pass = lambda y: normalize(y, fused=False)  # noqa: E731
     results = []
-    for fn in (plain, normalize):
+    for fn in (plain, normalize, two_pass):
         with tf.GradientTape() as tape:
             tape.watch(y)
             out, mean, var = fn(y)
             loss = tf.reduce_sum(out * upstream)
         results.append([out, mean, var, tape.gradient(loss, y)])
-    for a, b in zip(*results):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-5, atol=1e-5)
+    far = rng.standard_normal((4096, 4)) + 100.0
+    exact = far.var(axis=0, ddof=1)
+    for fn in (normalize, two_pass):
+        np.testing.assert_allclose(fn(tf.constant(far, tf.float32))[2].numpy(), exact,
+                                   rtol=1e-4)
 
 
 def _poison(var):
