@@ -201,8 +201,9 @@ def _poison(var):
 
 
 def test_pruned_op_never_reaches_the_output():
-    """NaN weights in a pruned op leave the output finite: a select, not a product (NaN·0
-    is NaN), drops an op pruned on every edge (which runs on one edge, see below)."""
+    """NaN weights in a pruned op leave the output finite: a select on its kernels, not a
+    product (NaN·0 is NaN), drops an op pruned on every edge (which runs on one edge with
+    zero kernels, see below)."""
     x = np.random.default_rng(0).random((2, 8, 8, 4)).astype(np.float32)
     fan = FanOut(4, 1, CRB_PRIMITIVES, num_edges=3)
     col = CRB_PRIMITIVES.index("sep_conv_5x5")
