@@ -91,7 +91,8 @@ def _conv(x, kernel, strides: int, dilation: int = 1, depthwise: bool = False):
 def _zero_unless(alive, kernel):
     """``kernel`` if ``alive`` (a scalar bool tensor), else zeros of its shape."""
     kernel = tf.convert_to_tensor(kernel)
-    return tf.where(alive, kernel, tf.zeros([], kernel.dtype))
+    # zeros of the full shape: a broadcast scalar would add a reduction to the gradient
+    return tf.where(alive, kernel, tf.zeros_like(kernel))
 
 
 def _window_counts(h: int, w: int) -> np.ndarray:
