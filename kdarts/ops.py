@@ -383,14 +383,31 @@ class FactorizedReduce(_Op):
         return _strided_shape(input_shape, 2, self.channels)
 
 
+def pool_3x3(x, kind: str, strides: int = 1):
+    """DARTS's 3×3 pool, padding 1: the max never sees the padding, the average excludes
+    it (``count_include_pad=False``).
+
+    At stride 2 the window of output pixel ``i`` is centred on input pixel ``2i``, the
+    reference's grid (TF's "same" would pad only after, for even sizes): the input is
+    padded by 1 on each side, with the lowest float for the max and zeros for the
+    average, which is then divided by each window's share of real pixels, and pooled
+    "valid". That is 2× faster, forward and backward, than a stride-1 pool with every
+    other pixel kept, whose slice has a full-size gradient.
+    """
+    if strides == 1:
+        pool = tf.nn.max_pool2d if kind == "max" else tf.nn.avg_pool2d
+        return pool(x, 3, 1, "SAME")
+    pad = [[0, 0], [1, 1], [1, 1], [0, 0]]
+    if kind == "max":
+        return tf.nn.max_pool2d(tf.pad(x, pad, constant_values=x.dtype.min), 3, strides,
+                                "VALID")
+    real = tf.nn.avg_pool2d(tf.pad(tf.ones_like(x[:1, :, :, :1]), pad), 3, strides, "VALID")
+    return tf.nn.avg_pool2d(tf.pad(x, pad), 3, strides, "VALID") / real
+
+
 @keras.saving.register_keras_serializable(package=_PKG)
 class Pool(_Op):
-    """3×3 max or average pool, padding 1, optionally → BN.
-
-    As DARTS's pools: the average excludes the padding (``count_include_pad=False``)
-    and the max never sees it. At stride 2 the window of output pixel ``i`` is
-    centred on input pixel ``2i``, the reference's grid: the pool runs at stride 1
-    (where "same" pads 1 on both sides) and every other pixel is kept.
+    """3×3 max or average pool, padding 1 (:func:`pool_3x3`), optionally → BN.
 
     The search network follows every pool with a BN without scale/offset; the
     evaluation network uses the bare pool.
@@ -403,8 +420,6 @@ class Pool(_Op):
             raise ValueError(f"Pool kind must be 'max' or 'avg', got {kind!r}")
         self.kind = kind
         self.with_bn = bool(with_bn)
-        cls = layers.MaxPooling2D if kind == "max" else layers.AveragePooling2D
-        self.pool = cls(3, strides=1, padding="same", name="pool")
         self.bn = batch_norm(affine, name="bn") if with_bn else None
 
     def build(self, input_shape):
@@ -412,9 +427,7 @@ class Pool(_Op):
             self.bn.build(_strided_shape(input_shape, self.strides, input_shape[-1]))
 
     def call(self, x, training=None):
-        y = self.pool(x)
-        if self.strides > 1:
-            y = y[:, :: self.strides, :: self.strides, :]
+        y = pool_3x3(x, self.kind, self.strides)
         return self.bn(y, training=training) if self.bn is not None else y
 
     def compute_output_shape(self, input_shape):

@@ -12,10 +12,10 @@ edges that leave one node at once, which is the same mathematics with far fewer
   run as one convolution over all those edges;
 - with ``crb``, only the edges that keep a conv op are gathered into its kernels, so a
   conv op pruned on every edge runs them on one edge with weight 0 and zero kernels (a
-  pool, shared, runs as ever), and no ``tf.cond`` (whose branch functions and gradient bookkeeping
-  once made up a third of the step's graph and of its warm-up). Not on zero edges:
-  oneDNN's kernels (TensorFlow's default on Intel CPUs) refuse zero-size filters and
-  abort the process on a max-pool gradient of zero images;
+  pool, shared, runs as ever), and no ``tf.cond`` (whose branch functions and gradient
+  bookkeeping once made up a third of the step's graph and of its warm-up). Not on zero
+  edges: oneDNN's kernels (TensorFlow's default on Intel CPUs) refuse zero-size filters
+  and abort the process on a max-pool gradient of zero images;
 - the weighting by ``act(α)`` and the sum into each outgoing edge are matmuls.
 
 Both are weight-for-weight the same network (``tests/test_search_network.py``
@@ -35,7 +35,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from kdarts.genotype import CRB_PRIMITIVES  # noqa: F401  (doc example)
@@ -46,6 +45,7 @@ from kdarts.ops import (
     check_primitives,
     global_moments,
     make_op,
+    pool_3x3,
 )
 
 _PKG = "kdarts"
@@ -93,14 +93,6 @@ def _zero_unless(alive, kernel):
     kernel = tf.convert_to_tensor(kernel)
     # zeros of the full shape: a broadcast scalar would add a reduction to the gradient
     return tf.where(alive, kernel, tf.zeros_like(kernel))
-
-
-def _window_counts(h: int, w: int) -> np.ndarray:
-    """Real pixels in each 3×3 window centred on ``(2i, 2j)`` of an h×w image: (1, h', w', 1)."""
-    def axis(n):
-        return np.array([min(2 * i + 1, n - 1) - max(2 * i - 1, 0) + 1 for i in range(-(-n // 2))])
-
-    return (axis(h)[:, None] * axis(w)[None, :]).astype(np.float32)[None, :, :, None]
 
 
 def _replicas() -> int:
@@ -468,21 +460,9 @@ class FanOut(keras.layers.Layer):
 
         ``alive`` False (pruned on every edge): the BN statistics stay as they are.
 
-        Padding 1, the average excluding it (TF's "same" does). At stride 2 the windows are
-        centred on ``2i`` (the reference's grid, not TF's "same", which pads only after for
-        even sizes): the input is padded by 1 each side (the lowest float for max, 0 for
-        the average, rescaled by the count of real pixels) and pooled "valid" at stride 2,
-        2× faster than a stride-1 pool and a strided slice (whose gradient is full-size).
+        The pool is :func:`kdarts.ops.pool_3x3`, the evaluation network's.
         """
-        pool = tf.nn.max_pool2d if op == "max_pool_3x3" else tf.nn.avg_pool2d
-        if self.strides == 1:
-            y = pool(x, 3, 1, "SAME")
-        else:
-            pad = [[0, 0], [1, 1], [1, 1], [0, 0]]
-            fill = x.dtype.min if op == "max_pool_3x3" else 0
-            y = pool(tf.pad(x, pad, constant_values=fill), 3, 2, "VALID")
-            if op == "avg_pool_3x3":
-                y = y * tf.constant(9.0 / _window_counts(x.shape[1], x.shape[2]), y.dtype)
+        y = pool_3x3(x, op[:3], self.strides)
         b, h, w = spatial
         y = tf.reshape(y, [b * h * w, self.channels, 1])
         return self._bn(y, self._params[op]["bn"], None, training, alive)
