@@ -60,3 +60,35 @@ def test_tf_config_is_checked_and_names_the_chief(monkeypatch):
         monkeypatch.setenv("TF_CONFIG", raw)
         with pytest.raises(ValueError, match=message):
             read_tf_config()
+
+
+def test_lean_graph_optimization_sets_the_call_options_and_restores_them():
+    """The search step's calls carry the lean grappler fields; other calls are untouched."""
+    from tensorflow.core.protobuf import config_pb2
+    from tensorflow.python.eager import context
+
+    from kdarts.runtime import (LEAN_GRAPH_REWRITES, lean_graph_optimization,
+                                with_lean_graph_optimization)
+
+    def rewrites():
+        serialized = context.context().function_call_options.config_proto_serialized
+        return config_pb2.ConfigProto.FromString(serialized).graph_options.rewrite_options
+
+    before = context.context().function_call_options.config_proto_serialized
+    seen = []
+    step = with_lean_graph_optimization(lambda x: seen.append(rewrites()) or x + 1)
+    assert step(1) == 2
+    with pytest.raises(ZeroDivisionError):  # restored on the way out of an error too
+        with lean_graph_optimization():
+            1 / 0
+    assert context.context().function_call_options.config_proto_serialized == before
+    assert {f: getattr(seen[0], f) for f in LEAN_GRAPH_REWRITES} == LEAN_GRAPH_REWRITES
+    assert rewrites().meta_optimizer_iterations == 0  # TensorFlow's default outside
+    # a tf.function runs under them, and the options keep a user's own grappler settings
+    tf.config.optimizer.set_experimental_options({"constant_folding": False})
+    try:
+        with lean_graph_optimization():
+            assert rewrites().constant_folding == rewrites().OFF
+            assert float(tf.function(lambda x: x * 2.0)(tf.constant(3.0))) == 6.0
+    finally:
+        tf.config.optimizer.set_experimental_options({"constant_folding": True})

@@ -139,6 +139,7 @@ def test_compiled_search_prunes_for_good_without_retracing():
     history = model.fit(weight_ds, epochs=3, steps_per_epoch=4, verbose=0,
                         callbacks=[snaps]).history
     assert model.trace_count == 1  # α / no-α steps alternate inside one trace
+    assert model.train_function.lean_graph_optimization  # the step's one big graph
     assert history["alpha_steps"] == [2.0, 4.0, 6.0]
     masks = np.stack(snaps.mask)
     assert masks[-1].sum() < masks.size / len(masks)  # some ops were pruned ...

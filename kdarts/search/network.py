@@ -34,6 +34,7 @@ from kdarts.ops import (
     synchronize_batch_norms,
 )
 from kdarts.preprocessing import Standardize
+from kdarts.runtime import with_lean_graph_optimization
 from kdarts.search.activations import AlphaInitializer, activate, check_activation, prune
 from kdarts.search.cell import SearchCell
 from kdarts.search.edge import FanOut
@@ -601,11 +602,21 @@ class SearchNetwork(keras.Model):
         return self._step_logs(fi, take)
 
     def make_train_function(self, force: bool = False):
-        strategy = self.distribute_strategy
-        if strategy.num_replicas_in_sync == 1:
-            return super().make_train_function(force)
+        """Keras's train function (one device) or :meth:`_replicated_train_function`,
+        always called under :func:`kdarts.runtime.lean_graph_optimization`: the step is
+        one graph of ~90k nodes whose optimisation dominates the minute before step 1."""
         if self.train_function is not None and not force:
             return self.train_function
+        if self.distribute_strategy.num_replicas_in_sync == 1:
+            super().make_train_function(force)  # sets train_function, returns None
+            step = self.train_function
+        else:
+            step = self._replicated_train_function()
+        self.train_function = with_lean_graph_optimization(step)
+        return self.train_function
+
+    def _replicated_train_function(self):
+        strategy = self.distribute_strategy
         if self.steps_per_execution != 1:
             raise ValueError("a SearchNetwork under a multi-replica strategy runs one step per "
                              f"call: compile(steps_per_execution=1), got {self.steps_per_execution}")
@@ -625,9 +636,7 @@ class SearchNetwork(keras.Model):
             fi = strategy.run(self._finish_step, args=(data, take, search_loss, reg))
             return self._step_logs(strategy.experimental_local_results(fi)[0], take)
 
-        step = tf.function(one_step, jit_compile=bool(self.jit_compile), autograph=False)
-        self.train_function = step
-        return step
+        return tf.function(one_step, jit_compile=bool(self.jit_compile), autograph=False)
 
 
 def _sum_over_replicas(grads: list) -> list:
