@@ -225,6 +225,10 @@ _d = SEARCH_DEFAULTS
                  help="Seed of the data order, augmentation and initialisation."),
     click.option("--unrolled", is_flag=True, default=_d["unrolled"],
                  help="DARTS's second-order α gradient (slower)."),
+    click.option("--skip-pruned-ops", is_flag=True, default=_d["skip_pruned_ops"],
+                 help="crb: run each conv op only on the edges that keep it. Fewer FLOPs "
+                      "once many ops are pruned (long searches at large sizes), a larger "
+                      "step graph: ~20 s more before the first step."),
     click.option("--out", type=click.Path(), default=os.path.join("runs", "search"),
                  help="Output folder (new or empty, or this search's own with --resume)."),
     click.option("--resume", is_flag=True,

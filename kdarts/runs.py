@@ -58,7 +58,7 @@ SEARCH_DEFAULTS: dict = dict(
     reg="proximity", rho=0.1, admm_every=10, admm_variant="spec", split="dynamic",
     batch_size=32, channels=8,
     layers=5, steps=4, primitives=None, max_examples=None, seed=0, unrolled=False,
-    image_size=None, mixed_precision=False,
+    image_size=None, mixed_precision=False, skip_pruned_ops=False,
 )
 #: Evaluation training defaults for the digits (DARTS's recipe, smaller and shorter).
 TRAIN_DEFAULTS: dict = dict(
@@ -96,7 +96,7 @@ def resolve_options(command: str, options: dict) -> dict:
 #: Arguments added since run folders were first written, with the value older runs had.
 _LATER_ARGS: dict[str, dict] = {
     "search": {"image_size": None, "arch_lr": 3e-4, "threshold": 1.0,
-               "mixed_precision": False},
+               "mixed_precision": False, "skip_pruned_ops": False},
     "train": {"image_size": None, "imagenet_stem": False, "mixed_precision": False},
 }
 #: The folder ``--tensorboard`` writes event files to, inside a run folder.
@@ -629,7 +629,8 @@ def _search(out, opts, args, state, download, data_dir, stop_after_epoch, report
         arch_optimizer = keras.optimizers.Adam(learning_rate=opts["arch_lr"], beta_1=0.5,
                                                beta_2=0.999, epsilon=1e-8)
         model.compile(schedule=schedule, regularizer=regularizer, search_data=search_ds,
-                      unrolled=opts["unrolled"], arch_optimizer=arch_optimizer)
+                      unrolled=opts["unrolled"], arch_optimizer=arch_optimizer,
+                      skip_pruned_ops=opts["skip_pruned_ops"])
         epochs, initial_epoch = opts["epochs"], 0
         if state is not None:
             model.build_optimizers()

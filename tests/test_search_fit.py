@@ -173,6 +173,8 @@ def test_fit_errors_are_clear():
     model = tiny_model("softmax")
     with pytest.raises(RuntimeError, match="compile"):
         model.fit(weight_ds, epochs=1, steps_per_epoch=1)
+    with pytest.raises(ValueError, match="skip_pruned_ops=True.*XLA cannot compile"):
+        model.compile(skip_pruned_ops=True, jit_compile=True)
     model.compile()
     with pytest.raises(ValueError, match=r"compile\(search_data=...\) is required"):
         model.fit(weight_ds, epochs=1, steps_per_epoch=1)

@@ -117,9 +117,12 @@ def _copy_edges_into_fanouts(ref: SearchCell, fused: SearchCell):
                     var.assign(tf.tensor_scatter_nd_update(var, [[q]], value[None]))
 
 
-@pytest.mark.parametrize("reduction,activation,channels", [(False, "softmax", 4), (True, "crb", 4), (True, "crb", 12)])
-def test_fused_cell_equals_reference_cell(reduction, activation, channels):
-    """FanOut computes exactly DARTS's MixedEdges, pruned ops included, train and inference."""
+@pytest.mark.parametrize("reduction,activation,channels,skip", [
+    (False, "softmax", 4, False), (True, "crb", 4, True), (True, "crb", 12, False)])
+def test_fused_cell_equals_reference_cell(reduction, activation, channels, skip):
+    """FanOut computes exactly DARTS's MixedEdges, pruned ops included, train and inference,
+    whether pruned ops run with zero kernels or only unpruned edges reach the kernels
+    (``skip``)."""
     tf.random.set_seed(1)
     primitives = PRIMITIVES if activation == "softmax" else CRB_PRIMITIVES
     kwargs = dict(channels=channels, reduction=reduction, reduction_prev=reduction,
@@ -142,6 +145,8 @@ def test_fused_cell_equals_reference_cell(reduction, activation, channels):
     ref(s0, s1, weights, active, training=False)
     fused(s0, s1, weights, active, training=False)
     _copy_edges_into_fanouts(ref, fused)
+    for fan in fused.fanouts:
+        fan.skip_pruned = skip
     upstream = None
     for training in (True, True, False):  # two training calls move the BN statistics
         grads = []
@@ -202,8 +207,8 @@ def _poison(var):
 
 def test_pruned_op_never_reaches_the_output():
     """NaN weights in a pruned op leave the output finite: a select on its kernels, not a
-    product (NaN·0 is NaN), drops an op pruned on every edge (which runs on one edge with
-    zero kernels, see below)."""
+    product (NaN·0 is NaN), drops it (with ``skip_pruned`` it runs on one edge, see
+    below)."""
     x = np.random.default_rng(0).random((2, 8, 8, 4)).astype(np.float32)
     fan = FanOut(4, 1, CRB_PRIMITIVES, num_edges=3)
     col = CRB_PRIMITIVES.index("sep_conv_5x5")
@@ -217,8 +222,9 @@ def test_pruned_op_never_reaches_the_output():
     pruned = all_active.copy()
     pruned[:, col] = False
     w = weights * tf.cast(pruned, tf.float32)
-    out = fan(x, w, tf.constant(pruned), training=True).numpy()
-    assert np.isfinite(out).all()
+    for skip in (False, True):  # zero kernels on every edge, or on the one it runs on
+        fan.skip_pruned = skip
+        assert np.isfinite(fan(x, w, tf.constant(pruned), training=True).numpy()).all()
     # the reference edge skips it too (behind a tf.cond)
     edge = MixedEdge(4, 1, CRB_PRIMITIVES)
     edge(x, weights[0], training=True)
@@ -227,12 +233,15 @@ def test_pruned_op_never_reaches_the_output():
     assert np.isfinite(edge(x, w[0], tf.constant(pruned[0]), training=True).numpy()).all()
 
 
-def test_traced_kernels_see_only_unpruned_edges():
-    """In one traced function, sep_conv's kernels receive exactly the edges that keep it,
-    and edge 0 alone for an op pruned on every edge (oneDNN, TensorFlow's kernels on Intel
-    CPUs, refuses zero-size filters); outputs and every gradient stay finite, and the
-    pruned op's BN statistics do not move."""
+@pytest.mark.parametrize("skip", [False, True], ids=["zero-kernels", "skip-pruned"])
+def test_pruned_edges_stay_out_of_kernels_and_statistics(skip):
+    """In one traced function a pruned edge's sep_conv kernels get no gradient and its BN
+    statistics rows stay, as in the reference (whose pruned ops never run); outputs and
+    gradients stay finite. With ``skip_pruned`` the kernels receive exactly the edges that
+    keep the op, and edge 0 alone for an op pruned on every edge (oneDNN, TensorFlow's
+    kernels on Intel CPUs, refuses zero-size filters)."""
     fan = FanOut(4, 1, ("skip_connect", "sep_conv_3x3"), num_edges=3)
+    fan.skip_pruned = skip
     x = tf.random.normal((2, 8, 8, 4))
     fan(x, tf.ones((3, 2)), tf.ones((3, 2), tf.bool), training=True)
     seen = []  # the edge indices sep_conv ran on, recorded at run time
@@ -247,7 +256,11 @@ def test_traced_kernels_see_only_unpruned_edges():
         with tf.control_dependencies([token]):
             return original(tf.identity(x), p, idx, training, spatial, alive)
 
-    fan._sep_conv = spy
+    if skip:
+        fan._sep_conv = spy
+    params = fan._params["sep_conv_3x3"]
+    kernels = [v for v in params.values() if not isinstance(v, tuple)]
+    stats = [v for pair in params.values() if isinstance(pair, tuple) for v in pair]
 
     @tf.function
     def run(active):
@@ -255,17 +268,20 @@ def test_traced_kernels_see_only_unpruned_edges():
             tape.watch(x)
             out = fan(x, tf.cast(active, tf.float32), active, training=True)
             loss = tf.reduce_sum(out * out)
-        return out, tape.gradient(loss, [x] + fan.trainable_variables)
+        return out, tape.gradient(loss, [x] + kernels)
 
-    stats = [v for pair in fan._params["sep_conv_3x3"].values() if isinstance(pair, tuple)
-             for v in pair]
     for keep in ([True, False, True], [False, False, False], [True, True, True]):
         seen.clear()
         before = [v.numpy() for v in stats]
         out, grads = run(tf.constant([[True, k] for k in keep]))
-        assert seen == [[i for i, k in enumerate(keep) if k] or [0]]
-        moved = [not np.array_equal(b, v.numpy()) for b, v in zip(before, stats)]
-        assert all(moved) if any(keep) else not any(moved)
+        if skip:
+            assert seen == [[i for i, k in enumerate(keep) if k] or [0]]
+        for b, v in zip(before, stats):  # (edges, C): a row per edge
+            moved = np.any(b != v.numpy(), axis=1)
+            assert moved.tolist() == keep
+        for g in grads[1:]:
+            rows = np.abs(tf.convert_to_tensor(g).numpy()).reshape(3, -1).max(axis=1)
+            assert (rows > 0).tolist() == keep
         assert np.isfinite(out.numpy()).all()
         assert all(np.isfinite(tf.convert_to_tensor(g).numpy()).all() for g in grads)
     assert run.experimental_get_tracing_count() == 1  # pruning changes data, not the graph

@@ -61,6 +61,9 @@ def main(argv=None) -> dict:
                         help="the network's Keras dtype policy")
     parser.add_argument("--unfused", action="store_true", help="reference MixedEdge per edge")
     parser.add_argument("--unrolled", action="store_true")
+    parser.add_argument("--skip-pruned-ops", action="store_true",
+                        help="crb: each conv op only on the edges that keep it "
+                             "(compile(skip_pruned_ops=True))")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per run")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
@@ -121,7 +124,8 @@ def main(argv=None) -> dict:
             mask.assign(keep)
             alpha.assign(alpha.numpy() * keep)
     model.compile(schedule=kdarts.FixedSchedule(every), regularizer=args.reg,
-                  search_data=ds, unrolled=args.unrolled, jit_compile=args.jit_compile)
+                  search_data=ds, unrolled=args.unrolled, jit_compile=args.jit_compile,
+                  skip_pruned_ops=args.skip_pruned_ops)
     if args.e2e:
         model.fit(ds, epochs=1, steps_per_epoch=args.e2e, verbose=0)
         model.genotype().save(args.e2e_out)
@@ -185,8 +189,8 @@ def _run_modes(args, argv) -> dict:
     wa = results["weight_alpha"]
     out = dict(config=args.config, **cfg, activation=args.activation, reg=args.reg,
                pruned=args.pruned, jit_compile=args.jit_compile, fused=not args.unfused,
-               dtype=args.dtype,
-               unrolled=args.unrolled, inter_op=args.inter_op, intra_op=args.intra_op,
+               dtype=args.dtype, unrolled=args.unrolled, skip_pruned_ops=args.skip_pruned_ops,
+               inter_op=args.inter_op, intra_op=args.intra_op,
                grappler=args.grappler or "default",
                weight_only_ms=round(results["weight_only"]["ms"], 1),
                weight_alpha_ms=round(wa["ms"], 1),

@@ -10,12 +10,15 @@ edges that leave one node at once, which is the same mathematics with far fewer
   input, same statistics): computed once per node;
 - the convolutions of one kind (e.g. every ``sep_conv_3x3`` leaving the node)
   run as one convolution over all those edges;
-- with ``crb``, only the edges that keep a conv op are gathered into its kernels, so a
-  conv op pruned on every edge runs them on one edge with weight 0 and zero kernels (a
-  pool, shared, runs as ever), and no ``tf.cond`` (whose branch functions and gradient
-  bookkeeping once made up a third of the step's graph and of its warm-up). Not on zero
-  edges: oneDNN's kernels (TensorFlow's default on Intel CPUs) refuse zero-size filters
-  and abort the process on a max-pool gradient of zero images;
+- with ``crb``, a pruned op runs with zero kernels (a select on the small kernels: its
+  weight is 0, but NaN·0 is NaN) and its BN statistics stay, as if it had not run; no
+  ``tf.cond``, whose branch functions and gradient bookkeeping once made up a third of
+  the step's graph and of its warm-up. With ``skip_pruned`` only the edges that keep a
+  conv op are gathered into its kernels: fewer FLOPs once many ops are pruned, but the
+  gathers, scatters and dynamic shapes nearly double the step's graph (and its
+  warm-up). An op pruned on every edge then runs on one edge, not on zero edges:
+  oneDNN's kernels (TensorFlow's default on Intel CPUs) refuse zero-size filters and
+  abort the process on a max-pool gradient of zero images;
 - the weighting by ``act(α)`` and the sum into each outgoing edge are matmuls.
 
 Both are weight-for-weight the same network (``tests/test_search_network.py``
@@ -89,8 +92,10 @@ def _conv(x, kernel, strides: int, dilation: int = 1, depthwise: bool = False):
 
 
 def _zero_unless(alive, kernel):
-    """``kernel`` if ``alive`` (a scalar bool tensor), else zeros of its shape."""
+    """``kernel`` where ``alive``, else zeros: ``alive`` is a scalar bool tensor (the
+    whole kernel) or one per edge (its rows)."""
     kernel = tf.convert_to_tensor(kernel)
+    alive = tf.reshape(alive, [-1] + [1] * (kernel.shape.rank - 1))
     # zeros of the full shape: a broadcast scalar would add a reduction to the gradient
     return tf.where(alive, kernel, tf.zeros_like(kernel))
 
@@ -233,8 +238,11 @@ class FanOut(keras.layers.Layer):
         self.primitives = check_primitives(primitives)
         self.num_edges = int(num_edges)
         self.synchronized = False  # BN statistics over all replicas (set by the network)
-        # XLA compiles static shapes only: no per-op subsets of the unpruned edges (set by
-        # the network when it is compiled with jit_compile); more FLOPs, the same outputs
+        # crb: run each conv op on the edges that keep it only (set by the network's
+        # compile(skip_pruned_ops=True)); the same outputs, fewer FLOPs, a larger graph
+        self.skip_pruned = False
+        # under XLA (set by the network when compiled with jit_compile): static shapes
+        # only, so no per-op subsets of edges, and the BN's two-pass form
         self.static_shapes = False
         c, k = self.channels, self.num_edges
         self._params: dict[str, dict[str, keras.Variable]] = {}
@@ -285,7 +293,7 @@ class FanOut(keras.layers.Layer):
 
     def _bn(self, y, stats, idx, training, alive=None):
         """BN without scale/offset on (N, C, k'); only the rows ``idx`` of the stats move,
-        and none unless ``alive`` (a scalar bool tensor; None: always).
+        and only where ``alive`` (a scalar bool tensor, or one per row; None: always).
 
         As PyTorch (and :class:`kdarts.ops.BatchNormalization`): normalised with the
         biased batch variance, the moving variance fed the unbiased one (× N/(N−1)).
@@ -308,8 +316,8 @@ class FanOut(keras.layers.Layer):
             new = BN_MOMENTUM * self._take(moving, idx) + (1.0 - BN_MOMENTUM) * value
             if idx is not None:
                 new = tf.tensor_scatter_nd_update(moving, tf.expand_dims(idx, 1), new)
-            if alive is not None:  # an op pruned on every edge: its statistics stay
-                new = tf.where(alive, new, moving)
+            if alive is not None:  # a pruned op's statistics stay
+                new = tf.where(tf.reshape(alive, [-1, 1, 1]), new, moving)
             new_mean, new_var = tf.unstack(new, axis=1)
             mean_var.assign(new_mean)
             var_var.assign(new_var)
@@ -393,8 +401,7 @@ class FanOut(keras.layers.Layer):
         """``x`` (B, H, W, C) → the outgoing edges' outputs (k, B, H', W', C)."""
         training = bool(training)
         weights = tf.cast(weights, x.dtype)  # act(α) is float32; float16 compute mixes in it
-        if self.static_shapes:
-            active = None  # every op on every edge; a pruned op's weight is 0 in ``weights``
+        skip = self.skip_pruned and not self.static_shapes and active is not None
         s, k, c = self.strides, self.num_edges, self.channels
         b = x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
         h, w = -(-x.shape[1] // s), -(-x.shape[2] // s)
@@ -405,6 +412,7 @@ class FanOut(keras.layers.Layer):
         w_cols = tf.unstack(weights, axis=1)
         if active is not None:
             a_cols = tf.unstack(active, axis=1)
+        if skip:
             first_edge = tf.range(k) == 0
 
         def mix(column, row):
@@ -428,9 +436,14 @@ class FanOut(keras.layers.Layer):
                 # tensor, and oneDNN aborts on a max-pool gradient of zero images
                 y = self._shared(op, x, training, spatial, tf.reduce_any(a_cols[col]))
                 terms.append(mix(y, tf.expand_dims(w_cols[col], 0)))
-            elif active is None:
-                terms.append(mix(self._conv_op(op)(relu_x, self._params[op], None, training,
-                                                   spatial), tf.linalg.diag(w_cols[col])))
+            elif not skip:  # every edge; a pruned one with zero kernels, its statistics kept
+                params, on = self._params[op], None
+                if active is not None:
+                    on = a_cols[col]
+                    params = {name: v if isinstance(v, tuple) else _zero_unless(on, v)
+                              for name, v in params.items()}
+                y = self._conv_op(op)(relu_x, params, None, training, spatial, on)
+                terms.append(mix(y, tf.linalg.diag(w_cols[col])))
             else:
                 # only the edges that keep the op reach its kernels; an op pruned on every
                 # edge runs them on edge 0 alone (weight 0, BN statistics kept): oneDNN

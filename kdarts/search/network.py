@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import keras
@@ -227,7 +228,7 @@ class SearchNetwork(keras.Model):
                 schedule="dynamic", regularizer="proximity", search_data=None,
                 unrolled: bool = False, weight_decay: float = 3e-4,
                 arch_weight_decay: float = 1e-3, clip_norm: float = 5.0,
-                lr_min: float | None = 0.001, **kwargs):
+                lr_min: float | None = 0.001, skip_pruned_ops: bool = False, **kwargs):
         """Configure the search (defaults: docs/method.md §7).
 
         Args:
@@ -248,7 +249,19 @@ class SearchNetwork(keras.Model):
             weight_decay, arch_weight_decay: L2 terms added to the gradients (after
                 clipping, before momentum/Adam moments), as in the reference code.
             clip_norm: global gradient-norm clip of the weight step.
+            skip_pruned_ops: crb only: run each conv op on the edges that keep it, instead
+                of on every edge with zero kernels where it is pruned. The same search;
+                fewer FLOPs once many ops are pruned (small configuration of
+                ``tools/bench_search.py``, half the ops pruned: 269 ms a step instead of
+                334 ms), but a step graph nearly twice as large, so about 20 s more
+                before the first step, and slower while little is pruned (383 ms
+                instead of 354 ms). Worth it for long searches at large sizes. Not with
+                ``jit_compile`` (XLA compiles static shapes only).
         """
+        if skip_pruned_ops and kwargs.get("jit_compile") is True:
+            raise ValueError("compile(skip_pruned_ops=True) runs each op on a data-dependent "
+                             "subset of edges, which XLA cannot compile; drop one of "
+                             "skip_pruned_ops and jit_compile=True")
         if optimizer is None:
             optimizer = keras.optimizers.SGD(learning_rate=0.025, momentum=0.9)
         if arch_optimizer is None:
@@ -259,6 +272,10 @@ class SearchNetwork(keras.Model):
         if metrics is None:
             metrics = ["accuracy"]
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+        if skip_pruned_ops and self.jit_compile:  # "auto" turned XLA on (a GPU)
+            warnings.warn("compile(skip_pruned_ops=True) has no effect under XLA "
+                          "(jit_compile resolved to True): every op runs on every edge",
+                          stacklevel=2)
         self.arch_optimizer = keras.optimizers.get(arch_optimizer)
         # float16 gradients underflow: Keras wrapped the weight optimizer, α's gets the same
         if (isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
@@ -278,10 +295,13 @@ class SearchNetwork(keras.Model):
             self._lr_cosine = (float(lr.numpy() if hasattr(lr, "numpy") else lr), float(lr_min))
         if isinstance(self.schedule, DynamicSchedule) and int(self.search_step.numpy()) == 0:
             self.threshold.assign(self.schedule.initial_threshold)
-        for layer in self._flatten_layers(include_self=False):
-            if isinstance(layer, FanOut) and layer.static_shapes != bool(self.jit_compile):
-                layer.static_shapes = bool(self.jit_compile)  # XLA: no data-dependent subsets
-                self._gradient_fn = None  # the network is traced again, with static shapes
+        fan_outs = [layer for layer in self._flatten_layers(include_self=False)
+                    if isinstance(layer, FanOut)]
+        for fan in fan_outs:
+            shape = (bool(self.jit_compile), bool(skip_pruned_ops))
+            if (fan.static_shapes, fan.skip_pruned) != shape:
+                fan.static_shapes, fan.skip_pruned = shape  # XLA: static shapes
+                self._gradient_fn = None  # the network is traced again, as it now computes
         self._search_compiled = True
         self.train_function = None
 
