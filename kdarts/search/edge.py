@@ -35,9 +35,11 @@ Example:
 
 from __future__ import annotations
 
+import weakref
 from typing import Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from kdarts.genotype import CRB_PRIMITIVES  # noqa: F401  (doc example)
@@ -91,13 +93,50 @@ def _conv(x, kernel, strides: int, dilation: int = 1, depthwise: bool = False):
     return tf.batch_to_space(y, [dilation, dilation], pad)
 
 
-def _zero_unless(alive, kernel):
-    """``kernel`` where ``alive``, else zeros: ``alive`` is a scalar bool tensor (the
-    whole kernel) or one per edge (its rows)."""
-    kernel = tf.convert_to_tensor(kernel)
-    alive = tf.reshape(alive, [-1] + [1] * (kernel.shape.rank - 1))
-    # zeros of the full shape: a broadcast scalar would add a reduction to the gradient
-    return tf.where(alive, kernel, tf.zeros_like(kernel))
+_SHAPE_CONSTANTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # graph → {dims: tensor}
+
+
+def _shape(dims):
+    """``dims`` for a reshape or transpose. Static ones become one constant node per traced
+    graph, shared by every op of that shape: constants were 40 % of the step's graph,
+    and tracing and graph optimisation scale with its size."""
+    if (tf.executing_eagerly() or not isinstance(dims, (list, tuple))
+            or not all(isinstance(d, int) for d in dims)):
+        return dims
+    graph = tf.compat.v1.get_default_graph()
+    cache = _SHAPE_CONSTANTS.setdefault(graph, {})
+    key = tuple(dims)
+    if key not in cache:
+        with graph.control_dependencies(None):  # usable anywhere in the graph
+            cache[key] = tf.constant(key, tf.int32)
+    return cache[key]
+
+
+def _reshape(x, dims):
+    return tf.reshape(x, _shape(dims))
+
+
+def _transpose(x, perm):
+    return tf.transpose(x, _shape(perm))
+
+
+def _zero_unless(alive, params: dict) -> dict:
+    """An op's kernels where ``alive``, else zeros of their shape; its BN statistics
+    (pairs) as they are. ``alive``: a scalar bool tensor (whole kernels) or one per edge
+    (their rows), reshaped once per kernel rank."""
+    masks, out = {}, {}
+    for name, v in params.items():
+        if isinstance(v, tuple):
+            out[name] = v
+            continue
+        v = tf.convert_to_tensor(v)
+        rank = v.shape.rank
+        if rank not in masks:
+            masks[rank] = _reshape(alive, [-1] + [1] * (rank - 1))
+        # zeros of the full shape (a broadcast scalar would add a reduction to the
+        # gradient), as one ZerosLike node (tf.zeros_like makes a fill and two constants)
+        out[name] = tf.where(masks[rank], v, tf.raw_ops.ZerosLike(x=v))
+    return out
 
 
 def _replicas() -> int:
@@ -119,11 +158,15 @@ def normalize(y, fused: bool = True):
     """
     if fused:
         rows, cols = (d if d is not None else tf.shape(y)[i] for i, d in enumerate(y.shape))
-        ones, zeros = tf.ones([cols], y.dtype), tf.zeros([cols], y.dtype)
+        if isinstance(cols, int):  # one constant node each, not a fill and its two inputs
+            ones = tf.constant(np.ones(cols), y.dtype)
+            zeros = tf.constant(np.zeros(cols), y.dtype)
+        else:
+            ones, zeros = tf.ones([cols], y.dtype), tf.zeros([cols], y.dtype)
         out, mean, var = tf.raw_ops.FusedBatchNormV3(
-            x=tf.reshape(y, [1, rows, 1, cols]), scale=ones, offset=zeros, mean=zeros,
+            x=_reshape(y, [1, rows, 1, cols]), scale=ones, offset=zeros, mean=zeros,
             variance=ones, epsilon=BN_EPSILON, is_training=True, data_format="NHWC")[:3]
-        return tf.reshape(out, [rows, cols]), tf.stop_gradient(mean), tf.stop_gradient(var)
+        return _reshape(out, [rows, cols]), tf.stop_gradient(mean), tf.stop_gradient(var)
     return _normalize_two_pass(y)
 
 
@@ -305,23 +348,23 @@ class FanOut(keras.layers.Layer):
         if training:
             replicas = _replicas() if self.synchronized else 1
             rows = y.shape[0] if y.shape[0] is not None else shape[0]  # static: fewer ops
-            flat = tf.reshape(y, [rows, -1])
+            flat = _reshape(y, [rows, -1])
             # var: the unbiased one, for the moving average
             flat, mean, var = (normalize_across_replicas(flat) if replicas > 1
                                else normalize(flat, fused=not self.static_shapes))
             # mean and variance move together, stacked (k, 2, C): one chain of ops, not two
-            value = tf.transpose(tf.reshape(tf.stack([mean, var]), [2, self.channels, -1]),
+            value = _transpose(_reshape(tf.stack([mean, var]), [2, self.channels, -1]),
                                  [2, 0, 1])  # (k', 2, C)
             moving = tf.stack([mean_var, var_var], axis=1)
             new = BN_MOMENTUM * self._take(moving, idx) + (1.0 - BN_MOMENTUM) * value
             if idx is not None:
                 new = tf.tensor_scatter_nd_update(moving, tf.expand_dims(idx, 1), new)
             if alive is not None:  # a pruned op's statistics stay
-                new = tf.where(tf.reshape(alive, [-1, 1, 1]), new, moving)
+                new = tf.where(_reshape(alive, [-1, 1, 1]), new, moving)
             new_mean, new_var = tf.unstack(new, axis=1)
             mean_var.assign(new_mean)
             var_var.assign(new_var)
-            return tf.cast(tf.reshape(flat, shape), dtype)
+            return tf.cast(_reshape(flat, shape), dtype)
         mean = tf.transpose(self._take(mean_var, idx))  # (C, k')
         var = tf.transpose(self._take(var_var, idx))
         return tf.cast((y - mean) * tf.math.rsqrt(var + BN_EPSILON), dtype)
@@ -339,9 +382,11 @@ class FanOut(keras.layers.Layer):
         """
         b, h, w = spatial
         c = self.channels
-        block = tf.einsum("qcd,qr->cqdr", pw, tf.eye(k, dtype=pw.dtype))
-        z = tf.matmul(tf.reshape(y, [b * h * w, c * k]), tf.reshape(block, [c * k, c * k]))
-        return tf.reshape(z, [b * h * w, c, k])
+        eye = (tf.constant(np.eye(k), pw.dtype) if isinstance(k, int)  # one constant node
+               else tf.eye(k, dtype=pw.dtype))
+        block = tf.einsum("qcd,qr->cqdr", pw, eye)
+        z = tf.matmul(_reshape(y, [b * h * w, c * k]), _reshape(block, [c * k, c * k]))
+        return _reshape(z, [b * h * w, c, k])
 
     def _separable_fan(self, x, dw, pw, strides, spatial, k, dilation=1):
         """depthwise k×k then 1×1, one (dw, pw) pair per edge, on one input → (N', C, k).
@@ -354,9 +399,9 @@ class FanOut(keras.layers.Layer):
         ks, c = dw.shape[1], self.channels
         b, h, w = spatial  # explicit sizes, not -1: they stay static where they can
         if c * ks * ks <= _COMPOSE_MAX_TAPS:
-            kernel = tf.reshape(tf.einsum("qijc,qcd->ijcdq", dw, pw), [ks, ks, c, c * k])
-            return tf.reshape(_conv(x, kernel, strides, dilation), [b * h * w, c, k])
-        kernel = tf.transpose(dw, [1, 2, 3, 0])  # (ks, ks, C, k): channel multiplier k
+            kernel = _reshape(tf.einsum("qijc,qcd->ijcdq", dw, pw), [ks, ks, c, c * k])
+            return _reshape(_conv(x, kernel, strides, dilation), [b * h * w, c, k])
+        kernel = _transpose(dw, [1, 2, 3, 0])  # (ks, ks, C, k): channel multiplier k
         y = _conv(x, kernel, strides, dilation, depthwise=True)  # channels (c, q)
         return self._pointwise(y, pw, spatial, k)
 
@@ -364,8 +409,8 @@ class FanOut(keras.layers.Layer):
         """Edge q's depthwise k×k then 1×1 on edge q's tensor: (N, C, k) → (N, C, k)."""
         b, h, w = spatial
         c, ks = self.channels, dw.shape[1]
-        kernel = tf.reshape(tf.transpose(dw, [1, 2, 3, 0]), [ks, ks, c * k, 1])
-        z = tf.nn.depthwise_conv2d(tf.reshape(y, [b, h, w, c * k]), kernel, [1, 1, 1, 1], "SAME")
+        kernel = _reshape(_transpose(dw, [1, 2, 3, 0]), [ks, ks, c * k, 1])
+        z = tf.nn.depthwise_conv2d(_reshape(y, [b, h, w, c * k]), kernel, [1, 1, 1, 1], "SAME")
         return self._pointwise(z, pw, spatial, k)
 
     def _sep_conv(self, x, p, idx, training, spatial, alive=None):
@@ -391,9 +436,9 @@ class FanOut(keras.layers.Layer):
         halves = []
         for sub, weights in ((x[:, ::2, ::2, :], p["fr1"]), (odd, p["fr2"])):
             w = self._take(weights, idx)  # (k, C, C_half): 1×1 stride-2 conv per edge
-            kernel = tf.reshape(tf.transpose(w, [1, 2, 0]), [c, -1])  # columns (d, q)
-            y = tf.matmul(tf.reshape(sub, [n, c]), kernel)
-            halves.append(tf.reshape(y, [n, w.shape[-1], k]))
+            kernel = _reshape(_transpose(w, [1, 2, 0]), [c, -1])  # columns (d, q)
+            y = tf.matmul(_reshape(sub, [n, c]), kernel)
+            halves.append(_reshape(y, [n, w.shape[-1], k]))
         return self._bn(tf.concat(halves, axis=1), p["bn"], idx, training, alive)
 
     # -- the layer -----------------------------------------------------------------------
@@ -417,7 +462,8 @@ class FanOut(keras.layers.Layer):
 
         def mix(column, row):
             """(N, C, j) copies weighted into the k edges by row (j, k): (k, N·C)."""
-            return tf.matmul(row, tf.reshape(column, [n * c, tf.shape(row)[0]]),
+            j = row.shape[0] if row.shape[0] is not None else tf.shape(row)[0]
+            return tf.matmul(row, _reshape(column, [n * c, j]),
                              transpose_a=True, transpose_b=True)
 
         terms = []
@@ -425,7 +471,7 @@ class FanOut(keras.layers.Layer):
             if op == "none":
                 continue  # contributes zeros: nothing to compute
             if op == "skip_connect" and s == 1:  # the identity: one copy, no compute
-                terms.append(mix(tf.reshape(x, [n, c, 1]), tf.expand_dims(w_cols[col], 0)))
+                terms.append(mix(_reshape(x, [n, c, 1]), tf.expand_dims(w_cols[col], 0)))
             elif op in ("max_pool_3x3", "avg_pool_3x3"):  # the same on every edge: one copy
                 if active is None:
                     terms.append(mix(self._shared(op, x, training, spatial),
@@ -440,8 +486,7 @@ class FanOut(keras.layers.Layer):
                 params, on = self._params[op], None
                 if active is not None:
                     on = a_cols[col]
-                    params = {name: v if isinstance(v, tuple) else _zero_unless(on, v)
-                              for name, v in params.items()}
+                    params = _zero_unless(on, params)
                 y = self._conv_op(op)(relu_x, params, None, training, spatial, on)
                 terms.append(mix(y, tf.linalg.diag(w_cols[col])))
             else:
@@ -451,18 +496,17 @@ class FanOut(keras.layers.Layer):
                 alive = tf.reduce_any(a_cols[col])
                 keep = tf.logical_or(a_cols[col],
                                      tf.logical_and(tf.logical_not(alive), first_edge))
-                idx = tf.cast(tf.reshape(tf.where(keep), [-1]), tf.int32)
+                idx = tf.cast(_reshape(tf.where(keep), [-1]), tf.int32)
                 # expand_dims, not [:, None]: a strided slice's gradient costs far more
                 row = (tf.one_hot(idx, k, dtype=weights.dtype)
                        * tf.expand_dims(tf.gather(w_cols[col], idx), 1))
                 # such an op computes with zero kernels: a select on its small kernels, not
                 # on its large output (NaN·0 is NaN: the 0 weight alone would not drop it)
-                params = {name: v if isinstance(v, tuple) else _zero_unless(alive, v)
-                          for name, v in self._params[op].items()}
+                params = _zero_unless(alive, self._params[op])
                 y = self._conv_op(op)(relu_x, params, idx, training, spatial, alive)
                 terms.append(mix(y, row))
         out = tf.add_n(terms)
-        return tf.reshape(out, [k, b, h, w, c])
+        return _reshape(out, [k, b, h, w, c])
 
     def _conv_op(self, op: str):
         return {"sep": self._sep_conv, "dil": self._dil_conv,
@@ -477,7 +521,7 @@ class FanOut(keras.layers.Layer):
         """
         y = pool_3x3(x, op[:3], self.strides)
         b, h, w = spatial
-        y = tf.reshape(y, [b * h * w, self.channels, 1])
+        y = _reshape(y, [b * h * w, self.channels, 1])
         return self._bn(y, self._params[op]["bn"], None, training, alive)
 
     def get_config(self) -> dict:
