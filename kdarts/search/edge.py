@@ -93,23 +93,33 @@ def _conv(x, kernel, strides: int, dilation: int = 1, depthwise: bool = False):
     return tf.batch_to_space(y, [dilation, dilation], pad)
 
 
-_SHAPE_CONSTANTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # graph → {dims: tensor}
+_CONSTANTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # graph → {key: tensor}
+
+
+def _constant(value, dtype=tf.int32):
+    """``value`` (a number, tuple or numpy array) as one constant node per traced graph,
+    shared by every op that uses it: constants were 40 % of the step's graph (every
+    reshape, BN and scalar product made its own), and tracing and graph optimisation
+    scale with its size. Eagerly, a plain constant."""
+    dtype = tf.as_dtype(dtype)  # a Keras variable's dtype is a string
+    if tf.executing_eagerly():
+        return tf.constant(value, dtype)
+    array = np.asarray(value, dtype.as_numpy_dtype)
+    graph = tf.compat.v1.get_default_graph()
+    cache = _CONSTANTS.setdefault(graph, {})
+    key = (dtype, array.shape, array.tobytes())
+    if key not in cache:
+        with graph.control_dependencies(None):  # usable anywhere in the graph
+            cache[key] = tf.constant(array, dtype)
+    return cache[key]
 
 
 def _shape(dims):
-    """``dims`` for a reshape or transpose. Static ones become one constant node per traced
-    graph, shared by every op of that shape: constants were 40 % of the step's graph,
-    and tracing and graph optimisation scale with its size."""
+    """``dims`` for a reshape or transpose: a shared constant when static."""
     if (tf.executing_eagerly() or not isinstance(dims, (list, tuple))
             or not all(isinstance(d, int) for d in dims)):
         return dims
-    graph = tf.compat.v1.get_default_graph()
-    cache = _SHAPE_CONSTANTS.setdefault(graph, {})
-    key = tuple(dims)
-    if key not in cache:
-        with graph.control_dependencies(None):  # usable anywhere in the graph
-            cache[key] = tf.constant(key, tf.int32)
-    return cache[key]
+    return _constant(tuple(dims))
 
 
 def _reshape(x, dims):
@@ -158,9 +168,8 @@ def normalize(y, fused: bool = True):
     """
     if fused:
         rows, cols = (d if d is not None else tf.shape(y)[i] for i, d in enumerate(y.shape))
-        if isinstance(cols, int):  # one constant node each, not a fill and its two inputs
-            ones = tf.constant(np.ones(cols), y.dtype)
-            zeros = tf.constant(np.zeros(cols), y.dtype)
+        if isinstance(cols, int):  # shared constants, not a fill and its two inputs each
+            ones, zeros = _constant(np.ones(cols), y.dtype), _constant(np.zeros(cols), y.dtype)
         else:
             ones, zeros = tf.ones([cols], y.dtype), tf.zeros([cols], y.dtype)
         out, mean, var = tf.raw_ops.FusedBatchNormV3(
@@ -356,7 +365,8 @@ class FanOut(keras.layers.Layer):
             value = _transpose(_reshape(tf.stack([mean, var]), [2, self.channels, -1]),
                                  [2, 0, 1])  # (k', 2, C)
             moving = tf.stack([mean_var, var_var], axis=1)
-            new = BN_MOMENTUM * self._take(moving, idx) + (1.0 - BN_MOMENTUM) * value
+            new = (_constant(BN_MOMENTUM, tf.float32) * self._take(moving, idx)
+                   + _constant(1.0 - BN_MOMENTUM, tf.float32) * value)
             if idx is not None:
                 new = tf.tensor_scatter_nd_update(moving, tf.expand_dims(idx, 1), new)
             if alive is not None:  # a pruned op's statistics stay
@@ -382,7 +392,7 @@ class FanOut(keras.layers.Layer):
         """
         b, h, w = spatial
         c = self.channels
-        eye = (tf.constant(np.eye(k), pw.dtype) if isinstance(k, int)  # one constant node
+        eye = (_constant(np.eye(k), pw.dtype) if isinstance(k, int)  # one shared node
                else tf.eye(k, dtype=pw.dtype))
         block = tf.einsum("qcd,qr->cqdr", pw, eye)
         z = tf.matmul(_reshape(y, [b * h * w, c * k]), _reshape(block, [c * k, c * k]))
@@ -488,7 +498,10 @@ class FanOut(keras.layers.Layer):
                     on = a_cols[col]
                     params = _zero_unless(on, params)
                 y = self._conv_op(op)(relu_x, params, None, training, spatial, on)
-                terms.append(mix(y, tf.linalg.diag(w_cols[col])))
+                diag = tf.raw_ops.MatrixDiagV3(  # tf.linalg.diag makes four constants a call
+                    diagonal=w_cols[col], k=_constant(0), num_rows=_constant(-1),
+                    num_cols=_constant(-1), padding_value=_constant(0, weights.dtype))
+                terms.append(mix(y, diag))
             else:
                 # only the edges that keep the op reach its kernels; an op pruned on every
                 # edge runs them on edge 0 alone (weight 0, BN statistics kept): oneDNN
