@@ -317,6 +317,7 @@ def test_fit_with_aux_loss_and_keras_round_trip(tmp_path):
     assert np.isfinite(history.history["loss"]).all()
     assert "accuracy" in history.history
     assert int(model.optimizer.iterations.numpy()) == 2
+    assert model.train_function.lean_graph_optimization  # the step's graph settings
     # the model ramps drop-path by itself, from 0: 0.2 * epoch / 2 at each epoch start
     assert probe.values == pytest.approx([0.0, 0.1])
     # a plain fit resumed at epoch 2 of 4 continues the ramp: 0.2 * 2 / 4, 0.2 * 3 / 4
