@@ -155,6 +155,28 @@ def with_lean_graph_optimization(fn):
     return call
 
 
+class LeanTrainFunction:
+    """Mixin for a ``keras.Model`` whose step is one large graph: its train function is
+    Keras's on one device, the model's ``_replicated_train_function()`` under several
+    replicas, and either is always called under :func:`lean_graph_optimization`.
+
+    Example:
+        >>> class Net(LeanTrainFunction, keras.Model):   # doctest: +SKIP
+        ...     def _replicated_train_function(self): ...
+    """
+
+    def make_train_function(self, force: bool = False):
+        if self.train_function is not None and not force:
+            return self.train_function
+        if self.distribute_strategy.num_replicas_in_sync == 1:
+            super().make_train_function(force)  # Keras's sets train_function, returns None
+            step = self.train_function
+        else:
+            step = self._replicated_train_function()
+        self.train_function = with_lean_graph_optimization(step)
+        return self.train_function
+
+
 #: ``--strategy`` names: TensorFlow's own distribution strategies.
 STRATEGIES = ("default", "mirrored", "multiworker")
 
@@ -255,6 +277,6 @@ def is_chief(strategy_name: str) -> bool:
                                and "chief" not in config["cluster"])
 
 
-__all__ = ["LEAN_GRAPH_REWRITES", "STRATEGIES", "is_chief", "lean_graph_optimization",
+__all__ = ["LEAN_GRAPH_REWRITES", "LeanTrainFunction", "STRATEGIES", "is_chief", "lean_graph_optimization",
            "make_strategy", "read_tf_config", "set_cpu_threads", "split_cpu",
            "with_lean_graph_optimization"]

@@ -48,7 +48,7 @@ from kdarts.ops import (
     synchronize_batch_norms,
 )
 from kdarts.preprocessing import Standardize, input_contract
-from kdarts.runtime import with_lean_graph_optimization
+from kdarts.runtime import LeanTrainFunction
 
 _PKG = "kdarts"
 
@@ -228,7 +228,7 @@ class ImageNetStem(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=_PKG)
-class EvalNetwork(keras.Model):
+class EvalNetwork(LeanTrainFunction, keras.Model):
     """DARTS's evaluation network (``NetworkCIFAR``, or ``NetworkImageNet``) for a genotype.
 
     Args:
@@ -482,25 +482,15 @@ class EvalNetwork(keras.Model):
             iterator = None
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
-    def make_train_function(self, force: bool = False):
-        """Keras's on one device. With several replicas, one step per call: the replicas
-        run :meth:`train_step` and their logs are averaged (Keras's own multi-worker
-        reduction fails on scalar logs); the step, not the optimizer, clips (after the
-        all-reduce), so the optimizer's ``global_clipnorm`` is handed to the step around
-        each call (the replicas trace the step in threads of their own)."""
-        if self.train_function is not None and not force:
-            return self.train_function
-        if self.distribute_strategy.num_replicas_in_sync == 1:
-            super().make_train_function(force)  # sets train_function, returns None
-            step = self.train_function
-        else:
-            step = self._replicated_train_function()
-        # the lean graph-optimiser settings: the first call 3 s (10 %) sooner for DARTS_V2
-        # at C=16, 8 cells, and the same step (kdarts.runtime.LEAN_GRAPH_REWRITES)
-        self.train_function = with_lean_graph_optimization(step)
-        return self.train_function
-
     def _replicated_train_function(self):
+        """With several replicas, one step per call: the replicas run :meth:`train_step`
+        and their logs are averaged (Keras's own multi-worker reduction fails on scalar
+        logs); the step, not the optimizer, clips (after the all-reduce), so the
+        optimizer's ``global_clipnorm`` is handed to the step around each call (the
+        replicas trace the step in threads of their own). On one device Keras's train
+        function runs; both under the lean graph-optimiser settings
+        (:class:`kdarts.runtime.LeanTrainFunction`: the first call 3 s, 10 %, sooner
+        for DARTS_V2 at C=16, 8 cells)."""
         inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)
         step = self._replicated(self.train_step)
 

@@ -35,7 +35,7 @@ from kdarts.ops import (
     synchronize_batch_norms,
 )
 from kdarts.preprocessing import Standardize
-from kdarts.runtime import with_lean_graph_optimization
+from kdarts.runtime import LeanTrainFunction
 from kdarts.search.activations import AlphaInitializer, activate, check_activation, prune
 from kdarts.search.cell import SearchCell
 from kdarts.search.edge import FanOut
@@ -50,7 +50,7 @@ from kdarts.search.schedules import DynamicSchedule, get_schedule, update_fi_ewm
 
 
 @keras.saving.register_keras_serializable(package="kdarts")
-class SearchNetwork(keras.Model):
+class SearchNetwork(LeanTrainFunction, keras.Model):
     """DARTS's search network with two shared α matrices (normal, reduce).
 
     Args:
@@ -621,21 +621,10 @@ class SearchNetwork(keras.Model):
         fi = self._finish_step(data, take, search_loss, reg)
         return self._step_logs(fi, take)
 
-    def make_train_function(self, force: bool = False):
-        """Keras's train function (one device) or :meth:`_replicated_train_function`,
-        always called under :func:`kdarts.runtime.lean_graph_optimization`: the step is
-        one graph of ~90k nodes whose optimisation dominates the minute before step 1."""
-        if self.train_function is not None and not force:
-            return self.train_function
-        if self.distribute_strategy.num_replicas_in_sync == 1:
-            super().make_train_function(force)  # sets train_function, returns None
-            step = self.train_function
-        else:
-            step = self._replicated_train_function()
-        self.train_function = with_lean_graph_optimization(step)
-        return self.train_function
-
     def _replicated_train_function(self):
+        """The step under several replicas (see :class:`kdarts.runtime.LeanTrainFunction`,
+        which calls it under the lean graph-optimiser settings: the step is one graph
+        whose optimisation dominates the time before step 1)."""
         strategy = self.distribute_strategy
         if self.steps_per_execution != 1:
             raise ValueError("a SearchNetwork under a multi-replica strategy runs one step per "
