@@ -96,11 +96,12 @@ def set_cpu_threads(intra_op: int = 1, inter_op: int = 0) -> None:
 
 
 #: Graph-optimiser (grappler) settings for one very large step graph, such as the search
-#: step's ~90k nodes. Its first call spends most of its time optimising: on the small
-#: configuration of ``tools/bench_search.py`` (2-core CPU) 42 s → 29 s with these, and the
-#: same step time. They leave out passes that change no arithmetic here: the second round
-#: of every pass (``meta_optimizer_iterations``: one), the MLIR ``tfg`` pass, and the
-#: memory optimiser (its swapping and recomputation heuristics are meant for GPU memory).
+#: step's tens of thousands of nodes. Its first call spends most of its time optimising:
+#: on the small configuration of ``tools/bench_search.py`` (2-core CPU, 45k-op graph)
+#: 42 s → 29 s with these, and the same step time. They leave out passes that change no
+#: arithmetic here: the second round of every pass (``meta_optimizer_iterations``: one),
+#: the MLIR ``tfg`` pass, and the memory optimiser (its swapping and recomputation
+#: heuristics are meant for GPU memory).
 LEAN_GRAPH_REWRITES = {"meta_optimizer_iterations": 1, "disable_tfg_optimizer": True,
                        "memory_optimization": 1}
 
@@ -277,6 +278,6 @@ def is_chief(strategy_name: str) -> bool:
                                and "chief" not in config["cluster"])
 
 
-__all__ = ["LEAN_GRAPH_REWRITES", "LeanTrainFunction", "STRATEGIES", "is_chief", "lean_graph_optimization",
-           "make_strategy", "read_tf_config", "set_cpu_threads", "split_cpu",
-           "with_lean_graph_optimization"]
+__all__ = ["LEAN_GRAPH_REWRITES", "LeanTrainFunction", "STRATEGIES", "is_chief",
+           "lean_graph_optimization", "make_strategy", "read_tf_config", "set_cpu_threads",
+           "split_cpu", "with_lean_graph_optimization"]
