@@ -107,14 +107,17 @@ LEAN_GRAPH_REWRITES = {"meta_optimizer_iterations": 1, "disable_tfg_optimizer": 
 
 
 @functools.lru_cache(maxsize=8)
-def _lean_config(serialized: bytes):
+def _lean_options(serialized: bytes, executor_type):
+    """The call options ``serialized`` with :data:`LEAN_GRAPH_REWRITES`, built once (a
+    train function enters :func:`lean_graph_optimization` on every step)."""
     from tensorflow.core.protobuf import config_pb2
+    from tensorflow.python.eager import context
 
     config = config_pb2.ConfigProto.FromString(serialized)
     rewrites = config.graph_options.rewrite_options
     for field, value in LEAN_GRAPH_REWRITES.items():
         setattr(rewrites, field, value)
-    return config  # a ConfigProto: FunctionCallOptions refuses bytes
+    return context.FunctionCallOptions(executor_type=executor_type, config_proto=config)
 
 
 @contextlib.contextmanager
@@ -135,9 +138,8 @@ def lean_graph_optimization():
 
     ctx = context.context()
     saved = ctx.function_call_options
-    ctx.function_call_options = context.FunctionCallOptions(
-        executor_type=saved.executor_type,
-        config_proto=_lean_config(saved.config_proto_serialized))
+    ctx.function_call_options = _lean_options(saved.config_proto_serialized,
+                                              saved.executor_type)
     try:
         yield
     finally:

@@ -116,10 +116,9 @@ def _constant(value, dtype=tf.int32):
 
 def _shape(dims):
     """``dims`` for a reshape or transpose: a shared constant when static."""
-    if (tf.executing_eagerly() or not isinstance(dims, (list, tuple))
-            or not all(isinstance(d, int) for d in dims)):
-        return dims
-    return _constant(tuple(dims))
+    if isinstance(dims, (list, tuple)) and all(isinstance(d, int) for d in dims):
+        return _constant(tuple(dims))
+    return dims  # a tensor, or dims with a dynamic size
 
 
 def _reshape(x, dims):

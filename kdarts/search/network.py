@@ -252,10 +252,10 @@ class SearchNetwork(LeanTrainFunction, keras.Model):
             skip_pruned_ops: crb only: run each conv op on the edges that keep it, instead
                 of on every edge with zero kernels where it is pruned. The same search;
                 fewer FLOPs once many ops are pruned (small configuration of
-                ``tools/bench_search.py``, half the ops pruned: 269 ms a step instead of
-                334 ms), but a step graph nearly twice as large, so about 20 s more
+                ``tools/bench_search.py``, half the ops pruned: 266 ms a step instead of
+                333 ms), but a step graph nearly twice as large, so about 14 s more
                 before the first step, and slower while little is pruned (383 ms
-                instead of 354 ms). Worth it for long searches at large sizes. Not with
+                instead of 341 ms). Worth it for long searches at large sizes. Not with
                 ``jit_compile`` (XLA compiles static shapes only).
         """
         if skip_pruned_ops and kwargs.get("jit_compile") is True:
@@ -295,12 +295,10 @@ class SearchNetwork(LeanTrainFunction, keras.Model):
             self._lr_cosine = (float(lr.numpy() if hasattr(lr, "numpy") else lr), float(lr_min))
         if isinstance(self.schedule, DynamicSchedule) and int(self.search_step.numpy()) == 0:
             self.threshold.assign(self.schedule.initial_threshold)
-        fan_outs = [layer for layer in self._flatten_layers(include_self=False)
-                    if isinstance(layer, FanOut)]
-        for fan in fan_outs:
-            shape = (bool(self.jit_compile), bool(skip_pruned_ops))
-            if (fan.static_shapes, fan.skip_pruned) != shape:
-                fan.static_shapes, fan.skip_pruned = shape  # XLA: static shapes
+        how = (bool(self.jit_compile), bool(skip_pruned_ops))  # XLA: static shapes
+        for fan in self._flatten_layers(include_self=False):
+            if isinstance(fan, FanOut) and (fan.static_shapes, fan.skip_pruned) != how:
+                fan.static_shapes, fan.skip_pruned = how
                 self._gradient_fn = None  # the network is traced again, as it now computes
         self._search_compiled = True
         self.train_function = None
