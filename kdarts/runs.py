@@ -655,7 +655,7 @@ def _search(out, opts, args, state, download, data_dir, stop_after_epoch, report
                f"{opts['layers']} layers, {steps_per_epoch} steps per epoch"
                + (f", batch {opts['batch_size']} over {replicas} replicas ({strategy_name}"
                   + (", synchronised BN)" if sync_batch_norm else ")") if replicas > 1 else "")
-               + "; the first epoch starts with tracing the step (a minute or two)")
+               + "; the first epoch starts with tracing the step (half a minute or more)")
     bar = EpochProgress({"loss": "loss", "accuracy": "acc", "alpha_steps": "α steps",
                          "pruned_ops": "pruned"}, integer_labels=("α steps", "pruned"))
     callbacks = [  # only the chief writes; every worker reads its checkpoint to resume
