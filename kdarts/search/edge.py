@@ -84,7 +84,7 @@ def _conv(x, kernel, strides: int, dilation: int = 1, depthwise: bool = False):
     if dilation == 1:
         return conv(x, strides)
     if strides == dilation:
-        return conv(x[:, ::dilation, ::dilation, :], 1)
+        return conv(_subgrid(x, dilation), 1)
     if strides != 1:
         raise ValueError(f"dilated conv: strides {strides} with dilation {dilation}")
     h, w = tf.shape(x)[1], tf.shape(x)[2]
@@ -129,6 +129,19 @@ def _transpose(x, perm):
     return tf.transpose(x, _shape(perm))
 
 
+def _subgrid(x, step: int, offset: int = 0):
+    """``x[:, offset::step, offset::step, :]``. For sizes that ``step`` divides, a reshape
+    and a plain slice: their gradient is a pad, 2-4× faster than a strided slice's at
+    the reference size (the slice is full-size backward either way)."""
+    h, w, c = x.shape[1:]
+    if h is None or w is None or c is None or h % step or w % step:
+        return x[:, offset::step, offset::step, :]
+    grid = _reshape(x, [-1, h // step, step, w // step, step * c])
+    y = tf.slice(grid, _constant((0, 0, offset, 0, offset * c)),
+                 _constant((-1, h // step, 1, w // step, c)))
+    return _reshape(y, [-1, h // step, w // step, c])
+
+
 def _zero_unless(alive, params: dict) -> dict:
     """An op's kernels where ``alive``, else zeros of their shape; its BN statistics
     (pairs) as they are. ``alive``: a scalar bool tensor (whole kernels) or one per edge
@@ -153,11 +166,15 @@ def _replicas() -> int:
     return 1 if ctx is None else ctx.num_replicas_in_sync
 
 
-def normalize(y, fused: bool = True):
+def normalize(y, fused: bool = True, scale=None):
     """Batch-normalise the columns of ``y`` (N, F): ``((y − mean) / √(var + ε), mean, var)``
     with the biased variance in the output and the unbiased one (× N/(N−1)) returned, as
-    PyTorch feeds its moving variance. Only ``y``'s gradient flows: mean and var feed the
-    moving averages.
+    PyTorch feeds its moving variance. Only ``y``'s gradient flows (and ``scale``'s):
+    mean and var feed the moving averages.
+
+    ``scale`` (F,): multiplies the normalised columns. The fan-out passes an edge's
+    ``act(α)`` here, so the fused kernel weights its output and its gradient gives α's
+    (see :meth:`FanOut.call`).
 
     ``fused``: one kernel each way (``FusedBatchNormV3`` on ``y`` seen as a (1, N, 1, F)
     image, and its gradient), 1.3-1.9× faster on this CPU than the formula and its
@@ -172,10 +189,12 @@ def normalize(y, fused: bool = True):
         else:
             ones, zeros = tf.ones([cols], y.dtype), tf.zeros([cols], y.dtype)
         out, mean, var = tf.raw_ops.FusedBatchNormV3(
-            x=_reshape(y, [1, rows, 1, cols]), scale=ones, offset=zeros, mean=zeros,
-            variance=ones, epsilon=BN_EPSILON, is_training=True, data_format="NHWC")[:3]
+            x=_reshape(y, [1, rows, 1, cols]), scale=ones if scale is None else scale,
+            offset=zeros, mean=zeros, variance=ones, epsilon=BN_EPSILON, is_training=True,
+            data_format="NHWC")[:3]
         return _reshape(out, [rows, cols]), tf.stop_gradient(mean), tf.stop_gradient(var)
-    return _normalize_two_pass(y)
+    out, mean, var = _normalize_two_pass(y)
+    return (out if scale is None else out * scale), mean, var
 
 
 @tf.custom_gradient
@@ -342,9 +361,10 @@ class FanOut(keras.layers.Layer):
     def _take(var, idx):
         return var if idx is None else tf.gather(var, idx)
 
-    def _bn(self, y, stats, idx, training, alive=None):
+    def _bn(self, y, stats, idx, training, alive=None, scale=None):
         """BN without scale/offset on (N, C, k'); only the rows ``idx`` of the stats move,
         and only where ``alive`` (a scalar bool tensor, or one per row; None: always).
+        ``scale`` (C·k',), float32: column (c, q) multiplied by it, edge q's ``act(α)``.
 
         As PyTorch (and :class:`kdarts.ops.BatchNormalization`): normalised with the
         biased batch variance, the moving variance fed the unbiased one (× N/(N−1)).
@@ -358,8 +378,11 @@ class FanOut(keras.layers.Layer):
             rows = y.shape[0] if y.shape[0] is not None else shape[0]  # static: fewer ops
             flat = _reshape(y, [rows, -1])
             # var: the unbiased one, for the moving average
-            flat, mean, var = (normalize_across_replicas(flat) if replicas > 1
-                               else normalize(flat, fused=not self.static_shapes))
+            if replicas > 1:
+                flat, mean, var = normalize_across_replicas(flat)
+                flat = flat if scale is None else flat * scale
+            else:
+                flat, mean, var = normalize(flat, fused=not self.static_shapes, scale=scale)
             # mean and variance move together, stacked (k, 2, C): one chain of ops, not two
             value = _transpose(_reshape(tf.stack([mean, var]), [2, self.channels, -1]),
                                  [2, 0, 1])  # (k', 2, C)
@@ -376,7 +399,10 @@ class FanOut(keras.layers.Layer):
             return tf.cast(_reshape(flat, shape), dtype)
         mean = tf.transpose(self._take(mean_var, idx))  # (C, k')
         var = tf.transpose(self._take(var_var, idx))
-        return tf.cast((y - mean) * tf.math.rsqrt(var + BN_EPSILON), dtype)
+        y = (y - mean) * tf.math.rsqrt(var + BN_EPSILON)
+        if scale is not None:
+            y = y * _reshape(scale, [self.channels, -1])
+        return tf.cast(y, dtype)
 
     def _count(self, idx):
         """Edges an op runs on: all (a Python int: static shapes) or the gathered ``idx``,
@@ -422,38 +448,39 @@ class FanOut(keras.layers.Layer):
         z = tf.nn.depthwise_conv2d(_reshape(y, [b, h, w, c * k]), kernel, [1, 1, 1, 1], "SAME")
         return self._pointwise(z, pw, spatial, k)
 
-    def _sep_conv(self, x, p, idx, training, spatial, alive=None):
+    def _sep_conv(self, x, p, idx, training, spatial, alive=None, scale=None):
         k = self._count(idx)
         y = self._separable_fan(x, self._take(p["dw1"], idx), self._take(p["pw1"], idx),
                                 self.strides, spatial, k)
         y = tf.nn.relu(self._bn(y, p["bn1"], idx, training, alive))
         y = self._separable_each(y, self._take(p["dw2"], idx), self._take(p["pw2"], idx),
                                  spatial, k)
-        return self._bn(y, p["bn2"], idx, training, alive)
+        return self._bn(y, p["bn2"], idx, training, alive, scale)
 
-    def _dil_conv(self, x, p, idx, training, spatial, alive=None):
+    def _dil_conv(self, x, p, idx, training, spatial, alive=None, scale=None):
         y = self._separable_fan(x, self._take(p["dw"], idx), self._take(p["pw"], idx),
                                 self.strides, spatial, self._count(idx), dilation=2)
-        return self._bn(y, p["bn"], idx, training, alive)
+        return self._bn(y, p["bn"], idx, training, alive, scale)
 
-    def _factorized_reduce(self, x, p, idx, training, spatial, alive=None):
+    def _factorized_reduce(self, x, p, idx, training, spatial, alive=None, scale=None):
         if x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0:  # the shifted grid's padding is
-            odd = x[:, 1::2, 1::2, :]                    # never sampled: one slice
+            odd = _subgrid(x, 2, 1)                      # never sampled: one slice
         else:
             odd = tf.pad(x[:, 1:, 1:, :], [[0, 0], [0, 1], [0, 1], [0, 0]])[:, ::2, ::2, :]
         c, n, k = self.channels, spatial[0] * spatial[1] * spatial[2], self._count(idx)
         halves = []
-        for sub, weights in ((x[:, ::2, ::2, :], p["fr1"]), (odd, p["fr2"])):
+        for sub, weights in ((_subgrid(x, 2), p["fr1"]), (odd, p["fr2"])):
             w = self._take(weights, idx)  # (k, C, C_half): 1×1 stride-2 conv per edge
             kernel = _reshape(_transpose(w, [1, 2, 0]), [c, -1])  # columns (d, q)
             y = tf.matmul(_reshape(sub, [n, c]), kernel)
             halves.append(_reshape(y, [n, w.shape[-1], k]))
-        return self._bn(tf.concat(halves, axis=1), p["bn"], idx, training, alive)
+        return self._bn(tf.concat(halves, axis=1), p["bn"], idx, training, alive, scale)
 
     # -- the layer -----------------------------------------------------------------------
     def call(self, x, weights, active=None, training=None):
         """``x`` (B, H, W, C) → the outgoing edges' outputs (k, B, H', W', C)."""
         training = bool(training)
+        weights32 = tf.cast(weights, tf.float32)  # the BN scales below
         weights = tf.cast(weights, x.dtype)  # act(α) is float32; float16 compute mixes in it
         skip = self.skip_pruned and not self.static_shapes and active is not None
         s, k, c = self.strides, self.num_edges, self.channels
@@ -466,6 +493,9 @@ class FanOut(keras.layers.Layer):
         w_cols = tf.unstack(weights, axis=1)
         if active is not None:
             a_cols = tf.unstack(active, axis=1)
+        if not skip:  # each op's edge weights over its columns (c, q): the BN scales below
+            scales = tf.unstack(_reshape(tf.tile(_transpose(weights32, [1, 0]), [1, c]),
+                                         [len(self.primitives), c * k]))
         if skip:
             first_edge = tf.range(k) == 0
 
@@ -475,7 +505,7 @@ class FanOut(keras.layers.Layer):
             return tf.matmul(row, _reshape(column, [n * c, j]),
                              transpose_a=True, transpose_b=True)
 
-        terms = []
+        terms, weighted = [], []  # weighted: conv ops' (N, C, k), each already × act(α)
         for col, op in enumerate(self.primitives):
             if op == "none":
                 continue  # contributes zeros: nothing to compute
@@ -496,11 +526,10 @@ class FanOut(keras.layers.Layer):
                 if active is not None:
                     on = a_cols[col]
                     params = _zero_unless(on, params)
-                y = self._conv_op(op)(relu_x, params, None, training, spatial, on)
-                diag = tf.raw_ops.MatrixDiagV3(  # tf.linalg.diag makes four constants a call
-                    diagonal=w_cols[col], k=_constant(0), num_rows=_constant(-1),
-                    num_cols=_constant(-1), padding_value=_constant(0, weights.dtype))
-                terms.append(mix(y, diag))
+                # the edges' weights are the last BN's scale: its kernel weights the output
+                # and its gradient yields α's, with no matmul by diag(act(α)) either way
+                weighted.append(self._conv_op(op)(relu_x, params, None, training, spatial, on,
+                                                  scale=scales[col]))
             else:
                 # only the edges that keep the op reach its kernels; an op pruned on every
                 # edge runs them on edge 0 alone (weight 0, BN statistics kept): oneDNN
@@ -517,6 +546,8 @@ class FanOut(keras.layers.Layer):
                 params = _zero_unless(alive, self._params[op])
                 y = self._conv_op(op)(relu_x, params, idx, training, spatial, alive)
                 terms.append(mix(y, row))
+        if weighted:  # summed in (N, C, k), then edge-major: one transpose per fan-out
+            terms.append(_transpose(_reshape(tf.add_n(weighted), [n * c, k]), [1, 0]))
         out = tf.add_n(terms)
         return _reshape(out, [k, b, h, w, c])
 
