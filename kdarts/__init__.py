@@ -42,6 +42,7 @@ _LAZY = {
     "ADMM": "kdarts.search",
     "DynamicSchedule": "kdarts.search",
     "FixedSchedule": "kdarts.search",
+    "FusedSGD": "kdarts.optimizers",
     "MixedEdge": "kdarts.search",
     "NoRegularizer": "kdarts.search",
     "Proximity": "kdarts.search",
@@ -65,7 +66,7 @@ def __dir__():
 
 __all__ = [
     "ADMM", "CRB_PRIMITIVES", "DARTS_V1", "DARTS_V2", "DynamicSchedule", "EvalNetwork",
-    "ExportError", "FixedSchedule", "Genotype", "GenotypeError", "MixedEdge", "NoRegularizer",
+    "ExportError", "FixedSchedule", "FusedSGD", "Genotype", "GenotypeError", "MixedEdge", "NoRegularizer",
     "PRIMITIVES", "Proximity", "SearchNetwork", "compile_eval_network", "discretize",
     "dynamic_split_fraction", "export", "load_model", "set_cpu_threads",
 ]

@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from kdarts.learning_rate import epoch_learning_rate
@@ -75,6 +76,14 @@ class CoupledWeightDecaySGD(keras.optimizers.SGD):
         gradient = ops.cast(gradient, variable.dtype)
         if self.l2:
             gradient = gradient + ops.cast(self.l2, variable.dtype) * variable
+        if self.momentum and not isinstance(gradient, tf.IndexedSlices):
+            # the rule below as one kernel per variable (TensorFlow's momentum is PyTorch's)
+            velocity = self.momentums[self._get_variable_index(variable)]
+            tf.raw_ops.ResourceApplyMomentum(
+                var=variable.handle, accum=velocity.handle, lr=learning_rate, grad=gradient,
+                momentum=ops.cast(self.momentum, variable.dtype),
+                use_nesterov=bool(self.nesterov))
+            return
         if self.momentum:
             velocity = self.momentums[self._get_variable_index(variable)]
             momentum = ops.cast(self.momentum, variable.dtype)
