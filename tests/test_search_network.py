@@ -117,8 +117,9 @@ def _copy_edges_into_fanouts(ref: SearchCell, fused: SearchCell):
                     var.assign(tf.tensor_scatter_nd_update(var, [[q]], value[None]))
 
 
+# C=20: 3×3 kernels compose into dense ones (180 taps), 5×5 stay depthwise (500 > 400)
 @pytest.mark.parametrize("reduction,activation,channels,skip", [
-    (False, "softmax", 4, False), (True, "crb", 4, True), (True, "crb", 12, False)])
+    (False, "softmax", 4, False), (True, "crb", 4, True), (True, "crb", 20, False)])
 def test_fused_cell_equals_reference_cell(reduction, activation, channels, skip):
     """FanOut computes exactly DARTS's MixedEdges, pruned ops included, train and inference,
     whether pruned ops run with zero kernels or only unpruned edges reach the kernels
