@@ -60,14 +60,17 @@ _CONV_KERNELS = {"sep_conv_3x3": 3, "sep_conv_5x5": 5, "dil_conv_3x3": 3, "dil_c
 _COMPOSE_MAX_TAPS = 400
 
 
-def _conv(x, kernel, strides: int, dilation: int = 1, depthwise: bool = False):
+def _conv(x, kernel, strides: int, dilation: int = 1, depthwise: bool = False,
+          pad_input: bool = True):
     """A k×k conv padded as PyTorch pads it; a dilated one runs on the d×d sub-grids of ``x``.
 
     Padding is symmetric (k//2 each side), so at stride 2 output pixel ``i`` is centred
     on input pixel ``2i``, the reference's grid. At stride 1 that is TF's "same"; at
     stride 2 (TF's "same" would pad only after, for even sizes) the input is padded and
-    convolved "valid": passed as the conv's explicit padding instead, the backward
-    pass fell back from oneDNN to TF's own kernels, ~4x slower at the reference size.
+    convolved "valid" (``pad_input``): passed as the conv's explicit padding instead, the
+    backward pass fell back from oneDNN to TF's own kernels, ~4x slower at the reference
+    size. XLA compiles its own kernels and keeps the explicit padding (the padded form
+    changed its fusion enough to move the unrolled step's α by 5e-5 from the graph's).
 
     A dilated conv only mixes pixels of one sub-grid, so it is a plain conv on each
     (TF's own dilated path needs static channel counts, which pruning makes dynamic).
@@ -79,8 +82,9 @@ def _conv(x, kernel, strides: int, dilation: int = 1, depthwise: bool = False):
     def conv(x, stride):
         padding = "SAME"
         if stride != 1:
-            pad = _constant([[0, 0], [ks // 2] * 2, [ks // 2] * 2, [0, 0]])
-            x, padding = tf.pad(x, pad), "VALID"
+            padding = [[0, 0], [ks // 2] * 2, [ks // 2] * 2, [0, 0]]
+            if pad_input:
+                x, padding = tf.pad(x, _constant(padding)), "VALID"
         if depthwise:
             return tf.nn.depthwise_conv2d(x, kernel, [1, stride, stride, 1], padding)
         return tf.nn.conv2d(x, kernel, stride, padding)
@@ -441,9 +445,11 @@ class FanOut(keras.layers.Layer):
         b, h, w = spatial  # explicit sizes, not -1: they stay static where they can
         if c * ks * ks <= _COMPOSE_MAX_TAPS:
             kernel = _reshape(tf.einsum("qijc,qcd->ijcdq", dw, pw), [ks, ks, c, c * k])
-            return _reshape(_conv(x, kernel, strides, dilation), [b * h * w, c, k])
+            y = _conv(x, kernel, strides, dilation, pad_input=not self.static_shapes)
+            return _reshape(y, [b * h * w, c, k])
         kernel = _transpose(dw, [1, 2, 3, 0])  # (ks, ks, C, k): channel multiplier k
-        y = _conv(x, kernel, strides, dilation, depthwise=True)  # channels (c, q)
+        y = _conv(x, kernel, strides, dilation, depthwise=True,  # channels (c, q)
+                  pad_input=not self.static_shapes)
         return self._pointwise(y, pw, spatial, k)
 
     def _separable_each(self, y, dw, pw, spatial, k):
