@@ -19,7 +19,9 @@ edges that leave one node at once, which is the same mathematics with far fewer
   warm-up). An op pruned on every edge then runs on one edge, not on zero edges:
   oneDNN's kernels (TensorFlow's default on Intel CPUs) refuse zero-size filters and
   abort the process on a max-pool gradient of zero images;
-- the weighting by ``act(α)`` and the sum into each outgoing edge are matmuls.
+- a conv op's ``act(α)`` is the scale of its last (fused) BN, which weights each edge's
+  output and, backward, yields α's gradient; the pools and the identity are weighted
+  into the outgoing edges by matmuls.
 
 Both are weight-for-weight the same network (``tests/test_search_network.py``
 copies weights between them and compares outputs).
@@ -363,8 +365,9 @@ class FanOut(keras.layers.Layer):
     # -- building blocks, each on the edges ``idx`` (None: all of them) ------------------
     # Inside a fan-out, stacked edges are laid out (N, C, k), N = B·H·W, edge index
     # fastest: every kernel below can write that layout directly (a conv's output
-    # channels, a block-diagonal 1×1), and the weighted sum over the ops is a matmul
-    # per op that writes the edges' outputs as (k, N·C). No transposes of activations.
+    # channels, a block-diagonal 1×1). The conv ops' outputs, weighted by their BN, are
+    # summed and made edge-major (k, N·C) by one transpose per fan-out; a shared op
+    # (pool, identity) is weighted into the edges by a matmul that writes (k, N·C).
     @staticmethod
     def _take(var, idx):
         return var if idx is None else tf.gather(var, idx)
@@ -509,7 +512,7 @@ class FanOut(keras.layers.Layer):
         if not skip:  # each op's edge weights over its columns (c, q): the BN scales below
             scales = tf.unstack(_reshape(tf.tile(_transpose(weights32, [1, 0]), [1, c]),
                                          [len(self.primitives), c * k]))
-        if skip:
+        else:
             first_edge = tf.range(k) == 0
 
         def mix(column, row):
