@@ -254,10 +254,10 @@ class SearchNetwork(LeanTrainFunction, keras.Model):
             skip_pruned_ops: crb only: run each conv op on the edges that keep it, instead
                 of on every edge with zero kernels where it is pruned. The same search;
                 fewer FLOPs once many ops are pruned (small configuration of
-                ``tools/bench_search.py``, half the ops pruned: 266 ms a step instead of
-                333 ms), but a step graph nearly twice as large, so about 14 s more
-                before the first step, and slower while little is pruned (383 ms
-                instead of 341 ms). Worth it for long searches at large sizes. Not with
+                ``tools/bench_search.py``, half the ops pruned: 218 ms a step instead of
+                281 ms), but a step graph nearly twice as large, so about 12 s more
+                before the first step, and slower while little is pruned (307 ms
+                instead of 288 ms). Worth it for long searches at large sizes. Not with
                 ``jit_compile`` (XLA compiles static shapes only).
         """
         if skip_pruned_ops and kwargs.get("jit_compile") is True:
