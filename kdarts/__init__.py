@@ -66,7 +66,7 @@ def __dir__():
 
 __all__ = [
     "ADMM", "CRB_PRIMITIVES", "DARTS_V1", "DARTS_V2", "DynamicSchedule", "EvalNetwork",
-    "ExportError", "FixedSchedule", "FusedSGD", "Genotype", "GenotypeError", "MixedEdge", "NoRegularizer",
-    "PRIMITIVES", "Proximity", "SearchNetwork", "compile_eval_network", "discretize",
-    "dynamic_split_fraction", "export", "load_model", "set_cpu_threads",
+    "ExportError", "FixedSchedule", "FusedSGD", "Genotype", "GenotypeError", "MixedEdge",
+    "NoRegularizer", "PRIMITIVES", "Proximity", "SearchNetwork", "compile_eval_network",
+    "discretize", "dynamic_split_fraction", "export", "load_model", "set_cpu_threads",
 ]

@@ -22,18 +22,20 @@ class FusedSGD(keras.optimizers.SGD):
     """:class:`keras.optimizers.SGD` (same arguments, same update, same variables and
     checkpoints) whose momentum update runs as one fused kernel per variable.
 
-    Without momentum, or for a sparse gradient, Keras's own update runs.
+    Without momentum Keras's own update runs. A sparse gradient is made dense, as
+    Keras's momentum update makes it anyway.
     """
 
     def update_step(self, gradient, variable, learning_rate):
-        if not self.momentum or isinstance(gradient, tf.IndexedSlices):
+        if not self.momentum:
             return super().update_step(gradient, variable, learning_rate)
         dtype = variable.dtype
         m = self.momentums[self._get_variable_index(variable)]
         # m ← μ·m − lr·g; w ← w + m (Nesterov: w ← w + μ·m − lr·g), as Keras's SGD
         tf.raw_ops.ResourceApplyKerasMomentum(
             var=variable.handle, accum=m.handle, lr=tf.cast(learning_rate, dtype),
-            grad=tf.cast(gradient, dtype), momentum=tf.cast(self.momentum, dtype),
+            grad=tf.convert_to_tensor(tf.cast(gradient, dtype)),
+            momentum=tf.cast(self.momentum, dtype),
             use_nesterov=bool(self.nesterov))
 
 

@@ -382,8 +382,9 @@ def fake_run(folder, **changes):
 def test_different_run_is_refused(tmp_path, no_tf_work):
     folder = fake_run(tmp_path / "run", seed=7, epochs=3)
     before = snapshot(folder)
-    result = invoke("search", "--out", folder)
-    assert_one_line_error(result, "different search run", "seed: 7 → 0", "epochs: 3 → 8")
+    result = invoke("search", "--out", folder, "--skip-pruned-ops")
+    assert_one_line_error(result, "different search run", "seed: 7 → 0", "epochs: 3 → 8",
+                          "skip_pruned_ops: False → True")  # a run.json from before the flag
     assert snapshot(folder) == before
     # --resume with other arguments is the same refusal (and still changes nothing)
     (folder / "checkpoint.json").write_text('{"epoch": 1}')

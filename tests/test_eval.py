@@ -247,20 +247,23 @@ def test_epoch_cosine_decay_follows_the_reference_call_order():
     assert float(restored(25)) == pytest.approx(reference[2])
 
 
-def test_coupled_weight_decay_sgd_matches_pytorch_semantics():
-    """clip_grad_norm(1) then torch.optim.SGD(lr, momentum, weight_decay), by hand."""
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_coupled_weight_decay_sgd_matches_pytorch_semantics(nesterov):
+    """clip_grad_norm(1) then torch.optim.SGD(lr, momentum, weight_decay, nesterov), by
+    hand."""
     lr, momentum, l2, clip = 0.1, 0.9, 0.01, 1.0
     w0 = np.array([1.0, -2.0, 0.5], "float32")
     grads = [np.array([3.0, 4.0, 0.0], "float32"), np.array([0.1, -0.2, 0.3], "float32")]
     var = keras.Variable(w0.copy())
-    opt = CoupledWeightDecaySGD(lr, momentum=momentum, l2=l2, global_clipnorm=clip)
+    opt = CoupledWeightDecaySGD(lr, momentum=momentum, l2=l2, global_clipnorm=clip,
+                                nesterov=nesterov)
     w, buf = w0.astype("float64"), None
     for g in grads:
         opt.apply_gradients([(keras.ops.convert_to_tensor(g), var)])
         g = g * min(1.0, clip / (np.linalg.norm(g) + 1e-12))  # clip first ...
         d = g + l2 * w  # ... then L2 added to the gradient ...
         buf = d if buf is None else momentum * buf + d  # ... then momentum
-        w = w - lr * buf
+        w = w - lr * (d + momentum * buf if nesterov else buf)
         np.testing.assert_allclose(np.asarray(var), w, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="l2"):
         CoupledWeightDecaySGD(0.1, weight_decay=1e-4)

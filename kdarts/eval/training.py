@@ -72,25 +72,19 @@ class CoupledWeightDecaySGD(keras.optimizers.SGD):
         self.l2 = float(l2)
 
     def update_step(self, gradient, variable, learning_rate):
-        learning_rate = ops.cast(learning_rate, variable.dtype)
-        gradient = ops.cast(gradient, variable.dtype)
+        dtype = variable.dtype
+        learning_rate = ops.cast(learning_rate, dtype)
+        gradient = tf.convert_to_tensor(ops.cast(gradient, dtype))  # dense, as the kernel takes
         if self.l2:
-            gradient = gradient + ops.cast(self.l2, variable.dtype) * variable
-        if self.momentum and not isinstance(gradient, tf.IndexedSlices):
-            # the rule below as one kernel per variable (TensorFlow's momentum is PyTorch's)
-            velocity = self.momentums[self._get_variable_index(variable)]
-            tf.raw_ops.ResourceApplyMomentum(
-                var=variable.handle, accum=velocity.handle, lr=learning_rate, grad=gradient,
-                momentum=ops.cast(self.momentum, variable.dtype),
-                use_nesterov=bool(self.nesterov))
+            gradient = gradient + ops.cast(self.l2, dtype) * variable
+        if not self.momentum:
+            self.assign_sub(variable, learning_rate * gradient)
             return
-        if self.momentum:
-            velocity = self.momentums[self._get_variable_index(variable)]
-            momentum = ops.cast(self.momentum, variable.dtype)
-            new_velocity = velocity * momentum + gradient
-            self.assign(velocity, new_velocity)
-            gradient = gradient + momentum * new_velocity if self.nesterov else new_velocity
-        self.assign_sub(variable, learning_rate * gradient)
+        # the rule above as one kernel per variable: TensorFlow's momentum is PyTorch's
+        tf.raw_ops.ResourceApplyMomentum(
+            var=variable.handle, accum=self.momentums[self._get_variable_index(variable)].handle,
+            lr=learning_rate, grad=gradient, momentum=ops.cast(self.momentum, dtype),
+            use_nesterov=bool(self.nesterov))
 
     def get_config(self) -> dict:
         return {**super().get_config(), "l2": self.l2}

@@ -20,8 +20,9 @@ edges that leave one node at once, which is the same mathematics with far fewer
   oneDNN's kernels (TensorFlow's default on Intel CPUs) refuse zero-size filters and
   abort the process on a max-pool gradient of zero images;
 - a conv op's ``act(α)`` is the scale of its last (fused) BN, which weights each edge's
-  output and, backward, yields α's gradient; the pools and the identity are weighted
-  into the outgoing edges by matmuls.
+  output and, backward, yields α's gradient; the pools and the identity (and, with
+  ``skip_pruned``, the conv ops' gathered edges) are weighted into the outgoing edges
+  by matmuls.
 
 Both are weight-for-weight the same network (``tests/test_search_network.py``
 copies weights between them and compares outputs).
@@ -53,6 +54,7 @@ from kdarts.ops import (
     global_moments,
     make_op,
     pool_3x3,
+    symmetric_pad,
 )
 
 _PKG = "kdarts"
@@ -83,10 +85,10 @@ def _conv(x, kernel, strides: int, dilation: int = 1, depthwise: bool = False,
 
     def conv(x, stride):
         padding = "SAME"
-        if stride != 1:
+        if stride != 1 and pad_input:
+            x, padding = symmetric_pad(x, ks // 2), "VALID"
+        elif stride != 1:
             padding = [[0, 0], [ks // 2] * 2, [ks // 2] * 2, [0, 0]]
-            if pad_input:
-                x, padding = tf.pad(x, _constant(padding)), "VALID"
         if depthwise:
             return tf.nn.depthwise_conv2d(x, kernel, [1, stride, stride, 1], padding)
         return tf.nn.conv2d(x, kernel, stride, padding)
