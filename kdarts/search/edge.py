@@ -524,21 +524,20 @@ class FanOut(keras.layers.Layer):
                              transpose_a=True, transpose_b=True)
 
         terms, weighted = [], []  # weighted: conv ops' (N, C, k), each already × act(α)
+        shared, shared_w = [], []  # ops identical on every edge: (N·C,) and their α column
         for col, op in enumerate(self.primitives):
             if op == "none":
                 continue  # contributes zeros: nothing to compute
             if op == "skip_connect" and s == 1:  # the identity: one copy, no compute
-                terms.append(mix(_reshape(x, [n, c, 1]), tf.expand_dims(w_cols[col], 0)))
+                shared.append(_reshape(x, [n * c]))
+                shared_w.append(w_cols[col])
             elif op in ("max_pool_3x3", "avg_pool_3x3"):  # the same on every edge: one copy
-                if active is None:
-                    terms.append(mix(self._shared(op, x, training, spatial),
-                                     tf.expand_dims(w_cols[col], 0)))
-                    continue
                 # a pool pruned on every edge still runs (its weights are 0, its BN
                 # statistics kept): no slice of the batch, whose gradient is a full-size
                 # tensor, and oneDNN aborts on a max-pool gradient of zero images
-                y = self._shared(op, x, training, spatial, tf.reduce_any(a_cols[col]))
-                terms.append(mix(y, tf.expand_dims(w_cols[col], 0)))
+                alive = None if active is None else tf.reduce_any(a_cols[col])
+                shared.append(_reshape(self._shared(op, x, training, spatial, alive), [n * c]))
+                shared_w.append(w_cols[col])
             elif not skip:  # every edge; a pruned one with zero kernels, its statistics kept
                 params, on = self._params[op], None
                 if active is not None:
@@ -564,6 +563,8 @@ class FanOut(keras.layers.Layer):
                 params = _zero_unless(alive, self._params[op])
                 y = self._conv_op(op)(relu_x, params, idx, training, spatial, alive)
                 terms.append(mix(y, row))
+        if shared:  # weighted into the k edges by one matmul (j, k)ᵀ·(j, N·C) → (k, N·C)
+            terms.append(tf.matmul(tf.stack(shared_w), tf.stack(shared), transpose_a=True))
         if weighted:  # summed in (N, C, k), then edge-major: one transpose per fan-out
             terms.append(_transpose(_reshape(tf.add_n(weighted), [n * c, k]), [1, 0]))
         out = tf.add_n(terms)
