@@ -102,6 +102,12 @@ class BatchNormalization(layers.BatchNormalization):
         1.1
     """
 
+    #: Normalise a training batch with TensorFlow's fused kernel (``FusedBatchNormV3``:
+    #: one kernel forward, one backward, instead of a dozen elementwise ops and column
+    #: means). Not a config entry: the search network sets it when it compiles without
+    #: XLA, whose fused BN takes the variance as E[x²] − E[x]² (see kdarts.search.edge).
+    fused_kernel = False
+
     def call(self, inputs, training=None, mask=None):
         if (not (training and self.trainable) or mask is not None
                 or getattr(self, "renorm", False)):
@@ -109,9 +115,13 @@ class BatchNormalization(layers.BatchNormalization):
         # as Keras: statistics in float32 at least (half precision overflows)
         x = ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
         axis = self.axis % len(x.shape)
+        synchronized = self.synchronized and _replicas() > 1
+        if (self.fused_kernel and not synchronized and axis == len(x.shape) - 1
+                and len(x.shape) in (2, 4) and x.dtype == tf.float32):
+            return self._fused_call(x)
         axes = [i for i in range(len(x.shape)) if i != axis]
         n = ops.cast(ops.size(x), x.dtype) / x.shape[axis]  # values per channel
-        if self.synchronized and _replicas() > 1:
+        if synchronized:
             mean, variance = global_moments(x, tuple(axes))
             n = n * _replicas()  # replicas' shards are equal: n of the global batch
         else:
@@ -126,6 +136,23 @@ class BatchNormalization(layers.BatchNormalization):
                                           offset=cast(self.beta), scale=cast(self.gamma),
                                           epsilon=self.epsilon)
         return ops.cast(outputs, self.compute_dtype)
+
+    def _fused_call(self, x):
+        """The training branch as one ``FusedBatchNormV3``: it normalises with the biased
+        batch variance and returns the unbiased one, which PyTorch's moving variance takes."""
+        shape, c = tf.shape(x), x.shape[-1]
+        image = x if len(x.shape) == 4 else tf.reshape(x, [1, -1, 1, c])
+        ones, zeros = tf.ones([c], tf.float32), tf.zeros([c], tf.float32)
+        scale = ones if self.gamma is None else tf.cast(self.gamma, tf.float32)
+        offset = zeros if self.beta is None else tf.cast(self.beta, tf.float32)
+        y, mean, unbiased = tf.raw_ops.FusedBatchNormV3(
+            x=image, scale=scale, offset=offset, mean=zeros, variance=ones,
+            epsilon=self.epsilon, is_training=True, data_format="NHWC")[:3]
+        m, dtype = self.momentum, self.moving_mean.dtype
+        self.moving_mean.assign(self.moving_mean * m + ops.cast(mean, dtype) * (1.0 - m))
+        self.moving_variance.assign(self.moving_variance * m
+                                    + ops.cast(unbiased, dtype) * (1.0 - m))
+        return ops.cast(tf.reshape(y, shape), self.compute_dtype)
 
 
 def global_moments(y, axes=(0,)):

@@ -220,7 +220,8 @@ def test_every_kernel_starts_as_pytorch_initialises_it():
 # -- BatchNorm: PyTorch's moving variance (unbiased), normalisation with the biased one ---
 
 
-def test_batch_norm_moving_variance_is_unbiased():
+@pytest.mark.parametrize("fused", [False, True], ids=["formula", "fused-kernel"])
+def test_batch_norm_moving_variance_is_unbiased(fused):
     import keras
 
     from kdarts.ops import BatchNormalization, batch_norm
@@ -230,6 +231,7 @@ def test_batch_norm_moving_variance_is_unbiased():
     mean, var = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))  # biased
     bn = batch_norm(affine=True)
     assert isinstance(bn, BatchNormalization)
+    bn.fused_kernel = fused
     y = bn(x, training=True).numpy()
     np.testing.assert_allclose(y, (x - mean) / np.sqrt(var + EPS), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(bn.moving_mean.numpy(), 0.1 * mean, rtol=1e-5, atol=1e-6)
@@ -251,6 +253,36 @@ def test_batch_norm_moving_variance_is_unbiased():
     moving_var = fan._params["max_pool_3x3"]["bn"][1].numpy()[0]
     np.testing.assert_allclose(moving_var, 0.9 + 0.1 * pooled.var(axis=(0, 1, 2)) * n / (n - 1),
                                rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 3, 5), (12, 5)])
+def test_fused_batch_norm_equals_the_formula(shape):
+    """The fused kernel's training branch (as the search network compiles it without XLA)
+    gives the formula's outputs, gradients (input, scale, offset) and moving statistics."""
+    import tensorflow as tf
+
+    from kdarts.ops import batch_norm
+
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.standard_normal(shape).astype(np.float32) * 3 + 2)
+    upstream = tf.constant(rng.standard_normal(shape).astype(np.float32))
+    gamma, beta = rng.standard_normal((2, shape[-1])).astype(np.float32)
+    results = []
+    for fused in (False, True):
+        bn = batch_norm(affine=True)
+        bn.build(shape)
+        bn.gamma.assign(gamma)
+        bn.beta.assign(beta)
+        bn.fused_kernel = fused
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = bn(x, training=True)
+            loss = tf.reduce_sum(y * upstream)
+        grads = tape.gradient(loss, [x, bn.gamma, bn.beta])
+        results.append([y, *grads, bn.moving_mean, bn.moving_variance])
+    names = ("output", "∇x", "∇scale", "∇offset", "moving mean", "moving variance")
+    for name, a, b in zip(names, *results):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=2e-5, atol=2e-5, err_msg=name)
 
 
 def test_models_saved_with_plain_batch_normalization_still_load(tmp_path, monkeypatch):

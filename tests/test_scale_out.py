@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from kdarts.eval import EvalNetwork, compile_eval_network
 from kdarts.genotype import DARTS_V2
+from kdarts.ops import BatchNormalization
 from kdarts.search import ADMM, DynamicSchedule, FixedSchedule, Proximity, SearchNetwork
 
 from test_search_fit import TINY, datasets
@@ -72,6 +73,9 @@ def test_xla_search_step_equals_the_graph_step(xla_allowed, activation, regulari
                       arch_optimizer=keras.optimizers.Adam(3e-3, beta_1=0.5),
                       unrolled=unrolled, jit_compile=jit)
         assert model.jit_compile is jit
+        # the network's own BNs take TensorFlow's fused kernel, except under XLA
+        bns = [bn for bn in model._flatten_layers() if isinstance(bn, BatchNormalization)]
+        assert bns and all(bn.fused_kernel is not jit for bn in bns)
         alphas = _Alphas()
         history = model.fit(weight_ds, epochs=2, steps_per_epoch=3, verbose=0,
                             callbacks=[alphas]).history

@@ -29,6 +29,7 @@ from kdarts.genotype import CRB_PRIMITIVES, PRIMITIVES, Genotype, discretize, nu
 from kdarts.learning_rate import epoch_learning_rate
 from kdarts.optimizers import FusedSGD
 from kdarts.ops import (
+    BatchNormalization,
     FanInUniform,
     batch_norm,
     check_primitives,
@@ -298,10 +299,14 @@ class SearchNetwork(LeanTrainFunction, keras.Model):
         if isinstance(self.schedule, DynamicSchedule) and int(self.search_step.numpy()) == 0:
             self.threshold.assign(self.schedule.initial_threshold)
         how = (bool(self.jit_compile), bool(skip_pruned_ops))  # XLA: static shapes
-        for fan in self._flatten_layers(include_self=False):
-            if isinstance(fan, FanOut) and (fan.static_shapes, fan.skip_pruned) != how:
-                fan.static_shapes, fan.skip_pruned = how
+        for layer in self._flatten_layers(include_self=False):
+            if isinstance(layer, FanOut) and (layer.static_shapes, layer.skip_pruned) != how:
+                layer.static_shapes, layer.skip_pruned = how
                 self._gradient_fn = None  # the network is traced again, as it now computes
+            # the stem's, cells' and nodes' BNs: TensorFlow's fused kernel, not under XLA
+            if isinstance(layer, BatchNormalization) and layer.fused_kernel == how[0]:
+                layer.fused_kernel = not how[0]
+                self._gradient_fn = None
         self._search_compiled = True
         self.train_function = None
 
