@@ -20,9 +20,9 @@ edges that leave one node at once, which is the same mathematics with far fewer
   oneDNN's kernels (TensorFlow's default on Intel CPUs) refuse zero-size filters and
   abort the process on a max-pool gradient of zero images;
 - a conv op's ``act(α)`` is the scale of its last (fused) BN, which weights each edge's
-  output and, backward, yields α's gradient; the pools and the identity (and, with
-  ``skip_pruned``, the conv ops' gathered edges) are weighted into the outgoing edges
-  by matmuls.
+  output and, backward, yields α's gradient; the pools and the identity are weighted
+  into the outgoing edges by one matmul (and, with ``skip_pruned``, each conv op's
+  gathered edges by one of their own).
 
 Both are weight-for-weight the same network (``tests/test_search_network.py``
 copies weights between them and compares outputs).
@@ -368,8 +368,8 @@ class FanOut(keras.layers.Layer):
     # Inside a fan-out, stacked edges are laid out (N, C, k), N = B·H·W, edge index
     # fastest: every kernel below can write that layout directly (a conv's output
     # channels, a block-diagonal 1×1). The conv ops' outputs, weighted by their BN, are
-    # summed and made edge-major (k, N·C) by one transpose per fan-out; a shared op
-    # (pool, identity) is weighted into the edges by a matmul that writes (k, N·C).
+    # summed and made edge-major (k, N·C) by one transpose per fan-out; the shared ops
+    # (pools, identity) are weighted into the edges by one matmul that writes (k, N·C).
     @staticmethod
     def _take(var, idx):
         return var if idx is None else tf.gather(var, idx)
