@@ -228,7 +228,7 @@ _d = SEARCH_DEFAULTS
     click.option("--skip-pruned-ops", is_flag=True, default=_d["skip_pruned_ops"],
                  help="crb: run each conv op only on the edges that keep it. Fewer FLOPs "
                       "once many ops are pruned (long searches at large sizes), a larger "
-                      "step graph: ~12 s more before the first step."),
+                      "step graph: ~13 s more before the first step."),
     click.option("--out", type=click.Path(), default=os.path.join("runs", "search"),
                  help="Output folder (new or empty, or this search's own with --resume)."),
     click.option("--resume", is_flag=True,

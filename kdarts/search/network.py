@@ -255,10 +255,10 @@ class SearchNetwork(LeanTrainFunction, keras.Model):
             skip_pruned_ops: crb only: run each conv op on the edges that keep it, instead
                 of on every edge with zero kernels where it is pruned. The same search;
                 fewer FLOPs once many ops are pruned (small configuration of
-                ``tools/bench_search.py``, half the ops pruned: 218 ms a step instead of
-                281 ms), but a step graph nearly twice as large, so about 12 s more
+                ``tools/bench_search.py``, half the ops pruned: 209 ms a step instead of
+                280 ms), but a step graph nearly twice as large, so about 13 s more
                 before the first step, and slower while little is pruned (307 ms
-                instead of 288 ms). Worth it for long searches at large sizes. Not with
+                instead of 288 ms, measured for the previous version). Worth it for long searches at large sizes. Not with
                 ``jit_compile`` (XLA compiles static shapes only).
         """
         if skip_pruned_ops and kwargs.get("jit_compile") is True:
