@@ -258,8 +258,9 @@ class SearchNetwork(LeanTrainFunction, keras.Model):
                 ``tools/bench_search.py``, half the ops pruned: 209 ms a step instead of
                 280 ms), but a step graph nearly twice as large, so about 13 s more
                 before the first step, and slower while little is pruned (307 ms
-                instead of 288 ms, measured for the previous version). Worth it for long searches at large sizes. Not with
-                ``jit_compile`` (XLA compiles static shapes only).
+                instead of 288 ms, measured for the previous version). Worth it for
+                long searches at large sizes. Not with ``jit_compile`` (XLA compiles
+                static shapes only).
         """
         if skip_pruned_ops and kwargs.get("jit_compile") is True:
             raise ValueError("compile(skip_pruned_ops=True) runs each op on a data-dependent "
