@@ -20,15 +20,62 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import weakref
 from typing import Callable
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
 _PKG = "kdarts"
 BN_MOMENTUM = 0.9  # PyTorch's momentum 0.1 expressed the Keras way
 BN_EPSILON = 1e-5  # PyTorch's default, as in the reference code
+
+
+_CONSTANTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # graph → {key: tensor}
+
+
+def graph_constant(value, dtype=tf.int32):
+    """``value`` (a number, tuple or numpy array) as one constant node per traced graph,
+    shared by every op that uses it: constants were 40 % of the search step's graph
+    (every reshape, BN and scalar product made its own), and tracing and graph
+    optimisation scale with its size. Eagerly, a plain constant."""
+    dtype = tf.as_dtype(dtype)  # a Keras variable's dtype is a string
+    if tf.executing_eagerly():
+        return tf.constant(value, dtype)
+    array = np.asarray(value, dtype.as_numpy_dtype)
+    graph = tf.compat.v1.get_default_graph()
+    cache = _CONSTANTS.setdefault(graph, {})
+    key = (dtype, array.shape, array.tobytes())
+    if key not in cache:
+        with graph.control_dependencies(None):  # usable anywhere in the graph
+            cache[key] = tf.constant(array, dtype)
+    return cache[key]
+
+
+def fused_batch_norm(image, scale=None, offset=None, epsilon: float = BN_EPSILON):
+    """A training batch norm of the NHWC ``image`` (float32) as TensorFlow's fused kernel,
+    one each way: ``(normalised·scale + offset, batch mean, unbiased batch variance)``.
+
+    The kernel normalises with the biased batch variance and returns the unbiased one
+    (× n/(n−1)), which PyTorch's moving variance takes. ``scale``/``offset`` None: ones
+    and zeros, shared constants when the channel count is static. Not for XLA, whose
+    fused BN takes the variance as E[x²] − E[x]² (3e-2 off for a mean of 100 against a
+    spread of 1).
+    """
+    c = image.shape[-1]
+    if isinstance(c, int):  # shared constants, not a fill and its two inputs each
+        ones = graph_constant(np.ones(c), tf.float32)
+        zeros = graph_constant(np.zeros(c), tf.float32)
+    else:
+        c = tf.shape(image)[-1]
+        ones, zeros = tf.ones([c], tf.float32), tf.zeros([c], tf.float32)
+    y, mean, variance = tf.raw_ops.FusedBatchNormV3(
+        x=image, scale=ones if scale is None else scale,
+        offset=zeros if offset is None else offset, mean=zeros, variance=ones,
+        epsilon=epsilon, is_training=True, data_format="NHWC")[:3]
+    return y, mean, variance
 
 
 @keras.saving.register_keras_serializable(package=_PKG)
@@ -105,7 +152,7 @@ class BatchNormalization(layers.BatchNormalization):
     #: Normalise a training batch with TensorFlow's fused kernel (``FusedBatchNormV3``:
     #: one kernel forward, one backward, instead of a dozen elementwise ops and column
     #: means). Not a config entry: the search network sets it when it compiles without
-    #: XLA, whose fused BN takes the variance as E[x²] − E[x]² (see kdarts.search.edge).
+    #: XLA (see :func:`fused_batch_norm`).
     fused_kernel = False
 
     def call(self, inputs, training=None, mask=None):
@@ -138,16 +185,12 @@ class BatchNormalization(layers.BatchNormalization):
         return ops.cast(outputs, self.compute_dtype)
 
     def _fused_call(self, x):
-        """The training branch as one ``FusedBatchNormV3``: it normalises with the biased
-        batch variance and returns the unbiased one, which PyTorch's moving variance takes."""
-        shape, c = tf.shape(x), x.shape[-1]
-        image = x if len(x.shape) == 4 else tf.reshape(x, [1, -1, 1, c])
-        ones, zeros = tf.ones([c], tf.float32), tf.zeros([c], tf.float32)
-        scale = ones if self.gamma is None else tf.cast(self.gamma, tf.float32)
-        offset = zeros if self.beta is None else tf.cast(self.beta, tf.float32)
-        y, mean, unbiased = tf.raw_ops.FusedBatchNormV3(
-            x=image, scale=scale, offset=offset, mean=zeros, variance=ones,
-            epsilon=self.epsilon, is_training=True, data_format="NHWC")[:3]
+        """The training branch as :func:`fused_batch_norm`."""
+        shape = tf.shape(x)
+        image = x if len(x.shape) == 4 else tf.reshape(x, [1, -1, 1, x.shape[-1]])
+        as32 = lambda v: None if v is None else tf.cast(v, tf.float32)  # noqa: E731
+        y, mean, unbiased = fused_batch_norm(image, as32(self.gamma), as32(self.beta),
+                                             self.epsilon)
         m, dtype = self.momentum, self.moving_mean.dtype
         self.moving_mean.assign(self.moving_mean * m + ops.cast(mean, dtype) * (1.0 - m))
         self.moving_variance.assign(self.moving_variance * m

@@ -38,7 +38,6 @@ Example:
 
 from __future__ import annotations
 
-import weakref
 from typing import Sequence
 
 import keras
@@ -51,7 +50,9 @@ from kdarts.ops import (
     BN_MOMENTUM,
     FanInUniform,
     check_primitives,
+    fused_batch_norm,
     global_moments,
+    graph_constant,
     make_op,
     pool_3x3,
     symmetric_pad,
@@ -105,31 +106,10 @@ def _conv(x, kernel, strides: int, dilation: int = 1, depthwise: bool = False,
     return tf.batch_to_space(y, [dilation, dilation], pad)
 
 
-_CONSTANTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # graph → {key: tensor}
-
-
-def _constant(value, dtype=tf.int32):
-    """``value`` (a number, tuple or numpy array) as one constant node per traced graph,
-    shared by every op that uses it: constants were 40 % of the step's graph (every
-    reshape, BN and scalar product made its own), and tracing and graph optimisation
-    scale with its size. Eagerly, a plain constant."""
-    dtype = tf.as_dtype(dtype)  # a Keras variable's dtype is a string
-    if tf.executing_eagerly():
-        return tf.constant(value, dtype)
-    array = np.asarray(value, dtype.as_numpy_dtype)
-    graph = tf.compat.v1.get_default_graph()
-    cache = _CONSTANTS.setdefault(graph, {})
-    key = (dtype, array.shape, array.tobytes())
-    if key not in cache:
-        with graph.control_dependencies(None):  # usable anywhere in the graph
-            cache[key] = tf.constant(array, dtype)
-    return cache[key]
-
-
 def _shape(dims):
     """``dims`` for a reshape or transpose: a shared constant when static."""
     if isinstance(dims, (list, tuple)) and all(isinstance(d, int) for d in dims):
-        return _constant(tuple(dims))
+        return graph_constant(tuple(dims))
     return dims  # a tensor, or dims with a dynamic size
 
 
@@ -149,8 +129,8 @@ def _subgrid(x, step: int, offset: int = 0):
     if h is None or w is None or c is None or h % step or w % step:
         return x[:, offset::step, offset::step, :]
     grid = _reshape(x, [-1, h // step, step, w // step, step * c])
-    y = tf.slice(grid, _constant((0, 0, offset, 0, offset * c)),
-                 _constant((-1, h // step, 1, w // step, c)))
+    y = tf.slice(grid, graph_constant((0, 0, offset, 0, offset * c)),
+                 graph_constant((-1, h // step, 1, w // step, c)))
     return _reshape(y, [-1, h // step, w // step, c])
 
 
@@ -196,14 +176,7 @@ def normalize(y, fused: bool = True, scale=None):
     """
     if fused:
         rows, cols = (d if d is not None else tf.shape(y)[i] for i, d in enumerate(y.shape))
-        if isinstance(cols, int):  # shared constants, not a fill and its two inputs each
-            ones, zeros = _constant(np.ones(cols), y.dtype), _constant(np.zeros(cols), y.dtype)
-        else:
-            ones, zeros = tf.ones([cols], y.dtype), tf.zeros([cols], y.dtype)
-        out, mean, var = tf.raw_ops.FusedBatchNormV3(
-            x=_reshape(y, [1, rows, 1, cols]), scale=ones if scale is None else scale,
-            offset=zeros, mean=zeros, variance=ones, epsilon=BN_EPSILON, is_training=True,
-            data_format="NHWC")[:3]
+        out, mean, var = fused_batch_norm(_reshape(y, [1, rows, 1, cols]), scale)
         return _reshape(out, [rows, cols]), tf.stop_gradient(mean), tf.stop_gradient(var)
     out, mean, var = _normalize_two_pass(y)
     return (out if scale is None else out * scale), mean, var
@@ -400,8 +373,8 @@ class FanOut(keras.layers.Layer):
             value = _transpose(_reshape(tf.stack([mean, var]), [2, self.channels, -1]),
                                  [2, 0, 1])  # (k', 2, C)
             moving = tf.stack([mean_var, var_var], axis=1)
-            new = (_constant(BN_MOMENTUM, tf.float32) * self._take(moving, idx)
-                   + _constant(1.0 - BN_MOMENTUM, tf.float32) * value)
+            new = (graph_constant(BN_MOMENTUM, tf.float32) * self._take(moving, idx)
+                   + graph_constant(1.0 - BN_MOMENTUM, tf.float32) * value)
             if idx is not None:
                 new = tf.tensor_scatter_nd_update(moving, tf.expand_dims(idx, 1), new)
             if alive is not None:  # a pruned op's statistics stay
@@ -430,7 +403,7 @@ class FanOut(keras.layers.Layer):
         """
         b, h, w = spatial
         c = self.channels
-        eye = (_constant(np.eye(k), pw.dtype) if isinstance(k, int)  # one shared node
+        eye = (graph_constant(np.eye(k), pw.dtype) if isinstance(k, int)  # one shared node
                else tf.eye(k, dtype=pw.dtype))
         block = tf.einsum("qcd,qr->cqdr", pw, eye)
         z = tf.matmul(_reshape(y, [b * h * w, c * k]), _reshape(block, [c * k, c * k]))
@@ -483,7 +456,7 @@ class FanOut(keras.layers.Layer):
         if x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0:  # the shifted grid's padding is
             odd = _subgrid(x, 2, 1)                      # never sampled: one slice
         else:
-            shifted = tf.slice(x, _constant((0, 1, 1, 0)), _constant((-1, -1, -1, -1)))
+            shifted = tf.slice(x, graph_constant((0, 1, 1, 0)), graph_constant((-1, -1, -1, -1)))
             odd = tf.pad(shifted, [[0, 0], [0, 1], [0, 1], [0, 0]])[:, ::2, ::2, :]
         c, n, k = self.channels, spatial[0] * spatial[1] * spatial[2], self._count(idx)
         halves = []

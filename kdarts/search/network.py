@@ -299,15 +299,19 @@ class SearchNetwork(LeanTrainFunction, keras.Model):
             self._lr_cosine = (float(lr.numpy() if hasattr(lr, "numpy") else lr), float(lr_min))
         if isinstance(self.schedule, DynamicSchedule) and int(self.search_step.numpy()) == 0:
             self.threshold.assign(self.schedule.initial_threshold)
-        how = (bool(self.jit_compile), bool(skip_pruned_ops))  # XLA: static shapes
+        xla = bool(self.jit_compile)
         for layer in self._flatten_layers(include_self=False):
-            if isinstance(layer, FanOut) and (layer.static_shapes, layer.skip_pruned) != how:
-                layer.static_shapes, layer.skip_pruned = how
+            if isinstance(layer, FanOut):  # XLA: static shapes
+                old = (layer.static_shapes, layer.skip_pruned)
+                new = (xla, bool(skip_pruned_ops))
+                layer.static_shapes, layer.skip_pruned = new
+            elif isinstance(layer, BatchNormalization):  # stem, cells, nodes: not under XLA
+                old, new = layer.fused_kernel, not xla
+                layer.fused_kernel = new
+            else:
+                continue
+            if old != new:
                 self._gradient_fn = None  # the network is traced again, as it now computes
-            # the stem's, cells' and nodes' BNs: TensorFlow's fused kernel, not under XLA
-            if isinstance(layer, BatchNormalization) and layer.fused_kernel == how[0]:
-                layer.fused_kernel = not how[0]
-                self._gradient_fn = None
         self._search_compiled = True
         self.train_function = None
 
