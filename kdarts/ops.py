@@ -456,20 +456,27 @@ class FactorizedReduce(_Op):
         return _strided_shape(input_shape, 2, self.channels)
 
 
-def pool_3x3(x, kind: str, strides: int = 1):
+def pool_3x3(x, kind: str, strides: int = 1, inference: bool = False):
     """DARTS's 3×3 pool, padding 1: the max never sees the padding, the average excludes
     it (``count_include_pad=False``).
 
     At stride 2 the window of output pixel ``i`` is centred on input pixel ``2i``, the
-    reference's grid (TF's "same" would pad only after, for even sizes): the input is
-    padded by 1 on each side, with the lowest float for the max and zeros for the
-    average, which is then divided by each window's share of real pixels, and pooled
-    "valid". That is 2× faster, forward and backward, than a stride-1 pool with every
-    other pixel kept, whose slice has a full-size gradient.
+    reference's grid (TF's "same" would pad only after, for even sizes). For training,
+    the input is padded by 1 on each side, with the lowest float for the max and zeros
+    for the average, which is then divided by each window's share of real pixels, and
+    pooled "valid". That is 2× faster, forward and backward, than a stride-1 pool with
+    every other pixel kept, whose slice has a full-size gradient.
+
+    ``inference=True`` (no gradient: evaluation and every export) computes the same
+    values as that stride-1 pool, every other pixel kept: it pads nothing. A pad with
+    the lowest float gets an int8 scale of ~1e36 in LiteRT, and the runtime aborts the
+    process on the ADD that mixes it with a normal tensor; the average's division by the
+    window shares is not an int8 op either.
     """
-    if strides == 1:
+    if strides == 1 or inference:
         pool = tf.nn.max_pool2d if kind == "max" else tf.nn.avg_pool2d
-        return pool(x, 3, 1, "SAME")
+        y = pool(x, 3, 1, "SAME")
+        return y if strides == 1 else y[:, ::strides, ::strides, :]
     pad = [[0, 0], [1, 1], [1, 1], [0, 0]]
     if kind == "max":
         return tf.nn.max_pool2d(tf.pad(x, pad, constant_values=x.dtype.min), 3, strides,
@@ -500,7 +507,7 @@ class Pool(_Op):
             self.bn.build(_strided_shape(input_shape, self.strides, input_shape[-1]))
 
     def call(self, x, training=None):
-        y = pool_3x3(x, self.kind, self.strides)
+        y = pool_3x3(x, self.kind, self.strides, inference=not training)
         return self.bn(y, training=training) if self.bn is not None else y
 
     def compute_output_shape(self, input_shape):

@@ -2,8 +2,9 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from kdarts.ops import OPS, FanInUniform, make_op
+from kdarts.ops import OPS, FanInUniform, make_op, pool_3x3
 
 PARAMS_PER_OP = {  # C=8, affine BN adds 2·C; pools and identity have none
     "sep_conv_3x3": 2 * (9 * 8 + 8 * 8), "sep_conv_5x5": 2 * (25 * 8 + 8 * 8),
@@ -79,6 +80,20 @@ def np_pool(x, kind, stride):
     count = sum(t for row in np_windows(np_pad(np.ones_like(x), 1), 3, stride, 1, out)
                 for t in row)
     return total / count
+
+
+@pytest.mark.parametrize("size", [7, 8])
+def test_strided_pool_forms_equal_the_reference(size):
+    """Training's padded form and inference's stride-1-then-subsample form (no pad: an int8
+    LiteRT model aborted on the lowest-float pad) both equal DARTS's pool, on even and odd
+    sizes."""
+    x = np.random.default_rng(size).standard_normal((2, size, size, 3)).astype("float32")
+    for kind in ("max", "avg"):
+        want = np_pool(x, kind, 2)
+        for inference in (False, True):
+            got = pool_3x3(tf.constant(x), kind, 2, inference=inference).numpy()
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6,
+                                       err_msg=f"{kind}, inference={inference}")
 
 
 def np_reference_op(name, x, params):
