@@ -48,7 +48,10 @@ Artifacts (the file suffix each format takes is in :data:`SUFFIXES`):
 Writing is atomic: the artifact is written and verified in a hidden temp
 sibling of ``path`` and only then renamed into place, so a failure leaves no
 half-written file and an existing artifact at ``path`` is kept unless the new
-one succeeded.
+one succeeded. ONNX Runtime and LiteRT verify in a child process
+(:mod:`kdarts.inference`): a runtime that aborts on a model fails the export
+with one line naming the signal, and the caller's process and files live on.
+An ``int8`` model must be all-integer (:func:`float_ops` finds no float op).
 
 Example:
     >>> from kdarts.export import export, load_model
@@ -651,6 +654,12 @@ def _write_tflite(model, artifact: str, image_shape, contract: dict, quantize: s
             flatbuffer = converter.convert()
     shutil.rmtree(saved, ignore_errors=True)
     if quantize == "int8":
+        floats = float_ops(flatbuffer)
+        if floats:
+            raise ValueError(
+                f"the int8 model is not all-integer: {len(floats)} op(s) compute in float "
+                f"({', '.join(sorted(set(floats)))}); an int8 runtime would have to "
+                "dequantise around them")
         scale, zero_point = _tflite_output_quantization(flatbuffer)
         contract["input_quantization"] = {"dtype": "uint8", "scale": 1.0, "zero_point": 0}
         contract["output_quantization"] = {"dtype": "int8", "scale": scale,
@@ -660,6 +669,36 @@ def _write_tflite(model, artifact: str, image_shape, contract: dict, quantize: s
             f"and returns int8 logits: logits = (q - {zero_point}) * {scale:.6g}")
     with open(artifact, "wb") as f:
         f.write(_with_metadata(flatbuffer, {CONTRACT_KEY: json.dumps(contract)}))
+
+
+def float_ops(flatbuffer: bytes) -> list[str]:
+    """Names of the ops of a LiteRT model that read or write a float tensor, one per op.
+
+    Empty for a full-integer model. Used to hold ``quantize="int8"`` exports to their
+    promise: a ``DEQUANTIZE``/``QUANTIZE`` pair around a float op would run in float on
+    an integer-only accelerator, or not at all.
+
+    Example:
+        >>> float_ops(open("saved_models/digits_int8.tflite", "rb").read())
+        []
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(flatbuffer))
+    names = {code: name for name, code in vars(schema.BuiltinOperator).items()
+             if not name.startswith("_")}
+    floating = (schema.TensorType.FLOAT32, schema.TensorType.FLOAT16,
+                schema.TensorType.FLOAT64)
+    found = []
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            tensors = [t for t in list(op.inputs) + list(op.outputs) if t >= 0]
+            if any(graph.tensors[t].type in floating for t in tensors):
+                code = model.operatorCodes[op.opcodeIndex]
+                found.append(names.get(max(code.builtinCode, code.deprecatedBuiltinCode),
+                                       str(code.builtinCode)))
+    return found
 
 
 def _tflite_output_quantization(flatbuffer: bytes) -> tuple[float, int]:
@@ -718,10 +757,15 @@ def _run_artifact(format: str, artifact: str, samples: list[np.ndarray],
     """Load the artifact as a user would; per sample batch, each entry point's logits.
 
     Entry points that take uint8 get the samples as uint8 (integer pixel values).
+    ONNX Runtime and LiteRT run in a child process (:func:`kdarts.inference.run_isolated`):
+    a native abort there raises :class:`kdarts.inference.RuntimeCrash` here instead of
+    ending this process.
     """
+    from kdarts import inference
+
     contract = contract or {}
     raw = bool(contract.get("normalized_inside"))
-    as_uint8 = lambda x: np.clip(np.rint(x), 0, 255).astype(np.uint8)  # noqa: E731
+    as_uint8 = inference.as_uint8
     if format == "keras":
         loaded = load_model(artifact)
         return [[np.asarray(loaded(x, training=False))]
@@ -742,43 +786,30 @@ def _run_artifact(format: str, artifact: str, samples: list[np.ndarray],
                     OUTPUT_NAME]))
             outputs.append(out)
         return outputs
-    if format == "tflite":
-        runner = tflite_runner(artifact)
-        with _quiet_native_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
-            return [[tflite_logits(runner, x)] for x in samples]
-    ort = _import_onnxruntime()
-    session = ort.InferenceSession(artifact, providers=["CPUExecutionProvider"])
-    cast = as_uint8 if contract.get("dtype") == "uint8" else (lambda x: x)
-    return [[session.run([OUTPUT_NAME], {INPUT_NAME: cast(x)})[0]] for x in samples]
+    return inference.run_isolated(format, artifact, samples,
+                                  input_dtype=contract.get("dtype", "float32"))
 
 
 def tflite_runner(path: str | os.PathLike):
-    """The LiteRT interpreter's ``serving_default`` runner of a ``.tflite`` file.
+    """The LiteRT interpreter's ``serving_default`` runner of a ``.tflite`` file
+    (:func:`kdarts.inference.tflite_runner`).
 
     Example:
         >>> runner = tflite_runner("saved_models/digits.tflite")
         >>> logits = tflite_logits(runner, images)  # float32 (N, classes)
     """
-    litert = _import_litert()
-    interpreter = litert.Interpreter(model_path=os.fspath(path))
-    runner = interpreter.get_signature_runner("serving_default")
-    runner.kdarts_interpreter = interpreter  # keeps the interpreter alive with the runner
-    return runner
+    from kdarts import inference
+
+    _import_litert()
+    return inference.tflite_runner(path)
 
 
 def tflite_logits(runner, images: np.ndarray) -> np.ndarray:
-    """Float logits of a LiteRT runner for raw-pixel images (quantised in and out as needed)."""
-    (spec,) = runner.get_input_details().values()
-    (out_spec,) = runner.get_output_details().values()
-    x = np.asarray(images)
-    if spec["dtype"] == np.uint8:
-        scale, zero_point = spec["quantization"]
-        x = np.clip(np.rint(x / scale + zero_point), 0, 255).astype(np.uint8)
-    (q,) = runner(**{INPUT_NAME: x.astype(spec["dtype"])}).values()
-    if out_spec["dtype"] in (np.int8, np.uint8):
-        scale, zero_point = out_spec["quantization"]
-        return (q.astype("float32") - zero_point) * scale
-    return q
+    """Float logits of a LiteRT runner for raw-pixel images
+    (:func:`kdarts.inference.tflite_logits`)."""
+    from kdarts import inference
+
+    return inference.tflite_logits(runner, images)
 
 
 def _verify(format: str, artifact: str, samples, expected, atol: float, path: str,
@@ -789,10 +820,15 @@ def _verify(format: str, artifact: str, samples, expected, atol: float, path: st
     Quantised LiteRT models (dynamic, int8) are held to the agreement
     threshold instead of ``atol``.
     """
+    from kdarts.inference import RuntimeCrash
+
     try:
         actual = _run_artifact(format, artifact, samples, contract)
     except ExportError:
         raise
+    except RuntimeCrash as err:
+        raise ExportError(f"export: verifying the {format} artifact for {path} failed: "
+                          f"{err}; nothing was written") from None
     except Exception as err:  # noqa: BLE001 - an artifact that does not run fails export
         raise ExportError(
             f"export: the {format} artifact for {path} could not be run for verification: "
