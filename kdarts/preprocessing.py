@@ -21,7 +21,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kdarts.data.catalog import PIXEL_RANGE
+from kdarts.data.catalog import PIXEL_RANGE, SOURCE_SCALING, STATS_UNIT
 
 
 @keras.saving.register_keras_serializable(package="kdarts")
@@ -30,18 +30,23 @@ class Standardize(keras.layers.Layer):
 
     Args:
         mean: per-channel mean of the training images on the [0, 1] scale
-            (``DatasetInfo.mean``).
+            (pixel/255, ``DatasetInfo.mean``).
         std: per-channel standard deviation on the same scale (``DatasetInfo.std``).
+        dataset: the name of the data the statistics come from (a TFDS name, or a
+            folder's or ``.npz``'s file name), recorded in the input contract;
+            None if unknown (models saved before kdarts recorded it).
 
     Inputs are cast to float32 first, so uint8 images and float32 pixel values
     0–255 give the same result. The statistics are constants of the layer's
     config (no weights): exports fold them into the graph.
     """
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float], **kwargs):
+    def __init__(self, mean: Sequence[float], std: Sequence[float],
+                 dataset: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
+        self.dataset = None if dataset is None else str(dataset)
         if not self.mean or len(self.mean) != len(self.std):
             raise ValueError(f"Standardize: need one mean and one std per channel, got "
                              f"{len(self.mean)} means and {len(self.std)} stds")
@@ -77,7 +82,8 @@ class Standardize(keras.layers.Layer):
         return keras.KerasTensor(x.shape, dtype="float32")
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "mean": list(self.mean), "std": list(self.std)}
+        return {**super().get_config(), "mean": list(self.mean), "std": list(self.std),
+                "dataset": self.dataset}
 
 
 def input_contract(image_shape: Sequence[int | None],
@@ -89,6 +95,12 @@ def input_contract(image_shape: Sequence[int | None],
         standardize: the model's first layer, or None if it normalises nothing
             (then it takes whatever it was trained on, e.g. a user's own normalisation).
 
+    The images go in at ``pixel_range`` (0–255); ``mean`` and ``std`` are in the unit
+    ``stats_unit`` names, pixel/255 (the model computes ``(x / 255 - mean) / std``).
+    ``dataset`` names the training data when the model knows it, and
+    ``source_scaling`` (only for a dataset whose usual source stores other values,
+    such as scikit-learn's 0..16 digits) says how to bring those to 0–255.
+
     Example:
         >>> input_contract((8, 8, 3), Standardize([0.5] * 3, [0.25] * 3))["pixel_range"]
         [0.0, 255.0]
@@ -98,14 +110,22 @@ def input_contract(image_shape: Sequence[int | None],
         return {"layout": "NHWC", "shape": shape, "dtype": "float32",
                 "pixel_range": None, "normalized_inside": False,
                 "description": "float32 NHWC images, preprocessed as the model was trained"}
-    return {
+    description = (f"raw images, NHWC with {standardize.channels} channel(s), pixel values "
+                   "0-255 (float32 or uint8); the model normalises with the training "
+                   "split's per-channel mean/std itself (given on the 0-1 scale, "
+                   f"{STATS_UNIT})")
+    contract = {
         "layout": "NHWC", "shape": shape, "dtype": "float32 or uint8",
         "pixel_range": list(PIXEL_RANGE), "normalized_inside": True,
         "mean": list(standardize.mean), "std": list(standardize.std),
-        "description": (f"raw images, NHWC with {standardize.channels} channel(s), pixel "
-                        "values 0-255 (float32 or uint8); the model normalises with the "
-                        "training split's per-channel mean/std itself"),
+        "stats_unit": STATS_UNIT, "dataset": standardize.dataset,
     }
+    scaling = SOURCE_SCALING.get(standardize.dataset)
+    if scaling:
+        contract["source_scaling"] = scaling
+        description += f"; {standardize.dataset}: {scaling}"
+    contract["description"] = description
+    return contract
 
 
 __all__ = ["Standardize", "input_contract"]

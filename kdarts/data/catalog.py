@@ -30,6 +30,18 @@ FLIP_DATASETS: frozenset[str] = frozenset({"cifar10", "cifar100"})
 SPLIT_MODES: tuple[str, ...] = ("half", "dynamic")
 #: The pixel scale every kdarts pipeline serves and every kdarts network takes.
 PIXEL_RANGE: tuple[float, float] = (0.0, 255.0)
+#: The unit of ``DatasetInfo.mean``/``.std`` and of the input contract's ``mean``/``std``:
+#: pixel values divided by 255 (0..1), while images are fed in :data:`PIXEL_RANGE`.
+STATS_UNIT: str = "pixel/255"
+#: How to bring a named dataset's images from their usual source to :data:`PIXEL_RANGE`
+#: and its channels, where that source stores them otherwise: a model fed the source's
+#: values unscaled sees nearly black images and predicts nearly at random.
+SOURCE_SCALING: dict[str, str] = {
+    DEFAULT_DATASET: (
+        "sklearn.datasets.load_digits() images hold values 0..16 in one channel: multiply "
+        "by 255/16 and repeat the channel 3 times (kdarts.digits_dataset.digits_arrays() "
+        "does both)"),
+}
 
 
 class DatasetError(ValueError):

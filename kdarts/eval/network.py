@@ -253,6 +253,10 @@ class EvalNetwork(LeanTrainFunction, keras.Model):
             layer normalises, so it takes raw pixels (0–255, float32 or uint8)
             in training, inference and every export. None: inputs are used as
             they come (already normalised by the caller).
+        dataset: the training data's name (a TFDS name, or the file name of a
+            folder or ``.npz``), recorded in :meth:`input_contract` (with how to
+            scale the digits from scikit-learn's 0..16); None: not recorded. Only
+            with ``mean``/``std``.
         imagenet_stem: DARTS's ``NetworkImageNet``: the :class:`ImageNetStem`
             (three stride-2 convs, so the first cell sees H/4 and H/8 maps and
             preprocesses ``s0`` with a ``FactorizedReduce``) and the
@@ -290,7 +294,8 @@ class EvalNetwork(LeanTrainFunction, keras.Model):
                  drop_path_prob: float = 0.2, stem_multiplier: int = 3,
                  auxiliary_weight: float = 0.4, seed: int | None = None,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 imagenet_stem: bool = False, sync_batch_norm: bool = False, **kwargs):
+                 imagenet_stem: bool = False, sync_batch_norm: bool = False,
+                 dataset: str | None = None, **kwargs):
         super().__init__(**kwargs)
         if isinstance(genotype, dict):
             genotype = Genotype.from_dict(genotype)
@@ -327,7 +332,7 @@ class EvalNetwork(LeanTrainFunction, keras.Model):
         if (mean is None) != (std is None):
             raise ValueError("EvalNetwork: pass both mean and std (or neither)")
         self.standardize = (None if mean is None
-                            else Standardize(mean, std, name="standardize"))
+                            else Standardize(mean, std, dataset=dataset, name="standardize"))
 
         if self.imagenet_stem:
             # NetworkImageNet: s0 = stem0(x) is twice s1 = stem1(s0), so the first
@@ -598,6 +603,7 @@ class EvalNetwork(LeanTrainFunction, keras.Model):
             "seed": self.seed,
             "mean": None if self.standardize is None else list(self.standardize.mean),
             "std": None if self.standardize is None else list(self.standardize.std),
+            "dataset": None if self.standardize is None else self.standardize.dataset,
             "imagenet_stem": self.imagenet_stem,
             "sync_batch_norm": self.sync_batch_norm,
         }
