@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -32,13 +33,15 @@ import shutil
 import signal
 import threading
 import time
+import warnings
 from importlib import metadata
 from typing import Callable
 
 from kdarts.checkpoints import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, read_checkpoint_state
-from kdarts.data.catalog import DEFAULT_DATASET, DatasetError
-from kdarts.data.files import IMAGENET_MIN_SIZE, MIN_IMAGE_SIZE, check_dataset, \
-    parse_image_size, served_size
+from kdarts.data.catalog import DATASETS, DEFAULT_DATASET, DatasetError, fit_batch_size, \
+    search_split_size
+from kdarts.data.files import IMAGENET_MIN_SIZE, MIN_IMAGE_SIZE, DataNotice, check_dataset, \
+    parse_image_size, served_size, train_size
 from kdarts.export import SUFFIXES, suffix_error
 from kdarts.genotype import PRIMITIVES, Genotype, GenotypeError, atomic_write_text, \
     resolve_genotype
@@ -433,6 +436,21 @@ def _data_label(info) -> str:
     return rel(info.name) if os.path.isabs(info.name) else info.name
 
 
+@contextlib.contextmanager
+def _data_notices():
+    """Keeps :class:`~kdarts.data.files.DataNotice` warnings off stderr: a run reports
+    the same lines (``info.notes``) as lines of its output."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataNotice)
+        yield
+
+
+def _model_dataset(info) -> str:
+    """The dataset name a model records: a TFDS name, or a folder's or file's own name
+    (not its path: the model and its exports travel to other machines)."""
+    return os.path.basename(info.name.rstrip(os.sep)) if os.path.isabs(info.name) else info.name
+
+
 def _tensorboard_available() -> None:
     from importlib.util import find_spec
 
@@ -495,15 +513,50 @@ def _search_state(out: str, args: dict, resume: bool | str) -> dict | None:
     return state
 
 
-def _search_args(options: dict) -> tuple[dict, dict, tuple | None]:
-    """``(options, run.json's args, primitives)`` of a search, checked without TensorFlow."""
+def _search_args(options: dict) -> tuple[dict, dict, tuple | None, str | None]:
+    """``(options, run.json's args, primitives, batch note)`` of a search, checked without
+    TensorFlow; the note (or None) says the batch was lowered to fit small own data."""
     opts = resolve_options("search", options)
     _check_dataset(opts)
+    batch_note = _fit_search_batch(opts, explicit=options.get("batch_size") is not None)
     primitives = parse_primitives(opts["primitives"], opts["activation"])
     opts["primitives"] = list(primitives) if primitives else None
     if opts["steps"] < 1:
         raise RunError(f"--steps must be >= 1, got {opts['steps']}")
-    return opts, {key: opts[key] for key in SEARCH_DEFAULTS}, primitives
+    return opts, {key: opts[key] for key in SEARCH_DEFAULTS}, primitives, batch_note
+
+
+def _fit_search_batch(opts: dict, explicit: bool) -> str | None:
+    """Own data (a folder or an ``.npz``): a default batch larger than the search split is
+    lowered to the largest power of two the split holds, and the line saying so returned;
+    an explicit ``--batch-size`` that does not fit is refused. Counted without TensorFlow.
+
+    The lowered batch goes into ``opts``, hence into run.json's args: the same command
+    chooses it again, so ``--resume`` finds the same arguments.
+    """
+    if opts["dataset"] in DATASETS:  # a TFDS name: its pipelines check the batch
+        return None
+    num_train = train_size(opts["dataset"], opts["image_size"])
+    if opts["max_examples"]:
+        num_train = min(num_train, opts["max_examples"])
+    num_search = search_split_size(num_train, opts["split"], opts["every"])
+    batch = opts["batch_size"]
+    data = rel(opts["dataset"])
+    share = (f"1/{1 + opts['every']}" if opts["split"] == "dynamic" else "half")
+    if num_search < 1:
+        raise RunError(f"the search split of {data} would hold no image ({share} of "
+                       f"{num_train} training images); add images"
+                       + (" or pass --split half" if opts["split"] == "dynamic" else ""))
+    if batch <= num_search:
+        return None
+    if explicit:
+        raise RunError(f"--batch-size {batch}: the search split of {data} has {num_search} "
+                       f"images ({share} of {num_train} training images), fewer than a "
+                       f"batch; pass --batch-size {num_search} or less, or add images")
+    opts["batch_size"] = fit_batch_size(batch, num_search)
+    return (f"batch size {opts['batch_size']}: the search split of {data} has {num_search} "
+            f"images ({share} of {num_train}), fewer than the default {batch}; "
+            "--batch-size sets another")
 
 
 def check_search_folder(out: str, **options) -> None:
@@ -548,7 +601,7 @@ def search_run(out: str, *, resume: bool | str = False, download: bool = False,
         RunInterrupted: Ctrl-C; the message says what was kept.
     """
     report = report or _quiet
-    opts, args, primitives = _search_args(options)
+    opts, args, primitives, batch_note = _search_args(options)
     if tensorboard:
         _tensorboard_available()
     out = os.path.abspath(out)
@@ -565,6 +618,8 @@ def search_run(out: str, *, resume: bool | str = False, download: bool = False,
     else:
         _note(f"the search's last checkpoint (epoch {state['epoch']} of {epochs}) is in "
               f"{rel(out)}: {resume_hint} continues it")
+    if batch_note:
+        report(batch_note)
     t_start = time.perf_counter()
     try:
         return _search(out, opts, args, state, download, data_dir, stop_after_epoch, report,
@@ -594,13 +649,16 @@ def _search(out, opts, args, state, download, data_dir, stop_after_epoch, report
 
     strategy, chief, replicas = _open_strategy(strategy_name, opts["batch_size"])
     try:
-        weight_ds, search_ds, info, steps_per_epoch = search_datasets(
-            opts["dataset"], batch_size=opts["batch_size"], seed=opts["seed"],
-            split=opts["split"], every=opts["every"], data_dir=data_dir,
-            max_examples=opts["max_examples"], download=download,
-            image_size=opts["image_size"])
+        with _data_notices():
+            weight_ds, search_ds, info, steps_per_epoch = search_datasets(
+                opts["dataset"], batch_size=opts["batch_size"], seed=opts["seed"],
+                split=opts["split"], every=opts["every"], data_dir=data_dir,
+                max_examples=opts["max_examples"], download=download,
+                image_size=opts["image_size"])
     except (DatasetError, ValueError) as err:
         raise RunError(str(err)) from None
+    for line in info.notes:
+        report(line)
 
     if state is not None:
         _check_same_data(out, info)
@@ -864,12 +922,15 @@ def _train(geno, out, opts, args, state, download, data_dir, stop_after_epoch, r
     strategy, chief, replicas = _open_strategy(strategy_name, opts["batch_size"])
     initial_epoch = 0 if state is None else int(state["epoch"])
     try:
-        train_ds, test_ds, info, steps = train_datasets(
-            opts["dataset"], batch_size=opts["batch_size"], seed=opts["seed"],
-            cutout=opts["cutout"], data_dir=data_dir, max_examples=opts["max_examples"],
-            download=download, initial_epoch=initial_epoch, image_size=opts["image_size"])
+        with _data_notices():
+            train_ds, test_ds, info, steps = train_datasets(
+                opts["dataset"], batch_size=opts["batch_size"], seed=opts["seed"],
+                cutout=opts["cutout"], data_dir=data_dir, max_examples=opts["max_examples"],
+                download=download, initial_epoch=initial_epoch, image_size=opts["image_size"])
     except (DatasetError, ValueError) as err:
         raise RunError(str(err)) from None
+    for line in info.notes:
+        report(line)
     if state is not None:
         _check_same_data(out, info)
     elif chief:
@@ -884,7 +945,8 @@ def _train(geno, out, opts, args, state, download, data_dir, stop_after_epoch, r
         model = EvalNetwork(geno, info.num_classes, channels=opts["channels"],
                             layers=opts["layers"], auxiliary=opts["auxiliary"],
                             drop_path_prob=opts["drop_path"], seed=opts["seed"],
-                            mean=info.mean, std=info.std, imagenet_stem=opts["imagenet_stem"],
+                            mean=info.mean, std=info.std, dataset=_model_dataset(info),
+                            imagenet_stem=opts["imagenet_stem"],
                             sync_batch_norm=sync_batch_norm and replicas > 1,
                             dtype=MIXED_PRECISION if opts["mixed_precision"] else None)
         model.build((None,) + tuple(info.image_shape))

@@ -63,6 +63,8 @@ class DatasetInfo:
         std: per-channel standard deviation, same scale.
         class_names: the class names where the source has them (a folder's
             sub-folders), else empty.
+        notes: one-line notices of what kdarts changed in the data it was given
+            (e.g. float images in 0..1 rescaled to 0..255), else empty.
 
     Example:
         >>> *_, info = load_dataset("kdarts_digits")  # doctest: +SKIP
@@ -78,6 +80,39 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     class_names: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+def search_split_size(num_examples: int, split: str = "half", every: int = 10) -> int:
+    """Examples of the search split a search divides ``num_examples`` into (SPEC §5).
+
+    ``"half"``: ``num_examples // 2``; ``"dynamic"``: ``round(num_examples / (1 + every))``,
+    the share the dynamic schedule consumes. The weight split has the rest, never fewer.
+
+    Example:
+        >>> search_split_size(1437, "dynamic", every=10), search_split_size(144, "dynamic")
+        (131, 13)
+    """
+    if split == "half":
+        return int(num_examples) // 2
+    if split == "dynamic":
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        return int(round(int(num_examples) * (1.0 / (1.0 + every))))
+    raise DatasetError(f"Unknown split {split!r}. Valid splits: {', '.join(SPLIT_MODES)}.")
+
+
+def fit_batch_size(batch_size: int, num_examples: int) -> int:
+    """``batch_size`` if a split of ``num_examples`` holds a batch, else the largest power
+    of two it holds (0 for an empty split).
+
+    Example:
+        >>> fit_batch_size(32, 131), fit_batch_size(32, 13), fit_batch_size(32, 1)
+        (32, 8, 1)
+    """
+    if num_examples >= batch_size:
+        return int(batch_size)
+    return 1 << (int(num_examples).bit_length() - 1) if num_examples >= 1 else 0
 
 
 def check_dataset_name(name: str) -> str:
@@ -96,4 +131,5 @@ def check_dataset_name(name: str) -> str:
 
 
 __all__ = ["DATASETS", "DEFAULT_DATASET", "DatasetError", "DatasetInfo", "FLIP_DATASETS",
-           "IMAGE_SIZES", "PIXEL_RANGE", "SPLIT_MODES", "check_dataset_name"]
+           "IMAGE_SIZES", "PIXEL_RANGE", "SOURCE_SCALING", "SPLIT_MODES", "STATS_UNIT",
+           "check_dataset_name", "fit_batch_size", "search_split_size"]

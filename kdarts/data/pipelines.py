@@ -35,9 +35,8 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from kdarts.data.catalog import FLIP_DATASETS, SPLIT_MODES, DatasetError, DatasetInfo
+from kdarts.data.catalog import FLIP_DATASETS, DatasetError, DatasetInfo, search_split_size
 from kdarts.data.sources import Source, Split, decode_image, open_source
-from kdarts.search.schedules import dynamic_split_fraction
 
 _NUMPY_SEED_LIMIT = 2**32  # np.random.RandomState accepts seeds in [0, 2**32).
 _NO_END = 2**62  # Epoch range end standing in for "forever".
@@ -163,12 +162,7 @@ def split_indices(num_examples: int, seed: int, split: str = "half",
         (1306, 131)
     """
     _check_seed(seed)
-    if split == "half":
-        num_search = num_examples // 2
-    elif split == "dynamic":
-        num_search = int(round(num_examples * dynamic_split_fraction(every)))
-    else:
-        raise DatasetError(f"Unknown split {split!r}. Valid splits: {', '.join(SPLIT_MODES)}.")
+    num_search = search_split_size(num_examples, split, every)
     # Legacy RandomState: numpy guarantees its stream across versions.
     order = np.random.RandomState(seed).permutation(num_examples)
     return order[num_search:], order[:num_search]

@@ -33,6 +33,7 @@ import os
 import shutil
 import socket
 import threading
+import warnings
 from urllib.parse import urlparse
 
 import numpy as np
@@ -171,11 +172,16 @@ def open_source(name=DEFAULT_DATASET, data_dir: str | None = None, download: boo
             raise DatasetError("image_size resizes the images of a folder; arrays have "
                                "their own size")
         arrays, where, label = name, "arrays", "arrays"
-    x, y, x_test, y_test = files.split_arrays(arrays, where)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        x, y, x_test, y_test = files.split_arrays(arrays, where)
+    notes = tuple(str(w.message) for w in caught if issubclass(w.category, files.DataNotice))
+    for w in caught:  # recorded to keep the notices in info.notes; shown as ever
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     mean, std = channel_stats(x)
     info = DatasetInfo(name=label, num_classes=int(max(y.max(), y_test.max(initial=0))) + 1,
                        image_shape=tuple(int(d) for d in x.shape[1:]), num_train=len(x),
-                       num_test=len(x_test), mean=mean, std=std)
+                       num_test=len(x_test), mean=mean, std=std, notes=notes)
     return Source(Split(y, x), Split(y_test, x_test), info)
 
 
