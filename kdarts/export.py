@@ -316,6 +316,29 @@ def export(model, path: str | os.PathLike, format: str = "keras", verify: bool =
                         input_contract=contract, agreement=agreement, quantize=quantize)
 
 
+def check_model_file(path: str | os.PathLike) -> None:
+    """The checks :func:`load_model` makes before loading, without TensorFlow.
+
+    Raises:
+        ModelLoadError: the path is missing, is a folder, is not a ``.keras``
+            file, or is not a zip archive (as every ``.keras`` file is).
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ModelLoadError(f"{path}: no such file (expected a .keras model archive)")
+    if os.path.isdir(path):
+        hint = (" (it looks like a SavedModel: load it with tf.saved_model.load)"
+                if os.path.exists(os.path.join(path, "saved_model.pb")) else "")
+        raise ModelLoadError(f"{path}: is a folder, not a .keras model archive{hint}")
+    if not path.endswith(".keras"):
+        raise ModelLoadError(f"{path}: not a .keras file (Keras 3 archives end in .keras)")
+    if not zipfile.is_zipfile(path):
+        raise ModelLoadError(
+            f"{path}: not a valid Keras archive (a .keras file is a zip archive; this one "
+            "is not, so it is truncated, corrupted or something else renamed)"
+        )
+
+
 def load_model(path: str | os.PathLike, compile: bool = False):
     """Load a ``.keras`` archive written by kdarts (or :func:`export`).
 
@@ -332,19 +355,7 @@ def load_model(path: str | os.PathLike, compile: bool = False):
         >>> model = load_model("runs/eval/model.keras")
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ModelLoadError(f"{path}: no such file (expected a .keras model archive)")
-    if os.path.isdir(path):
-        hint = (" (it looks like a SavedModel: load it with tf.saved_model.load)"
-                if os.path.exists(os.path.join(path, "saved_model.pb")) else "")
-        raise ModelLoadError(f"{path}: is a folder, not a .keras model archive{hint}")
-    if not path.endswith(".keras"):
-        raise ModelLoadError(f"{path}: not a .keras file (Keras 3 archives end in .keras)")
-    if not zipfile.is_zipfile(path):
-        raise ModelLoadError(
-            f"{path}: not a valid Keras archive (a .keras file is a zip archive; this one "
-            "is not, so it is truncated, corrupted or something else renamed)"
-        )
+    check_model_file(path)
     _register_kdarts_layers()
     import keras
 
