@@ -225,6 +225,11 @@ class Genotype:
                 text = f.read()
         except OSError as err:
             raise GenotypeError(f"{path}: cannot read genotype file ({err.strerror})") from None
+        except UnicodeDecodeError:  # e.g. an image: say what is expected, not the codec
+            raise GenotypeError(
+                f"{path}: not a genotype JSON file (not UTF-8 text); give a genotype.json, "
+                f"a search folder holding one, or a preset ({', '.join(PRESETS)})"
+            ) from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:

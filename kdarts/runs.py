@@ -32,6 +32,7 @@ import os
 import shutil
 import signal
 import threading
+import tempfile
 import time
 import warnings
 from importlib import metadata
@@ -284,6 +285,13 @@ def check_writable(path: str, what: str = "--out", folder: bool = True) -> None:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise RunError(f"{what} {rel(path)} cannot be written: {rel(parent)} is not writable")
 
+    # os.access says yes to root everywhere and knows nothing of file systems such as
+    # /proc that take no new entries: create (and remove) a hidden folder to be sure
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".tmp-", dir=parent))
+    except OSError as err:
+        raise RunError(f"{what} {rel(path)} cannot be created: {rel(parent)} takes no new "
+                       f"files ({err.strerror})") from None
 
 def _read_json(path: str, what: str) -> dict:
     try:
