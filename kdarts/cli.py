@@ -57,8 +57,12 @@ def _version() -> str:
         return "unknown"
 
 
-def _run(work: Callable[[], object], tensorflow: bool = True):
+def _run(work: Callable[[], object]):
     """Run a command's work: RunError → one-line error; Ctrl-C → what was kept, exit 130.
+
+    The work passes :func:`_set_threads` to :mod:`kdarts.runs` as ``before_tensorflow``:
+    the run checks its inputs and outputs first, so a refusal does not wait seconds for
+    TensorFlow to load.
 
     TensorFlow can hold the interpreter for a minute while it optimises a graph, and
     Python only sees Ctrl-C after that: :class:`~kdarts.runs.SigintWatchdog` then
@@ -67,8 +71,6 @@ def _run(work: Callable[[], object], tensorflow: bool = True):
     watchdog = (SigintWatchdog(INTERRUPT_GRACE_S)
                 if threading.current_thread() is threading.main_thread() else None)
     try:
-        if tensorflow:
-            _set_threads()
         return work()
     except RunError as err:
         raise click.ClickException(" ".join(str(err).split())) from None
@@ -246,7 +248,8 @@ def search(out, **options):
     checkpoint.json (every epoch; --resume continues from them), genotype.json, and
     the plots alpha.png, schedule.png and genotype.png.
     """
-    _run(lambda: search_run(out, report=click.echo, **options))
+    _run(lambda: search_run(out, report=click.echo, before_tensorflow=_set_threads,
+                            **options))
 
 
 # ------------------------------------------------------------------------------ train
@@ -298,7 +301,8 @@ def train(genotype, out, **options):
     metrics.json (test accuracy, the arguments, and what the model takes: raw
     images, pixel values 0-255, float32 or uint8).
     """
-    _run(lambda: train_run(genotype, out, report=click.echo, **options))
+    _run(lambda: train_run(genotype, out, report=click.echo, before_tensorflow=_set_threads,
+                           **options))
 
 
 # ------------------------------------------------------------------------------- show
@@ -326,7 +330,7 @@ def show(genotype, png):
 
             click.echo(f"cells drawn → {rel(plot_genotype(geno, png))}")
 
-    _run(work, tensorflow=False)
+    _run(work)
 
 
 # ----------------------------------------------------------------------------- export
@@ -343,12 +347,15 @@ def show(genotype, png):
               "calibrates on it, quantised models are verified on its test split.")
 @click.option("--out", default=None,
               help=f"Destination [default: {EXPORT_DIR}/<name>.onnx, .keras, .tflite "
-                   "(<name>_<quantize>.tflite), or a folder for saved_model].")
+                   "(<name>_<quantize>.tflite), or a folder for saved_model; <name>: "
+                   "runs/x/train/model.keras gives x-train, other archives their own name].")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing --out (never the model itself).")
 @click.option("--input-dtype", type=click.Choice(INPUT_DTYPES), default="float32",
               help="ONNX input dtype (.keras and SavedModel take both).")
 @click.option("--verify/--no-verify", default=True,
               help="Reload the artifact and compare its logits with the Keras model's.")
-def export_command(model, fmt, out, input_dtype, verify, quantize, data):
+def export_command(model, fmt, out, overwrite, input_dtype, verify, quantize, data):
     """Export a trained MODEL.keras for inference (ONNX, SavedModel, .keras or LiteRT).
 
     The inference graph (no auxiliary head, no drop-path) takes raw NHWC `images`
@@ -358,7 +365,8 @@ def export_command(model, fmt, out, input_dtype, verify, quantize, data):
     moved into place.
     """
     _run(lambda: click.echo(describe_export(export_run(
-        model, fmt, out, verify, input_dtype=input_dtype, quantize=quantize, data=data))))
+        model, fmt, out, verify, input_dtype=input_dtype, quantize=quantize, data=data,
+        overwrite=overwrite, before_tensorflow=_set_threads))))
 
 
 # ------------------------------------------------------------------------- quickstart
@@ -369,13 +377,17 @@ def export_command(model, fmt, out, input_dtype, verify, quantize, data):
               help="Folder for the search/ and train/ outputs.")
 @click.option("--export-to", default=os.path.join(EXPORT_DIR, "quickstart.onnx"),
               help="The exported ONNX model.")
-def quickstart(out, export_to):
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing --export-to that is not this quickstart's own export "
+                   "(a rerun replaces its own).")
+def quickstart(out, export_to, overwrite):
     """Search → train → export ONNX on the built-in digits, with the default settings.
 
     Run it again after an interruption: a complete phase in OUT is reused and an
     interrupted one resumes. Takes a few minutes on 2 CPU cores.
     """
-    _run(lambda: quickstart_run(out, export_to, report=click.echo))
+    _run(lambda: quickstart_run(out, export_to, report=click.echo, overwrite=overwrite,
+                                before_tensorflow=_set_threads))
 
 
 if __name__ == "__main__":  # pragma: no cover

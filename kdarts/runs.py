@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
 import signal
-import threading
 import tempfile
+import threading
 import time
 import warnings
 from importlib import metadata
@@ -112,7 +113,7 @@ RUN_FILES: dict[str, tuple[str, ...]] = {
                "genotype.png", TENSORBOARD_DIR),
     "train": ("run.json", "model.keras", "metrics.json", "history.csv", CHECKPOINT_WEIGHTS,
               CHECKPOINT_STATE, TENSORBOARD_DIR),
-    "quickstart": ("search", "train"),
+    "quickstart": ("search", "train", "export.json"),
 }
 EXPORT_DIR = "saved_models"
 
@@ -284,7 +285,6 @@ def check_writable(path: str, what: str = "--out", folder: bool = True) -> None:
         raise RunError(f"{what} {rel(path)} cannot be created: {rel(parent)} is a file")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise RunError(f"{what} {rel(path)} cannot be written: {rel(parent)} is not writable")
-
     # os.access says yes to root everywhere and knows nothing of file systems such as
     # /proc that take no new entries: create (and remove) a hidden folder to be sure
     try:
@@ -292,6 +292,7 @@ def check_writable(path: str, what: str = "--out", folder: bool = True) -> None:
     except OSError as err:
         raise RunError(f"{what} {rel(path)} cannot be created: {rel(parent)} takes no new "
                        f"files ({err.strerror})") from None
+
 
 def _read_json(path: str, what: str) -> dict:
     try:
@@ -578,7 +579,9 @@ def search_run(out: str, *, resume: bool | str = False, download: bool = False,
                report: Report | None = print, progress: bool = True,
                resume_hint: str = "the same command with --resume",
                tensorboard: bool = False, strategy: str = "default",
-               sync_batch_norm: bool = True, **options) -> SearchResult:
+               sync_batch_norm: bool = True,
+               before_tensorflow: Callable[[], None] | None = None,
+               **options) -> SearchResult:
     """Search a cell in the folder ``out`` (written: see :data:`RUN_FILES`).
 
     Args:
@@ -599,6 +602,9 @@ def search_run(out: str, *, resume: bool | str = False, download: bool = False,
             another strategy is allowed.
         sync_batch_norm: with several replicas, BN uses the global batch's statistics,
             so the search equals a one-device search of the same batch size.
+        before_tensorflow: called once every option, the data and ``out`` are checked,
+            before TensorFlow is imported (the command line sets TensorFlow's threads
+            there, so a refusal comes at once).
         **options: any of :data:`SEARCH_DEFAULTS`; those left out (or None) take the
             dataset's defaults (:func:`resolve_options`). ``dataset`` is a TFDS name,
             a folder of class sub-folders or an ``.npz`` (:mod:`kdarts.data.files`),
@@ -630,6 +636,8 @@ def search_run(out: str, *, resume: bool | str = False, download: bool = False,
         report(batch_note)
     t_start = time.perf_counter()
     try:
+        if before_tensorflow is not None:
+            before_tensorflow()
         return _search(out, opts, args, state, download, data_dir, stop_after_epoch, report,
                        progress, resume_hint, primitives, t_start, tensorboard,
                        strategy, sync_batch_norm)
@@ -846,7 +854,9 @@ def train_run(genotype: str | Genotype, out: str, *, resume: bool | str = False,
               stop_after_epoch: int | None = None, report: Report | None = print,
               progress: bool = True, resume_hint: str = "the same command with --resume",
               tensorboard: bool = False, strategy: str = "default",
-              sync_batch_norm: bool = True, **options) -> TrainResult:
+              sync_batch_norm: bool = True,
+              before_tensorflow: Callable[[], None] | None = None,
+              **options) -> TrainResult:
     """Train a genotype's network from scratch in the folder ``out``.
 
     Writes ``run.json``, ``history.csv`` and a checkpoint every epoch, then
@@ -868,6 +878,7 @@ def train_run(genotype: str | Genotype, out: str, *, resume: bool | str = False,
         strategy, sync_batch_norm: as for :func:`search_run`: the batch size is the
             global batch, the gradients are summed over the replicas before clipping, and
             only the chief writes files. Drop-path masks are drawn per replica.
+        before_tensorflow: as for :func:`search_run`.
         **options: any of :data:`TRAIN_DEFAULTS`; those left out (or None) take the
             dataset's defaults (:func:`resolve_options`); ``dataset`` and
             ``image_size`` as for :func:`search_run`.
@@ -905,6 +916,8 @@ def train_run(genotype: str | Genotype, out: str, *, resume: bool | str = False,
         _note(f"the training's last checkpoint (epoch {state['epoch']} of {opts['epochs']}) "
               f"is in {rel(out)}: {resume_hint} continues it")
     try:
+        if before_tensorflow is not None:
+            before_tensorflow()
         return _train(geno, out, opts, args, state, download, data_dir, stop_after_epoch,
                       report, progress, resume_hint, tensorboard, strategy, sync_batch_norm)
     except KeyboardInterrupt:
@@ -1032,11 +1045,19 @@ def _train(geno, out, opts, args, state, download, data_dir, stop_after_epoch, r
 
 
 def default_export_path(model_path: str, fmt: str, quantize: str = "none") -> str:
-    """``runs/train/model.keras`` → ``saved_models/train.onnx`` (``.keras``, a folder,
-    ``train.tflite``, ``train_int8.tflite``)."""
-    stem = os.path.splitext(os.path.basename(os.path.abspath(model_path)))[0]
+    """``runs/x/train/model.keras`` → ``saved_models/x-train.onnx`` (``.keras``, a
+    folder, ``x-train.tflite``, ``x-train_int8.tflite``); ``nets/digits.keras`` →
+    ``saved_models/digits.onnx``.
+
+    A training's ``model.keras`` is named after its run folder and the folder above
+    it: trainings are often all called ``train`` (``runs/<experiment>/train``).
+    """
+    path = os.path.abspath(model_path)
+    stem = os.path.splitext(os.path.basename(path))[0]
     if stem == "model":
-        stem = os.path.basename(os.path.dirname(os.path.abspath(model_path))) or stem
+        run = os.path.dirname(path)
+        names = [os.path.basename(os.path.dirname(run)), os.path.basename(run)]
+        stem = "-".join(name for name in names if name) or stem
     if quantize != "none":
         stem += f"_{quantize}"
     return os.path.join(EXPORT_DIR, stem + SUFFIXES[fmt])
@@ -1050,18 +1071,29 @@ VERIFY_EXAMPLES = 200
 
 def export_run(model_path: str, fmt: str = "onnx", out: str | None = None,
                verify: bool = True, input_dtype: str = "float32", quantize: str = "none",
-               data: str | None = None) -> ExportRunResult:
+               data: str | None = None, overwrite: bool = False,
+               before_tensorflow: Callable[[], None] | None = None) -> ExportRunResult:
     """Export a ``.keras`` model (see :func:`kdarts.export.export`), checking the path first.
 
+    Every check below is made before TensorFlow is imported, and nothing is written
+    when one fails.
+
     Args:
+        out: the destination (default :func:`default_export_path`). An existing one is
+            refused unless ``overwrite``; the model itself (or a folder holding it) and
+            a folder that is not a SavedModel are always refused.
         quantize: LiteRT quantisation (``fmt="tflite"``), see :data:`kdarts.export.QUANTIZATIONS`.
         data: a dataset (as ``--dataset`` takes: TFDS name, folder, ``.npz``) for
             LiteRT: ``int8`` calibrates on :data:`REPRESENTATIVE_EXAMPLES` of its
             training images, and a LiteRT model is verified on :data:`VERIFY_EXAMPLES`
             of its test images (seeded samples). Required for ``int8``.
+        overwrite: replace an existing artifact at ``out``.
+        before_tensorflow: called once everything is checked, before TensorFlow is
+            imported (the command line sets TensorFlow's threads there).
 
     Raises:
-        RunError: a bad destination (suffix, a file in the way, not writable), bad
+        RunError: a bad destination (suffix, a file in the way, not writable, existing
+            without ``overwrite``, the model itself), bad
             ``quantize``/``data``, a model that cannot be loaded, data that does not
             fit the model, or an export that fails verification.
     """
@@ -1086,8 +1118,17 @@ def export_run(model_path: str, fmt: str = "onnx", out: str | None = None,
         _check_dataset({"dataset": data, "image_size": [MIN_IMAGE_SIZE] * 2
                         if os.path.isdir(data) else None})
     check_writable(out, "--out", folder=fmt == "saved_model")
+    from kdarts.export import ModelLoadError, check_model_file
+
+    try:
+        check_model_file(model_path)  # no TensorFlow: only the file's name and zip header
+    except ModelLoadError as err:
+        raise RunError(str(err)) from None
+    _check_export_destination(model_path, out, overwrite)
+    if before_tensorflow is not None:
+        before_tensorflow()
     t_start = time.perf_counter()
-    from kdarts.export import ExportError, ModelLoadError, export, load_model
+    from kdarts.export import ExportError, export, load_model
 
     try:
         model = load_model(model_path)
@@ -1112,6 +1153,40 @@ def export_run(model_path: str, fmt: str = "onnx", out: str | None = None,
                            agreement=result.agreement,
                            verified_on=None if samples is None else
                            f"{len(samples)} test images of {rel(data) if os.path.exists(data) else data}")
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether two existing paths are one file (symlinks resolved, hard links too)."""
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, AttributeError):  # no samefile on this platform or file system
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _check_export_destination(model_path: str, out: str, overwrite: bool) -> None:
+    """Refuse an export that would replace its own model, a folder that is not a
+    SavedModel, or (unless ``overwrite``) any existing artifact."""
+    if not os.path.lexists(out):
+        return
+    model = os.path.realpath(model_path)
+    if _same_file(model_path, out):
+        other = "" if rel(model_path) == rel(out) else f" ({rel(model_path)})"
+        raise RunError(f"--out {rel(out)} is the model being exported{other}: exporting "
+                       "over it would lose the training archive; choose another --out")
+    if os.path.isdir(out):
+        if os.path.commonpath([model, os.path.realpath(out)]) == os.path.realpath(out):
+            raise RunError(f"--out {rel(out)} holds the model being exported "
+                           f"({rel(model_path)}); choose another --out")
+        entries = sorted(e for e in os.listdir(out) if not e.startswith(".tmp-"))
+        if not entries:
+            return  # an empty folder: nothing to lose
+        if "saved_model.pb" not in entries:
+            shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+            raise RunError(f"--out {rel(out)} is a folder that is not a SavedModel (it holds "
+                           f"{shown}); choose another --out")
+    if not overwrite:
+        raise RunError(f"--out {rel(out)} already exists; pass --overwrite to replace it, "
+                       "or choose another --out")
 
 
 def _export_images(model, data: str, quantize: str):
@@ -1151,13 +1226,39 @@ def _open_for(spec: str, shape: tuple):
 # ---------------------------------------------------------------------- quickstart
 
 
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _own_export(out: str, path: str) -> bool:
+    """Whether ``path`` is, unchanged, the export the quickstart in ``out`` wrote last."""
+    try:
+        with open(os.path.join(out, "export.json"), encoding="utf-8") as f:
+            record = json.load(f)
+        return (isinstance(record, dict) and record.get("path") == os.path.realpath(path)
+                and record.get("sha256") == _file_sha256(path))
+    except (OSError, ValueError):  # no record, or one that cannot be read: not ours
+        return False
+
+
 def quickstart_run(out: str = os.path.join("runs", "quickstart"),
                    export_to: str = os.path.join(EXPORT_DIR, "quickstart.onnx"),
-                   report: Report | None = print, progress: bool = True) -> dict:
+                   report: Report | None = print, progress: bool = True,
+                   overwrite: bool = False,
+                   before_tensorflow: Callable[[], None] | None = None) -> dict:
     """Search → train → export ONNX on the built-in digits with the default settings.
 
     A rerun continues: a complete search or training in ``out`` is reused and an
-    interrupted one resumes; the export is redone.
+    interrupted one resumes; the export is redone. ``out/export.json`` records the
+    export (path and SHA-256), so a rerun replaces the quickstart's own export, while
+    any other existing file at ``export_to`` (another quickstart's, or one changed
+    since) is refused before anything starts unless ``overwrite``.
+    ``before_tensorflow`` is called once everything is checked, before TensorFlow is
+    imported (as for :func:`search_run`).
     """
     report = report or _quiet
     out = os.path.abspath(out)
@@ -1173,9 +1274,17 @@ def quickstart_run(out: str = os.path.join("runs", "quickstart"),
     if problem:
         raise RunError(f"--export-to: {problem}")
     check_writable(export_to, "--export-to", folder=False)
+    export_to = os.path.abspath(export_to)
+    replace = os.path.lexists(export_to)
+    if replace and not overwrite and not _own_export(out, export_to):
+        raise RunError(f"--export-to {rel(export_to)} already exists (not this quickstart's "
+                       "export); pass --overwrite to replace it, or choose another "
+                       "--export-to")
     # both phases' folders are checked before anything starts (and prints)
     _search_state(os.path.join(out, "search"), dict(SEARCH_DEFAULTS), "auto")
     read_run(os.path.join(out, "train"), "train")
+    if before_tensorflow is not None:
+        before_tensorflow()
     hint = "`kdarts quickstart` again (same --out)"
     t0 = time.perf_counter()
     report("== 1/3 search ==")
@@ -1185,7 +1294,10 @@ def quickstart_run(out: str = os.path.join("runs", "quickstart"),
     t = train_run(s.genotype_path, os.path.join(out, "train"), resume="auto", report=report,
                   progress=progress, resume_hint=hint)
     report("== 3/3 export ==")
-    e = export_run(t.model_path, "onnx", export_to, verify=True)
+    e = export_run(t.model_path, "onnx", export_to, verify=True, overwrite=replace)
+    os.makedirs(out, exist_ok=True)
+    _write_json(os.path.join(out, "export.json"), {
+        "path": os.path.realpath(e.path), "sha256": _file_sha256(e.path)})
     report(describe_export(e))
     total = time.perf_counter() - t0
     report(f"quickstart done in {_fmt_time(total)} (search {_fmt_time(s.seconds)}, "
