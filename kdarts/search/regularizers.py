@@ -44,7 +44,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from kdarts.genotype import CRB_PRIMITIVES, num_edges  # noqa: F401  (CRB_PRIMITIVES: doc example)
+from kdarts.genotype import CRB_PRIMITIVES  # noqa: F401  (the doc example's)
 from kdarts.search.activations import activate
 
 
@@ -57,7 +57,8 @@ def l2(x, squared: bool = False) -> tf.Tensor:
     return tf.sqrt(tf.maximum(total, 1e-12))
 
 
-def discrete_onehot(act, primitives: Sequence[str], steps: int = 4) -> tf.Tensor:
+def discrete_onehot(act, primitives: Sequence[str], steps: int = 4, *, inputs: int = 2,
+                    keep: int = 2) -> tf.Tensor:
     """``D(act)`` in graph ops: the one-hot matrix of :func:`kdarts.discretize`, a constant.
 
     For each intermediate node, its incoming edges are ranked by their best non-``none``
@@ -66,6 +67,10 @@ def discrete_onehot(act, primitives: Sequence[str], steps: int = 4) -> tf.Tensor
     (numpy, used for genotypes) breaks them; ``tests/test_search_rules.py`` checks the two
     agree. Static shapes and no host round trip, so the step compiles with XLA and runs
     on any device.
+
+    ``inputs`` and ``keep`` give the cell's shape: node ``i`` has ``inputs + i`` incoming
+    edges and keeps ``keep`` of them. DARTS's convolutional cell is 2 and 2; its
+    recurrent cell (:mod:`kdarts.recurrent`) is 1 and 1.
 
     Example:
         >>> act = np.zeros((5, 3), "float32"); act[1, 2] = 0.5
@@ -79,7 +84,8 @@ def discrete_onehot(act, primitives: Sequence[str], steps: int = 4) -> tf.Tensor
     if not candidates:
         raise ValueError("discrete_onehot: no candidate operation other than 'none'")
     act = tf.convert_to_tensor(act, tf.float32)
-    expected = (num_edges(steps), len(primitives))
+    fan_in = [inputs + i for i in range(steps)]
+    expected = (sum(fan_in), len(primitives))
     if tuple(act.shape) != expected:
         raise ValueError(f"discrete_onehot: weights have shape {tuple(act.shape)}, expected "
                          f"{expected} ({steps} steps, {len(primitives)} primitives)")
@@ -91,31 +97,33 @@ def discrete_onehot(act, primitives: Sequence[str], steps: int = 4) -> tf.Tensor
     best = tf.gather(tf.constant(candidates + [0], tf.int32), first)  # column in `act`
     # rank of each edge among its node's: the edges ahead of it by strength, or tied
     # with it and of a lower input index (a stable descending sort, as numpy's)
-    node = np.repeat(np.arange(steps), [2 + i for i in range(steps)])
+    node = np.repeat(np.arange(steps), fan_in)
     same_node = tf.constant(node[:, None] == node[None, :])
     earlier = tf.constant(np.tri(len(node), k=-1, dtype=bool))  # [i, j]: j < i
     s_i, s_j = strength[:, None], strength[None, :]
     ahead = tf.logical_or(s_j > s_i, tf.logical_and(tf.equal(s_j, s_i), earlier))
     rank = tf.reduce_sum(tf.cast(tf.logical_and(ahead, same_node), tf.int32), axis=1)
-    keep = tf.cast(rank < 2, tf.float32)
-    return tf.stop_gradient(tf.one_hot(best, len(primitives)) * keep[:, None])
+    kept = tf.cast(rank < keep, tf.float32)
+    return tf.stop_gradient(tf.one_hot(best, len(primitives)) * kept[:, None])
 
 
 def admm_update(act, z, u, mask, primitives: Sequence[str], steps: int = 4,
-                dual_decay: float = 1.0) -> tuple[tf.Tensor, tf.Tensor]:
+                dual_decay: float = 1.0, *, inputs: int = 2,
+                keep: int = 2) -> tuple[tf.Tensor, tf.Tensor]:
     """One scaled-ADMM update of the auxiliary ``Z`` and dual ``U`` (graph ops).
 
-    ``Z ← D(act + U) ⊙ mask`` then ``U ← (γ·U + act − Z) ⊙ mask``.
+    ``Z ← D(act + U) ⊙ mask`` then ``U ← (γ·U + act − Z) ⊙ mask``; ``inputs``, ``keep``:
+    the cell's shape, as :func:`discrete_onehot` takes it.
     """
     act, u, mask = (tf.convert_to_tensor(a, tf.float32) for a in (act, u, mask))
-    z_new = discrete_onehot(act + u, primitives, steps) * mask
+    z_new = discrete_onehot(act + u, primitives, steps, inputs=inputs, keep=keep) * mask
     u_new = (dual_decay * u + act - z_new) * mask
     return z_new, u_new
 
 
 def admm_update_reference(alpha, u, mask, primitives: Sequence[str], steps: int = 4,
-                          activation: str = "crb",
-                          dual_decay: float = 1.0) -> tuple[tf.Tensor, tf.Tensor]:
+                          activation: str = "crb", dual_decay: float = 1.0, *,
+                          inputs: int = 2, keep: int = 2) -> tuple[tf.Tensor, tf.Tensor]:
     """The authors' Z/U update (``ADMM(variant="reference")``), graph ops.
 
     ``Z ← D(act(α + U))`` with raw ``α`` and no mask, then ``U ← (γ·U + α − Z) ⊙ mask``.
@@ -128,7 +136,8 @@ def admm_update_reference(alpha, u, mask, primitives: Sequence[str], steps: int 
         0.4
     """
     alpha, u, mask = (tf.convert_to_tensor(a, tf.float32) for a in (alpha, u, mask))
-    z_new = discrete_onehot(activate(alpha + u, activation), primitives, steps)
+    z_new = discrete_onehot(activate(alpha + u, activation), primitives, steps,
+                            inputs=inputs, keep=keep)
     u_new = (dual_decay * u + alpha - z_new) * mask
     return z_new, u_new
 
@@ -220,13 +229,16 @@ class ADMM:
         return alpha if self.variant == "reference" else act
 
     def update(self, alpha, act, z, u, mask, primitives: Sequence[str], steps: int = 4,
-               activation: str = "crb") -> tuple[tf.Tensor, tf.Tensor]:
+               activation: str = "crb", *, inputs: int = 2,
+               keep: int = 2) -> tuple[tf.Tensor, tf.Tensor]:
         """``(Z, U)`` after one update, graph ops (:func:`admm_update` or
-        :func:`admm_update_reference`)."""
+        :func:`admm_update_reference`); ``inputs``, ``keep``: the cell's shape
+        (:func:`discrete_onehot`)."""
+        shape = {"inputs": inputs, "keep": keep}
         if self.variant == "reference":
             return admm_update_reference(alpha, u, mask, primitives, steps, activation,
-                                         self.dual_decay)
-        return admm_update(act, z, u, mask, primitives, steps, self.dual_decay)
+                                         self.dual_decay, **shape)
+        return admm_update(act, z, u, mask, primitives, steps, self.dual_decay, **shape)
 
     def get_config(self) -> dict:
         return {"name": "admm", **asdict(self)}
