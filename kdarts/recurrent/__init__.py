@@ -1,0 +1,45 @@
+"""Recurrent cell search for language modelling (DARTS's recurrent space, DARTS-PRIME's search).
+
+Modules: :mod:`.genotype` (the discrete cell, presets; no TensorFlow), :mod:`.cell` (the
+search cell layer), :mod:`.dropout` (locked and embedding dropout masks), :mod:`.model`
+(the search model and its step), :mod:`.data` (BPTT segments).
+
+Example:
+    >>> from kdarts.recurrent import DARTS_V2, RecurrentSearchModel   # doctest: +SKIP
+    >>> model = RecurrentSearchModel(vocab_size=10000, units=300)      # doctest: +SKIP
+
+The TensorFlow-backed names load on first use, so the genotypes stay light.
+"""
+
+import importlib as _importlib
+
+from kdarts.recurrent.genotype import (  # noqa: F401
+    CRB_RECURRENT_PRIMITIVES,
+    DARTS_V1,
+    DARTS_V2,
+    RECURRENT_PRIMITIVES,
+    RecurrentGenotype,
+    discretize_recurrent,
+    resolve_recurrent_genotype,
+)
+
+_LAZY = {
+    "RecurrentSearchCell": "kdarts.recurrent.cell",
+    "RecurrentSearchModel": "kdarts.recurrent.model",
+    "count_weights": "kdarts.recurrent.model",
+    "batchify": "kdarts.recurrent.data",
+    "bptt_dataset": "kdarts.recurrent.data",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kdarts.recurrent' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

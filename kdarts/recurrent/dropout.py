@@ -1,0 +1,41 @@
+"""Variational ("locked") dropout masks of the AWD-LSTM family, as pure functions.
+
+A locked mask drops the same units at every time step of a sequence: it is drawn
+once per forward pass with shape (batch, units) and broadcast over time. Embedding
+dropout drops whole words: one mask entry per row of the embedding matrix. Kept
+entries are scaled by ``1/keep`` so the expected value is unchanged.
+
+Example:
+    >>> import keras
+    >>> mask = locked_mask(4, 8, 0.5, keras.random.SeedGenerator(1))
+    >>> sorted(set(mask.numpy().ravel().tolist())) == [0.0, 2.0]
+    True
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+def locked_mask(batch: int, units: int, rate: float, seed) -> tf.Tensor | None:
+    """A (batch, units) mask of 0 and ``1/(1 − rate)``, or None at rate 0 (no dropout)."""
+    if not rate:
+        return None
+    if not 0.0 < rate < 1.0:
+        raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+    keep = 1.0 - rate
+    u = keras.random.uniform((batch, units), seed=seed)
+    return tf.cast(u < keep, tf.float32) / keep
+
+
+def embedding_mask(vocab_size: int, rate: float, seed) -> tf.Tensor | None:
+    """A (vocab_size, 1) mask dropping whole words of the embedding matrix, or None at rate 0."""
+    return locked_mask(vocab_size, 1, rate, seed)
+
+
+def apply_mask(x, mask, time_axis: int | None = None):
+    """``x · mask``, the mask broadcast over ``time_axis`` when given; ``x`` if mask is None."""
+    if mask is None:
+        return x
+    return x * (mask if time_axis is None else tf.expand_dims(mask, time_axis))

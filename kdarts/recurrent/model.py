@@ -1,0 +1,395 @@
+"""The recurrent search model for language modelling and its alternating search step.
+
+Embedding → :class:`~kdarts.recurrent.cell.RecurrentSearchCell` over a BPTT segment →
+a decoder tied to the embedding → log-softmax. ``compile(...)`` then ``fit(...)``
+runs the search as :class:`kdarts.SearchNetwork` does (docs/method.md §4–6), with
+the authors' language-model settings: an α step when the schedule says so (Adam
+3e-3, L2 1e-3, on the search split), then a weight step (SGD lr 20, clip 0.25, L2
+5e-7, the temporal activation regulariser β = 1e-3), FI = Σ‖∇w‖² before clipping
+for the dynamic schedule, crb pruning, proximity or ADMM. The rules come from
+:mod:`kdarts.search` (activations, schedules, regularisers); every piece of state
+(α, mask, Z/U, schedule, clock, the hidden states carried from segment to
+segment) is a variable, so the step is one graph with no Python in it.
+
+Example:
+    >>> from kdarts.recurrent import RecurrentSearchModel, bptt_dataset
+    >>> model = RecurrentSearchModel(vocab_size=50, units=16, activation="crb")
+    >>> model.compile(search_data=bptt_dataset(valid_ids, 4, 8))      # doctest: +SKIP
+    >>> model.fit(bptt_dataset(train_ids, 4, 8), epochs=2)           # doctest: +SKIP
+    >>> print(model.genotype())                                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kdarts.recurrent.cell import INIT_RANGE, RecurrentSearchCell
+from kdarts.recurrent.dropout import apply_mask, embedding_mask, locked_mask
+from kdarts.recurrent.genotype import (
+    CRB_RECURRENT_PRIMITIVES,
+    RECURRENT_PRIMITIVES,
+    RecurrentGenotype,
+    discretize_recurrent,
+    num_recurrent_edges,
+)
+from kdarts.search.activations import AlphaInitializer, activate, check_activation, prune
+from kdarts.search.regularizers import ADMM, Proximity, discrete_onehot, get_regularizer
+from kdarts.search.schedules import DynamicSchedule, get_schedule, update_fi_ewma
+
+# the recurrent cell's shape for discrete_onehot: node k reads 1 + k states, keeps one
+RECURRENT_SHAPE = {"inputs": 1, "keep": 1}
+
+
+def clip_coefficient(norm, clip_norm: float) -> tf.Tensor:
+    """PyTorch's ``clip_grad_norm_`` factor: ``min(1, clip/(norm + 1e-6))``."""
+    return tf.minimum(1.0, clip_norm / (norm + 1e-6))
+
+
+def slowness_penalty(outputs) -> tf.Tensor:
+    """The temporal activation regulariser: mean of (h_{t+1} − h_t)², outputs time-major."""
+    return tf.reduce_mean(tf.square(outputs[1:] - outputs[:-1]))
+
+
+def sequence_nll(log_probs, targets) -> tf.Tensor:
+    """Mean negative log-likelihood of ``targets`` under ``log_probs`` (..., vocab)."""
+    picked = tf.gather(log_probs, tf.cast(targets, tf.int32), batch_dims=log_probs.shape.rank - 1)
+    return -tf.reduce_mean(picked)
+
+
+@keras.saving.register_keras_serializable(package="kdarts")
+class RecurrentSearchModel(keras.Model):
+    """DARTS's recurrent cell search for language modelling, one α matrix (36 × ops).
+
+    Args:
+        vocab_size: words in the vocabulary (``<unk>`` and ``<eos>`` included).
+        units: embedding and hidden size (the authors' emsize = nhid, 300 in their search).
+        activation: ``"crb"`` (clip to [0, 1] with a permanent prune mask) or ``"softmax"``.
+        primitives: candidate activations; default the 5 with ``none`` (softmax) or 4 (crb).
+        steps: intermediate nodes (8).
+        dropout, dropout_h, dropout_x, dropout_i, dropout_e: the authors' search rates
+            for the cell's output, its hidden-state inputs, its input, the embedded
+            input and whole embedding rows (0.75, 0.25, 0.75, 0.2, 0).
+        seed: seeds the dropout masks (the weights follow Keras's global seed).
+
+    ``call(tokens)`` takes (batch, time) word ids and returns (batch, time, vocab) log
+    probabilities from a zero hidden state; :meth:`forward` carries a given one.
+    """
+
+    def __init__(self, vocab_size: int, units: int = 300, activation: str = "crb",
+                 primitives: Sequence[str] | None = None, steps: int = 8,
+                 dropout: float = 0.75, dropout_h: float = 0.25, dropout_x: float = 0.75,
+                 dropout_i: float = 0.2, dropout_e: float = 0.0, seed: int | None = None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size = int(vocab_size)
+        self.units = int(units)
+        self.activation = check_activation(activation)
+        if primitives is None:
+            primitives = CRB_RECURRENT_PRIMITIVES if activation == "crb" else RECURRENT_PRIMITIVES
+        self.steps = int(steps)
+        self.rates = {"dropout": float(dropout), "dropout_h": float(dropout_h),
+                      "dropout_x": float(dropout_x), "dropout_i": float(dropout_i),
+                      "dropout_e": float(dropout_e)}
+        self.seed = seed
+        self.cell = RecurrentSearchCell(self.units, primitives, self.steps, name="cell")
+        self.primitives = self.cell.primitives
+        self.seed_generator = keras.random.SeedGenerator(seed, name="dropout_seed")
+        self._search_compiled = False
+        self.trace_count = 0  # python-side: how often train_step was traced
+
+    # -- structure -----------------------------------------------------------------------
+    def build(self, input_shape):
+        """``input_shape``: (batch, time). A known batch also creates the carried hidden states."""
+        if self.built:
+            return
+        init = keras.initializers.RandomUniform(-INIT_RANGE, INIT_RANGE)
+        # the decoder is tied to it: logits = h·Eᵀ + b
+        self.embedding = self.add_weight(shape=(self.vocab_size, self.units), initializer=init,
+                                         name="embedding")
+        self.decoder_bias = self.add_weight(shape=(self.vocab_size,), initializer="zeros",
+                                            name="decoder_bias")
+        self.cell.build((None, None, self.units))
+        shape = (num_recurrent_edges(self.steps), len(self.primitives))
+        self.alpha = self.add_weight(shape=shape, initializer=AlphaInitializer(self.activation),
+                                     name="alpha")
+        state = lambda name, shape=(), init="zeros", dtype="float32": self.add_weight(  # noqa
+            shape=shape, initializer=init, dtype=dtype, trainable=False, name=name)
+        self.mask = state("mask", shape, "ones")  # crb: 1 = alive
+        self.admm_z = state("admm_z", shape)
+        self.admm_u = state("admm_u", shape)
+        self.search_step = state("search_step", dtype="int64")
+        self.alpha_steps = state("alpha_steps", dtype="int64")
+        self.threshold = state("threshold", init=keras.initializers.Constant(1.0))
+        self.fi_ewma = state("fi_ewma")
+        self.total_epochs = state("total_epochs", init=keras.initializers.Constant(1.0))
+        self.steps_per_epoch = state("steps_per_epoch", init=keras.initializers.Constant(1.0))
+        batch = input_shape[0]
+        # the hidden states carried from segment to segment, as the reference's loop keeps
+        # them: one for the weight split, one for the search split; zeroed at each epoch
+        self.hidden = None if batch is None else state("hidden", (batch, self.units))
+        self.search_hidden = None if batch is None else state("search_hidden",
+                                                              (batch, self.units))
+        self._search_metrics = {name: keras.metrics.Mean(name=name)
+                                for name in ("loss", "search_loss", "reg", "fi")}
+        self.built = True
+
+    @property
+    def arch_variables(self) -> list:
+        return [self.alpha]
+
+    @property
+    def weight_variables(self) -> list:
+        """The network weights w: embedding (= decoder), decoder bias, W0, the node kernels."""
+        return [v for v in self.trainable_variables if v is not self.alpha]
+
+    def activated_weights(self) -> tf.Tensor:
+        """``act(α)`` (36, ops)."""
+        return activate(self.alpha, self.activation, self.mask)
+
+    def _dropout_masks(self, batch: int, training: bool) -> dict:
+        if not training:
+            return {}
+        d, r, seed = self.units, self.rates, self.seed_generator
+        return {"embedding": embedding_mask(self.vocab_size, r["dropout_e"], seed),
+                "input": locked_mask(batch, d, r["dropout_i"], seed),
+                "x": locked_mask(batch, d, r["dropout_x"], seed),
+                "h": locked_mask(batch, d, r["dropout_h"], seed),
+                "output": locked_mask(batch, d, r["dropout"], seed)}
+
+    def forward(self, tokens, hidden, training: bool = False, masks: dict | None = None):
+        """``(log_probs, last_hidden, outputs)`` of a segment, all time-major.
+
+        ``tokens``: (time, batch) ids; ``hidden``: (batch, units). ``outputs`` are the
+        cell's hidden states before the output dropout (the slowness penalty's). ``masks``
+        overrides the dropout masks (a dict as :meth:`_dropout_masks` makes; a missing
+        key is no dropout).
+        """
+        batch = tokens.shape[1] if tokens.shape[1] is not None else tf.shape(tokens)[1]
+        if masks is None:
+            masks = self._dropout_masks(batch, training)
+        table = apply_mask(self.embedding, masks.get("embedding"))
+        x = apply_mask(tf.gather(table, tokens), masks.get("input"), time_axis=0)
+        outputs, last = self.cell(x, hidden, self.activated_weights(), x_mask=masks.get("x"),
+                                  h_mask=masks.get("h"), training=training)
+        dropped = apply_mask(outputs, masks.get("output"), time_axis=0)
+        logits = tf.einsum("tbu,vu->tbv", dropped, self.embedding) + self.decoder_bias
+        return tf.nn.log_softmax(logits, axis=-1), last, outputs
+
+    def call(self, inputs, training=None):
+        tokens = tf.transpose(tf.convert_to_tensor(inputs))
+        hidden = tf.zeros([tf.shape(tokens)[1], self.units])
+        log_probs, _, _ = self.forward(tokens, hidden, training=bool(training))
+        return tf.transpose(log_probs, [1, 0, 2])
+
+    def genotype(self) -> RecurrentGenotype:
+        """The discretised cell of the current α: one (op, predecessor) per node."""
+        genes, _ = discretize_recurrent(self.activated_weights().numpy(), self.primitives,
+                                        self.steps)
+        return RecurrentGenotype(recurrent=genes, concat=tuple(range(1, self.steps + 1)))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "vocab_size": self.vocab_size, "units": self.units,
+                "activation": self.activation, "primitives": list(self.primitives),
+                "steps": self.steps, **self.rates, "seed": self.seed}
+
+    # -- search configuration --------------------------------------------------------------
+    def compile(self, optimizer=None, *, arch_optimizer=None, schedule="dynamic",
+                regularizer="proximity", search_data=None, weight_decay: float = 5e-7,
+                arch_weight_decay: float = 1e-3, clip_norm: float = 0.25,
+                slowness: float = 1e-3, activity_l2: float = 0.0, **kwargs):
+        """Configure the search (defaults: the authors' ``train_search_rnn.py``).
+
+        Args:
+            optimizer: weight optimizer; default plain SGD, lr 20.
+            arch_optimizer: α optimizer; default Adam(3e-3, betas 0.9/0.999).
+            schedule: ``"dynamic"``, ``"fixed"`` or a schedule instance. The authors' PTB
+                script runs the dynamic schedule without averaging FI (``ewma=1.0``);
+                ``"dynamic"`` is docs/method.md §5's (0.2).
+            regularizer: ``"proximity"``, ``"admm"``, ``"none"`` or an instance; D keeps one
+                (op, predecessor) per node.
+            search_data: the search split, a dataset of ``(tokens, targets)`` segments
+                (the authors search on the validation text); segment s is read by an α
+                step taken at weight step s, as the reference reads the search text at
+                the weight step's position.
+            weight_decay, arch_weight_decay: L2 terms added to the gradients after clipping.
+            clip_norm: global gradient-norm clip of the weight step (PyTorch's rule).
+            slowness, activity_l2: the weight loss's temporal activation regulariser β·
+                mean((h_{t+1} − h_t)²) and activation regulariser α·mean(h_dropped²).
+        """
+        if optimizer is None:
+            optimizer = keras.optimizers.SGD(learning_rate=20.0)
+        if arch_optimizer is None:
+            arch_optimizer = keras.optimizers.Adam(learning_rate=3e-3, beta_1=0.9,
+                                                   beta_2=0.999, epsilon=1e-8)
+        super().compile(optimizer=optimizer, **kwargs)
+        self.arch_optimizer = keras.optimizers.get(arch_optimizer)
+        self.schedule = get_schedule(schedule)
+        self.regularizer = get_regularizer(regularizer)
+        self.search_data = search_data
+        self.weight_decay = float(weight_decay)
+        self.arch_weight_decay = float(arch_weight_decay)
+        self.clip_norm = float(clip_norm)
+        self.slowness = float(slowness)
+        self.activity_l2 = float(activity_l2)
+        if self.built and isinstance(self.schedule, DynamicSchedule) \
+                and int(self.search_step.numpy()) == 0:
+            self.threshold.assign(self.schedule.initial_threshold)
+        self._search_compiled = True
+        self.train_function = None
+
+    @property
+    def metrics(self):
+        return list(getattr(self, "_search_metrics", {}).values())
+
+    def fit(self, x=None, y=None, *, epochs: int = 1, initial_epoch: int = 0,
+            steps_per_epoch: int | None = None, **kwargs):
+        """Keras ``fit`` on the weight split's segments; the search split comes from ``compile``.
+
+        ``x``: a finite dataset of ``(tokens, targets)`` segments in corpus order (one
+        epoch). Both hidden states restart from zeros at every epoch, as the reference's.
+        """
+        if not self._search_compiled:
+            raise RuntimeError("call RecurrentSearchModel.compile(...) before fit")
+        if self.search_data is None:
+            raise ValueError("RecurrentSearchModel.compile(search_data=...) is required")
+        if not isinstance(x, tf.data.Dataset) or y is not None:
+            raise TypeError("RecurrentSearchModel.fit takes a tf.data.Dataset of (tokens, "
+                            "targets) segments as x, and no y")
+        if steps_per_epoch is None:
+            steps_per_epoch = int(x.cardinality())
+            if steps_per_epoch <= 0:
+                raise ValueError("fit(steps_per_epoch=...) is required unless x is finite")
+        if not self.built:
+            self.build(tuple(x.element_spec[0].shape))
+        if self.hidden is None:
+            raise ValueError("the search carries hidden states of a fixed batch: build the "
+                             "model with a known batch size (segments batched with "
+                             "drop_remainder)")
+        self.optimizer.build(self.weight_variables)
+        self.arch_optimizer.build(self.arch_variables)
+        step = int(self.search_step.numpy())
+        if step and step != initial_epoch * steps_per_epoch:
+            raise ValueError(f"the model has taken {step} search steps, which is not "
+                             f"initial_epoch ({initial_epoch}) × steps_per_epoch "
+                             f"({steps_per_epoch})")
+        self.total_epochs.assign(float(epochs))
+        self.steps_per_epoch.assign(float(steps_per_epoch))
+        if step == 0 and isinstance(self.regularizer, ADMM):
+            self.admm_z.assign(self.regularizer.initial_z(self.alpha, self.activated_weights()))
+        stream = tf.data.Dataset.zip((x.repeat().skip(step),
+                                      self.search_data.repeat().skip(step)))
+        self.train_function = None
+        kwargs.setdefault("shuffle", False)
+        return super().fit(stream, epochs=epochs, initial_epoch=initial_epoch,
+                           steps_per_epoch=steps_per_epoch, **kwargs)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if not self.built:  # fit has built it from the segments' shape
+            super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    # -- the step ------------------------------------------------------------------------
+    def _penalty(self, t) -> tf.Tensor:
+        act = self.activated_weights()
+        reg = self.regularizer
+        if isinstance(reg, Proximity):
+            onehot = discrete_onehot(act, self.primitives, self.steps, **RECURRENT_SHAPE)
+            return reg.penalty([act], [onehot], t, self.total_epochs)
+        if isinstance(reg, ADMM):
+            return reg.penalty([act], [self.admm_z], [self.admm_u], [self.mask])
+        return tf.constant(0.0)
+
+    def alpha_gradient(self, tokens, targets, hidden, t, masks: dict | None = None):
+        """``(∇α, CE, R, last_hidden)`` of CE(search segment) + R(α), w held fixed.
+
+        Time-major ``tokens``/``targets``; ``masks`` as :meth:`forward` takes them.
+        """
+        with tf.GradientTape() as tape:
+            log_probs, last, _ = self.forward(tokens, hidden, training=True, masks=masks)
+            ce = sequence_nll(log_probs, targets)
+            reg = self._penalty(t)
+            loss = ce + reg
+        return tape.gradient(loss, self.alpha), ce, reg, last
+
+    def weight_gradients(self, tokens, targets, hidden, masks: dict | None = None):
+        """``(∇w, CE, FI, last_hidden)``: the weight loss's gradients (unclipped) and Σ‖∇w‖²."""
+        with tf.GradientTape() as tape:
+            log_probs, last, outputs = self.forward(tokens, hidden, training=True, masks=masks)
+            ce = sequence_nll(log_probs, targets)
+            loss = ce + self.slowness * slowness_penalty(outputs)
+            if self.activity_l2:
+                dropped = apply_mask(outputs, (masks or {}).get("output"), time_axis=0)
+                loss += self.activity_l2 * tf.reduce_mean(tf.square(dropped))
+        grads = tape.gradient(loss, self.weight_variables)
+        grads = [tf.convert_to_tensor(g) for g in grads]  # the embedding's arrives sparse
+        fi = tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads])
+        return grads, ce, fi, last
+
+    def apply_weight_step(self, grads, fi) -> None:
+        """Clip to ``clip_norm``, add the L2 term, one optimizer step (the reference's order)."""
+        coef = clip_coefficient(tf.sqrt(fi), self.clip_norm)
+        wvars = self.weight_variables
+        self.optimizer.apply([g * coef + self.weight_decay * v for g, v in zip(grads, wvars)],
+                             wvars)
+
+    def _alpha_step(self, x, y, t):
+        grad, ce, reg, last = self.alpha_gradient(x, y, self.search_hidden, t)
+        self.arch_optimizer.apply([grad + self.arch_weight_decay * self.alpha], [self.alpha])
+        if self.activation == "crb":  # only an α step moves α: prune right after it
+            alpha, mask = prune(self.alpha, self.mask)
+            self.mask.assign(mask)
+            self.alpha.assign(alpha)
+        self.search_hidden.assign(last)
+        self.alpha_steps.assign_add(1)
+        return ce, reg
+
+    def _admm_update(self):
+        z, u = self.regularizer.update(self.alpha, self.activated_weights(), self.admm_z,
+                                       self.admm_u, self.mask, self.primitives, self.steps,
+                                       self.activation, **RECURRENT_SHAPE)
+        self.admm_z.assign(z)
+        self.admm_u.assign(u)
+        return tf.no_op()
+
+    def train_step(self, data):
+        """One search step: an α step when the schedule says so, then a weight step."""
+        self.trace_count += 1  # runs at trace time only
+        (x, y), (xs, ys) = data
+        x, y, xs, ys = (tf.transpose(a) for a in (x, y, xs, ys))  # time-major
+        step = self.search_step.assign_add(1)
+        spe = tf.cast(self.steps_per_epoch, tf.int64)
+        if_new_epoch = tf.equal(tf.math.floormod(step - 1, spe), 0)
+        for h in (self.hidden, self.search_hidden):  # the reference restarts both each epoch
+            h.assign(tf.where(if_new_epoch, tf.zeros_like(h), h))
+        t = tf.cast(step, tf.float32) / self.steps_per_epoch
+        take = self.schedule.decide(step, self.fi_ewma, self.threshold)
+        self.threshold.assign(self.schedule.next_threshold(self.threshold, take))
+        search_loss, reg = tf.cond(take, lambda: self._alpha_step(xs, ys, t),
+                                   lambda: (tf.constant(0.0), tf.constant(0.0)))
+        grads, ce, fi, last = self.weight_gradients(x, y, self.hidden)
+        self.apply_weight_step(grads, fi)
+        self.hidden.assign(last)
+        ewma = getattr(self.schedule, "ewma", 0.2)
+        self.fi_ewma.assign(update_fi_ewma(self.fi_ewma, fi, tf.equal(step, 1), ewma))
+        if isinstance(self.regularizer, ADMM):
+            tf.cond(self.regularizer.due(self.alpha_steps, take), self._admm_update, tf.no_op)
+        weight = tf.cast(take, tf.float32)
+        metrics = self._search_metrics
+        metrics["loss"].update_state(ce)
+        metrics["search_loss"].update_state(search_loss, sample_weight=weight)
+        metrics["reg"].update_state(reg, sample_weight=weight)
+        metrics["fi"].update_state(fi)
+        logs = {name: m.result() for name, m in metrics.items()}
+        logs.update(fi_ewma=tf.identity(self.fi_ewma), threshold=tf.identity(self.threshold),
+                    alpha_steps=tf.cast(self.alpha_steps, tf.float32),
+                    pruned_ops=tf.reduce_sum(1.0 - self.mask),
+                    took_alpha_step=weight)
+        return logs
+
+
+def count_weights(model: RecurrentSearchModel) -> int:
+    """Trainable scalars except α (the reference's parameter count)."""
+    return int(sum(np.prod(v.shape) for v in model.weight_variables))

@@ -1,0 +1,214 @@
+"""The recurrent cell search (kdarts.recurrent): genotypes, the cell against the authors'
+numbers (tests/data/recurrent_reference.npz, written by tools/reference_rnn.py), and a
+short search."""
+
+import json
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kdarts.genotype import GenotypeError
+from kdarts.recurrent.data import batchify, bptt_dataset
+from kdarts.recurrent.genotype import (
+    CRB_RECURRENT_PRIMITIVES,
+    DARTS_V1,
+    DARTS_V2,
+    RECURRENT_PRIMITIVES,
+    RecurrentGenotype,
+    discretize_recurrent,
+    resolve_recurrent_genotype,
+)
+from kdarts.recurrent.model import RecurrentSearchModel, count_weights
+from kdarts.search.regularizers import ADMM, Proximity, discrete_onehot
+from kdarts.search.schedules import DynamicSchedule, FixedSchedule
+
+REFERENCE = np.load(pathlib.Path(__file__).parent / "data" / "recurrent_reference.npz")
+
+
+# -- genotypes ---------------------------------------------------------------------------
+def test_presets_and_json_round_trip(tmp_path):
+    assert DARTS_V2.recurrent[:2] == (("sigmoid", 0), ("relu", 1))
+    assert DARTS_V1.concat == DARTS_V2.concat == tuple(range(1, 9))
+    path = tmp_path / "cell.json"
+    DARTS_V1.save(path)
+    assert RecurrentGenotype.load(path) == DARTS_V1
+    assert resolve_recurrent_genotype("DARTS") is DARTS_V2
+    assert resolve_recurrent_genotype(str(path)) == DARTS_V1
+    assert "state 6 = sigmoid(state 5)" in str(DARTS_V2)
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"recurrent": [["none", 0]]}, r"recurrent\[0\] has unknown op 'none'"),
+    ({"recurrent": [["tanh", 0], ["relu", 2]]}, r"recurrent\[1\] = \('relu', 2\): predecessor 2 is out of range for node 2"),
+    ({"recurrent": [["tanh", 0]], "concat": [2]}, r"'concat' = \[2\] must list state"),
+    ({"recurrent": [["tanh", "0"]]}, r"recurrent\[0\] = \['tanh', '0'\] is not an"),
+    ({"recurrent": [["tanh", 0]], "normal": []}, r"unknown field\(s\) normal"),
+    ([], r"expected a JSON object"),
+])
+def test_invalid_genotypes_name_the_problem(tmp_path, data, message):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(GenotypeError, match=str(path) + ": " + message):
+        RecurrentGenotype.load(path)
+
+
+def test_discretisation_keeps_one_edge_per_node_and_matches_the_graph_rule():
+    w = np.zeros((36, 5), "float32")
+    w[0, 0] = 9.0  # `none` never wins
+    w[1, 2], w[2, 2] = 0.5, 0.5  # node 1: a tie between states 0 and 1 keeps state 0
+    w[3:6, 4] = [0.1, 0.3, 0.2]  # node 2: state 1, identity
+    genes, onehot = discretize_recurrent(w, RECURRENT_PRIMITIVES)
+    assert genes[:3] == [("tanh", 0), ("relu", 0), ("identity", 1)]
+    assert onehot.sum() == 8 and onehot[:, 0].sum() == 0
+    graph = discrete_onehot(w, RECURRENT_PRIMITIVES, 8, inputs=1, keep=1)
+    np.testing.assert_array_equal(graph.numpy(), onehot)
+    rng = np.random.default_rng(0)
+    for _ in range(20):  # coarse values: many ties, broken the same way by both
+        w = rng.integers(0, 4, (36, 4)).astype("float32") / 4
+        np.testing.assert_array_equal(
+            discrete_onehot(w, CRB_RECURRENT_PRIMITIVES, 8, inputs=1, keep=1).numpy(),
+            discretize_recurrent(w, CRB_RECURRENT_PRIMITIVES)[1])
+
+
+def test_bptt_segments_continue_each_stream():
+    ids = np.arange(4 * 13 + 3)
+    streams = batchify(ids, 4)
+    assert streams.shape == (13, 4) and streams[0, 1] == 13
+    segments = list(bptt_dataset(ids, batch_size=4, bptt=5).as_numpy_iterator())
+    assert len(segments) == 2  # (13 − 1) // 5: the short last segment is dropped
+    (x0, y0), (x1, _) = segments
+    assert x0.shape == (4, 5) and x0[1].tolist() == [13, 14, 15, 16, 17]
+    np.testing.assert_array_equal(y0[:, :-1], x0[:, 1:])
+    np.testing.assert_array_equal(x1[:, 0], y0[:, -1])  # segment 2 starts where 1 stopped
+
+
+# -- parity with the authors' cell -------------------------------------------------------
+def reference(activation):
+    return {k.split(".", 1)[1]: REFERENCE[k] for k in REFERENCE.files
+            if k.startswith(activation + ".")}
+
+
+def assert_close(actual, desired, rel=1e-5, what=""):
+    """Within float32 rounding: max |actual − desired| ≤ rel · max |desired|."""
+    actual, desired = np.asarray(actual, np.float64), np.asarray(desired, np.float64)
+    assert actual.shape == desired.shape, what
+    error, scale = np.abs(actual - desired).max(), np.abs(desired).max()
+    assert error <= rel * scale, f"{what}: max abs difference {error:.3g} at scale {scale:.3g}"
+
+
+def weight_map(model):
+    return {"embedding": model.embedding, "decoder_bias": model.decoder_bias,
+            "w0": model.cell.w0, "node_kernels": model.cell.node_kernels}
+
+
+@pytest.mark.parametrize("activation", ["crb", "softmax"])
+def test_cell_forward_gradients_and_step_equal_the_authors(activation):
+    ref = reference(activation)
+    vocab, units = ref["w.embedding"].shape
+    model = RecurrentSearchModel(vocab, units, activation=activation)
+    model.build(tuple(ref["tokens"].T.shape))
+    assert tuple(model.alpha.shape) == ref["alpha"].shape == (36, 4 if activation == "crb" else 5)
+    model.compile(regularizer=Proximity(rho=0.1))
+    model.total_epochs.assign(2.0)
+    for name, var in weight_map(model).items():
+        var.assign(ref[f"w.{name}"])
+    model.alpha.assign(ref["alpha"])
+    tokens, targets = tf.constant(ref["tokens"]), tf.constant(ref["targets"])
+    hidden = tf.constant(ref["hidden"], tf.float32)
+
+    # the α loss (CE + proximity at t/T = 0.25) and its gradient, every mask off
+    d_alpha, ce, reg, last = model.alpha_gradient(tokens, targets, hidden, 0.5, masks={})
+    assert_close(ce + reg, ref["alpha_loss"], what="α loss")
+    assert_close(last, ref["last_hidden"], what="last hidden state")
+    assert_close(d_alpha, ref["d_alpha"], what="dα")
+    # one forward pass: 6 steps × 9 normalisations moved the shared moving statistics
+    assert_close(model.cell.moving_mean, ref["moving_mean"], what="moving mean")
+    assert_close(model.cell.moving_variance, ref["moving_variance"], what="moving variance")
+    log_probs, _, _ = model.forward(tokens, hidden, training=True, masks={})
+    assert_close(log_probs, ref["log_probs"], what="log-probabilities")
+
+    # the weight loss (CE + slowness): gradients, FI, and one clipped SGD step
+    grads, ce, fi, _ = model.weight_gradients(tokens, targets, hidden, masks={})
+    assert_close(ce, ref["ce"], what="CE")
+    assert_close(fi, ref["fi"], what="FI")
+    assert model.weight_variables == list(weight_map(model).values())
+    for name, g in zip(weight_map(model), grads):
+        assert_close(g, ref[f"grad.{name}"], what=f"dW {name}")
+    model.optimizer.build(model.weight_variables)
+    model.apply_weight_step(grads, fi)
+    for name, var in weight_map(model).items():
+        assert_close(var, ref[f"step.{name}"], what=f"stepped {name}")
+    # the step moved every weight: the comparison is not of unchanged values
+    assert all(np.abs(ref[f"step.{n}"] - ref[f"w.{n}"]).max() > 1e-3 for n in weight_map(model))
+
+
+def test_search_model_has_the_authors_parameter_count():
+    model = RecurrentSearchModel(vocab_size=10000, units=300)
+    model.build((None, 35))
+    assert count_weights(model) == int(REFERENCE["count.search_300_crb"]) == 4_810_000
+
+
+# -- the search --------------------------------------------------------------------------
+def tiny_corpus(seed=0):
+    """Token ids with structure to learn: each word mostly predicts the next."""
+    rng = np.random.default_rng(seed)
+    ids = [0]
+    for _ in range(4 * 8 * 6 * 2):
+        ids.append((ids[-1] * 7 + 3) % 30 if rng.random() < 0.8 else int(rng.integers(30)))
+    return np.array(ids)
+
+
+@pytest.mark.slow
+def test_short_crb_search_prunes_and_moves_the_genotype():
+    ids = tiny_corpus()
+    train, valid = ids[:4 * 8 * 6 + 1], ids[4 * 8 * 6:]
+
+    def search():
+        keras.utils.set_random_seed(3)
+        model = RecurrentSearchModel(vocab_size=30, units=8, activation="crb", seed=5)
+        model.build((4, 8))
+        initial = model.genotype()
+        # a fast α optimizer so a few α steps move α visibly, and CE alone (proximity
+        # would pull α towards its initial discretisation); the dynamic schedule with a
+        # high first threshold takes α steps as soon as FI has an average
+        model.compile(optimizer=keras.optimizers.SGD(1.0),
+                      arch_optimizer=keras.optimizers.Adam(0.05), regularizer="none",
+                      schedule=DynamicSchedule(every=2, initial_threshold=1e4),
+                      search_data=bptt_dataset(valid, 4, 8))
+        history = model.fit(bptt_dataset(train, 4, 8), epochs=2, verbose=0)
+        return model, initial, history.history
+
+    model, initial, logs = search()
+    assert model.trace_count == 1
+    steps = int(model.search_step.numpy())
+    assert steps == 10 and 1 <= int(model.alpha_steps.numpy()) < steps
+    mask, alpha = model.mask.numpy(), model.alpha.numpy()
+    assert logs["pruned_ops"][-1] == (1 - mask).sum() > 0  # crb pruned for good ...
+    assert np.all(alpha[mask == 0] == 0) and np.all(alpha[mask == 1] > 0)
+    assert model.genotype() != initial  # ... and α moved the discretised cell
+    again, _, _ = search()  # deterministic for a seed
+    np.testing.assert_array_equal(again.alpha.numpy(), alpha)
+    np.testing.assert_array_equal(again.embedding.numpy(), model.embedding.numpy())
+
+
+@pytest.mark.slow
+def test_fixed_schedule_admm_softmax_search_keeps_its_state_in_variables():
+    """One epoch of 3 segments under FixedSchedule(1): an α step every step, ADMM's Z and U
+    updated on device, the hidden state carried."""
+    ids = tiny_corpus(1)[:4 * 16]  # 16 steps per stream: 3 segments of 5 and targets
+    keras.utils.set_random_seed(0)
+    model = RecurrentSearchModel(vocab_size=30, units=8, activation="softmax", seed=1)
+    model.compile(schedule=FixedSchedule(1), regularizer=ADMM(every=1),
+                  search_data=bptt_dataset(ids, 4, 5))
+    assert not model.built  # fit builds it with the segments' batch
+    logs = model.fit(bptt_dataset(ids, 4, 5), epochs=1, verbose=0).history
+    assert int(model.alpha_steps.numpy()) == 3 and logs["took_alpha_step"] == [1.0]
+    assert model.alpha.shape == (36, 5) and model.mask.numpy().all()  # softmax never prunes
+    assert np.abs(model.hidden.numpy()).sum() > 0  # the last segment's state, carried
+    z, u = model.admm_z.numpy(), model.admm_u.numpy()
+    # Z is D(act(α) + U): one (op, predecessor) per node, never `none`
+    assert z.sum() == 8 and z[:, 0].sum() == 0 and np.abs(u).sum() > 0
+    assert logs["reg"][0] > 0
