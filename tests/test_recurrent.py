@@ -11,6 +11,13 @@ import pytest
 import tensorflow as tf
 
 from kdarts.genotype import GenotypeError
+from kdarts.recurrent.corpus import (
+    build_vocabulary,
+    encode,
+    ptb_words,
+    split_lines,
+    stdlib_corpus,
+)
 from kdarts.recurrent.data import batchify, bptt_dataset
 from kdarts.recurrent.genotype import (
     CRB_RECURRENT_PRIMITIVES,
@@ -83,6 +90,47 @@ def test_bptt_segments_continue_each_stream():
     assert x0.shape == (4, 5) and x0[1].tolist() == [13, 14, 15, 16, 17]
     np.testing.assert_array_equal(y0[:, :-1], x0[:, 1:])
     np.testing.assert_array_equal(x1[:, 0], y0[:, -1])  # segment 2 starts where 1 stopped
+
+
+def test_stdlib_corpus_is_ptb_style_running_text():
+    assert ptb_words("In 2019, DARTS's cells won't use __init__ 3.5x") == [
+        "in", "N", "darts's", "cells", "won't", "use", "__init__", "N", "x"]
+    assert build_vocabulary([["b", "a", "b"], ["c"]], 3) == ["<unk>", "<eos>", "b"]
+    assert encode([["b", "zz"], []], ["<unk>", "<eos>", "b"]).tolist() == [2, 0, 1, 1]
+    assert split_lines(list(range(20))) == (list(range(16)), [16, 17], [18, 19])
+    corpus = stdlib_corpus(vocab_size=500)
+    words = corpus.vocabulary
+    assert len(words) == 500 and words[:2] == ["<unk>", "<eos>"] and "the" in words[:5]
+    for split in (corpus.train, corpus.valid, corpus.test):
+        assert split.dtype == np.int32 and split.max() < 500 and split[-1] == 1
+        assert 0.0 < (split == 0).mean() < 0.3  # a capped vocabulary leaves some <unk>
+    assert len(corpus.train) > 5 * len(corpus.valid) > 5 * 1000 and len(corpus.test) > 1000
+    x, y = next(iter(bptt_dataset(corpus.valid, batch_size=4, bptt=35)))
+    assert x.shape == y.shape == (4, 35)
+
+
+def test_locked_dropout_masks_are_per_sequence_and_seeded():
+    model = RecurrentSearchModel(vocab_size=30, units=8, dropout_e=0.5, seed=7)
+    model.build((4, 5))
+    masks = model._dropout_masks(4, training=True)
+    assert set(masks) == {"embedding", "input", "x", "h", "output"}
+    assert masks["embedding"].shape == (30, 1) and masks["h"].shape == (4, 8)
+    assert set(np.unique(masks["x"])) == {0.0, 4.0}  # rate 0.75: kept units scaled by 4
+    assert model._dropout_masks(4, training=False) == {}
+    tokens = tf.constant(np.arange(20).reshape(5, 4) % 30)
+    hidden = tf.zeros([4, 8])
+    plain, _, _ = model.forward(tokens, hidden, training=True, masks={})
+    dropped, _, outputs = model.forward(tokens, hidden, training=True)
+    assert np.abs(plain - dropped).max() > 1e-3
+    again = RecurrentSearchModel(vocab_size=30, units=8, dropout_e=0.5, seed=7)
+    again.build((4, 5))
+    for a, b in zip(again.weights, model.weights):
+        a.assign(b)
+    again.cell.moving_mean.assign(np.zeros(8)), again.cell.moving_variance.assign(np.ones(8))
+    model.cell.moving_mean.assign(np.zeros(8)), model.cell.moving_variance.assign(np.ones(8))
+    model.seed_generator.state.assign(again.seed_generator.state)
+    np.testing.assert_array_equal(again.forward(tokens, hidden, training=True)[0],
+                                  model.forward(tokens, hidden, training=True)[0])
 
 
 # -- parity with the authors' cell -------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Modules: :mod:`.genotype` (the discrete cell, presets; no TensorFlow), :mod:`.cell` (the
 search cell layer), :mod:`.dropout` (locked and embedding dropout masks), :mod:`.model`
-(the search model and its step), :mod:`.data` (BPTT segments).
+(the search model and its step), :mod:`.data` (BPTT segments), :mod:`.corpus` (a PTB-style
+corpus from the Python documentation every install carries).
 
 Example:
     >>> from kdarts.recurrent import DARTS_V2, RecurrentSearchModel   # doctest: +SKIP
@@ -29,6 +30,7 @@ _LAZY = {
     "count_weights": "kdarts.recurrent.model",
     "batchify": "kdarts.recurrent.data",
     "bptt_dataset": "kdarts.recurrent.data",
+    "stdlib_corpus": "kdarts.recurrent.corpus",
 }
 
 
