@@ -16,7 +16,8 @@ imported on first use, so ``import kdarts`` and the ``kdarts`` command's
 import importlib as _importlib
 import os as _os
 
-# Before TensorFlow loads: quiet its C++ INFO/WARNING logs (kdarts.runtime silences the rest).
+# Before TensorFlow loads: quiet its C++ INFO/WARNING logs (kdarts.runtime silences the rest),
+# unless the user set the level.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Light modules (numpy only), imported now. `export` is imported here, before anything can
@@ -31,7 +32,11 @@ from kdarts.genotype import (  # noqa: E402
     GenotypeError,
     discretize,
 )
-from kdarts.runtime import set_cpu_threads  # noqa: E402
+from kdarts.runtime import quiet_tensorflow_import, set_cpu_threads  # noqa: E402
+
+# The lines TensorFlow's native libraries print while they load, whatever the level: off
+# stderr when TensorFlow is first imported, by a kdarts module or after `import kdarts`.
+quiet_tensorflow_import()
 
 __version__ = "0.1.0"
 

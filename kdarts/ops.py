@@ -28,6 +28,8 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
+from kdarts.runtime import silence_float16_notice
+
 _PKG = "kdarts"
 BN_MOMENTUM = 0.9  # PyTorch's momentum 0.1 expressed the Keras way
 BN_EPSILON = 1e-5  # PyTorch's default, as in the reference code
@@ -265,6 +267,8 @@ def own_dtype_policy(init):
     def wrapper(self, *args, **kwargs):
         dtype = kwargs.get("dtype")
         policy = keras.config.dtype_policy() if dtype is None else keras.dtype_policies.get(dtype)
+        if policy.compute_dtype == "float16":
+            silence_float16_notice()  # TensorFlow's misleading "DT_HALF only with AVX-512"
         with dtype_policy_scope(policy):
             init(self, *args, **kwargs)
 

@@ -30,34 +30,123 @@ import tempfile
 _LOAD_NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog|"
                          r"[IW]\d{4} |To enable the following instructions)")
 
+#: TensorFlow's error line at its first float16 op where oneDNN is on (TensorFlow's default
+#: on CPUs with AVX512_VNNI, AVX512_BF16, AVX_VNNI or AMX) but has no float16 kernels for
+#: the CPU: those need AVX512_FP16 or AMX_FP16 (or AVX-NE-CONVERT), not just AVX-512. It
+#: means float16 ops run on TensorFlow's own (Eigen) kernels, as on any other CPU.
+_FLOAT16_NOTICE = re.compile(r"^E\d{4} .*oneDNN supports DT_HALF only on platforms with")
 
-def import_tensorflow_quietly():
-    """Import TensorFlow with its load-time INFO lines filtered from stderr; returns it.
 
-    The native libraries write them to file descriptor 2 before any log setting applies,
-    so stderr is sent to a temporary file while they load and every other line is
-    written back. A no-op once TensorFlow is imported.
-    """
+def _quiet_wanted() -> bool:
+    """Whether TensorFlow's notices are to be kept off stderr: unless TF_CPP_MIN_LOG_LEVEL
+    asks for everything (``0``). ``import kdarts`` sets it to 2 unless it is already set."""
+    return os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0").strip() not in ("", "0")
+
+
+@contextlib.contextmanager
+def _stderr_without(pattern: re.Pattern):
+    """Within it, lines written to file descriptor 2 (by Python or native code) go to a
+    temporary file; on exit every line not matching ``pattern`` is written back."""
     import sys
 
-    if "tensorflow" in sys.modules:
-        return sys.modules["tensorflow"]
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            import tensorflow
+            yield
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
             captured.seek(0)
             kept = [line for line in captured.read().decode(errors="replace").splitlines(True)
-                    if not _LOAD_NOISE.match(line)]
+                    if not pattern.match(line)]
             if kept:
                 sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
+def import_tensorflow_quietly():
+    """Import TensorFlow with its load-time INFO lines filtered from stderr; returns it.
+
+    The native libraries write them to file descriptor 2 before any log setting applies,
+    so stderr is sent to a temporary file while they load and every other line is
+    written back. A no-op once TensorFlow is imported; a plain import if
+    TF_CPP_MIN_LOG_LEVEL is ``0`` (all logs wanted).
+    """
+    import sys
+
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    if not _quiet_wanted():
+        import tensorflow
+
+        return tensorflow
+    with _stderr_without(_LOAD_NOISE):
+        import tensorflow
     return tensorflow
+
+
+class _QuietTensorFlowImport:
+    """A ``sys.meta_path`` finder for the first import of ``tensorflow`` (by a kdarts
+    module, by Keras, or by the user after ``import kdarts``): it finds TensorFlow as
+    Python would and runs its loading with the load-time lines filtered, as
+    :func:`import_tensorflow_quietly` does; then it leaves ``sys.meta_path``."""
+
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        import importlib.util
+        import sys
+
+        if name != "tensorflow":
+            return None
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(cls)
+        spec = importlib.util.find_spec(name)  # the other finders' answer
+        if spec is None or spec.loader is None or not _quiet_wanted():
+            return spec
+        loader, exec_module = spec.loader, spec.loader.exec_module
+
+        def exec_quietly(module):
+            try:
+                with _stderr_without(_LOAD_NOISE):
+                    exec_module(module)
+            finally:
+                with contextlib.suppress(AttributeError):
+                    del loader.exec_module  # the loader's own method again
+
+        loader.exec_module = exec_quietly
+        return spec
+
+
+def quiet_tensorflow_import() -> None:
+    """Make the process's first ``import tensorflow`` quiet (:class:`_QuietTensorFlowImport`);
+    ``import kdarts`` calls it. Nothing to do once TensorFlow is imported."""
+    import sys
+
+    if "tensorflow" not in sys.modules and _QuietTensorFlowImport not in sys.meta_path:
+        sys.meta_path.insert(0, _QuietTensorFlowImport)
+
+
+_float16_notice_done = False
+
+
+def silence_float16_notice() -> None:
+    """Run a first float16 op with TensorFlow's once-per-process float16 notice
+    (:data:`_FLOAT16_NOTICE`) filtered from stderr, so it is not printed later.
+
+    Called when a network is built with a float16 policy: TensorFlow's threads, logical
+    devices and strategy are settled by then. Nothing is filtered if
+    TF_CPP_MIN_LOG_LEVEL is ``0``.
+    """
+    global _float16_notice_done
+    if _float16_notice_done or not _quiet_wanted():
+        return
+    _float16_notice_done = True
+    tf = import_tensorflow_quietly()
+    with _stderr_without(_FLOAT16_NOTICE):
+        tf.zeros((), tf.float16)
 
 
 def set_cpu_threads(intra_op: int = 1, inter_op: int = 0) -> None:
@@ -73,7 +162,7 @@ def set_cpu_threads(intra_op: int = 1, inter_op: int = 0) -> None:
         RuntimeError: TensorFlow has already run ops with other settings (it fixes its
             thread pools on first use); call this first thing in the process.
     """
-    import tensorflow as tf
+    tf = import_tensorflow_quietly()
 
     for name, value in (("intra_op", intra_op), ("inter_op", inter_op)):
         if int(value) < 0:
@@ -281,5 +370,6 @@ def is_chief(strategy_name: str) -> bool:
 
 
 __all__ = ["LEAN_GRAPH_REWRITES", "LeanTrainFunction", "STRATEGIES", "is_chief",
-           "lean_graph_optimization", "make_strategy", "read_tf_config", "set_cpu_threads",
-           "split_cpu", "with_lean_graph_optimization"]
+           "import_tensorflow_quietly", "lean_graph_optimization", "make_strategy",
+           "quiet_tensorflow_import", "read_tf_config", "set_cpu_threads",
+           "silence_float16_notice", "split_cpu", "with_lean_graph_optimization"]
