@@ -727,6 +727,7 @@ def _search(out, opts, args, state, download, data_dir, stop_after_epoch, report
                   else "") + f" / α lr {opts['arch_lr']:g} / "
                f"{opts['reg']} ρ={opts['rho']} / {opts['split']} split, C={opts['channels']}, "
                f"{opts['layers']} layers, {steps_per_epoch} steps per epoch"
+               + (", mixed precision (float16)" if opts["mixed_precision"] else "")
                + (f", batch {opts['batch_size']} over {replicas} replicas ({strategy_name}"
                   + (", synchronised BN)" if sync_batch_norm else ")") if replicas > 1 else "")
                + "; the first epoch starts with tracing the step (half a minute or more)")
@@ -982,6 +983,7 @@ def _train(geno, out, opts, args, state, download, data_dir, stop_after_epoch, r
     report(f"train: {_data_label(info)}, {num_train} training images, C={opts['channels']}, "
            f"{opts['layers']} layers{stem}, {params / 1e3:.1f}k parameters, {epochs} epochs of "
            f"{steps} steps"
+           + (", mixed precision (float16)" if opts["mixed_precision"] else "")
            + (f", batch {opts['batch_size']} over {replicas} replicas ({strategy_name}"
               + (", synchronised BN)" if sync_batch_norm else ")") if replicas > 1 else ""))
     bar = EpochProgress({"loss": "loss", "accuracy": "acc"})
