@@ -128,7 +128,7 @@ def test_locked_dropout_masks_are_per_sequence_and_seeded():
         a.assign(b)
     again.cell.moving_mean.assign(np.zeros(8)), again.cell.moving_variance.assign(np.ones(8))
     model.cell.moving_mean.assign(np.zeros(8)), model.cell.moving_variance.assign(np.ones(8))
-    model.seed_generator.state.assign(again.seed_generator.state)
+    model.dropout_draws.assign(again.dropout_draws)
     np.testing.assert_array_equal(again.forward(tokens, hidden, training=True)[0],
                                   model.forward(tokens, hidden, training=True)[0])
 
@@ -209,12 +209,17 @@ def tiny_corpus(seed=0):
     return np.array(ids)
 
 
+class StopAfterOneEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = True
+
+
 @pytest.mark.slow
-def test_short_crb_search_prunes_and_moves_the_genotype():
+def test_short_crb_search_prunes_moves_the_genotype_and_resumes_exactly(tmp_path):
     ids = tiny_corpus()
     train, valid = ids[:4 * 8 * 6 + 1], ids[4 * 8 * 6:]
 
-    def search():
+    def search(callbacks=(), weights=None, initial_epoch=0):
         keras.utils.set_random_seed(3)
         model = RecurrentSearchModel(vocab_size=30, units=8, activation="crb", seed=5)
         model.build((4, 8))
@@ -226,7 +231,12 @@ def test_short_crb_search_prunes_and_moves_the_genotype():
                       arch_optimizer=keras.optimizers.Adam(0.05), regularizer="none",
                       schedule=DynamicSchedule(every=2, initial_threshold=1e4),
                       search_data=bptt_dataset(valid, 4, 8))
-        history = model.fit(bptt_dataset(train, 4, 8), epochs=2, verbose=0)
+        if weights:
+            model.optimizer.build(model.weight_variables)
+            model.arch_optimizer.build(model.arch_variables)
+            model.load_weights(weights)
+        history = model.fit(bptt_dataset(train, 4, 8), epochs=2, verbose=0,
+                            callbacks=list(callbacks), initial_epoch=initial_epoch)
         return model, initial, history.history
 
     model, initial, logs = search()
@@ -237,9 +247,16 @@ def test_short_crb_search_prunes_and_moves_the_genotype():
     assert logs["pruned_ops"][-1] == (1 - mask).sum() > 0  # crb pruned for good ...
     assert np.all(alpha[mask == 0] == 0) and np.all(alpha[mask == 1] > 0)
     assert model.genotype() != initial  # ... and α moved the discretised cell
-    again, _, _ = search()  # deterministic for a seed
-    np.testing.assert_array_equal(again.alpha.numpy(), alpha)
-    np.testing.assert_array_equal(again.embedding.numpy(), model.embedding.numpy())
+
+    # interrupted after epoch 1, saved, restored into a new model and resumed: the same
+    # search (every piece of state, the dropout draws included, is a saved variable)
+    first, _, _ = search(callbacks=[StopAfterOneEpoch()])
+    assert int(first.search_step.numpy()) == 5
+    path = str(tmp_path / "search.weights.h5")
+    first.save_weights(path)
+    resumed, _, _ = search(weights=path, initial_epoch=1)
+    for a, b in zip(resumed.variables, model.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
 
 
 @pytest.mark.slow

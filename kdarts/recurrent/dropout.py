@@ -3,29 +3,32 @@
 A locked mask drops the same units at every time step of a sequence: it is drawn
 once per forward pass with shape (batch, units) and broadcast over time. Embedding
 dropout drops whole words: one mask entry per row of the embedding matrix. Kept
-entries are scaled by ``1/keep`` so the expected value is unchanged.
+entries are scaled by ``1/keep`` so the expected value is unchanged. Masks are
+drawn with stateless random ops from an explicit seed pair, so the model keeps its
+dropout state as a plain counter variable that every checkpoint captures.
 
 Example:
-    >>> import keras
-    >>> mask = locked_mask(4, 8, 0.5, keras.random.SeedGenerator(1))
+    >>> mask = locked_mask(4, 8, 0.5, seed=[1, 0])
     >>> sorted(set(mask.numpy().ravel().tolist())) == [0.0, 2.0]
     True
 """
 
 from __future__ import annotations
 
-import keras
 import tensorflow as tf
 
 
 def locked_mask(batch: int, units: int, rate: float, seed) -> tf.Tensor | None:
-    """A (batch, units) mask of 0 and ``1/(1 − rate)``, or None at rate 0 (no dropout)."""
+    """A (batch, units) mask of 0 and ``1/(1 − rate)``, or None at rate 0 (no dropout).
+
+    ``seed``: a stateless seed, two integers (a tensor of shape [2]).
+    """
     if not rate:
         return None
     if not 0.0 < rate < 1.0:
         raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
     keep = 1.0 - rate
-    u = keras.random.uniform((batch, units), seed=seed)
+    u = tf.random.stateless_uniform((batch, units), seed=tf.cast(seed, tf.int64))
     return tf.cast(u < keep, tf.float32) / keep
 
 

@@ -73,7 +73,8 @@ class RecurrentSearchModel(keras.Model):
         dropout, dropout_h, dropout_x, dropout_i, dropout_e: the authors' search rates
             for the cell's output, its hidden-state inputs, its input, the embedded
             input and whole embedding rows (0.75, 0.25, 0.75, 0.2, 0).
-        seed: seeds the dropout masks (the weights follow Keras's global seed).
+        seed: seeds the dropout masks (default: drawn from numpy's global generator, which
+            ``keras.utils.set_random_seed`` seeds; the weights follow Keras's global seed).
 
     ``call(tokens)`` takes (batch, time) word ids and returns (batch, time, vocab) log
     probabilities from a zero hidden state; :meth:`forward` carries a given one.
@@ -94,10 +95,9 @@ class RecurrentSearchModel(keras.Model):
         self.rates = {"dropout": float(dropout), "dropout_h": float(dropout_h),
                       "dropout_x": float(dropout_x), "dropout_i": float(dropout_i),
                       "dropout_e": float(dropout_e)}
-        self.seed = seed
+        self.seed = int(np.random.randint(2**31 - 1)) if seed is None else int(seed)
         self.cell = RecurrentSearchCell(self.units, primitives, self.steps, name="cell")
         self.primitives = self.cell.primitives
-        self.seed_generator = keras.random.SeedGenerator(seed, name="dropout_seed")
         self._search_compiled = False
         self.trace_count = 0  # python-side: how often train_step was traced
 
@@ -127,6 +127,8 @@ class RecurrentSearchModel(keras.Model):
         self.fi_ewma = state("fi_ewma")
         self.total_epochs = state("total_epochs", init=keras.initializers.Constant(1.0))
         self.steps_per_epoch = state("steps_per_epoch", init=keras.initializers.Constant(1.0))
+        # forward passes drawn so far: with `seed`, the stateless seed of the next masks
+        self.dropout_draws = state("dropout_draws", dtype="int64")
         batch = input_shape[0]
         # the hidden states carried from segment to segment, as the reference's loop keeps
         # them: one for the weight split, one for the search split; zeroed at each epoch
@@ -153,12 +155,14 @@ class RecurrentSearchModel(keras.Model):
     def _dropout_masks(self, batch: int, training: bool) -> dict:
         if not training:
             return {}
-        d, r, seed = self.units, self.rates, self.seed_generator
-        return {"embedding": embedding_mask(self.vocab_size, r["dropout_e"], seed),
-                "input": locked_mask(batch, d, r["dropout_i"], seed),
-                "x": locked_mask(batch, d, r["dropout_x"], seed),
-                "h": locked_mask(batch, d, r["dropout_h"], seed),
-                "output": locked_mask(batch, d, r["dropout"], seed)}
+        d, r = self.units, self.rates
+        draw = self.dropout_draws.assign_add(1) * 5
+        seed = lambda k: tf.stack([tf.constant(self.seed, tf.int64), draw + k])  # noqa: E731
+        return {"embedding": embedding_mask(self.vocab_size, r["dropout_e"], seed(0)),
+                "input": locked_mask(batch, d, r["dropout_i"], seed(1)),
+                "x": locked_mask(batch, d, r["dropout_x"], seed(2)),
+                "h": locked_mask(batch, d, r["dropout_h"], seed(3)),
+                "output": locked_mask(batch, d, r["dropout"], seed(4))}
 
     def forward(self, tokens, hidden, training: bool = False, masks: dict | None = None):
         """``(log_probs, last_hidden, outputs)`` of a segment, all time-major.
