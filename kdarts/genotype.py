@@ -220,22 +220,8 @@ class Genotype:
     def load(cls, path: str | os.PathLike) -> "Genotype":
         """Read and validate a genotype JSON file; errors name the file and the field."""
         path = os.fspath(path)
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except OSError as err:
-            raise GenotypeError(f"{path}: cannot read genotype file ({err.strerror})") from None
-        except UnicodeDecodeError:  # e.g. an image: say what is expected, not the codec
-            raise GenotypeError(
-                f"{path}: not a genotype JSON file (not UTF-8 text); give a genotype.json, "
-                f"a search folder holding one, or a preset ({', '.join(PRESETS)})"
-            ) from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise GenotypeError(
-                f"{path}: malformed JSON at line {err.lineno} column {err.colno}: {err.msg}"
-            ) from None
+        data = read_genotype_json(path, hint="give a genotype.json, a search folder holding "
+                                             f"one, or a preset ({', '.join(PRESETS)})")
         return cls.from_dict(data, source=path)
 
     def __str__(self) -> str:
@@ -271,6 +257,28 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def read_genotype_json(path: str | os.PathLike, hint: str = "give a genotype.json") -> dict:
+    """The parsed JSON of a genotype file; :class:`GenotypeError` naming the file otherwise.
+
+    ``hint`` says what to give instead when the file is not text (an image, say).
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as err:
+        raise GenotypeError(f"{path}: cannot read genotype file ({err.strerror})") from None
+    except UnicodeDecodeError:  # e.g. an image: say what is expected, not the codec
+        raise GenotypeError(f"{path}: not a genotype JSON file (not UTF-8 text); {hint}") \
+            from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise GenotypeError(
+            f"{path}: malformed JSON at line {err.lineno} column {err.colno}: {err.msg}"
+        ) from None
 
 
 DARTS_V1 = Genotype(

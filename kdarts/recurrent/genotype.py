@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from kdarts.genotype import GenotypeError, atomic_write_text
+from kdarts.genotype import GenotypeError, atomic_write_text, read_genotype_json
 
 RECURRENT_PRIMITIVES: tuple[str, ...] = ("none", "tanh", "relu", "sigmoid", "identity")
 """DARTS's recurrent candidate activations, in the reference order (``none`` first)."""
@@ -169,16 +169,8 @@ class RecurrentGenotype:
     def load(cls, path: str | os.PathLike) -> "RecurrentGenotype":
         """Read and validate a genotype JSON file; errors name the file and the field."""
         path = os.fspath(path)
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except OSError as err:
-            raise GenotypeError(f"{path}: cannot read genotype file ({err.strerror})") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise GenotypeError(f"{path}: malformed JSON at line {err.lineno} column "
-                                f"{err.colno}: {err.msg}") from None
+        data = read_genotype_json(path, hint="give a recurrent genotype.json or a preset "
+                                             f"({', '.join(PRESETS)})")
         return cls.from_dict(data, source=path)
 
     def __str__(self) -> str:

@@ -38,7 +38,8 @@ from kdarts.recurrent.genotype import (
 )
 from kdarts.search.activations import AlphaInitializer, activate, check_activation, prune
 from kdarts.search.regularizers import ADMM, Proximity, discrete_onehot, get_regularizer
-from kdarts.search.schedules import DynamicSchedule, get_schedule, update_fi_ewma
+from kdarts.search.schedules import DynamicSchedule, add_schedule_state, get_schedule, \
+    update_fi_ewma
 
 # the recurrent cell's shape for discrete_onehot: node k reads 1 + k states, keeps one
 RECURRENT_SHAPE = {"inputs": 1, "keep": 1}
@@ -121,12 +122,7 @@ class RecurrentSearchModel(keras.Model):
         self.mask = state("mask", shape, "ones")  # crb: 1 = alive
         self.admm_z = state("admm_z", shape)
         self.admm_u = state("admm_u", shape)
-        self.search_step = state("search_step", dtype="int64")
-        self.alpha_steps = state("alpha_steps", dtype="int64")
-        self.threshold = state("threshold", init=keras.initializers.Constant(1.0))
-        self.fi_ewma = state("fi_ewma")
-        self.total_epochs = state("total_epochs", init=keras.initializers.Constant(1.0))
-        self.steps_per_epoch = state("steps_per_epoch", init=keras.initializers.Constant(1.0))
+        add_schedule_state(self)
         # forward passes drawn so far: with `seed`, the stateless seed of the next masks
         self.dropout_draws = state("dropout_draws", dtype="int64")
         batch = input_shape[0]

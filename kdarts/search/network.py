@@ -48,7 +48,8 @@ from kdarts.search.regularizers import (
     discrete_onehot,
     get_regularizer,
 )
-from kdarts.search.schedules import DynamicSchedule, get_schedule, update_fi_ewma
+from kdarts.search.schedules import DynamicSchedule, add_schedule_state, get_schedule, \
+    update_fi_ewma
 
 
 @keras.saving.register_keras_serializable(package="kdarts")
@@ -156,12 +157,7 @@ class SearchNetwork(LeanTrainFunction, keras.Model):
         self.admm_u_normal = state("admm_u_normal", shape)
         self.admm_u_reduce = state("admm_u_reduce", shape)
         # schedule and clock
-        self.search_step = state("search_step", dtype="int64")
-        self.alpha_steps = state("alpha_steps", dtype="int64")
-        self.threshold = state("threshold", init=keras.initializers.Constant(1.0))
-        self.fi_ewma = state("fi_ewma")
-        self.total_epochs = state("total_epochs", init=keras.initializers.Constant(1.0))
-        self.steps_per_epoch = state("steps_per_epoch", init=keras.initializers.Constant(1.0))
+        add_schedule_state(self)
         if self.sync_batch_norm:
             synchronize_batch_norms(self)
         self._search_metrics = {

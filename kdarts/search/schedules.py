@@ -90,6 +90,28 @@ def update_fi_ewma(fi_ewma, fi, first, ewma: float = 0.2) -> tf.Tensor:
     return tf.where(tf.convert_to_tensor(first), fi, ewma * fi + (1.0 - ewma) * fi_ewma)
 
 
+def add_schedule_state(model) -> None:
+    """Give ``model`` the search's clock and schedule state, as non-trainable variables.
+
+    ``search_step`` and ``alpha_steps`` (int64 counters), ``threshold`` (the dynamic
+    schedule's, from 1), ``fi_ewma``, and ``total_epochs``/``steps_per_epoch`` (set by
+    ``fit``): in that order, as weight files address a model's variables by creation
+    order. Float32 and never autocast, so a mixed-precision model keeps them exact.
+    """
+    import keras
+
+    def state(name: str, dtype: str = "float32", start: float = 0.0):
+        return model.add_weight(shape=(), initializer=keras.initializers.Constant(start),
+                                dtype=dtype, trainable=False, autocast=False, name=name)
+
+    model.search_step = state("search_step", "int64")
+    model.alpha_steps = state("alpha_steps", "int64")
+    model.threshold = state("threshold", start=1.0)
+    model.fi_ewma = state("fi_ewma")
+    model.total_epochs = state("total_epochs", start=1.0)
+    model.steps_per_epoch = state("steps_per_epoch", start=1.0)
+
+
 def get_schedule(schedule) -> FixedSchedule | DynamicSchedule:
     """A schedule from an instance, ``"dynamic"``, ``"fixed"`` or a config dict."""
     if isinstance(schedule, (FixedSchedule, DynamicSchedule)):
