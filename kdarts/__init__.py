@@ -13,7 +13,7 @@ imported on first use, so ``import kdarts`` and the ``kdarts`` command's
 ``--help`` stay fast.
 """
 
-import importlib as _importlib
+from kdarts.lazy_names import lazy_names as _lazy_names
 import os as _os
 
 # Before TensorFlow loads: quiet its C++ INFO/WARNING logs (kdarts.runtime silences the rest),
@@ -56,17 +56,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'kdarts' has no attribute {name!r}")
-    value = getattr(_importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = _lazy_names("kdarts", globals(), _LAZY)
 
 
 __all__ = [

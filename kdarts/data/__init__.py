@@ -22,7 +22,7 @@ Example:
     >>> images, labels = next(iter(weight_ds))  # float32 (64, 8, 8, 3), int32 (64,)
 """
 
-import importlib as _importlib
+from kdarts.lazy_names import lazy_names as _lazy_names
 
 from kdarts.data.catalog import (
     DATASETS,
@@ -52,17 +52,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'kdarts.data' has no attribute {name!r}")
-    value = getattr(_importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = _lazy_names("kdarts.data", globals(), _LAZY)
 
 
 __all__ = ["DATASETS", "DEFAULT_DATASET", "FLIP_DATASETS", "PIXEL_RANGE", "SPLIT_MODES",

@@ -12,7 +12,7 @@ Example:
 The TensorFlow-backed names load on first use, so the genotypes stay light.
 """
 
-import importlib as _importlib
+from kdarts.lazy_names import lazy_names as _lazy_names
 
 from kdarts.recurrent.genotype import (  # noqa: F401
     CRB_RECURRENT_PRIMITIVES,
@@ -34,14 +34,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'kdarts.recurrent' has no attribute {name!r}")
-    value = getattr(_importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = _lazy_names("kdarts.recurrent", globals(), _LAZY)
