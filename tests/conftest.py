@@ -51,3 +51,18 @@ def npz_file(tmp_path_factory):
     x, y = own_images(36, seed=1)
     np.savez(path, x=x, y=y)
     return path
+
+
+@pytest.fixture
+def no_tf_work(monkeypatch):
+    """Make loading a dataset or building a network fail loudly: errors must come first."""
+    import kdarts.data
+    import kdarts.eval
+    import kdarts.search
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the CLI did TensorFlow work before rejecting its input")
+
+    for module, name in ((kdarts.data, "search_datasets"), (kdarts.data, "train_datasets"),
+                         (kdarts.search, "SearchNetwork"), (kdarts.eval, "EvalNetwork")):
+        monkeypatch.setattr(module, name, forbidden)

@@ -41,21 +41,6 @@ def error_line(result) -> str:
     return lines[0]
 
 
-@pytest.fixture
-def no_tf_work(monkeypatch):
-    """Loading a dataset or building a network fails loudly: refusals must come first."""
-    import kdarts.data
-    import kdarts.eval
-    import kdarts.search
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError("the CLI did TensorFlow work before rejecting its input")
-
-    for module, name in ((kdarts.data, "search_datasets"), (kdarts.data, "train_datasets"),
-                         (kdarts.search, "SearchNetwork"), (kdarts.eval, "EvalNetwork")):
-        monkeypatch.setattr(module, name, forbidden)
-
-
 # ------------------------------------------------------------------- input contract
 
 
