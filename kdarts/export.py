@@ -51,7 +51,7 @@ half-written file and an existing artifact at ``path`` is kept unless the new
 one succeeded. ONNX Runtime and LiteRT verify in a child process
 (:mod:`kdarts.inference`): a runtime that aborts on a model fails the export
 with one line naming the signal, and the caller's process and files live on.
-An ``int8`` model's ops left in float, if any, are in its contract's ``float_ops``.
+An ``int8`` model must be all-integer (:func:`float_ops` finds no float op).
 
 Example:
     >>> from kdarts.export import export, load_model
@@ -665,9 +665,13 @@ def _write_tflite(model, artifact: str, image_shape, contract: dict, quantize: s
             flatbuffer = converter.convert()
     shutil.rmtree(saved, ignore_errors=True)
     if quantize == "int8":
+        flatbuffer = fold_requantize(flatbuffer)
         floats = float_ops(flatbuffer)
-        if floats:  # recorded, not refused: the cause is not always ours to fix
-            contract["float_ops"] = sorted(set(floats))
+        if floats:
+            raise ValueError(
+                f"the int8 model is not all-integer: {len(floats)} op(s) compute in float "
+                f"({', '.join(sorted(set(floats)))}); an int8 runtime would have to "
+                "dequantise around them")
         scale, zero_point = _tflite_output_quantization(flatbuffer)
         contract["input_quantization"] = {"dtype": "uint8", "scale": 1.0, "zero_point": 0}
         contract["output_quantization"] = {"dtype": "int8", "scale": scale,
@@ -679,12 +683,53 @@ def _write_tflite(model, artifact: str, image_shape, contract: dict, quantize: s
         f.write(_with_metadata(flatbuffer, {CONTRACT_KEY: json.dumps(contract)}))
 
 
+def fold_requantize(flatbuffer: bytes) -> bytes:
+    """Replace each ``DEQUANTIZE`` → float → ``QUANTIZE`` pair by one integer ``QUANTIZE``.
+
+    The converter writes such a pair where a tensor's calibrated range differs from its
+    producer's: behind the input's fake quant (pinned to 0..255) when the calibration
+    images span less, e.g. a dataset of dark images. LiteRT's ``QUANTIZE`` rescales
+    int8 to int8 itself, so the float detour is not needed; the values are the same.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(flatbuffer))
+    code = {i: max(c.builtinCode, c.deprecatedBuiltinCode)
+            for i, c in enumerate(model.operatorCodes)}
+    integer = (schema.TensorType.INT8, schema.TensorType.UINT8)
+    changed = False
+    for graph in model.subgraphs:
+        readers: dict[int, list] = {}
+        for op in graph.operators:
+            for t in op.inputs:
+                readers.setdefault(int(t), []).append(op)
+        kept = []
+        for op in graph.operators:
+            if code[op.opcodeIndex] != schema.BuiltinOperator.DEQUANTIZE:
+                kept.append(op)
+                continue
+            source, middle = int(op.inputs[0]), int(op.outputs[0])
+            users = readers.get(middle, [])
+            if (graph.tensors[source].type in integer
+                    and middle not in list(graph.outputs) and len(users) == 1
+                    and code[users[0].opcodeIndex] == schema.BuiltinOperator.QUANTIZE):
+                users[0].inputs[0] = source  # QUANTIZE reads the integer tensor itself
+                changed = True
+                continue
+            kept.append(op)
+        graph.operators = kept
+    if not changed:
+        return flatbuffer
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
 def float_ops(flatbuffer: bytes) -> list[str]:
     """Names of the ops of a LiteRT model that read or write a float tensor, one per op.
 
-    Empty for a full-integer model. Used to hold ``quantize="int8"`` exports to their
-    promise: a ``DEQUANTIZE``/``QUANTIZE`` pair around a float op would run in float on
-    an integer-only accelerator, or not at all.
+    Empty for a full-integer model. An ``int8`` export with any is refused: a
+    ``DEQUANTIZE``/``QUANTIZE`` pair around a float op would run in float on an
+    integer-only accelerator, or not at all.
 
     Example:
         >>> float_ops(open("saved_models/digits_int8.tflite", "rb").read())

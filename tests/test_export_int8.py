@@ -58,6 +58,25 @@ def test_int8_export_of_a_quickstart_sized_digits_network_runs_all_integer(
     assert np.mean(got == want) >= 0.95
 
 
+@pytest.mark.slow
+def test_int8_export_calibrated_on_dark_images_stays_all_integer(digits, tmp_path):
+    """Calibration images spanning 0..60 (not the input's pinned 0..255) made the converter
+    write a DEQUANTIZE/QUANTIZE pair behind the input; it is folded into one integer
+    QUANTIZE, so the model stays all-integer and still agrees with Keras."""
+    images, _ = digits
+    dark = np.rint(images * 60 / 255)
+    mean = tuple(float(m) for m in dark.mean((0, 1, 2)) / 255)
+    std = tuple(float(s) for s in dark.std((0, 1, 2)) / 255)
+    net = EvalNetwork(DARTS_V2, 10, channels=4, layers=3, mean=mean, std=std, seed=0,
+                      auxiliary=False)
+    net.build((None, 8, 8, 3))
+    result = export(net, tmp_path / "dark.tflite", format="tflite", quantize="int8",
+                    representative_data=dark[:200])
+    assert result.agreement >= 0.95
+    with open(result.path, "rb") as f:
+        assert float_ops(f.read()) == []
+
+
 class _LowestFloatPad:
     """Builds a tiny model with the graph that crashed LiteRT: a max pool over a pad with
     the lowest float, added to a conv branch (int8: a scale of ~1e36 meets ~1e-2)."""
