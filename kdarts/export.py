@@ -254,7 +254,7 @@ def export(model, path: str | os.PathLike, format: str = "keras", verify: bool =
     problem = suffix_error(path, format)
     if problem:
         raise ValueError(f"export: {problem}")
-    _check_destination(path, format)
+    check_destination(path, format)
     model = float32_copy(model)
 
     if sample_inputs is None and quantize in ("dynamic", "int8"):
@@ -402,7 +402,14 @@ def _random_images(model, count: int) -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, (count,) + shape).astype("float32")
 
 
-def _check_destination(path: str, format: str) -> None:
+def check_destination(path: str, format: str) -> None:
+    """Refuse a destination ``format`` cannot use: a missing or unwritable folder, a
+    file where a folder goes or vice versa, or a non-empty folder that is not a
+    SavedModel (replacing it would delete someone's files). No TensorFlow.
+
+    Raises:
+        ExportError: naming the path and the problem.
+    """
     parent = os.path.dirname(path)
     if not os.path.exists(parent):
         raise ExportError(f"export: output folder {parent} does not exist (create it first)")
@@ -413,13 +420,12 @@ def _check_destination(path: str, format: str) -> None:
     if format == "saved_model":
         if os.path.isfile(path):
             raise ExportError(f"export: {path} is a file; a SavedModel is a folder")
-        if os.path.isdir(path) and os.listdir(path) and not os.path.exists(
-                os.path.join(path, "saved_model.pb")):
-            # replacing it would delete someone's files
-            raise ExportError(
-                f"export: {path} is a non-empty folder that is not a SavedModel; "
-                "refusing to replace it"
-            )
+        entries = sorted(e for e in os.listdir(path) if not e.startswith(".")) \
+            if os.path.isdir(path) else []
+        if entries and "saved_model.pb" not in entries:
+            shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+            raise ExportError(f"export: {path} is a folder that is not a SavedModel (it "
+                              f"holds {shown}); refusing to replace it")
     elif os.path.isdir(path):
         raise ExportError(f"export: {path} is a folder; the {format} format writes a file")
 

@@ -1126,7 +1126,7 @@ def export_run(model_path: str, fmt: str = "onnx", out: str | None = None,
         check_model_file(model_path)  # no TensorFlow: only the file's name and zip header
     except ModelLoadError as err:
         raise RunError(str(err)) from None
-    _check_export_destination(model_path, out, overwrite)
+    _check_export_destination(model_path, out, fmt, overwrite)
     if before_tensorflow is not None:
         before_tensorflow()
     t_start = time.perf_counter()
@@ -1165,27 +1165,30 @@ def _same_file(a: str, b: str) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
 
 
-def _check_export_destination(model_path: str, out: str, overwrite: bool) -> None:
-    """Refuse an export that would replace its own model, a folder that is not a
-    SavedModel, or (unless ``overwrite``) any existing artifact."""
+def _check_export_destination(model_path: str, out: str, fmt: str, overwrite: bool) -> None:
+    """Refuse an export that would replace its own model, a destination the format cannot
+    use (:func:`kdarts.export.check_destination`), or (unless ``overwrite``) any existing
+    artifact."""
+    from kdarts.export import ExportError, check_destination
+
     if not os.path.lexists(out):
         return
-    model = os.path.realpath(model_path)
     if _same_file(model_path, out):
         other = "" if rel(model_path) == rel(out) else f" ({rel(model_path)})"
         raise RunError(f"--out {rel(out)} is the model being exported{other}: exporting "
                        "over it would lose the training archive; choose another --out")
-    if os.path.isdir(out):
-        if os.path.commonpath([model, os.path.realpath(out)]) == os.path.realpath(out):
-            raise RunError(f"--out {rel(out)} holds the model being exported "
-                           f"({rel(model_path)}); choose another --out")
-        entries = sorted(e for e in os.listdir(out) if not e.startswith(".tmp-"))
-        if not entries:
-            return  # an empty folder: nothing to lose
-        if "saved_model.pb" not in entries:
-            shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
-            raise RunError(f"--out {rel(out)} is a folder that is not a SavedModel (it holds "
-                           f"{shown}); choose another --out")
+    real_out = os.path.realpath(out)
+    if os.path.isdir(out) and os.path.commonpath(
+            [os.path.realpath(model_path), real_out]) == real_out:
+        raise RunError(f"--out {rel(out)} holds the model being exported "
+                       f"({rel(model_path)}); choose another --out")
+    try:
+        check_destination(os.path.abspath(out), fmt)
+    except ExportError as err:
+        raise RunError(f"--out: {str(err).removeprefix('export: ')}; choose another --out") \
+            from None
+    if os.path.isdir(out) and not [e for e in os.listdir(out) if not e.startswith(".")]:
+        return  # an empty folder: nothing to lose
     if not overwrite:
         raise RunError(f"--out {rel(out)} already exists; pass --overwrite to replace it, "
                        "or choose another --out")
