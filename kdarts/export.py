@@ -949,25 +949,24 @@ def _move_into_place(artifact: str, path: str, workdir: str) -> None:
 
 
 def _import_onnxruntime():
-    try:
-        import onnxruntime
-    except ImportError:
-        raise ExportError(
-            "export: verifying an ONNX export needs ONNX Runtime; install it with "
-            "`pip install onnxruntime` (or `pip install kdarts[onnx]`), or pass verify=False"
-        ) from None
-    return onnxruntime
+    return _import_runtime("onnx")
 
 
 def _import_litert():
+    return _import_runtime("tflite")
+
+
+def _import_runtime(format: str):
+    """The runtime verifying ``format`` (:mod:`kdarts.inference`), or ExportError saying
+    what to install."""
+    from kdarts import inference
+
     try:
-        from ai_edge_litert import interpreter
-    except ImportError:
-        raise ExportError(
-            "export: verifying a tflite export needs the LiteRT interpreter; install it with "
-            "`pip install ai-edge-litert` (or `pip install kdarts[litert]`), or pass "
-            "verify=False") from None
-    return interpreter
+        return (inference.import_onnxruntime if format == "onnx"
+                else inference.import_litert)()
+    except ImportError as err:
+        raise ExportError(f"export: verifying the {format} export needs {err}, or pass "
+                          "verify=False") from None
 
 
 def _register_kdarts_layers() -> None:

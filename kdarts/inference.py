@@ -57,8 +57,8 @@ def import_onnxruntime():
     try:
         import onnxruntime
     except ImportError:
-        raise ImportError("ONNX Runtime is not installed: `pip install onnxruntime` "
-                          "(or `pip install kdarts[onnx]`)") from None
+        raise ImportError("ONNX Runtime, which is not installed: `pip install "
+                          "onnxruntime` (or `pip install kdarts[onnx]`)") from None
     return onnxruntime
 
 
@@ -67,7 +67,7 @@ def import_litert():
     try:
         from ai_edge_litert import interpreter
     except ImportError:
-        raise ImportError("the LiteRT interpreter is not installed: `pip install "
+        raise ImportError("the LiteRT interpreter, which is not installed: `pip install "
                           "ai-edge-litert` (or `pip install kdarts[litert]`)") from None
     return interpreter
 
