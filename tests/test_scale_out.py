@@ -54,13 +54,21 @@ class _Alphas(keras.callbacks.Callback):
     ("crb", ADMM(0.1, every=1), DynamicSchedule(every=2, initial_threshold=40.0), False),
     ("softmax", Proximity(0.1), FixedSchedule(every=2), True),
 ], ids=["crb-admm-dynamic", "softmax-proximity-fixed-unrolled"])
-def test_xla_search_step_equals_the_graph_step(xla_allowed, activation, regularizer, schedule,
-                                               unrolled):
+def test_xla_search_step_equals_the_graph_step(xla_allowed, monkeypatch, activation,
+                                               regularizer, schedule, unrolled):
     """jit_compile=True compiles the whole search step (α step, weight step, both
     schedules, proximity's and ADMM's discretisation, ADMM's Z/U update, crb pruning,
     DARTS's unrolled α gradient); loss and α follow the non-XLA run step by step. The
     two cases hold every graph op the other combinations use (all 14 were checked
-    once: α within 3.2e-7 of the graph run)."""
+    once: α within 3.2e-7 of the graph run).
+
+    XLA's kernels round differently from the graph's in the last bit; where a ReLU's
+    input lies within that bit of 0, the gradient takes another way and the runs part at
+    once (loss 1.4e-4 apart at step 1 in the unrolled case, one thread per kernel on a
+    2-core AMD EPYC). So the network's ReLUs are softplus here (8e-8): what is compared
+    is the compilation, not which side of a kink a rounding falls.
+    """
+    monkeypatch.setattr(tf.nn, "relu", tf.nn.softplus)  # what kdarts's and Keras's ReLUs call
     weight_ds, search_ds = datasets()
     keras.utils.set_random_seed(0)
     model = SearchNetwork(4, activation=activation, **TINY)
