@@ -37,6 +37,7 @@ from kdarts.recurrent.genotype import (
     num_recurrent_edges,
 )
 from kdarts.search.activations import AlphaInitializer, activate, check_activation, prune
+from kdarts.search.network import count_parameters
 from kdarts.search.regularizers import ADMM, Proximity, discrete_onehot, get_regularizer
 from kdarts.search.schedules import DynamicSchedule, add_schedule_state, get_schedule, \
     update_fi_ewma
@@ -392,4 +393,4 @@ class RecurrentSearchModel(keras.Model):
 
 def count_weights(model: RecurrentSearchModel) -> int:
     """Trainable scalars except α (the reference's parameter count)."""
-    return int(sum(np.prod(v.shape) for v in model.weight_variables))
+    return count_parameters(model, exclude=model.arch_variables)
