@@ -106,8 +106,28 @@ def discretize(
     return genes, onehot
 
 
+class GenotypeFile:
+    """JSON files for a genotype class with ``to_dict`` and ``from_dict(data, source)``:
+    :meth:`save` writes atomically, :meth:`load` validates and names the file in errors."""
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the genotype as JSON, atomically (temp file + rename)."""
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike):
+        """Read and validate a genotype JSON file; errors name the file and the field."""
+        path = os.fspath(path)
+        return cls.from_dict(read_genotype_json(path, hint=cls._file_hint()), source=path)
+
+    @classmethod
+    def _file_hint(cls) -> str:
+        """What to give instead of a file that is not a genotype."""
+        return "give a genotype.json"
+
+
 @dataclass(frozen=True)
-class Genotype:
+class Genotype(GenotypeFile):
     """A discrete DARTS architecture: the op and input of each kept edge per cell type."""
 
     normal: tuple[tuple[str, int], ...]
@@ -212,17 +232,10 @@ class Genotype:
         except (TypeError, ValueError) as err:
             raise GenotypeError(f"{source}: {err}") from None
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the genotype as JSON, atomically (temp file + rename)."""
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
-
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Genotype":
-        """Read and validate a genotype JSON file; errors name the file and the field."""
-        path = os.fspath(path)
-        data = read_genotype_json(path, hint="give a genotype.json, a search folder holding "
-                                             f"one, or a preset ({', '.join(PRESETS)})")
-        return cls.from_dict(data, source=path)
+    def _file_hint(cls) -> str:
+        return f"give a genotype.json, a search folder holding one, or a preset " \
+               f"({', '.join(PRESETS)})"
 
     def __str__(self) -> str:
         def fmt(genes, concat):

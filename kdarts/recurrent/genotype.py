@@ -18,14 +18,13 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
-from kdarts.genotype import GenotypeError, atomic_write_text, read_genotype_json
+from kdarts.genotype import GenotypeError, GenotypeFile
 
 RECURRENT_PRIMITIVES: tuple[str, ...] = ("none", "tanh", "relu", "sigmoid", "identity")
 """DARTS's recurrent candidate activations, in the reference order (``none`` first)."""
@@ -87,7 +86,7 @@ def discretize_recurrent(weights: np.ndarray, primitives: Sequence[str],
 
 
 @dataclass(frozen=True)
-class RecurrentGenotype:
+class RecurrentGenotype(GenotypeFile):
     """A discrete recurrent cell: one ``(op, predecessor)`` per node and the averaged states."""
 
     recurrent: tuple[tuple[str, int], ...]
@@ -161,17 +160,9 @@ class RecurrentGenotype:
             raise GenotypeError(str(err).replace("recurrent genotype:", f"{source}:", 1)) \
                 from None
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the genotype as JSON, atomically (temp file + rename)."""
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
-
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "RecurrentGenotype":
-        """Read and validate a genotype JSON file; errors name the file and the field."""
-        path = os.fspath(path)
-        data = read_genotype_json(path, hint="give a recurrent genotype.json or a preset "
-                                             f"({', '.join(PRESETS)})")
-        return cls.from_dict(data, source=path)
+    def _file_hint(cls) -> str:
+        return f"give a recurrent genotype.json or a preset ({', '.join(PRESETS)})"
 
     def __str__(self) -> str:
         lines = [f"  state {k + 1} = {op}(state {pred})"
