@@ -1,0 +1,51 @@
+"""The same seeds give the same searches and training as the stored record.
+
+``tests/data/stored_runs.json`` was written by ``tools/record_runs.py`` before the runs
+and the search step were restructured (issue 25). A restructure must not move a single
+decision: the genotypes and the α-step decisions and pruned counts of every step match
+exactly; losses, FI, thresholds, act(α) and the trained weights to float32 rounding."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "tools"))
+import record_runs  # noqa: E402
+
+STORED = os.path.join(os.path.dirname(__file__), "data", "stored_runs.json")
+EXACT = ("step", "took_alpha_step", "pruned_ops", "alpha_steps")
+
+
+@pytest.mark.slow
+def test_runs_equal_the_stored_record(tmp_path):
+    with open(STORED) as f:
+        stored = json.load(f)
+    now = record_runs.run_all(str(tmp_path))
+    assert now["searches"].keys() == stored["searches"].keys()
+    for name, old in stored["searches"].items():
+        new = now["searches"][name]
+        assert new["genotype"] == old["genotype"], name
+        assert len(new["batches"]) == len(old["batches"]), name
+        for b_new, b_old in zip(new["batches"], old["batches"]):
+            assert b_new.keys() == b_old.keys()
+            for key in b_old:
+                if key in EXACT:
+                    assert b_new[key] == b_old[key], (name, b_old["step"], key)
+                else:
+                    np.testing.assert_allclose(b_new[key], b_old[key], rtol=2e-5, atol=1e-6,
+                                               err_msg=f"{name} step {b_old['step']} {key}")
+        for e_new, e_old in zip(new["epochs"], old["epochs"], strict=True):
+            for key in e_old:
+                np.testing.assert_allclose(e_new[key], e_old[key], rtol=1e-5, atol=1e-6,
+                                           err_msg=f"{name} {key}")
+    np.testing.assert_allclose(now["train"]["test_accuracy"], stored["train"]["test_accuracy"])
+    assert len(now["train"]["weights"]) == len(stored["train"]["weights"])
+    for i, (w_new, w_old) in enumerate(zip(now["train"]["weights"],
+                                           stored["train"]["weights"])):
+        assert w_new["shape"] == w_old["shape"], i
+        for key in ("sum", "abs_sum", "first"):
+            np.testing.assert_allclose(w_new[key], w_old[key], rtol=1e-4, atol=1e-5,
+                                       err_msg=f"trained weight {i} {key}")
