@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -92,3 +93,59 @@ def stdlib_corpus(vocab_size: int = 10000) -> Corpus:
     vocabulary = build_vocabulary(train, vocab_size)
     return Corpus(encode(train, vocabulary), encode(valid, vocabulary),
                   encode(test, vocabulary), vocabulary)
+
+
+#: The embedded corpus's name wherever a corpus is asked for (no download, no files).
+EMBEDDED_CORPUS = "kdarts_text"
+CORPUS_FILES = ("train.txt", "valid.txt", "test.txt")
+
+
+class CorpusError(ValueError):
+    """A corpus that cannot be read; the message names the file and what was wrong."""
+
+
+def _read_split(path: str) -> list[list[str]]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [line.split() for line in f]
+    except FileNotFoundError:
+        raise CorpusError(f"{path}: missing; a corpus folder holds "
+                          f"{', '.join(CORPUS_FILES)} (one sentence a line)") from None
+    except UnicodeDecodeError as err:
+        raise CorpusError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise CorpusError(f"{path}: cannot read ({err.strerror})") from None
+    if not any(lines):
+        raise CorpusError(f"{path}: holds no words")
+    return lines
+
+
+def read_corpus_folder(folder: str, vocab_size: int | None = None) -> Corpus:
+    """A corpus in the Penn Treebank layout: ``train.txt``, ``valid.txt``, ``test.txt``,
+    whitespace-separated words, one sentence a line, ``<eos>`` closing each line.
+
+    With ``vocab_size`` None the vocabulary is every word in order of first appearance,
+    train then valid then test, ``<eos>`` included (the reference's ids for PTB, whose
+    files already carry ``<unk>``). With a size, it is capped as
+    :func:`build_vocabulary` does from the training split; other words become ``<unk>``.
+    """
+    splits = [_read_split(os.path.join(folder, name)) for name in CORPUS_FILES]
+    if vocab_size is None:
+        vocabulary = list(dict.fromkeys(w for lines in splits for line in lines
+                                        for w in line + [EOS]))
+        if UNK not in vocabulary:
+            vocabulary.append(UNK)  # encode() needs it; no word maps to it
+    else:
+        vocabulary = build_vocabulary(splits[0], vocab_size)
+    return Corpus(*(encode(lines, vocabulary) for lines in splits), vocabulary)
+
+
+def load_corpus(spec: str, vocab_size: int | None = None) -> Corpus:
+    """``"kdarts_text"`` (the embedded corpus, 10,000 words unless ``vocab_size``) or a
+    folder in the PTB layout (:func:`read_corpus_folder`)."""
+    if spec == EMBEDDED_CORPUS:
+        return stdlib_corpus(vocab_size or 10000)
+    if os.path.isdir(spec):
+        return read_corpus_folder(spec, vocab_size)
+    raise CorpusError(f"{spec}: not a corpus: give {EMBEDDED_CORPUS!r} or a folder holding "
+                      f"{', '.join(CORPUS_FILES)}")
