@@ -1,4 +1,4 @@
-"""The evaluation network's cell and its drop-path regulariser.
+"""The evaluation network's cell, its drop-path regulariser and that regulariser's ramp.
 
 An :class:`EvalCell` is one cell of a discrete architecture (a
 :class:`~kdarts.genotype.Genotype`), as in DARTS's ``model.py``: two
@@ -71,6 +71,46 @@ class DropPath(layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "seed": self.seed}
+
+
+class DropPathSchedule(keras.callbacks.Callback):
+    """Ramp ``model.drop_path_prob`` linearly: ``max_prob * epoch / epochs``.
+
+    Set at the start of each epoch (0-based, as DARTS's ``train.py``), so the
+    first epoch trains without drop-path and the last at
+    ``max_prob * (epochs - 1) / epochs``. Resuming with ``fit(initial_epoch=k)``
+    continues the ramp. The value lives in the model's variable, so it is
+    saved with checkpoints.
+
+    :meth:`EvalNetwork.fit` adds one with the model's configured maximum and
+    ``fit``'s ``epochs``; pass one yourself to ramp to another maximum or over
+    another length.
+
+    Example:
+        >>> model.fit(ds, epochs=600, callbacks=[DropPathSchedule(0.3, epochs=600)])
+    """
+
+    def __init__(self, max_prob: float, epochs: int):
+        super().__init__()
+        if not 0.0 <= float(max_prob) < 1.0:
+            raise ValueError(f"DropPathSchedule: max_prob must be in [0, 1), got {max_prob}")
+        if int(epochs) < 1:
+            raise ValueError(f"DropPathSchedule: epochs must be >= 1, got {epochs}")
+        self.max_prob = float(max_prob)
+        self.epochs = int(epochs)
+
+    def value(self, epoch: int) -> float:
+        """The probability used during ``epoch`` (0-based)."""
+        return self.max_prob * min(epoch, self.epochs) / self.epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        variable = getattr(self.model, "drop_path_prob", None)
+        if not isinstance(variable, keras.Variable):
+            raise TypeError(
+                "DropPathSchedule: the model has no `drop_path_prob` variable "
+                f"({type(self.model).__name__}); use it with kdarts.eval.EvalNetwork"
+            )
+        variable.assign(self.value(epoch))
 
 
 @keras.saving.register_keras_serializable(package=_PKG)

@@ -37,8 +37,7 @@ import tensorflow as tf
 from keras import layers, ops
 
 from kdarts.data.files import IMAGENET_MIN_SIZE
-from kdarts.eval.cell import EvalCell
-from kdarts.eval.training import DropPathSchedule
+from kdarts.eval.cell import DropPathSchedule, EvalCell
 from kdarts.genotype import Genotype, resolve_genotype
 from kdarts.ops import (
     FanInUniform,

@@ -9,8 +9,9 @@
 * :class:`EpochCosineDecay`: the learning rate annealed by cosine once per
   epoch, in the reference's call order (``CosineAnnealingLR.step()`` at the
   start of every epoch, so epoch ``e`` trains at ``η(e+1)``).
-* :class:`DropPathSchedule`: the drop-path probability ramp
-  ``max_prob * epoch / epochs``; :meth:`EvalNetwork.fit` adds it by itself.
+* :class:`~kdarts.eval.cell.DropPathSchedule` (in :mod:`kdarts.eval.cell`, with the
+  drop-path it ramps): the probability ramp ``max_prob * epoch / epochs``;
+  :meth:`EvalNetwork.fit` adds it by itself.
 * :func:`compile_eval_network`: all of it plus sparse cross-entropy from
   logits and accuracy; the auxiliary loss is added by
   :meth:`EvalNetwork.compute_loss`.
@@ -29,6 +30,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from kdarts.eval.cell import DropPathSchedule
+from kdarts.eval.network import EvalNetwork
 from kdarts.learning_rate import epoch_learning_rate
 
 _PKG = "kdarts"
@@ -135,46 +138,6 @@ class EpochCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
-class DropPathSchedule(keras.callbacks.Callback):
-    """Ramp ``model.drop_path_prob`` linearly: ``max_prob * epoch / epochs``.
-
-    Set at the start of each epoch (0-based, as DARTS's ``train.py``), so the
-    first epoch trains without drop-path and the last at
-    ``max_prob * (epochs - 1) / epochs``. Resuming with ``fit(initial_epoch=k)``
-    continues the ramp. The value lives in the model's variable, so it is
-    saved with checkpoints.
-
-    :meth:`EvalNetwork.fit` adds one with the model's configured maximum and
-    ``fit``'s ``epochs``; pass one yourself to ramp to another maximum or over
-    another length.
-
-    Example:
-        >>> model.fit(ds, epochs=600, callbacks=[DropPathSchedule(0.3, epochs=600)])
-    """
-
-    def __init__(self, max_prob: float, epochs: int):
-        super().__init__()
-        if not 0.0 <= float(max_prob) < 1.0:
-            raise ValueError(f"DropPathSchedule: max_prob must be in [0, 1), got {max_prob}")
-        if int(epochs) < 1:
-            raise ValueError(f"DropPathSchedule: epochs must be >= 1, got {epochs}")
-        self.max_prob = float(max_prob)
-        self.epochs = int(epochs)
-
-    def value(self, epoch: int) -> float:
-        """The probability used during ``epoch`` (0-based)."""
-        return self.max_prob * min(epoch, self.epochs) / self.epochs
-
-    def on_epoch_begin(self, epoch, logs=None):
-        variable = getattr(self.model, "drop_path_prob", None)
-        if not isinstance(variable, keras.Variable):
-            raise TypeError(
-                "DropPathSchedule: the model has no `drop_path_prob` variable "
-                f"({type(self.model).__name__}); use it with kdarts.eval.EvalNetwork"
-            )
-        variable.assign(self.value(epoch))
-
-
 def compile_eval_network(model, epochs: int, steps_per_epoch: int, lr: float = 0.025,
                          lr_min: float = 0.0, momentum: float = 0.9,
                          weight_decay: float = 3e-4, clip_norm: float | None = 5.0,
@@ -207,8 +170,6 @@ def compile_eval_network(model, epochs: int, steps_per_epoch: int, lr: float = 0
         >>> callbacks = compile_eval_network(model, epochs=600, steps_per_epoch=521)
         >>> model.fit(train_ds, epochs=600, callbacks=callbacks)
     """
-    from kdarts.eval.network import EvalNetwork
-
     if not isinstance(model, EvalNetwork):
         raise TypeError(
             f"compile_eval_network expects a kdarts.eval.EvalNetwork, got {type(model).__name__}"

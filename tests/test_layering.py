@@ -1,0 +1,209 @@
+"""The package's layers, read from the source with ``ast`` (no module is imported).
+
+Every ``import`` counts, at module level or inside a function, except those under
+``if TYPE_CHECKING:``. Rules (docs/design.md, "Layout and data flow"):
+
+* no import cycle between kdarts modules;
+* ``kdarts.data`` reaches none of ``kdarts.search``, ``kdarts.eval``, ``kdarts.runs``,
+  ``kdarts.cli``, not even through another module;
+* ``kdarts.search`` and ``kdarts.eval`` never import each other, ``kdarts.runs`` or
+  ``kdarts.cli``.
+
+``kdarts.runs`` may be a module (``runs.py``) or a package (``runs/``): a rule about
+``kdarts.runs`` covers it and everything under it.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent / "kdarts"
+
+
+def module_files(root: Path = ROOT) -> dict[str, Path]:
+    """Dotted module name → source file, for every ``.py`` under ``root``.
+
+    A package (``x/__init__.py``) wins over a module of the same name (``x.py``), as in
+    Python's own import system.
+    """
+    files: dict[str, Path] = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        if "__pycache__" in parts:
+            continue
+        package = parts[-1] == "__init__"
+        name = ".".join(parts[:-1] if package else parts)
+        if package or name not in files:
+            files[name] = path
+    return files
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _imports(node: ast.AST, module: str, is_package: bool):
+    """The dotted names ``node`` imports (each candidate: ``from a import b`` gives a.b and a)."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.If) and _is_type_checking(child.test):
+            for other in child.orelse:  # the else branch runs
+                yield from _imports(other, module, is_package)
+            continue
+        if isinstance(child, ast.Import):
+            for alias in child.names:
+                yield (alias.name,)
+        elif isinstance(child, ast.ImportFrom):
+            if child.level:
+                package = module.split(".") if is_package else module.split(".")[:-1]
+                package = package[:len(package) - (child.level - 1)]
+                base = ".".join(package + ([child.module] if child.module else []))
+            else:
+                base = child.module or ""
+            for alias in child.names:
+                yield (f"{base}.{alias.name}", base)
+        yield from _imports(child, module, is_package)
+
+
+def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    """Module → the kdarts modules it imports (each name resolved to its module)."""
+    files = module_files(root)
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        targets = set()
+        for candidates in _imports(tree, name, path.name == "__init__.py"):
+            for candidate in candidates:
+                # `import kdarts.a.b` or a name from a module: the longest existing module
+                parts = candidate.split(".")
+                while parts and ".".join(parts) not in files:
+                    parts.pop()
+                if parts:
+                    targets.add(".".join(parts))
+                    break
+        targets.discard(name)
+        graph[name] = targets
+    return graph
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def _under(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> dict[str, list[str]]:
+    """Every module ``start`` imports, directly or not → one import chain leading to it."""
+    chains = {start: [start]}
+    todo = [start]
+    while todo:
+        v = todo.pop(0)
+        for w in sorted(graph.get(v, ())):
+            if w not in chains:
+                chains[w] = chains[v] + [w]
+                todo.append(w)
+    return chains
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return import_graph()
+
+
+def test_the_graph_sees_the_imports(graph):
+    """The parser finds imports of every form (else the rules below would pass vacuously)."""
+    assert "kdarts.genotype" in graph["kdarts"]               # from kdarts.genotype import …
+    assert "kdarts.eval.cell" in graph["kdarts.eval"]         # from kdarts.eval.cell import …
+    assert "kdarts.data.catalog" in graph["kdarts.data.files"]
+    assert any(_under(m, "kdarts.search") for m in graph["kdarts.search"])
+    assert any(_under(m, "kdarts.runs") for m in graph)
+
+
+def test_no_import_cycle(graph):
+    cycles = find_cycles(graph)
+    assert not cycles, "import cycles between kdarts modules: " + "; ".join(
+        " ↔ ".join(c) for c in cycles)
+
+
+@pytest.mark.parametrize("forbidden", ["kdarts.search", "kdarts.eval", "kdarts.runs",
+                                       "kdarts.cli"])
+def test_data_stays_below_search_eval_and_runs(graph, forbidden):
+    bad = []
+    for module in graph:
+        if _under(module, "kdarts.data"):
+            for target, chain in reachable(graph, module).items():
+                if _under(target, forbidden):
+                    bad.append(" → ".join(chain))
+    assert not bad, f"kdarts.data reaches {forbidden}: " + "; ".join(sorted(bad))
+
+
+@pytest.mark.parametrize("layer, forbidden", [
+    ("kdarts.search", "kdarts.eval"), ("kdarts.eval", "kdarts.search"),
+    ("kdarts.search", "kdarts.runs"), ("kdarts.eval", "kdarts.runs"),
+    ("kdarts.search", "kdarts.cli"), ("kdarts.eval", "kdarts.cli"),
+])
+def test_search_and_eval_stay_apart(graph, layer, forbidden):
+    bad = sorted(f"{m} → {t}" for m, targets in graph.items() if _under(m, layer)
+                 for t in targets if _under(t, forbidden))
+    assert not bad, f"{layer} imports {forbidden}: " + "; ".join(bad)
+
+
+def test_rules_catch_what_they_forbid(tmp_path):
+    """On a made-up package: a function-level cycle, a data → eval import through a
+    helper, a relative import; and TYPE_CHECKING imports are left out."""
+    pkg = tmp_path / "kdarts"
+    for folder in ("", "data", "eval", "runs"):
+        (pkg / folder).mkdir(exist_ok=True)
+        (pkg / folder / "__init__.py").write_text("")
+    (pkg / "eval" / "network.py").write_text("from kdarts.eval.training import Schedule\n")
+    (pkg / "eval" / "training.py").write_text(
+        "def compile():\n    from kdarts.eval.network import Net\n")
+    (pkg / "data" / "files.py").write_text("from .. import helper\n")
+    (pkg / "helper.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import kdarts.runs.io\n"
+        "import kdarts.eval.network\n")
+    (pkg / "runs" / "io.py").write_text("import kdarts.helper\n")
+    g = import_graph(pkg)
+    assert find_cycles(g) == [["kdarts.eval.network", "kdarts.eval.training"]]
+    assert g["kdarts.data.files"] == {"kdarts.helper"}
+    assert g["kdarts.helper"] == {"kdarts.eval.network"}
+    assert "kdarts.eval.network" in reachable(g, "kdarts.data.files")
+    os.remove(pkg / "eval" / "training.py")
+    assert find_cycles(import_graph(pkg)) == []
