@@ -39,17 +39,11 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from kdarts.data.catalog import DATASETS, DEFAULT_DATASET, IMAGE_SIZES, DatasetError
+# IMAGENET_MIN_SIZE: re-exported until kdarts.runs imports it from kdarts.geometry
+from kdarts.geometry import IMAGENET_MIN_SIZE, MIN_IMAGE_SIZE  # noqa: F401
 
 #: Image file suffixes read from a folder (those ``image_dataset_from_directory`` reads).
 IMAGE_EXTENSIONS: tuple[str, ...] = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
-#: The least image side the networks take: they halve the map twice (two reduction
-#: cells, stride 2), and 4 is the smallest side both halvings reduce (4 → 2 → 1).
-#: Smaller images run (padding keeps a 1x1 map), but the second reduction then
-#: has nothing left to reduce, so kdarts refuses them.
-MIN_IMAGE_SIZE: int = 4
-#: The least image side of the ImageNet network (``imagenet_stem``): its three stride-2
-#: stem convs and two reductions halve the map five times (32 → 4 → 2 → 1).
-IMAGENET_MIN_SIZE: int = 32
 #: Share of a one-split source held out as the test split, per class.
 TEST_FRACTION: float = 0.2
 #: Seed of that hold-out: fixed, so every run tests on the same images.
@@ -259,7 +253,7 @@ def scan_folder(root: str, image_size: Sequence[int] | None = None) -> ImageFold
     Raises:
         DatasetError: a missing or empty folder, fewer than two classes with
             images, an unreadable image, mixed sizes without ``image_size``,
-            images (or ``image_size``) under :data:`MIN_IMAGE_SIZE`.
+            images (or ``image_size``) under :data:`kdarts.geometry.MIN_IMAGE_SIZE`.
     """
     root = os.path.abspath(os.fspath(root))
     if not os.path.isdir(root):
@@ -379,7 +373,7 @@ def check_arrays(x_shape: Sequence[int], x_dtype, y, where: str, what: str = "x"
         DatasetError: ``x`` not (N, H, W[, C]) numbers, a ``y`` of another length,
             labels that are not non-negative integers, fewer than two classes
             (``num_classes`` None: the training split), images under
-            :data:`MIN_IMAGE_SIZE`.
+            :data:`kdarts.geometry.MIN_IMAGE_SIZE`.
     """
     label = "y" if what == "x" else "y_test"
     x_shape = tuple(int(d) for d in x_shape)
@@ -555,7 +549,7 @@ def _check_pixels(x: np.ndarray, where: str, what: str) -> None:
                            "takes raw pixels 0..255 (the networks normalise inside)")
 
 
-__all__ = ["DataNotice", "IMAGE_EXTENSIONS", "IMAGENET_MIN_SIZE", "ImageFolder",
+__all__ = ["DataNotice", "IMAGE_EXTENSIONS", "ImageFolder",
            "MIN_IMAGE_SIZE", "SPLIT_SEED", "TEST_FRACTION", "check_arrays", "check_dataset",
            "check_npz", "holdout", "is_path_spec", "parse_image_size", "scan_folder",
            "served_size", "split_arrays", "stratified_split", "train_size"]

@@ -36,9 +36,9 @@ import keras
 import tensorflow as tf
 from keras import layers, ops
 
-from kdarts.data.files import IMAGENET_MIN_SIZE
 from kdarts.eval.cell import DropPathSchedule, EvalCell
 from kdarts.genotype import Genotype, resolve_genotype
+from kdarts.geometry import IMAGENET_MIN_SIZE
 from kdarts.ops import (
     FanInUniform,
     batch_norm,
@@ -261,7 +261,7 @@ class EvalNetwork(LeanTrainFunction, keras.Model):
             preprocesses ``s0`` with a ``FactorizedReduce``) and the
             :class:`AuxiliaryHeadImageNet`; cells, reductions, global average
             pooling and classifier as without it. Images need a side of at
-            least 32 (:data:`kdarts.data.files.IMAGENET_MIN_SIZE`). DARTS uses
+            least 32 (:data:`kdarts.geometry.IMAGENET_MIN_SIZE`). DARTS uses
             C=48, 14 layers at 224×224.
         sync_batch_norm: under a ``tf.distribute`` strategy, every BN normalises with
             (and averages) the statistics of the global batch, as one device would.
