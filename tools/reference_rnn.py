@@ -10,12 +10,22 @@ authors' weight update (clip 0.25, SGD lr 20, L2 5e-7); plus the parameter count
 their search model (emsize 300) and of DARTS_V2's evaluation model (850), both with a
 10,000-word vocabulary.
 
+With ``--eval-out`` it also writes ``tests/data/recurrent_eval_reference.npz``: their
+evaluation model (``model_rnn.RNNModel`` with ``DARTSCell``) for DARTS_V2 at the same
+tiny size, dropouts off: the weights, a segment, the hidden state, the
+log-probabilities, the last hidden state, the loss (NLL + activation and temporal
+activation regularisers) and its weight gradients; and ``torch.optim.ASGD`` as their
+``train_rnn.py`` switches to it (t0 0, λ 0, L2 8e-7) on a toy least-squares problem,
+the learning rate rescaled before every step as their loop does: each step's
+parameters and averages.
+
 It needs PyTorch and numpy only (not kdarts, not TensorFlow), in an environment of
 its own:
 
     python -m venv torchenv && torchenv/bin/pip install torch numpy
     git --git-dir=<DARTS-PRIME mirror> archive HEAD src | tar -x -C checkout/
-    torchenv/bin/python tools/reference_rnn.py checkout/src
+    torchenv/bin/python tools/reference_rnn.py checkout/src \
+        --eval-out tests/data/recurrent_eval_reference.npz
 """
 
 from __future__ import annotations
@@ -31,6 +41,8 @@ import numpy as np
 VOCAB, UNITS, TIME, BATCH = 50, 8, 6, 4
 CLOCK, EPOCHS, RHO, SLOWNESS = 0.5, 2, 0.1, 1e-3  # proximity weight (t/T)·ρ/2 = 0.025
 LR, CLIP, WEIGHT_DECAY = 20.0, 0.25, 5e-7
+EVAL_AR, EVAL_TAR = 2.0, 1e-3  # the evaluation loss's α (AR, their default 0) and β (TAR)
+ASGD_STEPS, ASGD_WEIGHT_DECAY = 6, 8e-7
 
 
 def import_reference(src: pathlib.Path):
@@ -138,12 +150,78 @@ def parameter_counts(torch, search, model_rnn, genotypes) -> dict:
     return counts
 
 
+def eval_case(torch, model_rnn, genotypes, seed: int = 7) -> dict:
+    """DARTS_V2's evaluation model: forward, loss and weight gradients, dropouts off."""
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(seed)
+    model = model_rnn.RNNModel(VOCAB, UNITS, UNITS, UNITS, 0.0, 0.0, 0.0, 0.0, 0.0,
+                               cell_cls=model_rnn.DARTSCell, genotype=genotypes.DARTS_V2)
+    values = {
+        "embedding": rng.uniform(-0.5, 0.5, (VOCAB, UNITS)),
+        "decoder_bias": rng.uniform(-0.1, 0.1, VOCAB),
+        "w0": rng.uniform(-0.3, 0.3, (2 * UNITS, 2 * UNITS)),
+        "node_kernels": rng.uniform(-0.3, 0.3, (8, UNITS, 2 * UNITS)),
+    }
+    with torch.no_grad():
+        for name, param in weights_of(model).items():
+            if name == "node_kernels":
+                for p, v in zip(param, values[name]):
+                    p.copy_(torch.from_numpy(v))
+            else:
+                param.copy_(torch.from_numpy(values[name]))
+    # the last word left out of the inputs, as in case(): padding_idx=-1 there too
+    tokens = rng.integers(0, VOCAB - 1, (TIME, BATCH))
+    targets = rng.integers(0, VOCAB, (TIME, BATCH))
+    hidden = rng.normal(0.0, 0.5, (BATCH, UNITS))
+    model.train()  # every dropout rate is 0, so every mask is ones
+    log_prob, new_h, raw, dropped = model(torch.from_numpy(tokens),
+                                          [torch.from_numpy(hidden)[None]], return_h=True)
+    nll = F.nll_loss(log_prob.view(-1, VOCAB), torch.from_numpy(targets).reshape(-1))
+    loss = (nll + EVAL_AR * dropped[-1].pow(2).mean()
+            + EVAL_TAR * (raw[-1][1:] - raw[-1][:-1]).pow(2).mean())
+    loss.backward()
+    grads = {n: (torch.stack([p.grad for p in v]) if n == "node_kernels" else v.grad)
+             .detach().numpy().copy() for n, v in weights_of(model).items()}
+    out = {"tokens": tokens, "targets": targets, "hidden": hidden,
+           "log_probs": log_prob.detach().numpy(), "last_hidden": new_h[0][0].detach().numpy(),
+           "nll": nll.item(), "loss": loss.item()}
+    out.update({f"w.{n}": v for n, v in values.items()})
+    out.update({f"grad.{n}": v for n, v in grads.items()})
+    return out
+
+
+def asgd_case(torch, seed: int = 11) -> dict:
+    """``torch.optim.ASGD`` as their loop uses it, on ½‖A·p − b‖²: every step's p and average."""
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(size=(5, 3)), rng.normal(size=5)
+    start = rng.normal(size=3)
+    scales = rng.uniform(0.5, 1.5, ASGD_STEPS)  # their seq_len / bptt
+    lr = 0.1
+    p = torch.nn.Parameter(torch.from_numpy(start.copy()))
+    optimizer = torch.optim.ASGD([p], lr=lr, t0=0, lambd=0.0, weight_decay=ASGD_WEIGHT_DECAY)
+    params, averages = [], []
+    for scale in scales:
+        optimizer.param_groups[0]["lr"] = lr * scale
+        optimizer.zero_grad()
+        loss = 0.5 * (torch.from_numpy(a) @ p - torch.from_numpy(b)).pow(2).sum()
+        loss.backward()
+        optimizer.step()
+        optimizer.param_groups[0]["lr"] = lr
+        params.append(p.detach().numpy().copy())
+        averages.append(optimizer.state[p]["ax"].numpy().copy())
+    return {"a": a, "b": b, "start": start, "scales": scales, "lr": lr,
+            "params": np.stack(params), "averages": np.stack(averages)}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("src", type=pathlib.Path, help="the authors' src/ folder")
     parser.add_argument("--out", type=pathlib.Path,
                         default=pathlib.Path(__file__).parent.parent / "tests" / "data"
                         / "recurrent_reference.npz")
+    parser.add_argument("--eval-out", type=pathlib.Path, default=None,
+                        help="also write the evaluation model's and ASGD's numbers here")
     args = parser.parse_args(argv)
     torch, search, model_rnn, genotypes = import_reference(args.src)
     torch.manual_seed(0)
@@ -163,6 +241,14 @@ def main(argv=None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out, **arrays)
     print(f"wrote {args.out}: {len(arrays)} arrays; counts {counts}")
+    if args.eval_out is not None:
+        # kept in float64: the ASGD and gradient checks compare float64 arithmetic too
+        arrays = {f"eval.{k}": np.asarray(v) for k, v in
+                  eval_case(torch, model_rnn, genotypes).items()}
+        arrays.update({f"asgd.{k}": np.asarray(v) for k, v in asgd_case(torch).items()})
+        arrays["count.eval_850_darts_v2"] = np.asarray(counts["eval_850_darts_v2"])
+        np.savez_compressed(args.eval_out, **arrays)
+        print(f"wrote {args.eval_out}: {len(arrays)} arrays")
 
 
 if __name__ == "__main__":
