@@ -13,7 +13,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from kdarts import data, digits_dataset
+from kdarts import data
+from kdarts.data import digits as digits_builder
 
 # its module fixtures are built once: keep the file on one test worker
 pytestmark = pytest.mark.xdist_group("data")
@@ -404,10 +405,10 @@ def test_host_probe_is_bounded(monkeypatch):
 
 def test_digits_split_is_exact_and_stable():
     labels = np.repeat(np.arange(10), 30)
-    train, test = digits_dataset.digits_split(labels, num_test=60, seed=0)
+    train, test = digits_builder.digits_split(labels, num_test=60, seed=0)
     assert len(test) == 60 and not set(train) & set(test)
     np.testing.assert_array_equal(np.bincount(labels[test]), np.full(10, 6))
-    again = digits_dataset.digits_split(labels, num_test=60, seed=0)
+    again = digits_builder.digits_split(labels, num_test=60, seed=0)
     np.testing.assert_array_equal(test, again[1])
 
 

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from kdarts.digits_dataset import digits_arrays
+from kdarts.data.digits import digits_arrays
 from kdarts.eval import EvalNetwork
 from kdarts.export import ExportError, export, float_ops
 from kdarts.genotype import DARTS_V2, Genotype

@@ -47,7 +47,7 @@ def error_line(result) -> str:
 def test_digits_contract_says_how_to_scale_sklearns_digits():
     from sklearn.datasets import load_digits
 
-    from kdarts.digits_dataset import digits_arrays
+    from kdarts.data.digits import digits_arrays
     from kdarts.eval import EvalNetwork
 
     model = EvalNetwork("DARTS_V2", 10, channels=2, layers=3, auxiliary=False,

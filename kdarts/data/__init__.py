@@ -12,7 +12,7 @@
   and the networks normalise inside.
 
 The default dataset ``kdarts_digits`` (scikit-learn's 8x8 digits, see
-:mod:`kdarts.digits_dataset`) is built locally without any download; the
+:mod:`kdarts.data.digits`) is built locally without any download; the
 others must be downloaded once with ``download=True`` (internet needed).
 
 Example:

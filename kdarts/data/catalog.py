@@ -39,7 +39,7 @@ STATS_UNIT: str = "pixel/255"
 SOURCE_SCALING: dict[str, str] = {
     DEFAULT_DATASET: (
         "sklearn.datasets.load_digits() images hold values 0..16 in one channel: multiply "
-        "by 255/16 and repeat the channel 3 times (kdarts.digits_dataset.digits_arrays() "
+        "by 255/16 and repeat the channel 3 times (kdarts.data.digits.digits_arrays() "
         "does both)"),
 }
 

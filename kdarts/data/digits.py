@@ -17,7 +17,7 @@ Importing this module registers the builder under the TFDS name
 
 Example:
     >>> import tensorflow_datasets as tfds
-    >>> from kdarts import digits_dataset  # registers "kdarts_digits"
+    >>> from kdarts.data import digits  # registers "kdarts_digits"
     >>> builder = tfds.builder("kdarts_digits", data_dir="/tmp/tfds")
     >>> prepare(builder)  # offline: reads scikit-learn's copy
     >>> ds = builder.as_dataset(split="train", as_supervised=True)

@@ -267,12 +267,12 @@ def _load_tfds(name: str, data_dir: str | None, download: bool):
     check_dataset_name(name)
     import tensorflow_datasets as tfds
 
-    from kdarts import digits_dataset  # registers the "kdarts_digits" builder
+    from kdarts.data import digits  # registers the "kdarts_digits" builder
 
     builder = tfds.builder(name, data_dir=data_dir)
     if name == DEFAULT_DATASET:
         if not builder.is_prepared():
-            digits_dataset.prepare(builder)
+            digits.prepare(builder)
     elif download and not builder.is_prepared():
         download_and_prepare(builder, name)
     # No `builder.is_prepared()` gate here: under `tfds.testing.mock_data` it
