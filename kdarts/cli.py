@@ -20,26 +20,27 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from importlib import metadata
 from typing import Callable
 
 import click
 
 from kdarts.data.catalog import DATASETS, DEFAULT_DATASET
 from kdarts.export import FORMATS, INPUT_DTYPES, QUANTIZATIONS
+from kdarts.options import ACTIVATIONS, ADMM_VARIANTS, REGULARIZERS, SCHEDULES, SPLITS
 from kdarts.runtime import STRATEGIES
 from kdarts.runs import (
     DATASET_DEFAULTS,
     EXPORT_DIR,
     SEARCH_DEFAULTS,
     TRAIN_DEFAULTS,
+    InterruptNote,
     RunError,
     RunInterrupted,
     SigintWatchdog,
     check_writable,
     describe_export,
     export_run,
-    interrupt_note,
+    kdarts_version,
     load_genotype,
     quickstart_run,
     rel,
@@ -50,14 +51,7 @@ from kdarts.runs import (
 INTERRUPT_GRACE_S = 3.0  # how long Ctrl-C may wait for TensorFlow to hand control back
 
 
-def _version() -> str:
-    try:
-        return metadata.version("kdarts")
-    except metadata.PackageNotFoundError:  # pragma: no cover - not installed
-        return "unknown"
-
-
-def _run(work: Callable[[], object]):
+def _run(work: Callable[[InterruptNote], object]):
     """Run a command's work: RunError → one-line error; Ctrl-C → what was kept, exit 130.
 
     The work passes :func:`_set_threads` to :mod:`kdarts.runs` as ``before_tensorflow``:
@@ -66,17 +60,19 @@ def _run(work: Callable[[], object]):
 
     TensorFlow can hold the interpreter for a minute while it optimises a graph, and
     Python only sees Ctrl-C after that: :class:`~kdarts.runs.SigintWatchdog` then
-    prints the same message and ends the process.
+    prints the same message and ends the process. The work passes the note it is given
+    to the run, which keeps it current.
     """
-    watchdog = (SigintWatchdog(INTERRUPT_GRACE_S)
+    note = InterruptNote()
+    watchdog = (SigintWatchdog(INTERRUPT_GRACE_S, note)
                 if threading.current_thread() is threading.main_thread() else None)
     try:
-        return work()
+        return work(note)
     except RunError as err:
         raise click.ClickException(" ".join(str(err).split())) from None
     except KeyboardInterrupt as err:
         message = (str(err) if isinstance(err, RunInterrupted)
-                   else f"interrupted; {interrupt_note()}")
+                   else f"interrupted; {note.text}")
         _exit_interrupted(message)
     finally:
         if watchdog is not None:
@@ -90,7 +86,7 @@ def _exit_interrupted(message: str) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True,
                                "max_content_width": 100})
-@click.version_option(_version(), prog_name="kdarts")
+@click.version_option(kdarts_version(), prog_name="kdarts")
 @click.option("--intra-op-threads", type=click.IntRange(min=0), default=1,
               help="Threads per TensorFlow kernel (0: all cores). 1 runs the search's many "
                    "small kernels side by side, which is faster on a CPU.")
@@ -189,9 +185,9 @@ _d = SEARCH_DEFAULTS
 @_options([
     click.option("--epochs", type=click.IntRange(min=1), **_by_dataset("search", "epochs"),
                  help="Search epochs."),
-    click.option("--activation", type=click.Choice(["crb", "softmax"]), default=_d["activation"],
+    click.option("--activation", type=click.Choice(ACTIVATIONS), default=_d["activation"],
                  help="α activation: crb (clip to [0,1], prune at 0) or softmax (DARTS)."),
-    click.option("--schedule", type=click.Choice(["dynamic", "fixed"]), default=_d["schedule"],
+    click.option("--schedule", type=click.Choice(SCHEDULES), default=_d["schedule"],
                  help="When to take α steps: dynamic (FI-informed) or fixed (every k steps)."),
     click.option("--every", type=click.IntRange(min=1), default=_d["every"],
                  help="k: on average one α step per k weight steps."),
@@ -200,17 +196,17 @@ _d = SEARCH_DEFAULTS
     click.option("--threshold", type=click.FloatRange(min=0.0, min_open=True),
                  **_by_dataset("search", "threshold"),
                  help="The dynamic schedule's initial FI threshold."),
-    click.option("--reg", type=click.Choice(["proximity", "admm", "none"]), default=_d["reg"],
+    click.option("--reg", type=click.Choice(list(REGULARIZERS)), default=_d["reg"],
                  help="Regulariser pulling α towards its discretisation."),
     click.option("--rho", type=click.FloatRange(min=0.0), default=_d["rho"],
                  help="ρ, the regulariser's weight."),
     click.option("--admm-every", type=click.IntRange(min=1), default=_d["admm_every"],
                  help="ADMM: update Z and U every this many α steps."),
-    click.option("--admm-variant", type=click.Choice(["spec", "reference"]),
+    click.option("--admm-variant", type=click.Choice(ADMM_VARIANTS),
                  default=_d["admm_variant"],
                  help="ADMM rules: spec (docs/method.md §6) or reference (the authors' code; "
                       "--admm-every 10 then updates every 9 α steps; docs/fidelity.md)."),
-    click.option("--split", type=click.Choice(["dynamic", "half"]), default=_d["split"],
+    click.option("--split", type=click.Choice(SPLITS), default=_d["split"],
                  help="Search split: 1/(1+k) of the training data (dynamic) or 50/50."),
     click.option("--batch-size", type=click.IntRange(min=1), **_by_dataset("search", "batch_size")),
     click.option("--channels", type=click.IntRange(min=1), **_by_dataset("search", "channels"),
@@ -248,8 +244,8 @@ def search(out, **options):
     checkpoint.json (every epoch; --resume continues from them), genotype.json, and
     the plots alpha.png, schedule.png and genotype.png.
     """
-    _run(lambda: search_run(out, report=click.echo, before_tensorflow=_set_threads,
-                            **options))
+    _run(lambda note: search_run(out, report=click.echo, before_tensorflow=_set_threads,
+                                 note=note, **options))
 
 
 # ------------------------------------------------------------------------------ train
@@ -301,8 +297,8 @@ def train(genotype, out, **options):
     metrics.json (test accuracy, the arguments, and what the model takes: raw
     images, pixel values 0-255, float32 or uint8).
     """
-    _run(lambda: train_run(genotype, out, report=click.echo, before_tensorflow=_set_threads,
-                           **options))
+    _run(lambda note: train_run(genotype, out, report=click.echo,
+                                before_tensorflow=_set_threads, note=note, **options))
 
 
 # ------------------------------------------------------------------------------- show
@@ -318,7 +314,7 @@ def show(genotype, png):
     Inputs are numbered 0 (the cell before the previous one) and 1 (the previous
     cell), intermediate nodes 2, 3, ...: the numbers genotype.json uses.
     """
-    def work():
+    def work(_note):
         if png is not None:
             if not png.lower().endswith(".png"):
                 raise RunError(f"--png {png}: the drawing is a PNG file, name it *.png")
@@ -364,7 +360,7 @@ def export_command(model, fmt, out, overwrite, input_dtype, verify, quantize, da
     metadata. The artifact is written next to its destination, verified, then
     moved into place.
     """
-    _run(lambda: click.echo(describe_export(export_run(
+    _run(lambda _note: click.echo(describe_export(export_run(
         model, fmt, out, verify, input_dtype=input_dtype, quantize=quantize, data=data,
         overwrite=overwrite, before_tensorflow=_set_threads))))
 
@@ -386,8 +382,8 @@ def quickstart(out, export_to, overwrite):
     Run it again after an interruption: a complete phase in OUT is reused and an
     interrupted one resumes. Takes a few minutes on 2 CPU cores.
     """
-    _run(lambda: quickstart_run(out, export_to, report=click.echo, overwrite=overwrite,
-                                before_tensorflow=_set_threads))
+    _run(lambda note: quickstart_run(out, export_to, report=click.echo, overwrite=overwrite,
+                                     before_tensorflow=_set_threads, note=note))
 
 
 if __name__ == "__main__":  # pragma: no cover

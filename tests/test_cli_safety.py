@@ -189,10 +189,12 @@ def test_quickstart_rerun_replaces_its_own_export_only(tmp_path, monkeypatch):
         return runs.ExportRunResult(path=out, format=fmt, max_abs_diff=0.0,
                                     input_contract={}, seconds=1.0)
 
-    monkeypatch.setattr(runs, "search_run", search_run)
-    monkeypatch.setattr(runs, "train_run", train_run)
-    monkeypatch.setattr(runs, "export_run", export_run)
-    monkeypatch.setattr(runs, "describe_export", lambda result: "exported")
+    import kdarts.runs.quickstart as quickstart
+
+    monkeypatch.setattr(quickstart, "search_run", search_run)
+    monkeypatch.setattr(quickstart, "train_run", train_run)
+    monkeypatch.setattr(quickstart, "export_run", export_run)
+    monkeypatch.setattr(quickstart, "describe_export", lambda result: "exported")
     onnx = str(tmp_path / "quick.onnx")
     runs.quickstart_run(str(tmp_path / "a"), onnx, report=None)
     runs.quickstart_run(str(tmp_path / "a"), onnx, report=None)  # its own: redone

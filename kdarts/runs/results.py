@@ -1,0 +1,75 @@
+"""What a run raises and returns."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from kdarts.genotype import Genotype
+
+
+class RunError(ValueError):
+    """A run cannot start (bad input or output folder); one line, nothing was touched."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; the message says what was kept and how to continue."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclasses.dataclass
+class SearchResult:
+    """What :func:`~kdarts.runs.search_run` did. ``genotype`` is None until the search
+    completed."""
+
+    out: str
+    epochs_done: int
+    complete: bool
+    genotype: Genotype | None = None
+    alpha_steps: int = 0
+    pruned_ops: int = 0
+    seconds: float = 0.0
+
+    @property
+    def genotype_path(self) -> str:
+        return os.path.join(self.out, "genotype.json")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What :func:`~kdarts.runs.train_run` did; ``metrics`` is ``metrics.json`` (None
+    until complete)."""
+
+    out: str
+    epochs_done: int
+    complete: bool
+    metrics: dict | None = None
+    seconds: float = 0.0
+
+    @property
+    def model_path(self) -> str:
+        return os.path.join(self.out, "model.keras")
+
+    @property
+    def test_accuracy(self) -> float | None:
+        return None if self.metrics is None else self.metrics["test_accuracy"]
+
+
+@dataclasses.dataclass
+class ExportRunResult:
+    """What :func:`~kdarts.runs.export_run` wrote (see :class:`kdarts.export.ExportResult`)."""
+
+    path: str
+    format: str
+    max_abs_diff: float | None
+    input_contract: dict | None
+    seconds: float
+    quantize: str = "none"
+    agreement: float | None = None
+    verified_on: str | None = None

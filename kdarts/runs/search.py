@@ -1,0 +1,264 @@
+"""``search_run``: a cell search in its own folder."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import time
+from typing import Callable
+
+from kdarts.checkpoints import CHECKPOINT_WEIGHTS
+from kdarts.options import make_regularizer
+from kdarts.runs.defaults import SEARCH_DEFAULTS, check_data_options, fit_search_batch, \
+    parse_primitives, resolve_options, tensorboard_available
+from kdarts.runs.fit import FolderFit, Job, RunSettings, replicas_note
+from kdarts.runs.folder import RunFolder
+from kdarts.runs.report import Report, data_label, fmt_time, quiet, rel
+from kdarts.runs.results import RunError, SearchResult
+from kdarts.runs.watchdog import InterruptNote
+
+
+@dataclasses.dataclass
+class SearchJob(Job):
+    """A checked search: a :class:`~kdarts.runs.fit.Job` and its candidate ops (None:
+    all); ``batch_note`` says the batch was lowered to fit small own data."""
+
+    primitives: tuple[str, ...] | None = None
+    batch_note: str | None = None
+
+
+def search_options(options: dict) -> tuple[dict, dict, tuple | None, str | None]:
+    """``(options, run.json's args, primitives, batch note)`` of a search, checked without
+    TensorFlow; the note (or None) says the batch was lowered to fit small own data."""
+    opts = resolve_options("search", options)
+    check_data_options(opts)
+    batch_note = fit_search_batch(opts, explicit=options.get("batch_size") is not None)
+    primitives = parse_primitives(opts["primitives"], opts["activation"])
+    opts["primitives"] = list(primitives) if primitives else None
+    if opts["steps"] < 1:
+        raise RunError(f"--steps must be >= 1, got {opts['steps']}")
+    return opts, {key: opts[key] for key in SEARCH_DEFAULTS}, primitives, batch_note
+
+
+def check_search_folder(out: str, **options) -> None:
+    """Raise :class:`RunError` unless ``out`` is new or holds the search ``options``
+    describe (finished or not), as :func:`search_run` would; nothing is loaded or written."""
+    RunFolder(out, "search").search_state(search_options(options)[1], "auto")
+
+
+def search_run(out: str, *, resume: bool | str = False, download: bool = False,
+               data_dir: str | None = None, stop_after_epoch: int | None = None,
+               report: Report | None = print, progress: bool = True,
+               resume_hint: str = "the same command with --resume",
+               tensorboard: bool = False, strategy: str = "default",
+               sync_batch_norm: bool = True,
+               before_tensorflow: Callable[[], None] | None = None,
+               note: InterruptNote | None = None,
+               **options) -> SearchResult:
+    """Search a cell in the folder ``out`` (written: see :data:`~kdarts.runs.RUN_FILES`).
+
+    Args:
+        out: the run folder (new, empty, or this search's own to resume). It is locked
+            while the search runs: a second run on it is refused.
+        resume: continue from the folder's checkpoint (True), start fresh (False), or
+            whichever applies (``"auto"``).
+        download, data_dir: see :func:`kdarts.data.load_dataset`.
+        stop_after_epoch: end after this many epochs (checkpointed; resume later).
+        report: receives one-line messages (None: silent).
+        progress: draw a progress bar per epoch.
+        resume_hint: how the interruption message says to continue.
+        tensorboard: also write TensorBoard event files to ``out/tensorboard``
+            (:class:`kdarts.search.callbacks.SearchTensorBoard`).
+        strategy: ``"default"`` (one device), ``"mirrored"`` (every GPU, or every logical
+            CPU device) or ``"multiworker"`` (the cluster in ``TF_CONFIG``); see
+            :func:`kdarts.runtime.make_strategy`. The batch size is the global batch,
+            split across the replicas; only the chief writes files (and locks ``out``).
+            Resuming under another strategy is allowed.
+        sync_batch_norm: with several replicas, BN uses the global batch's statistics,
+            so the search equals a one-device search of the same batch size.
+        before_tensorflow: called once every option, the data and ``out`` are checked,
+            before TensorFlow is imported (the command line sets TensorFlow's threads
+            there, so a refusal comes at once).
+        note: kept current with what an interruption would leave (the command line
+            shares it with its :class:`~kdarts.runs.SigintWatchdog`).
+        **options: any of :data:`~kdarts.runs.SEARCH_DEFAULTS`; those left out (or None)
+            take the dataset's defaults (:func:`~kdarts.runs.resolve_options`).
+            ``dataset`` is a TFDS name, a folder of class sub-folders or an ``.npz``
+            (:mod:`kdarts.data.files`), ``image_size`` ``(H, W)`` resizes a folder's images.
+
+    Raises:
+        RunError: bad options or folder (nothing touched), or data that cannot be loaded.
+        RunInterrupted: Ctrl-C; the message says what was kept.
+    """
+    settings = RunSettings(download=download, data_dir=data_dir,
+                           stop_after_epoch=stop_after_epoch, report=report or quiet,
+                           progress=progress, resume_hint=resume_hint,
+                           tensorboard=tensorboard, strategy=strategy,
+                           sync_batch_norm=sync_batch_norm, note=note or InterruptNote())
+    opts, args, primitives, batch_note = search_options(options)
+    if tensorboard:
+        tensorboard_available()
+    from kdarts.runtime import is_chief
+
+    folder = RunFolder(out, "search")
+    chief = is_chief(strategy)
+    # the chief checks, locks and writes the folder; a worker only reads its checkpoint
+    with folder.lock() if chief else contextlib.nullcontext():
+        state = folder.search_state(args, resume) if chief else folder.worker_state(resume)
+        job = SearchJob(folder, opts, args, state, settings, primitives, batch_note)
+        return _run_search(job, before_tensorflow)
+
+
+def _run_search(job: SearchJob, before_tensorflow) -> SearchResult:
+    settings = job.settings
+    epochs, out = job.opts["epochs"], job.out
+    if job.state is None:
+        settings.note.set("no epoch of the search completed, so there is no checkpoint to "
+                          "resume; run the same command again to start over")
+    else:
+        settings.note.set(f"the search's last checkpoint (epoch {job.state['epoch']} of "
+                          f"{epochs}) is in {rel(out)}: {settings.resume_hint} continues it")
+    if job.batch_note:
+        settings.report(job.batch_note)
+    t_start = time.perf_counter()
+    try:
+        if before_tensorflow is not None:
+            before_tensorflow()
+        return SearchFit(job).run(t_start)
+    except KeyboardInterrupt:
+        raise settings.note.interrupted() from None
+
+
+class SearchFit(FolderFit):
+    """The search's data (weight and α splits), :class:`~kdarts.search.SearchNetwork`,
+    and what it writes: the record, history, checkpoint, genotype and plots."""
+
+    what = "search"
+    bar_metrics = {"loss": "loss", "accuracy": "acc", "alpha_steps": "α steps",
+                   "pruned_ops": "pruned"}
+    bar_integers = ("α steps", "pruned")
+
+    def load_data(self):
+        from kdarts.data import search_datasets
+
+        opts, settings = self.job.opts, self.settings
+        weight_ds, self.search_ds, info, steps = search_datasets(
+            opts["dataset"], batch_size=opts["batch_size"], seed=opts["seed"],
+            split=opts["split"], every=opts["every"], data_dir=settings.data_dir,
+            max_examples=opts["max_examples"], download=settings.download,
+            image_size=opts["image_size"])
+        return weight_ds, info, steps
+
+    def build(self):
+        import keras
+
+        from kdarts.ops import MIXED_PRECISION
+        from kdarts.search import DynamicSchedule, FixedSchedule, SearchNetwork
+        from kdarts.search.callbacks import checkpoint_epoch
+
+        opts, info, out = self.job.opts, self.info, self.job.out
+        model = SearchNetwork(
+            info.num_classes, channels=opts["channels"], layers=opts["layers"],
+            steps=opts["steps"], multiplier=opts["steps"], activation=opts["activation"],
+            primitives=self.job.primitives, mean=info.mean, std=info.std,
+            sync_batch_norm=self.settings.sync_batch_norm and self.replicas > 1,
+            dtype=MIXED_PRECISION if opts["mixed_precision"] else None)
+        model.build((None,) + tuple(info.image_shape))
+        schedule = (DynamicSchedule(every=opts["every"], initial_threshold=opts["threshold"])
+                    if opts["schedule"] == "dynamic" else FixedSchedule(every=opts["every"]))
+        arch_optimizer = keras.optimizers.Adam(learning_rate=opts["arch_lr"], beta_1=0.5,
+                                               beta_2=0.999, epsilon=1e-8)
+        model.compile(schedule=schedule, regularizer=make_regularizer(opts["reg"], opts),
+                      search_data=self.search_ds, unrolled=opts["unrolled"],
+                      arch_optimizer=arch_optimizer, skip_pruned_ops=opts["skip_pruned_ops"])
+        self.model = model
+        if self.job.state is None:
+            self.initial_epoch = 0
+            return
+        epochs = opts["epochs"]
+        model.build_optimizers()
+        model.load_weights(self.job.folder.path(CHECKPOINT_WEIGHTS))
+        try:
+            self.initial_epoch = checkpoint_epoch(model)
+        except ValueError as err:
+            raise RunError(f"{rel(out)}: {err}") from None
+        if self.initial_epoch >= epochs:
+            self.settings.report(f"{rel(out)} holds a complete search ({self.initial_epoch} "
+                                 "epochs); writing its genotype and plots again")
+        else:
+            self.settings.report(f"resuming {rel(out)} after epoch {self.initial_epoch} of "
+                                 f"{epochs} ({int(model.search_step.numpy())} steps, "
+                                 f"{int(model.alpha_steps.numpy())} α steps)")
+
+    def describe(self) -> str | None:
+        opts, info = self.job.opts, self.info
+        if self.initial_epoch >= opts["epochs"]:
+            return None
+        return (f"search: {data_label(info)} {info.image_shape[0]}x{info.image_shape[1]}, "
+                f"{opts['activation']} / {opts['schedule']} k={opts['every']}"
+                + (f" from threshold {opts['threshold']:g}" if opts["schedule"] == "dynamic"
+                   else "") + f" / α lr {opts['arch_lr']:g} / "
+                f"{opts['reg']} ρ={opts['rho']} / {opts['split']} split, "
+                f"C={opts['channels']}, {opts['layers']} layers, {self.steps_per_epoch} "
+                "steps per epoch"
+                + (", mixed precision (float16)" if opts["mixed_precision"] else "")
+                + replicas_note(opts["batch_size"], self.replicas, self.settings)
+                + "; the first epoch starts with tracing the step (half a minute or more)")
+
+    def writer_callbacks(self) -> list:
+        from kdarts.callbacks import HistoryCSV
+        from kdarts.search.callbacks import SearchCheckpoint, SearchRecorder
+
+        folder = self.job.folder
+        return [SearchRecorder(folder.path("search_record.json")),
+                HistoryCSV(folder.path("history.csv")), SearchCheckpoint(folder.out)]
+
+    def tensorboard_callback(self):
+        from kdarts.search.callbacks import SearchTensorBoard
+
+        return SearchTensorBoard(self.tensorboard_dir())
+
+    def fit_steps(self) -> int | None:
+        return self.steps_per_epoch
+
+    def epochs_done(self) -> int:
+        return int(self.model.search_step.numpy()) // self.steps_per_epoch
+
+    def run(self, t_start: float) -> SearchResult:
+        """Fits, then (the chief, once complete) writes the genotype and plots."""
+        from kdarts.plots import plot_alpha, plot_genotype, plot_schedule
+
+        completed = self.fit()
+        job, settings, model = self.job, self.settings, self.model
+        epochs, out, report = job.opts["epochs"], job.out, settings.report
+        result = SearchResult(out=out, epochs_done=completed, complete=completed >= epochs,
+                              alpha_steps=int(model.alpha_steps.numpy()))
+        if not self.chief:
+            genotype = model.genotype() if completed >= epochs else None
+            report(f"worker done after epoch {completed} of {epochs}: the chief writes the "
+                   "run's files" + (f"; genotype {genotype}" if genotype else ""))
+            return dataclasses.replace(result, genotype=genotype)
+        if completed < epochs:
+            report(f"stopped after epoch {completed} of {epochs}; checkpoint in {rel(out)}: "
+                   f"{settings.resume_hint} continues it")
+            return result
+
+        settings.note.set(f"the search completed and its checkpoint is in {rel(out)}: "
+                          f"{settings.resume_hint} writes its genotype and plots again")
+        genotype = model.genotype()
+        genotype.save(result.genotype_path)
+        record = job.folder.path("search_record.json")
+        plot_alpha(record, job.folder.path("alpha.png"))
+        plot_schedule(record, job.folder.path("schedule.png"))
+        plot_genotype(genotype, job.folder.path("genotype.png"))
+        total = time.perf_counter() - t_start
+        pruned = int(sum(float((1 - m.numpy()).sum()) for m in (model.mask_normal,
+                                                               model.mask_reduce)))
+        report(str(genotype))
+        report(f"search done in {fmt_time(total)} ({completed} epochs, "
+               f"{int(model.search_step.numpy())} weight steps, {result.alpha_steps} α steps"
+               + (f", {pruned} ops pruned" if job.opts["activation"] == "crb" else "")
+               + f"): genotype → {rel(result.genotype_path)}; record, history, checkpoint "
+               f"and plots (alpha.png, schedule.png, genotype.png) in {rel(out)}")
+        return dataclasses.replace(result, genotype=genotype, pruned_ops=pruned, seconds=total)

@@ -1,0 +1,168 @@
+"""RunFolder: which folders a run accepts, and the lock that keeps a second process out.
+
+None of these needs TensorFlow; the first test checks that the package loads without it.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from kdarts.runs import LOCK_FILE, SEARCH_DEFAULTS, RunError, RunFolder
+
+ARGS = dict(SEARCH_DEFAULTS)
+
+
+def write_run(folder, command="search", args=ARGS, **files):
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "run.json"), "w") as f:
+        json.dump({"command": command, "args": args}, f)
+    for name, text in files.items():
+        with open(os.path.join(folder, name.replace("_", ".")), "w") as f:  # run_json → run.json
+            f.write(text)
+
+
+def test_folder_logic_imports_no_tensorflow():
+    script = ("import sys, tempfile, os\n"
+              "from kdarts.runs import RunFolder, SEARCH_DEFAULTS\n"
+              "out = os.path.join(tempfile.mkdtemp(), 'run')\n"
+              "folder = RunFolder(out, 'search')\n"
+              "with folder.lock():\n"
+              "    folder.search_state(dict(SEARCH_DEFAULTS), 'auto')\n"
+              "print([m for m in ('tensorflow', 'keras') if m in sys.modules])\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+# ------------------------------------------------------------------ what it accepts
+
+
+def test_new_and_empty_folders_are_fresh_starts(tmp_path):
+    assert RunFolder(str(tmp_path / "new"), "search").search_state(ARGS, False) is None
+    (tmp_path / "empty").mkdir()
+    assert RunFolder(str(tmp_path / "empty"), "search").search_state(ARGS, "auto") is None
+    assert RunFolder(str(tmp_path / "empty"), "train").train_state({}, False, False) \
+        == (None, None)
+    assert not (tmp_path / "new").exists()
+
+
+def test_own_run_resumes_and_needs_resume(tmp_path):
+    out = tmp_path / "s"
+    write_run(out, checkpoint_json=json.dumps({"epoch": 3}), checkpoint_weights_h5="")
+    folder = RunFolder(str(out), "search")
+    assert folder.search_state(ARGS, True)["epoch"] == 3
+    assert folder.search_state(ARGS, "auto")["epoch"] == 3
+    with pytest.raises(RunError, match="already holds this search.*--resume"):
+        folder.search_state(ARGS, False)
+
+
+def test_other_kind_of_run_is_refused(tmp_path):
+    out = tmp_path / "t"
+    write_run(out, command="train", args={})
+    with pytest.raises(RunError, match=r"holds a kdarts train run \(its run.json\), not a "
+                                       "search run"):
+        RunFolder(str(out), "search").search_state(ARGS, "auto")
+
+
+def test_other_arguments_are_refused_naming_the_difference(tmp_path):
+    out = tmp_path / "s"
+    write_run(out)
+    with pytest.raises(RunError, match="different search run.*rho: 0.1 → 0.2") as err:
+        RunFolder(str(out), "search").search_state({**ARGS, "rho": 0.2}, "auto")
+    assert "\n" not in str(err.value)
+
+
+def test_unrelated_files_and_a_file_as_out_are_refused(tmp_path):
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "notes.txt").write_text("mine")
+    with pytest.raises(RunError, match=r"not a kdarts search run \(notes.txt\)"):
+        RunFolder(str(tmp_path / "f"), "search").read_run()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RunError, match="is a file, not a folder"):
+        RunFolder(str(tmp_path / "file"), "search").read_run()
+    with pytest.raises(RunError, match="is a file, not a folder"):
+        with RunFolder(str(tmp_path / "file"), "search").lock():
+            pass
+
+
+def test_overwrite_removes_only_the_runs_own_files(tmp_path):
+    out = tmp_path / "t"
+    write_run(out, command="train", args={"epochs": 1}, metrics_json="{}")
+    assert RunFolder(str(out), "train").train_state({"epochs": 2}, False, True) == (None, None)
+    assert os.listdir(out) == []
+
+
+# --------------------------------------------------------------------------- the lock
+
+
+def test_a_locked_folder_is_refused_with_one_line(tmp_path):
+    out = str(tmp_path / "s")
+    with RunFolder(out, "search").lock():
+        lock = json.loads(open(os.path.join(out, LOCK_FILE)).read())
+        assert lock == {"pid": os.getpid(), "host": socket.gethostname()}
+        with pytest.raises(RunError) as err:
+            with RunFolder(out, "search").lock():
+                pass
+        message = str(err.value)
+        assert "\n" not in message
+        assert f"in use by another kdarts run (pid {os.getpid()}" in message
+        assert os.path.relpath(out) in message or out in message
+        assert os.path.exists(os.path.join(out, LOCK_FILE))  # the holder keeps it
+        # its folder checks ignore the lock file
+        assert RunFolder(out, "search").search_state(ARGS, "auto") is None
+    assert not os.path.exists(out)  # created by the lock, left empty: removed
+
+
+def test_a_stale_lock_is_taken_over(tmp_path):
+    out = tmp_path / "s"
+    out.mkdir()
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)
+    dead = int(child.stdout)  # exited: no such process now
+    (out / LOCK_FILE).write_text(json.dumps({"pid": dead, "host": socket.gethostname()}))
+    with RunFolder(str(out), "search").lock():
+        assert json.loads((out / LOCK_FILE).read_text())["pid"] == os.getpid()
+    assert not (out / LOCK_FILE).exists() and out.exists()
+
+
+def test_a_live_lock_of_another_process_or_host_is_kept(tmp_path):
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / LOCK_FILE).write_text(json.dumps({"pid": os.getppid(),
+                                             "host": socket.gethostname()}))
+    with pytest.raises(RunError, match=f"pid {os.getppid()}"):
+        with RunFolder(str(out), "search").lock():
+            pass
+    (out / LOCK_FILE).write_text(json.dumps({"pid": 1, "host": "elsewhere"}))
+    with pytest.raises(RunError, match="pid 1 on elsewhere"):
+        with RunFolder(str(out), "search").lock():
+            pass
+    assert (out / LOCK_FILE).exists()
+
+
+def test_the_lock_is_released_after_an_exception(tmp_path):
+    out = tmp_path / "s"
+    out.mkdir()
+    for error in (ValueError("boom"), KeyboardInterrupt()):
+        with pytest.raises(type(error)):
+            with RunFolder(str(out), "search").lock():
+                (out / "run.json").write_text("{}")
+                raise error
+        assert not (out / LOCK_FILE).exists()
+    with RunFolder(str(out), "search").lock():  # free again
+        pass
+    assert sorted(os.listdir(out)) == ["run.json"]
+
+
+def test_a_refused_check_under_the_lock_leaves_nothing(tmp_path):
+    out = tmp_path / "deep" / "s"
+    folder = RunFolder(str(out), "search")
+    with pytest.raises(RunError, match="no checkpoint"):
+        with folder.lock():
+            folder.search_state(ARGS, True)
+    assert not (tmp_path / "deep").exists()
