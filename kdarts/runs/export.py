@@ -8,8 +8,8 @@ import time
 from typing import Callable
 
 from kdarts.data.catalog import DatasetError
-from kdarts.data.files import MIN_IMAGE_SIZE
 from kdarts.export import SUFFIXES, suffix_error
+from kdarts.geometry import MIN_IMAGE_SIZE
 from kdarts.runs.defaults import check_data_options
 from kdarts.runs.folder import check_writable
 from kdarts.runs.report import data_label, rel
