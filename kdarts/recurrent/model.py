@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from kdarts.recurrent.cell import INIT_RANGE, RecurrentSearchCell
+from kdarts.recurrent.data import BPTTStream, eval_segments, search_segments
 from kdarts.recurrent.dropout import apply_mask, embedding_mask, locked_mask
 from kdarts.recurrent.genotype import (
     CRB_RECURRENT_PRIMITIVES,
@@ -51,15 +52,31 @@ def clip_coefficient(norm, clip_norm: float) -> tf.Tensor:
     return tf.minimum(1.0, clip_norm / (norm + 1e-6))
 
 
-def slowness_penalty(outputs) -> tf.Tensor:
-    """The temporal activation regulariser: mean of (h_{t+1} − h_t)², outputs time-major."""
-    return tf.reduce_mean(tf.square(outputs[1:] - outputs[:-1]))
+def _time_mask(values, length):
+    """``(values · valid, count)``: time-major ``values`` with steps from ``length`` on zeroed."""
+    if length is None:
+        return values, tf.cast(tf.size(values), values.dtype)
+    valid = tf.range(tf.shape(values)[0]) < tf.cast(length, tf.int32)
+    shape = tf.concat([tf.shape(values)[:1], tf.ones([tf.rank(values) - 1], tf.int32)], 0)
+    valid = tf.reshape(tf.cast(valid, values.dtype), shape)
+    per_step = tf.cast(tf.size(values) // tf.shape(values)[0], values.dtype)
+    return values * valid, tf.cast(length, values.dtype) * per_step
 
 
-def sequence_nll(log_probs, targets) -> tf.Tensor:
-    """Mean negative log-likelihood of ``targets`` under ``log_probs`` (..., vocab)."""
+def slowness_penalty(outputs, length=None) -> tf.Tensor:
+    """The temporal activation regulariser: mean of (h_{t+1} − h_t)², outputs time-major
+    (the first ``length`` steps when given)."""
+    diff = tf.square(outputs[1:] - outputs[:-1])
+    values, count = _time_mask(diff, None if length is None else length - 1)
+    return tf.reduce_sum(values) / count
+
+
+def sequence_nll(log_probs, targets, length=None) -> tf.Tensor:
+    """Mean negative log-likelihood of ``targets`` under time-major ``log_probs`` (time,
+    ..., vocab), over the first ``length`` steps when given."""
     picked = tf.gather(log_probs, tf.cast(targets, tf.int32), batch_dims=log_probs.shape.rank - 1)
-    return -tf.reduce_mean(picked)
+    values, count = _time_mask(picked, length)
+    return -tf.reduce_sum(values) / count
 
 
 @keras.saving.register_keras_serializable(package="kdarts")
@@ -161,23 +178,30 @@ class RecurrentSearchModel(keras.Model):
                 "h": locked_mask(batch, d, r["dropout_h"], seed(3)),
                 "output": locked_mask(batch, d, r["dropout"], seed(4))}
 
-    def forward(self, tokens, hidden, training: bool = False, masks: dict | None = None):
+    def forward(self, tokens, hidden, training: bool = False, masks: dict | None = None,
+                params=None, length=None, update_stats: bool = True):
         """``(log_probs, last_hidden, outputs)`` of a segment, all time-major.
 
         ``tokens``: (time, batch) ids; ``hidden``: (batch, units). ``outputs`` are the
         cell's hidden states before the output dropout (the slowness penalty's). ``masks``
         overrides the dropout masks (a dict as :meth:`_dropout_masks` makes; a missing
-        key is no dropout).
+        key is no dropout). ``params``: tensors to use instead of :attr:`weight_variables`
+        (same order). ``length``: valid steps of a segment padded at the end
+        (``last_hidden`` is the state after them). ``update_stats``: False leaves the
+        normalisation's moving statistics alone.
         """
         batch = tokens.shape[1] if tokens.shape[1] is not None else tf.shape(tokens)[1]
         if masks is None:
             masks = self._dropout_masks(batch, training)
-        table = apply_mask(self.embedding, masks.get("embedding"))
+        embedding, bias, w0, kernels = params if params is not None else self.weight_variables
+        table = apply_mask(embedding, masks.get("embedding"))
         x = apply_mask(tf.gather(table, tokens), masks.get("input"), time_axis=0)
         outputs, last = self.cell(x, hidden, self.activated_weights(), x_mask=masks.get("x"),
-                                  h_mask=masks.get("h"), training=training)
+                                  h_mask=masks.get("h"), training=training,
+                                  kernels=(w0, kernels), length=length,
+                                  update_stats=update_stats)
         dropped = apply_mask(outputs, masks.get("output"), time_axis=0)
-        logits = tf.einsum("tbu,vu->tbv", dropped, self.embedding) + self.decoder_bias
+        logits = tf.einsum("tbu,vu->tbv", dropped, embedding) + bias
         return tf.nn.log_softmax(logits, axis=-1), last, outputs
 
     def call(self, inputs, training=None):
@@ -199,9 +223,10 @@ class RecurrentSearchModel(keras.Model):
 
     # -- search configuration --------------------------------------------------------------
     def compile(self, optimizer=None, *, arch_optimizer=None, schedule="dynamic",
-                regularizer="proximity", search_data=None, weight_decay: float = 5e-7,
-                arch_weight_decay: float = 1e-3, clip_norm: float = 0.25,
-                slowness: float = 1e-3, activity_l2: float = 0.0, **kwargs):
+                regularizer="proximity", search_data=None, unrolled: bool = False,
+                weight_decay: float = 5e-7, arch_weight_decay: float = 1e-3,
+                clip_norm: float = 0.25, slowness: float = 1e-3, activity_l2: float = 0.0,
+                **kwargs):
         """Configure the search (defaults: the authors' ``train_search_rnn.py``).
 
         Args:
@@ -212,25 +237,35 @@ class RecurrentSearchModel(keras.Model):
                 ``"dynamic"`` is docs/method.md §5's (0.2).
             regularizer: ``"proximity"``, ``"admm"``, ``"none"`` or an instance; D keeps one
                 (op, predecessor) per node.
-            search_data: the search split, a dataset of ``(tokens, targets)`` segments
-                (the authors search on the validation text); segment s is read by an α
-                step taken at weight step s, as the reference reads the search text at
-                the weight step's position.
+            search_data: the search split. With :class:`~kdarts.recurrent.data.BPTTStream`
+                training text (the authors' variable-length segments), a ``BPTTStream`` of
+                the search text: each α step reads ``bptt`` tokens at the weight step's
+                position modulo the search text's length, as the reference does. With a
+                dataset of fixed ``(tokens, targets)`` segments, the same kind of dataset:
+                segment s is read by an α step taken at weight step s.
+            unrolled: DARTS's second-order α gradient (architect_rnn.py's): one virtual
+                weight step w' = w − η(clip(∇w L_train) + λw) at the weight step's learning
+                rate η, ∇α L_search(w') minus η·c times the finite-difference product
+                (∇α L_train(w + εv) − ∇α L_train(w − εv)) / 2ε with v = clip(∇w' L_search),
+                ε = 0.01/‖v‖ and c the first clip's coefficient.
             weight_decay, arch_weight_decay: L2 terms added to the gradients after clipping.
             clip_norm: global gradient-norm clip of the weight step (PyTorch's rule).
             slowness, activity_l2: the weight loss's temporal activation regulariser β·
                 mean((h_{t+1} − h_t)²) and activation regulariser α·mean(h_dropped²).
+            **kwargs: Keras's (``jit_compile=True`` compiles the step with XLA).
         """
         if optimizer is None:
             optimizer = keras.optimizers.SGD(learning_rate=20.0)
         if arch_optimizer is None:
             arch_optimizer = keras.optimizers.Adam(learning_rate=3e-3, beta_1=0.9,
                                                    beta_2=0.999, epsilon=1e-8)
+        kwargs.setdefault("jit_compile", False)
         super().compile(optimizer=optimizer, **kwargs)
         self.arch_optimizer = keras.optimizers.get(arch_optimizer)
         self.schedule = get_schedule(schedule)
         self.regularizer = get_regularizer(regularizer)
         self.search_data = search_data
+        self.unrolled = bool(unrolled)
         self.weight_decay = float(weight_decay)
         self.arch_weight_decay = float(arch_weight_decay)
         self.clip_norm = float(clip_norm)
@@ -248,24 +283,37 @@ class RecurrentSearchModel(keras.Model):
 
     def fit(self, x=None, y=None, *, epochs: int = 1, initial_epoch: int = 0,
             steps_per_epoch: int | None = None, **kwargs):
-        """Keras ``fit`` on the weight split's segments; the search split comes from ``compile``.
+        """Keras ``fit`` on the weight split; the search split comes from ``compile``.
 
-        ``x``: a finite dataset of ``(tokens, targets)`` segments in corpus order (one
-        epoch). Both hidden states restart from zeros at every epoch, as the reference's.
+        ``x``: a :class:`~kdarts.recurrent.data.BPTTStream` (the authors' segments: mostly
+        ``bptt`` long, 5 % half as long, the learning rate scaled by length / bptt; one
+        Keras epoch is one pass over the text), or a finite dataset of fixed ``(tokens,
+        targets)`` segments in corpus order (one epoch; ``steps_per_epoch`` may cut it).
+        Both hidden states restart from zeros at every epoch, as the reference's.
         """
         if not self._search_compiled:
             raise RuntimeError("call RecurrentSearchModel.compile(...) before fit")
         if self.search_data is None:
             raise ValueError("RecurrentSearchModel.compile(search_data=...) is required")
-        if not isinstance(x, tf.data.Dataset) or y is not None:
-            raise TypeError("RecurrentSearchModel.fit takes a tf.data.Dataset of (tokens, "
-                            "targets) segments as x, and no y")
-        if steps_per_epoch is None:
-            steps_per_epoch = int(x.cardinality())
-            if steps_per_epoch <= 0:
-                raise ValueError("fit(steps_per_epoch=...) is required unless x is finite")
+        streams = isinstance(x, BPTTStream)
+        if streams != isinstance(self.search_data, BPTTStream) or y is not None or not (
+                streams or isinstance(x, tf.data.Dataset)):
+            raise TypeError("RecurrentSearchModel.fit takes a BPTTStream (with a BPTTStream "
+                            "as compile's search_data) or a tf.data.Dataset of (tokens, "
+                            "targets) segments (with such a dataset as search_data), and no y")
+        if streams:
+            stream, steps_per_epoch, before = search_segments(x, self.search_data, epochs,
+                                                              initial_epoch)
+            shape, nominal = (x.batch_size, x.max_length), x.nominal_steps
+        else:
+            if steps_per_epoch is None:
+                steps_per_epoch = int(x.cardinality())
+                if steps_per_epoch <= 0:
+                    raise ValueError("fit(steps_per_epoch=...) is required unless x is finite")
+            shape, nominal = tuple(x.element_spec[0].shape), steps_per_epoch
+            before = initial_epoch * steps_per_epoch
         if not self.built:
-            self.build(tuple(x.element_spec[0].shape))
+            self.build(shape)
         if self.hidden is None:
             raise ValueError("the search carries hidden states of a fixed batch: build the "
                              "model with a known batch size (segments batched with "
@@ -273,16 +321,25 @@ class RecurrentSearchModel(keras.Model):
         self.optimizer.build(self.weight_variables)
         self.arch_optimizer.build(self.arch_variables)
         step = int(self.search_step.numpy())
-        if step and step != initial_epoch * steps_per_epoch:
-            raise ValueError(f"the model has taken {step} search steps, which is not "
-                             f"initial_epoch ({initial_epoch}) × steps_per_epoch "
-                             f"({steps_per_epoch})")
+        if step and step != before:
+            raise ValueError(f"the model has taken {step} search steps, not the {before} "
+                             f"before initial_epoch ({initial_epoch})")
         self.total_epochs.assign(float(epochs))
-        self.steps_per_epoch.assign(float(steps_per_epoch))
+        self.steps_per_epoch.assign(float(nominal))
         if step == 0 and isinstance(self.regularizer, ADMM):
             self.admm_z.assign(self.regularizer.initial_z(self.alpha, self.activated_weights()))
-        stream = tf.data.Dataset.zip((x.repeat().skip(step),
-                                      self.search_data.repeat().skip(step)))
+        if not streams:
+            stream = tf.data.Dataset.zip((x.repeat().skip(step),
+                                          self.search_data.repeat().skip(step)))
+            spe = steps_per_epoch
+
+            def fixed(k, pair):  # the fixed segments in the streams' element form
+                (xt, yt), (xs, ys) = pair
+                n, ns = tf.shape(xt)[1], tf.shape(xs)[1]
+                return ((xt, yt, n, tf.constant(1.0), tf.equal((k + step) % spe, 0),
+                         tf.constant(True)), (xs, ys, ns))
+
+            stream = stream.enumerate().map(fixed)
         self.train_function = None
         kwargs.setdefault("shuffle", False)
         return super().fit(stream, epochs=epochs, initial_epoch=initial_epoch,
@@ -291,6 +348,41 @@ class RecurrentSearchModel(keras.Model):
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         if not self.built:  # fit has built it from the segments' shape
             super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def evaluate(self, x=None, y=None, batch_size: int = 10, bptt: int = 35, verbose=0,
+                 **kwargs) -> dict:
+        """``{"loss", "perplexity"}`` of token ids ``x`` as the authors' ``evaluate``: the
+        text batchified into ``batch_size`` streams, read ``bptt`` tokens at a time (the
+        last segment shorter), the hidden state carried from a zero one, every dropout
+        off and the normalisation on its moving statistics. The loss is the mean over
+        every predicted token (the authors divide the token-weighted sum by one more
+        step than they predict). ``x`` may also be a :class:`BPTTStream` (its streams
+        and bptt)."""
+        if y is not None or kwargs:
+            raise TypeError("RecurrentSearchModel.evaluate takes token ids (or a BPTTStream)")
+        if isinstance(x, BPTTStream):
+            ids, batch_size, bptt = x.streams.T.reshape(-1), x.batch_size, x.bptt
+        else:
+            ids = np.asarray(x)
+        segments = eval_segments(ids, batch_size, bptt)
+        if not self.built:
+            self.build((None, bptt))
+        if getattr(self, "_eval_function", None) is None:
+            def segment_loss(tokens, targets, length, hidden):
+                log_probs, last, _ = self.forward(tf.transpose(tokens), hidden,
+                                                  training=False, length=length)
+                nll = sequence_nll(log_probs, tf.transpose(targets), length)
+                return nll, last
+            self._eval_function = tf.function(segment_loss, autograph=False,
+                                              reduce_retracing=True)
+        hidden = tf.zeros([batch_size, self.units])
+        total, count = 0.0, 0
+        for tokens, targets, length in segments:
+            nll, hidden = self._eval_function(tokens, targets, length, hidden)
+            total += float(nll) * int(length)
+            count += int(length)
+        loss = total / count
+        return {"loss": loss, "perplexity": float(np.exp(loss))}
 
     # -- the step ------------------------------------------------------------------------
     def _penalty(self, t) -> tf.Tensor:
@@ -303,41 +395,118 @@ class RecurrentSearchModel(keras.Model):
             return reg.penalty([act], [self.admm_z], [self.admm_u], [self.mask])
         return tf.constant(0.0)
 
-    def alpha_gradient(self, tokens, targets, hidden, t, masks: dict | None = None):
+    def alpha_gradient(self, tokens, targets, hidden, t, masks: dict | None = None,
+                       length=None):
         """``(∇α, CE, R, last_hidden)`` of CE(search segment) + R(α), w held fixed.
 
         Time-major ``tokens``/``targets``; ``masks`` as :meth:`forward` takes them.
         """
         with tf.GradientTape() as tape:
-            log_probs, last, _ = self.forward(tokens, hidden, training=True, masks=masks)
-            ce = sequence_nll(log_probs, targets)
+            log_probs, last, _ = self.forward(tokens, hidden, training=True, masks=masks,
+                                              length=length)
+            ce = sequence_nll(log_probs, targets, length)
             reg = self._penalty(t)
             loss = ce + reg
         return tape.gradient(loss, self.alpha), ce, reg, last
 
-    def weight_gradients(self, tokens, targets, hidden, masks: dict | None = None):
+    def _ce_gradients(self, tokens, targets, hidden, masks, length, params, sources,
+                      update_stats=True):
+        """``(CE, ∇sources CE, last)`` at weights ``params`` (tensors) on a segment."""
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            log_probs, last, _ = self.forward(tokens, hidden, training=True, masks=masks,
+                                              params=params, length=length,
+                                              update_stats=update_stats)
+            ce = sequence_nll(log_probs, targets, length)
+        grads = tape.gradient(ce, sources)
+        return ce, [tf.convert_to_tensor(g) for g in grads], last
+
+    def unrolled_alpha_gradient(self, train, search, t, eta, masks: dict | None = None,
+                                search_masks: dict | None = None):
+        """``(∇α, CE, R, last_hidden)``: DARTS's second-order α gradient (see ``compile``).
+
+        ``train``/``search``: ``(tokens, targets, hidden, length)``, time-major. ``eta``:
+        the virtual step's learning rate. ``masks`` are the train segment's dropout masks,
+        used for the virtual step and both finite-difference passes (the Hessian is of the
+        loss the virtual step took); ``search_masks`` the search segment's. The moving
+        statistics move with the three train passes, not the virtual model's, as the
+        reference's copy does. R(α) adds its own gradient (w-free).
+        """
+        x, y, h, n = train
+        xs, ys, hs, ns = search
+        w = [tf.convert_to_tensor(v) for v in self.weight_variables]
+        _, g, _ = self._ce_gradients(x, y, h, masks, n, w, w)
+        coef = self.clip_norm / (tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(a)) for a in g]))
+                                 + 1e-6)  # PyTorch's factor, applied only when < 1
+        virtual = [wi - eta * (gi * tf.minimum(coef, 1.0) + self.weight_decay * wi)
+                   for wi, gi in zip(w, g)]
+        with tf.GradientTape() as tape:
+            tape.watch(virtual)
+            log_probs, last, _ = self.forward(xs, hs, training=True, masks=search_masks,
+                                              params=virtual, length=ns, update_stats=False)
+            ce = sequence_nll(log_probs, ys, ns)
+        grads = tape.gradient(ce, [self.alpha] + virtual)
+        d_alpha, v = grads[0], [tf.convert_to_tensor(a) for a in grads[1:]]
+        v_norm = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(a)) for a in v]))
+        v = [a * tf.minimum(1.0, self.clip_norm / (v_norm + 1e-6)) for a in v]
+        eps = 0.01 / tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(a)) for a in v]))
+        hessian = [self._ce_gradients(x, y, h, masks, n,
+                                      [wi + sign * eps * vi for wi, vi in zip(w, v)],
+                                      [self.alpha])[1][0]
+                   for sign in (1.0, -1.0)]
+        # the reference scales by the first clip's coefficient even when it is above 1
+        d_alpha = d_alpha - eta * coef * (hessian[0] - hessian[1]) / (2.0 * eps)
+        with tf.GradientTape() as tape:
+            reg = self._penalty(t)
+        reg_grad = tape.gradient(reg, self.alpha)
+        if reg_grad is not None:
+            d_alpha = d_alpha + reg_grad
+        return d_alpha, ce, reg, last
+
+    def weight_gradients(self, tokens, targets, hidden, masks: dict | None = None,
+                         length=None):
         """``(∇w, CE, FI, last_hidden)``: the weight loss's gradients (unclipped) and Σ‖∇w‖²."""
         with tf.GradientTape() as tape:
-            log_probs, last, outputs = self.forward(tokens, hidden, training=True, masks=masks)
-            ce = sequence_nll(log_probs, targets)
-            loss = ce + self.slowness * slowness_penalty(outputs)
+            log_probs, last, outputs = self.forward(tokens, hidden, training=True, masks=masks,
+                                                    length=length)
+            ce = sequence_nll(log_probs, targets, length)
+            loss = ce + self.slowness * slowness_penalty(outputs, length)
             if self.activity_l2:
                 dropped = apply_mask(outputs, (masks or {}).get("output"), time_axis=0)
-                loss += self.activity_l2 * tf.reduce_mean(tf.square(dropped))
+                values, count = _time_mask(tf.square(dropped), length)
+                loss += self.activity_l2 * tf.reduce_sum(values) / count
         grads = tape.gradient(loss, self.weight_variables)
         grads = [tf.convert_to_tensor(g) for g in grads]  # the embedding's arrives sparse
         fi = tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads])
         return grads, ce, fi, last
 
-    def apply_weight_step(self, grads, fi) -> None:
-        """Clip to ``clip_norm``, add the L2 term, one optimizer step (the reference's order)."""
+    def apply_weight_step(self, grads, fi, lr_scale=None) -> None:
+        """Clip to ``clip_norm``, add the L2 term, one optimizer step (the reference's order).
+
+        ``lr_scale``: the step's learning rate × this (the segment's length / bptt); the
+        whole update is scaled, which is the learning rate's scaling for plain SGD."""
         coef = clip_coefficient(tf.sqrt(fi), self.clip_norm)
         wvars = self.weight_variables
-        self.optimizer.apply([g * coef + self.weight_decay * v for g, v in zip(grads, wvars)],
-                             wvars)
+        updates = [g * coef + self.weight_decay * v for g, v in zip(grads, wvars)]
+        if lr_scale is not None:
+            updates = [u * lr_scale for u in updates]
+        self.optimizer.apply(updates, wvars)
 
-    def _alpha_step(self, x, y, t):
-        grad, ce, reg, last = self.alpha_gradient(x, y, self.search_hidden, t)
+    def _learning_rate(self) -> tf.Tensor:
+        return tf.cast(self.optimizer.learning_rate, tf.float32)
+
+    def _alpha_step(self, train, search, t, lr_scale):
+        xs, ys, ns = search
+        if self.unrolled:
+            x, y, n = train
+            batch = int(self.hidden.shape[0])
+            masks = self._dropout_masks(batch, True)
+            grad, ce, reg, last = self.unrolled_alpha_gradient(
+                (x, y, self.hidden, n), (xs, ys, self.search_hidden, ns), t,
+                self._learning_rate() * lr_scale, masks, self._dropout_masks(batch, True))
+        else:
+            grad, ce, reg, last = self.alpha_gradient(xs, ys, self.search_hidden, t,
+                                                      length=ns)
         self.arch_optimizer.apply([grad + self.arch_weight_decay * self.alpha], [self.alpha])
         if self.activation == "crb":  # only an α step moves α: prune right after it
             alpha, mask = prune(self.alpha, self.mask)
@@ -355,23 +524,38 @@ class RecurrentSearchModel(keras.Model):
         self.admm_u.assign(u)
         return tf.no_op()
 
+    def _logs(self, weight=None) -> dict:
+        logs = {name: m.result() for name, m in self._search_metrics.items()}
+        logs.update(fi_ewma=tf.identity(self.fi_ewma), threshold=tf.identity(self.threshold),
+                    alpha_steps=tf.cast(self.alpha_steps, tf.float32),
+                    pruned_ops=tf.reduce_sum(1.0 - self.mask),
+                    took_alpha_step=tf.constant(0.0) if weight is None else weight)
+        return logs
+
     def train_step(self, data):
-        """One search step: an α step when the schedule says so, then a weight step."""
+        """One search step: an α step when the schedule says so, then a weight step.
+
+        A step marked not ``real`` (an epoch's padding) changes nothing."""
         self.trace_count += 1  # runs at trace time only
-        (x, y), (xs, ys) = data
+        train, search = data
+        real = train[5]
+        return tf.cond(real, lambda: self._search_step(train, search), self._logs)
+
+    def _search_step(self, train, search):
+        x, y, n, lr_scale, first, _ = train
+        xs, ys, ns = search
         x, y, xs, ys = (tf.transpose(a) for a in (x, y, xs, ys))  # time-major
         step = self.search_step.assign_add(1)
-        spe = tf.cast(self.steps_per_epoch, tf.int64)
-        if_new_epoch = tf.equal(tf.math.floormod(step - 1, spe), 0)
         for h in (self.hidden, self.search_hidden):  # the reference restarts both each epoch
-            h.assign(tf.where(if_new_epoch, tf.zeros_like(h), h))
+            h.assign(tf.where(first, tf.zeros_like(h), h))
         t = tf.cast(step, tf.float32) / self.steps_per_epoch
         take = self.schedule.decide(step, self.fi_ewma, self.threshold)
         self.threshold.assign(self.schedule.next_threshold(self.threshold, take))
-        search_loss, reg = tf.cond(take, lambda: self._alpha_step(xs, ys, t),
+        search_loss, reg = tf.cond(take, lambda: self._alpha_step((x, y, n), (xs, ys, ns),
+                                                                  t, lr_scale),
                                    lambda: (tf.constant(0.0), tf.constant(0.0)))
-        grads, ce, fi, last = self.weight_gradients(x, y, self.hidden)
-        self.apply_weight_step(grads, fi)
+        grads, ce, fi, last = self.weight_gradients(x, y, self.hidden, length=n)
+        self.apply_weight_step(grads, fi, lr_scale)
         self.hidden.assign(last)
         ewma = getattr(self.schedule, "ewma", 0.2)
         self.fi_ewma.assign(update_fi_ewma(self.fi_ewma, fi, tf.equal(step, 1), ewma))
@@ -383,12 +567,7 @@ class RecurrentSearchModel(keras.Model):
         metrics["search_loss"].update_state(search_loss, sample_weight=weight)
         metrics["reg"].update_state(reg, sample_weight=weight)
         metrics["fi"].update_state(fi)
-        logs = {name: m.result() for name, m in metrics.items()}
-        logs.update(fi_ewma=tf.identity(self.fi_ewma), threshold=tf.identity(self.threshold),
-                    alpha_steps=tf.cast(self.alpha_steps, tf.float32),
-                    pruned_ops=tf.reduce_sum(1.0 - self.mask),
-                    took_alpha_step=weight)
-        return logs
+        return self._logs(weight)
 
 
 def count_weights(model: RecurrentSearchModel) -> int:
