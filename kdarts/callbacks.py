@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 import sys
@@ -27,13 +26,14 @@ from typing import Callable
 import keras
 import numpy as np
 
+from kdarts.atomic import atomic_write_json, atomic_write_text
 from kdarts.checkpoints import (
     CHECKPOINT_STATE,
     CHECKPOINT_WEIGHTS,
     read_checkpoint_state,
     save_weights_atomically,
 )
-from kdarts.genotype import atomic_write_text
+
 
 class EpochCheckpoint(keras.callbacks.Callback):
     """Save the model's complete state after every epoch, keeping the last good one.
@@ -75,7 +75,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         seeds = {v.path: np.asarray(v).tolist() for v in _unsaved_variables(self.model)}
         if seeds:
             state["seed_states"] = seeds
-        atomic_write_text(self.state_path, json.dumps(state, indent=2) + "\n")
+        atomic_write_json(self.state_path, state)
 
 
 def _unsaved_variables(model) -> list:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+
+from kdarts.atomic import atomic_file
 
 CHECKPOINT_WEIGHTS = "checkpoint.weights.h5"
 CHECKPOINT_STATE = "checkpoint.json"
@@ -20,17 +21,8 @@ CHECKPOINT_STATE = "checkpoint.json"
 
 def save_weights_atomically(model, path: str) -> None:
     """``model.save_weights(path)`` through a temp file in the same folder and a rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-checkpoint-", suffix=".weights.h5", dir=folder)
-    os.close(fd)
-    try:
-        os.unlink(tmp)  # h5py creates the file itself
+    with atomic_file(path, suffix=".weights.h5") as tmp:  # Keras wants the suffix
         model.save_weights(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def read_checkpoint_state(directory: str | os.PathLike) -> dict | None:

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
+
+from kdarts.atomic import atomic_write_text  # noqa: F401
 
 PRIMITIVES: tuple[str, ...] = (
     "none",
@@ -250,26 +251,6 @@ class Genotype(GenotypeFile):
             "normal cell:\n" + fmt(self.normal, self.normal_concat)
             + "\nreduction cell:\n" + fmt(self.reduce, self.reduce_concat)
         )
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder and a rename."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make the result private
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def read_genotype_json(path: str | os.PathLike, hint: str = "give a genotype.json") -> dict:

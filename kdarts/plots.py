@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.transforms import blended_transform_factory
 
+from kdarts.atomic import atomic_file
 from kdarts.genotype import PRIMITIVES, Genotype, resolve_genotype
 
 #: A fixed colour per primitive, shared by every figure.
@@ -61,20 +61,9 @@ def _color(op: str, primitives=PRIMITIVES) -> str:
 def _save(fig: Figure, path: str | os.PathLike) -> str:
     """Render ``fig`` to PNG at ``path`` atomically; returns ``path`` as given (str)."""
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
-    os.close(fd)
-    try:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_file(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=DPI)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 → the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 
