@@ -3,7 +3,10 @@
 Modules: :mod:`.genotype` (the discrete cell, presets; no TensorFlow), :mod:`.cell` (the
 search cell layer), :mod:`.dropout` (locked and embedding dropout masks), :mod:`.model`
 (the search model and its step), :mod:`.data` (BPTT segments), :mod:`.corpus` (a PTB-style
-corpus from the Python documentation every install carries).
+corpus from the Python documentation every install carries); for a found genotype,
+:mod:`.eval_cell` and :mod:`.language_model` (the evaluation cell and language model),
+:mod:`.asgd` and :mod:`.training` (SGD → ASGD training, perplexity), :mod:`.export`
+(``.keras``/SavedModel/ONNX exports and sampling).
 
 Example:
     >>> from kdarts.recurrent import DARTS_V2, RecurrentSearchModel   # doctest: +SKIP
@@ -31,6 +34,14 @@ _LAZY = {
     "batchify": "kdarts.recurrent.data",
     "bptt_dataset": "kdarts.recurrent.data",
     "stdlib_corpus": "kdarts.recurrent.corpus",
+    "RecurrentCell": "kdarts.recurrent.eval_cell",
+    "RecurrentLanguageModel": "kdarts.recurrent.language_model",
+    "AveragedSGD": "kdarts.recurrent.asgd",
+    "LanguageModelTrainer": "kdarts.recurrent.training",
+    "evaluate_perplexity": "kdarts.recurrent.training",
+    "export_language_model": "kdarts.recurrent.export",
+    "load_language_model": "kdarts.recurrent.export",
+    "generate": "kdarts.recurrent.export",
 }
 
 
