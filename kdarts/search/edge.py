@@ -49,6 +49,7 @@ from kdarts.ops import (
     BN_EPSILON,
     BN_MOMENTUM,
     FanInUniform,
+    _replicas,
     check_primitives,
     fused_batch_norm,
     global_moments,
@@ -151,11 +152,6 @@ def _zero_unless(alive, params: dict) -> dict:
         # gradient), as one ZerosLike node (tf.zeros_like makes a fill and two constants)
         out[name] = tf.where(masks[rank], v, tf.raw_ops.ZerosLike(x=v))
     return out
-
-
-def _replicas() -> int:
-    ctx = tf.distribute.get_replica_context()
-    return 1 if ctx is None else ctx.num_replicas_in_sync
 
 
 def normalize(y, fused: bool = True, scale=None):
