@@ -23,6 +23,8 @@ import os
 import re
 import tempfile
 
+from kdarts import compat
+
 
 #: What TensorFlow's native libraries print to stderr while they load, whatever
 #: TF_CPP_MIN_LOG_LEVEL says: absl's notice, then INFO lines such as "oneDNN custom
@@ -200,13 +202,12 @@ def _lean_options(serialized: bytes, executor_type):
     """The call options ``serialized`` with :data:`LEAN_GRAPH_REWRITES`, built once (a
     train function enters :func:`lean_graph_optimization` on every step)."""
     from tensorflow.core.protobuf import config_pb2
-    from tensorflow.python.eager import context
 
     config = config_pb2.ConfigProto.FromString(serialized)
     rewrites = config.graph_options.rewrite_options
     for field, value in LEAN_GRAPH_REWRITES.items():
         setattr(rewrites, field, value)
-    return context.FunctionCallOptions(executor_type=executor_type, config_proto=config)
+    return compat.make_function_call_options(executor_type, config)
 
 
 @contextlib.contextmanager
@@ -223,16 +224,13 @@ def lean_graph_optimization():
         >>> with lean_graph_optimization():
         ...     logs = step(iterator)   # doctest: +SKIP
     """
-    from tensorflow.python.eager import context
-
-    ctx = context.context()
-    saved = ctx.function_call_options
-    ctx.function_call_options = _lean_options(saved.config_proto_serialized,
-                                              saved.executor_type)
+    saved = compat.function_call_options()
+    compat.set_function_call_options(_lean_options(saved.config_proto_serialized,
+                                                   saved.executor_type))
     try:
         yield
     finally:
-        ctx.function_call_options = saved
+        compat.set_function_call_options(saved)
 
 
 def with_lean_graph_optimization(fn):

@@ -36,6 +36,7 @@ import keras
 import tensorflow as tf
 from keras import layers, ops
 
+from kdarts.compat import SymbolicBuildFromElementSpec, loss_tracker
 from kdarts.eval.cell import DropPathSchedule, EvalCell
 from kdarts.genotype import Genotype, resolve_genotype
 from kdarts.geometry import IMAGENET_MIN_SIZE
@@ -227,7 +228,7 @@ class ImageNetStem(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=_PKG)
-class EvalNetwork(LeanTrainFunction, keras.Model):
+class EvalNetwork(SymbolicBuildFromElementSpec, LeanTrainFunction, keras.Model):
     """DARTS's evaluation network (``NetworkCIFAR``, or ``NetworkImageNet``) for a genotype.
 
     Args:
@@ -460,7 +461,7 @@ class EvalNetwork(LeanTrainFunction, keras.Model):
             loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
                                      training=True)  # the shard's mean ÷ R (Keras scales)
             scaled = self.optimizer.scale_loss(loss)
-        self._loss_tracker.update_state(loss * replicas, sample_weight=tf.shape(x)[0])
+        loss_tracker(self).update_state(loss * replicas, sample_weight=tf.shape(x)[0])
         grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tape.gradient(scaled, variables))
         clip = self._replicas_clipnorm
         if clip:
@@ -472,19 +473,6 @@ class EvalNetwork(LeanTrainFunction, keras.Model):
                 grads = [g * scale for g in grads]
         self.optimizer.apply([g / replicas for g in grads], variables)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Under a strategy Keras builds the compiled metrics from the first batch of a new
-        # pass over the data, reduced across replicas. That pass moves a reshuffling
-        # dataset on by an epoch (training then sees other batches than on one device),
-        # and MultiWorkerMirroredStrategy cannot run the reduction there. The metrics
-        # need only the batch's structure: zeros shaped as the dataset's elements.
-        if iterator is not None and getattr(self, "_distribute_strategy", None) is not None:
-            spec = iterator.data_adapter.get_tf_dataset().element_spec
-            data_batch = tf.nest.map_structure(
-                lambda s: tf.zeros([1 if d is None else d for d in s.shape], s.dtype), spec)
-            iterator = None
-        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def _replicated_train_function(self):
         """With several replicas, one step per call: the replicas run :meth:`train_step`

@@ -32,6 +32,7 @@ from keras import ops
 
 from kdarts.eval.cell import DropPathSchedule
 from kdarts.eval.network import EvalNetwork
+from kdarts.compat import variable_index
 from kdarts.learning_rate import epoch_learning_rate
 
 _PKG = "kdarts"
@@ -85,7 +86,7 @@ class CoupledWeightDecaySGD(keras.optimizers.SGD):
             return
         # the rule above as one kernel per variable: TensorFlow's momentum is PyTorch's
         tf.raw_ops.ResourceApplyMomentum(
-            var=variable.handle, accum=self.momentums[self._get_variable_index(variable)].handle,
+            var=variable.handle, accum=self.momentums[variable_index(self, variable)].handle,
             lr=learning_rate, grad=gradient, momentum=ops.cast(self.momentum, dtype),
             use_nesterov=bool(self.nesterov))
 
