@@ -8,7 +8,8 @@ writes its PNG atomically (temp file + rename) and returns the path written.
   subplot per edge, one line per op, for the normal and the reduction cell.
 * :func:`plot_schedule`: the per-step FI (log scale), its EWMA and the dynamic
   threshold, with the α steps marked and the pruned-op count (crb).
-* :func:`plot_genotype`: the normal and reduction cells of a genotype as DAGs.
+* :func:`plot_genotype`: the normal and reduction cells of a genotype as DAGs, or a
+  recurrent genotype's cell.
 
 The record is the JSON written by :class:`kdarts.search.callbacks.SearchRecorder`
 (a dict or its path).
@@ -345,7 +346,8 @@ def _draw_cell(ax, genes, concat, title: str) -> None:
 
 
 def plot_genotype(genotype, path: str | os.PathLike) -> str:
-    """Draw the normal and the reduction cell of a genotype as DAGs.
+    """Draw the normal and the reduction cell of a genotype as DAGs (a recurrent
+    genotype: its one cell, :func:`recurrent_genotype_figure`).
 
     Nodes are numbered as in genotype.json and ``kdarts show``: the inputs 0
     (c_{k-2}) and 1 (c_{k-1}), the intermediate nodes 2, 3, …, and the output
@@ -363,8 +365,23 @@ def plot_genotype(genotype, path: str | os.PathLike) -> str:
     return _save(genotype_figure(genotype), path)
 
 
+def _is_recurrent(genotype) -> bool:
+    """Whether ``genotype`` (an object, its dict or a JSON path) is a recurrent cell."""
+    from kdarts.recurrent.genotype import RecurrentGenotype
+
+    if isinstance(genotype, (str, os.PathLike)) and os.path.isfile(genotype):
+        try:
+            genotype = _record(genotype)
+        except (OSError, ValueError):
+            return False  # resolve_genotype names the problem
+    return isinstance(genotype, RecurrentGenotype) or (
+        isinstance(genotype, dict) and "recurrent" in genotype)
+
+
 def genotype_figure(genotype) -> Figure:
     """The figure :func:`plot_genotype` saves."""
+    if _is_recurrent(genotype):
+        return recurrent_genotype_figure(genotype)
     if isinstance(genotype, dict):
         genotype = Genotype.from_dict(genotype)
     genotype = resolve_genotype(genotype)
@@ -380,5 +397,69 @@ def genotype_figure(genotype) -> Figure:
     return fig
 
 
+# ------------------------------------------------------------------- recurrent cell
+
+#: A fixed colour per recurrent activation.
+RECURRENT_OP_COLORS = {"tanh": "#d62728", "relu": "#1f77b4", "sigmoid": "#9467bd",
+                       "identity": "#2ca02c", "none": "#7f7f7f"}
+
+
+def _draw_recurrent_cell(ax, genotype) -> None:
+    """An arc diagram of a recurrent cell: x_t and h_{t-1} mixed into state 0, the nodes
+    on a line with their (op, predecessor) arcs above, the averaged states below."""
+    steps = genotype.steps
+    out = steps + 1
+    ax.text(-1.1, 0.0, "x$_t$, h$_{t-1}$", ha="center", va="center", fontsize=11, zorder=6,
+            bbox=dict(boxstyle="round,pad=0.4", fc="#c6dbef", ec="0.2", lw=1.2))
+    ax.annotate("", xy=(-_NODE_R - 0.05, 0.0), xytext=(-0.55, 0.0), zorder=2,
+                arrowprops=dict(arrowstyle="-|>", color="0.3", lw=1.5, mutation_scale=14))
+    ax.text(-0.33, 0.1, "W$_0$", ha="center", va="bottom", fontsize=9, color="0.3")
+    for index in range(steps + 1):
+        ax.text(index, 0.0, str(index), ha="center", va="center", fontsize=12, zorder=6,
+                bbox=dict(boxstyle="circle,pad=0.3", fc="#fdd0a2", ec="0.2", lw=1.2))
+    ax.text(out, 0.0, "h$_t$", ha="center", va="center", fontsize=12, zorder=6,
+            bbox=dict(boxstyle="round,pad=0.4", fc="#c7e9c0", ec="0.2", lw=1.2))
+    for k, (op, src) in enumerate(genotype.recurrent):
+        dst = k + 1
+        span = dst - src
+        height = _ARC_UNIT * span
+        color = RECURRENT_OP_COLORS.get(op, "black")
+        _arc(ax, src, dst, height, color, lw=2.0, zorder=3 + 0.01 * (10 - span))
+        ax.text((src + dst) / 2.0, height, op, ha="center", va="center", fontsize=9,
+                color=color, zorder=5, fontweight="bold",
+                bbox=dict(boxstyle="round,pad=0.2", fc="white", ec=color, lw=0.8))
+    bottom = 0.0
+    for node in genotype.concat:
+        height = -0.15 * (out - node)
+        bottom = min(bottom, height)
+        _arc(ax, node, out, height, "0.55", lw=1.0, ls="--", zorder=1)
+    ax.text(out, bottom - 0.08, f"h$_t$ = mean{list(genotype.concat)}", ha="center",
+            va="top", fontsize=9, color="0.35")
+    ax.set_title("Recurrent cell", fontsize=13, fontweight="bold")
+    ax.set_xlim(-1.9, out + 0.5)
+    top = max(dst + 1 - src for dst, (_, src) in enumerate(genotype.recurrent))
+    ax.set_ylim(-0.15 * (steps + 1) - 0.45, _ARC_UNIT * top + 0.22)
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+
+
+def recurrent_genotype_figure(genotype) -> Figure:
+    """The figure :func:`plot_genotype` saves for a recurrent genotype: x_t and h_{t-1}
+    mixed into state 0 (W0's highway), each node's (op, predecessor) as an arrow labelled
+    and coloured by its activation, the averaged states dashed into h_t."""
+    from kdarts.recurrent.genotype import RecurrentGenotype, resolve_recurrent_genotype
+
+    if isinstance(genotype, dict):
+        genotype = RecurrentGenotype.from_dict(genotype)
+    genotype = resolve_recurrent_genotype(genotype)
+    inch_per_unit = 1.45
+    width = inch_per_unit * (genotype.steps + 3.4) + 0.3
+    top = max(dst + 1 - src for dst, (_, src) in enumerate(genotype.recurrent))
+    height = inch_per_unit * (_ARC_UNIT * top + 0.15 * (genotype.steps + 1) + 0.67) + 0.6
+    fig = Figure(figsize=(width, height), layout="constrained")
+    _draw_recurrent_cell(fig.subplots(), genotype)
+    return fig
+
+
 __all__ = ["plot_alpha", "plot_schedule", "plot_genotype", "alpha_figure", "genotype_figure",
-           "OP_COLORS"]
+           "recurrent_genotype_figure", "OP_COLORS", "RECURRENT_OP_COLORS"]
