@@ -6,7 +6,7 @@ Example:
     >>> model.compile(search_data=search_ds)                    # doctest: +SKIP
     >>> model.fit(weight_ds, epochs=50, steps_per_epoch=390)    # doctest: +SKIP
     >>> net = kdarts.EvalNetwork(model.genotype(), num_classes=10)
-    >>> kdarts.export(net, "saved_models/net.onnx", format="onnx")  # doctest: +SKIP
+    >>> kdarts.export_model(net, "saved_models/net.onnx", format="onnx")  # doctest: +SKIP
 
 The names that need TensorFlow (the networks, schedules, regularisers) are
 imported on first use, so ``import kdarts`` and the ``kdarts`` command's
@@ -20,9 +20,9 @@ import os as _os
 # unless the user set the level.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# Light modules (numpy only), imported now. `export` is imported here, before anything can
-# import the `kdarts.export` module, so the package attribute is the function.
-from kdarts.export import ExportError, export, load_model  # noqa: E402
+# Light modules (numpy only), imported now. `kdarts.export` is the module (calling it still
+# exports, deprecated); the function is `export_model`.
+from kdarts.export import ExportError, export_model, load_model  # noqa: E402
 from kdarts.genotype import (  # noqa: E402
     CRB_PRIMITIVES,
     DARTS_V1,
@@ -63,5 +63,6 @@ __all__ = [
     "ADMM", "CRB_PRIMITIVES", "DARTS_V1", "DARTS_V2", "DynamicSchedule", "EvalNetwork",
     "ExportError", "FixedSchedule", "FusedSGD", "Genotype", "GenotypeError", "MixedEdge",
     "NoRegularizer", "PRIMITIVES", "Proximity", "SearchNetwork", "compile_eval_network",
-    "discretize", "dynamic_split_fraction", "export", "load_model", "set_cpu_threads",
+    "discretize", "dynamic_split_fraction", "export_model", "load_model", "set_cpu_threads",
+    "export",  # the module, callable as before: until README and its test use export_model
 ]

@@ -1,6 +1,6 @@
 """Export a trained network for inference: ``.keras``, SavedModel, ONNX or LiteRT, verified.
 
-:func:`export` writes the *inference* graph (``training=False``: no
+:func:`export_model` writes the *inference* graph (``training=False``: no
 auxiliary head, no drop-path, BatchNorm with its moving statistics) with a
 dynamic batch dimension, images ``[batch, H, W, C]`` in and logits out, then
 (``verify=True``) reloads the artifact the way a user would and compares its
@@ -54,9 +54,9 @@ with one line naming the signal, and the caller's process and files live on.
 An ``int8`` model must be all-integer (:func:`float_ops` finds no float op).
 
 Example:
-    >>> from kdarts.export import export, load_model
+    >>> from kdarts.export import export_model, load_model
     >>> model = load_model("runs/eval/model.keras")
-    >>> export(model, "saved_models/darts.onnx", format="onnx")
+    >>> export_model(model, "saved_models/darts.onnx", format="onnx")
     ExportResult(path='.../saved_models/darts.onnx', format='onnx', max_abs_diff=4.1e-07)
 """
 
@@ -66,7 +66,10 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
+import types
+import warnings
 import zipfile
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -74,7 +77,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 FORMATS: tuple[str, ...] = ("keras", "saved_model", "onnx", "tflite")
-"""The export formats, as accepted by :func:`export`."""
+"""The export formats, as accepted by :func:`export_model`."""
 
 SUFFIXES: dict[str, str] = {"keras": ".keras", "saved_model": "", "onnx": ".onnx",
                             "tflite": ".tflite"}
@@ -120,7 +123,7 @@ class ModelLoadError(ValueError):
 
 @dataclass(frozen=True)
 class ExportResult:
-    """What :func:`export` wrote.
+    """What :func:`export_model` wrote.
 
     Attributes:
         path: absolute path of the artifact (a file, or a folder for SavedModel).
@@ -174,12 +177,12 @@ def input_contract(model) -> dict:
     return describe_input(_image_shape(model), None)
 
 
-def export(model, path: str | os.PathLike, format: str = "keras", verify: bool = True,
-           sample_inputs: np.ndarray | Sequence[np.ndarray] | None = None,
-           atol: float = 1e-4, opset: int = DEFAULT_OPSET,
-           input_dtype: str = "float32", quantize: str = "none",
-           representative_data: np.ndarray | None = None,
-           min_agreement: float | None = None) -> ExportResult:
+def export_model(model, path: str | os.PathLike, format: str = "keras", verify: bool = True,
+                 sample_inputs: np.ndarray | Sequence[np.ndarray] | None = None,
+                 atol: float = 1e-4, opset: int = DEFAULT_OPSET,
+                 input_dtype: str = "float32", quantize: str = "none",
+                 representative_data: np.ndarray | None = None,
+                 min_agreement: float | None = None) -> ExportResult:
     """Export ``model``'s inference graph to ``path`` and check the artifact.
 
     Args:
@@ -228,8 +231,8 @@ def export(model, path: str | os.PathLike, format: str = "keras", verify: bool =
             too few images); the message gives the numbers.
 
     Example:
-        >>> export(model, "saved_models/digits_int8.tflite", format="tflite",
-        ...        quantize="int8", representative_data=x_train[:200])  # doctest: +SKIP
+        >>> export_model(model, "saved_models/digits_int8.tflite", format="tflite",
+        ...              quantize="int8", representative_data=x_train[:200])  # doctest: +SKIP
         ExportResult(path='.../digits_int8.tflite', format='tflite', ..., agreement=1.0)
     """
     import keras
@@ -340,7 +343,7 @@ def check_model_file(path: str | os.PathLike) -> None:
 
 
 def load_model(path: str | os.PathLike, compile: bool = False):
-    """Load a ``.keras`` archive written by kdarts (or :func:`export`).
+    """Load a ``.keras`` archive written by kdarts (or :func:`export_model`).
 
     kdarts's layers are registered on import, so no ``custom_objects`` are
     needed. ``compile=False`` (default) skips restoring the optimizer and
@@ -979,3 +982,20 @@ def _register_kdarts_layers() -> None:
     except ModuleNotFoundError as err:
         if err.name not in ("kdarts.search",):
             raise
+
+
+#: The name this function had first: ``from kdarts.export import export`` keeps working.
+export = export_model
+
+
+class _CallableModule(types.ModuleType):
+    """``kdarts.export`` is this module; calling it, as ``kdarts.export(model, path)`` did
+    when the package attribute was the function, still exports (deprecated)."""
+
+    def __call__(self, *args, **kwargs) -> ExportResult:
+        warnings.warn("kdarts.export(...) is now kdarts.export_model(...)", DeprecationWarning,
+                      stacklevel=2)
+        return export_model(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kdarts.eval import EvalNetwork
-from kdarts.export import FORMATS, ExportError, ModelLoadError, export, load_model
+from kdarts.export import FORMATS, ExportError, ModelLoadError, export_model, load_model
 from kdarts.genotype import DARTS_V1, DARTS_V2
 
 # its module fixtures are built once: keep the file on one test worker
@@ -58,8 +58,8 @@ def test_onnx_and_saved_model_match_keras(genotype, tmp_path):
     old = tmp_path / "net_saved_model"
     old.mkdir()
     (old / "saved_model.pb").write_bytes(b"old")
-    onnx_result = export(model, tmp_path / "net.onnx", format="onnx")
-    sm_result = export(model, old, format="saved_model")
+    onnx_result = export_model(model, tmp_path / "net.onnx", format="onnx")
+    sm_result = export_model(model, old, format="saved_model")
     assert {"saved_model.pb", "variables"} <= set(os.listdir(old))
     assert (old / "saved_model.pb").read_bytes() != b"old"
     assert onnx_result.format == "onnx" and sm_result.format == "saved_model"
@@ -91,7 +91,7 @@ def test_onnx_and_saved_model_match_keras(genotype, tmp_path):
 def test_keras_export_and_load_model(tmp_path):
     model = _small_network(DARTS_V2, seed=2)
     x = _batches()[1]
-    result = export(model, tmp_path / "net.keras", sample_inputs=x)
+    result = export_model(model, tmp_path / "net.keras", sample_inputs=x)
     assert result.path == str(tmp_path / "net.keras") and result.max_abs_diff == 0.0
     loaded = load_model(result.path)
     assert isinstance(loaded, EvalNetwork) and loaded.genotype == DARTS_V2
@@ -117,50 +117,68 @@ def test_load_model_errors_name_the_file(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["garbage.keras", "model.h5"]
 
 
+def test_the_module_and_the_function_have_their_own_names(tmp_path):
+    """``kdarts.export`` is the module (its helpers reachable as README names them),
+    ``kdarts.export_model`` the function; the old spellings keep working."""
+    import importlib
+    import types
+
+    import kdarts
+    import kdarts.export
+
+    module = importlib.import_module("kdarts.export")
+    assert kdarts.export is module and isinstance(module, types.ModuleType)
+    assert callable(kdarts.export.float_ops) and callable(kdarts.export.tflite_metadata)
+    assert kdarts.export_model is module.export_model is module.export  # from … import export
+    with pytest.deprecated_call(match="export_model"), pytest.raises(TypeError, match="keras"):
+        kdarts.export(object(), tmp_path / "net.keras")  # the old call, deprecated
+    assert os.listdir(tmp_path) == []
+
+
 def test_export_argument_errors_leave_nothing(tiny, tmp_path):
     with pytest.raises(ValueError, match="valid formats: keras, saved_model, onnx, tflite"):
-        export(tiny, tmp_path / "net.plan", format="tensorrt")
+        export_model(tiny, tmp_path / "net.plan", format="tensorrt")
     with pytest.raises(TypeError, match="expected a keras.Model"):
-        export(object(), tmp_path / "net.keras")
+        export_model(object(), tmp_path / "net.keras")
     with pytest.raises(ValueError, match=r"keras format writes a \*\.keras file"):
-        export(tiny, tmp_path / "net.bin", format="keras")
+        export_model(tiny, tmp_path / "net.bin", format="keras")
     with pytest.raises(ValueError, match=r"onnx format writes a \*\.onnx file, got 'x.json'"):
-        export(tiny, tmp_path / "x.json", format="onnx")
+        export_model(tiny, tmp_path / "x.json", format="onnx")
     with pytest.raises(ValueError, match="saved_model format writes a folder"):
-        export(tiny, tmp_path / "model.onnx", format="saved_model")
+        export_model(tiny, tmp_path / "model.onnx", format="saved_model")
     with pytest.raises(ValueError, match="input_dtype"):
-        export(tiny, tmp_path / "x.onnx", format="onnx", input_dtype="int16")
+        export_model(tiny, tmp_path / "x.onnx", format="onnx", input_dtype="int16")
     with pytest.raises(ValueError, match="normalises raw pixels"):  # no mean/std inside
-        export(tiny, tmp_path / "x.onnx", format="onnx", input_dtype="uint8")
+        export_model(tiny, tmp_path / "x.onnx", format="onnx", input_dtype="uint8")
     with pytest.raises(ValueError, match=r"tflite format writes a \*\.tflite file"):
-        export(tiny, tmp_path / "net.onnx", format="tflite")
+        export_model(tiny, tmp_path / "net.onnx", format="tflite")
     with pytest.raises(ValueError, match="quantize must be one of none, float16, dynamic, int8"):
-        export(tiny, tmp_path / "net.tflite", format="tflite", quantize="int4")
+        export_model(tiny, tmp_path / "net.tflite", format="tflite", quantize="int4")
     with pytest.raises(ValueError, match="applies to the tflite format only"):
-        export(tiny, tmp_path / "net.onnx", format="onnx", quantize="float16")
+        export_model(tiny, tmp_path / "net.onnx", format="onnx", quantize="float16")
     with pytest.raises(ValueError, match="needs representative_data"):
-        export(tiny, tmp_path / "net.tflite", format="tflite", quantize="int8")
+        export_model(tiny, tmp_path / "net.tflite", format="tflite", quantize="int8")
     with pytest.raises(ValueError, match="normalises raw pixels"):  # uint8 input = raw pixels
-        export(tiny, tmp_path / "net.tflite", format="tflite", quantize="int8",
-               representative_data=np.zeros((2, 8, 8, 3)))
+        export_model(tiny, tmp_path / "net.tflite", format="tflite", quantize="int8",
+                     representative_data=np.zeros((2, 8, 8, 3)))
     assert os.listdir(tmp_path) == []
     assert FORMATS == ("keras", "saved_model", "onnx", "tflite")
 
 
 def test_unusable_destinations(tiny, tmp_path):
     with pytest.raises(ExportError, match="does not exist"):
-        export(tiny, tmp_path / "no" / "such" / "net.keras")
+        export_model(tiny, tmp_path / "no" / "such" / "net.keras")
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")
     with pytest.raises(ExportError, match="is not a folder"):
-        export(tiny, a_file / "net.keras")
+        export_model(tiny, a_file / "net.keras")
     with pytest.raises(ExportError, match="is a file; a SavedModel is a folder"):
-        export(tiny, a_file, format="saved_model")
+        export_model(tiny, a_file, format="saved_model")
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "notes.txt").write_text("keep me")
     with pytest.raises(ExportError, match="refusing to replace"):
-        export(tiny, precious, format="saved_model")
+        export_model(tiny, precious, format="saved_model")
     assert sorted(os.listdir(tmp_path)) == ["file.txt", "precious"]
     assert os.listdir(precious) == ["notes.txt"]
 
@@ -175,7 +193,7 @@ def test_unwritable_folder(tiny, tmp_path, monkeypatch):
             False if os.fspath(p) == str(locked) and mode & os.W_OK else real_access(p, mode)))
     try:
         with pytest.raises(ExportError, match="locked is not writable"):
-            export(tiny, locked / "net.keras")
+            export_model(tiny, locked / "net.keras")
         assert os.listdir(locked) == []
     finally:
         locked.chmod(0o755)
@@ -194,7 +212,7 @@ def test_failed_verification_keeps_the_old_artifact(tiny, tmp_path, monkeypatch)
 
     monkeypatch.setattr(export_module, "_run_artifact", off_by_one)
     with pytest.raises(ExportError, match="differs from the Keras model by up to 1") as err:
-        export(tiny, target)
+        export_model(tiny, target)
     assert err.value.max_abs_diff == pytest.approx(1.0)
     assert os.listdir(tmp_path) == ["net.keras"]
     assert target.read_bytes() == b"previous artifact"
@@ -203,14 +221,14 @@ def test_failed_verification_keeps_the_old_artifact(tiny, tmp_path, monkeypatch)
 def test_missing_onnxruntime_is_explained(tiny, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes the import fail
     with pytest.raises(ExportError, match="pip install onnxruntime.*verify=False"):
-        export(tiny, tmp_path / "net.onnx", format="onnx")
+        export_model(tiny, tmp_path / "net.onnx", format="onnx")
     assert os.listdir(tmp_path) == []
 
 
 def test_unbuilt_model_needs_sample_inputs(tmp_path):
     model = EvalNetwork(DARTS_V2, num_classes=3, channels=2, layers=3)
     with pytest.raises(ValueError, match="not built"):
-        export(model, tmp_path / "net.keras")
+        export_model(model, tmp_path / "net.keras")
     assert not model.built and os.listdir(tmp_path) == []
 
 
@@ -242,9 +260,9 @@ def test_raw_image_exports_record_their_input_contract(tmp_path):
     with pytest.raises(ValueError, match="3 channel"):
         model(images[..., :1], training=False)
 
-    results = {fmt: export(model, tmp_path / name, format=fmt, **kw)
+    results = {fmt: export_model(model, tmp_path / name, format=fmt, **kw)
                for fmt, name, kw in (("saved_model", "sm", {}), ("onnx", "f.onnx", {}))}
-    uint8_onnx = export(model, tmp_path / "u.onnx", format="onnx", input_dtype="uint8")
+    uint8_onnx = export_model(model, tmp_path / "u.onnx", format="onnx", input_dtype="uint8")
     for result in (*results.values(), uint8_onnx):
         contract = result.input_contract
         assert contract["normalized_inside"] and contract["pixel_range"] == [0.0, 255.0]
@@ -284,9 +302,9 @@ def test_tflite_exports_match_keras_and_record_their_contract(tmp_path):
     model.build((None, 8, 8, 3))
     images = np.random.default_rng(5).integers(0, 256, (16, 8, 8, 3)).astype(np.float32)
     want = np.asarray(model(images, training=False))
-    plain = export(model, tmp_path / "net.tflite", format="tflite")
-    dynamic = export(model, tmp_path / "net_dynamic.tflite", format="tflite",
-                     quantize="dynamic", sample_inputs=images)
+    plain = export_model(model, tmp_path / "net.tflite", format="tflite")
+    dynamic = export_model(model, tmp_path / "net_dynamic.tflite", format="tflite",
+                           quantize="dynamic", sample_inputs=images)
     assert plain.max_abs_diff <= ATOL and plain.agreement == 1.0
     assert dynamic.quantize == "dynamic" and dynamic.agreement >= 0.98
     assert sorted(os.listdir(tmp_path)) == ["net.tflite", "net_dynamic.tflite"]
@@ -325,10 +343,10 @@ def test_tflite_verification_fails_loudly_with_the_numbers(tiny, tmp_path, monke
     with pytest.raises(ExportError, match=r"dynamic LiteRT model .* agrees with the Keras "
                                           r"model's top-1 class on 0 of 8 images \(0\.0%, "
                                           r"needed 98%; max \|Δlogits\| \d"):
-        export(tiny, tmp_path / "a.tflite", format="tflite", quantize="dynamic",
-               sample_inputs=images)
+        export_model(tiny, tmp_path / "a.tflite", format="tflite", quantize="dynamic",
+                     sample_inputs=images)
     with pytest.raises(ExportError, match=r"tflite artifact .* differs from the Keras model "
                                           r"by up to .* \(tolerance 0\.0"):
-        export(tiny, tmp_path / "b.tflite", format="tflite", quantize="float16",
-               sample_inputs=images)
+        export_model(tiny, tmp_path / "b.tflite", format="tflite", quantize="float16",
+                     sample_inputs=images)
     assert os.listdir(tmp_path) == []

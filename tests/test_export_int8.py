@@ -8,7 +8,7 @@ import pytest
 
 from kdarts.data.digits import digits_arrays
 from kdarts.eval import EvalNetwork
-from kdarts.export import ExportError, export, float_ops
+from kdarts.export import ExportError, export_model, float_ops
 from kdarts.genotype import DARTS_V2, Genotype
 from kdarts.inference import tflite_logits, tflite_runner
 
@@ -41,8 +41,8 @@ def test_int8_export_of_a_quickstart_sized_digits_network_runs_all_integer(
     std = tuple(float(s) for s in images.std((0, 1, 2)) / 255)
     net = EvalNetwork(genotype, 10, channels=16, layers=8, mean=mean, std=std, seed=0)
     net.build((None, 8, 8, 3))
-    result = export(net, tmp_path / "net.tflite", format="tflite", quantize="int8",
-                    representative_data=images[:200])
+    result = export_model(net, tmp_path / "net.tflite", format="tflite", quantize="int8",
+                          representative_data=images[:200])
     assert result.agreement >= 0.95
     assert os.listdir(tmp_path) == ["net.tflite"]  # no temp folder left behind
     with open(result.path, "rb") as f:
@@ -70,8 +70,8 @@ def test_int8_export_calibrated_on_dark_images_stays_all_integer(digits, tmp_pat
     net = EvalNetwork(DARTS_V2, 10, channels=4, layers=3, mean=mean, std=std, seed=0,
                       auxiliary=False)
     net.build((None, 8, 8, 3))
-    result = export(net, tmp_path / "dark.tflite", format="tflite", quantize="int8",
-                    representative_data=dark[:200])
+    result = export_model(net, tmp_path / "dark.tflite", format="tflite", quantize="int8",
+                          representative_data=dark[:200])
     assert result.agreement >= 0.95
     with open(result.path, "rb") as f:
         assert float_ops(f.read()) == []
@@ -118,7 +118,7 @@ def test_a_runtime_abort_is_one_error_and_keeps_the_old_file(tmp_path):
     destination.write_bytes(b"the previous export")
     images = np.random.default_rng(0).integers(0, 256, (32, 8, 8, 3)).astype("float32")
     with pytest.raises(ExportError) as caught:
-        export(net, destination, format="tflite", quantize="int8", representative_data=images)
+        export_model(net, destination, format="tflite", quantize="int8", representative_data=images)
     message = str(caught.value)
     assert "crashed with SIGABRT" in message and "nothing was written" in message
     assert "\n" not in message
