@@ -18,7 +18,7 @@ import warnings
 from kdarts.data.catalog import DatasetError
 from kdarts.data.files import DataNotice
 from kdarts.runs.folder import TENSORBOARD_DIR, RunFolder
-from kdarts.runs.report import Report, kdarts_version, quiet, rel
+from kdarts.runs.report import Report, kdarts_version, quiet, rel, replicas_note
 from kdarts.runs.results import RunError
 from kdarts.runs.watchdog import InterruptNote
 
@@ -100,14 +100,6 @@ def epoch_note(note: InterruptNote, what: str, out: str, total: int, resume_hint
                      f"{rel(out)}: {resume_hint} continues it")
 
     return EpochNote()
-
-
-def replicas_note(batch_size: int, replicas: int, settings: RunSettings) -> str:
-    """``, batch 64 over 2 replicas (mirrored, synchronised BN)`` for several replicas."""
-    if replicas <= 1:
-        return ""
-    return (f", batch {batch_size} over {replicas} replicas ({settings.strategy}"
-            + (", synchronised BN)" if settings.sync_batch_norm else ")"))
 
 
 class FolderFit:
@@ -204,12 +196,13 @@ class FolderFit:
             callbacks.append(self.tensorboard_callback())
         if settings.stop_after_epoch is not None:
             callbacks.append(StopAfterEpoch(settings.stop_after_epoch))
+        steps = self.fit_steps()
         t_fit = time.perf_counter()
         try:
             self.history = self.model.fit(
                 self.data, epochs=epochs, initial_epoch=self.initial_epoch,
                 callbacks=callbacks, verbose=0, shuffle=False,
-                **({} if self.fit_steps() is None else {"steps_per_epoch": self.fit_steps()}))
+                **({} if steps is None else {"steps_per_epoch": steps}))
         finally:
             bar.close()
         self.fit_seconds = time.perf_counter() - t_fit
@@ -217,3 +210,7 @@ class FolderFit:
 
     def tensorboard_dir(self) -> str:
         return self.job.folder.path(TENSORBOARD_DIR)
+
+    def replicas_note(self) -> str:
+        return replicas_note(self.job.opts["batch_size"], self.replicas,
+                             self.settings.strategy, self.settings.sync_batch_norm)

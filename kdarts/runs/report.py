@@ -60,3 +60,39 @@ def describe_export(result) -> str:
     shape = "x".join("N" if d is None else str(d) for d in contract.get("shape", []))
     return (f"exported {result.format} → {rel(path)} ({size}) in {fmt_time(result.seconds)}; "
             f"input {shape} {takes}; {check}")
+
+
+def replicas_note(batch_size: int, replicas: int, strategy: str, sync_batch_norm: bool) -> str:
+    """``, batch 64 over 2 replicas (mirrored, synchronised BN)`` for several replicas."""
+    if replicas <= 1:
+        return ""
+    return (f", batch {batch_size} over {replicas} replicas ({strategy}"
+            + (", synchronised BN)" if sync_batch_norm else ")"))
+
+
+def search_summary(opts: dict, info, steps_per_epoch: int, replicas: str) -> str:
+    """The line a search reports before its first epoch (``replicas``:
+    :func:`replicas_note`)."""
+    return (f"search: {data_label(info)} {info.image_shape[0]}x{info.image_shape[1]}, "
+            f"{opts['activation']} / {opts['schedule']} k={opts['every']}"
+            + (f" from threshold {opts['threshold']:g}" if opts["schedule"] == "dynamic"
+               else "") + f" / α lr {opts['arch_lr']:g} / "
+            f"{opts['reg']} ρ={opts['rho']} / {opts['split']} split, "
+            f"C={opts['channels']}, {opts['layers']} layers, {steps_per_epoch} "
+            "steps per epoch"
+            + (", mixed precision (float16)" if opts["mixed_precision"] else "")
+            + replicas
+            + "; the first epoch starts with tracing the step (half a minute or more)")
+
+
+def train_summary(opts: dict, info, parameters: int, steps_per_epoch: int,
+                  replicas: str) -> str:
+    """The line a training reports before its first epoch."""
+    num_train = min(info.num_train, opts["max_examples"] or info.num_train)
+    stem = ", ImageNet stem" if opts["imagenet_stem"] else ""
+    return (f"train: {data_label(info)}, {num_train} training images, "
+            f"C={opts['channels']}, {opts['layers']} layers{stem}, "
+            f"{parameters / 1e3:.1f}k parameters, {opts['epochs']} epochs of "
+            f"{steps_per_epoch} steps"
+            + (", mixed precision (float16)" if opts["mixed_precision"] else "")
+            + replicas)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import time
 from typing import Callable
 
@@ -12,9 +11,9 @@ from kdarts.checkpoints import CHECKPOINT_WEIGHTS
 from kdarts.options import make_regularizer
 from kdarts.runs.defaults import SEARCH_DEFAULTS, check_data_options, fit_search_batch, \
     parse_primitives, resolve_options, tensorboard_available
-from kdarts.runs.fit import FolderFit, Job, RunSettings, replicas_note
+from kdarts.runs.fit import FolderFit, Job, RunSettings
 from kdarts.runs.folder import RunFolder
-from kdarts.runs.report import Report, data_label, fmt_time, quiet, rel
+from kdarts.runs.report import Report, fmt_time, quiet, rel, search_summary
 from kdarts.runs.results import RunError, SearchResult
 from kdarts.runs.watchdog import InterruptNote
 
@@ -192,19 +191,10 @@ class SearchFit(FolderFit):
                                  f"{int(model.alpha_steps.numpy())} α steps)")
 
     def describe(self) -> str | None:
-        opts, info = self.job.opts, self.info
-        if self.initial_epoch >= opts["epochs"]:
+        if self.initial_epoch >= self.job.opts["epochs"]:
             return None
-        return (f"search: {data_label(info)} {info.image_shape[0]}x{info.image_shape[1]}, "
-                f"{opts['activation']} / {opts['schedule']} k={opts['every']}"
-                + (f" from threshold {opts['threshold']:g}" if opts["schedule"] == "dynamic"
-                   else "") + f" / α lr {opts['arch_lr']:g} / "
-                f"{opts['reg']} ρ={opts['rho']} / {opts['split']} split, "
-                f"C={opts['channels']}, {opts['layers']} layers, {self.steps_per_epoch} "
-                "steps per epoch"
-                + (", mixed precision (float16)" if opts["mixed_precision"] else "")
-                + replicas_note(opts["batch_size"], self.replicas, self.settings)
-                + "; the first epoch starts with tracing the step (half a minute or more)")
+        return search_summary(self.job.opts, self.info, self.steps_per_epoch,
+                              self.replicas_note())
 
     def writer_callbacks(self) -> list:
         from kdarts.callbacks import HistoryCSV

@@ -12,9 +12,10 @@ from kdarts.atomic import atomic_write_json
 from kdarts.genotype import Genotype, GenotypeError, resolve_genotype
 from kdarts.runs.defaults import TRAIN_DEFAULTS, check_data_options, check_imagenet_size, \
     resolve_options, tensorboard_available
-from kdarts.runs.fit import FolderFit, Job, RunSettings, replicas_note
+from kdarts.runs.fit import FolderFit, Job, RunSettings
 from kdarts.runs.folder import RunFolder
-from kdarts.runs.report import Report, data_label, fmt_time, kdarts_version, quiet, rel
+from kdarts.runs.report import Report, fmt_time, kdarts_version, quiet, rel, \
+    train_summary
 from kdarts.runs.results import RunError, TrainResult
 from kdarts.runs.watchdog import InterruptNote
 
@@ -177,15 +178,8 @@ class TrainFit(FolderFit):
                                  f"{self.initial_epoch} of {opts['epochs']}")
 
     def describe(self) -> str:
-        opts, info = self.job.opts, self.info
-        num_train = min(info.num_train, opts["max_examples"] or info.num_train)
-        stem = ", ImageNet stem" if opts["imagenet_stem"] else ""
-        return (f"train: {data_label(info)}, {num_train} training images, "
-                f"C={opts['channels']}, {opts['layers']} layers{stem}, "
-                f"{self.parameters / 1e3:.1f}k parameters, {opts['epochs']} epochs of "
-                f"{self.steps_per_epoch} steps"
-                + (", mixed precision (float16)" if opts["mixed_precision"] else "")
-                + replicas_note(opts["batch_size"], self.replicas, self.settings))
+        return train_summary(self.job.opts, self.info, self.parameters, self.steps_per_epoch,
+                             self.replicas_note())
 
     def model_callbacks(self) -> list:
         return list(self.schedule_callbacks)
