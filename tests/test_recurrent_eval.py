@@ -18,11 +18,11 @@ from kdarts.recurrent.asgd import AveragedSGD, asgd_average, asgd_mu, should_swi
 from kdarts.recurrent.eval_cell import RecurrentCell
 from kdarts.recurrent.export import export_language_model, generate, vocabulary_path
 from kdarts.recurrent.genotype import DARTS_V1, DARTS_V2
-from kdarts.recurrent.language_model import RecurrentLanguageModel, count_parameters_of
+from kdarts.recurrent.language_model import RecurrentLanguageModel, language_model_parameter_count
 from kdarts.recurrent.model import sequence_nll, slowness_penalty
+from kdarts.parameters import count_parameters
 from kdarts.recurrent.training import (
     LanguageModelTrainer,
-    count_language_model_parameters,
     evaluate_loss,
     evaluate_perplexity,
     sample_sequence_length,
@@ -42,9 +42,9 @@ def tiny_model(seed=1, vocabulary=VOCAB, **kwargs):
 def test_parameter_counts_match_the_authors_modules():
     # the authors' RNNModel(10000, 850, 850, 850, DARTSCell, DARTS_V2), counted in torch
     assert int(REFERENCE["count.eval_850_darts_v2"]) == 22_960_000
-    assert count_parameters_of(10_000, 850) == 22_960_000
+    assert language_model_parameter_count(10_000, 850) == 22_960_000
     model = tiny_model()
-    assert count_language_model_parameters(model) == count_parameters_of(50, 8) == 1730
+    assert count_parameters(model) == language_model_parameter_count(50, 8) == 1730
     # the decoder is tied: one embedding matrix, one bias
     assert sorted(v.path.split("/")[-1] for v in model.trainable_variables) == \
         ["decoder_bias", "embedding", "node_kernels", "w0"]
@@ -53,7 +53,7 @@ def test_parameter_counts_match_the_authors_modules():
 @pytest.mark.slow
 def test_ptb_sized_model_builds_with_the_authors_count():
     model = RecurrentLanguageModel(10_000, DARTS_V2, units=850, seed=0)
-    assert count_language_model_parameters(model) == 22_960_000
+    assert count_parameters(model) == 22_960_000
 
 
 def test_genotype_of_the_wrong_kind_and_config_round_trip():

@@ -31,7 +31,7 @@ import tensorflow as tf
 
 
 def asgd_mu(step, t0: int = 0):
-    """PyTorch ASGD's averaging weight at (1-based) step ``step``: ``1/max(1, step − 1 − t0)``."""
+    """PyTorch ASGD's averaging weight at (1-based) step ``step``: 1/max(1, step − 1 − t0)."""
     if tf.is_tensor(step):
         return 1.0 / tf.maximum(1.0, tf.cast(step, tf.float32) - 1.0 - t0)
     return 1.0 / max(1.0, step - 1.0 - t0)

@@ -313,10 +313,5 @@ def _save_model_atomically(model, path: str) -> None:
         model.save(tmp)
 
 
-def count_language_model_parameters(model: RecurrentLanguageModel) -> int:
-    """Trainable scalars (the reference's ``sum(p.nelement() for p in model.parameters())``)."""
-    return int(sum(np.prod(v.shape) for v in model.trainable_variables))
-
-
 __all__: Sequence[str] = ("LanguageModelTrainer", "evaluate_loss", "evaluate_perplexity",
-                          "sample_sequence_length", "segment", "count_language_model_parameters")
+                          "sample_sequence_length", "segment")
