@@ -131,9 +131,44 @@ def test_plot_genotype_writes_png(tmp_path, genotype):
     assert (tmp_path / "g.png").stat().st_size > 20_000
 
 
+def _pixels(path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB")).astype(int)
+
+
+def _colour_counts(pixels: np.ndarray) -> dict[str, int]:
+    """Pixels of exactly each op's colour (arrows and labels are drawn in it)."""
+    from matplotlib.colors import to_rgb
+
+    from kdarts.plots import OP_COLORS
+
+    return {op: int((np.abs(pixels - np.rint(255 * np.array(to_rgb(c)))).sum(-1) == 0).sum())
+            for op, c in OP_COLORS.items()}
+
+
 def test_plot_genotype_from_record_dict(tmp_path, record):
-    out = plot_genotype(record["epochs"][-1]["genotype"], tmp_path / "g.png")
-    assert png_size(out)[0] > 0
+    """A record's genotype dict draws exactly what its Genotype draws, every kept op in its
+    colour; another genotype draws another picture, without the ops it lacks."""
+    data = record["epochs"][-1]["genotype"]
+    genotype = Genotype.from_dict(data)
+    assert genotype != DARTS_V2
+    drawn = _pixels(plot_genotype(data, tmp_path / "dict.png"))
+    np.testing.assert_array_equal(drawn, _pixels(plot_genotype(genotype, tmp_path / "g.png")))
+    height, width, _ = drawn.shape
+    assert width >= 800 and height >= 600
+    assert (drawn != 255).any(-1).mean() > 0.02  # not a blank canvas
+    ops = {op for op, _ in genotype.normal + genotype.reduce}
+    counts = _colour_counts(drawn)
+    assert all(counts[op] >= 100 for op in ops), counts
+
+    other = _pixels(plot_genotype(DARTS_V2, tmp_path / "v2.png"))
+    assert other.shape != drawn.shape or (other != drawn).any()
+    v2_ops = {op for op, _ in DARTS_V2.normal + DARTS_V2.reduce}
+    counts = _colour_counts(other)
+    assert all(counts[op] >= 100 for op in v2_ops), counts
+    assert all(counts[op] == 0 for op in ops - v2_ops), counts
 
 
 def test_plot_overwrites_atomically(tmp_path, record):
