@@ -28,7 +28,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Sequence
 
@@ -47,6 +46,7 @@ from kdarts.ops import (
     symmetric_pad,
     synchronize_batch_norms,
 )
+from kdarts.parameters import count_parameters
 from kdarts.preprocessing import Standardize, input_contract
 from kdarts.runtime import LeanTrainFunction
 
@@ -571,10 +571,10 @@ class EvalNetwork(SymbolicBuildFromElementSpec, LeanTrainFunction, keras.Model):
         """
         if not self.built:
             raise ValueError("parameter_count: build the network first (model.build(shape))")
-        skip = set()
+        skip = []
         if not include_auxiliary and self.auxiliary_head is not None:
-            skip = {id(v) for v in self.auxiliary_head.trainable_weights}
-        return sum(math.prod(v.shape) for v in self.trainable_weights if id(v) not in skip)
+            skip = self.auxiliary_head.trainable_weights
+        return count_parameters(self, exclude=skip)
 
     def get_config(self) -> dict:
         return {
