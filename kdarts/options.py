@@ -1,7 +1,9 @@
 """The search's option names, in one place that imports no TensorFlow.
 
 The command line takes its choices from here and the runs build the search's parts
-from here, so a new activation, schedule or regulariser is registered once.
+from here, so a new activation, schedule or regulariser is registered once. A new
+regulariser is a class in its own module (a :class:`kdarts.search.regularizers.Regularizer`
+with a ``from_options`` classmethod) and one line in :data:`REGULARIZERS`.
 
 Example:
     >>> from kdarts.options import REGULARIZERS, make_regularizer
@@ -12,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+from typing import Any, Mapping
 
 ACTIVATIONS: tuple[str, ...] = ("crb", "softmax")
 SCHEDULES: tuple[str, ...] = ("dynamic", "fixed")
@@ -26,19 +29,15 @@ REGULARIZERS: dict[str, str] = {
 }
 
 
-def _load(spec: str):
-    module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def make_regularizer(name: str, opts: dict):
-    """The regulariser registered as ``name``, configured from the run's options
-    (``rho``, ``admm_every``, ``admm_variant``)."""
+def regularizer_class(name: str) -> type:
+    """The class registered as ``name`` in :data:`REGULARIZERS` (imports its module)."""
     if name not in REGULARIZERS:
         raise ValueError(f"unknown regulariser {name!r}; valid: {', '.join(REGULARIZERS)}")
-    cls = _load(REGULARIZERS[name])
-    if name == "proximity":
-        return cls(rho=opts["rho"])
-    if name == "admm":
-        return cls(rho=opts["rho"], every=opts["admm_every"], variant=opts["admm_variant"])
-    return cls()
+    module, _, attribute = REGULARIZERS[name].partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def make_regularizer(name: str, opts: Mapping[str, Any]):
+    """The regulariser registered as ``name``, built from a run's options by its class's
+    ``from_options`` (``rho``, ``admm_every``, ``admm_variant``: each class reads its own)."""
+    return regularizer_class(name).from_options(opts)

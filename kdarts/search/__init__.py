@@ -6,8 +6,10 @@ from kdarts.search.edge import FanOut, MixedEdge
 from kdarts.search.network import SearchNetwork, count_parameters
 from kdarts.search.regularizers import (
     ADMM,
+    Architecture,
     NoRegularizer,
     Proximity,
+    Regularizer,
     admm_update,
     admm_update_reference,
 )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-ACTIVATIONS = ("softmax", "crb")
+from kdarts.options import ACTIVATIONS  # noqa: F401  (the names, registered once)
 
 
 def check_activation(kind: str) -> str:

@@ -38,13 +38,15 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Sequence
+from dataclasses import asdict, dataclass, is_dataclass
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from kdarts import compat, options
 from kdarts.genotype import CRB_PRIMITIVES  # noqa: F401  (the doc example's)
+from kdarts.options import ADMM_VARIANTS
 from kdarts.search.activations import activate
 
 
@@ -142,23 +144,130 @@ def admm_update_reference(alpha, u, mask, primitives: Sequence[str], steps: int 
     return z_new, u_new
 
 
-ADMM_VARIANTS = ("spec", "reference")
+#: A regulariser's variables on the model: a name → one variable per cell type.
+State = dict[str, list]
 
 
 @dataclass(frozen=True)
-class NoRegularizer:
-    """No pull towards discretisation (plain DARTS)."""
+class Architecture:
+    """What a regulariser sees of a search model: its α matrices, one per cell type, their
+    crb masks, and how they are activated and discretised.
+
+    ``cells`` names the cell types (``("normal", "reduce")`` in the convolutional network,
+    ``("",)`` for one unnamed cell); a regulariser's per-cell variables are named after
+    them (:func:`state_variable`). ``inputs``, ``keep``: the cell's shape, as
+    :func:`discrete_onehot` takes it.
+    """
+
+    cells: tuple[str, ...]
+    alphas: tuple
+    masks: tuple
+    activation: str
+    primitives: tuple[str, ...]
+    steps: int
+    inputs: int = 2
+    keep: int = 2
+
+    def activated(self) -> list[tf.Tensor]:
+        """``act(α)`` of each cell type (masked under crb)."""
+        return [activate(a, self.activation, m) for a, m in zip(self.alphas, self.masks)]
+
+    def discretized(self, weights: Sequence) -> list[tf.Tensor]:
+        """``D(w)`` of each cell type's weights ``w`` (:func:`discrete_onehot`)."""
+        return [discrete_onehot(w, self.primitives, self.steps, inputs=self.inputs,
+                                keep=self.keep) for w in weights]
+
+
+def state_variable(model, name: str, shape) -> tf.Variable:
+    """The model's float32 search-state variable ``name`` (non-trainable, never autocast,
+    zeros at first), made on first request and kept as ``model.<name>``.
+
+    A model made earlier holds it already, and keeps it; one built since takes it through
+    :func:`kdarts.compat.unlocked_state`. Weight files address a model's own variables by
+    creation order, so a variable made later comes after all the others.
+    """
+    existing = getattr(model, name, None)
+    if existing is not None:
+        return existing
+    with model.distribute_strategy.scope(), compat.unlocked_state(model):
+        variable = model.add_weight(shape=tuple(shape), initializer="zeros", dtype="float32",
+                                    trainable=False, autocast=False, name=name)
+        setattr(model, name, variable)
+    return variable
+
+
+def cell_state(model, arch: Architecture, name: str) -> list:
+    """One :func:`state_variable` per cell type, shaped as its α: ``<name>_<cell>``."""
+    return [state_variable(model, f"{name}_{cell}" if cell else name, alpha.shape)
+            for cell, alpha in zip(arch.cells, arch.alphas)]
+
+
+def add_admm_state(model, arch: Architecture) -> State:
+    """ADMM's auxiliary Z and scaled dual U on ``model``: ``admm_z_<cell>`` for every
+    cell type, then ``admm_u_<cell>`` (the variables the model has already are used)."""
+    return {"z": cell_state(model, arch, "admm_z"), "u": cell_state(model, arch, "admm_u")}
+
+
+class Regularizer:
+    """A pull of α towards its discretisation, ``R(α)``, added to the α loss only (§6).
+
+    The search step calls every regulariser alike:
+
+    * ``create_state(model, arch)`` at ``compile``: its variables on the model (a
+      :data:`State`; none by default), checkpointed with it;
+    * ``initialize(arch, state)`` when a search starts (step 0, not on a resume);
+    * ``regularizer(arch, state, t, total_epochs)`` in every α step: ``R(α)``, a scalar
+      differentiable in ``arch.alphas``; ``t`` is the clock in fractional epochs;
+    * ``after_step(arch, state, alpha_steps, took_alpha_step)`` at the end of every
+      search step, after the weight step (graph ops: ``took_alpha_step`` is a tensor).
+
+    ``from_options`` builds one from a run's options. A new regulariser subclasses this,
+    overrides what it needs and is registered by name in
+    :data:`kdarts.options.REGULARIZERS`.
+    """
+
+    name: ClassVar[str] = "none"
+
+    @classmethod
+    def from_options(cls, opts: Mapping[str, Any]) -> "Regularizer":
+        """The regulariser a run's options (``rho``, ``admm_every``, ...) describe."""
+        return cls()
+
+    def create_state(self, model, arch: Architecture) -> State:
+        return {}
+
+    def initialize(self, arch: Architecture, state: State) -> None:
+        pass
+
+    def __call__(self, arch: Architecture, state: State, t, total_epochs) -> tf.Tensor:
+        return tf.constant(0.0)
+
+    def after_step(self, arch: Architecture, state: State, alpha_steps,
+                   took_alpha_step) -> None:
+        pass
 
     def get_config(self) -> dict:
-        return {"name": "none"}
+        return {"name": self.name, **(asdict(self) if is_dataclass(self) else {})}
 
 
 @dataclass(frozen=True)
-class Proximity:
+class NoRegularizer(Regularizer):
+    """No pull towards discretisation (plain DARTS)."""
+
+    name: ClassVar[str] = "none"
+
+
+@dataclass(frozen=True)
+class Proximity(Regularizer):
     """``R = (t/T)·ρ/2·Σ_cells ‖act(α) − D(act(α))‖``; its weight grows linearly over the search."""
 
+    name: ClassVar[str] = "proximity"
     rho: float = 0.1
     squared: bool = False
+
+    @classmethod
+    def from_options(cls, opts: Mapping[str, Any]) -> "Proximity":
+        return cls(rho=opts["rho"])
 
     def weight(self, t, total_epochs) -> tf.Tensor:
         """The schedule factor ``t/T`` (fractional epochs over total epochs)."""
@@ -170,23 +279,27 @@ class Proximity:
         norm = tf.add_n([l2(a - d, self.squared) for a, d in zip(acts, onehots)])
         return self.weight(t, total_epochs) * self.rho / 2.0 * norm
 
-    def get_config(self) -> dict:
-        return {"name": "proximity", **asdict(self)}
+    def __call__(self, arch: Architecture, state: State, t, total_epochs) -> tf.Tensor:
+        acts = arch.activated()
+        return self.penalty(acts, arch.discretized(acts), t,
+                            tf.cast(total_epochs, tf.float32))
 
 
 @dataclass(frozen=True)
-class ADMM:
+class ADMM(Regularizer):
     """``R = ρ/2·Σ_cells ‖(act(α) − Z + U) ⊙ mask‖``; Z, U updated every ``every`` α steps.
 
     ``variant="spec"`` (default) is docs/method.md §6's scaled ADMM; ``variant="reference"``
     the authors' rules (module docstring: Z unmasked from ``act(α + U)``, U from
-    raw α, an update every ``every − 1`` α steps, Z starting at raw α₀).
+    raw α, an update every ``every − 1`` α steps, Z starting at raw α₀). Its state is
+    Z and U per cell type (:func:`add_admm_state`); the period counts the model's α steps.
 
     Example:
         >>> ADMM(rho=0.1, every=10, variant="reference").get_config()["variant"]
         'reference'
     """
 
+    name: ClassVar[str] = "admm"
     rho: float = 0.1
     every: int = 10
     dual_decay: float = 1.0
@@ -199,6 +312,10 @@ class ADMM:
         if self.variant not in ADMM_VARIANTS:
             raise ValueError(f"unknown ADMM variant '{self.variant}'; valid: "
                              f"{', '.join(ADMM_VARIANTS)}")
+
+    @classmethod
+    def from_options(cls, opts: Mapping[str, Any]) -> "ADMM":
+        return cls(rho=opts["rho"], every=opts["admm_every"], variant=opts["admm_variant"])
 
     def penalty(self, acts, zs, us, masks) -> tf.Tensor:
         norm = tf.add_n([l2((a - z + u) * m, self.squared)
@@ -240,24 +357,50 @@ class ADMM:
                                          self.dual_decay, **shape)
         return admm_update(act, z, u, mask, primitives, steps, self.dual_decay, **shape)
 
-    def get_config(self) -> dict:
-        return {"name": "admm", **asdict(self)}
+    # -- the Regularizer interface -------------------------------------------------------
+    def create_state(self, model, arch: Architecture) -> State:
+        return add_admm_state(model, arch)
+
+    def initialize(self, arch: Architecture, state: State) -> None:
+        for z, alpha, act in zip(state["z"], arch.alphas, arch.activated()):
+            z.assign(self.initial_z(alpha, act))
+
+    def __call__(self, arch: Architecture, state: State, t, total_epochs) -> tf.Tensor:
+        return self.penalty(arch.activated(), state["z"], state["u"], arch.masks)
+
+    def after_step(self, arch: Architecture, state: State, alpha_steps,
+                   took_alpha_step) -> None:
+        """Z and U at the end of the minibatch, when the variant's period says."""
+        def update():
+            for alpha, act, z, u, mask in zip(arch.alphas, arch.activated(), state["z"],
+                                              state["u"], arch.masks):
+                new_z, new_u = self.update(alpha, act, z, u, mask, arch.primitives,
+                                           arch.steps, arch.activation, inputs=arch.inputs,
+                                           keep=arch.keep)
+                z.assign(new_z)
+                u.assign(new_u)
+            return tf.no_op()
+
+        tf.cond(self.due(alpha_steps, took_alpha_step), update, tf.no_op)
 
 
-def get_regularizer(reg) -> NoRegularizer | Proximity | ADMM:
-    """A regulariser from an instance, ``None``/``"none"``, ``"proximity"``, ``"admm"`` or a dict."""
+def state_variables(state: State) -> list:
+    """A regulariser's variables, in the order it made them."""
+    return [v for variables in state.values() for v in variables]
+
+
+def get_regularizer(reg) -> Regularizer:
+    """A regulariser from an instance, ``None``, a name registered in
+    :data:`kdarts.options.REGULARIZERS` (``"none"``, ``"proximity"``, ``"admm"``, ...) or a
+    dict of its name and fields."""
     if reg is None:
-        return NoRegularizer()
-    if isinstance(reg, (NoRegularizer, Proximity, ADMM)):
+        reg = "none"
+    if isinstance(reg, Regularizer):
         return reg
     if isinstance(reg, str):
         reg = {"name": reg}
     if isinstance(reg, dict):
         config = dict(reg)
-        name = config.pop("name", None)
-        classes = {"none": NoRegularizer, "proximity": Proximity, "admm": ADMM}
-        if name not in classes:
-            raise ValueError(f"unknown regulariser '{name}'; valid: {', '.join(classes)}")
-        return classes[name](**config)
+        return options.regularizer_class(config.pop("name", None))(**config)
     raise TypeError(f"regularizer must be a regulariser, a name, a dict or None, "
                     f"got {type(reg).__name__}")
