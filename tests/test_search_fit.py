@@ -54,55 +54,73 @@ class _FirstZ(keras.callbacks.Callback):
             self.z = self.model.admm_z_normal.numpy().copy()
 
 
+SCHEDULES = {"fixed": FixedSchedule(1),
+             "dynamic": DynamicSchedule(every=1, multiplier=2.0, initial_threshold=1e4)}
+#: (schedule, regulariser) cases: the regularisers under the fixed schedule (3 α steps: the
+#: authors' ADMM updates with the 3rd, every − 1), and no regulariser and ADMM (whose Z/U
+#: period follows the α steps taken) under the dynamic one
+CASES = {"fixed-proximity": ("fixed", Proximity(0.1)),
+         "fixed-admm": ("fixed", ADMM(0.1, every=1)),
+         "fixed-admm_reference": ("fixed", ADMM(0.1, every=4, variant="reference")),
+         "dynamic-none": ("dynamic", "none"),
+         "dynamic-admm": ("dynamic", ADMM(0.1, every=1))}
+
+
+@pytest.fixture(scope="module")
+def shared_models():
+    """One tiny model per activation, with its initial weights: its network is traced once
+    for all the cases, each compile retraces only the thin outer step."""
+    models = {}
+
+    def get(activation):
+        if activation not in models:
+            model = tiny_model(activation)
+            models[activation] = (model, model.get_weights())
+        return models[activation]
+
+    return get
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("activation", ["softmax", "crb"])
-def test_every_schedule_and_regulariser_runs(activation):
-    """activation × regulariser (proximity, ADMM, the authors' ADMM) under the fixed
-    schedule, and no regulariser and ADMM (whose Z/U period follows the α steps taken)
-    under the dynamic one, compiled, a few steps each, with no Python in the step.
-    (crb × proximity and crb × ADMM under the dynamic schedule also run in
-    tests/test_scale_out.py.) One model serves all five: its network is traced once,
-    each compile only retraces the thin outer step."""
+def test_every_schedule_and_regulariser_runs(shared_models, activation, case):
+    """activation × (schedule, regulariser), compiled, a few steps each, with no Python in
+    the step. (crb × proximity and crb × ADMM under the dynamic schedule also run in
+    tests/test_scale_out.py.)"""
+    sname, reg = CASES[case]
     weight_ds, search_ds = datasets()
-    schedules = {"fixed": FixedSchedule(1),
-                 "dynamic": DynamicSchedule(every=1, multiplier=2.0, initial_threshold=1e4)}
-    model = tiny_model(activation)
-    start = model.get_weights()
+    model, start = shared_models(activation)
     first_z = _FirstZ()
-    for sname, schedule in schedules.items():
-        regs = ["none", ADMM(0.1, every=1)]
-        if sname == "fixed":  # 3 α steps: the authors' ADMM updates with the 3rd (every − 1)
-            regs = [Proximity(0.1), regs[1], ADMM(0.1, every=4, variant="reference")]
-        for reg in regs:
-            model.set_weights(start)  # α, masks, counters and schedule state included
-            alpha0 = [a.numpy().copy() for a in model.arch_variables]
-            model.compile(schedule=schedule, regularizer=reg, search_data=search_ds)
-            history = model.fit(weight_ds, epochs=1, steps_per_epoch=3, verbose=0,
-                                callbacks=[first_z]).history
-            label = f"{activation}/{sname}/{reg}"
-            if sname == "fixed" and reg != "none":  # D(act(α)) and Z/U in graph ops
-                assert not host_ops(model), label
-            assert METRICS <= set(history), label
-            assert history["alpha_steps"][-1] >= 2, label
-            assert all(np.isfinite(v[-1]) for v in history.values()), label
-            assert any(np.abs(a.numpy() - a0).max() > 0
-                       for a, a0 in zip(model.arch_variables, alpha0)), label
-            if isinstance(reg, Proximity):
-                assert history["reg"][-1] > 0, label
-            if isinstance(reg, ADMM) and reg.variant == "spec":  # discrete after an update
-                z = model.admm_z_normal.numpy()
-                assert set(np.unique(z)) <= {0.0, 1.0} and z.sum() == 4, label
-            if isinstance(reg, ADMM) and reg.variant == "reference":
-                # Z starts at the raw α₀ and the update uses the raw α (U was 0 before it)
-                np.testing.assert_array_equal(first_z.z, alpha0[0], err_msg=label)
-                a, mask = model.alpha_normal.numpy(), model.mask_normal.numpy()
-                act = (np.clip(a, 0, 1) if activation == "crb"
-                       else np.exp(a) / np.exp(a).sum(axis=1, keepdims=True))
-                z = discretize(act, PRIMS, steps=2)[1]
-                np.testing.assert_array_equal(model.admm_z_normal.numpy(), z, err_msg=label)
-                np.testing.assert_allclose(model.admm_u_normal.numpy(), (a - z) * mask,
-                                           atol=1e-6, err_msg=label)
-            model.genotype()
+    model.set_weights(start)  # α, masks, counters and schedule state included
+    alpha0 = [a.numpy().copy() for a in model.arch_variables]
+    model.compile(schedule=SCHEDULES[sname], regularizer=reg, search_data=search_ds)
+    history = model.fit(weight_ds, epochs=1, steps_per_epoch=3, verbose=0,
+                        callbacks=[first_z]).history
+    if sname == "fixed":  # D(act(α)) and Z/U in graph ops
+        assert not host_ops(model)
+    assert METRICS <= set(history)
+    assert history["alpha_steps"][-1] >= 2
+    assert all(np.isfinite(v[-1]) for v in history.values())
+    assert any(np.abs(a.numpy() - a0).max() > 0 for a, a0 in zip(model.arch_variables, alpha0))
+    if isinstance(reg, Proximity):
+        assert history["reg"][-1] > 0
+    if isinstance(reg, ADMM):
+        assert model.regularizer_variables == [model.admm_z_normal, model.admm_z_reduce,
+                                               model.admm_u_normal, model.admm_u_reduce]
+    if isinstance(reg, ADMM) and reg.variant == "spec":  # discrete after an update
+        z = model.admm_z_normal.numpy()
+        assert set(np.unique(z)) <= {0.0, 1.0} and z.sum() == 4
+    if isinstance(reg, ADMM) and reg.variant == "reference":
+        # Z starts at the raw α₀ and the update uses the raw α (U was 0 before it)
+        np.testing.assert_array_equal(first_z.z, alpha0[0])
+        a, mask = model.alpha_normal.numpy(), model.mask_normal.numpy()
+        act = (np.clip(a, 0, 1) if activation == "crb"
+               else np.exp(a) / np.exp(a).sum(axis=1, keepdims=True))
+        z = discretize(act, PRIMS, steps=2)[1]
+        np.testing.assert_array_equal(model.admm_z_normal.numpy(), z)
+        np.testing.assert_allclose(model.admm_u_normal.numpy(), (a - z) * mask, atol=1e-6)
+    model.genotype()
 
 
 @pytest.mark.slow
@@ -158,7 +176,7 @@ def test_compiled_search_prunes_for_good_without_retracing():
                 [v.numpy().copy() for v in model.weight_variables])
     x, y = next(iter(weight_ds))
     a0, w0 = snapshot()
-    model._alpha_step(((x, y), (x, y)), tf.constant(1.0))
+    model._alpha_step(((x, y), (x, y)), tf.constant(1.0))  # the step's pieces, called alone
     a1, w1 = snapshot()
     assert all(np.array_equal(u, v) for u, v in zip(w0, w1))
     assert any(not np.array_equal(u, v) for u, v in zip(a0, a1))

@@ -25,6 +25,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kdarts.compat import SymbolicBuildOnlyIfUnbuilt, learning_rate_schedule, loss_tracker, \
+    sublayers, variable_index
 from kdarts.genotype import CRB_PRIMITIVES, PRIMITIVES, Genotype, discretize, num_edges
 from kdarts.learning_rate import epoch_learning_rate
 from kdarts.optimizers import FusedSGD
@@ -42,18 +44,17 @@ from kdarts.search.activations import AlphaInitializer, activate, check_activati
 from kdarts.search.cell import SearchCell
 from kdarts.search.edge import FanOut
 from kdarts.search.regularizers import (
-    ADMM,
-    NoRegularizer,
-    Proximity,
-    discrete_onehot,
+    Architecture,
+    add_admm_state,
     get_regularizer,
+    state_variables,
 )
 from kdarts.search.schedules import DynamicSchedule, add_schedule_state, get_schedule, \
     update_fi_ewma
 
 
 @keras.saving.register_keras_serializable(package="kdarts")
-class SearchNetwork(LeanTrainFunction, keras.Model):
+class SearchNetwork(SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction, keras.Model):
     """DARTS's search network with two shared α matrices (normal, reduce).
 
     Args:
@@ -151,11 +152,10 @@ class SearchNetwork(LeanTrainFunction, keras.Model):
         # crb prune mask: 1 = alive; softmax keeps it all ones
         self.mask_normal = state("mask_normal", shape, "ones")
         self.mask_reduce = state("mask_reduce", shape, "ones")
-        # ADMM auxiliary (Z) and scaled dual (U); Z starts at act(α₀) (spec) or α₀ (reference)
-        self.admm_z_normal = state("admm_z_normal", shape)
-        self.admm_z_reduce = state("admm_z_reduce", shape)
-        self.admm_u_normal = state("admm_u_normal", shape)
-        self.admm_u_reduce = state("admm_u_reduce", shape)
+        # ADMM's Z and U (admm_z_normal, ..._reduce, admm_u_normal, ..._reduce), whatever the
+        # regulariser: weight files address a model's variables by creation order, and
+        # every checkpoint holds them here. Another regulariser's state comes at compile.
+        add_admm_state(self, self.architecture)
         # schedule and clock
         add_schedule_state(self)
         if self.sync_batch_norm:
@@ -179,6 +179,18 @@ class SearchNetwork(LeanTrainFunction, keras.Model):
 
     def _masks(self):
         return [self.mask_normal, self.mask_reduce]
+
+    @property
+    def architecture(self) -> Architecture:
+        """α, the masks and the cell shape, as the regulariser sees them."""
+        return Architecture(cells=("normal", "reduce"), alphas=tuple(self.arch_variables),
+                            masks=tuple(self._masks()), activation=self.activation,
+                            primitives=tuple(self.primitives), steps=self.steps)
+
+    @property
+    def regularizer_variables(self) -> list:
+        """The compiled regulariser's own variables (ADMM's Z and U; none for proximity)."""
+        return state_variables(getattr(self, "regularizer_state", {}))
 
     def activated_weights(self) -> list[tf.Tensor]:
         """``act(α)`` for the normal and the reduction cells."""
@@ -239,8 +251,10 @@ class SearchNetwork(LeanTrainFunction, keras.Model):
             loss, metrics: default sparse CE from logits and accuracy.
             arch_optimizer: α optimizer; default Adam(3e-4, betas 0.5/0.999).
             schedule: ``"dynamic"``, ``"fixed"``, or a ``FixedSchedule``/``DynamicSchedule``.
-            regularizer: ``"proximity"``, ``"admm"``, ``"none"``/None, or an instance
-                (e.g. ``ADMM(variant="reference")`` for the authors' ADMM rules).
+            regularizer: a name registered in :data:`kdarts.options.REGULARIZERS`
+                (``"proximity"``, ``"admm"``, ``"none"``/None), or a
+                :class:`~kdarts.search.regularizers.Regularizer` (e.g.
+                ``ADMM(variant="reference")`` for the authors' ADMM rules).
             search_data: the search split, a ``tf.data.Dataset`` of ``(x, y)`` batches
                 (repeated; ``fit`` pairs its batch s with weight step s, and an α step
                 taken at step s reads it).
@@ -250,13 +264,11 @@ class SearchNetwork(LeanTrainFunction, keras.Model):
             clip_norm: global gradient-norm clip of the weight step.
             skip_pruned_ops: crb only: run each conv op on the edges that keep it, instead
                 of on every edge with zero kernels where it is pruned. The same search;
-                fewer FLOPs once many ops are pruned (small configuration of
-                ``tools/bench_search.py``, half the ops pruned: 209 ms a step instead of
-                280 ms), but a step graph nearly twice as large, so about 13 s more
-                before the first step, and slower while little is pruned (307 ms
-                instead of 288 ms, measured for the previous version). Worth it for
-                long searches at large sizes. Not with ``jit_compile`` (XLA compiles
-                static shapes only).
+                fewer FLOPs once many ops are pruned, but a step graph nearly twice as
+                large (gathers and their gradients, dynamic shapes), so a longer wait
+                before the first step, and slower while little is pruned (measured in
+                docs/design.md, "The fan-out"). Worth it for long searches at large
+                sizes. Not with ``jit_compile`` (XLA compiles static shapes only).
         """
         if skip_pruned_ops and kwargs.get("jit_compile") is True:
             raise ValueError("compile(skip_pruned_ops=True) runs each op on a data-dependent "
@@ -283,6 +295,7 @@ class SearchNetwork(LeanTrainFunction, keras.Model):
             self.arch_optimizer = keras.optimizers.LossScaleOptimizer(self.arch_optimizer)
         self.schedule = get_schedule(schedule)
         self.regularizer = get_regularizer(regularizer)
+        self.regularizer_state = self.regularizer.create_state(self, self.architecture)
         self.search_data = search_data
         self.unrolled = bool(unrolled)
         self.weight_decay = float(weight_decay)
@@ -290,13 +303,12 @@ class SearchNetwork(LeanTrainFunction, keras.Model):
         self.clip_norm = float(clip_norm)
         lr = optimizer.learning_rate
         self._lr_cosine = None
-        if lr_min is not None and not isinstance(
-                optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+        if lr_min is not None and learning_rate_schedule(optimizer) is None:
             self._lr_cosine = (float(lr.numpy() if hasattr(lr, "numpy") else lr), float(lr_min))
         if isinstance(self.schedule, DynamicSchedule) and int(self.search_step.numpy()) == 0:
             self.threshold.assign(self.schedule.initial_threshold)
         xla = bool(self.jit_compile)
-        for layer in self._flatten_layers(include_self=False):
+        for layer in sublayers(self):
             if isinstance(layer, FanOut):  # XLA: static shapes
                 old = (layer.static_shapes, layer.skip_pruned)
                 new = (xla, bool(skip_pruned_ops))
@@ -378,21 +390,12 @@ class SearchNetwork(LeanTrainFunction, keras.Model):
         self.total_epochs.assign(float(epochs))
         self.steps_per_epoch.assign(float(steps_per_epoch))
         x = self.paired_stream(x, start_step=step)
-        if step == 0 and isinstance(self.regularizer, ADMM):  # Z starts at act(α₀) (or α₀)
-            for z, alpha, act in zip((self.admm_z_normal, self.admm_z_reduce),
-                                     self.arch_variables, self.activated_weights()):
-                z.assign(self.regularizer.initial_z(alpha, act))
+        if step == 0:  # a new search (ADMM: Z starts at act(α₀), or α₀)
+            self.regularizer.initialize(self.architecture, self.regularizer_state)
         self.train_function = None  # the step is traced for this fit's data
         kwargs.setdefault("shuffle", False)  # the data streams are shuffled by kdarts.data
         return super().fit(x, epochs=epochs, initial_epoch=initial_epoch,
                            steps_per_epoch=steps_per_epoch, **kwargs)
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Keras, under a strategy, builds from a batch it first reduces across replicas;
-        # MultiWorkerMirroredStrategy cannot reduce the paired stream's nested batches.
-        # ``fit`` has built the model, optimizers, metrics and loss already.
-        if not self.built:
-            super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def paired_stream(self, x: tf.data.Dataset, start_step: int = 0) -> tf.data.Dataset:
         """The stream ``fit`` feeds the step: ``((x, y), (x_search, y_search))`` per step.
@@ -462,15 +465,9 @@ class SearchNetwork(LeanTrainFunction, keras.Model):
                      for g, a in zip(grads, self.arch_variables)]
 
     def _penalty(self, t):
-        acts = self.activated_weights()
-        reg = self.regularizer
-        if isinstance(reg, Proximity):
-            onehots = [discrete_onehot(a, self.primitives, self.steps) for a in acts]
-            return reg.penalty(acts, onehots, t, tf.cast(self.total_epochs, tf.float32))
-        if isinstance(reg, ADMM):
-            return reg.penalty(acts, [self.admm_z_normal, self.admm_z_reduce],
-                               [self.admm_u_normal, self.admm_u_reduce], self._masks())
-        return tf.constant(0.0)
+        """R(α) of the compiled regulariser at clock ``t``."""
+        return self.regularizer(self.architecture, self.regularizer_state, t,
+                                self.total_epochs)
 
     def _alpha_gradients(self, x, y, xs, ys, t):
         """∇α [CE(search batch) + R(α)]: first-order (w fixed) or DARTS's unrolled one."""
@@ -494,7 +491,7 @@ class SearchNetwork(LeanTrainFunction, keras.Model):
         for v, w0, g in zip(wvars, backup, grads):
             step = -lr * (g + self.weight_decay * w0)
             if momentum:  # Keras SGD: m ← μm − lr·g; w ← w + m
-                m = sgd.momentums[sgd._get_variable_index(v)]
+                m = sgd.momentums[variable_index(sgd, v)]
                 step = momentum * m + step
             v.assign(w0 + step)  # w' = one virtual weight step
         ce, _, d_alpha, d_w = self._gradients(xs, ys, scale=a_scale)
@@ -522,18 +519,6 @@ class SearchNetwork(LeanTrainFunction, keras.Model):
                 a.assign(new_a)
         self.alpha_steps.assign_add(1)
         return ce, reg
-
-    def _admm_update(self):
-        """One Z/U update of both cell types, by the regulariser's variant's rule."""
-        reg = self.regularizer
-        for alpha, act, z, u, m in zip(self.arch_variables, self.activated_weights(),
-                                       [self.admm_z_normal, self.admm_z_reduce],
-                                       [self.admm_u_normal, self.admm_u_reduce], self._masks()):
-            new_z, new_u = reg.update(alpha, act, z, u, m, self.primitives, self.steps,
-                                      self.activation)
-            z.assign(new_z)
-            u.assign(new_u)
-        return tf.no_op()
 
     def _weight_step(self, x, y):
         """One SGD step on w (α fixed); returns ``(loss, logits, FI)`` with FI = Σ‖∇w‖²."""
@@ -563,50 +548,97 @@ class SearchNetwork(LeanTrainFunction, keras.Model):
         epoch = tf.floor(tf.cast(step - 1, tf.float32) / self.steps_per_epoch)
         return epoch_learning_rate(epoch, self.total_epochs, lr_max, lr_min)
 
-    # The step in three parts. One device (or any single-replica strategy): Keras runs
-    # ``train_step`` per batch. Several replicas: ``make_train_function`` decides once,
-    # in cross-replica context, and runs the α step under ``strategy.run`` inside the
-    # ``tf.cond``: MirroredStrategy's cross-replica calls (the all-reduces, the Keras
-    # optimizer's update) cannot sit inside a conditional traced in replica context.
-    def _begin_step(self):
-        """Clock, learning rate and the schedule's decision: ``(t, take)``."""
+    # -- the step, in docs/method.md §4's order -----------------------------------------------
+    def _search_step(self, data, replicas: "_InPlace | _Replicas") -> dict:
+        """One minibatch of the search: clock, α step if the schedule says so, weight step,
+        the regulariser's end of step (ADMM's Z/U when due), metrics.
+
+        ``replicas`` says where each piece runs. One device (:class:`_InPlace`): every
+        piece in place, inside Keras's train function. Several replicas
+        (:class:`_Replicas`): the clock and the decision once, in cross-replica context,
+        and each other piece on every replica (``strategy.run``), the α step inside the
+        ``tf.cond``: MirroredStrategy's cross-replica calls (all-reduces, a Keras
+        optimizer's update) cannot sit in a conditional traced in replica context.
+        """
+        self.trace_count += 1  # runs at trace time only: counts (re)traces
+        (x, y), _ = data
+        step, t = self._advance_clock()  # §4.1
+        take = self._decide(step)  # §4.2, §5
+
+        def alpha_step():  # §4.2, and §4.4's crb prune
+            ce, reg = replicas.run(self._alpha_step, data, t)
+            # each replica's CE is its shard's mean ÷ R; the penalty is the same everywhere
+            return replicas.sum(ce), replicas.mean(reg)
+
+        search_loss, reg = tf.cond(take, alpha_step,
+                                   lambda: (tf.constant(0.0), tf.constant(0.0)))
+        loss, logits, fi = replicas.run(self._weight_step, x, y)  # §4.3
+        replicas.run(self._track_fi, fi)  # §5: the dynamic schedule's FI EWMA
+        replicas.run(self._regularizer_after_step, take)  # §4.5: ADMM's Z and U when due
+        replicas.run(self._update_metrics, x, y, loss, logits, fi, take, search_loss, reg)
+        return self._step_logs(replicas.local(fi), take)
+
+    def train_step(self, data):
+        """One search step on one device (Keras's train function calls it per batch)."""
+        return self._search_step(data, _InPlace())
+
+    def _replicated_train_function(self):
+        """The step under several replicas (see :class:`kdarts.runtime.LeanTrainFunction`,
+        which calls it under the lean graph-optimiser settings: the step is one graph
+        whose optimisation dominates the time before step 1)."""
+        if self.steps_per_execution != 1:
+            raise ValueError("a SearchNetwork under a multi-replica strategy runs one step per "
+                             f"call: compile(steps_per_execution=1), got {self.steps_per_execution}")
+        replicas = _Replicas(self.distribute_strategy)
+
+        def one_step(iterator):
+            return self._search_step(next(iterator), replicas)
+
+        return tf.function(one_step, jit_compile=bool(self.jit_compile), autograph=False)
+
+    def _advance_clock(self):
+        """§4.1: the step counter and the clock ``t`` in fractional epochs; sets this step's
+        weight learning rate. Returns ``(step, t)``."""
         step = self.search_step.assign_add(1)
-        t = tf.cast(step, tf.float32) / self.steps_per_epoch  # the clock, in fractional epochs
+        t = tf.cast(step, tf.float32) / self.steps_per_epoch
         if self._lr_cosine is not None:
             self.optimizer.learning_rate.assign(self.weight_learning_rate(step))
+        return step, t
+
+    def _decide(self, step) -> tf.Tensor:
+        """§4.2/§5: whether this step takes an α step; moves the schedule's threshold."""
         take = self.schedule.decide(step, self.fi_ewma, self.threshold)
         self.threshold.assign(self.schedule.next_threshold(self.threshold, take))
-        return t, take
+        return take
 
-    def _finish_step(self, data, take, search_loss, reg):
-        """The weight step on the weight batch (α fixed), FI, ADMM's Z/U and the metrics.
-
-        ``search_loss`` is the α step's CE of the global search batch (0 without one).
-        Returns FI, the global batch's Σ‖∇w‖².
-        """
-        (x, y), _ = data
-        loss, logits, fi = self._weight_step(x, y)
+    def _track_fi(self, fi) -> None:
+        """§5: FI's EWMA, from FI on the first step. A float16 step whose gradients
+        overflowed was skipped and says nothing of FI: it leaves the EWMA as it was."""
         ewma = getattr(self.schedule, "ewma", 0.2)
         new_ewma = update_fi_ewma(self.fi_ewma, fi, tf.equal(self.search_step, 1), ewma)
-        fi_weight = 1.0
-        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
-            # a step whose float16 gradients overflowed is skipped and says nothing of FI
-            finite = tf.math.is_finite(fi)
-            new_ewma = tf.where(finite, new_ewma, self.fi_ewma)
-            fi_weight = tf.cast(finite, tf.float32)
+        applied = _weight_step_applied(self.optimizer, fi)
+        if applied is not None:
+            new_ewma = tf.where(applied, new_ewma, self.fi_ewma)
         self.fi_ewma.assign(new_ewma)
-        # ADMM: Z and U at the end of the minibatch, when the variant's period says
-        if isinstance(self.regularizer, ADMM):
-            tf.cond(self.regularizer.due(self.alpha_steps, take), self._admm_update, tf.no_op)
+
+    def _regularizer_after_step(self, take) -> None:
+        """§4.5: the regulariser's end of step (ADMM's Z/U update when its period says)."""
+        self.regularizer.after_step(self.architecture, self.regularizer_state,
+                                    self.alpha_steps, take)
+
+    def _update_metrics(self, x, y, loss, logits, fi, take, search_loss, reg) -> None:
+        """The step's metrics: the α step's CE and R(α) when one was taken, FI when the
+        weight step was applied, the weight batch's loss and compiled metrics."""
         weight = tf.cast(take, tf.float32)
         self._search_metrics["search_loss"].update_state(search_loss, sample_weight=weight)
         self._search_metrics["reg"].update_state(reg, sample_weight=weight)
-        self._search_metrics["fi"].update_state(fi, sample_weight=fi_weight)
+        applied = _weight_step_applied(self.optimizer, fi)
+        self._search_metrics["fi"].update_state(
+            fi, sample_weight=1.0 if applied is None else tf.cast(applied, tf.float32))
         # Keras scales a replica's loss by 1/R for the gradient sum; the metric wants the mean
         loss = loss * tf.distribute.get_strategy().num_replicas_in_sync
-        self._loss_tracker.update_state(loss, sample_weight=tf.shape(x)[0])
+        loss_tracker(self).update_state(loss, sample_weight=tf.shape(x)[0])
         self.compute_metrics(x, y, logits)
-        return fi
 
     def _step_logs(self, fi, take) -> dict:
         logs = self.get_metrics_result()
@@ -619,40 +651,44 @@ class SearchNetwork(LeanTrainFunction, keras.Model):
         )
         return logs
 
-    def train_step(self, data):
-        """One search step: an α step when the schedule says so, then a weight step."""
-        self.trace_count += 1  # runs at trace time only: counts (re)traces
-        t, take = self._begin_step()
-        search_loss, reg = tf.cond(take, lambda: self._alpha_step(data, t),
-                                   lambda: (tf.constant(0.0), tf.constant(0.0)))
-        fi = self._finish_step(data, take, search_loss, reg)
-        return self._step_logs(fi, take)
 
-    def _replicated_train_function(self):
-        """The step under several replicas (see :class:`kdarts.runtime.LeanTrainFunction`,
-        which calls it under the lean graph-optimiser settings: the step is one graph
-        whose optimisation dominates the time before step 1)."""
-        strategy = self.distribute_strategy
-        if self.steps_per_execution != 1:
-            raise ValueError("a SearchNetwork under a multi-replica strategy runs one step per "
-                             f"call: compile(steps_per_execution=1), got {self.steps_per_execution}")
+# -- replication: where the step's pieces run ------------------------------------------------
+class _InPlace:
+    """One device (or a one-replica strategy, in Keras's replica context): each piece of
+    the step is called in place and its results are the global batch's."""
 
-        def alpha_step(data, t):
-            ce, reg = strategy.run(self._alpha_step, args=(data, t))
-            # each replica's CE is its shard's mean ÷ R; the penalty is the same everywhere
-            return (strategy.reduce(tf.distribute.ReduceOp.SUM, ce, axis=None),
-                    strategy.reduce(tf.distribute.ReduceOp.MEAN, reg, axis=None))
+    def run(self, fn, *args):
+        return fn(*args)
 
-        def one_step(iterator):
-            self.trace_count += 1
-            data = next(iterator)
-            t, take = self._begin_step()
-            search_loss, reg = tf.cond(take, lambda: alpha_step(data, t),
-                                       lambda: (tf.constant(0.0), tf.constant(0.0)))
-            fi = strategy.run(self._finish_step, args=(data, take, search_loss, reg))
-            return self._step_logs(strategy.experimental_local_results(fi)[0], take)
+    def sum(self, value):
+        return value
 
-        return tf.function(one_step, jit_compile=bool(self.jit_compile), autograph=False)
+    def mean(self, value):
+        return value
+
+    def local(self, value):
+        return value
+
+
+class _Replicas:
+    """Several replicas, the step traced in cross-replica context: each piece runs on every
+    replica (``strategy.run``); per-replica results are reduced, or read on the first
+    replica where every replica holds the same value."""
+
+    def __init__(self, strategy):
+        self.strategy = strategy
+
+    def run(self, fn, *args):
+        return self.strategy.run(fn, args=args)
+
+    def sum(self, value):
+        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+
+    def mean(self, value):
+        return self.strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
+
+    def local(self, value):
+        return self.strategy.experimental_local_results(value)[0]
 
 
 def _sum_over_replicas(grads: list) -> list:
@@ -664,11 +700,20 @@ def _sum_over_replicas(grads: list) -> list:
     return ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
 
 
+# -- loss scaling (mixed precision): no-ops for a float32 optimizer ---------------------------
 def _loss_scale(optimizer):
     """The dynamic loss scale of a :class:`keras.optimizers.LossScaleOptimizer` (mixed
     precision), else None."""
     if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         return tf.convert_to_tensor(optimizer.dynamic_scale)
+    return None
+
+
+def _weight_step_applied(optimizer, fi):
+    """Whether a LossScaleOptimizer applied the weight step (it skips one whose float16
+    gradients overflowed, FI then not finite); None without loss scaling: always."""
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return tf.math.is_finite(fi)
     return None
 
 
