@@ -990,11 +990,12 @@ export = export_model
 
 class _CallableModule(types.ModuleType):
     """``kdarts.export`` is this module; calling it, as ``kdarts.export(model, path)`` did
-    when the package attribute was the function, still exports (deprecated)."""
+    when the package attribute was the function, still exports (to be deprecated: the
+    warning is silent by default)."""
 
     def __call__(self, *args, **kwargs) -> ExportResult:
-        warnings.warn("kdarts.export(...) is now kdarts.export_model(...)", DeprecationWarning,
-                      stacklevel=2)
+        warnings.warn("kdarts.export(...) is now kdarts.export_model(...)",
+                      PendingDeprecationWarning, stacklevel=2)
         return export_model(*args, **kwargs)
 
 

@@ -131,7 +131,7 @@ def test_the_module_and_the_function_have_their_own_names(tmp_path):
     assert callable(kdarts.export.float_ops) and callable(kdarts.export.tflite_metadata)
     assert kdarts.export_model is module.export_model is module.export  # from … import export
     with pytest.deprecated_call(match="export_model"), pytest.raises(TypeError, match="keras"):
-        kdarts.export(object(), tmp_path / "net.keras")  # the old call, deprecated
+        kdarts.export(object(), tmp_path / "net.keras")  # the old call, to be deprecated
     assert os.listdir(tmp_path) == []
 
 
