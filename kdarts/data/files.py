@@ -39,8 +39,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from kdarts.data.catalog import DATASETS, DEFAULT_DATASET, IMAGE_SIZES, DatasetError
-# IMAGENET_MIN_SIZE: re-exported until kdarts.runs imports it from kdarts.geometry
-from kdarts.geometry import IMAGENET_MIN_SIZE, MIN_IMAGE_SIZE  # noqa: F401
+from kdarts.geometry import MIN_IMAGE_SIZE
 
 #: Image file suffixes read from a folder (those ``image_dataset_from_directory`` reads).
 IMAGE_EXTENSIONS: tuple[str, ...] = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
