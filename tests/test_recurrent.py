@@ -193,6 +193,62 @@ def test_cell_forward_gradients_and_step_equal_the_authors(activation):
     assert all(np.abs(ref[f"step.{n}"] - ref[f"w.{n}"]).max() > 1e-3 for n in weight_map(model))
 
 
+UNROLLED = np.load(pathlib.Path(__file__).parent / "data" / "recurrent_unrolled_reference.npz")
+
+
+@pytest.mark.parametrize("activation", ["crb", "softmax"])
+def test_unrolled_alpha_step_equals_the_authors(activation):
+    """One second-order α step against the authors' architect (tools/reference_rnn.py
+    --unrolled-out): a virtual SGD step at lr 20 × 5/6 (a 5-of-6-token segment's), the
+    finite-difference Hessian-vector product, Adam with L2 on α; dropout off."""
+    ref = {k.split(".", 1)[1]: UNROLLED[k] for k in UNROLLED.files
+           if k.startswith(activation + ".")}
+    vocab, units = ref["w.embedding"].shape
+    model = RecurrentSearchModel(vocab, units, activation=activation, dropout=0.0,
+                                 dropout_h=0.0, dropout_x=0.0, dropout_i=0.0)
+    model.build(tuple(ref["tokens"].T.shape))
+    # "reference": their virtual model keeps the tied embedding at w (see compile)
+    model.compile(regularizer="none", unrolled="reference")
+    model.optimizer.build(model.weight_variables)
+    model.arch_optimizer.build(model.arch_variables)
+    for name, var in weight_map(model).items():
+        var.assign(ref[f"w.{name}"])
+    model.alpha.assign(ref["alpha"])
+    model.hidden.assign(ref["hidden"])
+    model.search_hidden.assign(ref["search_hidden"])
+    # the search segment (5 steps) padded to the train segment's 6, its length given
+    pad = lambda a: np.concatenate([a, np.zeros_like(a[:1])])  # noqa: E731
+    train = (tf.constant(ref["tokens"]), tf.constant(ref["targets"]), tf.constant(6))
+    search = (tf.constant(pad(ref["search_tokens"])), tf.constant(pad(ref["search_targets"])),
+              tf.constant(5))
+    masks = {}
+    grad, ce, _, last = model.unrolled_alpha_gradient(
+        (*train[:2], model.hidden, train[2]), (*search[:2], model.search_hidden, search[2]),
+        0.5, float(ref["eta"]), masks, masks)
+    # the finite-difference quotient divides float32 gradient differences by 2ε
+    assert_close(grad, ref["d_alpha"], rel=1e-4, what="unrolled dα")
+    assert_close(last, ref["last_search_hidden"], what="search hidden state")
+    # the second-order term is no rounding error: dα moved from the first-order gradient
+    assert np.abs(ref["d_alpha"] - ref["d_alpha_first_order"]).max() > 0.5 * np.abs(
+        ref["d_alpha"]).max()
+    model.unrolled = True  # the method's virtual step moves the embedding too
+    moved = model.unrolled_alpha_gradient(
+        (*train[:2], model.hidden, train[2]), (*search[:2], model.search_hidden, search[2]),
+        0.5, float(ref["eta"]), masks, masks)[0]
+    assert np.abs(moved - grad).max() > 0.1 * np.abs(grad).max()
+    model.unrolled = "reference"
+    model.cell.moving_mean.assign(np.zeros(units))
+    model.cell.moving_variance.assign(np.ones(units))
+    model._alpha_step(train, search, 0.5, 5 / 6)  # the step itself: Adam, L2, the carry
+    # Keras's Adam adds ε to √v before the bias correction (PyTorch after it): on the
+    # first step ε acts ~32× larger, visible where |dα| is ~1e-5
+    assert_close(model.alpha, ref["stepped_alpha"], rel=1e-4, what="α after the step")
+    assert_close(model.search_hidden, ref["last_search_hidden"], what="carried hidden")
+    # the moving statistics moved with the three train passes (not the virtual model's)
+    assert_close(model.cell.moving_mean, ref["moving_mean"], what="moving mean")
+    assert_close(model.cell.moving_variance, ref["moving_variance"], what="moving variance")
+
+
 def test_search_model_has_the_authors_parameter_count():
     model = RecurrentSearchModel(vocab_size=10000, units=300)
     model.build((None, 35))

@@ -214,6 +214,83 @@ def asgd_case(torch, seed: int = 11) -> dict:
             "params": np.stack(params), "averages": np.stack(averages)}
 
 
+def unrolled_case(torch, search, architect_rnn, crb: bool, seed: int) -> dict:
+    """One unrolled (second-order) α gradient of the authors' architect, every dropout off.
+
+    Their ``RNNModelSearch.new`` passes its constructor's arguments shifted by five (the
+    unrolled model cannot be built); here it builds the same model and copies α, as the
+    method means. Their copy starts with clock 0, so no proximity term: the regulariser
+    is "darts" (none) on both sides. The search segment is one step shorter than the
+    train segment, and the step's learning rate is 20 × 5/6 (a shorter segment's).
+    """
+    import types
+
+    def new(self):
+        model = type(self)(self._crb, self._rho, self._ewma, self._reg, self.total_epochs,
+                           *self._args)
+        with torch.no_grad():
+            model.weights.copy_(self.weights)
+        return model
+
+    search.RNNModelSearch.new = new
+    rng = np.random.default_rng(100 + seed)
+    model = search.RNNModelSearch(crb, RHO, 1.0, "darts", EPOCHS, VOCAB, UNITS, UNITS, UNITS,
+                                  0.0, 0.0, 0.0, 0.0, 0.0)
+    values = {
+        "embedding": rng.uniform(-0.5, 0.5, (VOCAB, UNITS)),
+        "decoder_bias": rng.uniform(-0.1, 0.1, VOCAB),
+        "w0": rng.uniform(-0.3, 0.3, (2 * UNITS, 2 * UNITS)),
+        "node_kernels": rng.uniform(-0.3, 0.3, (8, UNITS, 2 * UNITS)),
+    }
+    ops = model.weights.shape[1]
+    alpha = rng.uniform(0.05, 0.6, (36, ops)) if crb else rng.normal(0.0, 0.5, (36, ops))
+    with torch.no_grad():
+        for name, param in weights_of(model).items():
+            if name == "node_kernels":
+                for p, v in zip(param, values[name]):
+                    p.copy_(torch.from_numpy(v))
+            else:
+                param.copy_(torch.from_numpy(values[name]))
+        model.weights.copy_(torch.from_numpy(alpha))
+    args = types.SimpleNamespace(wdecay=WEIGHT_DECAY, clip=CLIP, arch_lr=3e-3, arch_wdecay=1e-3)
+    architect = architect_rnn.Architect(model, args)
+    eta = LR * 5 / 6
+    optimizer = torch.optim.SGD(model.parameters(), lr=eta, weight_decay=WEIGHT_DECAY)
+    tokens = rng.integers(0, VOCAB - 1, (TIME, BATCH))  # the last word left out: see case()
+    targets = rng.integers(0, VOCAB, (TIME, BATCH))
+    search_tokens = rng.integers(0, VOCAB - 1, (TIME - 1, BATCH))
+    search_targets = rng.integers(0, VOCAB, (TIME - 1, BATCH))
+    hidden = rng.normal(0.0, 0.5, (BATCH, UNITS))
+    search_hidden = rng.normal(0.0, 0.5, (BATCH, UNITS))
+    model.train()
+    t = lambda a: torch.from_numpy(a)  # noqa: E731
+    next_hidden, _ = architect.step([t(hidden)[None]], t(tokens), t(targets).reshape(-1),
+                                    [t(search_hidden)[None]], t(search_tokens),
+                                    t(search_targets).reshape(-1), optimizer, True)
+    bn = model.rnns[0].bn
+    out = {"alpha": alpha, "tokens": tokens, "targets": targets,
+           "search_tokens": search_tokens, "search_targets": search_targets,
+           "hidden": hidden, "search_hidden": search_hidden, "eta": eta,
+           "d_alpha": model.weights.grad.detach().numpy().copy(),
+           "stepped_alpha": model.weights.detach().numpy().copy(),
+           "last_search_hidden": next_hidden[0][0].detach().numpy(),
+           "moving_mean": bn.running_mean.numpy().copy(),
+           "moving_variance": bn.running_var.numpy().copy()}
+    # the first-order gradient on the same search segment, for how far apart they are
+    first = search.RNNModelSearch.new(model)
+    with torch.no_grad():
+        first.weights.copy_(torch.from_numpy(alpha))
+        for (_, a), (_, b) in zip(first.named_parameters(), model.named_parameters()):
+            a.copy_(b)
+    first.train()
+    loss, _ = first._loss([t(search_hidden)[None]], t(search_tokens),
+                          t(search_targets).reshape(-1))
+    loss.backward()
+    out["d_alpha_first_order"] = first.weights.grad.detach().numpy().copy()
+    out.update({f"w.{n}": v for n, v in values.items()})
+    return out
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("src", type=pathlib.Path, help="the authors' src/ folder")
@@ -222,6 +299,8 @@ def main(argv=None) -> None:
                         / "recurrent_reference.npz")
     parser.add_argument("--eval-out", type=pathlib.Path, default=None,
                         help="also write the evaluation model's and ASGD's numbers here")
+    parser.add_argument("--unrolled-out", type=pathlib.Path, default=None,
+                        help="also write the unrolled α step's numbers here")
     args = parser.parse_args(argv)
     torch, search, model_rnn, genotypes = import_reference(args.src)
     torch.manual_seed(0)
@@ -249,6 +328,24 @@ def main(argv=None) -> None:
         arrays["count.eval_850_darts_v2"] = np.asarray(counts["eval_850_darts_v2"])
         np.savez_compressed(args.eval_out, **arrays)
         print(f"wrote {args.eval_out}: {len(arrays)} arrays")
+    if args.unrolled_out is not None:
+        write_unrolled(torch, search, args.unrolled_out)
+
+
+def write_unrolled(torch, search, out: pathlib.Path) -> None:
+    """The unrolled α step's numbers for both activations, in float32 (as ``--out``)."""
+    import architect_rnn
+
+    arrays = {}
+    for seed, crb in enumerate((True, False)):
+        with contextlib.redirect_stdout(io.StringIO()):
+            numbers = unrolled_case(torch, search, architect_rnn, crb, seed)
+        for key, value in numbers.items():
+            value = np.asarray(value)
+            arrays[f"{'crb' if crb else 'softmax'}.{key}"] = (
+                value.astype(np.float32) if value.dtype == np.float64 else value)
+    np.savez_compressed(out, **arrays)
+    print(f"wrote {out}: {len(arrays)} arrays")
 
 
 if __name__ == "__main__":

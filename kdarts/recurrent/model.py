@@ -223,7 +223,7 @@ class RecurrentSearchModel(keras.Model):
 
     # -- search configuration --------------------------------------------------------------
     def compile(self, optimizer=None, *, arch_optimizer=None, schedule="dynamic",
-                regularizer="proximity", search_data=None, unrolled: bool = False,
+                regularizer="proximity", search_data=None, unrolled: bool | str = False,
                 weight_decay: float = 5e-7, arch_weight_decay: float = 1e-3,
                 clip_norm: float = 0.25, slowness: float = 1e-3, activity_l2: float = 0.0,
                 **kwargs):
@@ -247,7 +247,10 @@ class RecurrentSearchModel(keras.Model):
                 weight step w' = w − η(clip(∇w L_train) + λw) at the weight step's learning
                 rate η, ∇α L_search(w') minus η·c times the finite-difference product
                 (∇α L_train(w + εv) − ∇α L_train(w − εv)) / 2ε with v = clip(∇w' L_search),
-                ε = 0.01/‖v‖ and c the first clip's coefficient.
+                ε = 0.01/‖v‖ and c the first clip's coefficient. ``"reference"``: as
+                the authors' code computes it, whose virtual model keeps the embedding
+                (= decoder) matrix at w: their copy loads the state dict's stale
+                ``decoder.weight`` over the stepped, tied ``encoder.weight``.
             weight_decay, arch_weight_decay: L2 terms added to the gradients after clipping.
             clip_norm: global gradient-norm clip of the weight step (PyTorch's rule).
             slowness, activity_l2: the weight loss's temporal activation regulariser β·
@@ -265,7 +268,9 @@ class RecurrentSearchModel(keras.Model):
         self.schedule = get_schedule(schedule)
         self.regularizer = get_regularizer(regularizer)
         self.search_data = search_data
-        self.unrolled = bool(unrolled)
+        if unrolled not in (False, True, "reference"):
+            raise ValueError(f"unrolled must be False, True or 'reference', got {unrolled!r}")
+        self.unrolled = unrolled
         self.weight_decay = float(weight_decay)
         self.arch_weight_decay = float(arch_weight_decay)
         self.clip_norm = float(clip_norm)
@@ -440,6 +445,8 @@ class RecurrentSearchModel(keras.Model):
                                  + 1e-6)  # PyTorch's factor, applied only when < 1
         virtual = [wi - eta * (gi * tf.minimum(coef, 1.0) + self.weight_decay * wi)
                    for wi, gi in zip(w, g)]
+        if self.unrolled == "reference":  # their copy reloads the stale tied decoder matrix
+            virtual[0] = w[0]
         with tf.GradientTape() as tape:
             tape.watch(virtual)
             log_probs, last, _ = self.forward(xs, hs, training=True, masks=search_masks,
