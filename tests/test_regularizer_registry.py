@@ -94,6 +94,15 @@ def test_a_registered_regulariser_runs_the_search(monkeypatch):
     assert np.abs(acts[-1] - plain_acts[-1]).max() > 1e-3  # the pull moved α otherwise
 
 
+def test_names_are_registered_once():
+    from kdarts.search import activations, regularizers
+
+    assert activations.ACTIVATIONS is options.ACTIVATIONS
+    assert regularizers.ADMM_VARIANTS is options.ADMM_VARIANTS
+    for name in options.REGULARIZERS:
+        assert options.regularizer_class(name).name == name
+
+
 def test_unregistered_names_are_refused():
     with pytest.raises(ValueError, match="unknown regulariser 'trailing_pull'; valid: "):
         options.make_regularizer("trailing_pull", {})
