@@ -21,6 +21,16 @@ after STEPS weight+α steps (synthetic data, the configuration's size).
     python tools/bench_search.py --config small --dtype mixed_bfloat16
     python tools/bench_search.py --config small --e2e 300      # start → genotype.json
 
+``--space recurrent`` times the recurrent search step (RecurrentSearchModel, crb +
+proximity, an α step every step as the authors' default) at their search size (batch
+256, bptt 35, 300 units, 10,000 words, random ids) against the authors' own step run by
+tools/bench_rnn_reference.py with ``--reference-python`` on ``--reference-src``; the two
+are timed in the same run, one step each in turn, and the medians and their ratio
+printed, with a split of our step into pieces (forward parts, the weight gradients):
+
+    python tools/bench_search.py --space recurrent --reference-src .scratch/rnn/src \
+        --reference-python .scratch/rnn/torchenv/bin/python --repeats 5
+
 Configurations: small (C=8, 5 layers, 16×16, batch 32) and reference (C=16, 8 layers,
 32×32, batch 64). ``--pruned F`` prunes a seeded fraction F of the crb ops first.
 """
@@ -78,9 +88,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--e2e", type=int, metavar="STEPS", default=0,
                         help="time a fresh process from start to genotype.json after STEPS "
                              "weight+alpha steps")
+    parser.add_argument("--space", choices=("conv", "recurrent"), default="conv")
+    parser.add_argument("--reference-src", help="recurrent: the authors' src/ folder")
+    parser.add_argument("--reference-python", help="recurrent: a Python with torch")
+    parser.add_argument("--rnn-size", default="256,35,300,10000",
+                        help="recurrent: batch,bptt,units,vocab")
     parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--e2e-out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.space == "recurrent":
+        return _run_recurrent(args)
     if args.e2e and args.e2e_out is None:
         return _run_e2e(args, argv if argv is not None else sys.argv[1:])
     if args.mode is None and not args.e2e:  # each mode in a fresh process, as a search runs
@@ -205,6 +222,93 @@ def _run_modes(args, argv) -> dict:
     else:
         for k, v in out.items():
             print(f"{k:>24}: {v}")
+    return out
+
+
+def _run_recurrent(args) -> dict:
+    """Our recurrent search step and the authors', interleaved step by step in one run."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
+    tf.config.threading.set_intra_op_parallelism_threads(args.intra_op)
+    from kdarts.recurrent.data import BPTTStream, search_segments
+    from kdarts.recurrent.model import RecurrentSearchModel, sequence_nll
+    from kdarts.search.schedules import FixedSchedule
+
+    batch, bptt, units, vocab = (int(v) for v in args.rnn_size.split(","))
+    child = None
+    if args.reference_src:
+        child = subprocess.Popen(
+            [args.reference_python or sys.executable,
+             os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_rnn_reference.py"),
+             args.reference_src, "--batch", str(batch), "--bptt", str(bptt), "--units",
+             str(units), "--vocab", str(vocab), "--alpha",
+             "--reg", "prox" if args.reg == "proximity" else "darts"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if child.stdout.readline().strip() != "ready":
+            sys.exit("bench_search: the authors' step did not start")
+    keras.utils.set_random_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    ids = rng.integers(0, vocab, batch * (bptt * (args.steps * args.repeats + 4) + 2))
+    model = RecurrentSearchModel(vocab, units, activation=args.activation, seed=args.seed)
+    model.build((batch, bptt))
+    train = BPTTStream(ids, batch, bptt, variable=False)
+    model.compile(schedule=FixedSchedule(1), regularizer=args.reg, unrolled=args.unrolled,
+                  search_data=BPTTStream(ids[::-1].copy(), batch, bptt, variable=False),
+                  jit_compile=args.jit_compile)
+    t0 = time.perf_counter()
+    model.fit(train, epochs=1, steps_per_epoch=1, verbose=0)  # trace, optimise, one run
+    warmup_s = time.perf_counter() - t0
+    fn = model.train_function
+    iterator = iter(search_segments(train, model.search_data, 1)[0].repeat())
+    ours, theirs = [], []
+    for _ in range(args.repeats):
+        if child:
+            child.stdin.write("step\n")
+            child.stdin.flush()
+            theirs.append(float(child.stdout.readline()))
+        t = time.perf_counter()
+        float(fn(iterator)["loss"])
+        ours.append(1000 * (time.perf_counter() - t))
+    if child:
+        child.stdin.close()
+        child.wait()
+    # where our time goes: pieces as their own compiled functions, medians of 3
+    x = tf.constant(ids[:batch * bptt].reshape(bptt, batch).astype(np.int32))
+    h = tf.zeros([batch, units])
+    emb = tf.gather(model.embedding, x)
+    outputs = model.cell(emb, h, model.activated_weights(), training=True)[0]
+    pieces = {
+        "embedding_gather": lambda: tf.gather(model.embedding, x),
+        "cell_scan_forward": lambda: model.cell(emb, h, model.activated_weights(),
+                                                training=True)[0],
+        "decoder_log_softmax": lambda: tf.nn.log_softmax(
+            tf.einsum("tbu,vu->tbv", outputs, model.embedding) + model.decoder_bias),
+        "forward_loss": lambda: sequence_nll(model.forward(x, h, training=True)[0], x),
+        "weight_gradients": lambda: model.weight_gradients(x, x, h)[2],
+    }
+    split = {}
+    for name, piece in pieces.items():
+        f = tf.function(piece, autograph=False, jit_compile=bool(args.jit_compile))
+        f()
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            np.asarray(tf.nest.flatten(f())[0])
+            times.append(1000 * (time.perf_counter() - t))
+        split[name + "_ms"] = round(statistics.median(times), 1)
+    out = dict(space="recurrent", batch=batch, bptt=bptt, units=units, vocab=vocab,
+               activation=args.activation, reg=args.reg, unrolled=args.unrolled,
+               jit_compile=args.jit_compile, warmup_s=round(warmup_s, 1),
+               ours_ms=round(statistics.median(ours), 1), ours_runs_ms=[round(v) for v in ours])
+    if theirs:
+        out.update(theirs_ms=round(statistics.median(theirs), 1),
+                   theirs_runs_ms=[round(v) for v in theirs],
+                   speedup=round(statistics.median(theirs) / statistics.median(ours), 2))
+    out.update(split, peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+    print(json.dumps(out) if args.json else "\n".join(f"{k:>24}: {v}" for k, v in out.items()))
     return out
 
 
