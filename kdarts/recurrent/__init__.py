@@ -33,6 +33,7 @@ _LAZY = {
     "count_weights": "kdarts.recurrent.model",
     "batchify": "kdarts.recurrent.data",
     "bptt_dataset": "kdarts.recurrent.data",
+    "BPTTStream": "kdarts.recurrent.data",
     "stdlib_corpus": "kdarts.recurrent.corpus",
     "RecurrentCell": "kdarts.recurrent.eval_cell",
     "RecurrentLanguageModel": "kdarts.recurrent.language_model",
