@@ -20,8 +20,8 @@ import os as _os
 # unless the user set the level.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# Light modules (numpy only), imported now. `kdarts.export` is the module (calling it still
-# exports, deprecated); the function is `export_model`.
+# Light modules (numpy only), imported now. `kdarts.export` is the module; the function is
+# `export_model`.
 from kdarts.export import ExportError, export_model, load_model  # noqa: E402
 from kdarts.genotype import (  # noqa: E402
     CRB_PRIMITIVES,
@@ -64,5 +64,4 @@ __all__ = [
     "ExportError", "FixedSchedule", "FusedSGD", "Genotype", "GenotypeError", "MixedEdge",
     "NoRegularizer", "PRIMITIVES", "Proximity", "SearchNetwork", "compile_eval_network",
     "discretize", "dynamic_split_fraction", "export_model", "load_model", "set_cpu_threads",
-    "export",  # the module, callable as before: until README and its test use export_model
 ]

@@ -68,8 +68,6 @@ import os
 import shutil
 import sys
 import tempfile
-import types
-import warnings
 import zipfile
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -987,16 +985,3 @@ def _register_kdarts_layers() -> None:
 #: The name this function had first: ``from kdarts.export import export`` keeps working.
 export = export_model
 
-
-class _CallableModule(types.ModuleType):
-    """``kdarts.export`` is this module; calling it, as ``kdarts.export(model, path)`` did
-    when the package attribute was the function, still exports (to be deprecated: the
-    warning is silent by default)."""
-
-    def __call__(self, *args, **kwargs) -> ExportResult:
-        warnings.warn("kdarts.export(...) is now kdarts.export_model(...)",
-                      PendingDeprecationWarning, stacklevel=2)
-        return export_model(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -129,7 +129,7 @@ def test_export_run_overwrite_passes_the_refusal(tmp_path, monkeypatch):
     """``overwrite=True`` reaches the model loading (a refusal would come before it)."""
     from kdarts.runs import RunError, export_run
 
-    module = importlib.import_module("kdarts.export")  # kdarts.export is also the function
+    module = importlib.import_module("kdarts.export")
 
     model = fake_model(tmp_path / "train" / "model.keras")
     out = tmp_path / "net.onnx"

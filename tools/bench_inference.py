@@ -126,7 +126,7 @@ def main(argv=None) -> None:
     import tensorflow as tf
 
     from kdarts.data.sources import open_source, sample_images
-    from kdarts.export import export, load_model
+    from kdarts.export import export_model, load_model
 
     model = load_model(args.model)
     spec, image_size = dataset_of(args.model, args.data)
@@ -141,10 +141,10 @@ def main(argv=None) -> None:
     rows = {}  # name → (size in bytes, accuracy, {batch: fn})
     with tempfile.TemporaryDirectory(prefix="kdarts-bench-") as folder:
         t0 = time.perf_counter()
-        paths = {"SavedModel": export(model, f"{folder}/sm", "saved_model").path,
-                 "ONNX Runtime": export(model, f"{folder}/m.onnx", "onnx").path}
+        paths = {"SavedModel": export_model(model, f"{folder}/sm", "saved_model").path,
+                 "ONNX Runtime": export_model(model, f"{folder}/m.onnx", "onnx").path}
         for quantize in ("none", "float16", "dynamic", "int8"):
-            paths[f"LiteRT {quantize}"] = export(
+            paths[f"LiteRT {quantize}"] = export_model(
                 model, f"{folder}/m_{quantize}.tflite", "tflite", quantize=quantize,
                 representative_data=representative if quantize == "int8" else None).path
         print(f"exported and verified {len(paths)} artifacts in "

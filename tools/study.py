@@ -33,7 +33,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from kdarts.genotype import Genotype, atomic_write_text, discretize, edge_index
+from kdarts.atomic import atomic_write_text
+from kdarts.genotype import Genotype, discretize, edge_index
 from kdarts.runs import RunError, RunInterrupted, check_search_folder, search_run
 from kdarts.runtime import set_cpu_threads
 

@@ -101,7 +101,7 @@ def export_run(model_path: str, fmt: str = "onnx", out: str | None = None,
     if before_tensorflow is not None:
         before_tensorflow()
     t_start = time.perf_counter()
-    from kdarts.export import ExportError, export, load_model
+    from kdarts.export import ExportError, export_model, load_model
 
     try:
         model = load_model(model_path)
@@ -112,7 +112,7 @@ def export_run(model_path: str, fmt: str = "onnx", out: str | None = None,
         representative, samples = _export_images(model, data, quantize)
     try:
         os.makedirs(os.path.dirname(out), exist_ok=True)
-        result = export(model, out, fmt, verify=verify, input_dtype=input_dtype,
+        result = export_model(model, out, fmt, verify=verify, input_dtype=input_dtype,
                         quantize=quantize, representative_data=representative,
                         sample_inputs=samples)
     except (ExportError, ValueError, TypeError) as err:

@@ -198,7 +198,7 @@ class TrainFit(FolderFit):
 
     def run(self) -> TrainResult:
         """Fits, evaluates, then (the chief) writes ``model.keras`` and ``metrics.json``."""
-        from kdarts.export import ExportError, export
+        from kdarts.export import ExportError, export_model
 
         t_start = time.perf_counter()
         done = self.fit()
@@ -216,7 +216,7 @@ class TrainFit(FolderFit):
                    "test images; the chief writes model.keras and metrics.json")
             return TrainResult(out=out, epochs_done=done, complete=True)
         try:
-            exported = export(model, job.folder.path("model.keras"), "keras")
+            exported = export_model(model, job.folder.path("model.keras"), "keras")
         except (ExportError, ValueError) as err:
             raise RunError(str(err)) from None
         total = time.perf_counter() - t_start
