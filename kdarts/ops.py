@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
+from kdarts import compat
 from kdarts.runtime import silence_float16_notice
 
 _PKG = "kdarts"
@@ -229,7 +230,7 @@ def synchronize_batch_norms(model: keras.layers.Layer, synchronized: bool = True
     A network calls this from its constructor with its ``sync_batch_norm`` option, so
     the choice travels in the network's config, not in each layer's.
     """
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in compat.sublayers(model):
         if hasattr(layer, "synchronized"):
             layer.synchronized = bool(synchronized)
 
@@ -243,7 +244,7 @@ def is_mixed(layer: keras.layers.Layer) -> bool:
     """Whether any layer of ``layer`` (itself included) computes in another dtype than it
     stores its variables in, as under ``mixed_float16``."""
     return any(sub.dtype_policy.compute_dtype != sub.dtype_policy.variable_dtype
-               for sub in layer._flatten_layers(include_self=True, recursive=True))
+               for sub in [layer, *compat.sublayers(layer)])
 
 
 @contextlib.contextmanager

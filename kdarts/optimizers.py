@@ -16,6 +16,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from kdarts import compat
+
 
 @keras.saving.register_keras_serializable(package="kdarts")
 class FusedSGD(keras.optimizers.SGD):
@@ -30,7 +32,7 @@ class FusedSGD(keras.optimizers.SGD):
         if not self.momentum:
             return super().update_step(gradient, variable, learning_rate)
         dtype = variable.dtype
-        m = self.momentums[self._get_variable_index(variable)]
+        m = self.momentums[compat.variable_index(self, variable)]
         # m ← μ·m − lr·g; w ← w + m (Nesterov: w ← w + μ·m − lr·g), as Keras's SGD
         tf.raw_ops.ResourceApplyKerasMomentum(
             var=variable.handle, accum=m.handle, lr=tf.cast(learning_rate, dtype),

@@ -117,9 +117,9 @@ def test_load_model_errors_name_the_file(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["garbage.keras", "model.h5"]
 
 
-def test_the_module_and_the_function_have_their_own_names(tmp_path):
+def test_the_module_and_the_function_have_their_own_names():
     """``kdarts.export`` is the module (its helpers reachable as README names them),
-    ``kdarts.export_model`` the function; the old spellings keep working."""
+    ``kdarts.export_model`` the function (``from kdarts.export import export`` keeps working)."""
     import importlib
     import types
 
@@ -130,9 +130,6 @@ def test_the_module_and_the_function_have_their_own_names(tmp_path):
     assert kdarts.export is module and isinstance(module, types.ModuleType)
     assert callable(kdarts.export.float_ops) and callable(kdarts.export.tflite_metadata)
     assert kdarts.export_model is module.export_model is module.export  # from … import export
-    with pytest.deprecated_call(match="export_model"), pytest.raises(TypeError, match="keras"):
-        kdarts.export(object(), tmp_path / "net.keras")  # the old call, to be deprecated
-    assert os.listdir(tmp_path) == []
 
 
 def test_export_argument_errors_leave_nothing(tiny, tmp_path):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from kdarts import compat
 from kdarts.ops import OPS, FanInUniform, make_op, pool_3x3
 
 PARAMS_PER_OP = {  # C=8, affine BN adds 2·C; pools and identity have none
@@ -320,7 +321,7 @@ def test_models_saved_with_plain_batch_normalization_still_load(tmp_path, monkey
         patch.setattr(kdarts.eval.network, "batch_norm", plain)
         old = EvalNetwork(DARTS_V2, num_classes=3, channels=2, layers=3, auxiliary=True)
         old.build((None, 8, 8, 3))
-    bns = [layer for layer in old._flatten_layers()
+    bns = [layer for layer in compat.sublayers(old)
            if isinstance(layer, keras.layers.BatchNormalization)]
     assert bns and not any(isinstance(layer, BatchNormalization) for layer in bns)
     rng = np.random.default_rng(0)
@@ -328,7 +329,7 @@ def test_models_saved_with_plain_batch_normalization_still_load(tmp_path, monkey
         layer.moving_variance.assign(rng.uniform(0.5, 2.0, layer.moving_variance.shape))
     old.save(tmp_path / "old.keras")
     loaded = keras.models.load_model(tmp_path / "old.keras")
-    assert all(isinstance(layer, BatchNormalization) for layer in loaded._flatten_layers()
+    assert all(isinstance(layer, BatchNormalization) for layer in compat.sublayers(loaded)
                if isinstance(layer, keras.layers.BatchNormalization))
     x = rng.standard_normal((2, 8, 8, 3)).astype(np.float32)
     np.testing.assert_array_equal(loaded(x).numpy(), old(x).numpy())

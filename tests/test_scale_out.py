@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from kdarts import compat
 from kdarts.eval import EvalNetwork, compile_eval_network
 from kdarts.genotype import DARTS_V2
 from kdarts.ops import BatchNormalization
@@ -82,7 +83,7 @@ def test_xla_search_step_equals_the_graph_step(xla_allowed, monkeypatch, activat
                       unrolled=unrolled, jit_compile=jit)
         assert model.jit_compile is jit
         # the network's own BNs take TensorFlow's fused kernel, except under XLA
-        bns = [bn for bn in model._flatten_layers() if isinstance(bn, BatchNormalization)]
+        bns = [bn for bn in compat.sublayers(model) if isinstance(bn, BatchNormalization)]
         assert bns and all(bn.fused_kernel is not jit for bn in bns)
         alphas = _Alphas()
         history = model.fit(weight_ds, epochs=2, steps_per_epoch=3, verbose=0,
