@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from kdarts.atomic import atomic_write_text  # noqa: F401
+from kdarts.atomic import atomic_write_text
 
 PRIMITIVES: tuple[str, ...] = (
     "none",

@@ -3,8 +3,8 @@
 A search step is tens of thousands of small kernels. TensorFlow's default gives
 every kernel all the cores (intra-op threads) *and* runs several kernels at once
 (inter-op threads), so on a small CPU the threads fight over the cores. One
-thread per kernel, with kernels running side by side, is faster: on 2 cores the
-small search step (``tools/bench_search.py``) takes ~790 ms instead of ~880 ms.
+thread per kernel, with kernels running side by side, is faster (figures in
+``docs/design.md``, measured with ``tools/bench_search.py --intra-op``).
 
 Like any TensorFlow threading setting, it must be made before TensorFlow runs its
 first op; the ``kdarts`` command line does it at start-up.
@@ -187,9 +187,9 @@ def set_cpu_threads(intra_op: int = 1, inter_op: int = 0) -> None:
 
 
 #: Graph-optimiser (grappler) settings for one very large step graph, such as the search
-#: step's tens of thousands of nodes. Its first call spends most of its time optimising:
-#: on the small configuration of ``tools/bench_search.py`` (2-core CPU, 45k-op graph)
-#: 42 s → 29 s with these, and the same step time. They leave out passes that change no
+#: step's tens of thousands of nodes. Its first call spends most of its time optimising;
+#: these shorten that warm-up by about a third at the same step time (figures in
+#: ``docs/design.md``). They leave out passes that change no
 #: arithmetic here: the second round of every pass (``meta_optimizer_iterations``: one),
 #: the MLIR ``tfg`` pass, and the memory optimiser (its swapping and recomputation
 #: heuristics are meant for GPU memory).

@@ -70,16 +70,14 @@ def run_all(folder: str) -> dict:
 
 def main(path: str) -> None:
     import kdarts
+    from kdarts.atomic import atomic_write_text
 
     # The suite's threads (tests/conftest.py): float32 sums split over other thread counts
     # round differently (FI by 3e-5 relative), and the record is compared bit-near.
     kdarts.set_cpu_threads(intra_op=1)
     with tempfile.TemporaryDirectory() as folder:
         record = run_all(folder)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(record, f)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(record))
     print(f"wrote {path}")
 
 

@@ -35,11 +35,15 @@ import numpy as np
 
 from kdarts.atomic import atomic_write_text
 from kdarts.genotype import Genotype, discretize, edge_index
+from kdarts import options
 from kdarts.runs import RunError, RunInterrupted, check_search_folder, search_run
 from kdarts.runtime import set_cpu_threads
 
+# The study's grid order (reports list variants in it); the names are the registry's.
 ACTIVATIONS, SCHEDULES = ("crb", "softmax"), ("fixed", "dynamic")
 REGS = ("none", "proximity", "admm")
+assert set(ACTIVATIONS) == set(options.ACTIVATIONS) and set(SCHEDULES) == set(options.SCHEDULES)
+assert set(REGS) <= set(options.REGULARIZERS)
 #: Evaluation-network size at which every genotype is measured (auxiliary head excluded).
 SIZE_CHANNELS, SIZE_LAYERS = 16, 8
 #: Ops without weights; a reduction cell's skip from an input is a FactorizedReduce (1×1

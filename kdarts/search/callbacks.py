@@ -34,7 +34,7 @@ import numpy as np
 
 from kdarts.callbacks import EpochCheckpoint
 from kdarts.checkpoints import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS
-from kdarts.genotype import atomic_write_text
+from kdarts.atomic import atomic_write_text
 
 RECORD_VERSION = 1
 

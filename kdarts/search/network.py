@@ -22,7 +22,6 @@ import warnings
 from typing import Sequence
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from kdarts.compat import SymbolicBuildOnlyIfUnbuilt, learning_rate_schedule, loss_tracker, \
@@ -30,6 +29,7 @@ from kdarts.compat import SymbolicBuildOnlyIfUnbuilt, learning_rate_schedule, lo
 from kdarts.genotype import CRB_PRIMITIVES, PRIMITIVES, Genotype, discretize, num_edges
 from kdarts.learning_rate import epoch_learning_rate
 from kdarts.optimizers import FusedSGD
+from kdarts.parameters import count_parameters
 from kdarts.ops import (
     BatchNormalization,
     FanInUniform,
@@ -729,12 +729,6 @@ def _apply_global(optimizer, grads: list, variables: list) -> None:
     if replicas > 1:
         grads = [g / replicas for g in grads]
     optimizer.apply(grads, variables)
-
-
-def count_parameters(model: keras.Model, exclude: Sequence = ()) -> int:
-    """Trainable scalars of ``model`` (minus the variables in ``exclude``)."""
-    skip = {id(v) for v in exclude}
-    return int(sum(np.prod(v.shape) for v in model.trainable_variables if id(v) not in skip))
 
 
 __all__ = ["SearchNetwork", "count_parameters"]
