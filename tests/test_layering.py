@@ -7,7 +7,9 @@ Every ``import`` counts, at module level or inside a function, except those unde
 * ``kdarts.data`` reaches none of ``kdarts.search``, ``kdarts.eval``, ``kdarts.runs``,
   ``kdarts.cli``, not even through another module;
 * ``kdarts.search`` and ``kdarts.eval`` never import each other, ``kdarts.runs`` or
-  ``kdarts.cli``.
+  ``kdarts.cli``;
+* ``kdarts.recurrent`` uses ``kdarts.search``'s pure modules but never ``kdarts.eval``,
+  ``kdarts.runs`` or ``kdarts.cli``, and neither search nor eval imports it.
 
 ``kdarts.runs`` may be a module (``runs.py``) or a package (``runs/``): a rule about
 ``kdarts.runs`` covers it and everything under it.
@@ -162,7 +164,7 @@ def test_no_import_cycle(graph):
         " ↔ ".join(c) for c in cycles)
 
 
-@pytest.mark.parametrize("forbidden", ["kdarts.search", "kdarts.eval", "kdarts.runs",
+@pytest.mark.parametrize("forbidden", ["kdarts.search", "kdarts.eval", "kdarts.recurrent", "kdarts.runs",
                                        "kdarts.cli"])
 def test_data_stays_below_search_eval_and_runs(graph, forbidden):
     bad = []
@@ -178,8 +180,12 @@ def test_data_stays_below_search_eval_and_runs(graph, forbidden):
     ("kdarts.search", "kdarts.eval"), ("kdarts.eval", "kdarts.search"),
     ("kdarts.search", "kdarts.runs"), ("kdarts.eval", "kdarts.runs"),
     ("kdarts.search", "kdarts.cli"), ("kdarts.eval", "kdarts.cli"),
+    # the recurrent space builds on the search's pure modules, never the other way
+    ("kdarts.search", "kdarts.recurrent"), ("kdarts.eval", "kdarts.recurrent"),
+    ("kdarts.recurrent", "kdarts.eval"), ("kdarts.recurrent", "kdarts.runs"),
+    ("kdarts.recurrent", "kdarts.cli"),
 ])
-def test_search_and_eval_stay_apart(graph, layer, forbidden):
+def test_layers_stay_apart(graph, layer, forbidden):
     bad = sorted(f"{m} → {t}" for m, targets in graph.items() if _under(m, layer)
                  for t in targets if _under(t, forbidden))
     assert not bad, f"{layer} imports {forbidden}: " + "; ".join(bad)
