@@ -164,8 +164,8 @@ def test_no_import_cycle(graph):
         " ↔ ".join(c) for c in cycles)
 
 
-@pytest.mark.parametrize("forbidden", ["kdarts.search", "kdarts.eval", "kdarts.recurrent", "kdarts.runs",
-                                       "kdarts.cli"])
+@pytest.mark.parametrize("forbidden", ["kdarts.search", "kdarts.eval", "kdarts.recurrent",
+                                       "kdarts.runs", "kdarts.cli"])
 def test_data_stays_below_search_eval_and_runs(graph, forbidden):
     bad = []
     for module in graph:
