@@ -138,14 +138,14 @@ def _pixels(path) -> np.ndarray:
         return np.asarray(image.convert("RGB")).astype(int)
 
 
-def _colour_counts(pixels: np.ndarray) -> dict[str, int]:
+def _colour_counts(pixels: np.ndarray, colours: dict | None = None) -> dict[str, int]:
     """Pixels of exactly each op's colour (arrows and labels are drawn in it)."""
     from matplotlib.colors import to_rgb
 
     from kdarts.plots import OP_COLORS
 
     return {op: int((np.abs(pixels - np.rint(255 * np.array(to_rgb(c)))).sum(-1) == 0).sum())
-            for op, c in OP_COLORS.items()}
+            for op, c in (colours or OP_COLORS).items()}
 
 
 def test_plot_genotype_from_record_dict(tmp_path, record):
@@ -169,6 +169,30 @@ def test_plot_genotype_from_record_dict(tmp_path, record):
     counts = _colour_counts(other)
     assert all(counts[op] >= 100 for op in v2_ops), counts
     assert all(counts[op] == 0 for op in ops - v2_ops), counts
+
+
+def test_plot_genotype_draws_a_recurrent_cell(tmp_path):
+    """A recurrent genotype (object, dict or JSON file) draws its one cell: the same
+    picture from each form, every kept activation in its colour; DARTS_V1 (no sigmoid)
+    draws another picture without sigmoid's colour."""
+    from kdarts.plots import RECURRENT_OP_COLORS
+    from kdarts.recurrent.genotype import DARTS_V1, DARTS_V2
+
+    v2 = _pixels(plot_genotype(DARTS_V2, tmp_path / "v2.png"))
+    as_dict = plot_genotype(DARTS_V2.to_dict(), tmp_path / "d.png")
+    np.testing.assert_array_equal(v2, _pixels(as_dict))
+    (tmp_path / "cell.json").write_text(json.dumps(DARTS_V2.to_dict()))
+    np.testing.assert_array_equal(
+        v2, _pixels(plot_genotype(str(tmp_path / "cell.json"), tmp_path / "f.png")))
+    assert (v2 != 255).any(-1).mean() > 0.02  # not a blank canvas
+    counts = _colour_counts(v2, RECURRENT_OP_COLORS)
+    assert all(counts[op] >= 100 for op, _ in DARTS_V2.recurrent), counts
+
+    v1 = _pixels(plot_genotype(DARTS_V1, tmp_path / "v1.png"))
+    assert v1.shape != v2.shape or (v1 != v2).any()
+    counts = _colour_counts(v1, RECURRENT_OP_COLORS)
+    assert all(counts[op] >= 100 for op, _ in DARTS_V1.recurrent), counts
+    assert counts["sigmoid"] == 0, counts
 
 
 def test_plot_overwrites_atomically(tmp_path, record):
