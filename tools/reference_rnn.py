@@ -65,6 +65,36 @@ def weights_of(model) -> dict:
             "w0": cell._W0, "node_kernels": list(cell._Ws)}
 
 
+def set_random_weights(torch, model, rng) -> dict:
+    """Draw the cell's and embedding's weights from ``rng``, load them into ``model``,
+    and return them by name (the order of draws is part of the stored numbers)."""
+    values = {
+        "embedding": rng.uniform(-0.5, 0.5, (VOCAB, UNITS)),
+        "decoder_bias": rng.uniform(-0.1, 0.1, VOCAB),
+        "w0": rng.uniform(-0.3, 0.3, (2 * UNITS, 2 * UNITS)),
+        "node_kernels": rng.uniform(-0.3, 0.3, (8, UNITS, 2 * UNITS)),
+    }
+    with torch.no_grad():
+        for name, param in weights_of(model).items():
+            if name == "node_kernels":
+                for p, v in zip(param, values[name]):
+                    p.copy_(torch.from_numpy(v))
+            else:
+                param.copy_(torch.from_numpy(values[name]))
+    return values
+
+
+def set_random_search_state(torch, model, rng, crb: bool):
+    """:func:`set_random_weights`, then α drawn after them: (weights by name, α)."""
+    values = set_random_weights(torch, model, rng)
+    ops = model.weights.shape[1]
+    # α away from crb's clip points, so both sides take the same (interior) gradient
+    alpha = rng.uniform(0.05, 0.6, (36, ops)) if crb else rng.normal(0.0, 0.5, (36, ops))
+    with torch.no_grad():
+        model.weights.copy_(torch.from_numpy(alpha))
+    return values, alpha
+
+
 def case(torch, search, crb: bool, seed: int) -> dict:
     """One activation's numbers; keys without the activation's prefix."""
     import torch.nn.functional as F
@@ -74,23 +104,7 @@ def case(torch, search, crb: bool, seed: int) -> dict:
                                   0.0, 0.0, 0.0, 0.0, 0.0)
     model.clock = CLOCK
     cell = model.rnns[0]
-    values = {
-        "embedding": rng.uniform(-0.5, 0.5, (VOCAB, UNITS)),
-        "decoder_bias": rng.uniform(-0.1, 0.1, VOCAB),
-        "w0": rng.uniform(-0.3, 0.3, (2 * UNITS, 2 * UNITS)),
-        "node_kernels": rng.uniform(-0.3, 0.3, (8, UNITS, 2 * UNITS)),
-    }
-    ops = model.weights.shape[1]
-    # α away from crb's clip points, so both sides take the same (interior) gradient
-    alpha = rng.uniform(0.05, 0.6, (36, ops)) if crb else rng.normal(0.0, 0.5, (36, ops))
-    with torch.no_grad():
-        for name, param in weights_of(model).items():
-            if name == "node_kernels":
-                for p, v in zip(param, values[name]):
-                    p.copy_(torch.from_numpy(v))
-            else:
-                param.copy_(torch.from_numpy(values[name]))
-        model.weights.copy_(torch.from_numpy(alpha))
+    values, alpha = set_random_search_state(torch, model, rng, crb)
     # inputs leave out the last word: the authors' embedding lookup (AWD-LSTM's
     # embedded_dropout) passes padding_idx=-1, which PyTorch reads as the last row, so
     # that word's input embedding gets no gradient. An accident kdarts does not copy.
@@ -157,19 +171,7 @@ def eval_case(torch, model_rnn, genotypes, seed: int = 7) -> dict:
     rng = np.random.default_rng(seed)
     model = model_rnn.RNNModel(VOCAB, UNITS, UNITS, UNITS, 0.0, 0.0, 0.0, 0.0, 0.0,
                                cell_cls=model_rnn.DARTSCell, genotype=genotypes.DARTS_V2)
-    values = {
-        "embedding": rng.uniform(-0.5, 0.5, (VOCAB, UNITS)),
-        "decoder_bias": rng.uniform(-0.1, 0.1, VOCAB),
-        "w0": rng.uniform(-0.3, 0.3, (2 * UNITS, 2 * UNITS)),
-        "node_kernels": rng.uniform(-0.3, 0.3, (8, UNITS, 2 * UNITS)),
-    }
-    with torch.no_grad():
-        for name, param in weights_of(model).items():
-            if name == "node_kernels":
-                for p, v in zip(param, values[name]):
-                    p.copy_(torch.from_numpy(v))
-            else:
-                param.copy_(torch.from_numpy(values[name]))
+    values = set_random_weights(torch, model, rng)
     # the last word left out of the inputs, as in case(): padding_idx=-1 there too
     tokens = rng.integers(0, VOCAB - 1, (TIME, BATCH))
     targets = rng.integers(0, VOCAB, (TIME, BATCH))
@@ -236,22 +238,7 @@ def unrolled_case(torch, search, architect_rnn, crb: bool, seed: int) -> dict:
     rng = np.random.default_rng(100 + seed)
     model = search.RNNModelSearch(crb, RHO, 1.0, "darts", EPOCHS, VOCAB, UNITS, UNITS, UNITS,
                                   0.0, 0.0, 0.0, 0.0, 0.0)
-    values = {
-        "embedding": rng.uniform(-0.5, 0.5, (VOCAB, UNITS)),
-        "decoder_bias": rng.uniform(-0.1, 0.1, VOCAB),
-        "w0": rng.uniform(-0.3, 0.3, (2 * UNITS, 2 * UNITS)),
-        "node_kernels": rng.uniform(-0.3, 0.3, (8, UNITS, 2 * UNITS)),
-    }
-    ops = model.weights.shape[1]
-    alpha = rng.uniform(0.05, 0.6, (36, ops)) if crb else rng.normal(0.0, 0.5, (36, ops))
-    with torch.no_grad():
-        for name, param in weights_of(model).items():
-            if name == "node_kernels":
-                for p, v in zip(param, values[name]):
-                    p.copy_(torch.from_numpy(v))
-            else:
-                param.copy_(torch.from_numpy(values[name]))
-        model.weights.copy_(torch.from_numpy(alpha))
+    values, alpha = set_random_search_state(torch, model, rng, crb)
     args = types.SimpleNamespace(wdecay=WEIGHT_DECAY, clip=CLIP, arch_lr=3e-3, arch_wdecay=1e-3)
     architect = architect_rnn.Architect(model, args)
     eta = LR * 5 / 6
