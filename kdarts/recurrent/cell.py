@@ -80,22 +80,6 @@ def batch_norm_step(x, moving_mean, moving_var, training: bool):
             (1.0 - BN_MOMENTUM) * moving_var + BN_MOMENTUM * unbiased)
 
 
-def mix_node(states, gates, candidates, weights, primitives: Sequence[str]):
-    """One node's weighted sum over its incoming edges and candidate activations.
-
-    ``states``, ``gates``, ``candidates``: (edges, batch, units), the gate σ(c) and the
-    pre-activation ``h`` of each incoming edge; ``weights``: (edges, ops) act(α) rows.
-    ``Σ_f w·(s + c·(f(h) − s)) = Σ_f w·s + c·(Σ_f w·f(h) − Σ_f w·s)``: the states are
-    weighted once, not once per op.
-    """
-    columns = [k for k, p in enumerate(primitives) if p != "none"]
-    w = tf.gather(weights, columns, axis=1)  # (edges, ops'), `none` contributes zero
-    activated = tf.stack([HIGHWAY_ACTIVATIONS[primitives[k]](candidates) for k in columns])
-    mixed = tf.einsum("eo,oebu->ebu", w, activated)
-    total = tf.reduce_sum(w, axis=1)[:, None, None]
-    return tf.reduce_sum(highway(total * states, gates, mixed), axis=0)
-
-
 @keras.saving.register_keras_serializable(package="kdarts")
 class RecurrentSearchCell(keras.layers.Layer):
     """DARTS's recurrent search cell over a sequence (time-major), α given at call time.
@@ -144,38 +128,65 @@ class RecurrentSearchCell(keras.layers.Layer):
         y, mean, var = batch_norm_step(x, stats[0], stats[1], training)
         return y, (mean, var)
 
-    def _step(self, x_part, h, weights, h_mask, stats, training, w0_h, later_kernels):
-        """One time step from the input's share of ``W0·[x, h]``: ``(h_next, stats)``.
+    def _node_weights(self, weights):
+        """Per node ``k``: ``({op: (edges, 1, 1) act(α) column}, (edges, 1, 1) row sums)``
+        over its ``k + 1`` incoming edges; `none` contributes 0 and is left out. Made once
+        per call, outside the time loop."""
+        nodes = []
+        for k in range(self.steps):
+            first = k * (k + 1) // 2
+            w = weights[first:first + k + 1]
+            columns = {p: w[:, i, None, None] for i, p in enumerate(self.primitives)
+                       if p != "none"}
+            nodes.append((columns, tf.add_n(list(columns.values()))))
+        return nodes
 
-        ``later_kernels[j]``: ``[W_j, …, W_{steps-1}]`` side by side (units, 2·units·(steps − j)).
-        State j meets every later node's kernel in one matmul as soon as it exists, not
-        once per node: the same products as the per-node form, in 8 wider matmuls.
+    def _step(self, x_c, x_g, h, node_weights, h_mask, stats, training, w0_c, w0_g,
+              kernels_c, kernels_g):
+        """One time step: ``(h_next, stats)``. ``x_c``, ``x_g``: the input's share of
+        ``W0·[x, h]`` (its gate and candidate halves); ``kernels_c[k]``, ``kernels_g[k]``:
+        node k's kernel halves.
+
+        As the authors' cell: node k multiplies the stack of the k + 1 states it reads
+        (masked) by its kernel in one matmul per half, whose output is already in the
+        (edges, batch, units) layout the mix reads (no slicing or stacking of products).
+        Its mix ``Σ_e Σ_f w·(s + σ(c)·(f(g) − s))`` is computed as
+        ``Σ_e W·s + σ(c)·(Σ_f w·f(g) − W·s)`` with ``W = Σ_f w``: the states are weighted
+        once, not once per op.
         """
         u = self.units
         hm = h if h_mask is None else h * h_mask
-        c0, h0 = tf.split(x_part + tf.matmul(hm, w0_h), 2, axis=-1)
-        s0, stats = self._normalize(highway(h, tf.sigmoid(c0), tf.tanh(h0)), stats, training)
-        states, projections = [s0], []
+        c0 = x_c + tf.matmul(hm, w0_c)
+        g0 = x_g + tf.matmul(hm, w0_g)
+        s0, stats = self._normalize(highway(h, tf.sigmoid(c0), tf.tanh(g0)), stats, training)
+        stacked, nodes = s0[None], []
         for k in range(self.steps):
-            s = states[k]
-            projections.append(tf.matmul(s if h_mask is None else s * h_mask, later_kernels[k]))
-            # node k's share of each earlier state's projection
-            ch = tf.stack([p[:, 2 * u * (k - j):2 * u * (k - j + 1)]
-                           for j, p in enumerate(projections)])
-            c, g = tf.split(ch, 2, axis=-1)
-            first = k * (k + 1) // 2
-            s, stats = self._normalize(
-                mix_node(tf.stack(states), tf.sigmoid(c), g, weights[first:first + k + 1],
-                         self.primitives), stats, training)
-            states.append(s)
-        return tf.add_n(states[1:]) / float(self.steps), stats
+            masked = stacked if h_mask is None else stacked * h_mask
+            flat = tf.reshape(masked, [-1, u])
+            c = tf.reshape(tf.matmul(flat, kernels_c[k]), [k + 1, -1, u])
+            g = tf.reshape(tf.matmul(flat, kernels_g[k]), [k + 1, -1, u])
+            columns, total = node_weights[k]
+            mixed = tf.add_n([w * HIGHWAY_ACTIVATIONS[p](g) for p, w in columns.items()])
+            weighted = total * stacked
+            s = tf.reduce_sum(highway(weighted, tf.sigmoid(c), mixed), axis=0)
+            s, stats = self._normalize(s, stats, training)
+            nodes.append(s)
+            if k + 1 < self.steps:
+                stacked = tf.concat([stacked, s[None]], axis=0)
+        return tf.add_n(nodes) / float(self.steps), stats
 
     def call(self, inputs, hidden, weights, x_mask=None, h_mask=None, training=None,
              kernels=None, length=None, update_stats=True):
         """``kernels``: ``(w0, node_kernels)`` to use instead of the layer's own (a virtual
         weight step's). ``length``: the segment's valid steps (a scalar tensor) when the
         inputs are padded at the end: ``last`` and the moving statistics are then those
-        after step ``length``. ``update_stats``: False leaves the moving statistics alone."""
+        after step ``length``. ``update_stats``: False leaves the moving statistics alone.
+
+        A segment of static length is unrolled in the graph, one step after another (its
+        backward pass then keeps every step's tensors as they are; a ``tf.scan`` pushes and
+        pops each of them on stacks, 2.5× the forward's time at the search size). An
+        unknown length runs a ``tf.scan`` of the same step, one iteration at a time.
+        """
         training = bool(training)
         weights = tf.convert_to_tensor(weights, self.compute_dtype)
         expected = (num_recurrent_edges(self.steps), len(self.primitives))
@@ -183,23 +194,33 @@ class RecurrentSearchCell(keras.layers.Layer):
             raise ValueError(f"RecurrentSearchCell: weights have shape {tuple(weights.shape)}, "
                              f"expected {expected}")
         x = inputs if x_mask is None else inputs * x_mask[None]
-        features = int(inputs.shape[-1])
-        # the input's share of W0·[x, h] for every step at once: one matmul, not T
+        features, u = int(inputs.shape[-1]), self.units
         w0, node_kernels = (self.w0, self.node_kernels) if kernels is None else kernels
         w0, node_kernels = tf.convert_to_tensor(w0), tf.convert_to_tensor(node_kernels)
-        x_part = tf.einsum("tbi,iv->tbv", x, w0[:features])
-        w0_h = w0[features:]
-        later = [tf.concat(tf.unstack(node_kernels[j:]), axis=-1) for j in range(self.steps)]
-        stats = (tf.convert_to_tensor(self.moving_mean), tf.convert_to_tensor(self.moving_variance))
+        # the input's share of W0·[x, h] for every step at once: one matmul per half, not T
+        x_c = tf.einsum("tbi,iv->tbv", x, w0[:features, :u])
+        x_g = tf.einsum("tbi,iv->tbv", x, w0[:features, u:])
+        fixed = (self._node_weights(weights), h_mask, training, w0[features:, :u],
+                 w0[features:, u:], [node_kernels[k, :, :u] for k in range(self.steps)],
+                 [node_kernels[k, :, u:] for k in range(self.steps)])
 
         def step(carry, x_t):
             h, mean, var = carry
-            h, (mean, var) = self._step(x_t, h, weights, h_mask, (mean, var), training, w0_h,
-                                        later)
+            h, (mean, var) = self._step(x_t[0], x_t[1], h, fixed[0], fixed[1], (mean, var),
+                                        *fixed[2:])
             return h, mean, var
 
-        outputs, means, variances = tf.scan(step, x_part,
-                                            initializer=(tf.convert_to_tensor(hidden), *stats))
+        carry = (tf.convert_to_tensor(hidden), tf.convert_to_tensor(self.moving_mean),
+                 tf.convert_to_tensor(self.moving_variance))
+        if inputs.shape[0] is None:
+            outputs, means, variances = tf.scan(step, (x_c, x_g), initializer=carry,
+                                                parallel_iterations=1)
+        else:
+            history = []
+            for x_t in zip(tf.unstack(x_c), tf.unstack(x_g)):
+                carry = step(carry, x_t)
+                history.append(carry)
+            outputs, means, variances = (tf.stack(list(v)) for v in zip(*history))
         # padding sits after the valid steps, which never read it: the state and the
         # statistics after step `length` are exactly an unpadded segment's
         end = (tf.shape(outputs)[0] if length is None else tf.cast(length, tf.int32)) - 1
