@@ -971,9 +971,11 @@ def _import_runtime(format: str):
 
 
 def _register_kdarts_layers() -> None:
-    """Import the modules whose layers a kdarts archive may contain (registration)."""
+    """Import the modules whose layers a kdarts archive may contain (registration): the
+    image networks' and the recurrent language model's."""
     import kdarts.eval  # noqa: F401
     import kdarts.ops  # noqa: F401
+    import kdarts.recurrent.language_model  # noqa: F401
 
     try:
         import kdarts.search  # noqa: F401

@@ -20,8 +20,10 @@ The modules: :mod:`~kdarts.runs.defaults` (options), :mod:`~kdarts.runs.folder`
 (:class:`RunFolder`: what a folder holds, and its lock), :mod:`~kdarts.runs.fit`
 (the fit a search and a training share), :mod:`~kdarts.runs.search`,
 :mod:`~kdarts.runs.train`, :mod:`~kdarts.runs.export`,
-:mod:`~kdarts.runs.quickstart`, :mod:`~kdarts.runs.watchdog` (Ctrl-C) and
-:mod:`~kdarts.runs.report` (console lines). None imports TensorFlow at import time.
+:mod:`~kdarts.runs.quickstart`, :mod:`~kdarts.runs.recurrent` (the recurrent space: a
+cell search and a language model's training on a corpus, generation),
+:mod:`~kdarts.runs.watchdog` (Ctrl-C) and :mod:`~kdarts.runs.report` (console lines).
+None imports TensorFlow at import time.
 
 Example:
     >>> from kdarts.runs import search_run, train_run, export_run
@@ -40,10 +42,14 @@ from kdarts.runs.defaults import (
     parse_primitives,
     resolve_options,
 )
-from kdarts.runs.export import EXPORT_DIR, default_export_path, export_run
+from kdarts.runs.export import EXPORT_DIR, default_export_path, describe_export_run, \
+    export_run
 from kdarts.runs.folder import LOCK_FILE, RUN_FILES, TENSORBOARD_DIR, RunFolder, \
     check_writable, read_run
 from kdarts.runs.quickstart import quickstart_run
+from kdarts.runs.recurrent import RECURRENT_SEARCH_DEFAULTS, RECURRENT_TRAIN_DEFAULTS, \
+    generate_run, is_corpus, is_language_model_file, is_recurrent_genotype, \
+    load_recurrent_genotype, recurrent_search_run, recurrent_train_run
 from kdarts.runs.report import describe_export, kdarts_version, rel
 from kdarts.runs.results import ExportRunResult, RunError, RunInterrupted, SearchResult, \
     TrainResult
@@ -52,10 +58,14 @@ from kdarts.runs.train import TrainJob, load_genotype, train_run
 from kdarts.runs.watchdog import InterruptNote, SigintWatchdog
 
 __all__ = ["DATASET_DEFAULTS", "EXPORT_DIR", "ExportRunResult", "InterruptNote", "LOCK_FILE",
-           "PAPER_SEARCH", "PAPER_TRAIN", "RUN_FILES", "RunError", "RunFolder",
+           "PAPER_SEARCH", "PAPER_TRAIN", "RECURRENT_SEARCH_DEFAULTS",
+           "RECURRENT_TRAIN_DEFAULTS", "RUN_FILES", "RunError", "RunFolder",
            "RunInterrupted", "SEARCH_DEFAULTS", "SearchJob", "SearchResult",
            "SigintWatchdog", "TENSORBOARD_DIR", "TRAIN_DEFAULTS", "TrainJob", "TrainResult",
            "check_search_folder", "check_writable", "default_export_path", "describe_export",
-           "export_run", "kdarts_version", "load_genotype", "parse_primitives",
-           "quickstart_run", "read_run", "rel", "resolve_options", "search_run",
-           "train_run"]
+           "describe_export_run",
+           "export_run", "generate_run", "is_corpus", "is_language_model_file",
+           "is_recurrent_genotype", "kdarts_version", "load_genotype",
+           "load_recurrent_genotype", "parse_primitives", "quickstart_run", "read_run",
+           "recurrent_search_run", "recurrent_train_run", "rel", "resolve_options",
+           "search_run", "train_run"]

@@ -1,5 +1,7 @@
 """``export_run``: a trained ``.keras`` model to ONNX, SavedModel, ``.keras`` or LiteRT,
-every path checked before TensorFlow is imported."""
+every path checked before TensorFlow is imported. A language model (a training on a
+corpus) goes to :func:`kdarts.recurrent.export_language_model` (``.keras``, SavedModel,
+ONNX, its vocabulary beside the artifact)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from kdarts.export import SUFFIXES, suffix_error
 from kdarts.geometry import MIN_IMAGE_SIZE
 from kdarts.runs.defaults import check_data_options
 from kdarts.runs.folder import check_writable
-from kdarts.runs.report import data_label, rel
+from kdarts.runs.recurrent import is_language_model_file
+from kdarts.runs.report import data_label, describe_export, fmt_time, rel
 from kdarts.runs.results import ExportRunResult, RunError, RunInterrupted
 
 #: Where exports go by default.
@@ -21,6 +24,11 @@ EXPORT_DIR = "saved_models"
 REPRESENTATIVE_EXAMPLES = 200
 #: Test images a LiteRT export from ``--data`` is verified on (a seeded sample).
 VERIFY_EXAMPLES = 200
+#: The formats a language model exports to (no LiteRT: its step is a recurrent cell of
+#: kdarts ops that the image networks' LiteRT path does not cover).
+LANGUAGE_MODEL_FORMATS = ("keras", "saved_model", "onnx")
+#: The ONNX forms of a language model (see :mod:`kdarts.recurrent.export`).
+LANGUAGE_MODEL_FORMS = ("batch", "step")
 
 
 def default_export_path(model_path: str, fmt: str, quantize: str = "none") -> str:
@@ -45,7 +53,8 @@ def default_export_path(model_path: str, fmt: str, quantize: str = "none") -> st
 def export_run(model_path: str, fmt: str = "onnx", out: str | None = None,
                verify: bool = True, input_dtype: str = "float32", quantize: str = "none",
                data: str | None = None, overwrite: bool = False,
-               before_tensorflow: Callable[[], None] | None = None) -> ExportRunResult:
+               before_tensorflow: Callable[[], None] | None = None,
+               form: str | None = None) -> ExportRunResult:
     """Export a ``.keras`` model (see :func:`kdarts.export.export`), checking the path first.
 
     Every check below is made before TensorFlow is imported, and nothing is written
@@ -63,6 +72,13 @@ def export_run(model_path: str, fmt: str = "onnx", out: str | None = None,
         overwrite: replace an existing artifact at ``out``.
         before_tensorflow: called once everything is checked, before TensorFlow is
             imported (the command line sets TensorFlow's threads there).
+        form: a language model's ONNX form, ``"batch"`` (default) or ``"step"``
+            (generation); see :mod:`kdarts.recurrent.export`.
+
+    A language model (a ``.keras`` archive holding a RecurrentLanguageModel) exports to
+    ``keras``, ``saved_model`` or ``onnx`` with its vocabulary beside the artifact
+    (``<name>.vocab.json``), verified against Keras on both forms; ``tflite``,
+    ``quantize``, ``data`` and ``input_dtype`` are image-network options and refused.
 
     Raises:
         RunError: a bad destination (suffix, a file in the way, not writable, existing
@@ -72,6 +88,12 @@ def export_run(model_path: str, fmt: str = "onnx", out: str | None = None,
     """
     from kdarts.export import QUANTIZATIONS
 
+    if is_language_model_file(model_path):
+        return _export_language_model(model_path, fmt, out, verify, input_dtype, quantize,
+                                      data, overwrite, before_tensorflow, form)
+    if form is not None:
+        raise RunError(f"--form applies to a language model's ONNX export; "
+                       f"{rel(model_path)} is not a language model")
     out = os.path.abspath(out or default_export_path(model_path, fmt, quantize))
     problem = suffix_error(out, fmt)
     if problem:
@@ -126,6 +148,86 @@ def export_run(model_path: str, fmt: str = "onnx", out: str | None = None,
                            input_contract=result.input_contract,
                            seconds=time.perf_counter() - t_start, quantize=quantize,
                            agreement=result.agreement, verified_on=verified_on)
+
+
+def _export_language_model(model_path: str, fmt: str, out: str | None, verify: bool,
+                           input_dtype: str, quantize: str, data: str | None,
+                           overwrite: bool, before_tensorflow, form: str | None
+                           ) -> ExportRunResult:
+    """:func:`export_run` for a language model: the same checks first, then
+    :func:`kdarts.recurrent.export.export_language_model`."""
+    name = rel(model_path)
+    if fmt not in LANGUAGE_MODEL_FORMATS:
+        raise RunError(f"--format {fmt}: {name} is a language model, which exports to "
+                       f"{', '.join(LANGUAGE_MODEL_FORMATS)} (LiteRT is for image networks)")
+    if quantize != "none":
+        raise RunError(f"--quantize {quantize}: {name} is a language model; quantisation is "
+                       "for LiteRT exports of image networks")
+    if data is not None:
+        raise RunError(f"--data: {name} is a language model; --data calibrates and verifies "
+                       "LiteRT exports of image networks")
+    if input_dtype != "float32":
+        raise RunError(f"--input-dtype {input_dtype}: {name} is a language model, which takes "
+                       "int32 word ids")
+    if form is not None and form not in LANGUAGE_MODEL_FORMS:
+        raise RunError(f"--form: one of {', '.join(LANGUAGE_MODEL_FORMS)}, got {form!r}")
+    if form is not None and fmt != "onnx":
+        raise RunError(f"--form applies to --format onnx (a {fmt} export holds both forms)")
+    out = os.path.abspath(out or default_export_path(model_path, fmt))
+    problem = suffix_error(out, fmt)
+    if problem:
+        raise RunError(f"--out: {problem}")
+    check_writable(out, "--out", folder=fmt == "saved_model")
+    from kdarts.export import ModelLoadError, check_model_file
+
+    try:
+        check_model_file(model_path)
+    except ModelLoadError as err:
+        raise RunError(str(err)) from None
+    _check_destination(model_path, out, fmt, overwrite)
+    if before_tensorflow is not None:
+        before_tensorflow()
+    t_start = time.perf_counter()
+    from kdarts.export import ExportError
+    from kdarts.recurrent.export import export_language_model, load_language_model
+
+    try:
+        model = load_language_model(model_path)
+    except (ModelLoadError, ValueError) as err:
+        raise RunError(" ".join(str(err).split())) from None
+    try:
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        result = export_language_model(model, out, fmt, form=form, verify=verify)
+    except (ExportError, ValueError, TypeError) as err:
+        raise RunError(" ".join(str(err).split())) from None
+    except KeyboardInterrupt:
+        raise RunInterrupted(f"interrupted; nothing was written to {rel(out)} (an export "
+                             "is moved into place only once verified)") from None
+    return ExportRunResult(path=result.path, format=fmt, max_abs_diff=result.max_abs_diff,
+                           input_contract=result.input_contract,
+                           seconds=time.perf_counter() - t_start)
+
+
+def describe_export_run(result: ExportRunResult) -> str:
+    """One line on an export: :func:`~kdarts.runs.describe_export` for an image network;
+    for a language model, its forms, vocabulary file and verification."""
+    contract = result.input_contract or {}
+    if contract.get("kind") != "recurrent_language_model":
+        return describe_export(result)
+    from kdarts.recurrent.export import vocabulary_path
+
+    path = result.path
+    total = (sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path)
+                 for f in files) if os.path.isdir(path) else os.path.getsize(path))
+    size = f"{total / 1e6:.2f} MB" if total >= 1e5 else f"{total / 1e3:.1f} kB"
+    forms = " and ".join(f"{name} ({', '.join(f['inputs'])} → {', '.join(f['outputs'])})"
+                         for name, f in contract.get("forms", {}).items())
+    check = ("not verified (--no-verify)" if result.max_abs_diff is None
+             else "verified against the Keras model: max |Δ| = "
+                  f"{result.max_abs_diff:.2e}")
+    return (f"exported language model {result.format} → {rel(path)} ({size}) in "
+            f"{fmt_time(result.seconds)}; vocabulary {contract.get('vocab_size')} words → "
+            f"{rel(vocabulary_path(path))}; {forms}; {check}")
 
 
 def _same_file(a: str, b: str) -> bool:
