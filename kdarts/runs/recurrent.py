@@ -40,13 +40,16 @@ EMBEDDED_CORPUS = "kdarts_text"
 CORPUS_FILES = ("train.txt", "valid.txt", "test.txt")
 
 #: Recurrent search defaults: DARTS-PRIME's method (crb, dynamic schedule, proximity) at
-#: a size the embedded corpus searches in a few minutes on 2 CPU cores. As for the small
+#: a size the embedded corpus searches in about a minute on 2 CPU cores. As for the small
 #: image searches, α's learning rate is scaled up and the dynamic schedule's threshold
-#: set in the range of this model's FI, so that α moves and crb prunes in so few steps.
+#: set in the range of this model's FI (about 2-15), so that α moves and crb prunes in
+#: so few steps. The weights' learning rate is the reference's 20 divided by 4: at 32
+#: units, 20 (with the first α steps) makes the weights diverge (the loss climbs from
+#: 7.3 to 17 in 4 epochs and the FI to 1e7); at 5 the loss falls (6.2 → 5.8).
 RECURRENT_SEARCH_DEFAULTS: dict = dict(
     dataset=EMBEDDED_CORPUS, epochs=4, activation="crb", schedule="dynamic", every=10,
-    arch_lr=0.02, threshold=1e7, reg="proximity", rho=0.1, admm_every=10,
-    admm_variant="spec", batch_size=32, units=32, bptt=20, vocab_size=1000, lr=20.0,
+    arch_lr=0.02, threshold=10.0, reg="proximity", rho=0.1, admm_every=10,
+    admm_variant="spec", batch_size=32, units=32, bptt=20, vocab_size=1000, lr=5.0,
     max_tokens=None, seed=0, unrolled=False)
 #: Language-model training defaults for the embedded corpus (small and short).
 RECURRENT_TRAIN_DEFAULTS: dict = dict(
@@ -584,7 +587,10 @@ def _train(folder: RunFolder, opts: dict, args: dict, geno, state: dict | None,
 def generate_run(model_path: str, prompt: str, n: int = 20, temperature: float = 1.0,
                  seed: int = 0, before_tensorflow: Callable[[], None] | None = None) -> str:
     """``n`` words sampled from a trained language model after ``prompt`` (words split on
-    whitespace, lowercased as the corpus is); the same seed gives the same words."""
+    whitespace, lowercased as the corpus is); the same seed gives the same words.
+
+    ``model_path`` is a language model's ``.keras`` file or a training folder holding one
+    (``model.keras``)."""
     from kdarts.export import ModelLoadError, check_model_file
 
     words = prompt.lower().split()
@@ -592,6 +598,10 @@ def generate_run(model_path: str, prompt: str, n: int = 20, temperature: float =
         raise RunError("--prompt: give at least one word")
     if temperature < 0:
         raise RunError(f"--temperature must be >= 0, got {temperature}")
+    if n < 1:
+        raise RunError(f"--length must be >= 1, got {n}")
+    if os.path.isdir(model_path):
+        model_path = os.path.join(model_path, "model.keras")
     try:
         check_model_file(model_path)
     except ModelLoadError as err:
