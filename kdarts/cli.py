@@ -1,4 +1,4 @@
-"""The ``kdarts`` command line: search, train, show, export, quickstart.
+"""The ``kdarts`` command line: search, train, show, export, generate, quickstart.
 
 Each command parses its options, calls :mod:`kdarts.runs` (which checks every
 input and output it can before any TensorFlow work) and prints what it did.
@@ -13,6 +13,15 @@ by the commands that need it, so ``--help`` and ``--version`` answer at once.
     kdarts show runs/search/genotype.json --png cell.png
     kdarts export runs/train/model.keras --format onnx
     kdarts export runs/train/model.keras --format tflite --quantize int8 --data kdarts_digits
+
+A corpus as --dataset (the built-in kdarts_text, or a folder holding train.txt,
+valid.txt and test.txt) selects the recurrent space: a recurrent cell search and a
+word-level language model (DARTS's PTB experiments):
+
+    kdarts search --dataset kdarts_text --out runs/lm-search
+    kdarts train --genotype runs/lm-search/genotype.json --out runs/lm-train
+    kdarts export runs/lm-train/model.keras --format onnx
+    kdarts generate runs/lm-train/model.keras --prompt "the list" --length 20
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import threading
 from typing import Callable
 
 import click
+from click.core import ParameterSource
 
 from kdarts.data.catalog import DATASETS, DEFAULT_DATASET
 from kdarts.export import FORMATS, INPUT_DTYPES, QUANTIZATIONS
@@ -31,6 +41,8 @@ from kdarts.runtime import STRATEGIES
 from kdarts.runs import (
     DATASET_DEFAULTS,
     EXPORT_DIR,
+    RECURRENT_SEARCH_DEFAULTS,
+    RECURRENT_TRAIN_DEFAULTS,
     SEARCH_DEFAULTS,
     TRAIN_DEFAULTS,
     InterruptNote,
@@ -38,15 +50,23 @@ from kdarts.runs import (
     RunInterrupted,
     SigintWatchdog,
     check_writable,
-    describe_export,
+    describe_export_run,
     export_run,
+    generate_run,
+    is_corpus,
+    is_recurrent_genotype,
     kdarts_version,
     load_genotype,
+    load_recurrent_genotype,
     quickstart_run,
+    recurrent_search_run,
+    recurrent_train_run,
     rel,
     search_run,
     train_run,
 )
+from kdarts.runs.recurrent import CORPUS_FILES, EMBEDDED_CORPUS, PTB_SEARCH, PTB_TRAIN, \
+    check_corpus
 
 INTERRUPT_GRACE_S = 3.0  # how long Ctrl-C may wait for TensorFlow to hand control back
 
@@ -129,11 +149,14 @@ def _set_threads() -> None:
             click.echo(f"Warning: {err}; keeping them.", err=True)
 
 
+_CORPUS = (f"a corpus ({EMBEDDED_CORPUS}, built in, or a folder holding "
+           f"{', '.join(CORPUS_FILES)})")
 _DATA_OPTIONS = [
     click.option("--dataset", default=DEFAULT_DATASET,
                  help=f"A TFDS name ({', '.join(DATASETS)}; only the default needs no download),"
-                      " a folder <class>/<image> (or train/ and test/ of them), or an .npz with "
-                      "x, y [x_test, y_test]."),
+                      " a folder <class>/<image> (or train/ and test/ of them), an .npz with "
+                      f"x, y [x_test, y_test]; or {_CORPUS}: the recurrent space "
+                      "(a language model)."),
     click.option("--image-size", default=None,
                  help="H,W to resize a folder's images to [default: their own size]."),
     click.option("--tensorboard", is_flag=True,
@@ -167,6 +190,89 @@ def _options(options):
     return decorate
 
 
+def _recurrent_options(command: str):
+    """The options only the recurrent space takes (a corpus as --dataset)."""
+    r = RECURRENT_SEARCH_DEFAULTS if command == "search" else RECURRENT_TRAIN_DEFAULTS
+    ptb = PTB_SEARCH if command == "search" else PTB_TRAIN
+    weights_lr = [click.option(
+        "--lr", type=click.FloatRange(min=0.0, min_open=True), default=None,
+        show_default=f"{r['lr']:g}",
+        help="A corpus: the weights' SGD learning rate (gradients clipped to norm 0.25).")]
+    return [
+        *(weights_lr if command == "search" else []),
+        click.option("--units", type=click.IntRange(min=1), default=None,
+                     show_default=f"{r['units']}; a corpus folder: {ptb['units']}",
+                     help="A corpus: the recurrent cell's hidden (and embedding) size."),
+        click.option("--bptt", type=click.IntRange(min=2), default=None,
+                     show_default=f"{r['bptt']}; a corpus folder: {ptb['bptt']}",
+                     help="A corpus: the mean length of a training segment (truncated "
+                          "backpropagation through time)."),
+        click.option("--vocab-size", type=click.IntRange(min=3), default=None,
+                     show_default=f"{r['vocab_size']}; a corpus folder: all its words",
+                     help="A corpus: keep its N most frequent training words (with <unk> and "
+                          "<eos>), the others become <unk>."),
+        click.option("--max-tokens", type=click.IntRange(min=1), default=None,
+                     help="A corpus: use only the first N tokens of each split (quick tries)."),
+    ]
+
+
+#: The options of a run folder rather than of its run: both spaces take them.
+_RUN_OPTIONS = ("resume", "overwrite", "stop_after_epoch")
+#: The options only the recurrent space takes (the image search has no --lr).
+_RECURRENT_ONLY = {"search": ("lr", "units", "bptt", "vocab_size", "max_tokens"),
+                   "train": ("units", "bptt", "vocab_size", "max_tokens")}
+
+
+def _is_corpus(dataset: str) -> bool:
+    """Whether --dataset selects the recurrent space; a folder holding some of a corpus's
+    files but not all is refused (RunError naming those missing)."""
+    if is_corpus(dataset):
+        return True
+    if os.path.isdir(dataset) and any(os.path.isfile(os.path.join(dataset, name))
+                                      for name in CORPUS_FILES):
+        check_corpus(dataset)
+    return False
+
+
+def _given(ctx: click.Context, name: str) -> bool:
+    """Whether the user gave option ``name`` (rather than leaving its default)."""
+    return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE,
+                                              ParameterSource.ENVIRONMENT)
+
+
+def _option_label(ctx: click.Context, name: str) -> str:
+    for param in ctx.command.params:
+        if param.name == name:
+            return "/".join(param.opts + param.secondary_opts)
+    return f"--{name.replace('_', '-')}"  # pragma: no cover - every name is an option
+
+
+def _refuse_given(ctx: click.Context, names, why: str) -> None:
+    """RunError naming every option of ``names`` the user gave, and ``why``."""
+    given = [p.name for p in ctx.command.params if p.name in names and _given(ctx, p.name)]
+    if given:
+        labels = ", ".join(_option_label(ctx, name) for name in given)
+        raise RunError(f"{labels} appl{'ies' if len(given) == 1 else 'y'} {why}")
+
+
+def _space_options(ctx: click.Context, command: str, options: dict, recurrent: bool) -> dict:
+    """The options of the chosen space's run, checked: those of the other space that the
+    user gave are refused. A recurrent run gets only the options given (None for the
+    rest), so its own defaults apply, not the image ones this command shows."""
+    if not recurrent:
+        only = _RECURRENT_ONLY[command]
+        _refuse_given(ctx, only, f"to {_CORPUS} as --dataset, not to the image data "
+                                 f"{options['dataset']}")
+        return {k: v for k, v in options.items() if k not in only}
+    table = RECURRENT_SEARCH_DEFAULTS if command == "search" else RECURRENT_TRAIN_DEFAULTS
+    image_only = [k for k in options if k not in table and k not in _RUN_OPTIONS]
+    data = options["dataset"] if _is_corpus(options["dataset"]) else EMBEDDED_CORPUS
+    _refuse_given(ctx, image_only, f"to image data, not to the corpus {data} (the recurrent "
+                                   "space)")
+    return {k: (v if k in _RUN_OPTIONS or _given(ctx, k) else None)
+            for k, v in options.items() if k in table or k in _RUN_OPTIONS}
+
+
 def _by_dataset(command: str, key: str) -> dict:
     """An option whose default depends on --dataset: None here, resolved by kdarts.runs."""
     base = (SEARCH_DEFAULTS if command == "search" else TRAIN_DEFAULTS)[key]
@@ -179,12 +285,14 @@ def _by_dataset(command: str, key: str) -> dict:
 # ----------------------------------------------------------------------------- search
 
 _d = SEARCH_DEFAULTS
+_rd = RECURRENT_SEARCH_DEFAULTS
 
 
 @main.command()
 @_options([
     click.option("--epochs", type=click.IntRange(min=1), **_by_dataset("search", "epochs"),
-                 help="Search epochs."),
+                 help=f"Search epochs [a corpus: {_rd['epochs']}; a corpus folder: "
+                      f"{PTB_SEARCH['epochs']}]."),
     click.option("--activation", type=click.Choice(ACTIVATIONS), default=_d["activation"],
                  help="α activation: crb (clip to [0,1], prune at 0) or softmax (DARTS)."),
     click.option("--schedule", type=click.Choice(SCHEDULES), default=_d["schedule"],
@@ -192,10 +300,13 @@ _d = SEARCH_DEFAULTS
     click.option("--every", type=click.IntRange(min=1), default=_d["every"],
                  help="k: on average one α step per k weight steps."),
     click.option("--arch-lr", type=click.FloatRange(min=0.0, min_open=True),
-                 **_by_dataset("search", "arch_lr"), help="α's Adam learning rate."),
+                 **_by_dataset("search", "arch_lr"),
+                 help=f"α's Adam learning rate [a corpus: {_rd['arch_lr']}; a corpus folder: "
+                      f"{PTB_SEARCH['arch_lr']}]."),
     click.option("--threshold", type=click.FloatRange(min=0.0, min_open=True),
                  **_by_dataset("search", "threshold"),
-                 help="The dynamic schedule's initial FI threshold."),
+                 help=f"The dynamic schedule's initial FI threshold [a corpus: "
+                      f"{_rd['threshold']:g}; a corpus folder: {PTB_SEARCH['threshold']:g}]."),
     click.option("--reg", type=click.Choice(list(REGULARIZERS)), default=_d["reg"],
                  help="Regulariser pulling α towards its discretisation."),
     click.option("--rho", type=click.FloatRange(min=0.0), default=_d["rho"],
@@ -208,7 +319,9 @@ _d = SEARCH_DEFAULTS
                       "--admm-every 10 then updates every 9 α steps; docs/fidelity.md)."),
     click.option("--split", type=click.Choice(SPLITS), default=_d["split"],
                  help="Search split: 1/(1+k) of the training data (dynamic) or 50/50."),
-    click.option("--batch-size", type=click.IntRange(min=1), **_by_dataset("search", "batch_size")),
+    click.option("--batch-size", type=click.IntRange(min=1), **_by_dataset("search", "batch_size"),
+                 help=f"Batch size [a corpus: {_rd['batch_size']}; a corpus folder: "
+                      f"{PTB_SEARCH['batch_size']}]"),
     click.option("--channels", type=click.IntRange(min=1), **_by_dataset("search", "channels"),
                  help="C of the search network."),
     click.option("--layers", type=click.IntRange(min=3), **_by_dataset("search", "layers"),
@@ -221,6 +334,7 @@ _d = SEARCH_DEFAULTS
                  help="Use only the first N training examples (quick tries)."),
     click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=_d["seed"],
                  help="Seed of the data order, augmentation and initialisation."),
+    *_recurrent_options("search"),
     click.option("--unrolled", is_flag=True, default=_d["unrolled"],
                  help="DARTS's second-order α gradient (slower)."),
     click.option("--skip-pruned-ops", is_flag=True, default=_d["skip_pruned_ops"],
@@ -243,28 +357,50 @@ def search(out, **options):
     search_record.json (α and the schedule, for the plots), checkpoint.weights.h5 and
     checkpoint.json (every epoch; --resume continues from them), genotype.json, and
     the plots alpha.png, schedule.png and genotype.png.
+
+    A corpus as --dataset (kdarts_text, or a folder holding train.txt, valid.txt and
+    test.txt) searches DARTS's recurrent cell instead (the weights learn on the
+    training text, α on the validation text): run.json, history.csv, the checkpoint,
+    genotype.json and genotype.png. Its defaults are the bracketed ones; the image
+    options (--channels, --layers, ...) do not apply to it.
     """
-    _run(lambda note: search_run(out, report=click.echo, before_tensorflow=_set_threads,
-                                 note=note, **options))
+    ctx = click.get_current_context()
+
+    def work(note):
+        if _is_corpus(options["dataset"]):
+            opts = _space_options(ctx, "search", options, recurrent=True)
+            return recurrent_search_run(out, report=click.echo, before_tensorflow=_set_threads,
+                                        note=note, **opts)
+        opts = _space_options(ctx, "search", options, recurrent=False)
+        return search_run(out, report=click.echo, before_tensorflow=_set_threads, note=note,
+                          **opts)
+
+    _run(work)
 
 
 # ------------------------------------------------------------------------------ train
 
 _t = TRAIN_DEFAULTS
+_rt = RECURRENT_TRAIN_DEFAULTS
 
 
 @main.command()
 @_options([
     click.option("--genotype", required=True,
                  help="A genotype JSON file, a search folder holding one, or a preset "
-                      "(DARTS_V1, DARTS_V2)."),
+                      "(DARTS_V1, DARTS_V2). A recurrent genotype (a search on a corpus) "
+                      "trains a language model (on kdarts_text unless --dataset names "
+                      "another corpus)."),
     click.option("--epochs", type=click.IntRange(min=1), **_by_dataset("train", "epochs"),
-                 help="Training epochs."),
+                 help=f"Training epochs [a corpus: {_rt['epochs']}; a corpus folder: "
+                      f"{PTB_TRAIN['epochs']}]."),
     click.option("--channels", type=click.IntRange(min=1), **_by_dataset("train", "channels"),
                  help="C of the network."),
     click.option("--layers", type=click.IntRange(min=1), **_by_dataset("train", "layers"),
                  help="Cells."),
-    click.option("--batch-size", type=click.IntRange(min=1), **_by_dataset("train", "batch_size")),
+    click.option("--batch-size", type=click.IntRange(min=1), **_by_dataset("train", "batch_size"),
+                 help=f"Batch size [a corpus: {_rt['batch_size']}; a corpus folder: "
+                      f"{PTB_TRAIN['batch_size']}]"),
     click.option("--cutout", type=click.IntRange(min=0), **_by_dataset("train", "cutout"),
                  help="Cutout square side in pixels, 0 for none."),
     click.option("--auxiliary/--no-auxiliary", default=_t["auxiliary"],
@@ -274,10 +410,12 @@ _t = TRAIN_DEFAULTS
     click.option("--drop-path", type=float, **_by_dataset("train", "drop_path"),
                  help="Final drop-path probability of the linear ramp."),
     click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), default=_t["lr"],
-                 help="Initial learning rate (cosine to 0)."),
+                 help=f"Initial learning rate (cosine to 0) [a corpus: {_rt['lr']:g}, SGD "
+                      "then ASGD, DARTS's recipe]."),
     click.option("--max-examples", type=click.IntRange(min=1), default=None,
                  help="Use only the first N training examples (quick tries)."),
     click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=_t["seed"]),
+    *_recurrent_options("train"),
     click.option("--out", type=click.Path(), default=os.path.join("runs", "train"),
                  help="Output folder (new or empty, or this training's own with --resume)."),
     click.option("--resume", is_flag=True,
@@ -296,9 +434,39 @@ def train(genotype, out, **options):
     continues from it), then model.keras (the whole model, reload-verified) and
     metrics.json (test accuracy, the arguments, and what the model takes: raw
     images, pixel values 0-255, float32 or uint8).
+
+    A recurrent genotype, or a corpus as --dataset, trains a word-level language model
+    (DARTS's recipe: SGD, then ASGD): run.json, history.csv and checkpoint/ (every
+    epoch), then model.keras (the best validation epoch) with its vocabulary beside it
+    (model.keras.vocab.json) and metrics.json (valid and test perplexity).
     """
-    _run(lambda note: train_run(genotype, out, report=click.echo,
-                                before_tensorflow=_set_threads, note=note, **options))
+    ctx = click.get_current_context()
+
+    def work(note):
+        dataset = options["dataset"]
+        recurrent_genotype, corpus = is_recurrent_genotype(genotype), _is_corpus(dataset)
+        if recurrent_genotype and not corpus and _given(ctx, "dataset"):
+            raise RunError(f"--genotype {genotype} is a recurrent cell: it trains a language "
+                           f"model on {_CORPUS}, not on the image data {dataset}")
+        if corpus and not recurrent_genotype and os.path.exists(genotype):
+            try:
+                load_genotype(genotype)
+            except RunError:
+                pass  # neither kind: the recurrent loader says what is wrong
+            else:
+                raise RunError(f"--genotype {genotype} is an image network's genotype "
+                               f"(normal and reduction cells); the corpus {dataset} trains a "
+                               "recurrent genotype's language model (a search on a corpus "
+                               "writes one; presets DARTS_V1, DARTS_V2)")
+        if recurrent_genotype or corpus:
+            opts = _space_options(ctx, "train", options, recurrent=True)
+            return recurrent_train_run(genotype, out, report=click.echo,
+                                       before_tensorflow=_set_threads, note=note, **opts)
+        opts = _space_options(ctx, "train", options, recurrent=False)
+        return train_run(genotype, out, report=click.echo, before_tensorflow=_set_threads,
+                         note=note, **opts)
+
+    _run(work)
 
 
 # ------------------------------------------------------------------------------- show
@@ -312,19 +480,23 @@ def show(genotype, png):
     """Print a genotype's cells (a JSON file, a search folder, or a preset name).
 
     Inputs are numbered 0 (the cell before the previous one) and 1 (the previous
-    cell), intermediate nodes 2, 3, ...: the numbers genotype.json uses.
+    cell), intermediate nodes 2, 3, ...: the numbers genotype.json uses. A recurrent
+    genotype (a search on a corpus) has one cell: state 0 from the input and the
+    previous hidden state, states 1-8 each from one earlier state.
     """
     def work(_note):
         if png is not None:
             if not png.lower().endswith(".png"):
                 raise RunError(f"--png {png}: the drawing is a PNG file, name it *.png")
             check_writable(png, "--png", folder=False)
-        geno = load_genotype(genotype)
+        recurrent = is_recurrent_genotype(genotype)
+        geno = (load_recurrent_genotype if recurrent else load_genotype)(genotype)
         click.echo(str(geno))
         if png:
             from kdarts.plots import plot_genotype
 
-            click.echo(f"cells drawn → {rel(plot_genotype(geno, png))}")
+            click.echo(f"{'cell' if recurrent else 'cells'} drawn → "
+                       f"{rel(plot_genotype(geno, png))}")
 
     _run(work)
 
@@ -351,7 +523,11 @@ def show(genotype, png):
               help="ONNX input dtype (.keras and SavedModel take both).")
 @click.option("--verify/--no-verify", default=True,
               help="Reload the artifact and compare its logits with the Keras model's.")
-def export_command(model, fmt, out, overwrite, input_dtype, verify, quantize, data):
+@click.option("--form", type=click.Choice(("batch", "step")), default=None,
+              help="A language model's ONNX graph: batch (tokens → log_probs) or step "
+                   "(token, hidden → log_probs, new_hidden: generation) [default: batch; "
+                   ".keras and SavedModel hold both].")
+def export_command(model, fmt, out, overwrite, input_dtype, verify, quantize, data, form):
     """Export a trained MODEL.keras for inference (ONNX, SavedModel, .keras or LiteRT).
 
     The inference graph (no auxiliary head, no drop-path) takes raw NHWC `images`
@@ -359,10 +535,36 @@ def export_command(model, fmt, out, overwrite, input_dtype, verify, quantize, da
     `logits`; it normalises inside. The input contract is in the artifact's
     metadata. The artifact is written next to its destination, verified, then
     moved into place.
+
+    A language model (a training on a corpus) exports to keras, saved_model or onnx,
+    verified against Keras, with its vocabulary beside the artifact
+    (<name>.vocab.json); it takes int32 word ids and returns log-probabilities.
     """
-    _run(lambda _note: click.echo(describe_export(export_run(
+    _run(lambda _note: click.echo(describe_export_run(export_run(
         model, fmt, out, verify, input_dtype=input_dtype, quantize=quantize, data=data,
-        overwrite=overwrite, before_tensorflow=_set_threads))))
+        overwrite=overwrite, before_tensorflow=_set_threads, form=form))))
+
+
+# ---------------------------------------------------------------------------- generate
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@click.option("--prompt", required=True,
+              help="The words to start from (lowercased; unknown words read as <unk>).")
+@click.option("--length", type=click.IntRange(min=1), default=20, help="Words to sample.")
+@click.option("--temperature", type=click.FloatRange(min=0.0), default=1.0,
+              help="Divides the log-probabilities before sampling; 0 takes the most likely "
+                   "word.")
+@click.option("--seed", type=click.IntRange(min=0, max=2**32 - 1), default=0,
+              help="The sampler's seed: the same seed gives the same words.")
+def generate(model, prompt, length, temperature, seed):
+    """Sample words from a trained language model (MODEL.keras, or its training folder).
+
+    Prints the --length words that follow --prompt, on one line.
+    """
+    _run(lambda _note: click.echo(generate_run(model, prompt, length, temperature=temperature,
+                                               seed=seed, before_tensorflow=_set_threads)))
 
 
 # ------------------------------------------------------------------------- quickstart
