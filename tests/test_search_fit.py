@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from kdarts.genotype import discretize
 from kdarts.search import ADMM, DynamicSchedule, FixedSchedule, Proximity, SearchNetwork
+from kdarts.search.network import PRUNE_LEVELS
 
 PRIMS = ("max_pool_3x3", "skip_connect", "sep_conv_3x3")
 TINY = dict(channels=4, layers=3, steps=2, multiplier=2, primitives=PRIMS)
@@ -146,17 +147,31 @@ class _Snapshots(keras.callbacks.Callback):
         self.mask.append(self.model.mask_normal.numpy().copy())
 
 
+class _PrunedPerStep(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.counts = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.counts.append(float(logs["pruned_ops"]))
+
+
 @pytest.mark.slow
 def test_compiled_search_prunes_for_good_without_retracing():
     weight_ds, search_ds = datasets()
     model = tiny_model("crb")
     # a fast α optimiser so that ops reach 0 (and get pruned) within a few steps
     model.compile(arch_optimizer=keras.optimizers.Adam(0.08, beta_1=0.5), search_data=search_ds,
-                  schedule=FixedSchedule(2), regularizer=Proximity(rho=2.0))
-    snaps = _Snapshots()
+                  schedule=FixedSchedule(2), regularizer=Proximity(rho=2.0),
+                  skip_pruned_ops="levels")
+    snaps, pruned = _Snapshots(), _PrunedPerStep()
     history = model.fit(weight_ds, epochs=3, steps_per_epoch=4, verbose=0,
-                        callbacks=[snaps]).history
-    assert model.trace_count == 1  # α / no-α steps alternate inside one trace
+                        callbacks=[snaps, pruned]).history
+    # α / no-α steps alternate inside one trace; pruning traces the step again only when
+    # the pruned share first reaches a further level (25/50/75 %), before the next step
+    total = 2 * np.prod(model.mask_normal.shape)
+    levels = [sum(p / total >= t for t in PRUNE_LEVELS) for p in pruned.counts[:-1]]
+    assert model.trace_count == 1 + len(set(levels) - {0})
     assert model.train_function.lean_graph_optimization  # the step's one big graph
     assert history["alpha_steps"] == [2.0, 4.0, 6.0]
     masks = np.stack(snaps.mask)
@@ -191,8 +206,10 @@ def test_fit_errors_are_clear():
     model = tiny_model("softmax")
     with pytest.raises(RuntimeError, match="compile"):
         model.fit(weight_ds, epochs=1, steps_per_epoch=1)
-    with pytest.raises(ValueError, match="skip_pruned_ops=True.*XLA cannot compile"):
-        model.compile(skip_pruned_ops=True, jit_compile=True)
+    with pytest.raises(ValueError, match="skip_pruned_ops='every_step'.*XLA cannot compile"):
+        model.compile(skip_pruned_ops="every_step", jit_compile=True)
+    with pytest.raises(ValueError, match="skip_pruned_ops='sometimes'.*levels, every_step"):
+        model.compile(skip_pruned_ops="sometimes")
     model.compile()
     with pytest.raises(ValueError, match=r"compile\(search_data=...\) is required"):
         model.fit(weight_ds, epochs=1, steps_per_epoch=1)

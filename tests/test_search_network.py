@@ -120,11 +120,13 @@ def _copy_edges_into_fanouts(ref: SearchCell, fused: SearchCell):
 
 # C=20: 3×3 kernels compose into dense ones (180 taps), 5×5 stay depthwise (500 > 400)
 @pytest.mark.parametrize("reduction,activation,channels,skip", [
-    (False, "softmax", 4, False), (True, "crb", 4, True), (True, "crb", 20, False)])
+    (False, "softmax", 4, False), (True, "crb", 4, True), (True, "crb", 20, False),
+    (False, "crb", 4, "kept"), (True, "crb", 20, "kept")])
 def test_fused_cell_equals_reference_cell(reduction, activation, channels, skip):
     """FanOut computes exactly DARTS's MixedEdges, pruned ops included, train and inference,
-    whether pruned ops run with zero kernels or only unpruned edges reach the kernels
-    (``skip``)."""
+    whether pruned ops run with zero kernels, only unpruned edges reach the kernels
+    (``skip``), or the edges of a step traced for an earlier mask do (``"kept"``: the
+    edges pruned since with zero kernels, those pruned before not at all)."""
     # Keras's initialisers draw from the process's seed generator, not TF's: without this
     # the weights (and the float32 rounding compared below) hung on the tests before
     keras.utils.set_random_seed(1)
@@ -149,8 +151,13 @@ def test_fused_cell_equals_reference_cell(reduction, activation, channels, skip)
     ref(s0, s1, weights, active, training=False)
     fused(s0, s1, weights, active, training=False)
     _copy_edges_into_fanouts(ref, fused)
-    for fan in fused.fanouts:
-        fan.skip_pruned = skip
+    for source, fan in enumerate(fused.fanouts):
+        fan.skip_pruned = skip is True
+        if skip == "kept":  # traced when fewer ops were pruned: a superset of the active ones
+            traced = active_np | (rng.random(active_np.shape) > 0.7)
+            rows = fanout_rows(source, fused.steps)
+            fan.kept = tuple(tuple(q for q, r in enumerate(rows) if traced[r, col])
+                             for col in range(len(primitives)))
     upstream = None
     for training in (True, True, False):  # two training calls move the BN statistics
         grads = []
@@ -229,6 +236,11 @@ def test_pruned_op_never_reaches_the_output():
     for skip in (False, True):  # zero kernels on every edge, or on the one it runs on
         fan.skip_pruned = skip
         assert np.isfinite(fan(x, w, tf.constant(pruned), training=True).numpy()).all()
+    fan.skip_pruned = False
+    for kept in ((0, 2), ()):  # traced before it was pruned on edges 0 and 2, or after
+        fan.kept = tuple(kept if c == col else (0, 1, 2) for c in range(7))
+        assert np.isfinite(fan(x, w, tf.constant(pruned), training=True).numpy()).all()
+    fan.kept = None
     # the reference edge skips it too (behind a tf.cond)
     edge = MixedEdge(4, 1, CRB_PRIMITIVES)
     edge(x, weights[0], training=True)
@@ -289,6 +301,58 @@ def test_pruned_edges_stay_out_of_kernels_and_statistics(skip):
         assert np.isfinite(out.numpy()).all()
         assert all(np.isfinite(tf.convert_to_tensor(g).numpy()).all() for g in grads)
     assert run.experimental_get_tracing_count() == 1  # pruning changes data, not the graph
+
+
+def test_kept_edges_are_the_only_ones_computed():
+    """A fan-out traced for the mask of an earlier step (``kept``): its conv op runs on
+    exactly those edges, gathered by constant indices (static shapes, one trace), those
+    pruned since with zero kernels and their statistics rows kept; an op pruned on every
+    edge then is not computed at all (no gradient)."""
+    fan = FanOut(4, 1, ("skip_connect", "sep_conv_3x3", "dil_conv_3x3"), num_edges=3)
+    x = tf.random.normal((2, 8, 8, 4))
+    fan(x, tf.ones((3, 3)), tf.ones((3, 3), tf.bool), training=True)
+    fan.kept = ((0, 1, 2), (0, 2), ())  # the identity everywhere, sep_conv on 0 and 2, no dil
+    seen = []
+    original = fan._sep_conv
+
+    def spy(x, p, idx, training, spatial, alive, scale=None):
+        assert idx.shape == (2,)  # static: XLA can compile it
+        def record(i):
+            seen.append(i.tolist())
+            return np.int32(0)
+
+        token = tf.numpy_function(record, [idx], tf.int32, stateful=True)
+        with tf.control_dependencies([token]):
+            return original(tf.identity(x), p, idx, training, spatial, alive, scale)
+
+    fan._sep_conv = spy
+    params = fan._params["sep_conv_3x3"]
+    kernels = [v for v in params.values() if not isinstance(v, tuple)]
+    stats = [v for pair in params.values() if isinstance(pair, tuple) for v in pair]
+    dil = [v for v in fan._params["dil_conv_3x3"].values() if not isinstance(v, tuple)]
+
+    @tf.function
+    def run(active):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = fan(x, tf.cast(active, tf.float32), active, training=True)
+            loss = tf.reduce_sum(out * out)
+        return out, tape.gradient(loss, [x] + kernels + dil)
+
+    for keep in ([True, False, True], [False, False, True], [False, False, False]):
+        seen.clear()
+        before = [v.numpy() for v in stats]
+        out, grads = run(tf.constant([[True, k, False] for k in keep]))
+        assert seen == [[0, 2]]
+        for b, v in zip(before, stats):
+            assert np.any(b != v.numpy(), axis=1).tolist() == keep
+        for g in grads[1:1 + len(kernels)]:
+            rows = np.abs(tf.convert_to_tensor(g).numpy()).reshape(3, -1).max(axis=1)
+            assert (rows > 0).tolist() == keep
+        assert all(g is None for g in grads[1 + len(kernels):])  # never computed
+        assert np.isfinite(out.numpy()).all()
+    assert run.experimental_get_tracing_count() == 1
+    fan.kept = None
 
 
 def test_keras_round_trip(tmp_path):

@@ -33,11 +33,20 @@ printed, with a split of our step into pieces (forward parts, the weight gradien
 
 Configurations: small (C=8, 5 layers, 16×16, batch 32) and reference (C=16, 8 layers,
 32×32, batch 64). ``--pruned F`` prunes a seeded fraction F of the crb ops first.
+
+With ``--reference-src`` (the authors' src/) and ``--reference-python`` (a Python with
+torch), the weight+α mode also times the authors' step (tools/bench_cnn_reference.py, crb,
+the same ops pruned: their ``w > 0`` skip applies) in the same run, one step of each in
+turn after both warm-ups, and prints both medians and their ratio:
+
+    python tools/bench_search.py --config small --pruned 0.5 --reference-src \
+        .scratch/rnn/src --reference-python .scratch/rnn/torchenv/bin/python
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -71,9 +80,9 @@ def main(argv=None) -> dict:
                         help="the network's Keras dtype policy")
     parser.add_argument("--unfused", action="store_true", help="reference MixedEdge per edge")
     parser.add_argument("--unrolled", action="store_true")
-    parser.add_argument("--skip-pruned-ops", action="store_true",
-                        help="crb: each conv op only on the edges that keep it "
-                             "(compile(skip_pruned_ops=True))")
+    parser.add_argument("--skip-pruned-ops", default="never",
+                        choices=("levels", "every_step", "never"),
+                        help="crb: compile(skip_pruned_ops=...): how pruned ops are left out")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per run")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
@@ -130,6 +139,7 @@ def main(argv=None) -> dict:
                                  activation=args.activation, fused=not args.unfused,
                                  dtype=args.dtype)
     model.build((cfg["batch"], cfg["size"], cfg["size"], 3))
+    keeps = []
     if args.pruned > 0:
         if args.activation != "crb":
             parser.error("--pruned needs --activation crb")
@@ -140,6 +150,7 @@ def main(argv=None) -> dict:
             keep = (mask_rng.random(tuple(mask.shape)) >= args.pruned).astype(np.float32)
             mask.assign(keep)
             alpha.assign(alpha.numpy() * keep)
+            keeps.append(keep.astype(int).tolist())
     model.compile(schedule=kdarts.FixedSchedule(every), regularizer=args.reg,
                   search_data=ds, unrolled=args.unrolled, jit_compile=args.jit_compile,
                   skip_pruned_ops=args.skip_pruned_ops)
@@ -153,14 +164,29 @@ def main(argv=None) -> dict:
     # Python tracing of forward + backward: the nested gradient function, alone
     x0, y0 = next(iter(ds))
     traced = tf.function(lambda x, y: model._gradients(x, y)[0], autograph=False)
-    graph = traced.get_concrete_function(x0, y0).graph.as_graph_def()
+    with (model._tracing_kept(model._update_kept())
+          if args.activation == "crb" and args.skip_pruned_ops == "levels"
+          else contextlib.nullcontext()):  # the edges the step will run each op on
+        graph = traced.get_concrete_function(x0, y0).graph.as_graph_def()
     t_traced = time.perf_counter()
     op_count = len(graph.node) + sum(len(f.node_def) for f in graph.library.function)
     model.fit(ds, epochs=1, steps_per_epoch=1, verbose=0)  # outer trace, optimise, one run
     t_first = time.perf_counter()
     pruned_before = _pruned(model)
-    runs = [statistics.median(_step_times(model, ds, args.steps))
-            for _ in range(args.repeats)]
+    child = None
+    if args.reference_src and args.mode == "weight_alpha":  # the authors' step, in turn
+        if args.activation != "crb":
+            parser.error("--reference-src: the authors' step is timed with crb")
+        child = _start_cnn_reference(args, cfg, keeps)
+    runs, theirs = [], []
+    for _ in range(args.repeats):
+        times = _step_times(model, ds, args.steps, child)
+        runs.append(statistics.median(times[0]))
+        if child:
+            theirs.append(statistics.median(times[1]))
+    if child:
+        child.stdin.close()
+        child.wait()
     step_s = statistics.median(runs)
     out = dict(ms=1000 * step_s, runs_ms=[round(1000 * t, 1) for t in runs],
                warmup=dict(imports_build_s=round(t_built - T_START, 1),
@@ -171,8 +197,29 @@ def main(argv=None) -> dict:
                op_count=op_count, functions=len(graph.library.function),
                pruned_ops=[pruned_before, _pruned(model)],
                peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+    if child:
+        out.update(theirs_ms=statistics.median(theirs), theirs_runs_ms=theirs,
+                   theirs_pruned_ops=child.pruned)
     print(json.dumps(out))
     return out
+
+
+def _start_cnn_reference(args, cfg, keeps):
+    """The authors' image step (tools/bench_cnn_reference.py) at this configuration, with
+    the same ops pruned; returns the child once it has warmed up."""
+    command = [args.reference_python or sys.executable,
+               os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_cnn_reference.py"),
+               args.reference_src, "--channels", str(cfg["channels"]), "--layers",
+               str(cfg["layers"]), "--size", str(cfg["size"]), "--batch", str(cfg["batch"]),
+               "--reg", {"proximity": "prox", "admm": "admm", "none": "darts"}[args.reg]]
+    if keeps:
+        command += ["--keep", json.dumps(keeps)]
+    child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    ready = child.stdout.readline().split()
+    if not ready or ready[0] != "ready":
+        sys.exit("bench_search: the authors' step did not start")
+    child.pruned = int(ready[1])
+    return child
 
 
 def _run_e2e(args, argv) -> dict:
@@ -217,6 +264,11 @@ def _run_modes(args, argv) -> dict:
                runs_weight_only_ms=results["weight_only"]["runs_ms"],
                runs_weight_alpha_ms=wa["runs_ms"],
                pruned_ops_before_after=wa["pruned_ops"])
+    if "theirs_ms" in wa:  # same run, step by step in turn: the ratio is the figure to quote
+        out.update(theirs_weight_alpha_ms=round(wa["theirs_ms"], 1),
+                   theirs_runs_ms=[round(t, 1) for t in wa["theirs_runs_ms"]],
+                   theirs_pruned_ops=wa["theirs_pruned_ops"],
+                   speedup=round(wa["theirs_ms"] / wa["ms"], 2))
     if args.json:
         print(json.dumps(out))
     else:
@@ -317,14 +369,20 @@ def _pruned(model) -> int:
                                                              model.mask_reduce)))
 
 
-def _step_times(model, ds, steps: int) -> list[float]:
-    """Seconds per compiled step; reading the loss back makes sure the step has finished."""
-    fn, iterator, times = model.train_function, iter(model.paired_stream(ds)), []
+def _step_times(model, ds, steps: int, child=None) -> tuple[list[float], list[float]]:
+    """Seconds per compiled step (reading the loss back makes sure the step has finished),
+    and with ``child`` (the authors' step) its milliseconds, one of its steps before each."""
+    iterator, times, theirs = iter(model.paired_stream(ds)), [], []
     for _ in range(steps):
+        if child:
+            child.stdin.write("step\n")
+            child.stdin.flush()
+            theirs.append(float(child.stdout.readline()))
+        fn = model.train_function  # a new level of pruning traces the step again
         t = time.perf_counter()
         float(fn(iterator)["loss"])
         times.append(time.perf_counter() - t)
-    return times
+    return times, theirs
 
 
 if __name__ == "__main__":

@@ -170,7 +170,9 @@ class SearchFit(FolderFit):
                                                beta_2=0.999, epsilon=1e-8)
         model.compile(schedule=schedule, regularizer=make_regularizer(opts["reg"], opts),
                       search_data=self.search_ds, unrolled=opts["unrolled"],
-                      arch_optimizer=arch_optimizer, skip_pruned_ops=opts["skip_pruned_ops"])
+                      arch_optimizer=arch_optimizer,
+                      # the run option asks for the per-step gathers (the same search)
+                      skip_pruned_ops="every_step" if opts["skip_pruned_ops"] else "never")
         self.model = model
         if self.job.state is None:
             self.initial_epoch = 0

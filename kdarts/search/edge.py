@@ -295,6 +295,12 @@ class FanOut(keras.layers.Layer):
         # under XLA (set by the network when compiled with jit_compile): static shapes
         # only, so no per-op subsets of edges, and the BN's two-pass form
         self.static_shapes = False
+        # crb: per column of α, the edges whose op was alive when the step was traced (a
+        # tuple of edge indices each), or None: every op on every edge. Set by the network
+        # around its train step (SearchNetwork.make_train_function). Pruning is for good,
+        # so every edge alive now was alive then: the others are never computed, and those
+        # pruned since run with zero kernels. Static shapes: XLA compiles it.
+        self.kept = None
         c, k = self.channels, self.num_edges
         self._params: dict[str, dict[str, keras.Variable]] = {}
 
@@ -387,9 +393,12 @@ class FanOut(keras.layers.Layer):
         return tf.cast(y, dtype)
 
     def _count(self, idx):
-        """Edges an op runs on: all (a Python int: static shapes) or the gathered ``idx``,
-        counted once per op rather than by each kernel from its tensors' shapes."""
-        return self.num_edges if idx is None else tf.size(idx)
+        """Edges an op runs on: all (a Python int: static shapes) or the gathered ``idx``
+        (static when ``idx`` is a constant list), counted once per op rather than by each
+        kernel from its tensors' shapes."""
+        if idx is None:
+            return self.num_edges
+        return idx.shape[0] if idx.shape[0] is not None else tf.size(idx)
 
     def _pointwise(self, y, pw, spatial, k):
         """Edge q's 1×1 conv ``pw[q]`` on edge q's channels: (N, C·k') → (N, C, k').
@@ -469,7 +478,9 @@ class FanOut(keras.layers.Layer):
         training = bool(training)
         weights32 = tf.cast(weights, tf.float32)  # the BN scales below
         weights = tf.cast(weights, x.dtype)  # act(α) is float32; float16 compute mixes in it
-        skip = self.skip_pruned and not self.static_shapes and active is not None
+        kept = None if active is None else self.kept
+        skip = (self.skip_pruned and not self.static_shapes and active is not None
+                and kept is None)
         s, k, c = self.strides, self.num_edges, self.channels
         b = x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
         h, w = -(-x.shape[1] // s), -(-x.shape[2] // s)
@@ -478,6 +489,7 @@ class FanOut(keras.layers.Layer):
         n = b * h * w
         # one unstack per fan-out instead of a strided slice (and its gradient) per use
         w_cols = tf.unstack(weights, axis=1)
+        w32_cols = tf.unstack(weights32, axis=1) if kept is not None else None
         if active is not None:
             a_cols = tf.unstack(active, axis=1)
         if not skip:  # each op's edge weights over its columns (c, q): the BN scales below
@@ -494,9 +506,15 @@ class FanOut(keras.layers.Layer):
 
         terms, weighted = [], []  # weighted: conv ops' (N, C, k), each already × act(α)
         shared, shared_w = [], []  # ops identical on every edge: (N·C,) and their α column
+        subsets, subset_edges = [], []  # conv ops on some edges: (N, C, j), × act(α); edges
         for col, op in enumerate(self.primitives):
             if op == "none":
                 continue  # contributes zeros: nothing to compute
+            edges = None if kept is None else tuple(kept[col])
+            if edges is not None and not edges:
+                continue  # pruned on every edge when traced: its weights 0, statistics kept
+            if edges is not None and len(edges) == k:
+                edges = None
             if op == "skip_connect" and s == 1:  # the identity: one copy, no compute
                 shared.append(_reshape(x, [n * c]))
                 shared_w.append(w_cols[col])
@@ -507,6 +525,17 @@ class FanOut(keras.layers.Layer):
                 alive = None if active is None else tf.reduce_any(a_cols[col])
                 shared.append(_reshape(self._shared(op, x, training, spatial, alive), [n * c]))
                 shared_w.append(w_cols[col])
+            elif edges is not None:
+                # the edges kept when traced, as constant indices (static shapes); one
+                # pruned since runs with zero kernels, its statistics rows kept
+                idx = graph_constant(edges)
+                on = a_cols[col]  # (k,): the statistics move where alive, after the scatter
+                params = _zero_unless(on, self._params[op])  # the small kernels
+                scale = _reshape(tf.tile(tf.expand_dims(tf.gather(w32_cols[col], idx), 0),
+                                         [c, 1]), [c * len(edges)])
+                subsets.append(self._conv_op(op)(relu_x, params, idx, training, spatial, on,
+                                                 scale=scale))
+                subset_edges.extend(edges)
             elif not skip:  # every edge; a pruned one with zero kernels, its statistics kept
                 params, on = self._params[op], None
                 if active is not None:
@@ -532,10 +561,16 @@ class FanOut(keras.layers.Layer):
                 params = _zero_unless(alive, self._params[op])
                 y = self._conv_op(op)(relu_x, params, idx, training, spatial, alive)
                 terms.append(mix(y, row))
+        if subsets:  # placed into their edges by one matmul with a 0/1 matrix (J, k)
+            place = np.zeros((len(subset_edges), k))
+            place[np.arange(len(subset_edges)), subset_edges] = 1.0
+            terms.append(mix(tf.concat(subsets, axis=2), graph_constant(place, weights.dtype)))
         if shared:  # weighted into the k edges by one matmul (j, k)ᵀ·(j, N·C) → (k, N·C)
             terms.append(tf.matmul(tf.stack(shared_w), tf.stack(shared), transpose_a=True))
         if weighted:  # summed in (N, C, k), then edge-major: one transpose per fan-out
             terms.append(_transpose(_reshape(tf.add_n(weighted), [n * c, k]), [1, 0]))
+        if not terms:  # every op pruned on every edge when traced
+            terms.append(tf.zeros([k, n * c], x.dtype))
         out = tf.add_n(terms)
         return _reshape(out, [k, b, h, w, c])
 

@@ -18,10 +18,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from kdarts.compat import SymbolicBuildOnlyIfUnbuilt, learning_rate_schedule, loss_tracker, \
@@ -41,7 +43,7 @@ from kdarts.ops import (
 from kdarts.preprocessing import Standardize
 from kdarts.runtime import LeanTrainFunction
 from kdarts.search.activations import AlphaInitializer, activate, check_activation, prune
-from kdarts.search.cell import SearchCell
+from kdarts.search.cell import SearchCell, fanout_rows
 from kdarts.search.edge import FanOut
 from kdarts.search.regularizers import (
     Architecture,
@@ -51,6 +53,12 @@ from kdarts.search.regularizers import (
 )
 from kdarts.search.schedules import DynamicSchedule, add_schedule_state, get_schedule, \
     update_fi_ewma
+
+#: crb: the step is traced again for the edges that keep each op when the share of pruned
+#: ops first reaches each of these (compile's ``skip_pruned_ops="levels"``)
+PRUNE_LEVELS = (0.25, 0.5, 0.75)
+#: compile's ``skip_pruned_ops`` values (True and False name the first and the last)
+SKIP_PRUNED_MODES = ("levels", "every_step", "never")
 
 
 @keras.saving.register_keras_serializable(package="kdarts")
@@ -158,6 +166,11 @@ class SearchNetwork(SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction, keras.Model):
         add_admm_state(self, self.architecture)
         # schedule and clock
         add_schedule_state(self)
+        # crb: the mask the step's kernels were last traced for (see make_train_function):
+        # all ones until PRUNE_LEVELS[0] of the ops are pruned. State, so that a resumed
+        # search runs the same kernels on the same edges as an uninterrupted one
+        self.kept_normal = state("kept_normal", shape, "ones")
+        self.kept_reduce = state("kept_reduce", shape, "ones")
         if self.sync_batch_norm:
             synchronize_batch_norms(self)
         self._search_metrics = {
@@ -179,6 +192,22 @@ class SearchNetwork(SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction, keras.Model):
 
     def _masks(self):
         return [self.mask_normal, self.mask_reduce]
+
+    def _kept_masks(self):
+        return [self.kept_normal, self.kept_reduce]
+
+    def load_own_variables(self, store):
+        """Keras's, and weight files written before ``kept_normal``/``kept_reduce`` existed
+        (two variables fewer): those start at ones, as a new search's."""
+        kept = self._kept_masks()
+        own = self._trainable_variables + self._non_trainable_variables
+        if len(store.keys()) != len(own) - len(kept):
+            return super().load_own_variables(store)
+        others = [v for v in own if not any(v is k for k in kept)]
+        for i, v in enumerate(others):
+            v.assign(store[f"{i}"])
+        for k in kept:
+            k.assign(tf.ones(k.shape))
 
     @property
     def architecture(self) -> Architecture:
@@ -238,7 +267,8 @@ class SearchNetwork(SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction, keras.Model):
                 schedule="dynamic", regularizer="proximity", search_data=None,
                 unrolled: bool = False, weight_decay: float = 3e-4,
                 arch_weight_decay: float = 1e-3, clip_norm: float = 5.0,
-                lr_min: float | None = 0.001, skip_pruned_ops: bool = False, **kwargs):
+                lr_min: float | None = 0.001, skip_pruned_ops: bool | str = "never",
+                **kwargs):
         """Configure the search (defaults: docs/method.md §7).
 
         Args:
@@ -262,18 +292,29 @@ class SearchNetwork(SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction, keras.Model):
             weight_decay, arch_weight_decay: L2 terms added to the gradients (after
                 clipping, before momentum/Adam moments), as in the reference code.
             clip_norm: global gradient-norm clip of the weight step.
-            skip_pruned_ops: crb only: run each conv op on the edges that keep it, instead
-                of on every edge with zero kernels where it is pruned. The same search;
-                fewer FLOPs once many ops are pruned, but a step graph nearly twice as
-                large (gathers and their gradients, dynamic shapes), so a longer wait
-                before the first step, and slower while little is pruned (measured in
-                docs/design.md, "The fan-out"). Worth it for long searches at large
-                sizes. Not with ``jit_compile`` (XLA compiles static shapes only).
+            skip_pruned_ops: crb only: how pruned ops are left out (docs/design.md,
+                "Pruned ops"). ``"never"`` (or False, the default): every op on every
+                edge, zero kernels where pruned, one trace for the whole search.
+                ``"levels"`` (or True; experimental): each conv op runs on the edges that
+                kept it when the step was last traced, gathered by constant indices
+                (static shapes: XLA compiles it), an edge pruned since with zero kernels;
+                the step is traced again when the share of pruned ops first reaches 25,
+                50 and 75 % (:data:`PRUNE_LEVELS`). Not yet the default: it moved the
+                stored record's FI by 3e-3 at its first retrace (issue 27).
+                ``"every_step"``: the edges that keep each op are gathered on every step
+                (dynamic shapes, one trace; a graph nearly twice as large, and not with
+                ``jit_compile``).
         """
-        if skip_pruned_ops and kwargs.get("jit_compile") is True:
-            raise ValueError("compile(skip_pruned_ops=True) runs each op on a data-dependent "
-                             "subset of edges, which XLA cannot compile; drop one of "
-                             "skip_pruned_ops and jit_compile=True")
+        mode = skip_pruned_ops
+        if isinstance(mode, bool):
+            mode = "levels" if mode else "never"
+        if mode not in SKIP_PRUNED_MODES:
+            raise ValueError(f"compile(skip_pruned_ops={skip_pruned_ops!r}): one of "
+                             f"{', '.join(SKIP_PRUNED_MODES)}, True or False")
+        if mode == "every_step" and kwargs.get("jit_compile") is True:
+            raise ValueError("compile(skip_pruned_ops='every_step') runs each op on a "
+                             "data-dependent subset of edges, which XLA cannot compile; use "
+                             "skip_pruned_ops='levels' (static shapes) with jit_compile=True")
         if optimizer is None:
             optimizer = FusedSGD(learning_rate=0.025, momentum=0.9)
         if arch_optimizer is None:
@@ -284,10 +325,11 @@ class SearchNetwork(SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction, keras.Model):
         if metrics is None:
             metrics = ["accuracy"]
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
-        if skip_pruned_ops and self.jit_compile:  # "auto" turned XLA on (a GPU)
-            warnings.warn("compile(skip_pruned_ops=True) has no effect under XLA "
+        if mode == "every_step" and self.jit_compile:  # "auto" turned XLA on (a GPU)
+            warnings.warn("compile(skip_pruned_ops='every_step') has no effect under XLA "
                           "(jit_compile resolved to True): every op runs on every edge",
                           stacklevel=2)
+        self.skip_pruned_ops = mode
         self.arch_optimizer = keras.optimizers.get(arch_optimizer)
         # float16 gradients underflow: Keras wrapped the weight optimizer, α's gets the same
         if (isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
@@ -311,7 +353,7 @@ class SearchNetwork(SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction, keras.Model):
         for layer in sublayers(self):
             if isinstance(layer, FanOut):  # XLA: static shapes
                 old = (layer.static_shapes, layer.skip_pruned)
-                new = (xla, bool(skip_pruned_ops))
+                new = (xla, mode == "every_step")
                 layer.static_shapes, layer.skip_pruned = new
             elif isinstance(layer, BatchNormalization):  # stem, cells, nodes: not under XLA
                 old, new = layer.fused_kernel, not xla
@@ -428,7 +470,9 @@ class SearchNetwork(SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction, keras.Model):
         it after; a power of two, so both are exact. Overflow leaves inf/NaN gradients,
         which the :class:`keras.optimizers.LossScaleOptimizer` skips.
         """
-        if getattr(self, "_gradient_fn", None) is None:
+        key = getattr(self, "_kept_key", None)  # the pruned ops left out of this trace
+        if getattr(self, "_gradient_fn", None) is None or self._gradient_fn_key != key:
+            self._gradient_fn_key = key
             variables = self.arch_variables + self.weight_variables
 
             @tf.function(autograph=False, reduce_retracing=True)
@@ -437,7 +481,9 @@ class SearchNetwork(SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction, keras.Model):
                     logits = self(x, training=True)
                     loss = self.compute_loss(x=x, y=y, y_pred=logits, training=True)
                     scaled = loss if scale is None else loss * scale
-                grads = [tf.convert_to_tensor(g) for g in tape.gradient(scaled, variables)]
+                # an op left out of the trace (pruned on every edge) has no gradient: 0
+                grads = [tf.zeros(v.shape, v.dtype) if g is None else tf.convert_to_tensor(g)
+                         for g, v in zip(tape.gradient(scaled, variables), variables)]
                 if scale is not None:
                     grads = [g / scale for g in grads]
                 return loss, logits, grads
@@ -581,6 +627,85 @@ class SearchNetwork(SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction, keras.Model):
     def train_step(self, data):
         """One search step on one device (Keras's train function calls it per batch)."""
         return self._search_step(data, _InPlace())
+
+    def make_train_function(self, force: bool = False):
+        """The train function (:class:`kdarts.runtime.LeanTrainFunction`'s); with crb and
+        ``skip_pruned_ops="levels"``, traced for the edges that keep each op.
+
+        Pruning is for good, so the mask only loses ones: a step traced for the mask of
+        one moment computes every op alive later, on the same edges, and gives an edge
+        pruned since zero kernels (its weight is 0, its statistics stay). The traced mask
+        (``kept_normal``/``kept_reduce``) is all ones until the share of pruned ops
+        reaches :data:`PRUNE_LEVELS`\ [0]; each time it first reaches a further level, the
+        mask of that moment becomes the traced one and the step is traced again, before
+        the next step. Being state, it is checkpointed: a resumed search traces the
+        same step as the uninterrupted one (same kernels on the same edges, the same
+        rounding).
+        """
+        if self.train_function is not None and not force:
+            return self.train_function
+        step = super().make_train_function(force=True)
+        if not (self.activation == "crb" and self.fused
+                and getattr(self, "skip_pruned_ops", "never") == "levels"):
+            return step
+        kept = self._update_kept()
+        fans = self._kept_edges(kept)
+
+        def train_function(iterator):
+            if not np.array_equal(self._update_kept(), kept):  # a new level (or new state)
+                return self.make_train_function(force=True)(iterator)
+            with self._tracing_kept(kept, fans):
+                return step(iterator)
+
+        train_function.lean_graph_optimization = getattr(step, "lean_graph_optimization", False)
+        self.train_function = train_function
+        return train_function
+
+    def _update_kept(self) -> np.ndarray:
+        """The traced mask (normal and reduce stacked, bool), moved to the prune mask once
+        the share of pruned ops has reached a further level than it had; also when an edge
+        alive now is not in it (masks assigned from outside)."""
+        alive = np.stack([m.numpy() > 0.5 for m in self._masks()])
+        kept = np.stack([k.numpy() > 0.5 for k in self._kept_masks()])
+
+        def level(mask):
+            pruned = 1.0 - mask.mean()
+            return sum(pruned >= t for t in PRUNE_LEVELS)
+
+        if level(alive) > level(kept) or np.any(alive & ~kept):
+            kept = alive if level(alive) else np.ones_like(alive)
+            for var, value in zip(self._kept_masks(), kept):
+                var.assign(value.astype(np.float32))
+        return kept
+
+    @contextlib.contextmanager
+    def _tracing_kept(self, kept: np.ndarray, fans: list | None = None):
+        """Within it, the network is traced for the traced mask ``kept`` (each fan-out's
+        ``kept`` edges, and the gradient function's key); outside, for every edge."""
+        fans = self._kept_edges(kept) if fans is None else fans
+        for fan, edges in fans:  # read at trace time only
+            fan.kept = edges
+        self._kept_key = kept.tobytes() if fans else None
+        try:
+            yield
+        finally:
+            for fan, _ in fans:
+                fan.kept = None
+            self._kept_key = None
+
+    def _kept_edges(self, kept: np.ndarray) -> list:
+        """``(fan-out, edges kept per op column)`` for every fan-out, from the traced mask
+        (none if it is all ones: every op on every edge)."""
+        fans = []
+        if kept.all():
+            return fans
+        for cell in self.cells:
+            mask = kept[1 if cell.reduction else 0]
+            for source, fan in enumerate(cell.fanouts):
+                rows = fanout_rows(source, self.steps)
+                fans.append((fan, tuple(tuple(q for q, r in enumerate(rows) if mask[r, col])
+                                        for col in range(mask.shape[1]))))
+        return fans
 
     def _replicated_train_function(self):
         """The step under several replicas (see :class:`kdarts.runtime.LeanTrainFunction`,

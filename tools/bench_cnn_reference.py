@@ -1,0 +1,99 @@
+"""Time the authors' image search step (DARTS-PRIME's PyTorch code) on the CPU.
+
+The step of /work/shared/tools/reference/step.py (their ``Architect.step``, then the weight
+step: forward, CE, backward, FI, clip 5, SGD, ``mask_alphas``), with ops pruned first:
+``--keep`` gives the crb masks (JSON, normal then reduce, 1 = alive), and each pruned α is
+set to 0 and masked as their ``mask_alphas`` does, so their ``MixedOp.forward`` skips it
+(``if w > 0.0``). Imports ``model_admm_hard_statebn`` and ``architect`` from the authors'
+``src/`` folder given on the command line; nothing of theirs is copied.
+
+It answers on stdout: ``ready`` after two warm-up steps, then one line of milliseconds for
+every ``step`` line read on stdin, so a caller can interleave it with its own timing
+(tools/bench_search.py --reference-src does).
+
+    torchenv/bin/python tools/bench_cnn_reference.py SRC --channels 8 --layers 5 \\
+        --size 16 --batch 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import builtins
+import json
+import sys
+import time
+import types
+
+
+def _stub_torchvision() -> None:
+    """Their modules import torchvision's datasets at module level; the search network
+    needs none of it."""
+    tv, tr, ds = (types.ModuleType(n) for n in
+                  ("torchvision", "torchvision.transforms", "torchvision.datasets"))
+    ds.CIFAR10 = ds.CIFAR100 = type("Dataset", (), {})
+    tv.transforms, tv.datasets = tr, ds
+    sys.modules.update({"torchvision": tv, "torchvision.transforms": tr,
+                        "torchvision.datasets": ds})
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("src", help="the authors' src/ folder")
+    parser.add_argument("--channels", type=int, default=8)
+    parser.add_argument("--layers", type=int, default=5)
+    parser.add_argument("--size", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--reg", default="prox", help="prox, admm or darts (none)")
+    parser.add_argument("--keep", help="crb masks to prune to first: JSON [normal, reduce]")
+    args = parser.parse_args(argv)
+    _stub_torchvision()
+    sys.path.insert(0, args.src)
+    import torch
+    import torch.nn as nn
+
+    torch.Tensor.cuda = lambda self, *a, **k: self  # CPU run
+    import model_admm_hard_statebn as model_module
+    from architect import Architect
+
+    torch.manual_seed(0)
+    criterion = nn.CrossEntropyLoss()
+    net = model_module.Network(args.channels, 10, args.layers, criterion, 0.1, True, 50, -1,
+                               ewma=0.2, reg=args.reg)
+    hp = types.SimpleNamespace(momentum=0.9, weight_decay=3e-4, arch_learning_rate=3e-4,
+                               arch_weight_decay=1e-3)
+    architect = Architect(net, hp)
+    optimizer = torch.optim.SGD(net.parameters(), 0.025, momentum=0.9, weight_decay=3e-4)
+    if args.keep:
+        with torch.no_grad():
+            for alpha, keep in zip((net.alphas_normal, net.alphas_reduce),
+                                   json.loads(args.keep)):
+                alpha.mul_(torch.tensor(keep, dtype=alpha.dtype))  # pruned: 0 …
+        net.mask_alphas()  # … then masked for good, as their prune does at α ≤ 0
+    x = torch.randn(args.batch, 3, args.size, args.size)
+    y = torch.randint(0, 10, (args.batch,))
+    say, builtins.print = builtins.print, (lambda *a, **k: None)  # their code prints a lot
+
+    def step():
+        architect.step(x, y)
+        optimizer.zero_grad(set_to_none=False)  # their FI tracking needs zero grads
+        loss = criterion(net(x), y)
+        loss.backward()
+        net.track_FI()
+        nn.utils.clip_grad_norm_(net.parameters(), 5)
+        optimizer.step()
+        net.mask_alphas()
+
+    for _ in range(2):
+        step()
+    pruned = int(sum(float((1 - m).sum()) for m in net._arch_mask))
+    say(f"ready {pruned}", flush=True)
+    for line in sys.stdin:
+        if line.strip() != "step":
+            break
+        t = time.perf_counter()
+        step()
+        say(f"{1000 * (time.perf_counter() - t):.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
