@@ -381,11 +381,25 @@ def test_variable_length_search_resumes_exactly_logs_evaluates_and_runs_under_xl
                                   model.arch_optimizer.variables[1].numpy())
     scores = model.evaluate(valid, batch_size=2, bptt=5)
     assert np.isclose(scores["perplexity"], np.exp(scores["loss"])) and scores["loss"] > 0
-    # XLA against the graph step; dropout off: TensorFlow's stateless uniform draws
-    # other numbers under XLA unless alg="philox" is named (dropout.py does not yet)
+    # XLA against the graph step, dropout off (the masks agree under XLA:
+    # test_dropout_masks_are_the_same_under_xla)
     off = dict(dropout=0.0, dropout_h=0.0, dropout_x=0.0, dropout_i=0.0)
     xla, _ = search(epochs=1, jit=True, **off)
     model, _ = search(epochs=1, **off)
     for a, b in zip(xla.variables, model.variables):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5,
                                    err_msg=a.path)
+
+
+def test_dropout_masks_are_the_same_under_xla():
+    """The masks' uniform draws: tf.random.stateless_uniform's CPU numbers, in eager,
+    graph and XLA-compiled code alike."""
+    from kdarts.recurrent.dropout import locked_mask, stateless_uniform
+
+    seed = tf.constant([5, 17], tf.int64)
+    eager = stateless_uniform((3, 7), seed).numpy()
+    np.testing.assert_array_equal(eager, tf.random.stateless_uniform((3, 7), seed=seed))
+    np.testing.assert_array_equal(tf.function(lambda: stateless_uniform((3, 7), seed))(),
+                                  eager)
+    xla = tf.function(lambda: locked_mask(3, 7, 0.5, seed), jit_compile=True)()
+    np.testing.assert_array_equal(xla, locked_mask(3, 7, 0.5, seed))

@@ -108,3 +108,41 @@ def test_unregistered_names_are_refused():
         options.make_regularizer("trailing_pull", {})
     with pytest.raises(ValueError, match="unknown regulariser 'l0'"):
         get_regularizer("l0")
+
+
+def _recurrent_search(reg, steps=2):
+    """``steps`` search steps of a tiny recurrent model (an α step every step)."""
+    from kdarts.recurrent import RecurrentSearchModel
+    from kdarts.recurrent.data import bptt_dataset
+
+    ids = np.arange(2 * 5 * steps + 1) * 7 % 20
+    keras.utils.set_random_seed(0)
+    model = RecurrentSearchModel(vocab_size=20, units=4, activation="crb", seed=1)
+    model.compile(schedule=FixedSchedule(1), regularizer=reg,
+                  search_data=bptt_dataset(ids, 2, 5),
+                  arch_optimizer=keras.optimizers.Adam(0.05, beta_1=0.5))
+    acts = _Acts()
+    history = model.fit(bptt_dataset(ids, 2, 5), epochs=1, steps_per_epoch=steps, verbose=0,
+                        callbacks=[acts]).history
+    return model, history, acts.acts
+
+
+@pytest.mark.slow
+def test_a_registered_regulariser_runs_the_recurrent_search(monkeypatch):
+    """The same registration runs the recurrent search: its state is made when ``fit``
+    builds the model, initialised at step 0, its penalty moves α, ``after_step`` runs."""
+    monkeypatch.setitem(options.REGULARIZERS, "trailing_pull", f"{__name__}:TrailingPull")
+    reg = options.make_regularizer("trailing_pull", {"rho": 50.0})
+    model, history, acts = _recurrent_search(reg)
+    assert model.regularizer_variables == [model.trailing_anchor]  # the one unnamed cell
+    anchor = acts[0]
+    for act in acts[1:]:
+        anchor = (anchor + act) / 2.0
+    np.testing.assert_allclose(model.trailing_anchor.numpy(), anchor, atol=1e-6)
+    assert history["alpha_steps"][-1] == 2 and history["reg"][-1] > 0
+
+    plain, _, plain_acts = _recurrent_search("none")
+    assert not hasattr(plain, "trailing_anchor")
+    # step 1: A = act(α₀), no pull yet, the same α; step 2: the pull moved α
+    np.testing.assert_array_equal(plain_acts[1], acts[1])
+    assert np.abs(acts[2] - plain_acts[2]).max() > 1e-3

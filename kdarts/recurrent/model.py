@@ -6,10 +6,13 @@ runs the search as :class:`kdarts.SearchNetwork` does (docs/method.md §4–6), 
 the authors' language-model settings: an α step when the schedule says so (Adam
 3e-3, L2 1e-3, on the search split), then a weight step (SGD lr 20, clip 0.25, L2
 5e-7, the temporal activation regulariser β = 1e-3), FI = Σ‖∇w‖² before clipping
-for the dynamic schedule, crb pruning, proximity or ADMM. The rules come from
-:mod:`kdarts.search` (activations, schedules, regularisers); every piece of state
-(α, mask, Z/U, schedule, clock, the hidden states carried from segment to
-segment) is a variable, so the step is one graph with no Python in it.
+for the dynamic schedule, crb pruning, a regulariser (proximity, ADMM or any other
+registered in :data:`kdarts.options.REGULARIZERS`). The rules come from
+:mod:`kdarts.search` (activations, schedules, regularisers, which see α through the
+same :class:`~kdarts.search.regularizers.Architecture` view as in the convolutional
+search); every piece of state (α, mask, the regulariser's Z/U, schedule, clock, the
+hidden states carried from segment to segment) is a variable, so the step is one
+graph with no Python in it.
 
 Example:
     >>> from kdarts.recurrent import RecurrentSearchModel, bptt_dataset
@@ -27,6 +30,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kdarts.compat import SymbolicBuildOnlyIfUnbuilt
+from kdarts.parameters import count_parameters
 from kdarts.recurrent.cell import INIT_RANGE, RecurrentSearchCell
 from kdarts.recurrent.data import BPTTStream, eval_segments, search_segments
 from kdarts.recurrent.dropout import apply_mask, embedding_mask, locked_mask
@@ -38,12 +43,17 @@ from kdarts.recurrent.genotype import (
     num_recurrent_edges,
 )
 from kdarts.search.activations import AlphaInitializer, activate, check_activation, prune
-from kdarts.search.network import count_parameters
-from kdarts.search.regularizers import ADMM, Proximity, discrete_onehot, get_regularizer
+from kdarts.search.regularizers import (
+    Architecture,
+    add_admm_state,
+    get_regularizer,
+    state_variables,
+)
 from kdarts.search.schedules import DynamicSchedule, add_schedule_state, get_schedule, \
     update_fi_ewma
 
-# the recurrent cell's shape for discrete_onehot: node k reads 1 + k states, keeps one
+# the recurrent cell's shape for discrete_onehot (and the regulariser's Architecture):
+# node k reads 1 + k states, keeps one
 RECURRENT_SHAPE = {"inputs": 1, "keep": 1}
 
 
@@ -80,7 +90,7 @@ def sequence_nll(log_probs, targets, length=None) -> tf.Tensor:
 
 
 @keras.saving.register_keras_serializable(package="kdarts")
-class RecurrentSearchModel(keras.Model):
+class RecurrentSearchModel(SymbolicBuildOnlyIfUnbuilt, keras.Model):
     """DARTS's recurrent cell search for language modelling, one α matrix (36 × ops).
 
     Args:
@@ -138,8 +148,10 @@ class RecurrentSearchModel(keras.Model):
         state = lambda name, shape=(), init="zeros", dtype="float32": self.add_weight(  # noqa
             shape=shape, initializer=init, dtype=dtype, trainable=False, name=name)
         self.mask = state("mask", shape, "ones")  # crb: 1 = alive
-        self.admm_z = state("admm_z", shape)
-        self.admm_u = state("admm_u", shape)
+        # ADMM's Z and U (admm_z, admm_u), whatever the regulariser: weight files address
+        # a model's variables by creation order, and every checkpoint holds them here.
+        # Another regulariser's state comes after all of these (_create_regularizer_state).
+        add_admm_state(self, self.architecture)
         add_schedule_state(self)
         # forward passes drawn so far: with `seed`, the stateless seed of the next masks
         self.dropout_draws = state("dropout_draws", dtype="int64")
@@ -151,6 +163,8 @@ class RecurrentSearchModel(keras.Model):
                                                               (batch, self.units))
         self._search_metrics = {name: keras.metrics.Mean(name=name)
                                 for name in ("loss", "search_loss", "reg", "fi")}
+        if self._search_compiled:  # compiled before it was built: its regulariser's state
+            self._create_regularizer_state()
         self.built = True
 
     @property
@@ -161,6 +175,23 @@ class RecurrentSearchModel(keras.Model):
     def weight_variables(self) -> list:
         """The network weights w: embedding (= decoder), decoder bias, W0, the node kernels."""
         return [v for v in self.trainable_variables if v is not self.alpha]
+
+    @property
+    def architecture(self) -> Architecture:
+        """α, its mask and the cell's shape, as the regulariser sees them: one unnamed cell
+        type (a regulariser's per-cell variable ``<name>`` is the model's ``<name>``)."""
+        return Architecture(cells=("",), alphas=(self.alpha,), masks=(self.mask,),
+                            activation=self.activation, primitives=tuple(self.primitives),
+                            steps=self.steps, **RECURRENT_SHAPE)
+
+    @property
+    def regularizer_variables(self) -> list:
+        """The compiled regulariser's own variables (ADMM's Z and U; none for proximity)."""
+        return state_variables(getattr(self, "regularizer_state", {}))
+
+    def _create_regularizer_state(self) -> None:
+        """The compiled regulariser's variables on the model (they need α: once built)."""
+        self.regularizer_state = self.regularizer.create_state(self, self.architecture)
 
     def activated_weights(self) -> tf.Tensor:
         """``act(α)`` (36, ops)."""
@@ -235,8 +266,11 @@ class RecurrentSearchModel(keras.Model):
             schedule: ``"dynamic"``, ``"fixed"`` or a schedule instance. The authors' PTB
                 script runs the dynamic schedule without averaging FI (``ewma=1.0``);
                 ``"dynamic"`` is docs/method.md §5's (0.2).
-            regularizer: ``"proximity"``, ``"admm"``, ``"none"`` or an instance; D keeps one
-                (op, predecessor) per node.
+            regularizer: a name registered in :data:`kdarts.options.REGULARIZERS`
+                (``"proximity"``, ``"admm"``, ``"none"``, ...) or a
+                :class:`~kdarts.search.regularizers.Regularizer`; D keeps one
+                (op, predecessor) per node. Its state is made here (or when ``fit``
+                builds the model), after the model's own variables.
             search_data: the search split. With :class:`~kdarts.recurrent.data.BPTTStream`
                 training text (the authors' variable-length segments), a ``BPTTStream`` of
                 the search text: each α step reads ``bptt`` tokens at the weight step's
@@ -267,6 +301,8 @@ class RecurrentSearchModel(keras.Model):
         self.arch_optimizer = keras.optimizers.get(arch_optimizer)
         self.schedule = get_schedule(schedule)
         self.regularizer = get_regularizer(regularizer)
+        if self.built:  # else build makes it
+            self._create_regularizer_state()
         self.search_data = search_data
         if unrolled not in (False, True, "reference"):
             raise ValueError(f"unrolled must be False, True or 'reference', got {unrolled!r}")
@@ -331,8 +367,8 @@ class RecurrentSearchModel(keras.Model):
                              f"before initial_epoch ({initial_epoch})")
         self.total_epochs.assign(float(epochs))
         self.steps_per_epoch.assign(float(nominal))
-        if step == 0 and isinstance(self.regularizer, ADMM):
-            self.admm_z.assign(self.regularizer.initial_z(self.alpha, self.activated_weights()))
+        if step == 0:  # a new search (ADMM: Z starts at act(α₀), or α₀)
+            self.regularizer.initialize(self.architecture, self.regularizer_state)
         if not streams:
             stream = tf.data.Dataset.zip((x.repeat().skip(step),
                                           self.search_data.repeat().skip(step)))
@@ -349,10 +385,6 @@ class RecurrentSearchModel(keras.Model):
         kwargs.setdefault("shuffle", False)
         return super().fit(stream, epochs=epochs, initial_epoch=initial_epoch,
                            steps_per_epoch=steps_per_epoch, **kwargs)
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        if not self.built:  # fit has built it from the segments' shape
-            super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def evaluate(self, x=None, y=None, batch_size: int = 10, bptt: int = 35, verbose=0,
                  **kwargs) -> dict:
@@ -391,14 +423,9 @@ class RecurrentSearchModel(keras.Model):
 
     # -- the step ------------------------------------------------------------------------
     def _penalty(self, t) -> tf.Tensor:
-        act = self.activated_weights()
-        reg = self.regularizer
-        if isinstance(reg, Proximity):
-            onehot = discrete_onehot(act, self.primitives, self.steps, **RECURRENT_SHAPE)
-            return reg.penalty([act], [onehot], t, self.total_epochs)
-        if isinstance(reg, ADMM):
-            return reg.penalty([act], [self.admm_z], [self.admm_u], [self.mask])
-        return tf.constant(0.0)
+        """R(α) of the compiled regulariser at clock ``t``."""
+        return self.regularizer(self.architecture, self.regularizer_state, t,
+                                self.total_epochs)
 
     def alpha_gradient(self, tokens, targets, hidden, t, masks: dict | None = None,
                        length=None):
@@ -523,14 +550,6 @@ class RecurrentSearchModel(keras.Model):
         self.alpha_steps.assign_add(1)
         return ce, reg
 
-    def _admm_update(self):
-        z, u = self.regularizer.update(self.alpha, self.activated_weights(), self.admm_z,
-                                       self.admm_u, self.mask, self.primitives, self.steps,
-                                       self.activation, **RECURRENT_SHAPE)
-        self.admm_z.assign(z)
-        self.admm_u.assign(u)
-        return tf.no_op()
-
     def _logs(self, weight=None) -> dict:
         logs = {name: m.result() for name, m in self._search_metrics.items()}
         logs.update(fi_ewma=tf.identity(self.fi_ewma), threshold=tf.identity(self.threshold),
@@ -566,8 +585,9 @@ class RecurrentSearchModel(keras.Model):
         self.hidden.assign(last)
         ewma = getattr(self.schedule, "ewma", 0.2)
         self.fi_ewma.assign(update_fi_ewma(self.fi_ewma, fi, tf.equal(step, 1), ewma))
-        if isinstance(self.regularizer, ADMM):
-            tf.cond(self.regularizer.due(self.alpha_steps, take), self._admm_update, tf.no_op)
+        # the regulariser's end of step (ADMM's Z/U update when its period says)
+        self.regularizer.after_step(self.architecture, self.regularizer_state,
+                                    self.alpha_steps, take)
         weight = tf.cast(take, tf.float32)
         metrics = self._search_metrics
         metrics["loss"].update_state(ce)
