@@ -237,9 +237,15 @@ def lm(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("cli_recurrent")
-def test_search_resumes_and_acts(lm):
-    root, runs = lm
+def test_search_train_export_generate(lm):
+    """One test for the one run: with -n 2 (--dist loadgroup) a worker may run other
+    modules' tests between two of this module's, and a module fixture is then built
+    again."""
+    check_search(*lm)
+    check_train_export_generate(*lm)
+
+
+def check_search(root, runs):
     search = root / "search"
     searched = runs["search"]
     assert searched.exit_code == 0, searched.output
@@ -279,10 +285,7 @@ def test_search_resumes_and_acts(lm):
     assert (root / "cell.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.slow
-@pytest.mark.xdist_group("cli_recurrent")
-def test_train_export_generate(lm):
-    root, runs = lm
+def check_train_export_generate(root, runs):
     train = root / "train"
     result = runs["train"]
     assert result.exit_code == 0, result.output
