@@ -112,18 +112,9 @@ def export_run(model_path: str, fmt: str = "onnx", out: str | None = None,
         # passes this check (the rest of it, classes and files, is done now)
         check_data_options({"dataset": data, "image_size": [MIN_IMAGE_SIZE] * 2
                             if os.path.isdir(data) else None})
-    check_writable(out, "--out", folder=fmt == "saved_model")
-    from kdarts.export import ModelLoadError, check_model_file
-
-    try:
-        check_model_file(model_path)  # no TensorFlow: only the file's name and zip header
-    except ModelLoadError as err:
-        raise RunError(str(err)) from None
-    _check_destination(model_path, out, fmt, overwrite)
-    if before_tensorflow is not None:
-        before_tensorflow()
+    _check_source_and_destination(model_path, out, fmt, overwrite, before_tensorflow)
     t_start = time.perf_counter()
-    from kdarts.export import ExportError, export_model, load_model
+    from kdarts.export import ExportError, ModelLoadError, export_model, load_model
 
     try:
         model = load_model(model_path)
@@ -177,18 +168,9 @@ def _export_language_model(model_path: str, fmt: str, out: str | None, verify: b
     problem = suffix_error(out, fmt)
     if problem:
         raise RunError(f"--out: {problem}")
-    check_writable(out, "--out", folder=fmt == "saved_model")
-    from kdarts.export import ModelLoadError, check_model_file
-
-    try:
-        check_model_file(model_path)
-    except ModelLoadError as err:
-        raise RunError(str(err)) from None
-    _check_destination(model_path, out, fmt, overwrite)
-    if before_tensorflow is not None:
-        before_tensorflow()
+    _check_source_and_destination(model_path, out, fmt, overwrite, before_tensorflow)
     t_start = time.perf_counter()
-    from kdarts.export import ExportError
+    from kdarts.export import ExportError, ModelLoadError
     from kdarts.recurrent.export import export_language_model, load_language_model
 
     try:
@@ -236,6 +218,23 @@ def _same_file(a: str, b: str) -> bool:
         return os.path.samefile(a, b)
     except (OSError, AttributeError):  # no samefile on this platform or file system
         return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _check_source_and_destination(model_path: str, out: str, fmt: str, overwrite: bool,
+                                  before_tensorflow) -> None:
+    """The checks every export makes before TensorFlow loads: ``out`` writable, the model
+    file's name and zip header (no TensorFlow), the destination not the source; then
+    ``before_tensorflow``."""
+    check_writable(out, "--out", folder=fmt == "saved_model")
+    from kdarts.export import ModelLoadError, check_model_file
+
+    try:
+        check_model_file(model_path)
+    except ModelLoadError as err:
+        raise RunError(str(err)) from None
+    _check_destination(model_path, out, fmt, overwrite)
+    if before_tensorflow is not None:
+        before_tensorflow()
 
 
 def _check_destination(model_path: str, out: str, fmt: str, overwrite: bool) -> None:
