@@ -56,6 +56,23 @@ def embedding_mask(vocab_size: int, rate: float, seed) -> tf.Tensor | None:
     return locked_mask(vocab_size, 1, rate, seed)
 
 
+def draw_masks(vocab_size: int, batch, units: int, rates: dict, seed: int, draw) -> dict:
+    """One forward pass's five masks (embedding rows, then the locked input, x, h and
+    output masks), each from seed pair ``(seed, 5·draw + k)``: ``draw`` counts forward
+    passes, so consecutive passes never share a stream. ``rates`` holds ``dropout_e``,
+    ``dropout_i``, ``dropout_x``, ``dropout_h``, ``dropout``."""
+    first = tf.cast(draw, tf.int64) * 5
+
+    def pair(k):
+        return tf.stack([tf.constant(seed, tf.int64), first + k])
+
+    return {"embedding": embedding_mask(vocab_size, rates["dropout_e"], pair(0)),
+            "input": locked_mask(batch, units, rates["dropout_i"], pair(1)),
+            "x": locked_mask(batch, units, rates["dropout_x"], pair(2)),
+            "h": locked_mask(batch, units, rates["dropout_h"], pair(3)),
+            "output": locked_mask(batch, units, rates["dropout"], pair(4))}
+
+
 def apply_mask(x, mask, time_axis: int | None = None):
     """``x · mask``, the mask broadcast over ``time_axis`` when given; ``x`` if mask is None."""
     if mask is None:

@@ -37,7 +37,7 @@ import tensorflow as tf
 
 from kdarts.recurrent.cell import INIT_RANGE
 from kdarts.recurrent.corpus import EOS, UNK
-from kdarts.recurrent.dropout import apply_mask, embedding_mask, locked_mask
+from kdarts.recurrent.dropout import apply_mask, draw_masks
 from kdarts.recurrent.eval_cell import RecurrentCell, as_recurrent_genotype
 
 DROPOUT_RATES = {"dropout": 0.75, "dropout_h": 0.25, "dropout_x": 0.75, "dropout_i": 0.2,
@@ -111,14 +111,8 @@ class RecurrentLanguageModel(keras.Model):
         """One forward pass's masks (empty without training); each draw advances the counter."""
         if not training:
             return {}
-        d, r = self.units, self.rates
-        draw = self.dropout_draws.assign_add(1) * 5
-        seed = lambda k: tf.stack([tf.constant(self.seed, tf.int64), draw + k])  # noqa: E731
-        return {"embedding": embedding_mask(self.vocab_size, r["dropout_e"], seed(0)),
-                "input": locked_mask(batch, d, r["dropout_i"], seed(1)),
-                "x": locked_mask(batch, d, r["dropout_x"], seed(2)),
-                "h": locked_mask(batch, d, r["dropout_h"], seed(3)),
-                "output": locked_mask(batch, d, r["dropout"], seed(4))}
+        return draw_masks(self.vocab_size, batch, self.units, self.rates, self.seed,
+                          self.dropout_draws.assign_add(1))
 
     def decode(self, outputs):
         """Log-probabilities (..., vocab) of cell outputs (..., units), the tied decoder."""

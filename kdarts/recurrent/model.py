@@ -34,7 +34,7 @@ from kdarts.compat import SymbolicBuildOnlyIfUnbuilt
 from kdarts.parameters import count_parameters
 from kdarts.recurrent.cell import INIT_RANGE, RecurrentSearchCell
 from kdarts.recurrent.data import BPTTStream, eval_segments, search_segments
-from kdarts.recurrent.dropout import apply_mask, embedding_mask, locked_mask
+from kdarts.recurrent.dropout import apply_mask, draw_masks
 from kdarts.recurrent.genotype import (
     CRB_RECURRENT_PRIMITIVES,
     RECURRENT_PRIMITIVES,
@@ -200,14 +200,8 @@ class RecurrentSearchModel(SymbolicBuildOnlyIfUnbuilt, keras.Model):
     def _dropout_masks(self, batch: int, training: bool) -> dict:
         if not training:
             return {}
-        d, r = self.units, self.rates
-        draw = self.dropout_draws.assign_add(1) * 5
-        seed = lambda k: tf.stack([tf.constant(self.seed, tf.int64), draw + k])  # noqa: E731
-        return {"embedding": embedding_mask(self.vocab_size, r["dropout_e"], seed(0)),
-                "input": locked_mask(batch, d, r["dropout_i"], seed(1)),
-                "x": locked_mask(batch, d, r["dropout_x"], seed(2)),
-                "h": locked_mask(batch, d, r["dropout_h"], seed(3)),
-                "output": locked_mask(batch, d, r["dropout"], seed(4))}
+        return draw_masks(self.vocab_size, batch, self.units, self.rates, self.seed,
+                          self.dropout_draws.assign_add(1))
 
     def forward(self, tokens, hidden, training: bool = False, masks: dict | None = None,
                 params=None, length=None, update_stats: bool = True):
