@@ -1,15 +1,15 @@
 """Time the authors' image search step (DARTS-PRIME's PyTorch code) on the CPU.
 
-The step of /work/shared/tools/reference/step.py (their ``Architect.step``, then the weight
+The authors' search step as the shared reference timing script takes it (their ``Architect.step``, then the weight
 step: forward, CE, backward, FI, clip 5, SGD, ``mask_alphas``), with ops pruned first:
 ``--keep`` gives the crb masks (JSON, normal then reduce, 1 = alive), and each pruned α is
 set to 0 and masked as their ``mask_alphas`` does, so their ``MixedOp.forward`` skips it
 (``if w > 0.0``). Imports ``model_admm_hard_statebn`` and ``architect`` from the authors'
 ``src/`` folder given on the command line; nothing of theirs is copied.
 
-It answers on stdout: ``ready`` after two warm-up steps, then one line of milliseconds for
-every ``step`` line read on stdin, so a caller can interleave it with its own timing
-(tools/bench_search.py --reference-src does).
+It speaks :func:`reference_harness.serve_steps`'s protocol (``ready`` then one line of
+milliseconds per ``step`` request), so tools/bench_search.py --reference-src interleaves it
+with its own timing.
 
     torchenv/bin/python tools/bench_cnn_reference.py SRC --channels 8 --layers 5 \\
         --size 16 --batch 32
@@ -18,22 +18,11 @@ every ``step`` line read on stdin, so a caller can interleave it with its own ti
 from __future__ import annotations
 
 import argparse
-import builtins
 import json
 import sys
-import time
 import types
 
-
-def _stub_torchvision() -> None:
-    """Their modules import torchvision's datasets at module level; the search network
-    needs none of it."""
-    tv, tr, ds = (types.ModuleType(n) for n in
-                  ("torchvision", "torchvision.transforms", "torchvision.datasets"))
-    ds.CIFAR10 = ds.CIFAR100 = type("Dataset", (), {})
-    tv.transforms, tv.datasets = tr, ds
-    sys.modules.update({"torchvision": tv, "torchvision.transforms": tr,
-                        "torchvision.datasets": ds})
+from reference_harness import serve_steps, stub_torchvision  # this folder is sys.path[0]
 
 
 def main(argv=None) -> None:
@@ -46,7 +35,7 @@ def main(argv=None) -> None:
     parser.add_argument("--reg", default="prox", help="prox, admm or darts (none)")
     parser.add_argument("--keep", help="crb masks to prune to first: JSON [normal, reduce]")
     args = parser.parse_args(argv)
-    _stub_torchvision()
+    stub_torchvision()
     sys.path.insert(0, args.src)
     import torch
     import torch.nn as nn
@@ -73,7 +62,6 @@ def main(argv=None) -> None:
         p.grad = torch.zeros_like(p)  # it ever ran would have none (their runs prune later)
     x = torch.randn(args.batch, 3, args.size, args.size)
     y = torch.randint(0, 10, (args.batch,))
-    say, builtins.print = builtins.print, (lambda *a, **k: None)  # their code prints a lot
 
     def step():
         architect.step(x, y)
@@ -85,16 +73,10 @@ def main(argv=None) -> None:
         optimizer.step()
         net.mask_alphas()
 
-    for _ in range(2):
-        step()
-    pruned = int(sum(float((1 - m).sum()) for m in net._arch_mask))
-    say(f"ready {pruned}", flush=True)
-    for line in sys.stdin:
-        if line.strip() != "step":
-            break
-        t = time.perf_counter()
-        step()
-        say(f"{1000 * (time.perf_counter() - t):.1f}", flush=True)
+    def pruned() -> int:
+        return int(sum(float((1 - m).sum()) for m in net._arch_mask))
+
+    serve_steps(step, pruned)
 
 
 if __name__ == "__main__":

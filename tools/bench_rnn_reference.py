@@ -17,9 +17,10 @@ for every ``step`` line read on stdin, so a caller can interleave it with its ow
 from __future__ import annotations
 
 import argparse
-import builtins
 import sys
-import time
+import types
+
+from reference_harness import serve_steps  # this folder is sys.path[0]
 
 
 def main(argv=None) -> None:
@@ -39,7 +40,6 @@ def main(argv=None) -> None:
     torch.Tensor.cuda = lambda self, *a, **k: self
     import architect_rnn
     import model_search_rnn
-    import types
 
     torch.manual_seed(0)
     u = args.units
@@ -71,16 +71,7 @@ def main(argv=None) -> None:
         optimizer.step()
         hidden = [h.detach() for h in hidden]
 
-    say, builtins.print = builtins.print, (lambda *a, **k: None)  # their _loss prints
-    for _ in range(2):
-        step()
-    say("ready", flush=True)
-    for line in sys.stdin:
-        if line.strip() != "step":
-            break
-        t = time.perf_counter()
-        step()
-        say(f"{1000 * (time.perf_counter() - t):.1f}", flush=True)
+    serve_steps(step)
 
 
 if __name__ == "__main__":

@@ -95,11 +95,11 @@ def run_theirs(python: str, src: str, data: str, folder: str, extra: list[str]) 
 
 
 def summary(folder: str) -> dict:
-    """Steps, α steps and pruned entries of our search (its record)."""
+    """Weight steps, α steps and pruned ops of our search (its record's last batch)."""
     with open(os.path.join(folder, "search_record.json")) as f:
-        record = json.load(f)
-    last = record["epochs"][-1]
-    return {key: last.get(key) for key in ("step", "alpha_steps", "pruned") if key in last}
+        last = json.load(f)["batches"][-1]
+    return {"steps": int(last["step"]), "alpha_steps": int(last["alpha_steps"]),
+            "pruned_ops": int(last["pruned_ops"])}
 
 
 def main(argv=None) -> None:
