@@ -22,6 +22,7 @@ from click.testing import CliRunner
 from kdarts.cli import main
 from kdarts.recurrent.genotype import RecurrentGenotype, num_recurrent_edges
 from kdarts.runs.recurrent import RECURRENT_SEARCH_DEFAULTS
+from test_cli import assert_one_line_error  # this folder is on sys.path (conftest)
 
 # 25 weight steps: the first 2000 tokens of each split, 8 streams of 250, bptt
 # ~10; a vocabulary of 50 words, 8 units
@@ -41,15 +42,6 @@ def invoke(*args):
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code != 0, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1, result.output
-    assert lines[0].startswith("Error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def listing(folder):

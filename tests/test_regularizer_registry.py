@@ -58,6 +58,15 @@ class _Acts(keras.callbacks.Callback):
         self.acts.append(self.model.architecture.activated()[0].numpy())
 
 
+def trailing_anchor(acts):
+    """The anchor TrailingPull should hold after steps whose act(α) were ``acts`` (each
+    step took an α step): act(α₀) at initialize, then halfway towards each later one."""
+    anchor = acts[0]
+    for act in acts[1:]:
+        anchor = (anchor + act) / 2.0
+    return anchor
+
+
 def _search(reg):
     weight_ds, search_ds = datasets()
     model = tiny_model("crb")
@@ -82,9 +91,7 @@ def test_a_registered_regulariser_runs_the_search(monkeypatch):
                                            model.trailing_anchor_reduce]
     assert any(v is model.trailing_anchor_normal for v in model.non_trainable_variables)
     # initialize, then after_step after every step (every step took an α step)
-    anchor = acts[0]
-    for act in acts[1:]:
-        anchor = (anchor + act) / 2.0
+    anchor = trailing_anchor(acts)
     np.testing.assert_allclose(model.trailing_anchor_normal.numpy(), anchor, atol=1e-6)
     assert history["alpha_steps"][-1] == 4 and history["reg"][-1] > 0
 
@@ -135,9 +142,7 @@ def test_a_registered_regulariser_runs_the_recurrent_search(monkeypatch):
     reg = options.make_regularizer("trailing_pull", {"rho": 50.0})
     model, history, acts = _recurrent_search(reg)
     assert model.regularizer_variables == [model.trailing_anchor]  # the one unnamed cell
-    anchor = acts[0]
-    for act in acts[1:]:
-        anchor = (anchor + act) / 2.0
+    anchor = trailing_anchor(acts)
     np.testing.assert_allclose(model.trailing_anchor.numpy(), anchor, atol=1e-6)
     assert history["alpha_steps"][-1] == 2 and history["reg"][-1] > 0
 
