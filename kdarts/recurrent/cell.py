@@ -40,6 +40,22 @@ INIT_RANGE = 0.04
 BN_MOMENTUM = 0.1  # PyTorch's convention: new = (1 − m)·old + m·batch
 BN_EPSILON = 1e-5
 
+
+def add_tied_embedding(layer: keras.layers.Layer, vocab_size: int,
+                       units: int) -> tuple[keras.Variable, keras.Variable]:
+    """Add the word embedding (vocab_size × units, uniform ±INIT_RANGE) and the decoder
+    bias (vocab_size, zeros) to ``layer``, in that order; returns ``(embedding, bias)``.
+
+    The decoder is tied to the embedding: logits = h·Eᵀ + b. The names and the creation
+    order are what checkpoints address, so the search model and the language model
+    both create them here.
+    """
+    init = keras.initializers.RandomUniform(-INIT_RANGE, INIT_RANGE)
+    embedding = layer.add_weight(shape=(vocab_size, units), initializer=init, name="embedding")
+    bias = layer.add_weight(shape=(vocab_size,), initializer="zeros", name="decoder_bias")
+    return embedding, bias
+
+
 HIGHWAY_ACTIVATIONS = {
     "tanh": tf.tanh,
     "relu": tf.nn.relu,

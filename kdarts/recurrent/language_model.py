@@ -35,7 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kdarts.recurrent.cell import INIT_RANGE
+from kdarts.recurrent.cell import add_tied_embedding
 from kdarts.recurrent.corpus import EOS, UNK
 from kdarts.recurrent.dropout import apply_mask, draw_masks
 from kdarts.recurrent.eval_cell import RecurrentCell, as_recurrent_genotype
@@ -85,12 +85,7 @@ class RecurrentLanguageModel(keras.Model):
     def build(self, input_shape=None):
         if self.built:
             return
-        init = keras.initializers.RandomUniform(-INIT_RANGE, INIT_RANGE)
-        # the decoder is tied to it: logits = h·Eᵀ + b
-        self.embedding = self.add_weight(shape=(self.vocab_size, self.units), initializer=init,
-                                         name="embedding")
-        self.decoder_bias = self.add_weight(shape=(self.vocab_size,), initializer="zeros",
-                                            name="decoder_bias")
+        self.embedding, self.decoder_bias = add_tied_embedding(self, self.vocab_size, self.units)
         self.cell.build((None, None, self.units))
         # forward passes drawn so far: with `seed`, the stateless seed of the next masks
         self.dropout_draws = self.add_weight(shape=(), initializer="zeros", dtype="int64",

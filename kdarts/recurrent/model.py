@@ -32,7 +32,7 @@ import tensorflow as tf
 
 from kdarts.compat import SymbolicBuildOnlyIfUnbuilt
 from kdarts.parameters import count_parameters
-from kdarts.recurrent.cell import INIT_RANGE, RecurrentSearchCell
+from kdarts.recurrent.cell import RecurrentSearchCell, add_tied_embedding
 from kdarts.recurrent.data import BPTTStream, eval_segments, search_segments
 from kdarts.recurrent.dropout import apply_mask, draw_masks
 from kdarts.recurrent.genotype import (
@@ -135,12 +135,7 @@ class RecurrentSearchModel(SymbolicBuildOnlyIfUnbuilt, keras.Model):
         """``input_shape``: (batch, time). A known batch also creates the carried hidden states."""
         if self.built:
             return
-        init = keras.initializers.RandomUniform(-INIT_RANGE, INIT_RANGE)
-        # the decoder is tied to it: logits = h·Eᵀ + b
-        self.embedding = self.add_weight(shape=(self.vocab_size, self.units), initializer=init,
-                                         name="embedding")
-        self.decoder_bias = self.add_weight(shape=(self.vocab_size,), initializer="zeros",
-                                            name="decoder_bias")
+        self.embedding, self.decoder_bias = add_tied_embedding(self, self.vocab_size, self.units)
         self.cell.build((None, None, self.units))
         shape = (num_recurrent_edges(self.steps), len(self.primitives))
         self.alpha = self.add_weight(shape=shape, initializer=AlphaInitializer(self.activation),
