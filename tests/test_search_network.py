@@ -249,6 +249,52 @@ def test_pruned_op_never_reaches_the_output():
     assert np.isfinite(edge(x, w[0], tf.constant(pruned[0]), training=True).numpy()).all()
 
 
+def _record_sep_conv_edges(fan, seen: list, static_edges: int | None = None) -> None:
+    """Wrap ``fan``'s sep_conv so each run appends the edge indices it ran on to ``seen``
+    (at run time, through a stateful numpy_function); with ``static_edges`` it also
+    asserts, when traced, that the indices have that static length."""
+    original = fan._sep_conv
+
+    def spy(x, p, idx, training, spatial, alive, scale=None):
+        if static_edges is not None:
+            assert idx.shape == (static_edges,)
+
+        def record(i):
+            seen.append(i.tolist())
+            return np.int32(0)
+
+        token = tf.numpy_function(record, [idx], tf.int32, stateful=True)
+        with tf.control_dependencies([token]):
+            return original(tf.identity(x), p, idx, training, spatial, alive, scale)
+
+    fan._sep_conv = spy
+
+
+def _sep_conv_variables(fan) -> tuple[list, list]:
+    """``(kernels, stats)`` of ``fan``'s sep_conv: its kernels and its BN statistics
+    (each (edges, C), a row per edge)."""
+    params = fan._params["sep_conv_3x3"]
+    kernels = [v for v in params.values() if not isinstance(v, tuple)]
+    stats = [v for pair in params.values() if isinstance(pair, tuple) for v in pair]
+    return kernels, stats
+
+
+def _traced_run_with_gradients(fan, x, variables: list):
+    """A ``tf.function`` of the alive mask ``active`` (edges, ops) → ``(out, grads)``: one
+    training pass of ``fan`` on ``x`` (weights ``active``) and the gradients of Σout² with
+    respect to ``[x] + variables``."""
+
+    @tf.function
+    def run(active):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = fan(x, tf.cast(active, tf.float32), active, training=True)
+            loss = tf.reduce_sum(out * out)
+        return out, tape.gradient(loss, [x] + variables)
+
+    return run
+
+
 @pytest.mark.parametrize("skip", [False, True], ids=["zero-kernels", "skip-pruned"])
 def test_pruned_edges_stay_out_of_kernels_and_statistics(skip):
     """In one traced function a pruned edge's sep_conv kernels get no gradient and its BN
@@ -261,30 +307,10 @@ def test_pruned_edges_stay_out_of_kernels_and_statistics(skip):
     x = tf.random.normal((2, 8, 8, 4))
     fan(x, tf.ones((3, 2)), tf.ones((3, 2), tf.bool), training=True)
     seen = []  # the edge indices sep_conv ran on, recorded at run time
-    original = fan._sep_conv
-
-    def spy(x, p, idx, training, spatial, alive):
-        def record(i):
-            seen.append(i.tolist())
-            return np.int32(0)
-
-        token = tf.numpy_function(record, [idx], tf.int32, stateful=True)
-        with tf.control_dependencies([token]):
-            return original(tf.identity(x), p, idx, training, spatial, alive)
-
     if skip:
-        fan._sep_conv = spy
-    params = fan._params["sep_conv_3x3"]
-    kernels = [v for v in params.values() if not isinstance(v, tuple)]
-    stats = [v for pair in params.values() if isinstance(pair, tuple) for v in pair]
-
-    @tf.function
-    def run(active):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            out = fan(x, tf.cast(active, tf.float32), active, training=True)
-            loss = tf.reduce_sum(out * out)
-        return out, tape.gradient(loss, [x] + kernels)
+        _record_sep_conv_edges(fan, seen)
+    kernels, stats = _sep_conv_variables(fan)
+    run = _traced_run_with_gradients(fan, x, kernels)
 
     for keep in ([True, False, True], [False, False, False], [True, True, True]):
         seen.clear()
@@ -313,31 +339,10 @@ def test_kept_edges_are_the_only_ones_computed():
     fan(x, tf.ones((3, 3)), tf.ones((3, 3), tf.bool), training=True)
     fan.kept = ((0, 1, 2), (0, 2), ())  # the identity everywhere, sep_conv on 0 and 2, no dil
     seen = []
-    original = fan._sep_conv
-
-    def spy(x, p, idx, training, spatial, alive, scale=None):
-        assert idx.shape == (2,)  # static: XLA can compile it
-        def record(i):
-            seen.append(i.tolist())
-            return np.int32(0)
-
-        token = tf.numpy_function(record, [idx], tf.int32, stateful=True)
-        with tf.control_dependencies([token]):
-            return original(tf.identity(x), p, idx, training, spatial, alive, scale)
-
-    fan._sep_conv = spy
-    params = fan._params["sep_conv_3x3"]
-    kernels = [v for v in params.values() if not isinstance(v, tuple)]
-    stats = [v for pair in params.values() if isinstance(pair, tuple) for v in pair]
+    _record_sep_conv_edges(fan, seen, static_edges=2)  # static: XLA can compile it
+    kernels, stats = _sep_conv_variables(fan)
     dil = [v for v in fan._params["dil_conv_3x3"].values() if not isinstance(v, tuple)]
-
-    @tf.function
-    def run(active):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            out = fan(x, tf.cast(active, tf.float32), active, training=True)
-            loss = tf.reduce_sum(out * out)
-        return out, tape.gradient(loss, [x] + kernels + dil)
+    run = _traced_run_with_gradients(fan, x, kernels + dil)
 
     for keep in ([True, False, True], [False, False, True], [False, False, False]):
         seen.clear()
