@@ -17,26 +17,19 @@ with its own timing.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import types
 
-from reference_harness import serve_steps, stub_torchvision  # this folder is sys.path[0]
+# this folder is sys.path[0]
+from reference_harness import parse_reference_args, reference_parser, serve_steps, stub_torchvision
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("src", help="the authors' src/ folder")
-    parser.add_argument("--channels", type=int, default=8)
-    parser.add_argument("--layers", type=int, default=5)
-    parser.add_argument("--size", type=int, default=16)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--reg", default="prox", help="prox, admm or darts (none)")
+    parser = reference_parser(__doc__, "prox, admm or darts (none)",
+                              channels=8, layers=5, size=16, batch=32)
     parser.add_argument("--keep", help="crb masks to prune to first: JSON [normal, reduce]")
-    args = parser.parse_args(argv)
+    args = parse_reference_args(parser, argv)
     stub_torchvision()
-    sys.path.insert(0, args.src)
     import torch
     import torch.nn as nn
 

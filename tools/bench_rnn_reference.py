@@ -16,24 +16,17 @@ for every ``step`` line read on stdin, so a caller can interleave it with its ow
 
 from __future__ import annotations
 
-import argparse
-import sys
 import types
 
-from reference_harness import serve_steps  # this folder is sys.path[0]
+# this folder is sys.path[0]
+from reference_harness import parse_reference_args, reference_parser, serve_steps
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("src", help="the authors' src/ folder")
-    parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--bptt", type=int, default=35)
-    parser.add_argument("--units", type=int, default=300)
-    parser.add_argument("--vocab", type=int, default=10000)
-    parser.add_argument("--reg", default="prox", help="prox or darts (none)")
+    parser = reference_parser(__doc__, "prox or darts (none)",
+                              batch=256, bptt=35, units=300, vocab=10000)
     parser.add_argument("--alpha", action="store_true", help="an α step before each weight step")
-    args = parser.parse_args(argv)
-    sys.path.insert(0, args.src)
+    args = parse_reference_args(parser, argv)
     import torch
     import torch.nn as nn
 

@@ -6,14 +6,39 @@
   the caller interleaves their steps with its own.
 * :func:`stub_torchvision`: their modules import torchvision's CIFAR datasets at module
   level; the search networks need none of it.
+* :func:`reference_parser` and :func:`parse_reference_args`: the command line both take
+  (their ``src/`` folder, the sizes, ``--reg``), their folder then importable.
 """
 
 from __future__ import annotations
 
+import argparse
 import builtins
 import sys
 import time
 import types
+from typing import Sequence
+
+
+def reference_parser(doc: str, reg_help: str, **sizes: int) -> argparse.ArgumentParser:
+    """A parser described by ``doc``'s first line, taking the authors' ``src`` folder, one
+    ``--<name>`` int option per keyword of ``sizes`` (its default), then ``--reg``
+    (default ``prox``, ``reg_help`` listing the choices); a script adds its own after."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("src", help="the authors' src/ folder")
+    for name, default in sizes.items():
+        parser.add_argument(f"--{name}", type=int, default=default)
+    parser.add_argument("--reg", default="prox", help=reg_help)
+    return parser
+
+
+def parse_reference_args(parser: argparse.ArgumentParser,
+                         argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """``parser``'s arguments from ``argv``, with ``src`` put first on ``sys.path``: their
+    modules are imported by name from there."""
+    args = parser.parse_args(argv)
+    sys.path.insert(0, args.src)
+    return args
 
 
 def stub_torchvision() -> None:
