@@ -20,8 +20,9 @@ The modules: :mod:`~kdarts.runs.defaults` (options), :mod:`~kdarts.runs.folder`
 (:class:`RunFolder`: what a folder holds, and its lock), :mod:`~kdarts.runs.fit`
 (the fit a search and a training share), :mod:`~kdarts.runs.search`,
 :mod:`~kdarts.runs.train`, :mod:`~kdarts.runs.export`,
-:mod:`~kdarts.runs.quickstart`, :mod:`~kdarts.runs.recurrent` (the recurrent space: a
-cell search and a language model's training on a corpus, generation),
+:mod:`~kdarts.runs.quickstart`, :mod:`~kdarts.runs.recurrent` (the recurrent space:
+its options, corpus and cell search), :mod:`~kdarts.runs.language_model` (a language
+model's training on a corpus, generation),
 :mod:`~kdarts.runs.watchdog` (Ctrl-C) and :mod:`~kdarts.runs.report` (console lines).
 None imports TensorFlow at import time.
 
@@ -47,9 +48,10 @@ from kdarts.runs.export import EXPORT_DIR, default_export_path, describe_export_
 from kdarts.runs.folder import LOCK_FILE, RUN_FILES, TENSORBOARD_DIR, RunFolder, \
     check_writable, read_run
 from kdarts.runs.quickstart import quickstart_run
+from kdarts.runs.language_model import generate_run, is_language_model_file, \
+    recurrent_train_run
 from kdarts.runs.recurrent import RECURRENT_SEARCH_DEFAULTS, RECURRENT_TRAIN_DEFAULTS, \
-    generate_run, is_corpus, is_language_model_file, is_recurrent_genotype, \
-    load_recurrent_genotype, recurrent_search_run, recurrent_train_run
+    is_corpus, is_recurrent_genotype, load_recurrent_genotype, recurrent_search_run
 from kdarts.runs.report import describe_export, kdarts_version, rel
 from kdarts.runs.results import ExportRunResult, RunError, RunInterrupted, SearchResult, \
     TrainResult

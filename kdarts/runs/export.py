@@ -14,7 +14,7 @@ from kdarts.export import SUFFIXES, suffix_error
 from kdarts.geometry import MIN_IMAGE_SIZE
 from kdarts.runs.defaults import check_data_options
 from kdarts.runs.folder import check_writable
-from kdarts.runs.recurrent import is_language_model_file
+from kdarts.runs.language_model import is_language_model_file
 from kdarts.runs.report import data_label, describe_export, fmt_time, rel
 from kdarts.runs.results import ExportRunResult, RunError, RunInterrupted
 

@@ -39,6 +39,16 @@ class RunSettings:
     sync_batch_norm: bool = True
     note: InterruptNote = dataclasses.field(default_factory=InterruptNote)
 
+    @classmethod
+    def of(cls, arguments: dict) -> "RunSettings":
+        """The settings among a run function's ``arguments`` (its ``locals()``); a None
+        ``report`` is silence and a None ``note`` a fresh one."""
+        names = {field.name for field in dataclasses.fields(cls)}
+        given = {name: value for name, value in arguments.items() if name in names}
+        given["report"] = given.get("report") or quiet
+        given["note"] = given.get("note") or InterruptNote()
+        return cls(**given)
+
 
 @dataclasses.dataclass
 class Job:
@@ -146,6 +156,17 @@ class FolderFit:
     def tensorboard_callback(self):
         raise NotImplementedError
 
+    def run_record(self) -> dict:
+        """What ``run.json`` records of the data, beside the arguments (a resumed run's
+        data is checked against it)."""
+        info = self.info
+        return {"num_classes": info.num_classes, "image_shape": list(info.image_shape),
+                "num_train": info.num_train}
+
+    def check_resumed_data(self) -> None:
+        """RunError if a resumed run's data is not what ``run.json`` recorded."""
+        self.job.folder.check_same_data(self.info)
+
     def fit_steps(self) -> int | None:
         """``steps_per_epoch`` for ``model.fit`` (None: the dataset's length)."""
         return None
@@ -171,16 +192,14 @@ class FolderFit:
         for line in self.info.notes:
             settings.report(line)
         if job.state is not None:
-            job.folder.check_same_data(self.info)
-        elif self.chief:
-            info = self.info
-            job.folder.write_run({
-                "kdarts": kdarts_version(), "args": job.args,
-                "steps_per_epoch": self.steps_per_epoch, "num_classes": info.num_classes,
-                "image_shape": list(info.image_shape), "num_train": info.num_train})
+            self.check_resumed_data()
         seed_everything(opts["seed"])
         with self.strategy.scope():  # model, optimizers and restored state: on every replica
             self.build()
+        if job.state is None and self.chief:
+            job.folder.write_run({"kdarts": kdarts_version(), "args": job.args,
+                                  "steps_per_epoch": self.steps_per_epoch,
+                                  **self.run_record()})
         line = self.describe()
         if line:
             settings.report(line)
@@ -207,6 +226,37 @@ class FolderFit:
             bar.close()
         self.fit_seconds = time.perf_counter() - t_fit
         return self.epochs_done()
+
+    def start(self, before_tensorflow, *args):
+        """:meth:`run` (with ``args``) after ``before_tensorflow``, the interrupt note set
+        to what the folder holds first; Ctrl-C raises the note's RunInterrupted."""
+        job, note = self.job, self.settings.note
+        if job.state is None:
+            note.set(f"no epoch of the {self.what} completed, so there is no checkpoint to "
+                     "resume; run the same command again to start over")
+        else:
+            note.set(f"the {self.what}'s last checkpoint (epoch {job.state['epoch']} of "
+                     f"{job.opts['epochs']}) is in {rel(job.out)}: "
+                     f"{self.settings.resume_hint} continues it")
+        try:
+            if before_tensorflow is not None:
+                before_tensorflow()
+            return self.run(*args)
+        except KeyboardInterrupt:
+            raise note.interrupted() from None
+
+    def run(self, *args):
+        """Fits and writes the run's results."""
+        raise NotImplementedError
+
+    def stopped_early(self, completed: int) -> bool:
+        """Whether the run ended before its last epoch; if so, says where to continue."""
+        epochs = self.job.opts["epochs"]
+        if completed >= epochs:
+            return False
+        self.settings.report(f"stopped after epoch {completed} of {epochs}; checkpoint in "
+                             f"{rel(self.job.out)}: {self.settings.resume_hint} continues it")
+        return True
 
     def tensorboard_dir(self) -> str:
         return self.job.folder.path(TENSORBOARD_DIR)

@@ -19,7 +19,7 @@ from typing import Iterator
 
 from kdarts.atomic import atomic_write_json
 from kdarts.checkpoints import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, read_checkpoint_state
-from kdarts.runs.defaults import LATER_ARGS, SEARCH_DEFAULTS, TRAIN_DEFAULTS
+from kdarts.runs.defaults import LATER_ARGS
 from kdarts.runs.report import rel
 from kdarts.runs.results import RunError
 
@@ -32,8 +32,10 @@ RUN_FILES: dict[str, tuple[str, ...]] = {
     "search": ("run.json", "genotype.json", "history.csv", "search_record.json",
                CHECKPOINT_WEIGHTS, CHECKPOINT_STATE, "alpha.png", "schedule.png",
                "genotype.png", TENSORBOARD_DIR),
+    # a language model's training writes its vocabulary and the trainer's checkpoint
+    # folder (checkpoint/) instead of the image checkpoint files
     "train": ("run.json", "model.keras", "metrics.json", "history.csv", CHECKPOINT_WEIGHTS,
-              CHECKPOINT_STATE, TENSORBOARD_DIR),
+              CHECKPOINT_STATE, TENSORBOARD_DIR, "model.keras.vocab.json", "checkpoint"),
     "quickstart": ("search", "train", "export.json"),
 }
 
@@ -83,6 +85,22 @@ def describe_diff(old: dict, new: dict, order: list[str]) -> str:
     keys = sorted(set(old) | set(new), key=lambda k: order.index(k) if k in order else 99)
     return "; ".join(f"{k}: {old.get(k)!r} → {new.get(k)!r}"
                      for k in keys if old.get(k) != new.get(k))
+
+
+#: Where a language model's trainer keeps its last epoch's checkpoint, in a training folder.
+TRAINER_LAST = os.path.join("checkpoint", "last")
+
+
+def space_of(args: dict) -> str:
+    """The search space a run's arguments are for: ``"image"`` or ``"recurrent"``."""
+    return args.get("space", "image")
+
+
+def metrics_summary(metrics: dict) -> str:
+    """A finished training's headline figure, as its metrics.json gives it."""
+    if "test_perplexity" in metrics:
+        return f"test perplexity {float(metrics['test_perplexity']):.1f}"
+    return f"test accuracy {100 * float(metrics.get('test_accuracy', 0)):.2f}%"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -257,14 +275,14 @@ class RunFolder:
         """
         out = self.out
         run = self.read_run()
-        old = {**LATER_ARGS["search"], **run["args"]} if run else None
+        old = self._previous_args(run, args)
         state = self.checkpoint_state() if run else None
         if old is not None and old != args:
             hint = {True: "pass the same arguments to resume it (see its run.json)",
                     False: "choose another --out (or pass its arguments with --resume)",
                     "auto": "choose another --out"}[resume]
-            raise RunError(f"--out {rel(out)} holds a different search run "
-                           f"({describe_diff(old, args, list(SEARCH_DEFAULTS))}); {hint}; "
+            raise RunError(f"--out {rel(out)} holds a different {_kind(args)}search run "
+                           f"({describe_diff(old, args, list(args))}); {hint}; "
                            "nothing was changed")
         if resume is True and state is None:
             where = (f"{rel(out)} holds this search but no epoch of it completed"
@@ -302,20 +320,20 @@ class RunFolder:
             return None, None
         if run is None:
             return None, None
-        old = {**LATER_ARGS["train"], **run["args"]}
+        old = self._previous_args(run, args)
         if old != args:
-            raise RunError(f"--out {rel(out)} holds a different training run "
-                           f"({describe_diff(old, args, list(TRAIN_DEFAULTS) + ['genotype'])})"
-                           "; choose another --out, or pass --overwrite to replace it")
-        state = self.checkpoint_state()
+            raise RunError(f"--out {rel(out)} holds a different {_kind(args)}training run "
+                           f"({describe_diff(old, args, list(args))}); choose another "
+                           "--out, or pass --overwrite to replace it")
+        state = (self.trainer_state() if space_of(args) == "recurrent"
+                 else self.checkpoint_state())
         metrics_path = self.path("metrics.json")
         if os.path.exists(metrics_path):
             metrics = read_json(metrics_path, "metrics.json")
             if resume == "auto":
                 return state, metrics
             raise RunError(f"--out {rel(out)} already holds this training, complete "
-                           f"(metrics.json: test accuracy "
-                           f"{100 * float(metrics.get('test_accuracy', 0)):.2f}%); choose "
+                           f"(metrics.json: {metrics_summary(metrics)}); choose "
                            "another --out or pass --overwrite to train again")
         if resume is True and state is None:
             raise RunError(f"--resume: no checkpoint in {rel(out)} (written at the end of "
@@ -325,6 +343,29 @@ class RunFolder:
                            f"epoch {state['epoch']} of {args['epochs']}); pass --resume to "
                            "continue it, or --overwrite to start over")
         return state, None
+
+    def _previous_args(self, run: dict | None, args: dict) -> dict | None:
+        """run.json's arguments, completed with those added since (image runs), to compare
+        with ``args``; RunError if the folder holds the other search space's run."""
+        if run is None:
+            return None
+        old = run["args"]
+        if space_of(old) != space_of(args):
+            noun = "search" if self.command == "search" else "training"
+            raise RunError(f"--out {rel(self.out)} holds {_article(space_of(old))} {noun} "
+                           f"run, not {_article(space_of(args))} one; choose another --out")
+        return old if space_of(args) == "recurrent" else {**LATER_ARGS[self.command], **old}
+
+    def trainer_state(self) -> dict | None:
+        """A language model's trainer state after its last epoch (None without one)."""
+        path = self.path(os.path.join(TRAINER_LAST, "state.json"))
+        if not os.path.exists(path):
+            return None
+        state = read_json(path, "the training's checkpoint state")
+        if not isinstance(state.get("epoch"), int):
+            raise RunError(f"{rel(path)}: not a kdarts checkpoint (no integer 'epoch'); the "
+                           "checkpoint cannot be resumed: choose another --out")
+        return state
 
     def check_same_data(self, info) -> None:
         """A resumed run's data must still be what ``run.json`` recorded (a folder can
@@ -355,6 +396,15 @@ class RunFolder:
                 shutil.rmtree(path)
             elif os.path.exists(path):
                 os.unlink(path)
+
+
+def _kind(args: dict) -> str:
+    """"recurrent " for a recurrent run's arguments, "" for an image run's."""
+    return "recurrent " if space_of(args) == "recurrent" else ""
+
+
+def _article(space: str) -> str:
+    return "an image" if space == "image" else f"a {space}"
 
 
 def read_run(out: str, command: str) -> dict | None:

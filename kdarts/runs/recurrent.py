@@ -1,5 +1,5 @@
-"""The recurrent space in run folders: a cell search and a language model's training on a
-corpus, generation from a trained model.
+"""The recurrent space in run folders: what selects it, its options and corpus, and the
+cell search (the language model's training is :mod:`kdarts.runs.language_model`).
 
 A dataset that is a corpus (:data:`~kdarts.recurrent.corpus.EMBEDDED_CORPUS` or a
 folder holding ``train.txt``, ``valid.txt``, ``test.txt``) selects the recurrent space;
@@ -15,23 +15,19 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
-import math
 import os
-import shutil
 import time
 from typing import Callable
 
-from kdarts.atomic import atomic_write_json, atomic_write_text
+from kdarts.atomic import atomic_write_json
 from kdarts.checkpoints import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS
 from kdarts.genotype import GenotypeError
-from kdarts.runs.fit import RunSettings, epoch_note, seed_everything
-from kdarts.runs.folder import RunFolder, describe_diff, read_json
-from kdarts.runs.report import Report, fmt_time, kdarts_version, quiet, rel
-from kdarts.runs.results import RunError, SearchResult, TrainResult
+from kdarts.runs.fit import FolderFit, Job, RunSettings
+from kdarts.runs.folder import RunFolder, read_json
+from kdarts.runs.report import Report, fmt_time, rel
+from kdarts.runs.results import RunError, SearchResult
 from kdarts.runs.watchdog import InterruptNote
 
 #: The corpus every install carries (CPython's documentation, PTB-tokenised).
@@ -60,13 +56,6 @@ PTB_TRAIN: dict = dict(units=850, bptt=35, batch_size=64, vocab_size=None, epoch
 #: The reference's search sizes for a corpus folder.
 PTB_SEARCH: dict = dict(units=300, bptt=35, batch_size=256, vocab_size=None, epochs=50,
                         arch_lr=3e-3, threshold=1.0)
-
-#: What a language-model training writes in its folder (beside run.json).
-TRAIN_FILES = ("run.json", "model.keras", "model.keras.vocab.json", "metrics.json",
-               "history.csv", "checkpoint")
-#: The trainer's own checkpoint folder inside a training's folder.
-TRAIN_CHECKPOINT = "checkpoint"
-
 
 # ------------------------------------------------------------------------- what is what
 
@@ -149,7 +138,7 @@ def resolve_recurrent_options(command: str, options: dict) -> dict:
     return opts
 
 
-def _load_corpus(opts: dict):
+def load_corpus_splits(opts: dict):
     """``(corpus, train, valid, test)`` token ids, cut to ``max_tokens``; RunError if the
     corpus cannot be read or is too short for the batch."""
     from kdarts.recurrent.corpus import CorpusError, load_corpus
@@ -160,7 +149,7 @@ def _load_corpus(opts: dict):
         raise RunError(" ".join(str(err).split())) from None
     cap = opts["max_tokens"]
     splits = [s if not cap else s[:cap] for s in (corpus.train, corpus.valid, corpus.test)]
-    name = _corpus_label(opts["dataset"])
+    name = corpus_label(opts["dataset"])
     for split, label in zip(splits, ("train", "valid")):
         if len(split) < 3 * opts["batch_size"]:
             raise RunError(f"{name}: the {label} split has {len(split)} tokens, too few for "
@@ -169,27 +158,22 @@ def _load_corpus(opts: dict):
     return corpus, *splits
 
 
-def _corpus_label(dataset: str) -> str:
+def corpus_label(dataset: str) -> str:
+    """How messages name a corpus: the embedded one by name, a folder by its path."""
     return rel(dataset) if os.path.isabs(dataset) else dataset
 
 
-def _check_args(folder: RunFolder, args: dict, what: str, order: list[str]) -> dict | None:
-    """The folder's run.json if it holds this recurrent run; RunError for another run."""
-    run = folder.read_run()
-    if run is None:
-        return None
-    old = run["args"]
-    if old.get("space") != "recurrent":
-        raise RunError(f"--out {rel(folder.out)} holds an image {what} run, not a recurrent "
-                       "one; choose another --out")
-    if old != args:
-        raise RunError(f"--out {rel(folder.out)} holds a different recurrent {what} run "
-                       f"({describe_diff(old, args, order)}); choose another --out (or pass "
-                       "its arguments, see its run.json)")
-    return run
-
-
 # ------------------------------------------------------------------------------ search
+
+@dataclasses.dataclass
+class CorpusInfo:
+    """What a recurrent run reports and records of its corpus."""
+
+    name: str
+    vocab_size: int
+    num_train: int
+    notes: tuple = ()
+
 
 def recurrent_search_run(out: str, *, resume: bool | str = False,
                          stop_after_epoch: int | None = None, report: Report | None = print,
@@ -199,8 +183,8 @@ def recurrent_search_run(out: str, *, resume: bool | str = False,
                          note: InterruptNote | None = None, **options) -> SearchResult:
     """Search a recurrent cell on a corpus in the folder ``out``.
 
-    Writes ``run.json`` (the arguments, first), ``history.csv`` and a checkpoint
-    (``checkpoint.weights.h5``, ``checkpoint.json``) every epoch, then
+    Writes ``run.json`` (the arguments and the initial α's cell), ``history.csv`` and a
+    checkpoint (``checkpoint.weights.h5``, ``checkpoint.json``) every epoch, then
     ``genotype.json`` (a :class:`~kdarts.recurrent.RecurrentGenotype`) and
     ``genotype.png``. The weights learn on the training text, α on the validation
     text (DARTS's recurrent search), in the authors' variable-length segments.
@@ -216,9 +200,7 @@ def recurrent_search_run(out: str, *, resume: bool | str = False,
         RunError: bad options, corpus or folder (nothing touched).
         RunInterrupted: Ctrl-C; the message says what was kept.
     """
-    settings = RunSettings(stop_after_epoch=stop_after_epoch, report=report or quiet,
-                           progress=progress, resume_hint=resume_hint,
-                           note=note or InterruptNote())
+    settings = RunSettings.of(locals())
     opts = resolve_recurrent_options("search", options)
     from kdarts.options import ACTIVATIONS, REGULARIZERS, SCHEDULES
 
@@ -229,405 +211,131 @@ def recurrent_search_run(out: str, *, resume: bool | str = False,
     args = {"space": "recurrent", **{k: opts[k] for k in RECURRENT_SEARCH_DEFAULTS}}
     folder = RunFolder(out, "search")
     with folder.lock():
-        run = _check_args(folder, args, "search", list(args))
-        state = folder.checkpoint_state() if run else None
-        if resume is True and state is None:
-            raise RunError(f"--resume: no checkpoint in {rel(folder.out)} (written at the "
-                           "end of each epoch); run without --resume to start the search")
-        if state is not None and not resume:
-            raise RunError(f"--out {rel(folder.out)} already holds this search (checkpoint "
-                           f"after epoch {state.get('epoch')} of {opts['epochs']}); pass "
-                           "--resume to continue it, or choose another --out")
-        if state is None:
-            settings.note.set("no epoch of the search completed, so there is no checkpoint "
-                              "to resume; run the same command again to start over")
-        t_start = time.perf_counter()
-        try:
-            if before_tensorflow is not None:
-                before_tensorflow()
-            return _search(folder, opts, args, state, settings, t_start)
-        except KeyboardInterrupt:
-            raise settings.note.interrupted() from None
+        job = Job(folder, opts, args, folder.search_state(args, resume), settings)
+        return RecurrentSearchFit(job).start(before_tensorflow, time.perf_counter())
 
 
-class _SearchCheckpoint:
-    """Keras callback factory: the weights, α, optimizers and clock after every epoch."""
+class RecurrentSearchFit(FolderFit):
+    """The corpus's training and validation streams, the
+    :class:`~kdarts.recurrent.RecurrentSearchModel`, and what it writes: history,
+    checkpoint, genotype and its drawing."""
 
-    @staticmethod
-    def make(folder: RunFolder):
+    what = "search"
+    bar_metrics = {"loss": "loss", "alpha_steps": "α steps", "pruned_ops": "pruned"}
+    bar_integers = ("α steps", "pruned")
+
+    def load_data(self):
+        from kdarts.recurrent.data import BPTTStream
+
+        opts = self.job.opts
+        corpus, train, self.valid, _ = load_corpus_splits(opts)
+        self.info = CorpusInfo(corpus_label(opts["dataset"]), len(corpus.vocabulary),
+                               len(train))
+        stream = BPTTStream(train, opts["batch_size"], opts["bptt"], seed=opts["seed"])
+        return stream, self.info, stream.nominal_steps
+
+    def run_record(self) -> dict:
+        return {"vocab_size": self.info.vocab_size, "num_train_tokens": self.info.num_train,
+                "initial_genotype": self.initial.to_dict()}
+
+    def check_resumed_data(self) -> None:
+        run = read_json(self.job.folder.path("run.json"), "run.json")
+        then = (run.get("vocab_size"), run.get("num_train_tokens"))
+        now = (self.info.vocab_size, self.info.num_train)
+        if then != now:
+            raise RunError(f"{self.info.name} changed since this run started (vocabulary, "
+                           f"training tokens: {then} → {now}); resuming would search on "
+                           "other text: choose another --out")
+
+    def build(self):
         import keras
 
+        from kdarts.options import make_regularizer
+        from kdarts.recurrent.data import BPTTStream
+        from kdarts.recurrent.model import RecurrentSearchModel
+        from kdarts.search import DynamicSchedule, FixedSchedule
+
+        opts, batch, bptt = self.job.opts, self.job.opts["batch_size"], self.job.opts["bptt"]
+        model = RecurrentSearchModel(self.info.vocab_size, opts["units"],
+                                     activation=opts["activation"], seed=opts["seed"])
+        model.build((batch, bptt))
+        self.initial = model.genotype()
+        schedule = (DynamicSchedule(every=opts["every"], initial_threshold=opts["threshold"])
+                    if opts["schedule"] == "dynamic" else FixedSchedule(every=opts["every"]))
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate=opts["lr"]),
+                      arch_optimizer=keras.optimizers.Adam(learning_rate=opts["arch_lr"],
+                                                           beta_1=0.9, beta_2=0.999,
+                                                           epsilon=1e-8),
+                      schedule=schedule, regularizer=make_regularizer(opts["reg"], opts),
+                      search_data=BPTTStream(self.valid, batch, bptt, seed=opts["seed"]),
+                      unrolled=opts["unrolled"])
+        self.model = model
+        if self.job.state is None:
+            return
+        model.optimizer.build(model.weight_variables)
+        model.arch_optimizer.build(model.arch_variables)
+        model.load_weights(self.job.folder.path(CHECKPOINT_WEIGHTS))
+        if self.initial_epoch < opts["epochs"]:
+            self.settings.report(f"resuming {rel(self.job.out)} after epoch "
+                                 f"{self.initial_epoch} of {opts['epochs']} "
+                                 f"({int(model.search_step.numpy())} steps, "
+                                 f"{int(model.alpha_steps.numpy())} α steps)")
+
+    def describe(self) -> str | None:
+        opts, info = self.job.opts, self.info
+        if self.initial_epoch >= opts["epochs"]:
+            return None
+        return (f"search: {info.name} ({info.num_train} training tokens, vocabulary "
+                f"{info.vocab_size}), recurrent cell, {opts['activation']} / "
+                f"{opts['schedule']} k={opts['every']}"
+                + (f" from threshold {opts['threshold']:g}" if opts["schedule"] == "dynamic"
+                   else "") + f" / α lr {opts['arch_lr']:g} / {opts['reg']} ρ={opts['rho']}, "
+                f"{opts['units']} units, bptt {opts['bptt']}, batch {opts['batch_size']}, "
+                f"{self.steps_per_epoch} steps per epoch; the first epoch starts with tracing "
+                "the step")
+
+    def writer_callbacks(self) -> list:
+        import keras
+
+        from kdarts.callbacks import HistoryCSV
         from kdarts.checkpoints import save_weights_atomically
 
+        folder = self.job.folder
+
         class SearchEpochCheckpoint(keras.callbacks.Callback):
+            """The weights, α, optimizers and clock after every epoch."""
+
             def on_epoch_end(self, epoch, logs=None):
                 save_weights_atomically(self.model, folder.path(CHECKPOINT_WEIGHTS))
                 atomic_write_json(folder.path(CHECKPOINT_STATE), {
                     "epoch": epoch + 1, "search_step": int(self.model.search_step.numpy()),
                     "alpha_steps": int(self.model.alpha_steps.numpy())})
 
-        return SearchEpochCheckpoint()
+        return [HistoryCSV(folder.path("history.csv")), SearchEpochCheckpoint()]
 
+    def run(self, t_start: float) -> SearchResult:
+        """Fits, then (once complete) writes the genotype and its drawing."""
+        from kdarts.recurrent.genotype import RecurrentGenotype
+        from kdarts.runs.search import fit_search
 
-def _search(folder: RunFolder, opts: dict, args: dict, state: dict | None,
-            settings: RunSettings, t_start: float) -> SearchResult:
-    import keras
-
-    from kdarts.callbacks import EpochProgress, HistoryCSV, StopAfterEpoch
-    from kdarts.options import make_regularizer
-    from kdarts.recurrent.data import BPTTStream
-    from kdarts.recurrent.model import RecurrentSearchModel
-    from kdarts.search import DynamicSchedule, FixedSchedule
-
-    corpus, train, valid, _ = _load_corpus(opts)
-    vocab = len(corpus.vocabulary)
-    seed_everything(opts["seed"])
-    model = RecurrentSearchModel(vocab, opts["units"], activation=opts["activation"],
-                                 seed=opts["seed"])
-    batch, bptt = opts["batch_size"], opts["bptt"]
-    model.build((batch, bptt))
-    initial = model.genotype()
-    schedule = (DynamicSchedule(every=opts["every"], initial_threshold=opts["threshold"])
-                if opts["schedule"] == "dynamic" else FixedSchedule(every=opts["every"]))
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=opts["lr"]),
-                  arch_optimizer=keras.optimizers.Adam(learning_rate=opts["arch_lr"],
-                                                       beta_1=0.9, beta_2=0.999,
-                                                       epsilon=1e-8),
-                  schedule=schedule, regularizer=make_regularizer(opts["reg"], opts),
-                  search_data=BPTTStream(valid, batch, bptt, seed=opts["seed"]),
-                  unrolled=opts["unrolled"])
-    train_stream = BPTTStream(train, batch, bptt, seed=opts["seed"])
-    epochs, out, report = opts["epochs"], folder.out, settings.report
-    initial_epoch = 0
-    if state is None:
-        folder.write_run({"kdarts": kdarts_version(), "args": args, "vocab_size": vocab,
-                          "num_train_tokens": int(len(train)),
-                          "initial_genotype": initial.to_dict()})
-    else:
-        model.optimizer.build(model.weight_variables)
-        model.arch_optimizer.build(model.arch_variables)
-        model.load_weights(folder.path(CHECKPOINT_WEIGHTS))
-        initial_epoch = int(state["epoch"])
-        if initial_epoch < epochs:
-            report(f"resuming {rel(out)} after epoch {initial_epoch} of {epochs} "
-                   f"({int(model.search_step.numpy())} steps, "
-                   f"{int(model.alpha_steps.numpy())} α steps)")
-    if initial_epoch < epochs:
-        report(f"search: {_corpus_label(opts['dataset'])} ({len(train)} training tokens, "
-               f"vocabulary {vocab}), recurrent cell, {opts['activation']} / "
-               f"{opts['schedule']} k={opts['every']}"
-               + (f" from threshold {opts['threshold']:g}" if opts["schedule"] == "dynamic"
-                  else "") + f" / α lr {opts['arch_lr']:g} / {opts['reg']} ρ={opts['rho']}, "
-               f"{opts['units']} units, bptt {bptt}, batch {batch}, {train_stream.nominal_steps}"
-               " steps per epoch; the first epoch starts with tracing the step")
-    bar = EpochProgress({"loss": "loss", "alpha_steps": "α steps", "pruned_ops": "pruned"},
-                        integer_labels=("α steps", "pruned"))
-    callbacks = [HistoryCSV(folder.path("history.csv")), _SearchCheckpoint.make(folder),
-                 epoch_note(settings.note, "search", out, epochs, settings.resume_hint)]
-    if settings.progress:
-        callbacks.append(bar)
-    if settings.stop_after_epoch is not None:
-        callbacks.append(StopAfterEpoch(settings.stop_after_epoch))
-    history = None
-    if initial_epoch < epochs:
-        try:
-            history = model.fit(train_stream, epochs=epochs, initial_epoch=initial_epoch,
-                                callbacks=callbacks, verbose=0)
-        finally:
-            bar.close()
-    done = initial_epoch + (len(history.history.get("loss", [])) if history else 0)
-    alpha_steps = int(model.alpha_steps.numpy())
-    result = SearchResult(out=out, epochs_done=done, complete=done >= epochs,
-                          alpha_steps=alpha_steps)
-    if done < epochs:
-        report(f"stopped after epoch {done} of {epochs}; checkpoint in {rel(out)}: "
-               f"{settings.resume_hint} continues it")
-        return result
-    settings.note.set(f"the search completed and its checkpoint is in {rel(out)}: "
-                      f"{settings.resume_hint} writes its genotype and plot again")
-    from kdarts.plots import plot_genotype
-    from kdarts.recurrent.genotype import RecurrentGenotype
-
-    genotype = model.genotype()
-    genotype.save(result.genotype_path)
-    plot_genotype(genotype, folder.path("genotype.png"))
-    valid_ppl = model.evaluate(valid, batch_size=10, bptt=bptt)["perplexity"]
-    pruned = int(round(float((1.0 - model.mask.numpy()).sum())))
-    run = read_json(folder.path("run.json"), "run.json")
-    initial = RecurrentGenotype.from_dict(run.get("initial_genotype", initial.to_dict()))
-    total = time.perf_counter() - t_start
-    report(str(genotype))
-    report(f"search done in {fmt_time(total)} ({done} epochs, "
-           f"{int(model.search_step.numpy())} weight steps, {alpha_steps} α steps"
-           + (f", {pruned} of {model.mask.numpy().size} ops pruned"
-              if opts["activation"] == "crb" else "")
-           + f"; valid perplexity {valid_ppl:.1f}; the cell "
-           + ("differs from" if genotype != initial else "equals")
-           + f" the initial α's): genotype → {rel(result.genotype_path)}; history, "
-           f"checkpoint and genotype.png in {rel(out)}")
-    return dataclasses.replace(result, genotype=genotype, pruned_ops=pruned, seconds=total)
-
-
-# ------------------------------------------------------------------------------- train
-
-def recurrent_train_run(genotype, out: str, *, resume: bool | str = False,
-                        overwrite: bool = False, stop_after_epoch: int | None = None,
-                        report: Report | None = print, progress: bool = True,
-                        resume_hint: str = "the same command with --resume",
-                        before_tensorflow: Callable[[], None] | None = None,
-                        note: InterruptNote | None = None, **options) -> TrainResult:
-    """Train a recurrent genotype's language model (DARTS's SGD → ASGD recipe) in ``out``.
-
-    Writes ``run.json``, ``history.csv`` and the trainer's checkpoint (``checkpoint/``,
-    every epoch; resumed exactly), then ``model.keras`` (the best validation model,
-    reload-verified) with its vocabulary beside it (``model.keras.vocab.json``) and
-    ``metrics.json`` (valid and test perplexity).
-
-    Args:
-        genotype: a recurrent genotype JSON file, a search folder holding one, a preset
-            name (``DARTS_V1``, ``DARTS_V2``) or a RecurrentGenotype.
-        out, resume, overwrite, stop_after_epoch, report, progress, resume_hint,
-            before_tensorflow, note: as for :func:`~kdarts.runs.train_run`.
-        **options: any of :data:`RECURRENT_TRAIN_DEFAULTS` (None: the default; a corpus
-            folder takes the reference's sizes, :data:`PTB_TRAIN`).
-
-    Raises:
-        RunError: bad options, genotype, corpus or folder (nothing touched).
-        RunInterrupted: Ctrl-C; the message says what was kept.
-    """
-    settings = RunSettings(stop_after_epoch=stop_after_epoch, report=report or quiet,
-                           progress=progress, resume_hint=resume_hint,
-                           note=note or InterruptNote())
-    geno = load_recurrent_genotype(genotype)
-    opts = resolve_recurrent_options("train", options)
-    if opts["lr"] <= 0:
-        raise RunError(f"--lr must be > 0, got {opts['lr']}")
-    args = {"space": "recurrent", **{k: opts[k] for k in RECURRENT_TRAIN_DEFAULTS},
-            "genotype": geno.to_dict()}
-    folder = RunFolder(out, "train")
-    with folder.lock():
-        if overwrite and os.path.isdir(folder.out):
-            folder.read_run()  # refuses other kinds of run and unrelated files
-            _remove(folder)
-        run = _check_args(folder, args, "training", list(args))
-        metrics_path = folder.path("metrics.json")
-        if run is not None and os.path.exists(metrics_path):
-            metrics = read_json(metrics_path, "metrics.json")
-            if resume == "auto":
-                return TrainResult(out=folder.out, epochs_done=opts["epochs"], complete=True,
-                                   metrics=metrics)
-            raise RunError(f"--out {rel(folder.out)} already holds this training, complete "
-                           f"(test perplexity {float(metrics.get('test_perplexity', 0)):.1f})"
-                           "; choose another --out or pass --overwrite to train again")
-        last = os.path.join(folder.path(TRAIN_CHECKPOINT), "last")
-        state = _trainer_state(last) if run is not None else None
-        if resume is True and state is None:
-            raise RunError(f"--resume: no checkpoint in {rel(folder.out)} (written at the end "
-                           "of each epoch); run without --resume to start the training")
-        if state is not None and not resume:
-            raise RunError(f"--out {rel(folder.out)} already holds this training (checkpoint "
-                           f"after epoch {state['epoch']} of {opts['epochs']}); pass --resume "
-                           "to continue it, or --overwrite to start over")
-        if state is None:
-            settings.note.set("no epoch of the training completed, so there is no "
-                              "checkpoint to resume; run the same command again to start "
-                              "over")
-            if run is not None:  # run.json only: an interrupted first epoch
-                shutil.rmtree(folder.path(TRAIN_CHECKPOINT), ignore_errors=True)
-        try:
-            if before_tensorflow is not None:
-                before_tensorflow()
-            return _train(folder, opts, args, geno, state, settings)
-        except KeyboardInterrupt:
-            raise settings.note.interrupted() from None
-
-
-def _remove(folder: RunFolder) -> None:
-    for name in TRAIN_FILES:
-        path = folder.path(name)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        elif os.path.exists(path):
-            os.unlink(path)
-
-
-def _trainer_state(last: str) -> dict | None:
-    path = os.path.join(last, "state.json")
-    if not os.path.exists(path):
-        return None
-    state = read_json(path, "the training's checkpoint state")
-    if not isinstance(state.get("epoch"), int):
-        raise RunError(f"{rel(path)}: not a kdarts checkpoint (no integer 'epoch'); the "
-                       "checkpoint cannot be resumed: choose another --out")
-    return state
-
-
-def _write_history(path: str, records: list[dict]) -> None:
-    keys = ["epoch", "train_loss", "val_loss", "val_ppl", "averaging", "switched"]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, keys, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(records)
-    atomic_write_text(path, buffer.getvalue())
-
-
-def _read_history(path: str) -> list[dict]:
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
-def _train(folder: RunFolder, opts: dict, args: dict, geno, state: dict | None,
-           settings: RunSettings) -> TrainResult:
-    from tqdm.auto import tqdm
-
-    from kdarts.export import ExportError
-    from kdarts.parameters import count_parameters
-    from kdarts.recurrent.export import export_language_model, load_language_model
-    from kdarts.recurrent.language_model import RecurrentLanguageModel
-    from kdarts.recurrent.training import (
-        EVAL_BATCH_SIZE,
-        TEST_BATCH_SIZE,
-        LanguageModelTrainer,
-        evaluate_perplexity,
-    )
-
-    t_start = time.perf_counter()
-    corpus, train, valid, test = _load_corpus(opts)
-    vocab = len(corpus.vocabulary)
-    out, epochs, report = folder.out, opts["epochs"], settings.report
-    if state is None:
-        folder.write_run({"kdarts": kdarts_version(), "args": args, "vocab_size": vocab,
-                          "num_train_tokens": int(len(train))})
-    seed_everything(opts["seed"])
-    model = RecurrentLanguageModel(vocab, geno, units=opts["units"],
-                                   vocabulary=corpus.vocabulary, seed=opts["seed"])
-    trainer = LanguageModelTrainer(model, train, valid, batch_size=opts["batch_size"],
-                                   bptt=opts["bptt"], learning_rate=opts["lr"],
-                                   seed=opts["seed"])
-    checkpoint = folder.path(TRAIN_CHECKPOINT)
-    last = os.path.join(checkpoint, "last")
-    if state is not None:
-        try:
-            trainer.restore(last)
-        except (ValueError, FileNotFoundError) as err:
-            raise RunError(f"{err}; the checkpoint cannot be resumed: choose another --out") \
-                from None
-        report(f"resuming {rel(out)} after epoch {trainer.epoch} of {epochs}")
-    parameters = count_parameters(model)
-    report(f"train: {_corpus_label(opts['dataset'])} ({len(train)} training tokens, "
-           f"vocabulary {vocab}), recurrent language model, {opts['units']} units, "
-           f"{parameters / 1e3:.1f}k parameters, {epochs} epochs, bptt {opts['bptt']}, "
-           f"batch {opts['batch_size']}")
-    history_path = folder.path("history.csv")
-    rows = [r for r in _read_history(history_path) if int(r["epoch"]) < trainer.epoch]
-    target = epochs if settings.stop_after_epoch is None else min(
-        epochs, settings.stop_after_epoch)
-    bar = tqdm(total=epochs, initial=trainer.epoch, desc="epochs", unit="epoch",
-               disable=not settings.progress, leave=True, dynamic_ncols=True)
-
-    def log(record: dict) -> None:
-        rows.append({**record, "epoch": record["epoch"] - 1})
-        _write_history(history_path, rows)
-        bar.update(1)
-        bar.set_postfix({"loss": f"{record['train_loss']:.3g}",
-                         "val ppl": f"{record['val_ppl']:.1f}"}, refresh=False)
-
-    trainer_log = log
-    t_fit = time.perf_counter()
-    try:
-        # the trainer writes checkpoint/last after every epoch: a note for Ctrl-C
-        def noted(record: dict) -> None:
-            trainer_log(record)
-            settings.note.set(f"the training's last checkpoint (epoch {record['epoch']} of "
-                              f"{epochs}) is in {rel(out)}: {settings.resume_hint} "
-                              "continues it")
-
-        trainer.fit(target, checkpoint_dir=checkpoint, patience=epochs + 1, log=noted)
-    except FloatingPointError as err:
-        raise RunError(f"{err}: lower --lr") from None
-    finally:
-        bar.close()
-    fit_seconds = time.perf_counter() - t_fit
-    if trainer.epoch < epochs:
-        report(f"stopped after epoch {trainer.epoch} of {epochs}; checkpoint in {rel(out)}: "
-               f"{settings.resume_hint} continues it")
-        return TrainResult(out=out, epochs_done=trainer.epoch, complete=False)
-    best_path = os.path.join(checkpoint, "best.keras")
-    best = load_language_model(best_path)
-    valid_ppl = evaluate_perplexity(best, valid, EVAL_BATCH_SIZE, opts["bptt"])
-    test_ppl = evaluate_perplexity(best, test, TEST_BATCH_SIZE, opts["bptt"])
-    try:
-        exported = export_language_model(best, folder.path("model.keras"), "keras")
-    except (ExportError, ValueError) as err:
-        raise RunError(str(err)) from None
-    total = time.perf_counter() - t_start
-    metrics = {
-        "valid_perplexity": valid_ppl, "test_perplexity": test_ppl,
-        "valid_loss": math.log(valid_ppl), "test_loss": math.log(test_ppl),
-        "train_loss": float(rows[-1]["train_loss"]) if rows else None,
-        "vocab_size": vocab, "parameters": parameters, "epochs": epochs,
-        "train_seconds": round(fit_seconds, 1), "total_seconds": round(total, 1),
-        "genotype": geno.to_dict(), "args": args, "kdarts": kdarts_version(),
-    }
-    metrics_path = folder.path("metrics.json")
-    atomic_write_json(metrics_path, metrics)
-    report(f"test perplexity {test_ppl:.1f} ({len(test)} test tokens; valid perplexity "
-           f"{valid_ppl:.1f}); trained in {fmt_time(fit_seconds)}")
-    report(f"train done in {fmt_time(total)}: model → {rel(exported.path)} (the best "
-           f"validation epoch, reload verified, max |Δ| {exported.max_abs_diff:.1e}; "
-           f"vocabulary beside it), metrics → {rel(metrics_path)}")
-    return TrainResult(out=out, epochs_done=trainer.epoch, complete=True, metrics=metrics,
-                       seconds=total)
-
-
-# ---------------------------------------------------------------------------- generate
-
-def generate_run(model_path: str, prompt: str, n: int = 20, temperature: float = 1.0,
-                 seed: int = 0, before_tensorflow: Callable[[], None] | None = None) -> str:
-    """``n`` words sampled from a trained language model after ``prompt`` (words split on
-    whitespace, lowercased as the corpus is); the same seed gives the same words.
-
-    ``model_path`` is a language model's ``.keras`` file or a training folder holding one
-    (``model.keras``)."""
-    from kdarts.export import ModelLoadError, check_model_file
-
-    words = prompt.lower().split()
-    if not words:
-        raise RunError("--prompt: give at least one word")
-    if temperature < 0:
-        raise RunError(f"--temperature must be >= 0, got {temperature}")
-    if n < 1:
-        raise RunError(f"--length must be >= 1, got {n}")
-    if os.path.isdir(model_path):
-        model_path = os.path.join(model_path, "model.keras")
-    try:
-        check_model_file(model_path)
-    except ModelLoadError as err:
-        raise RunError(str(err)) from None
-    if not is_language_model_file(model_path):
-        raise RunError(f"{rel(model_path)} is not a language model (a kdarts train run on a "
-                       "corpus writes one); generate samples words from a language model")
-    if before_tensorflow is not None:
-        before_tensorflow()
-    from kdarts.recurrent.export import generate, load_language_model
-
-    try:
-        model = load_language_model(model_path)
-    except (ModelLoadError, ValueError) as err:
-        raise RunError(str(err)) from None
-    return " ".join(generate(model, words, n, temperature=temperature, seed=seed))
-
-
-def is_language_model_file(path: str) -> bool:
-    """Whether a ``.keras`` archive holds a RecurrentLanguageModel (its config, read
-    without TensorFlow)."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        return False
-    return isinstance(config, dict) and config.get("class_name") == "RecurrentLanguageModel"
+        result, genotype = fit_search(self)
+        if genotype is None:
+            return result
+        model, folder, opts = self.model, self.job.folder, self.job.opts
+        out, report, done = folder.out, self.settings.report, result.epochs_done
+        valid_ppl = model.evaluate(self.valid, batch_size=10, bptt=opts["bptt"])["perplexity"]
+        pruned = int(round(float((1.0 - model.mask.numpy()).sum())))
+        run = read_json(folder.path("run.json"), "run.json")
+        initial = RecurrentGenotype.from_dict(run.get("initial_genotype",
+                                                      self.initial.to_dict()))
+        total = time.perf_counter() - t_start
+        report(str(genotype))
+        report(f"search done in {fmt_time(total)} ({done} epochs, "
+               f"{int(model.search_step.numpy())} weight steps, {result.alpha_steps} α steps"
+               + (f", {pruned} of {model.mask.numpy().size} ops pruned"
+                  if opts["activation"] == "crb" else "")
+               + f"; valid perplexity {valid_ppl:.1f}; the cell "
+               + ("differs from" if genotype != initial else "equals")
+               + f" the initial α's): genotype → {rel(result.genotype_path)}; history, "
+               f"checkpoint and genotype.png in {rel(out)}")
+        return dataclasses.replace(result, genotype=genotype, pruned_ops=pruned, seconds=total)

@@ -13,7 +13,7 @@ from kdarts.runs.defaults import SEARCH_DEFAULTS, check_data_options, fit_search
     parse_primitives, resolve_options, tensorboard_available
 from kdarts.runs.fit import FolderFit, Job, RunSettings
 from kdarts.runs.folder import RunFolder
-from kdarts.runs.report import Report, fmt_time, quiet, rel, search_summary
+from kdarts.runs.report import Report, fmt_time, rel, search_summary
 from kdarts.runs.results import RunError, SearchResult
 from kdarts.runs.watchdog import InterruptNote
 
@@ -90,11 +90,7 @@ def search_run(out: str, *, resume: bool | str = False, download: bool = False,
         RunError: bad options or folder (nothing touched), or data that cannot be loaded.
         RunInterrupted: Ctrl-C; the message says what was kept.
     """
-    settings = RunSettings(download=download, data_dir=data_dir,
-                           stop_after_epoch=stop_after_epoch, report=report or quiet,
-                           progress=progress, resume_hint=resume_hint,
-                           tensorboard=tensorboard, strategy=strategy,
-                           sync_batch_norm=sync_batch_norm, note=note or InterruptNote())
+    settings = RunSettings.of(locals())
     opts, args, primitives, batch_note = search_options(options)
     if tensorboard:
         tensorboard_available()
@@ -110,23 +106,9 @@ def search_run(out: str, *, resume: bool | str = False, download: bool = False,
 
 
 def _run_search(job: SearchJob, before_tensorflow) -> SearchResult:
-    settings = job.settings
-    epochs, out = job.opts["epochs"], job.out
-    if job.state is None:
-        settings.note.set("no epoch of the search completed, so there is no checkpoint to "
-                          "resume; run the same command again to start over")
-    else:
-        settings.note.set(f"the search's last checkpoint (epoch {job.state['epoch']} of "
-                          f"{epochs}) is in {rel(out)}: {settings.resume_hint} continues it")
     if job.batch_note:
-        settings.report(job.batch_note)
-    t_start = time.perf_counter()
-    try:
-        if before_tensorflow is not None:
-            before_tensorflow()
-        return SearchFit(job).run(t_start)
-    except KeyboardInterrupt:
-        raise settings.note.interrupted() from None
+        job.settings.report(job.batch_note)
+    return SearchFit(job).start(before_tensorflow, time.perf_counter())
 
 
 class SearchFit(FolderFit):
@@ -219,31 +201,16 @@ class SearchFit(FolderFit):
 
     def run(self, t_start: float) -> SearchResult:
         """Fits, then (the chief, once complete) writes the genotype and plots."""
-        from kdarts.plots import plot_alpha, plot_genotype, plot_schedule
+        from kdarts.plots import plot_alpha, plot_schedule
 
-        completed = self.fit()
-        job, settings, model = self.job, self.settings, self.model
-        epochs, out, report = job.opts["epochs"], job.out, settings.report
-        result = SearchResult(out=out, epochs_done=completed, complete=completed >= epochs,
-                              alpha_steps=int(model.alpha_steps.numpy()))
-        if not self.chief:
-            genotype = model.genotype() if completed >= epochs else None
-            report(f"worker done after epoch {completed} of {epochs}: the chief writes the "
-                   "run's files" + (f"; genotype {genotype}" if genotype else ""))
-            return dataclasses.replace(result, genotype=genotype)
-        if completed < epochs:
-            report(f"stopped after epoch {completed} of {epochs}; checkpoint in {rel(out)}: "
-                   f"{settings.resume_hint} continues it")
+        result, genotype = fit_search(self)
+        if genotype is None:
             return result
-
-        settings.note.set(f"the search completed and its checkpoint is in {rel(out)}: "
-                          f"{settings.resume_hint} writes its genotype and plots again")
-        genotype = model.genotype()
-        genotype.save(result.genotype_path)
+        job, model, report, out = self.job, self.model, self.settings.report, self.job.out
+        completed = result.epochs_done
         record = job.folder.path("search_record.json")
         plot_alpha(record, job.folder.path("alpha.png"))
         plot_schedule(record, job.folder.path("schedule.png"))
-        plot_genotype(genotype, job.folder.path("genotype.png"))
         total = time.perf_counter() - t_start
         pruned = int(sum(float((1 - m.numpy()).sum()) for m in (model.mask_normal,
                                                                model.mask_reduce)))
@@ -254,3 +221,29 @@ class SearchFit(FolderFit):
                + f"): genotype → {rel(result.genotype_path)}; record, history, checkpoint "
                f"and plots (alpha.png, schedule.png, genotype.png) in {rel(out)}")
         return dataclasses.replace(result, genotype=genotype, pruned_ops=pruned, seconds=total)
+
+
+def fit_search(fit: FolderFit) -> tuple[SearchResult, object | None]:
+    """``(result, genotype)`` of a search ``fit``: it fits, then, if the search is complete
+    and this process is the chief, saves the found genotype and its drawing. The
+    genotype is None (nothing written) if the run stopped early or on a worker."""
+    from kdarts.plots import plot_genotype
+
+    completed = fit.fit()
+    model, out, epochs = fit.model, fit.job.out, fit.job.opts["epochs"]
+    settings = fit.settings
+    result = SearchResult(out=out, epochs_done=completed, complete=completed >= epochs,
+                          alpha_steps=int(model.alpha_steps.numpy()))
+    if not fit.chief:
+        genotype = model.genotype() if result.complete else None
+        settings.report(f"worker done after epoch {completed} of {epochs}: the chief writes "
+                        "the run's files" + (f"; genotype {genotype}" if genotype else ""))
+        return dataclasses.replace(result, genotype=genotype), None
+    if fit.stopped_early(completed):
+        return result, None
+    settings.note.set(f"the search completed and its checkpoint is in {rel(out)}: "
+                      f"{settings.resume_hint} writes its genotype and plots again")
+    genotype = model.genotype()
+    genotype.save(result.genotype_path)
+    plot_genotype(genotype, fit.job.folder.path("genotype.png"))
+    return result, genotype

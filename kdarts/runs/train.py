@@ -13,9 +13,8 @@ from kdarts.genotype import Genotype, GenotypeError, resolve_genotype
 from kdarts.runs.defaults import TRAIN_DEFAULTS, check_data_options, check_imagenet_size, \
     resolve_options, tensorboard_available
 from kdarts.runs.fit import FolderFit, Job, RunSettings
-from kdarts.runs.folder import RunFolder
-from kdarts.runs.report import Report, fmt_time, kdarts_version, quiet, rel, \
-    train_summary
+from kdarts.runs.folder import RunFolder, metrics_summary
+from kdarts.runs.report import Report, fmt_time, kdarts_version, rel, train_summary
 from kdarts.runs.results import RunError, TrainResult
 from kdarts.runs.watchdog import InterruptNote
 
@@ -87,11 +86,7 @@ def train_run(genotype: str | Genotype, out: str, *, resume: bool | str = False,
         RunError: bad options, genotype or folder (nothing touched), data not loadable.
         RunInterrupted: Ctrl-C; the message says what was kept.
     """
-    settings = RunSettings(download=download, data_dir=data_dir,
-                           stop_after_epoch=stop_after_epoch, report=report or quiet,
-                           progress=progress, resume_hint=resume_hint,
-                           tensorboard=tensorboard, strategy=strategy,
-                           sync_batch_norm=sync_batch_norm, note=note or InterruptNote())
+    settings = RunSettings.of(locals())
     geno = load_genotype(genotype)
     opts, args = train_options(options, geno)
     if tensorboard:
@@ -109,8 +104,8 @@ def train_run(genotype: str | Genotype, out: str, *, resume: bool | str = False,
         else:
             state, metrics = folder.worker_state(resume), None
         if metrics is not None:
-            settings.report(f"{rel(folder.out)} holds this training, complete: test "
-                            f"accuracy {100 * metrics['test_accuracy']:.2f}%")
+            settings.report(f"{rel(folder.out)} holds this training, complete: "
+                            f"{metrics_summary(metrics)}")
             return TrainResult(out=folder.out, epochs_done=opts["epochs"], complete=True,
                                metrics=metrics)
         job = TrainJob(folder, opts, args, state, settings, geno)
@@ -118,20 +113,7 @@ def train_run(genotype: str | Genotype, out: str, *, resume: bool | str = False,
 
 
 def _run_training(job: TrainJob, before_tensorflow) -> TrainResult:
-    settings = job.settings
-    if job.state is None:
-        settings.note.set("no epoch of the training completed, so there is no checkpoint "
-                          "to resume; run the same command again to start over")
-    else:
-        settings.note.set(f"the training's last checkpoint (epoch {job.state['epoch']} of "
-                          f"{job.opts['epochs']}) is in {rel(job.out)}: "
-                          f"{settings.resume_hint} continues it")
-    try:
-        if before_tensorflow is not None:
-            before_tensorflow()
-        return TrainFit(job).run()
-    except KeyboardInterrupt:
-        raise settings.note.interrupted() from None
+    return TrainFit(job).start(before_tensorflow)
 
 
 class TrainFit(FolderFit):
@@ -204,9 +186,7 @@ class TrainFit(FolderFit):
         done = self.fit()
         job, settings, model, info = self.job, self.settings, self.model, self.info
         epochs, out, report = job.opts["epochs"], job.out, settings.report
-        if done < epochs:
-            report(f"stopped after epoch {done} of {epochs}; checkpoint in {rel(out)}: "
-                   f"{settings.resume_hint} continues it")
+        if self.stopped_early(done):
             return TrainResult(out=out, epochs_done=done, complete=False)
 
         result = model.evaluate(self.test_ds, return_dict=True, verbose=0)
