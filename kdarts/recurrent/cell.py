@@ -123,6 +123,9 @@ class RecurrentSearchCell(keras.layers.Layer):
         self.primitives = check_recurrent_primitives(primitives)
         self.steps = int(steps)
         self.batch_norm = bool(batch_norm)
+        # one traced function per time step (see _traced_step); XLA compiles the calls
+        # one by one, several times slower to warm up, so an XLA step unrolls in place
+        self.trace_step_once = True
 
     def build(self, input_shape, *args):
         features = int(input_shape[-1])
@@ -137,6 +140,20 @@ class RecurrentSearchCell(keras.layers.Layer):
         self.moving_variance = self.add_weight(shape=(u,), initializer="ones",
                                                trainable=False, name="moving_variance")
         self.built = True
+
+    def _traced_step(self):
+        """:meth:`_step` as one function, traced once and called at every time step.
+
+        Unrolled in place, a 35-step segment's step graph holds some 200,000 ops whose
+        building in Python took most of the warm-up; as calls of one function (and its
+        one gradient function) it is built once per pass. TensorFlow inlines the calls
+        before optimising, so the step runs the same kernels (not under XLA:
+        :attr:`trace_step_once` is then False)."""
+        traced = self.__dict__.get("_step_function")
+        if traced is None:
+            traced = tf.function(self._step, autograph=False)
+            self.__dict__["_step_function"] = traced  # not a tracked attribute
+        return traced
 
     def _normalize(self, x, stats, training):
         if not self.batch_norm:
@@ -219,11 +236,12 @@ class RecurrentSearchCell(keras.layers.Layer):
         fixed = (self._node_weights(weights), h_mask, training, w0[features:, :u],
                  w0[features:, u:], [node_kernels[k, :, :u] for k in range(self.steps)],
                  [node_kernels[k, :, u:] for k in range(self.steps)])
+        one_step = self._traced_step() if self.trace_step_once else self._step
 
         def step(carry, x_t):
             h, mean, var = carry
-            h, (mean, var) = self._step(x_t[0], x_t[1], h, fixed[0], fixed[1], (mean, var),
-                                        *fixed[2:])
+            h, (mean, var) = one_step(x_t[0], x_t[1], h, fixed[0], fixed[1], (mean, var),
+                                      *fixed[2:])
             return h, mean, var
 
         carry = (tf.convert_to_tensor(hidden), tf.convert_to_tensor(self.moving_mean),

@@ -42,6 +42,7 @@ from kdarts.recurrent.genotype import (
     discretize_recurrent,
     num_recurrent_edges,
 )
+from kdarts.runtime import LeanTrainFunction
 from kdarts.search.activations import AlphaInitializer, activate, check_activation, prune
 from kdarts.search.regularizers import (
     Architecture,
@@ -90,7 +91,7 @@ def sequence_nll(log_probs, targets, length=None) -> tf.Tensor:
 
 
 @keras.saving.register_keras_serializable(package="kdarts")
-class RecurrentSearchModel(SymbolicBuildOnlyIfUnbuilt, keras.Model):
+class RecurrentSearchModel(LeanTrainFunction, SymbolicBuildOnlyIfUnbuilt, keras.Model):
     """DARTS's recurrent cell search for language modelling, one α matrix (36 × ops).
 
     Args:
@@ -287,6 +288,7 @@ class RecurrentSearchModel(SymbolicBuildOnlyIfUnbuilt, keras.Model):
                                                    beta_2=0.999, epsilon=1e-8)
         kwargs.setdefault("jit_compile", False)
         super().compile(optimizer=optimizer, **kwargs)
+        self.cell.trace_step_once = not self.jit_compile
         self.arch_optimizer = keras.optimizers.get(arch_optimizer)
         self.schedule = get_schedule(schedule)
         self.regularizer = get_regularizer(regularizer)
