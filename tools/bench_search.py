@@ -334,7 +334,7 @@ def _run_recurrent(args) -> dict:
     outputs = model.cell(emb, h, model.activated_weights(), training=True)[0]
     pieces = {
         "embedding_gather": lambda: tf.gather(model.embedding, x),
-        "cell_scan_forward": lambda: model.cell(emb, h, model.activated_weights(),
+        "cell_forward": lambda: model.cell(emb, h, model.activated_weights(),
                                                 training=True)[0],
         "decoder_log_softmax": lambda: tf.nn.log_softmax(
             tf.einsum("tbu,vu->tbv", outputs, model.embedding) + model.decoder_bias),
