@@ -41,3 +41,15 @@ def make_regularizer(name: str, opts: Mapping[str, Any]):
     """The regulariser registered as ``name``, built from a run's options by its class's
     ``from_options`` (``rho``, ``admm_every``, ``admm_variant``: each class reads its own)."""
     return regularizer_class(name).from_options(opts)
+
+
+def make_schedule(opts: Mapping[str, Any]):
+    """The α-step schedule of a run's options: ``schedule`` (one of :data:`SCHEDULES`),
+    ``every`` and, for the dynamic one, ``threshold``."""
+    from kdarts.search.schedules import DynamicSchedule, FixedSchedule
+
+    if opts["schedule"] not in SCHEDULES:
+        raise ValueError(f"unknown schedule {opts['schedule']!r}; valid: {', '.join(SCHEDULES)}")
+    if opts["schedule"] == "dynamic":
+        return DynamicSchedule(every=opts["every"], initial_threshold=opts["threshold"])
+    return FixedSchedule(every=opts["every"])

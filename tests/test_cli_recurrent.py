@@ -14,6 +14,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import zipfile
 
 import pytest
@@ -216,6 +217,13 @@ def lm(tmp_path_factory):
     runs["genotype_after_search"] = (search / "genotype.json").read_text()
     runs["again"] = invoke(*TINY_SEARCH, "--out", search)
     runs["finished"] = invoke(*TINY_SEARCH, "--out", search, "--resume")
+    # the same search, its run.json saying the corpus had other text when it started
+    changed = root / "changed"
+    shutil.copytree(search, changed)
+    run = json.loads((changed / "run.json").read_text())
+    (changed / "run.json").write_text(json.dumps({**run, "num_train_tokens": 7}))
+    runs["changed_mtime"] = os.stat(changed / "genotype.json").st_mtime_ns
+    runs["changed"] = invoke(*TINY_SEARCH, "--out", changed, "--resume")
     runs["show"] = invoke("show", search / "genotype.json", "--png", root / "cell.png")
     runs["train"] = invoke("train", "--genotype", search / "genotype.json", *TINY_TRAIN,
                            "--out", train)
@@ -271,6 +279,10 @@ def check_search(root, runs):
     assert finished.exit_code == 0, finished.output
     assert "resuming" not in finished.output and "search done" in finished.output
     assert (search / "genotype.json").read_text() == runs["genotype_after_search"]
+    # resuming over a corpus that changed since is refused, and nothing is rewritten
+    assert_one_line_error(runs["changed"], "kdarts_text changed since this run started",
+                          "choose another --out")
+    assert os.stat(root / "changed" / "genotype.json").st_mtime_ns == runs["changed_mtime"]
     show = runs["show"]
     assert show.exit_code == 0, show.output
     assert show.output.startswith(str(genotype)) and "cell drawn" in show.output

@@ -335,7 +335,7 @@ def _run_recurrent(args) -> dict:
     pieces = {
         "embedding_gather": lambda: tf.gather(model.embedding, x),
         "cell_forward": lambda: model.cell(emb, h, model.activated_weights(),
-                                                training=True)[0],
+                                           training=True)[0],
         "decoder_log_softmax": lambda: tf.nn.log_softmax(
             tf.einsum("tbu,vu->tbv", outputs, model.embedding) + model.decoder_bias),
         "forward_loss": lambda: sequence_nll(model.forward(x, h, training=True)[0], x),

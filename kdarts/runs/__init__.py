@@ -47,9 +47,9 @@ from kdarts.runs.export import EXPORT_DIR, default_export_path, describe_export_
     export_run
 from kdarts.runs.folder import LOCK_FILE, RUN_FILES, TENSORBOARD_DIR, RunFolder, \
     check_writable, read_run
-from kdarts.runs.quickstart import quickstart_run
 from kdarts.runs.language_model import generate_run, is_language_model_file, \
     recurrent_train_run
+from kdarts.runs.quickstart import quickstart_run
 from kdarts.runs.recurrent import RECURRENT_SEARCH_DEFAULTS, RECURRENT_TRAIN_DEFAULTS, \
     is_corpus, is_recurrent_genotype, load_recurrent_genotype, recurrent_search_run
 from kdarts.runs.report import describe_export, kdarts_version, rel

@@ -100,14 +100,19 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+def checkpoint_note(what: str, epoch: int, total: int, out: str, resume_hint: str) -> str:
+    """What an interruption leaves once epoch ``epoch`` of ``total`` is checkpointed."""
+    return (f"the {what}'s last checkpoint (epoch {epoch} of {total}) is in {rel(out)}: "
+            f"{resume_hint} continues it")
+
+
 def epoch_note(note: InterruptNote, what: str, out: str, total: int, resume_hint: str):
     """A callback keeping the interrupt note current after each checkpoint."""
     import keras
 
     class EpochNote(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            note.set(f"the {what}'s last checkpoint (epoch {epoch + 1} of {total}) is in "
-                     f"{rel(out)}: {resume_hint} continues it")
+            note.set(checkpoint_note(what, epoch + 1, total, out, resume_hint))
 
     return EpochNote()
 
@@ -235,9 +240,8 @@ class FolderFit:
             note.set(f"no epoch of the {self.what} completed, so there is no checkpoint to "
                      "resume; run the same command again to start over")
         else:
-            note.set(f"the {self.what}'s last checkpoint (epoch {job.state['epoch']} of "
-                     f"{job.opts['epochs']}) is in {rel(job.out)}: "
-                     f"{self.settings.resume_hint} continues it")
+            note.set(checkpoint_note(self.what, job.state["epoch"], job.opts["epochs"],
+                                     job.out, self.settings.resume_hint))
         try:
             if before_tensorflow is not None:
                 before_tensorflow()

@@ -22,7 +22,7 @@ import time
 from typing import Callable
 
 from kdarts.atomic import atomic_write_json, atomic_write_text
-from kdarts.runs.fit import FolderFit, Job, RunSettings, seed_everything
+from kdarts.runs.fit import FolderFit, Job, RunSettings, checkpoint_note, seed_everything
 from kdarts.runs.folder import TRAINER_LAST, RunFolder, metrics_summary
 from kdarts.runs.recurrent import RECURRENT_TRAIN_DEFAULTS, corpus_label, \
     load_corpus_splits, load_recurrent_genotype, resolve_recurrent_options
@@ -69,14 +69,13 @@ def recurrent_train_run(genotype, out: str, *, resume: bool | str = False,
             "genotype": geno.to_dict()}
     folder = RunFolder(out, "train")
     with folder.lock():
-        had_run = folder.read_run() is not None
         state, metrics = folder.train_state(args, resume, overwrite)
         if metrics is not None:
             settings.report(f"{rel(folder.out)} holds this training, complete: "
                             f"{metrics_summary(metrics)}")
             return TrainResult(out=folder.out, epochs_done=opts["epochs"], complete=True,
                                metrics=metrics)
-        if state is None and had_run:  # run.json only: an interrupted first epoch
+        if state is None:  # what an interrupted first epoch left, if anything
             shutil.rmtree(folder.path(TRAIN_CHECKPOINT), ignore_errors=True)
         job = Job(folder, opts, args, state, settings)
         return LanguageModelFit(job, geno).start(before_tensorflow)
@@ -111,9 +110,6 @@ class LanguageModelFit(FolderFit):
 
     def run(self) -> TrainResult:
         """Trains, evaluates the best validation epoch, writes the model and metrics."""
-        folder, opts, args, geno, state, settings = (
-            self.job.folder, self.job.opts, self.job.args, self.genotype, self.job.state,
-            self.settings)
         from tqdm.auto import tqdm
 
         from kdarts.export import ExportError
@@ -127,6 +123,8 @@ class LanguageModelFit(FolderFit):
             evaluate_perplexity,
         )
 
+        job, settings, geno = self.job, self.settings, self.genotype
+        folder, opts, args, state = job.folder, job.opts, job.args, job.state
         t_start = time.perf_counter()
         corpus, train, valid, test = load_corpus_splits(opts)
         vocab = len(corpus.vocabulary)
@@ -141,10 +139,9 @@ class LanguageModelFit(FolderFit):
                                        bptt=opts["bptt"], learning_rate=opts["lr"],
                                        seed=opts["seed"])
         checkpoint = folder.path(TRAIN_CHECKPOINT)
-        last = os.path.join(checkpoint, "last")
         if state is not None:
             try:
-                trainer.restore(last)
+                trainer.restore(folder.path(TRAINER_LAST))
             except (ValueError, FileNotFoundError) as err:
                 raise RunError(f"{err}; the checkpoint cannot be resumed: choose another --out") \
                     from None
@@ -162,23 +159,18 @@ class LanguageModelFit(FolderFit):
                    disable=not settings.progress, leave=True, dynamic_ncols=True)
 
         def log(record: dict) -> None:
+            """After each epoch, which the trainer has checkpointed in checkpoint/last."""
             rows.append({**record, "epoch": record["epoch"] - 1})
             _write_history(history_path, rows)
+            settings.note.set(checkpoint_note(self.what, record["epoch"], epochs, out,
+                                              settings.resume_hint))
             bar.update(1)
             bar.set_postfix({"loss": f"{record['train_loss']:.3g}",
                              "val ppl": f"{record['val_ppl']:.1f}"}, refresh=False)
 
-        trainer_log = log
         t_fit = time.perf_counter()
         try:
-            # the trainer writes checkpoint/last after every epoch: a note for Ctrl-C
-            def noted(record: dict) -> None:
-                trainer_log(record)
-                settings.note.set(f"the training's last checkpoint (epoch {record['epoch']} of "
-                                  f"{epochs}) is in {rel(out)}: {settings.resume_hint} "
-                                  "continues it")
-
-            trainer.fit(target, checkpoint_dir=checkpoint, patience=epochs + 1, log=noted)
+            trainer.fit(target, checkpoint_dir=checkpoint, patience=epochs + 1, log=log)
         except FloatingPointError as err:
             raise RunError(f"{err}: lower --lr") from None
         finally:

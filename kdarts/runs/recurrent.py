@@ -21,8 +21,6 @@ import os
 import time
 from typing import Callable
 
-from kdarts.atomic import atomic_write_json
-from kdarts.checkpoints import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS
 from kdarts.genotype import GenotypeError
 from kdarts.runs.fit import FolderFit, Job, RunSettings
 from kdarts.runs.folder import RunFolder, read_json
@@ -250,23 +248,22 @@ class RecurrentSearchFit(FolderFit):
     def build(self):
         import keras
 
-        from kdarts.options import make_regularizer
+        from kdarts.callbacks import restore_checkpoint
+        from kdarts.options import make_regularizer, make_schedule
         from kdarts.recurrent.data import BPTTStream
         from kdarts.recurrent.model import RecurrentSearchModel
-        from kdarts.search import DynamicSchedule, FixedSchedule
 
         opts, batch, bptt = self.job.opts, self.job.opts["batch_size"], self.job.opts["bptt"]
         model = RecurrentSearchModel(self.info.vocab_size, opts["units"],
                                      activation=opts["activation"], seed=opts["seed"])
         model.build((batch, bptt))
         self.initial = model.genotype()
-        schedule = (DynamicSchedule(every=opts["every"], initial_threshold=opts["threshold"])
-                    if opts["schedule"] == "dynamic" else FixedSchedule(every=opts["every"]))
         model.compile(optimizer=keras.optimizers.SGD(learning_rate=opts["lr"]),
                       arch_optimizer=keras.optimizers.Adam(learning_rate=opts["arch_lr"],
                                                            beta_1=0.9, beta_2=0.999,
                                                            epsilon=1e-8),
-                      schedule=schedule, regularizer=make_regularizer(opts["reg"], opts),
+                      schedule=make_schedule(opts),
+                      regularizer=make_regularizer(opts["reg"], opts),
                       search_data=BPTTStream(self.valid, batch, bptt, seed=opts["seed"]),
                       unrolled=opts["unrolled"])
         self.model = model
@@ -274,7 +271,11 @@ class RecurrentSearchFit(FolderFit):
             return
         model.optimizer.build(model.weight_variables)
         model.arch_optimizer.build(model.arch_variables)
-        model.load_weights(self.job.folder.path(CHECKPOINT_WEIGHTS))
+        try:
+            restore_checkpoint(model, self.job.out)
+        except ValueError as err:
+            raise RunError(f"{err}; the checkpoint cannot be resumed: choose another --out") \
+                from None
         if self.initial_epoch < opts["epochs"]:
             self.settings.report(f"resuming {rel(self.job.out)} after epoch "
                                  f"{self.initial_epoch} of {opts['epochs']} "
@@ -295,23 +296,15 @@ class RecurrentSearchFit(FolderFit):
                 "the step")
 
     def writer_callbacks(self) -> list:
-        import keras
-
-        from kdarts.callbacks import HistoryCSV
-        from kdarts.checkpoints import save_weights_atomically
+        from kdarts.callbacks import EpochCheckpoint, HistoryCSV
 
         folder = self.job.folder
-
-        class SearchEpochCheckpoint(keras.callbacks.Callback):
-            """The weights, α, optimizers and clock after every epoch."""
-
-            def on_epoch_end(self, epoch, logs=None):
-                save_weights_atomically(self.model, folder.path(CHECKPOINT_WEIGHTS))
-                atomic_write_json(folder.path(CHECKPOINT_STATE), {
-                    "epoch": epoch + 1, "search_step": int(self.model.search_step.numpy()),
-                    "alpha_steps": int(self.model.alpha_steps.numpy())})
-
-        return [HistoryCSV(folder.path("history.csv")), SearchEpochCheckpoint()]
+        # the epoch is the callback's own count: segment lengths vary, so an epoch's steps
+        # do not divide the clock as the image search's do
+        return [HistoryCSV(folder.path("history.csv")),
+                EpochCheckpoint(folder.out, state=lambda model: {
+                    "search_step": int(model.search_step.numpy()),
+                    "alpha_steps": int(model.alpha_steps.numpy())})]
 
     def run(self, t_start: float) -> SearchResult:
         """Fits, then (once complete) writes the genotype and its drawing."""

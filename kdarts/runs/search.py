@@ -8,7 +8,7 @@ import time
 from typing import Callable
 
 from kdarts.checkpoints import CHECKPOINT_WEIGHTS
-from kdarts.options import make_regularizer
+from kdarts.options import make_regularizer, make_schedule
 from kdarts.runs.defaults import SEARCH_DEFAULTS, check_data_options, fit_search_batch, \
     parse_primitives, resolve_options, tensorboard_available
 from kdarts.runs.fit import FolderFit, Job, RunSettings
@@ -135,7 +135,7 @@ class SearchFit(FolderFit):
         import keras
 
         from kdarts.ops import MIXED_PRECISION
-        from kdarts.search import DynamicSchedule, FixedSchedule, SearchNetwork
+        from kdarts.search import SearchNetwork
         from kdarts.search.callbacks import checkpoint_epoch
 
         opts, info, out = self.job.opts, self.info, self.job.out
@@ -146,11 +146,10 @@ class SearchFit(FolderFit):
             sync_batch_norm=self.settings.sync_batch_norm and self.replicas > 1,
             dtype=MIXED_PRECISION if opts["mixed_precision"] else None)
         model.build((None,) + tuple(info.image_shape))
-        schedule = (DynamicSchedule(every=opts["every"], initial_threshold=opts["threshold"])
-                    if opts["schedule"] == "dynamic" else FixedSchedule(every=opts["every"]))
         arch_optimizer = keras.optimizers.Adam(learning_rate=opts["arch_lr"], beta_1=0.5,
                                                beta_2=0.999, epsilon=1e-8)
-        model.compile(schedule=schedule, regularizer=make_regularizer(opts["reg"], opts),
+        model.compile(schedule=make_schedule(opts),
+                      regularizer=make_regularizer(opts["reg"], opts),
                       search_data=self.search_ds, unrolled=opts["unrolled"],
                       arch_optimizer=arch_optimizer,
                       # the run option asks for the per-step gathers (the same search)

@@ -109,11 +109,7 @@ def train_run(genotype: str | Genotype, out: str, *, resume: bool | str = False,
             return TrainResult(out=folder.out, epochs_done=opts["epochs"], complete=True,
                                metrics=metrics)
         job = TrainJob(folder, opts, args, state, settings, geno)
-        return _run_training(job, before_tensorflow)
-
-
-def _run_training(job: TrainJob, before_tensorflow) -> TrainResult:
-    return TrainFit(job).start(before_tensorflow)
+        return TrainFit(job).start(before_tensorflow)
 
 
 class TrainFit(FolderFit):
