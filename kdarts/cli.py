@@ -36,7 +36,8 @@ from click.core import ParameterSource
 
 from kdarts.data.catalog import DATASETS, DEFAULT_DATASET
 from kdarts.export import FORMATS, INPUT_DTYPES, QUANTIZATIONS
-from kdarts.options import ACTIVATIONS, ADMM_VARIANTS, REGULARIZERS, SCHEDULES, SPLITS
+from kdarts.options import ACTIVATIONS, ADMM_VARIANTS, REGULARIZERS, SCHEDULES, \
+    SKIP_PRUNED_MODES, SPLITS
 from kdarts.runtime import STRATEGIES
 from kdarts.runs import (
     DATASET_DEFAULTS,
@@ -337,10 +338,14 @@ _rd = RECURRENT_SEARCH_DEFAULTS
     *_recurrent_options("search"),
     click.option("--unrolled", is_flag=True, default=_d["unrolled"],
                  help="DARTS's second-order α gradient (slower)."),
-    click.option("--skip-pruned-ops", is_flag=True, default=_d["skip_pruned_ops"],
-                 help="crb: run each conv op only on the edges that keep it. Fewer FLOPs "
-                      "once many ops are pruned (long searches at large sizes), a larger "
-                      "step graph: ~13 s more before the first step."),
+    click.option("--skip-pruned-ops", type=click.Choice(SKIP_PRUNED_MODES),
+                 default=_d["skip_pruned_ops"], show_default=True,
+                 help="crb: how the step leaves pruned ops out. levels: each conv op runs "
+                      "only on the edges that keep it, the step traced again when 25, 50 "
+                      "and 75 % of the ops are pruned; never: every op on every edge (one "
+                      "trace); every_step: the edges gathered at every step (one trace, "
+                      "a larger graph); auto: levels from 16x16 px at 8 channels (where "
+                      "it pays), else never."),
     click.option("--out", type=click.Path(), default=os.path.join("runs", "search"),
                  help="Output folder (new or empty, or this search's own with --resume)."),
     click.option("--resume", is_flag=True,

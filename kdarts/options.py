@@ -20,6 +20,8 @@ ACTIVATIONS: tuple[str, ...] = ("crb", "softmax")
 SCHEDULES: tuple[str, ...] = ("dynamic", "fixed")
 SPLITS: tuple[str, ...] = ("dynamic", "half")
 ADMM_VARIANTS: tuple[str, ...] = ("spec", "reference")
+#: crb: how the step leaves pruned ops out (``SearchNetwork.compile(skip_pruned_ops=...)``)
+SKIP_PRUNED_MODES: tuple[str, ...] = ("auto", "levels", "every_step", "never")
 
 #: Regularisers by name: "module:Class", imported on use (the classes need TensorFlow).
 REGULARIZERS: dict[str, str] = {

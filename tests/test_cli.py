@@ -356,7 +356,7 @@ def fake_run(folder, **changes):
             "reg": "proximity", "rho": 0.1,
             "admm_every": 10, "admm_variant": "spec", "split": "dynamic", "batch_size": 32, "channels": 8,
             "layers": 5, "steps": 4, "primitives": None, "max_examples": None, "seed": 0,
-            "unrolled": False, **changes}
+            "unrolled": False, "skip_pruned_ops": "auto", **changes}
     (folder / "run.json").write_text(json.dumps({"command": "search", "args": args}))
     (folder / "genotype.json").write_text(json.dumps(Genotype.from_dict(
         {"normal": [["skip_connect", 0]] * 8, "reduce": [["max_pool_3x3", 1]] * 8}).to_dict()))
@@ -366,11 +366,19 @@ def fake_run(folder, **changes):
 
 def test_different_run_is_refused(tmp_path, no_tf_work):
     folder = fake_run(tmp_path / "run", seed=7, epochs=3)
+    run = json.loads((folder / "run.json").read_text())
+    del run["args"]["skip_pruned_ops"]  # a run.json from before the option: every op everywhere
+    (folder / "run.json").write_text(json.dumps(run))
     before = snapshot(folder)
-    result = invoke("search", "--out", folder, "--skip-pruned-ops")
+    result = invoke("search", "--out", folder, "--skip-pruned-ops", "every_step")
     assert_one_line_error(result, "different search run", "seed: 7 → 0", "epochs: 3 → 8",
-                          "skip_pruned_ops: False → True")  # a run.json from before the flag
+                          "skip_pruned_ops: 'never' → 'every_step'")
     assert snapshot(folder) == before
+    # the option was a flag: on, the per-step gathers
+    flagged = fake_run(tmp_path / "flagged", skip_pruned_ops=True)
+    result = invoke("search", "--out", flagged)
+    assert_one_line_error(result, "different search run",
+                          "skip_pruned_ops: 'every_step' → 'auto'")
     # --resume with other arguments is the same refusal (and still changes nothing)
     (folder / "checkpoint.json").write_text('{"epoch": 1}')
     (folder / "checkpoint.weights.h5").write_bytes(b"weights")

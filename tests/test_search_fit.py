@@ -156,24 +156,53 @@ class _PrunedPerStep(keras.callbacks.Callback):
         self.counts.append(float(logs["pruned_ops"]))
 
 
-@pytest.mark.slow
-def test_compiled_search_prunes_for_good_without_retracing():
-    weight_ds, search_ds = datasets()
-    model = tiny_model("crb")
+class _SaveAfterFirstEpoch(keras.callbacks.Callback):
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            self.model.save_weights(self.path)
+
+
+def _compile_pruning_fast(model, search_ds):
     # a fast α optimiser so that ops reach 0 (and get pruned) within a few steps
-    model.compile(arch_optimizer=keras.optimizers.Adam(0.08, beta_1=0.5), search_data=search_ds,
+    model.compile(arch_optimizer=keras.optimizers.Adam(0.5, beta_1=0.5), search_data=search_ds,
                   schedule=FixedSchedule(2), regularizer=Proximity(rho=2.0),
                   skip_pruned_ops="levels")
+
+
+@pytest.mark.slow
+def test_compiled_search_prunes_for_good_without_retracing(tmp_path):
+    weight_ds, search_ds = datasets()  # 6 batches each: an epoch of 6 steps reads them all
+    model = tiny_model("crb")
+    _compile_pruning_fast(model, search_ds)
     snaps, pruned = _Snapshots(), _PrunedPerStep()
-    history = model.fit(weight_ds, epochs=3, steps_per_epoch=4, verbose=0,
-                        callbacks=[snaps, pruned]).history
+    checkpoint = str(tmp_path / "epoch1.weights.h5")
+    history = model.fit(weight_ds, epochs=3, steps_per_epoch=6, verbose=0,
+                        callbacks=[snaps, pruned, _SaveAfterFirstEpoch(checkpoint)]).history
     # α / no-α steps alternate inside one trace; pruning traces the step again only when
     # the pruned share first reaches a further level (25/50/75 %), before the next step
     total = 2 * np.prod(model.mask_normal.shape)
     levels = [sum(p / total >= t for t in PRUNE_LEVELS) for p in pruned.counts[:-1]]
     assert model.trace_count == 1 + len(set(levels) - {0})
+    assert levels[5] >= 1  # retraced in epoch 1
     assert model.train_function.lean_graph_optimization  # the step's one big graph
-    assert history["alpha_steps"] == [2.0, 4.0, 6.0]
+    assert history["alpha_steps"] == [3.0, 6.0, 9.0]
+
+    # resumed from epoch 1's weights in a new model: the traced mask is state, so the
+    # resumed step leaves out the same ops on the same edges and rounds the same
+    resumed = tiny_model("crb", seed=5)
+    _compile_pruning_fast(resumed, search_ds)
+    resumed.build_optimizers()
+    resumed.load_weights(checkpoint)
+    # pruned since the last retrace: tracing for today's mask would compute otherwise
+    assert any(not np.array_equal(k.numpy(), m.numpy())
+               for k, m in zip(resumed._kept_masks(), resumed._masks()))
+    resumed.fit(weight_ds, epochs=3, initial_epoch=1, steps_per_epoch=6, verbose=0)
+    for a, b in zip(model.variables, resumed.variables, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
     masks = np.stack(snaps.mask)
     assert masks[-1].sum() < masks.size / len(masks)  # some ops were pruned ...
     assert np.all(np.diff(masks, axis=0) <= 0)  # ... and no pruned op ever came back
@@ -217,3 +246,23 @@ def test_fit_errors_are_clear():
     with pytest.raises(TypeError, match="tf.data.Dataset of \\(images, labels\\) batches, got "
                                         "ndarray"):
         model.fit(np.zeros((8, 8, 8, 3), np.float32), epochs=1, steps_per_epoch=1)
+
+
+def test_auto_leaves_pruned_ops_out_where_the_step_is_large_enough():
+    """``skip_pruned_ops="auto"`` (the default): levels from an input map of 16×16 px at
+    C=8 (where the saved FLOPs outweigh the gathers), every op everywhere below it."""
+    def mode(size, channels, **compile_args):
+        keras.utils.set_random_seed(0)
+        model = SearchNetwork(4, activation="crb", **{**TINY, "channels": channels})
+        if size:
+            model.build((None, size, size, 3))
+        model.compile(**compile_args)
+        return model.pruned_ops_mode()
+
+    assert mode(8, 8) == "never"  # the digits: 8×8 px at C=8
+    assert mode(16, 4) == "never"
+    assert mode(16, 8) == "levels"
+    assert mode(32, 16) == "levels"
+    assert mode(32, 16, skip_pruned_ops=False) == "never"
+    assert mode(32, 16, skip_pruned_ops="every_step") == "every_step"
+    assert mode(None, 16) == "never"  # not built yet: fit decides once it knows the size

@@ -80,8 +80,8 @@ def main(argv=None) -> dict:
                         help="the network's Keras dtype policy")
     parser.add_argument("--unfused", action="store_true", help="reference MixedEdge per edge")
     parser.add_argument("--unrolled", action="store_true")
-    parser.add_argument("--skip-pruned-ops", default="never",
-                        choices=("levels", "every_step", "never"),
+    parser.add_argument("--skip-pruned-ops", default="auto",
+                        choices=("auto", "levels", "every_step", "never"),
                         help="crb: compile(skip_pruned_ops=...): how pruned ops are left out")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per run")
     parser.add_argument("--repeats", type=int, default=5)
@@ -165,7 +165,7 @@ def main(argv=None) -> dict:
     x0, y0 = next(iter(ds))
     traced = tf.function(lambda x, y: model._gradients(x, y)[0], autograph=False)
     with (model._tracing_kept(model._update_kept())
-          if args.activation == "crb" and args.skip_pruned_ops == "levels"
+          if args.activation == "crb" and model.pruned_ops_mode() == "levels"
           else contextlib.nullcontext()):  # the edges the step will run each op on
         graph = traced.get_concrete_function(x0, y0).graph.as_graph_def()
     t_traced = time.perf_counter()
@@ -195,6 +195,7 @@ def main(argv=None) -> dict:
                            optimise_s=round(max(0.0, t_first - t_traced - step_s), 1),
                            total_s=round(t_first - T_START, 1)),
                op_count=op_count, functions=len(graph.library.function),
+               pruned_ops_mode=model.pruned_ops_mode(),
                pruned_ops=[pruned_before, _pruned(model)],
                peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
     if child:
@@ -253,7 +254,8 @@ def _run_modes(args, argv) -> dict:
     wa = results["weight_alpha"]
     out = dict(config=args.config, **cfg, activation=args.activation, reg=args.reg,
                pruned=args.pruned, jit_compile=args.jit_compile, fused=not args.unfused,
-               dtype=args.dtype, unrolled=args.unrolled, skip_pruned_ops=args.skip_pruned_ops,
+               dtype=args.dtype, unrolled=args.unrolled,
+               skip_pruned_ops=f"{args.skip_pruned_ops} ({wa['pruned_ops_mode']})",
                inter_op=args.inter_op, intra_op=args.intra_op,
                grappler=args.grappler or "default",
                weight_only_ms=round(results["weight_only"]["ms"], 1),

@@ -109,6 +109,8 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--reference-src", required=True)
     parser.add_argument("--reference-python", required=True)
+    parser.add_argument("--ours", default="", help="more options for kdarts search, e.g. "
+                        "'--skip-pruned-ops never' (one string)")
     parser.add_argument("--json", action="store_true", help="print one JSON line only")
     args = parser.parse_args(argv)
     ours_s, theirs_s = [], []
@@ -120,6 +122,7 @@ def main(argv=None) -> None:
         else:
             random_npz(data, args.steps)
             ours_extra, theirs_extra = ["--dataset", data, *PAPER_OURS], PAPER_THEIRS
+        ours_extra = ours_extra + args.ours.split()
         for r in range(args.repeats):
             ours_dir, theirs_dir = os.path.join(tmp, f"ours{r}"), os.path.join(tmp, f"theirs{r}")
             ours_s.append(run_ours(ours_dir, ours_extra))
@@ -128,7 +131,7 @@ def main(argv=None) -> None:
             if not args.json:
                 print(f"repeat {r + 1}: ours {ours_s[-1]:.1f} s, theirs {theirs_s[-1]:.1f} s "
                       f"{summary(ours_dir)}", flush=True)
-    result = {"config": args.config, "ours_s": ours_s, "theirs_s": theirs_s,
+    result = {"config": args.config, "ours_options": ours_extra, "ours_s": ours_s, "theirs_s": theirs_s,
               "ours_median_s": statistics.median(ours_s),
               "theirs_median_s": statistics.median(theirs_s)}
     result["ratio"] = result["theirs_median_s"] / result["ours_median_s"]

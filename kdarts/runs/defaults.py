@@ -28,7 +28,7 @@ SEARCH_DEFAULTS: dict = dict(
     reg="proximity", rho=0.1, admm_every=10, admm_variant="spec", split="dynamic",
     batch_size=32, channels=8,
     layers=5, steps=4, primitives=None, max_examples=None, seed=0, unrolled=False,
-    image_size=None, mixed_precision=False, skip_pruned_ops=False,
+    image_size=None, mixed_precision=False, skip_pruned_ops="auto",
 )
 #: Evaluation training defaults for the digits (DARTS's recipe, smaller and shorter).
 TRAIN_DEFAULTS: dict = dict(
@@ -48,9 +48,19 @@ DATASET_DEFAULTS: dict[str, dict[str, dict]] = {
 #: Arguments added since run folders were first written, with the value older runs had.
 LATER_ARGS: dict[str, dict] = {
     "search": {"image_size": None, "arch_lr": 3e-4, "threshold": 1.0,
-               "mixed_precision": False, "skip_pruned_ops": False},
+               "mixed_precision": False, "skip_pruned_ops": "never"},
     "train": {"image_size": None, "imagenet_stem": False, "mixed_precision": False},
 }
+
+#: run.json values an option had in an older form, and the value each now reads as
+#: (``--skip-pruned-ops`` was a flag: on, the per-step gathers; off, every op everywhere)
+OLD_VALUES: dict[str, dict] = {"skip_pruned_ops": {True: "every_step", False: "never"}}
+
+
+def upgrade_args(args: dict) -> dict:
+    """``args`` (a run.json's) with values of an older form in today's (:data:`OLD_VALUES`)."""
+    return {k: OLD_VALUES[k].get(v, v) if k in OLD_VALUES and isinstance(v, bool) else v
+            for k, v in args.items()}
 
 
 def resolve_options(command: str, options: dict) -> dict:

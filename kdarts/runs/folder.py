@@ -19,7 +19,7 @@ from typing import Iterator
 
 from kdarts.atomic import atomic_write_json
 from kdarts.checkpoints import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, read_checkpoint_state
-from kdarts.runs.defaults import LATER_ARGS
+from kdarts.runs.defaults import LATER_ARGS, upgrade_args
 from kdarts.runs.report import rel
 from kdarts.runs.results import RunError
 
@@ -354,7 +354,9 @@ class RunFolder:
             noun = "search" if self.command == "search" else "training"
             raise RunError(f"--out {rel(self.out)} holds {_article(space_of(old))} {noun} "
                            f"run, not {_article(space_of(args))} one; choose another --out")
-        return old if space_of(args) == "recurrent" else {**LATER_ARGS[self.command], **old}
+        if space_of(args) == "recurrent":
+            return old
+        return upgrade_args({**LATER_ARGS[self.command], **old})
 
     def trainer_state(self) -> dict | None:
         """A language model's trainer state after its last epoch (None without one)."""

@@ -151,9 +151,7 @@ class SearchFit(FolderFit):
         model.compile(schedule=make_schedule(opts),
                       regularizer=make_regularizer(opts["reg"], opts),
                       search_data=self.search_ds, unrolled=opts["unrolled"],
-                      arch_optimizer=arch_optimizer,
-                      # the run option asks for the per-step gathers (the same search)
-                      skip_pruned_ops="every_step" if opts["skip_pruned_ops"] else "never")
+                      arch_optimizer=arch_optimizer, skip_pruned_ops=opts["skip_pruned_ops"])
         self.model = model
         if self.job.state is None:
             self.initial_epoch = 0
@@ -176,8 +174,12 @@ class SearchFit(FolderFit):
     def describe(self) -> str | None:
         if self.initial_epoch >= self.job.opts["epochs"]:
             return None
-        return search_summary(self.job.opts, self.info, self.steps_per_epoch,
+        line = search_summary(self.job.opts, self.info, self.steps_per_epoch,
                               self.replicas_note())
+        if self.job.opts["activation"] == "crb" and self.model.pruned_ops_mode() == "levels":
+            # say why the bar pauses when a quarter, half, three quarters are pruned
+            line += "; traced again when 25, 50 and 75 % of the ops are pruned"
+        return line
 
     def writer_callbacks(self) -> list:
         from kdarts.callbacks import HistoryCSV

@@ -31,6 +31,7 @@ from kdarts.compat import SymbolicBuildOnlyIfUnbuilt, learning_rate_schedule, lo
 from kdarts.genotype import CRB_PRIMITIVES, PRIMITIVES, Genotype, discretize, num_edges
 from kdarts.learning_rate import epoch_learning_rate
 from kdarts.optimizers import FusedSGD
+from kdarts.options import SKIP_PRUNED_MODES
 from kdarts.parameters import count_parameters
 from kdarts.ops import (
     BatchNormalization,
@@ -57,8 +58,10 @@ from kdarts.search.schedules import DynamicSchedule, add_schedule_state, get_sch
 #: crb: the step is traced again for the edges that keep each op when the share of pruned
 #: ops first reaches each of these (compile's ``skip_pruned_ops="levels"``)
 PRUNE_LEVELS = (0.25, 0.5, 0.75)
-#: compile's ``skip_pruned_ops`` values (True and False name the first and the last)
-SKIP_PRUNED_MODES = ("levels", "every_step", "never")
+#: ``skip_pruned_ops="auto"`` leaves pruned ops out by levels when an image's input map
+#: (H·W) times ``channels`` is at least this; below it, small kernels' overhead rules the
+#: step and the gathers cost more than the FLOPs they save (docs/design.md, "Pruned ops")
+LEVELS_MIN_MAP = 16 * 16 * 8
 
 
 @keras.saving.register_keras_serializable(package="kdarts")
@@ -267,7 +270,7 @@ class SearchNetwork(SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction, keras.Model):
                 schedule="dynamic", regularizer="proximity", search_data=None,
                 unrolled: bool = False, weight_decay: float = 3e-4,
                 arch_weight_decay: float = 1e-3, clip_norm: float = 5.0,
-                lr_min: float | None = 0.001, skip_pruned_ops: bool | str = "never",
+                lr_min: float | None = 0.001, skip_pruned_ops: bool | str = "auto",
                 **kwargs):
         """Configure the search (defaults: docs/method.md §7).
 
@@ -293,17 +296,21 @@ class SearchNetwork(SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction, keras.Model):
                 clipping, before momentum/Adam moments), as in the reference code.
             clip_norm: global gradient-norm clip of the weight step.
             skip_pruned_ops: crb only: how pruned ops are left out (docs/design.md,
-                "Pruned ops"). ``"never"`` (or False, the default): every op on every
-                edge, zero kernels where pruned, one trace for the whole search.
-                ``"levels"`` (or True; experimental): each conv op runs on the edges that
-                kept it when the step was last traced, gathered by constant indices
-                (static shapes: XLA compiles it), an edge pruned since with zero kernels;
-                the step is traced again when the share of pruned ops first reaches 25,
-                50 and 75 % (:data:`PRUNE_LEVELS`). Not yet the default: it moved the
-                stored record's FI by 3e-3 at its first retrace (issue 27).
-                ``"every_step"``: the edges that keep each op are gathered on every step
-                (dynamic shapes, one trace; a graph nearly twice as large, and not with
-                ``jit_compile``).
+                "Pruned ops"). ``"auto"`` (the default): ``"levels"`` when an image's
+                input map times ``channels`` is at least :data:`LEVELS_MIN_MAP` (16×16
+                px at C=8: where it pays), else ``"never"``; :meth:`pruned_ops_mode`
+                says which. ``"levels"`` (or True): each conv op runs on the edges
+                that kept it when the step was last traced, gathered by constant
+                indices (static shapes: XLA compiles it), an edge pruned since with zero
+                kernels; the step is traced again when the share of pruned ops first
+                reaches 25, 50 and 75 % (:data:`PRUNE_LEVELS`). ``"never"`` (or False):
+                every op on every edge, zero kernels where pruned, one trace for the
+                whole search. The two compute the same function; their sums round
+                differently in the last bit, which can flip a ReLU whose input is a
+                rounding residue near 0 and so move a search's numbers after the first
+                retrace. ``"every_step"``: the edges that keep each op are gathered on
+                every step (dynamic shapes, one trace; a graph nearly twice as large,
+                and not with ``jit_compile``).
         """
         mode = skip_pruned_ops
         if isinstance(mode, bool):
@@ -629,8 +636,8 @@ class SearchNetwork(SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction, keras.Model):
         return self._search_step(data, _InPlace())
 
     def make_train_function(self, force: bool = False):
-        """The train function (:class:`kdarts.runtime.LeanTrainFunction`'s); with crb and
-        ``skip_pruned_ops="levels"``, traced for the edges that keep each op.
+        """The train function (:class:`kdarts.runtime.LeanTrainFunction`'s); with crb, when
+        :meth:`pruned_ops_mode` is ``"levels"``, traced for the edges that keep each op.
 
         Pruning is for good, so the mask only loses ones: a step traced for the mask of
         one moment computes every op alive later, on the same edges, and gives an edge
@@ -645,8 +652,7 @@ class SearchNetwork(SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction, keras.Model):
         if self.train_function is not None and not force:
             return self.train_function
         step = super().make_train_function(force=True)
-        if not (self.activation == "crb" and self.fused
-                and getattr(self, "skip_pruned_ops", "never") == "levels"):
+        if not (self.activation == "crb" and self.fused and self.pruned_ops_mode() == "levels"):
             return step
         kept = self._update_kept()
         fans = self._kept_edges(kept)
@@ -660,6 +666,17 @@ class SearchNetwork(SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction, keras.Model):
         train_function.lean_graph_optimization = getattr(step, "lean_graph_optimization", False)
         self.train_function = train_function
         return train_function
+
+    def pruned_ops_mode(self) -> str:
+        """How this step leaves pruned ops out: compile's ``skip_pruned_ops`` with
+        ``"auto"`` decided from the built input shape (:data:`LEVELS_MIN_MAP`)."""
+        mode = getattr(self, "skip_pruned_ops", "auto")
+        if mode != "auto":
+            return mode
+        shape = (getattr(self, "_build_shapes_dict", None) or {}).get("input_shape")
+        if shape is None or None in tuple(shape)[1:3]:
+            return "never"  # unknown image size: one trace, as before
+        return "levels" if shape[1] * shape[2] * self.channels >= LEVELS_MIN_MAP else "never"
 
     def _update_kept(self) -> np.ndarray:
         """The traced mask (normal and reduce stacked, bool), moved to the prune mask once
