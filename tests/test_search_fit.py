@@ -251,9 +251,9 @@ def test_fit_errors_are_clear():
 def test_auto_leaves_pruned_ops_out_where_the_step_is_large_enough():
     """``skip_pruned_ops="auto"`` (the default): levels from an input map of 16×16 px at
     C=8 (where the saved FLOPs outweigh the gathers), every op everywhere below it."""
-    def mode(size, channels, **compile_args):
+    def mode(size, channels, activation="crb", **compile_args):
         keras.utils.set_random_seed(0)
-        model = SearchNetwork(4, activation="crb", **{**TINY, "channels": channels})
+        model = SearchNetwork(4, activation=activation, **{**TINY, "channels": channels})
         if size:
             model.build((None, size, size, 3))
         model.compile(**compile_args)
@@ -266,3 +266,4 @@ def test_auto_leaves_pruned_ops_out_where_the_step_is_large_enough():
     assert mode(32, 16, skip_pruned_ops=False) == "never"
     assert mode(32, 16, skip_pruned_ops="every_step") == "every_step"
     assert mode(None, 16) == "never"  # not built yet: fit decides once it knows the size
+    assert mode(32, 16, activation="softmax", skip_pruned_ops="levels") == "never"  # no pruning

@@ -165,7 +165,7 @@ def main(argv=None) -> dict:
     x0, y0 = next(iter(ds))
     traced = tf.function(lambda x, y: model._gradients(x, y)[0], autograph=False)
     with (model._tracing_kept(model._update_kept())
-          if args.activation == "crb" and model.pruned_ops_mode() == "levels"
+          if model.pruned_ops_mode() == "levels"
           else contextlib.nullcontext()):  # the edges the step will run each op on
         graph = traced.get_concrete_function(x0, y0).graph.as_graph_def()
     t_traced = time.perf_counter()

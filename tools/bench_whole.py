@@ -131,7 +131,8 @@ def main(argv=None) -> None:
             if not args.json:
                 print(f"repeat {r + 1}: ours {ours_s[-1]:.1f} s, theirs {theirs_s[-1]:.1f} s "
                       f"{summary(ours_dir)}", flush=True)
-    result = {"config": args.config, "ours_options": ours_extra, "ours_s": ours_s, "theirs_s": theirs_s,
+    result = {"config": args.config, "ours_options": ours_extra, "ours_s": ours_s,
+              "theirs_s": theirs_s,
               "ours_median_s": statistics.median(ours_s),
               "theirs_median_s": statistics.median(theirs_s)}
     result["ratio"] = result["theirs_median_s"] / result["ours_median_s"]

@@ -652,7 +652,7 @@ class SearchNetwork(SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction, keras.Model):
         if self.train_function is not None and not force:
             return self.train_function
         step = super().make_train_function(force=True)
-        if not (self.activation == "crb" and self.fused and self.pruned_ops_mode() == "levels"):
+        if self.pruned_ops_mode() != "levels":
             return step
         kept = self._update_kept()
         fans = self._kept_edges(kept)
@@ -669,8 +669,11 @@ class SearchNetwork(SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction, keras.Model):
 
     def pruned_ops_mode(self) -> str:
         """How this step leaves pruned ops out: compile's ``skip_pruned_ops`` with
-        ``"auto"`` decided from the built input shape (:data:`LEVELS_MIN_MAP`)."""
+        ``"auto"`` decided from the built input shape (:data:`LEVELS_MIN_MAP`); ``"never"``
+        where nothing is left out (softmax prunes nothing; the reference edges skip none)."""
         mode = getattr(self, "skip_pruned_ops", "auto")
+        if self.activation != "crb" or not self.fused:
+            return "never"
         if mode != "auto":
             return mode
         shape = (getattr(self, "_build_shapes_dict", None) or {}).get("input_shape")
