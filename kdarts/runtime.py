@@ -213,7 +213,9 @@ def _lean_options(serialized: bytes, executor_type):
 @contextlib.contextmanager
 def lean_graph_optimization():
     """Within it, ``tf.function`` calls on this thread are optimised with
-    :data:`LEAN_GRAPH_REWRITES` added to TensorFlow's configuration.
+    :data:`LEAN_GRAPH_REWRITES` added to TensorFlow's configuration, and traced under
+    :func:`kdarts.compat.lean_tracing` (ops keep no Python stack trace: a runtime error
+    in the graph names the op, not the line that made it).
 
     A function is optimised on its first call, with the options of that call, so every
     call of one function should be made alike (:func:`with_lean_graph_optimization`).
@@ -228,7 +230,8 @@ def lean_graph_optimization():
     compat.set_function_call_options(_lean_options(saved.config_proto_serialized,
                                                    saved.executor_type))
     try:
-        yield
+        with compat.lean_tracing():  # a first call traces: the same graph, sooner
+            yield
     finally:
         compat.set_function_call_options(saved)
 

@@ -146,3 +146,81 @@ def test_function_call_options_carry_the_grappler_config():
             compat.function_call_options().config_proto_serialized).graph_options.rewrite_options
         assert all(getattr(rewrites, k) == v for k, v in LEAN_GRAPH_REWRITES.items())
     assert compat.function_call_options() is saved
+
+
+def _step_graph(lean: bool):
+    """A step with the patterns ACD orders (a read after an assign, a gradient, a tf.data
+    reduction of a dataset that reads a variable), traced with or without ``lean_tracing``."""
+    v = tf.Variable(2.0, name="v")
+    w = tf.Variable(1.0, name="w")
+
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            loss = tf.square(x * v)
+        v.assign_sub(0.1 * tape.gradient(loss, v))
+        # The reduction's only input is the dataset (a variant): tf.data's resolver finds
+        # the variable the map reads.
+        w.assign(tf.data.Dataset.range(3).map(lambda i: tf.cast(i, tf.float32) * v)
+                 .reduce(0.0, lambda s, x: s + x))
+        return v.read_value() + w.read_value()
+
+    if lean:
+        with compat.lean_tracing():
+            graph = step.get_concrete_function(tf.TensorSpec((), tf.float32)).graph
+    else:
+        graph = step.get_concrete_function(tf.TensorSpec((), tf.float32)).graph
+    return step, graph
+
+
+def test_lean_tracing_builds_the_same_graph_without_op_stack_traces():
+    from tensorflow.python.framework import auto_control_deps
+    from tensorflow.python.util import tf_stack
+
+    # Its fast path knows exactly these rules; a new one in an upgrade must be looked at.
+    assert set(auto_control_deps._acd_resource_resolvers_registry.list()) <= \
+        compat.KNOWN_ACD_RESOLVERS
+    originals = (tf_stack.extract_stack, auto_control_deps._get_resource_inputs)
+
+    def structure(graph):
+        return {op.name: (op.type, [t.name for t in op.inputs],
+                          sorted(c.name for c in op.control_inputs))
+                for op in graph.get_operations()}
+
+    full_step, full = _step_graph(lean=False)
+    lean_step, lean = _step_graph(lean=True)
+    assert structure(lean) == structure(full)  # same ops, inputs and control dependencies
+    assert any(op.control_inputs for op in lean.get_operations())
+    assert all(len(op.traceback) == 0 for op in lean.get_operations())
+    assert all(len(op.traceback) > 0 for op in full.get_operations())
+    assert float(lean_step(tf.constant(1.5))) == float(full_step(tf.constant(1.5)))
+    assert (tf_stack.extract_stack, auto_control_deps._get_resource_inputs) == originals
+
+
+def test_lean_tracing_is_per_thread_and_nests():
+    import threading
+
+    from tensorflow.python.util import tf_stack
+
+    def frames():
+        with tf.Graph().as_default():
+            op = tf.constant(1.0).op
+        return [(f.filename, f.lineno, f.name) for f in op.traceback]
+
+    def in_thread():
+        out = {}
+        thread = threading.Thread(target=lambda: out.setdefault("frames", frames()))
+        thread.start()
+        thread.join(timeout=60)
+        return out["frames"]
+
+    original = tf_stack.extract_stack
+    alone = in_thread()
+    with compat.lean_tracing():
+        with compat.lean_tracing():
+            assert frames() == []
+        assert frames() == []               # still inside the outer one
+        assert in_thread() == alone         # another thread keeps its whole stack
+        assert tf_stack.extract_stack is not original
+    assert tf_stack.extract_stack is original
+    assert frames() != []
