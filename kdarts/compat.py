@@ -24,6 +24,7 @@ Hook                                     Keras / TensorFlow private it uses
 :func:`function_call_options` and        ``tensorflow.python.eager.context``:
 :func:`set_function_call_options`,       ``context().function_call_options``,
 :func:`make_function_call_options`       ``FunctionCallOptions``
+:func:`onednn_enabled`                   ``_pywrap_util_port.IsMklEnabled``
 :func:`lean_tracing`                     ``tf_stack.extract_stack`` (an op's Python stack);
                                          ``auto_control_deps._get_resource_inputs`` and its
                                          resolver registry
@@ -163,6 +164,18 @@ def make_function_call_options(executor_type, config_proto):
     return context.FunctionCallOptions(executor_type=executor_type, config_proto=config_proto)
 
 
+def onednn_enabled() -> bool:
+    """Whether TensorFlow runs oneDNN's CPU kernels in this process (its default on CPUs
+    with AVX512_VNNI, AVX512_BF16, AVX_VNNI or AMX; ``TF_ENABLE_ONEDNN_OPTS`` overrides it).
+
+    The kernels round differently from TensorFlow's own, so a record of exact numbers
+    holds only on the kind of CPU, and the kernels, that wrote it.
+    """
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
 # -- tracing a large step graph -------------------------------------------------------------
 #: ACD's resource resolvers (TensorFlow 2.21) whose rules :func:`lean_tracing` knows: they
 #: give an op resources only through its resource-typed inputs, except for these op types.
@@ -182,6 +195,27 @@ def _in_lean_tracing() -> bool:
     return getattr(_lean_thread, "depth", 0) > 0
 
 
+def _placeholder_stack(extract_stack):
+    """The one stack trace every op traced under :func:`lean_tracing` shares: a thread's
+    few frames ending in :func:`_op_stack_trace_not_recorded`, so an error message that
+    quotes it says what happened. Not empty: XLA's compiler crashes (SIGSEGV) on an op
+    whose trace has no frame."""
+    found = []
+    thread = threading.Thread(target=_op_stack_trace_not_recorded,
+                              args=(extract_stack, found), daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    if not found:
+        raise RuntimeError("lean_tracing: could not record the placeholder stack trace")
+    return found[0]
+
+
+def _op_stack_trace_not_recorded(extract_stack, found: list) -> None:
+    # An op traced by a kdarts train function names this frame, not the line that made it
+    # (kdarts.compat.lean_tracing); trace the step outside one to see that line.
+    found.append(extract_stack(stacklevel=1))
+
+
 def _install_lean_tracing() -> list:
     """Replace TensorFlow's two functions by ones that take the lean path on threads inside
     :func:`lean_tracing` and call the original elsewhere; returns what to restore."""
@@ -189,11 +223,11 @@ def _install_lean_tracing() -> list:
     from tensorflow.python.util import tf_stack
 
     extract_stack = tf_stack.extract_stack
-    empty = extract_stack(stacklevel=1 << 30)  # a stack trace without frames
+    placeholder = _placeholder_stack(extract_stack)
 
     def lean_extract_stack(stacklevel=1):
         if _in_lean_tracing():
-            return empty
+            return placeholder
         return extract_stack(stacklevel=stacklevel + 1)  # + this frame
 
     replaced = [(tf_stack, "extract_stack", extract_stack, lean_extract_stack)]
@@ -218,12 +252,13 @@ def _install_lean_tracing() -> list:
 @contextlib.contextmanager
 def lean_tracing():
     """Within it, ops this thread adds to a graph (tracing a ``tf.function``) are recorded
-    without their Python stack trace, and automatic control dependencies skip their
+    without their own Python stack trace, and automatic control dependencies skip their
     resource scan for ops that have no resource input.
 
     Tracing the search step builds tens of thousands of ops, and TensorFlow's Python
     spends about a fifth of that time on these two per-op chores: the stack trace serves
-    only error messages ("defined at ..."), and the scan finds nothing in an op without
+    only error messages ("defined at ...", which then quote a placeholder frame,
+    :func:`_op_stack_trace_not_recorded`), and the scan finds nothing in an op without
     resource inputs under the resolvers TensorFlow registers
     (:data:`KNOWN_ACD_RESOLVERS`; with any other resolver the scan runs as before). The
     graph, its control dependencies and so every result are the same. Other threads are
@@ -252,6 +287,6 @@ def lean_tracing():
 
 
 __all__ = ["KNOWN_ACD_RESOLVERS", "SymbolicBuildFromElementSpec", "SymbolicBuildOnlyIfUnbuilt",
-           "TESTED", "function_call_options", "lean_tracing", "learning_rate_schedule", "loss_tracker",
-           "make_function_call_options", "set_function_call_options", "sublayers",
-           "unlocked_state", "variable_index"]
+           "TESTED", "function_call_options", "lean_tracing", "learning_rate_schedule",
+           "loss_tracker", "make_function_call_options", "onednn_enabled",
+           "set_function_call_options", "sublayers", "unlocked_state", "variable_index"]
