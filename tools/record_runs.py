@@ -2,10 +2,13 @@
 
 ``tests/test_stored_runs.py`` runs the same commands and compares: the genotypes, every
 step's loss, FI, threshold and α-step decision, act(α) and the masks after each epoch, and
-the trained network's weights. Regenerate the record only when a change is *meant* to
-alter the numbers (and say so in the commit):
+the trained network's weights. The numbers hold only on the kind of CPU (and kernels) that
+wrote them: a search amplifies last-bit differences until a decision flips. So there is
+one record per kind, ``tests/data/stored_runs/<kind>.json`` (:func:`machine_kind`). Add
+the record of a new kind from code that passes on a recorded kind; regenerate them only
+when a change is *meant* to alter the numbers (and say so in the commit):
 
-    python tools/record_runs.py tests/data/stored_runs.json
+    python tools/record_runs.py            # writes this machine's kind's record
 """
 
 from __future__ import annotations
@@ -41,6 +44,38 @@ def weight_summary(w) -> dict:
             "first": w.ravel()[:6].tolist()}
 
 
+RECORDS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tests",
+                       "data", "stored_runs")
+
+
+def machine_kind() -> str:
+    """What the record's rounding depends on: the CPU vendor, the widest vector ISA that
+    oneDNN's kernels dispatch on (also inside TensorFlow's own matmuls), and whether
+    TensorFlow runs oneDNN's kernels (``kdarts.compat.onednn_enabled``); e.g.
+    ``"authenticamd-avx512-onednn"``. Linux only (``/proc/cpuinfo``)."""
+    from kdarts import compat
+
+    vendor, flags = "unknown", set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "vendor_id":
+                    vendor = value.strip().lower()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    isa = next((name for name, flag in (("amx", "amx_tile"), ("avx512", "avx512f"),
+                                        ("avx2", "avx2")) if flag in flags), "other")
+    return f"{vendor}-{isa}-{'onednn' if compat.onednn_enabled() else 'eigen'}"
+
+
+def record_path(kind: str) -> str:
+    return os.path.normpath(os.path.join(RECORDS, f"{kind}.json"))
+
+
 def run_all(folder: str) -> dict:
     """The record of every run, each in its own sub-folder of ``folder``."""
     import keras
@@ -68,18 +103,21 @@ def run_all(folder: str) -> dict:
     return record
 
 
-def main(path: str) -> None:
+def main(path: str | None = None) -> None:
     import kdarts
     from kdarts.atomic import atomic_write_text
 
     # The suite's threads (tests/conftest.py): float32 sums split over other thread counts
     # round differently (FI by 3e-5 relative), and the record is compared bit-near.
     kdarts.set_cpu_threads(intra_op=1)
+    kind = machine_kind()
+    path = path or record_path(kind)
     with tempfile.TemporaryDirectory() as folder:
-        record = run_all(folder)
+        record = {"machine": kind, **run_all(folder)}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     atomic_write_text(path, json.dumps(record))
-    print(f"wrote {path}")
+    print(f"wrote {path} ({kind})")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "tests/data/stored_runs.json")
+    main(sys.argv[1] if len(sys.argv) > 1 else None)
