@@ -20,6 +20,7 @@ after STEPS weight+α steps (synthetic data, the configuration's size).
     python tools/bench_search.py --config small --unfused      # one MixedEdge per edge
     python tools/bench_search.py --config small --dtype mixed_bfloat16
     python tools/bench_search.py --config small --e2e 300      # start → genotype.json
+    python tools/bench_search.py --config small --full-tracing # without lean tracing
 
 ``--space recurrent`` times the recurrent search step (RecurrentSearchModel, crb +
 proximity, an α step every step as the authors' default) at their search size (batch
@@ -94,6 +95,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--grappler", default="",
                         help="graph-optimiser options, e.g. 'constant_folding=off,remapping=off' "
                              "(tf.config.optimizer.set_experimental_options)")
+    parser.add_argument("--full-tracing", action="store_true",
+                        help="trace without kdarts.compat.lean_tracing (every op records "
+                        "its stack trace and ACD's full scan): what lean tracing saves")
     parser.add_argument("--e2e", type=int, metavar="STEPS", default=0,
                         help="time a fresh process from start to genotype.json after STEPS "
                              "weight+alpha steps")
@@ -125,6 +129,8 @@ def main(argv=None) -> dict:
 
     import kdarts
 
+    if args.full_tracing:
+        kdarts.compat.lean_tracing = contextlib.nullcontext  # read at each train call
     cfg = CONFIGS[args.config]
     keras.utils.set_random_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -167,7 +173,8 @@ def main(argv=None) -> dict:
     with (model._tracing_kept(model._update_kept())
           if model.pruned_ops_mode() == "levels"
           else contextlib.nullcontext()):  # the edges the step will run each op on
-        graph = traced.get_concrete_function(x0, y0).graph.as_graph_def()
+        with kdarts.compat.lean_tracing():  # as the train function traces it
+            graph = traced.get_concrete_function(x0, y0).graph.as_graph_def()
     t_traced = time.perf_counter()
     op_count = len(graph.node) + sum(len(f.node_def) for f in graph.library.function)
     model.fit(ds, epochs=1, steps_per_epoch=1, verbose=0)  # outer trace, optimise, one run
@@ -257,7 +264,7 @@ def _run_modes(args, argv) -> dict:
                dtype=args.dtype, unrolled=args.unrolled,
                skip_pruned_ops=f"{args.skip_pruned_ops} ({wa['pruned_ops_mode']})",
                inter_op=args.inter_op, intra_op=args.intra_op,
-               grappler=args.grappler or "default",
+               grappler=args.grappler or "default", lean_tracing=not args.full_tracing,
                weight_only_ms=round(results["weight_only"]["ms"], 1),
                weight_alpha_ms=round(wa["ms"], 1),
                images_per_s=round(cfg["batch"] / (wa["ms"] / 1000), 1),
