@@ -34,6 +34,7 @@ Hook                                     Keras / TensorFlow private it uses
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 
 #: The versions ``tests/test_compat.py`` passed with (``pyproject.toml`` bounds them).
@@ -188,21 +189,26 @@ _RESOURCES_WITHOUT_RESOURCE_INPUT = frozenset({
 _lean_thread = threading.local()   # .depth: this thread's nesting of lean_tracing()
 _lean_lock = threading.Lock()
 _lean_users = 0                    # threads inside lean_tracing(), under _lean_lock
-_lean_originals = None             # (module, name, original) for each replaced function
+_tensorflows: dict = {}            # name -> TensorFlow's own function, while replaced
+_lean_replaced: list = []          # (module, name) replaced, while _lean_users > 0
 
 
 def _in_lean_tracing() -> bool:
     return getattr(_lean_thread, "depth", 0) > 0
 
 
-def _placeholder_stack(extract_stack):
-    """The one stack trace every op traced under :func:`lean_tracing` shares: a thread's
-    few frames ending in :func:`_op_stack_trace_not_recorded`, so an error message that
-    quotes it says what happened. Not empty: XLA's compiler crashes (SIGSEGV) on an op
-    whose trace has no frame."""
+@functools.lru_cache(maxsize=1)
+def _placeholder_stack():
+    """The one stack trace every op traced under :func:`lean_tracing` shares, recorded once
+    per process: a thread's few frames ending in :func:`_op_stack_trace_not_recorded`, so
+    an error message that quotes it says what happened. Not empty: XLA's compiler crashes
+    (SIGSEGV) on an op whose trace has no frame."""
+    from tensorflow.python.util import tf_stack
+
     found = []
-    thread = threading.Thread(target=_op_stack_trace_not_recorded,
-                              args=(extract_stack, found), daemon=True)
+    thread = threading.Thread(target=_op_stack_trace_not_recorded, daemon=True,
+                              args=(_tensorflows.get("extract_stack", tf_stack.extract_stack),
+                                    found))
     thread.start()
     thread.join(timeout=60)
     if not found:
@@ -216,37 +222,52 @@ def _op_stack_trace_not_recorded(extract_stack, found: list) -> None:
     found.append(extract_stack(stacklevel=1))
 
 
-def _install_lean_tracing() -> list:
-    """Replace TensorFlow's two functions by ones that take the lean path on threads inside
-    :func:`lean_tracing` and call the original elsewhere; returns what to restore."""
-    from tensorflow.python.framework import auto_control_deps, dtypes
+def _lean_extract_stack(stacklevel=1):
+    """``tf_stack.extract_stack`` while replaced: the placeholder inside lean_tracing."""
+    if _in_lean_tracing():
+        return _placeholder_stack()
+    return _tensorflows["extract_stack"](stacklevel=stacklevel + 1)  # + this frame
+
+
+def _lean_get_resource_inputs(op):
+    """``auto_control_deps._get_resource_inputs`` while replaced: nothing to scan inside
+    lean_tracing for an op without a resource input (bar the resolvers' special types)."""
+    if (_in_lean_tracing() and op.type not in _RESOURCES_WITHOUT_RESOURCE_INPUT
+            and all(t.dtype != _RESOURCE for t in op.inputs)):
+        return ()
+    return _tensorflows["_get_resource_inputs"](op)
+
+
+_RESOURCE = None  # tf.resource, set on the first install (this module imports no TF)
+
+
+def _replacements() -> list:
+    """``(module, name, lean function)`` for each TensorFlow function lean tracing
+    replaces: the stack trace always, the ACD scan only under the resolvers it knows."""
+    from tensorflow.python.framework import auto_control_deps
     from tensorflow.python.util import tf_stack
 
-    extract_stack = tf_stack.extract_stack
-    placeholder = _placeholder_stack(extract_stack)
+    targets = [(tf_stack, "extract_stack", _lean_extract_stack)]
+    if set(auto_control_deps._acd_resource_resolvers_registry.list()) <= KNOWN_ACD_RESOLVERS:
+        targets.append((auto_control_deps, "_get_resource_inputs", _lean_get_resource_inputs))
+    return targets
 
-    def lean_extract_stack(stacklevel=1):
-        if _in_lean_tracing():
-            return placeholder
-        return extract_stack(stacklevel=stacklevel + 1)  # + this frame
 
-    replaced = [(tf_stack, "extract_stack", extract_stack, lean_extract_stack)]
-    resolvers = set(auto_control_deps._acd_resource_resolvers_registry.list())
-    if resolvers <= KNOWN_ACD_RESOLVERS:  # else an unknown rule: keep the full scan
-        get_resource_inputs = auto_control_deps._get_resource_inputs
-        resource = dtypes.resource
+def _install_lean_tracing() -> list:
+    """Put the lean functions in TensorFlow's place (they call TensorFlow's own on threads
+    outside :func:`lean_tracing`); returns what to restore. Cheap after the first time:
+    a train function enters lean_tracing at every step."""
+    global _RESOURCE
+    from tensorflow.python.framework import dtypes
 
-        def lean_get_resource_inputs(op):
-            if (_in_lean_tracing() and op.type not in _RESOURCES_WITHOUT_RESOURCE_INPUT
-                    and all(t.dtype != resource for t in op.inputs)):
-                return ()
-            return get_resource_inputs(op)
-
-        replaced.append((auto_control_deps, "_get_resource_inputs", get_resource_inputs,
-                         lean_get_resource_inputs))
-    for module, name, _, lean in replaced:
+    _RESOURCE = dtypes.resource
+    replaced = []
+    for module, name, lean in _replacements():
+        _tensorflows[name] = getattr(module, name)
         setattr(module, name, lean)
-    return [(module, name, original) for module, name, original, _ in replaced]
+        replaced.append((module, name))
+    _placeholder_stack()  # recorded before any op needs it
+    return replaced
 
 
 @contextlib.contextmanager
@@ -268,10 +289,10 @@ def lean_tracing():
         >>> with lean_tracing():
         ...     step.get_concrete_function(spec)   # doctest: +SKIP
     """
-    global _lean_users, _lean_originals
+    global _lean_users, _lean_replaced
     with _lean_lock:
         if _lean_users == 0:
-            _lean_originals = _install_lean_tracing()
+            _lean_replaced = _install_lean_tracing()
         _lean_users += 1
     _lean_thread.depth = getattr(_lean_thread, "depth", 0) + 1
     try:
@@ -281,9 +302,9 @@ def lean_tracing():
         with _lean_lock:
             _lean_users -= 1
             if _lean_users == 0:
-                for module, name, original in _lean_originals:
-                    setattr(module, name, original)
-                _lean_originals = None
+                for module, name in _lean_replaced:
+                    setattr(module, name, _tensorflows.pop(name))
+                _lean_replaced = []
 
 
 __all__ = ["KNOWN_ACD_RESOLVERS", "SymbolicBuildFromElementSpec", "SymbolicBuildOnlyIfUnbuilt",

@@ -3,6 +3,7 @@
 A failure here after an upgrade names the hook that moved: fix it in kdarts/compat.py
 (the only place that touches it) and widen the bounds in pyproject.toml."""
 
+import contextlib
 import inspect
 import os
 
@@ -166,10 +167,7 @@ def _step_graph(lean: bool):
                  .reduce(0.0, lambda s, x: s + x))
         return v.read_value() + w.read_value()
 
-    if lean:
-        with compat.lean_tracing():
-            graph = step.get_concrete_function(tf.TensorSpec((), tf.float32)).graph
-    else:
+    with compat.lean_tracing() if lean else contextlib.nullcontext():
         graph = step.get_concrete_function(tf.TensorSpec((), tf.float32)).graph
     return step, graph
 
