@@ -866,6 +866,11 @@ def _lines(stream, sink):
         sink.append(line)
 
 
+# TINY_SEARCH with all eight ops and five cells: a first trace that lasts
+SLOW_TRACE_SEARCH = ["--channels", "4", "--layers", "5", "--steps", "2", "--batch-size", "8",
+                     "--max-examples", "96", "--epochs", "2", "--seed", "1"]
+
+
 @pytest.mark.slow
 def test_sigint_while_tracing_stops_promptly_and_says_what_is_true(tmp_path):
     """Ctrl-C during the first trace: out within seconds, saying no epoch completed, and
@@ -873,10 +878,14 @@ def test_sigint_while_tracing_stops_promptly_and_says_what_is_true(tmp_path):
     import threading
 
     folder = tmp_path / "s"
+    # A first trace that lasts: ~13 s from the search's first line on a quiet 2-core AMD
+    # EPYC, against ~4 s for TINY_SEARCH, which lean tracing had brought within a second
+    # of the 3 s wait below (the test failed whenever that epoch ended first).
+    search = [*SLOW_TRACE_SEARCH, "--out", str(folder)]
     # as in a terminal: SIGINT handled even when the tests run where it is ignored (a
     # shell's background job), which the child would inherit
-    proc = subprocess.Popen([sys.executable, "-m", "kdarts.cli", "search", *TINY_SEARCH,
-                             "--out", str(folder)], cwd=tmp_path, env=clean_env(),
+    proc = subprocess.Popen([sys.executable, "-m", "kdarts.cli", "search", *search],
+                            cwd=tmp_path, env=clean_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     out, err = [], []
@@ -908,7 +917,7 @@ def test_sigint_while_tracing_stops_promptly_and_says_what_is_true(tmp_path):
     assert len(message) == 1 and "no epoch of the search completed" in message[0]
     assert "start over" in message[0] and "--resume" not in message[0]
     assert not (folder / "checkpoint.json").exists()
-    assert_one_line_error(invoke("search", *TINY_SEARCH, "--out", folder, "--resume"),
+    assert_one_line_error(invoke("search", *search, "--resume"),
                           "no epoch of it completed", "run without --resume")
 
 
