@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
+from typing import Callable
 
 #: The versions ``tests/test_compat.py`` passed with (``pyproject.toml`` bounds them).
 TESTED = {"keras": "3.15.1", "tensorflow": "2.21.0"}
@@ -307,7 +308,29 @@ def lean_tracing():
                 _lean_replaced = []
 
 
+def lean_in_other_threads(fn: Callable) -> Callable:
+    """``fn``, to be traced on another thread (a strategy's replica threads) as the calling
+    thread traces: under :func:`lean_tracing` if that thread is inside it, else as it is.
+
+    MirroredStrategy traces each replica's share of a step in a thread of its own, which
+    :func:`lean_tracing` (per thread) would otherwise leave with both per-op chores.
+
+    Example:
+        >>> strategy.run(lean_in_other_threads(step_fn), args=(batch,))  # doctest: +SKIP
+    """
+    if not _in_lean_tracing():
+        return fn
+
+    @functools.wraps(fn)
+    def lean(*args, **kwargs):
+        with lean_tracing():
+            return fn(*args, **kwargs)
+
+    return lean
+
+
 __all__ = ["KNOWN_ACD_RESOLVERS", "SymbolicBuildFromElementSpec", "SymbolicBuildOnlyIfUnbuilt",
-           "TESTED", "function_call_options", "lean_tracing", "learning_rate_schedule",
+           "TESTED", "function_call_options", "lean_in_other_threads", "lean_tracing",
+           "learning_rate_schedule",
            "loss_tracker", "make_function_call_options", "onednn_enabled",
            "set_function_call_options", "sublayers", "unlocked_state", "variable_index"]

@@ -72,6 +72,22 @@ class _Trajectory(keras.callbacks.Callback):
                                           float(np.abs(c.numpy() - copies[0].numpy()).max()))
 
 
+def own_traces(model) -> list[int] | None:
+    """``[ops with a stack trace of their own, ops]`` in the traced multi-replica train
+    function's graph (None on one device, where Keras's train function hides its
+    ``tf.function``): kdarts traces its step under lean tracing, on every thread
+    (MirroredStrategy traces each replica's share in a thread of its own), so no op
+    should have its own trace."""
+    if model.distribute_strategy.num_replicas_in_sync == 1:
+        return None
+    fn = model.train_function
+    while not hasattr(fn, "_list_all_concrete_functions"):
+        fn = fn.__wrapped__  # the tf.function inside kdarts's wrappers
+    ops = [op for c in fn._list_all_concrete_functions() for op in c.graph.get_operations()]
+    return [sum(op.traceback[-1].name != "_op_stack_trace_not_recorded" for op in ops),
+            len(ops)]
+
+
 def search(strategy) -> dict:
     weight_ds, search_ds = datasets()
     with strategy.scope():
@@ -88,7 +104,8 @@ def search(strategy) -> dict:
               callbacks=[trajectory])
     return dict(replicas=strategy.num_replicas_in_sync, alpha=trajectory.alpha,
                 took=trajectory.took, replica_spread=trajectory.replica_spread,
-                genotype=model.genotype().to_dict(), trace_count=model.trace_count)
+                genotype=model.genotype().to_dict(), trace_count=model.trace_count,
+                own_traces=own_traces(model))
 
 
 class _Weights(keras.callbacks.Callback):
@@ -115,7 +132,7 @@ def train(strategy) -> dict:
         compile_eval_network(model, epochs=10, steps_per_epoch=4, clip_norm=0.05)
     record = _Weights()
     model.fit(weight_ds, epochs=1, steps_per_epoch=4, verbose=0, callbacks=[record])
-    return dict(weights=record.weights, loss=record.loss)
+    return dict(weights=record.weights, loss=record.loss, own_traces=own_traces(model))
 
 
 def main(out: str) -> None:

@@ -239,6 +239,28 @@ def test_lean_tracing_is_per_thread_and_nests():
     assert frames()[-1][2] != "_op_stack_trace_not_recorded"
 
 
+def test_lean_in_other_threads_carries_the_callers_lean_tracing():
+    import threading
+
+    def last_frame():
+        with tf.Graph().as_default():
+            return tf.constant(1.0).op.traceback[-1].name
+
+    def on_thread(fn):
+        out = []
+        thread = threading.Thread(target=lambda: out.append(fn()))
+        thread.start()
+        thread.join(timeout=60)
+        return out[0]
+
+    assert compat.lean_in_other_threads(last_frame) is last_frame  # outside: as it is
+    with compat.lean_tracing():
+        wrapped = compat.lean_in_other_threads(last_frame)
+        assert on_thread(last_frame) != "_op_stack_trace_not_recorded"
+        assert on_thread(wrapped) == "_op_stack_trace_not_recorded"
+    assert last_frame() != "_op_stack_trace_not_recorded"
+
+
 def test_onednn_enabled_follows_tensorflows_switch():
     import subprocess
     import sys

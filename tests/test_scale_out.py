@@ -150,6 +150,10 @@ def test_mirrored_search_and_training_on_two_devices_equal_one_device(tmp_path):
     assert two["genotype"] == one["genotype"]
     assert two["replica_spread"] == 0.0  # every replica holds the same α, weights, state
     assert two["trace_count"] == 1
+    # traced lean on every thread, the replicas' threads included (compat.lean_tracing)
+    for run in (two, result["train_mirrored"]):
+        own, ops = run["own_traces"]
+        assert ops > 100 and own == 0, run["own_traces"]
     # the evaluation network's training, clipped every step: clipping after the all-reduce
     # gives one device's step (Keras's own step clips each replica's share: 3e-4 apart)
     one, two = result["train_one"], result["train_mirrored"]

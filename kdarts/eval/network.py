@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Sequence
 
@@ -35,7 +36,7 @@ import keras
 import tensorflow as tf
 from keras import layers, ops
 
-from kdarts.compat import SymbolicBuildFromElementSpec, loss_tracker
+from kdarts.compat import SymbolicBuildFromElementSpec, lean_in_other_threads, loss_tracker
 from kdarts.eval.cell import DropPathSchedule, EvalCell
 from kdarts.genotype import Genotype, resolve_genotype
 from kdarts.geometry import IMAGENET_MIN_SIZE
@@ -486,6 +487,7 @@ class EvalNetwork(SymbolicBuildFromElementSpec, LeanTrainFunction, keras.Model):
         inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)
         step = self._replicated(self.train_step)
 
+        @functools.wraps(step, updated=())  # __wrapped__: the tf.function, for inspection
         def train_function(iterator):
             self._replicas_clipnorm, inner.global_clipnorm = inner.global_clipnorm, None
             try:
@@ -513,7 +515,7 @@ class EvalNetwork(SymbolicBuildFromElementSpec, LeanTrainFunction, keras.Model):
 
         @tf.function(jit_compile=bool(self.jit_compile))
         def step(iterator):
-            logs = strategy.run(step_fn, args=(next(iterator),))
+            logs = strategy.run(lean_in_other_threads(step_fn), args=(next(iterator),))
             # each replica's metrics are its own shard's
             return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
                     for k, v in logs.items()}

@@ -26,8 +26,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kdarts.compat import SymbolicBuildOnlyIfUnbuilt, learning_rate_schedule, loss_tracker, \
-    sublayers, variable_index
+from kdarts.compat import SymbolicBuildOnlyIfUnbuilt, lean_in_other_threads, \
+    learning_rate_schedule, loss_tracker, sublayers, variable_index
 from kdarts.genotype import CRB_PRIMITIVES, PRIMITIVES, Genotype, discretize, num_edges
 from kdarts.learning_rate import epoch_learning_rate
 from kdarts.optimizers import FusedSGD
@@ -824,7 +824,7 @@ class _Replicas:
         self.strategy = strategy
 
     def run(self, fn, *args):
-        return self.strategy.run(fn, args=args)
+        return self.strategy.run(lean_in_other_threads(fn), args=args)
 
     def sum(self, value):
         return self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
