@@ -607,8 +607,6 @@ class _quiet_native_stderr:
     """Send what native code writes to stderr (file descriptor 2) to /dev/null meanwhile."""
 
     def __enter__(self):
-        import sys
-
         sys.stderr.flush()
         self.saved = os.dup(2)
         with open(os.devnull, "wb") as null:
