@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from kdarts.genotype import discretize
 from kdarts.search import ADMM, DynamicSchedule, FixedSchedule, Proximity, SearchNetwork
-from kdarts.search.network import PRUNE_LEVELS
+from kdarts.search.pruning import PRUNE_LEVELS
 
 PRIMS = ("max_pool_3x3", "skip_connect", "sep_conv_3x3")
 TINY = dict(channels=4, layers=3, steps=2, multiplier=2, primitives=PRIMS)

@@ -288,3 +288,56 @@ def test_search_learning_rate_follows_the_reference_call_order():
     np.testing.assert_allclose(lrs, reference, rtol=1e-5)
     assert lrs[0] == pytest.approx(0.024976, abs=1e-6)
     assert lrs[-1] == pytest.approx(0.001, rel=1e-6)
+
+
+# ------------------------------------------------------------- pruned ops left out by levels
+
+def test_the_traced_mask_moves_only_at_levels_and_never_leaves_out_a_live_op():
+    """crb prunes one entry after another (a seeded order over a 14×7 α mask): the traced
+    mask is all ones until 25 % are pruned, then the prune mask of the moment each level
+    is first reached, and always holds every live entry."""
+    from kdarts.search.pruning import PRUNE_LEVELS, next_traced_mask, prune_level
+
+    shape = (14, 7)
+    order = np.random.default_rng(0).permutation(np.prod(shape))
+    alive, traced = np.ones(shape, bool), np.ones(shape, bool)
+    moves = []
+    for count, entry in enumerate(order[:-1], start=1):  # never the last op
+        alive.flat[entry] = False
+        moved = next_traced_mask(alive, traced)
+        assert not np.any(alive & ~moved)  # no live op is left out
+        if moved is not traced:
+            np.testing.assert_array_equal(moved, alive)
+            moves.append(count)
+        traced = moved
+        assert prune_level(traced) == prune_level(alive)
+    total = np.prod(shape)
+    assert moves == [int(np.ceil(level * total)) for level in PRUNE_LEVELS]  # 25, 49, 74
+
+
+def test_the_traced_mask_resets_for_a_live_op_it_left_out_and_checks_shapes():
+    from kdarts.search.pruning import next_traced_mask, prune_level
+
+    traced = np.ones((14, 7), bool)
+    traced[:6] = False  # 43 % pruned: level 1
+    assert prune_level(traced) == 1
+    alive = traced.copy()
+    alive[0, 0] = True  # alive but not traced (masks assigned from outside)
+    np.testing.assert_array_equal(next_traced_mask(alive, traced), alive)
+    alive = np.ones((14, 7), bool)
+    alive[0, :3] = False  # a few pruned: below the first level, so all ones
+    np.testing.assert_array_equal(next_traced_mask(alive, traced), np.ones((14, 7), bool))
+    with pytest.raises(ValueError, match=r"\(14, 7\).*\(2, 14, 7\)"):
+        next_traced_mask(alive, np.ones((2, 14, 7), bool))
+
+
+def test_kept_edges_and_the_automatic_choice():
+    from kdarts.search.pruning import LEVELS_MIN_MAP, auto_mode, kept_edges
+
+    mask = np.array([[1, 0], [1, 1], [0, 0], [1, 0]], bool)  # 4 α rows, 2 ops
+    # a fan-out whose edges are α rows 3, 1 and 2, in that order
+    assert kept_edges(mask, [3, 1, 2]) == ((0, 1), (1,))
+    assert LEVELS_MIN_MAP == 16 * 16 * 8
+    assert auto_mode(16, 16, 8) == "levels" and auto_mode(32, 32, 16) == "levels"
+    assert auto_mode(8, 8, 8) == "never" and auto_mode(16, 16, 4) == "never"
+    assert auto_mode(None, None, 64) == "never"  # unknown size: one trace

@@ -46,6 +46,7 @@ from kdarts.runtime import LeanTrainFunction
 from kdarts.search.activations import AlphaInitializer, activate, check_activation, prune
 from kdarts.search.cell import SearchCell, fanout_rows
 from kdarts.search.edge import FanOut
+from kdarts.search.pruning import auto_mode, kept_edges, next_traced_mask
 from kdarts.search.regularizers import (
     Architecture,
     add_admm_state,
@@ -54,14 +55,6 @@ from kdarts.search.regularizers import (
 )
 from kdarts.search.schedules import DynamicSchedule, add_schedule_state, get_schedule, \
     update_fi_ewma
-
-#: crb: the step is traced again for the edges that keep each op when the share of pruned
-#: ops first reaches each of these (compile's ``skip_pruned_ops="levels"``)
-PRUNE_LEVELS = (0.25, 0.5, 0.75)
-#: ``skip_pruned_ops="auto"`` leaves pruned ops out by levels when an image's input map
-#: (H·W) times ``channels`` is at least this; below it, small kernels' overhead rules the
-#: step and the gathers cost more than the FLOPs they save (docs/design.md, "Pruned ops")
-LEVELS_MIN_MAP = 16 * 16 * 8
 
 
 @keras.saving.register_keras_serializable(package="kdarts")
@@ -170,8 +163,8 @@ class SearchNetwork(SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction, keras.Model):
         # schedule and clock
         add_schedule_state(self)
         # crb: the mask the step's kernels were last traced for (see make_train_function):
-        # all ones until PRUNE_LEVELS[0] of the ops are pruned. State, so that a resumed
-        # search runs the same kernels on the same edges as an uninterrupted one
+        # all ones until pruning.PRUNE_LEVELS[0] of the ops are pruned. State, so that a
+        # resumed search runs the same kernels on the same edges as an uninterrupted one
         self.kept_normal = state("kept_normal", shape, "ones")
         self.kept_reduce = state("kept_reduce", shape, "ones")
         if self.sync_batch_norm:
@@ -296,14 +289,15 @@ class SearchNetwork(SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction, keras.Model):
                 clipping, before momentum/Adam moments), as in the reference code.
             clip_norm: global gradient-norm clip of the weight step.
             skip_pruned_ops: crb only: how pruned ops are left out (docs/design.md,
-                "Pruned ops"). ``"auto"`` (the default): ``"levels"`` when an image's
-                input map times ``channels`` is at least :data:`LEVELS_MIN_MAP` (16×16
-                px at C=8: where it pays), else ``"never"``; :meth:`pruned_ops_mode`
-                says which. ``"levels"`` (or True): each conv op runs on the edges
-                that kept it when the step was last traced, gathered by constant
-                indices (static shapes: XLA compiles it), an edge pruned since with zero
-                kernels; the step is traced again when the share of pruned ops first
-                reaches 25, 50 and 75 % (:data:`PRUNE_LEVELS`). ``"never"`` (or False):
+                "Pruned ops"; the rules in :mod:`kdarts.search.pruning`). ``"auto"``
+                (the default): ``"levels"`` when an image's input map times
+                ``channels`` is at least ``pruning.LEVELS_MIN_MAP`` (16×16 px at C=8:
+                where it pays), else ``"never"``; :meth:`pruned_ops_mode` says which.
+                ``"levels"`` (or True): each conv op runs on the edges that kept it
+                when the step was last traced, gathered by constant indices (static
+                shapes: XLA compiles it), an edge pruned since with zero kernels; the
+                step is traced again when the share of pruned ops first reaches 25, 50
+                and 75 % (``pruning.PRUNE_LEVELS``). ``"never"`` (or False):
                 every op on every edge, zero kernels where pruned, one trace for the
                 whole search. The two compute the same function; their sums round
                 differently in the last bit, which can flip a ReLU whose input is a
@@ -643,9 +637,10 @@ class SearchNetwork(SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction, keras.Model):
         one moment computes every op alive later, on the same edges, and gives an edge
         pruned since zero kernels (its weight is 0, its statistics stay). The traced mask
         (``kept_normal``/``kept_reduce``) is all ones until the share of pruned ops
-        reaches :data:`PRUNE_LEVELS`\ [0]; each time it first reaches a further level, the
-        mask of that moment becomes the traced one and the step is traced again, before
-        the next step. Being state, it is checkpointed: a resumed search traces the
+        reaches ``pruning.PRUNE_LEVELS[0]``; each time it first reaches a further level,
+        the mask of that moment becomes the traced one
+        (:func:`~kdarts.search.pruning.next_traced_mask`) and the step is traced again,
+        before the next step. Being state, it is checkpointed: a resumed search traces the
         same step as the uninterrupted one (same kernels on the same edges, the same
         rounding).
         """
@@ -669,34 +664,28 @@ class SearchNetwork(SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction, keras.Model):
 
     def pruned_ops_mode(self) -> str:
         """How this step leaves pruned ops out: compile's ``skip_pruned_ops`` with
-        ``"auto"`` decided from the built input shape (:data:`LEVELS_MIN_MAP`); ``"never"``
-        where nothing is left out (softmax prunes nothing; the reference edges skip none)."""
+        ``"auto"`` decided from the built input shape
+        (:func:`~kdarts.search.pruning.auto_mode`); ``"never"`` where nothing is left out
+        (softmax prunes nothing; the reference edges skip none)."""
         mode = getattr(self, "skip_pruned_ops", "auto")
         if self.activation != "crb" or not self.fused:
             return "never"
         if mode != "auto":
             return mode
         shape = (getattr(self, "_build_shapes_dict", None) or {}).get("input_shape")
-        if shape is None or None in tuple(shape)[1:3]:
-            return "never"  # unknown image size: one trace, as before
-        return "levels" if shape[1] * shape[2] * self.channels >= LEVELS_MIN_MAP else "never"
+        height, width = (None, None) if shape is None else tuple(shape)[1:3]
+        return auto_mode(height, width, self.channels)
 
     def _update_kept(self) -> np.ndarray:
-        """The traced mask (normal and reduce stacked, bool), moved to the prune mask once
-        the share of pruned ops has reached a further level than it had; also when an edge
-        alive now is not in it (masks assigned from outside)."""
+        """The traced mask (normal and reduce stacked, bool), moved on by
+        :func:`~kdarts.search.pruning.next_traced_mask` from the prune mask of now."""
         alive = np.stack([m.numpy() > 0.5 for m in self._masks()])
         kept = np.stack([k.numpy() > 0.5 for k in self._kept_masks()])
-
-        def level(mask):
-            pruned = 1.0 - mask.mean()
-            return sum(pruned >= t for t in PRUNE_LEVELS)
-
-        if level(alive) > level(kept) or np.any(alive & ~kept):
-            kept = alive if level(alive) else np.ones_like(alive)
-            for var, value in zip(self._kept_masks(), kept):
+        moved = next_traced_mask(alive, kept)
+        if moved is not kept:
+            for var, value in zip(self._kept_masks(), moved):
                 var.assign(value.astype(np.float32))
-        return kept
+        return moved
 
     @contextlib.contextmanager
     def _tracing_kept(self, kept: np.ndarray, fans: list | None = None):
@@ -716,16 +705,11 @@ class SearchNetwork(SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction, keras.Model):
     def _kept_edges(self, kept: np.ndarray) -> list:
         """``(fan-out, edges kept per op column)`` for every fan-out, from the traced mask
         (none if it is all ones: every op on every edge)."""
-        fans = []
         if kept.all():
-            return fans
-        for cell in self.cells:
-            mask = kept[1 if cell.reduction else 0]
-            for source, fan in enumerate(cell.fanouts):
-                rows = fanout_rows(source, self.steps)
-                fans.append((fan, tuple(tuple(q for q, r in enumerate(rows) if mask[r, col])
-                                        for col in range(mask.shape[1]))))
-        return fans
+            return []
+        return [(fan, kept_edges(kept[1 if cell.reduction else 0],
+                                 fanout_rows(source, self.steps)))
+                for cell in self.cells for source, fan in enumerate(cell.fanouts)]
 
     def _replicated_train_function(self):
         """The step under several replicas (see :class:`kdarts.runtime.LeanTrainFunction`,

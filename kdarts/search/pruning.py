@@ -1,0 +1,74 @@
+"""Which pruned ops a traced search step leaves out (crb, ``skip_pruned_ops="levels"``).
+
+crb prunes an op on an edge for good. The step cannot change shape at every prune
+without a retrace, so it is traced for a *traced mask*: every op alive then runs on
+the edges that kept it (an edge pruned since runs with zero kernels), and the traced
+mask moves on only when the share of pruned ops first reaches a further level of
+:data:`PRUNE_LEVELS`: at most three retraces in a search, each of a smaller graph.
+Pure numpy rules, tested directly; :class:`~kdarts.search.network.SearchNetwork` keeps
+the traced mask in its state (``kept_normal``/``kept_reduce``) and calls them.
+
+Example:
+    >>> import numpy as np
+    >>> alive = np.ones((14, 7), bool); alive[:4] = False       # 4 of 14 edges' ops
+    >>> traced = next_traced_mask(alive, np.ones_like(alive))   # 29 % pruned: level 1
+    >>> bool((traced == alive).all())
+    True
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: The step is traced again for the edges that keep each op when the share of pruned
+#: ops first reaches each of these.
+PRUNE_LEVELS = (0.25, 0.5, 0.75)
+#: ``skip_pruned_ops="auto"`` leaves pruned ops out by levels when an image's input map
+#: (H·W) times ``channels`` is at least this; below it, small kernels' overhead rules the
+#: step and the gathers cost more than the FLOPs they save (docs/design.md, "Pruned ops").
+LEVELS_MIN_MAP = 16 * 16 * 8
+
+
+def auto_mode(height: int | None, width: int | None, channels: int) -> str:
+    """``skip_pruned_ops="auto"``'s choice for an input map: ``"levels"`` from
+    :data:`LEVELS_MIN_MAP`, ``"never"`` below it or for an unknown size (one trace)."""
+    if height is None or width is None:
+        return "never"
+    return "levels" if height * width * channels >= LEVELS_MIN_MAP else "never"
+
+
+def prune_level(mask: np.ndarray) -> int:
+    """How many of :data:`PRUNE_LEVELS` the share of pruned entries (False) of ``mask``
+    has reached."""
+    pruned = 1.0 - np.asarray(mask, dtype=bool).mean()
+    return sum(pruned >= level for level in PRUNE_LEVELS)
+
+
+def next_traced_mask(alive: np.ndarray, traced: np.ndarray) -> np.ndarray:
+    """The traced mask after this moment's prune mask ``alive`` (both bool, same shape).
+
+    It stays as it is while the pruned share stays within its level, and becomes
+    ``alive`` when that share reaches a further level; all ones until the first
+    level. An entry alive but not traced (masks assigned from outside, a state from
+    another search) also resets it, so the step never leaves out an op still alive.
+    """
+    alive = np.asarray(alive, dtype=bool)
+    traced = np.asarray(traced, dtype=bool)
+    if alive.shape != traced.shape:
+        raise ValueError(f"next_traced_mask: alive has shape {alive.shape}, the traced "
+                         f"mask {traced.shape}")
+    if prune_level(alive) > prune_level(traced) or np.any(alive & ~traced):
+        return alive.copy() if prune_level(alive) else np.ones_like(alive)
+    return traced
+
+
+def kept_edges(mask: np.ndarray, rows: list[int]) -> tuple[tuple[int, ...], ...]:
+    """Per op (column of ``mask``, an α-shaped bool array), the positions within a
+    fan-out whose edges are the α rows ``rows`` where the op is kept."""
+    mask = np.asarray(mask, dtype=bool)
+    return tuple(tuple(q for q, r in enumerate(rows) if mask[r, col])
+                 for col in range(mask.shape[1]))
+
+
+__all__ = ["LEVELS_MIN_MAP", "PRUNE_LEVELS", "auto_mode", "kept_edges", "next_traced_mask",
+           "prune_level"]
