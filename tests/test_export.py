@@ -323,7 +323,7 @@ def test_tflite_verification_fails_loudly_with_the_numbers(tiny, tmp_path, monke
     """Quantised models below the agreement threshold and float16 beyond its tolerance are
     refused, naming the numbers, and nothing is left behind (no conversion here)."""
     export_module = sys.modules["kdarts.export"]
-    monkeypatch.setattr(export_module, "_write_tflite",
+    monkeypatch.setattr(sys.modules["kdarts.export.litert"], "write",
                         lambda model, artifact, *args: open(artifact, "wb").close())
 
     def shifted(format, artifact, samples, contract=None):
