@@ -344,8 +344,9 @@ _rd = RECURRENT_SEARCH_DEFAULTS
                       "only on the edges that keep it, the step traced again when 25, 50 "
                       "and 75 % of the ops are pruned; never: every op on every edge (one "
                       "trace); every_step: the edges gathered at every step (one trace, "
-                      "a larger graph); auto: levels from 16x16 px at 8 channels (where "
-                      "it pays), else never."),
+                      "a larger graph); auto: levels from 16x16 px at 8 channels when the "
+                      "search is long enough to earn its retraces back (about 1,500 "
+                      "steps there, fewer for larger images), else never."),
     click.option("--out", type=click.Path(), default=os.path.join("runs", "search"),
                  help="Output folder (new or empty, or this search's own with --resume)."),
     click.option("--resume", is_flag=True,

@@ -248,9 +248,10 @@ def test_fit_errors_are_clear():
         model.fit(np.zeros((8, 8, 8, 3), np.float32), epochs=1, steps_per_epoch=1)
 
 
-def test_auto_leaves_pruned_ops_out_where_the_step_is_large_enough():
+def test_auto_leaves_pruned_ops_out_where_the_step_is_large_enough(monkeypatch):
     """``skip_pruned_ops="auto"`` (the default): levels from an input map of 16×16 px at
-    C=8 (where the saved FLOPs outweigh the gathers), every op everywhere below it."""
+    C=8 (where the saved FLOPs outweigh the gathers) in a search long enough to earn the
+    retraces back, every op everywhere otherwise; fit tells it the search's length."""
     def mode(size, channels, activation="crb", **compile_args):
         keras.utils.set_random_seed(0)
         model = SearchNetwork(4, activation=activation, **{**TINY, "channels": channels})
@@ -267,3 +268,18 @@ def test_auto_leaves_pruned_ops_out_where_the_step_is_large_enough():
     assert mode(32, 16, skip_pruned_ops="every_step") == "every_step"
     assert mode(None, 16) == "never"  # not built yet: fit decides once it knows the size
     assert mode(32, 16, activation="softmax", skip_pruned_ops="levels") == "never"  # no pruning
+
+    # fit's batch and steps (the whole search's, resumed or not) decide "auto"
+    keras.utils.set_random_seed(0)
+    model = SearchNetwork(4, activation="crb", **{**TINY, "channels": 8})
+    model.build((None, 16, 16, 3))
+    data = tf.data.Dataset.from_tensors((tf.zeros((32, 16, 16, 3)), tf.zeros(32, tf.int32)))
+    model.compile(search_data=data.repeat())
+    seen = []
+    monkeypatch.setattr(keras.Model, "fit", lambda self, *a, **k: seen.append(
+        self.pruned_ops_mode()))  # Keras's fit, which would trace the step
+    model.fit(data.repeat(), epochs=8, steps_per_epoch=40)  # the digits' 320 steps
+    model.fit(data.repeat(), epochs=50, steps_per_epoch=100)  # 5,000 steps
+    assert seen == ["never", "levels"]
+    assert model.pruned_ops_mode(32, 320) == "never"
+    assert model.pruned_ops_mode(64, 10**4) == "levels"

@@ -341,3 +341,8 @@ def test_kept_edges_and_the_automatic_choice():
     assert auto_mode(16, 16, 8) == "levels" and auto_mode(32, 32, 16) == "levels"
     assert auto_mode(8, 8, 8) == "never" and auto_mode(16, 16, 4) == "never"
     assert auto_mode(None, None, 64) == "never"  # unknown size: one trace
+    # a search long enough to earn the retraces back: map × batch × steps ≥ LEVELS_MIN_WORK
+    assert auto_mode(16, 16, 8, 32, 320) == "never"  # an 8-epoch search of 40 steps each
+    assert auto_mode(16, 16, 8, 32, 50 * 391) == "levels"  # DARTS's 50 epochs
+    assert auto_mode(32, 32, 16, 64, 100) == "levels" and auto_mode(32, 32, 16, 64, 20) == "never"
+    assert auto_mode(8, 8, 8, 64, 10**6) == "never"  # below the map: never, however long

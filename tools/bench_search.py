@@ -157,9 +157,13 @@ def main(argv=None) -> dict:
             mask.assign(keep)
             alpha.assign(alpha.numpy() * keep)
             keeps.append(keep.astype(int).tolist())
+    skip = args.skip_pruned_ops
+    if skip == "auto":  # the step a search long enough for "levels" would run: the timed
+        # fits here are a few steps, which "auto" would judge too short to retrace for
+        skip = model.pruned_ops_mode(total_steps=10**9)
     model.compile(schedule=kdarts.FixedSchedule(every), regularizer=args.reg,
                   search_data=ds, unrolled=args.unrolled, jit_compile=args.jit_compile,
-                  skip_pruned_ops=args.skip_pruned_ops)
+                  skip_pruned_ops=skip)
     if args.e2e:
         model.fit(ds, epochs=1, steps_per_epoch=args.e2e, verbose=0)
         model.genotype().save(args.e2e_out)

@@ -176,7 +176,9 @@ class SearchFit(FolderFit):
             return None
         line = search_summary(self.job.opts, self.info, self.steps_per_epoch,
                               self.replicas_note())
-        if self.model.pruned_ops_mode() == "levels":
+        opts = self.job.opts
+        if self.model.pruned_ops_mode(opts["batch_size"],
+                                      opts["epochs"] * self.steps_per_epoch) == "levels":
             # say why the bar pauses when a quarter, half, three quarters are pruned
             line += "; traced again when 25, 50 and 75 % of the ops are pruned"
         return line

@@ -291,8 +291,11 @@ class SearchNetwork(SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction, keras.Model):
             skip_pruned_ops: crb only: how pruned ops are left out (docs/design.md,
                 "Pruned ops"; the rules in :mod:`kdarts.search.pruning`). ``"auto"``
                 (the default): ``"levels"`` when an image's input map times
-                ``channels`` is at least ``pruning.LEVELS_MIN_MAP`` (16×16 px at C=8:
-                where it pays), else ``"never"``; :meth:`pruned_ops_mode` says which.
+                ``channels`` is at least ``pruning.LEVELS_MIN_MAP`` (16×16 px at C=8)
+                and the search is long enough to earn its retraces back (map × batch ×
+                weight steps ≥ ``pruning.LEVELS_MIN_WORK``: ~1,500 steps at 16×16
+                px, C=8, batch 32), else ``"never"``; :meth:`pruned_ops_mode` says
+                which.
                 ``"levels"`` (or True): each conv op runs on the edges that kept it
                 when the step was last traced, gathered by constant indices (static
                 shapes: XLA compiles it), an edge pruned since with zero kernels; the
@@ -432,6 +435,8 @@ class SearchNetwork(SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction, keras.Model):
                 "the checkpoint was written at")
         self.total_epochs.assign(float(epochs))
         self.steps_per_epoch.assign(float(steps_per_epoch))
+        # what "auto" weighs: the whole search's steps, resumed or not
+        self._fit_plan = (x.element_spec[0].shape[0], int(epochs) * int(steps_per_epoch))
         x = self.paired_stream(x, start_step=step)
         if step == 0:  # a new search (ADMM: Z starts at act(α₀), or α₀)
             self.regularizer.initialize(self.architecture, self.regularizer_state)
@@ -662,10 +667,12 @@ class SearchNetwork(SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction, keras.Model):
         self.train_function = train_function
         return train_function
 
-    def pruned_ops_mode(self) -> str:
-        """How this step leaves pruned ops out: compile's ``skip_pruned_ops`` with
-        ``"auto"`` decided from the built input shape
-        (:func:`~kdarts.search.pruning.auto_mode`); ``"never"`` where nothing is left out
+    def pruned_ops_mode(self, batch_size: int | None = None,
+                        total_steps: int | None = None) -> str:
+        """How this step leaves pruned ops out: compile's ``skip_pruned_ops``, with
+        ``"auto"`` decided by :func:`~kdarts.search.pruning.auto_mode` from the built
+        input shape and the search's batch size and weight steps (default: those of the
+        running ``fit``, unknown before it); ``"never"`` where nothing is left out
         (softmax prunes nothing; the reference edges skip none)."""
         mode = getattr(self, "skip_pruned_ops", "auto")
         if self.activation != "crb" or not self.fused:
@@ -674,7 +681,9 @@ class SearchNetwork(SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction, keras.Model):
             return mode
         shape = (getattr(self, "_build_shapes_dict", None) or {}).get("input_shape")
         height, width = (None, None) if shape is None else tuple(shape)[1:3]
-        return auto_mode(height, width, self.channels)
+        plan_batch, plan_steps = getattr(self, "_fit_plan", (None, None))
+        return auto_mode(height, width, self.channels, batch_size or plan_batch,
+                         total_steps or plan_steps)
 
     def _update_kept(self) -> np.ndarray:
         """The traced mask (normal and reduce stacked, bool), moved on by

@@ -27,14 +27,28 @@ PRUNE_LEVELS = (0.25, 0.5, 0.75)
 #: (H·W) times ``channels`` is at least this; below it, small kernels' overhead rules the
 #: step and the gathers cost more than the FLOPs they save (docs/design.md, "Pruned ops").
 LEVELS_MIN_MAP = 16 * 16 * 8
+#: ... and when the search is long enough to earn its retraces back: input map × batch ×
+#: weight steps of the whole search at least this. Each retrace costs about a first
+#: step's warm-up (~25 s at 16×16, C=8; ~60 s at 32×32, C=16 on a 2-core CPU), and the
+#: steps it saves grow with the map and the batch: break-even near 1,500 steps at 16×16,
+#: C=8, batch 32 (an 8-epoch search of 320 steps took 133 s by levels against 87-113 s
+#: by zero kernels), near 75 steps at 32×32, C=16, batch 64 (docs/design.md).
+LEVELS_MIN_WORK = 10**8
 
 
-def auto_mode(height: int | None, width: int | None, channels: int) -> str:
-    """``skip_pruned_ops="auto"``'s choice for an input map: ``"levels"`` from
-    :data:`LEVELS_MIN_MAP`, ``"never"`` below it or for an unknown size (one trace)."""
-    if height is None or width is None:
+def auto_mode(height: int | None, width: int | None, channels: int,
+              batch_size: int | None = None, total_steps: int | None = None) -> str:
+    """``skip_pruned_ops="auto"``'s choice: ``"levels"`` for an input map of at least
+    :data:`LEVELS_MIN_MAP` whose search is long enough (:data:`LEVELS_MIN_WORK`, when
+    ``batch_size`` and ``total_steps`` are known), else ``"never"`` (also for an unknown
+    image size: one trace). Depends on the search's settings only, so a resumed search
+    makes the same choice."""
+    if height is None or width is None or height * width * channels < LEVELS_MIN_MAP:
         return "never"
-    return "levels" if height * width * channels >= LEVELS_MIN_MAP else "never"
+    if batch_size and total_steps:
+        work = height * width * channels * batch_size * total_steps
+        return "levels" if work >= LEVELS_MIN_WORK else "never"
+    return "levels"
 
 
 def prune_level(mask: np.ndarray) -> int:
@@ -70,5 +84,5 @@ def kept_edges(mask: np.ndarray, rows: list[int]) -> tuple[tuple[int, ...], ...]
                  for col in range(mask.shape[1]))
 
 
-__all__ = ["LEVELS_MIN_MAP", "PRUNE_LEVELS", "auto_mode", "kept_edges", "next_traced_mask",
+__all__ = ["LEVELS_MIN_MAP", "LEVELS_MIN_WORK", "PRUNE_LEVELS", "auto_mode", "kept_edges", "next_traced_mask",
            "prune_level"]
