@@ -11,6 +11,9 @@ each run, the medians and the ratio (theirs / ours).
   8 epochs, C=8, 5 cells, batch 32, crb, dynamic schedule k=10 with the dynamic split,
   proximity ρ=0.1, α lr 0.05, threshold 50) and theirs with the same options on the
   digits' training split.
+* ``--config small16``: the same on the digits scaled to 16×16 (each pixel repeated
+  2×2; ``--dataset`` an npz for ours), where the steps weigh more against the fixed
+  costs of a process.
 * ``--config paper``: the paper's network (C=16, 8 cells, batch 64, α lr 3e-4,
   threshold 1.0) on random 32×32 images sized so that one epoch is ``--steps`` weight
   steps: a fixed number of steps, not a 50-epoch search.
@@ -50,13 +53,16 @@ PAPER_THEIRS = ["--crb", "--dyno_schedule", "--dyno_split", "--schedfreq", "10",
                 "--init_alpha_threshold", "1.0", "--seed", "0"]
 
 
-def digits_train_npz(path: str) -> int:
-    """The digits' training split (what ``kdarts search`` divides into its two splits)."""
+def digits_train_npz(path: str, scale: int = 1) -> int:
+    """The digits' training split (what ``kdarts search`` divides into its two splits),
+    each pixel repeated ``scale``×``scale`` (``scale=2``: 16×16 images), and their test
+    split (which ``--dataset`` with an npz reads as such)."""
     from kdarts.data.digits import digits_arrays, digits_split
 
     images, labels = digits_arrays()
-    train, _ = digits_split(labels)
-    np.savez(path, x=images[train], y=labels[train])
+    images = images.repeat(scale, axis=1).repeat(scale, axis=2)
+    train, test = digits_split(labels)
+    np.savez(path, x=images[train], y=labels[train], x_test=images[test], y_test=labels[test])
     return len(train)
 
 
@@ -104,7 +110,7 @@ def summary(folder: str) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", choices=("small", "paper"), default="small")
+    parser.add_argument("--config", choices=("small", "small16", "paper"), default="small")
     parser.add_argument("--steps", type=int, default=20, help="paper: weight steps")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--reference-src", required=True)
@@ -119,6 +125,9 @@ def main(argv=None) -> None:
         if args.config == "small":
             digits_train_npz(data)
             ours_extra, theirs_extra = [], SMALL_THEIRS
+        elif args.config == "small16":  # the same search on the digits at 16×16
+            digits_train_npz(data, scale=2)
+            ours_extra, theirs_extra = ["--dataset", data], SMALL_THEIRS
         else:
             random_npz(data, args.steps)
             ours_extra, theirs_extra = ["--dataset", data, *PAPER_OURS], PAPER_THEIRS
