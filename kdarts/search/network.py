@@ -192,6 +192,10 @@ class SearchNetwork(SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction, keras.Model):
     def _kept_masks(self):
         return [self.kept_normal, self.kept_reduce]
 
+    def _alive(self) -> np.ndarray:
+        """The prune masks, normal and reduce stacked, as bool (read from the device)."""
+        return np.stack([m.numpy() > 0.5 for m in self._masks()])
+
     def load_own_variables(self, store):
         """Keras's, and weight files written before ``kept_normal``/``kept_reduce`` existed
         (two variables fewer): those start at ones, as a new search's."""
@@ -658,7 +662,8 @@ class SearchNetwork(SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction, keras.Model):
         fans = self._kept_edges(kept)
 
         def train_function(iterator):
-            if not np.array_equal(self._update_kept(), kept):  # a new level (or new state)
+            # the traced mask is this closure's kept: only the prune masks need reading
+            if next_traced_mask(self._alive(), kept) is not kept:  # a further level
                 return self.make_train_function(force=True)(iterator)
             with self._tracing_kept(kept, fans):
                 return step(iterator)
@@ -688,9 +693,8 @@ class SearchNetwork(SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction, keras.Model):
     def _update_kept(self) -> np.ndarray:
         """The traced mask (normal and reduce stacked, bool), moved on by
         :func:`~kdarts.search.pruning.next_traced_mask` from the prune mask of now."""
-        alive = np.stack([m.numpy() > 0.5 for m in self._masks()])
         kept = np.stack([k.numpy() > 0.5 for k in self._kept_masks()])
-        moved = next_traced_mask(alive, kept)
+        moved = next_traced_mask(self._alive(), kept)
         if moved is not kept:
             for var, value in zip(self._kept_masks(), moved):
                 var.assign(value.astype(np.float32))
