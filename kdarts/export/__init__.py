@@ -59,8 +59,8 @@ place; each format has a module with its ``write`` (:data:`FORMAT_MODULES`:
 :mod:`~kdarts.export.onnx_file`, :mod:`~kdarts.export.litert`), and
 :mod:`~kdarts.export.artifact` holds what they share (names, contract, errors, result).
 A new format is its module (``write``, and ``run`` if it is verified in this process
-rather than in a runtime's child process) plus its entries in :data:`FORMATS`,
-:data:`SUFFIXES` and :data:`FORMAT_MODULES`.
+rather than in a runtime's child process) plus its entries in :data:`FORMAT_MODULES`
+and :data:`SUFFIXES`.
 
 Example:
     >>> from kdarts.export import export_model, load_model
@@ -95,7 +95,10 @@ from kdarts.export.keras_archive import check_model_file, float32_copy, load_mod
 from kdarts.export.litert import float_ops, fold_requantize, tflite_logits, tflite_metadata, \
     tflite_runner
 
-FORMATS: tuple[str, ...] = ("keras", "saved_model", "onnx", "tflite")
+#: Each format's module: ``write`` (and ``run``, for those verified in this process).
+FORMAT_MODULES = {"keras": keras_archive, "saved_model": saved_model, "onnx": onnx_file,
+                  "tflite": litert}
+FORMATS: tuple[str, ...] = tuple(FORMAT_MODULES)
 """The export formats, as accepted by :func:`export_model`."""
 
 SUFFIXES: dict[str, str] = {"keras": ".keras", "saved_model": "", "onnx": ".onnx",
@@ -116,9 +119,6 @@ _FILE_SUFFIXES = (".keras", ".onnx", ".h5", ".json", ".pb", ".tflite", ".zip", "
 
 DEFAULT_OPSET = 13
 INPUT_DTYPES: tuple[str, ...] = ("float32", "uint8")
-#: Each format's module: ``write`` (and ``run``, for those verified in this process).
-FORMAT_MODULES = {"keras": keras_archive, "saved_model": saved_model, "onnx": onnx_file,
-                  "tflite": litert}
 
 
 def suffix_error(path: str, format: str) -> str | None:
