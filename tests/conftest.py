@@ -66,3 +66,68 @@ def no_tf_work(monkeypatch):
     for module, name in ((kdarts.data, "search_datasets"), (kdarts.data, "train_datasets"),
                          (kdarts.search, "SearchNetwork"), (kdarts.eval, "EvalNetwork")):
         monkeypatch.setattr(module, name, forbidden)
+
+
+# ------------------------------------------- no test writes into the checkout (issue 37)
+
+#: Paths of the checkout the guard ignores: the environment, caches and build outputs.
+_CHECKOUT_SCRATCH = (".venv", "**/__pycache__", ".pytest_cache", "*.egg-info", "build", "dist")
+
+
+def _checkout_files(root: str) -> dict[str, tuple[int, int]] | None:
+    """The checkout's untracked and ignored files (outside :data:`_CHECKOUT_SCRATCH`) with
+    their size and mtime; None outside a git checkout."""
+    import subprocess
+
+    excludes = [f":(exclude,glob){p}" if "*" in p else f":(exclude){p}"
+                for p in _CHECKOUT_SCRATCH]
+    try:
+        done = subprocess.run(["git", "status", "--porcelain", "-z", "--ignored", "-uall",
+                               "--", ".", *excludes], cwd=root, capture_output=True,
+                              timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    files = {}
+    for entry in done.stdout.decode("utf-8", "surrogateescape").split("\0"):
+        if entry[:3] in ("?? ", "!! "):
+            path = os.path.join(root, entry[3:])
+            try:
+                stat = os.stat(path)
+            except OSError:
+                continue
+            files[entry[3:]] = (stat.st_size, stat.st_mtime_ns)
+    return files
+
+
+def _is_xdist_worker(session) -> bool:
+    return hasattr(session.config, "workerinput")
+
+
+def pytest_sessionstart(session):
+    """Snapshot the checkout's untracked and ignored files (the controller only)."""
+    if not _is_xdist_worker(session):
+        session.config._kdarts_checkout = _checkout_files(str(session.config.rootpath))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the session if a test created or changed a file in the checkout: tests write
+    only under their temporary folders, never beside a user's runs and exports."""
+    before = getattr(session.config, "_kdarts_checkout", None)
+    if _is_xdist_worker(session) or before is None:
+        return
+    after = _checkout_files(str(session.config.rootpath)) or {}
+    written = sorted(p for p, stamp in after.items() if before.get(p) != stamp)
+    if written:
+        shown = ", ".join(written[:10]) + (f" and {len(written) - 10} more"
+                                           if len(written) > 10 else "")
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = (f"tests wrote into the checkout {session.config.rootpath} outside "
+                   f"temporary folders: {shown}")
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_line(f"ERROR: {message}", red=True, bold=True)
+        else:
+            print(f"ERROR: {message}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -50,6 +50,19 @@ def invoke(*args):
     return result
 
 
+@pytest.fixture(autouse=True)
+def users_folder(tmp_path_factory, monkeypatch):
+    """Every test runs in a folder of its own where a user has run ``kdarts quickstart``
+    (its export at the default ``saved_models/quickstart.onnx``): a test relying on a
+    default output path, or writing beside the user's files, fails here rather than in
+    a checkout."""
+    cwd = tmp_path_factory.mktemp("cwd")
+    (cwd / "saved_models").mkdir()
+    (cwd / "saved_models" / "quickstart.onnx").write_bytes(b"a user's quickstart export")
+    monkeypatch.chdir(cwd)
+    return cwd
+
+
 def clean_env():
     """The environment of a user who set nothing: kdarts must quiet TensorFlow itself."""
     return {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
@@ -448,7 +461,7 @@ def test_train_refuses_existing_outputs(tmp_path, no_tf_work):
     assert snapshot(out) == before
 
 
-def test_a_folder_holding_something_else_is_refused(tmp_path, no_tf_work):
+def test_a_folder_holding_something_else_is_refused(tmp_path, no_tf_work, users_folder):
     """Every command writing a run folder refuses another kind of run or unrelated files."""
     search_dir = fake_run(tmp_path / "search")
     before = snapshot(search_dir)
@@ -472,9 +485,14 @@ def test_a_folder_holding_something_else_is_refused(tmp_path, no_tf_work):
     quick = tmp_path / "quick"
     quick.mkdir()
     fake_run(quick / "search", seed=7)
-    result = invoke("quickstart", "--out", quick)
+    result = invoke("quickstart", "--out", quick, "--export-to", tmp_path / "quick.onnx")
     assert_one_line_error(result, "different search run", "seed: 7 → 0", "choose another --out")
     assert "--resume" not in result.output
+    # the default --export-to is the user's own export: refused, and left as it was
+    user_export = users_folder / "saved_models" / "quickstart.onnx"
+    result = invoke("quickstart", "--out", tmp_path / "fresh")
+    assert_one_line_error(result, "saved_models/quickstart.onnx already exists", "--overwrite")
+    assert user_export.read_bytes() == b"a user's quickstart export"
 
 
 def test_unwritable_outputs_fail_before_any_work(tmp_path, no_tf_work, monkeypatch):
@@ -527,7 +545,8 @@ def test_ctrl_c_says_what_was_kept(tmp_path, monkeypatch):
     monkeypatch.setattr(kdarts.data, "search_datasets", interrupt)
     for args, what in ((["train", "--genotype", "DARTS_V2", "--out", tmp_path / "t"],
                         "training"),
-                       (["quickstart", "--out", tmp_path / "q"], "search")):
+                       (["quickstart", "--out", tmp_path / "q", "--export-to",
+                         tmp_path / "q.onnx"], "search")):
         result = invoke(*args)
         assert result.exit_code == 130, result.output
         assert "Aborted" not in result.output

@@ -23,7 +23,8 @@ from click.testing import CliRunner
 from kdarts.cli import main
 from kdarts.recurrent.genotype import RecurrentGenotype, num_recurrent_edges
 from kdarts.runs.recurrent import RECURRENT_SEARCH_DEFAULTS
-from test_cli import assert_one_line_error  # this folder is on sys.path (conftest)
+# this folder is on sys.path (conftest); users_folder: every test runs in a folder of its own
+from test_cli import assert_one_line_error, users_folder  # noqa: F401
 
 # 25 weight steps: the first 2000 tokens of each split, 8 streams of 250, bptt
 # ~10; a vocabulary of 50 words, 8 units
