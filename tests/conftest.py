@@ -72,11 +72,14 @@ def no_tf_work(monkeypatch):
 
 #: Paths of the checkout the guard ignores: the environment, caches and build outputs.
 _CHECKOUT_SCRATCH = (".venv", "**/__pycache__", ".pytest_cache", "*.egg-info", "build", "dist")
+#: Untracked (not ignored) sources: files being written by whoever edits the checkout
+#: while the suite runs, not test outputs.
+_SOURCE_SUFFIXES = (".py", ".md")
 
 
 def _checkout_files(root: str) -> dict[str, tuple[int, int]] | None:
-    """The checkout's untracked and ignored files (outside :data:`_CHECKOUT_SCRATCH`) with
-    their size and mtime; None outside a git checkout."""
+    """The checkout's ignored files and untracked non-source files (outside
+    :data:`_CHECKOUT_SCRATCH`) with their size and mtime; None outside a git checkout."""
     import subprocess
 
     excludes = [f":(exclude,glob){p}" if "*" in p else f":(exclude){p}"
@@ -91,7 +94,7 @@ def _checkout_files(root: str) -> dict[str, tuple[int, int]] | None:
         return None
     files = {}
     for entry in done.stdout.decode("utf-8", "surrogateescape").split("\0"):
-        if entry[:3] in ("?? ", "!! "):
+        if entry[:3] == "!! " or (entry[:3] == "?? " and not entry.endswith(_SOURCE_SUFFIXES)):
             path = os.path.join(root, entry[3:])
             try:
                 stat = os.stat(path)
@@ -126,7 +129,7 @@ def pytest_sessionfinish(session, exitstatus):
         message = (f"tests wrote into the checkout {session.config.rootpath} outside "
                    f"temporary folders: {shown}")
         if reporter is not None:
-            reporter.ensure_newline()
+            reporter.write("\n")
             reporter.write_line(f"ERROR: {message}", red=True, bold=True)
         else:
             print(f"ERROR: {message}")
