@@ -4,7 +4,7 @@ A search step is tens of thousands of small kernels. TensorFlow's default gives
 every kernel all the cores (intra-op threads) *and* runs several kernels at once
 (inter-op threads), so on a small CPU the threads fight over the cores. One
 thread per kernel, with kernels running side by side, is faster (figures in
-``docs/design.md``, measured with ``tools/bench_search.py --intra-op``).
+``docs/benchmarks.md``, measured with ``tools/bench_search.py --intra-op``).
 
 Like any TensorFlow threading setting, it must be made before TensorFlow runs its
 first op; the ``kdarts`` command line does it at start-up.
@@ -90,11 +90,17 @@ def import_tensorflow_quietly():
     return tensorflow
 
 
+#: Calls made right after the process's first ``import tensorflow`` finishes, in order
+#: (:func:`set_cpu_threads_on_import`); emptied as they run.
+_AFTER_IMPORT: list = []
+
+
 class _QuietTensorFlowImport:
     """A ``sys.meta_path`` finder for the first import of ``tensorflow`` (by a kdarts
     module, by Keras, or by the user after ``import kdarts``): it finds TensorFlow as
     Python would and runs its loading with the load-time lines filtered, as
-    :func:`import_tensorflow_quietly` does; then it leaves ``sys.meta_path``."""
+    :func:`import_tensorflow_quietly` does, then makes the calls in :data:`_AFTER_IMPORT`;
+    then it leaves ``sys.meta_path``."""
 
     @classmethod
     def find_spec(cls, name, path=None, target=None):
@@ -106,17 +112,20 @@ class _QuietTensorFlowImport:
         with contextlib.suppress(ValueError):
             sys.meta_path.remove(cls)
         spec = importlib.util.find_spec(name)  # the other finders' answer
-        if spec is None or spec.loader is None or not _quiet_wanted():
+        quiet = _quiet_wanted()
+        if spec is None or spec.loader is None or not (quiet or _AFTER_IMPORT):
             return spec
         loader, exec_module = spec.loader, spec.loader.exec_module
 
         def exec_quietly(module):
             try:
-                with _stderr_without(_LOAD_NOISE):
+                with _stderr_without(_LOAD_NOISE) if quiet else contextlib.nullcontext():
                     exec_module(module)
             finally:
                 with contextlib.suppress(AttributeError):
                     del loader.exec_module  # the loader's own method again
+            while _AFTER_IMPORT:  # TensorFlow is whole (and in sys.modules) by now
+                _AFTER_IMPORT.pop(0)()
 
         loader.exec_module = exec_quietly
         return spec
@@ -129,6 +138,27 @@ def quiet_tensorflow_import() -> None:
 
     if "tensorflow" not in sys.modules and _QuietTensorFlowImport not in sys.meta_path:
         sys.meta_path.insert(0, _QuietTensorFlowImport)
+
+
+def set_cpu_threads_on_import(intra_op: int = 1, inter_op: int = 0) -> None:
+    """:func:`set_cpu_threads` now if TensorFlow is imported, else right after the
+    process's first ``import tensorflow``, whoever makes it; TensorFlow is not imported
+    here, so a process (or a test session) that never needs it never loads it.
+
+    Raises:
+        ValueError: a negative count (checked now, not at the import).
+        RuntimeError: TensorFlow is imported and already runs with other threads.
+    """
+    import sys
+
+    for name, value in (("intra_op", intra_op), ("inter_op", inter_op)):
+        if int(value) < 0:
+            raise ValueError(f"set_cpu_threads_on_import: {name} must be >= 0, got {value}")
+    if "tensorflow" in sys.modules:
+        set_cpu_threads(intra_op, inter_op)
+        return
+    _AFTER_IMPORT.append(functools.partial(set_cpu_threads, intra_op, inter_op))
+    quiet_tensorflow_import()
 
 
 _float16_notice_done = False
@@ -373,4 +403,5 @@ def is_chief(strategy_name: str) -> bool:
 __all__ = ["LEAN_GRAPH_REWRITES", "LeanTrainFunction", "STRATEGIES", "is_chief",
            "import_tensorflow_quietly", "lean_graph_optimization", "make_strategy",
            "quiet_tensorflow_import", "read_tf_config", "set_cpu_threads",
+           "set_cpu_threads_on_import",
            "silence_float16_notice", "split_cpu", "with_lean_graph_optimization"]

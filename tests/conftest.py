@@ -1,13 +1,17 @@
 """Test-wide settings: quiet TensorFlow's C++ logging before it is imported, and run
-TensorFlow with the threads the ``kdarts`` command line uses."""
+TensorFlow with the threads the ``kdarts`` command line uses.
+
+The threads are set when a test (or the module it is in) first imports TensorFlow, not
+here, so a session of tests that need no TensorFlow never loads it (``-m "not slow"``
+on the numpy-only modules starts in a moment)."""
 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import kdarts  # noqa: E402
+from kdarts.runtime import set_cpu_threads_on_import  # noqa: E402
 
-kdarts.set_cpu_threads(intra_op=1)
+set_cpu_threads_on_import(intra_op=1)
 
 
 import numpy as np  # noqa: E402
