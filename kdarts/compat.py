@@ -278,11 +278,12 @@ def lean_tracing():
     resource scan for ops that have no resource input.
 
     Tracing the search step builds tens of thousands of ops, and TensorFlow's Python
-    spends about a fifth of that time on these two per-op chores: the stack trace serves
+    spends a sizeable share of that time on these two per-op chores
+    (``tools/bench_search.py --full-tracing`` measures without them): the stack trace serves
     only error messages ("defined at ...", which then quote a placeholder frame,
     :func:`_op_stack_trace_not_recorded`), and the scan finds nothing in an op without
     resource inputs under the resolvers TensorFlow registers
-    (:data:`KNOWN_ACD_RESOLVERS`; with any other resolver the scan runs as before). The
+    (:data:`KNOWN_ACD_RESOLVERS`; with any other resolver the scan runs as usual). The
     graph, its control dependencies and so every result are the same. Other threads are
     untouched; TensorFlow's functions are back when the last thread leaves.
 

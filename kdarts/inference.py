@@ -1,8 +1,8 @@
 """Run exported artifacts in their own runtimes: ONNX Runtime and LiteRT.
 
 The runtimes are native code: a model they refuse can abort the process
-(LiteRT checks a quantised op's scales with ``abort()``, and an int8 model
-once did exactly that on every digits network). :func:`run_isolated` therefore
+(LiteRT checks a quantised op's scales with ``abort()``, and an int8 model whose
+scales it refuses ends the process that runs it). :func:`run_isolated` therefore
 runs an artifact in a child Python process, which imports neither TensorFlow
 nor Keras, and turns a crash into :class:`RuntimeCrash`, one line naming the
 signal. :func:`kdarts.export.export` verifies ONNX and LiteRT artifacts this way,

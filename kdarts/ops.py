@@ -41,9 +41,9 @@ _CONSTANTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # graph â
 
 def graph_constant(value, dtype=tf.int32):
     """``value`` (a number, tuple or numpy array) as one constant node per traced graph,
-    shared by every op that uses it: constants were 40 % of the search step's graph
-    (every reshape, BN and scalar product made its own), and tracing and graph
-    optimisation scale with its size. Eagerly, a plain constant."""
+    shared by every op that uses it: otherwise every reshape, BN and scalar product
+    makes its own, and tracing and graph optimisation scale with the graph's size
+    (docs/design.md, "Why op counts matter"). Eagerly, a plain constant."""
     dtype = tf.as_dtype(dtype)  # a Keras variable's dtype is a string
     if tf.executing_eagerly():
         return tf.constant(value, dtype)
@@ -450,8 +450,8 @@ class FactorizedReduce(_Op):
     def call(self, x, training=None):
         x = ops.relu(x)
         # shift by one pixel, zero-padded at the far edge so odd sizes still line up; a
-        # plain slice, whose gradient is a pad (a strided slice's was 37 ms a call in the
-        # search network at the reference size)
+        # plain slice, whose gradient is a pad (a strided slice's gradient writes a
+        # full-size tensor)
         shifted = ops.pad(tf.slice(x, [0, 1, 1, 0], [-1, -1, -1, -1]),
                           [[0, 0], [0, 1], [0, 1], [0, 0]])
         y = ops.concatenate([self.conv1(x), self.conv2(shifted)], axis=-1)
@@ -469,8 +469,8 @@ def pool_3x3(x, kind: str, strides: int = 1, inference: bool = False):
     reference's grid (TF's "same" would pad only after, for even sizes). For training,
     the input is padded by 1 on each side, with the lowest float for the max and zeros
     for the average, which is then divided by each window's share of real pixels, and
-    pooled "valid". That is 2Ã— faster, forward and backward, than a stride-1 pool with
-    every other pixel kept, whose slice has a full-size gradient.
+    pooled "valid": less work, forward and backward, than a stride-1 pool with every
+    other pixel kept, whose slice has a full-size gradient.
 
     ``inference=True`` (no gradient: evaluation and every export) computes the same
     values as that stride-1 pool, every other pixel kept: it pads nothing. A pad with

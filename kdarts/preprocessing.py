@@ -34,7 +34,7 @@ class Standardize(keras.layers.Layer):
         std: per-channel standard deviation on the same scale (``DatasetInfo.std``).
         dataset: the name of the data the statistics come from (a TFDS name, or a
             folder's or ``.npz``'s file name), recorded in the input contract;
-            None if unknown (models saved before kdarts recorded it).
+            None if unknown (models saved without it).
 
     Inputs are cast to float32 first, so uint8 images and float32 pixel values
     0–255 give the same result. The statistics are constants of the layer's

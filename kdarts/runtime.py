@@ -218,8 +218,8 @@ def set_cpu_threads(intra_op: int = 1, inter_op: int = 0) -> None:
 
 #: Graph-optimiser (grappler) settings for one very large step graph, such as the search
 #: step's tens of thousands of nodes. Its first call spends most of its time optimising;
-#: these shorten that warm-up by about a third at the same step time (figures in
-#: ``docs/design.md``). They leave out passes that change no
+#: these shorten that warm-up at the same step time (figures in ``docs/benchmarks.md``,
+#: measured with ``tools/bench_search.py --grappler``). They leave out passes that change no
 #: arithmetic here: the second round of every pass (``meta_optimizer_iterations``: one),
 #: the MLIR ``tfg`` pass, and the memory optimiser (its swapping and recomputation
 #: heuristics are meant for GPU memory).

@@ -482,8 +482,8 @@ class EvalNetwork(SymbolicBuildFromElementSpec, LeanTrainFunction, keras.Model):
         optimizer's ``global_clipnorm`` is handed to the step around each call (the
         replicas trace the step in threads of their own). On one device Keras's train
         function runs; both under the lean graph-optimiser settings
-        (:class:`kdarts.runtime.LeanTrainFunction`: the first call 3 s, 10 %, sooner
-        for DARTS_V2 at C=16, 8 cells)."""
+        (:class:`kdarts.runtime.LeanTrainFunction`: a shorter first call, the same
+        arithmetic)."""
         inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)
         step = self._replicated(self.train_step)
 

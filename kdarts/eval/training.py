@@ -158,8 +158,8 @@ def compile_eval_network(model, epochs: int, steps_per_epoch: int, lr: float = 0
         drop_path_prob: maximum of the drop-path ramp; None keeps the
             model's configured ``drop_path_prob`` (the ramp ``EvalNetwork.fit``
             runs by itself).
-        jit_compile: XLA; off by default because it made depthwise
-            convolutions several times slower on CPU (DESIGN notes).
+        jit_compile: XLA; off by default: on a CPU, XLA's depthwise
+            convolutions are slower than TensorFlow's own kernels.
         **compile_kwargs: passed to ``model.compile`` (e.g. ``steps_per_execution``).
 
     Returns:

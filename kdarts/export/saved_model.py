@@ -18,7 +18,7 @@ def write(model, artifact: str, hwc, opset: int, contract: dict) -> None:
 
     # No archive.track(model): the archive already tracks every variable the
     # endpoints use, and tracking the whole model also saves its variable
-    # lists again, which made saving ~4x slower.
+    # lists again, which slows saving for nothing.
     archive = keras.export.ExportArchive()
     serve = archive.add_endpoint(
         "serve", lambda images: model(images, training=False),

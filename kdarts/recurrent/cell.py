@@ -123,8 +123,8 @@ class RecurrentSearchCell(keras.layers.Layer):
         self.primitives = check_recurrent_primitives(primitives)
         self.steps = int(steps)
         self.batch_norm = bool(batch_norm)
-        # one traced function per time step (see _traced_step); XLA compiles the calls
-        # one by one, several times slower to warm up, so an XLA step unrolls in place
+        # one traced function per time step (see _traced_step); XLA would compile the
+        # calls one by one, a longer warm-up, so an XLA step unrolls in place
         self.trace_step_once = True
 
     def build(self, input_shape, *args):
@@ -144,8 +144,8 @@ class RecurrentSearchCell(keras.layers.Layer):
     def _traced_step(self):
         """:meth:`_step` as one function, traced once and called at every time step.
 
-        Unrolled in place, a 35-step segment's step graph holds some 200,000 ops whose
-        building in Python took most of the warm-up; as calls of one function (and its
+        Unrolled in place, a segment's step graph holds every time step's ops, and
+        building them in Python dominates the warm-up; as calls of one function (and its
         one gradient function) it is built once per pass. TensorFlow inlines the calls
         before optimising, so the step runs the same kernels (not under XLA:
         :attr:`trace_step_once` is then False)."""
@@ -217,8 +217,9 @@ class RecurrentSearchCell(keras.layers.Layer):
 
         A segment of static length is unrolled in the graph, one step after another (its
         backward pass then keeps every step's tensors as they are; a ``tf.scan`` pushes and
-        pops each of them on stacks, 2.5× the forward's time at the search size). An
-        unknown length runs a ``tf.scan`` of the same step, one iteration at a time.
+        pops each of them on stacks, which costs the backward pass a multiple of the
+        forward's time). An unknown length runs a ``tf.scan`` of the same step, one
+        iteration at a time.
         """
         training = bool(training)
         weights = tf.convert_to_tensor(weights, self.compute_dtype)

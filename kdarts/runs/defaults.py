@@ -17,11 +17,12 @@ from kdarts.runs.results import RunError
 SMALL_ARCH_LR, SMALL_THRESHOLD = 0.05, 50.0
 
 #: Search defaults: the paper's method (crb, dynamic schedule k=10 with the dynamic
-#: split, proximity ρ=0.1) at a size the 8x8 digits search in a few minutes on 2 CPU cores.
+#: split, proximity ρ=0.1) at a size for the 8x8 digits on a laptop CPU.
 #: Such a search has ~35 α steps where the paper's has ~3,500, so α's learning rate is
 #: scaled up to let α move as far (about 1; with 3e-4 it moves ~0.01 and crb prunes
 #: nothing), and the dynamic schedule starts at a threshold in the range of the digits'
-#: FI (10–150) instead of 1.0, so α steps begin at once (README: 'Small searches').
+#: FI (10–150) instead of 1.0, so α steps begin at once (docs/fidelity.md, "Differs by
+#: default").
 SEARCH_DEFAULTS: dict = dict(
     dataset=DEFAULT_DATASET, epochs=8, activation="crb", schedule="dynamic", every=10,
     arch_lr=SMALL_ARCH_LR, threshold=SMALL_THRESHOLD,
@@ -45,15 +46,15 @@ PAPER_TRAIN: dict = dict(channels=36, layers=20, batch_size=96, epochs=600, cuto
 DATASET_DEFAULTS: dict[str, dict[str, dict]] = {
     name: {"search": PAPER_SEARCH, "train": PAPER_TRAIN} for name in ("cifar10", "cifar100")}
 
-#: Arguments added since run folders were first written, with the value older runs had.
+#: Arguments an older run folder's run.json may lack, with the value such runs had.
 LATER_ARGS: dict[str, dict] = {
     "search": {"image_size": None, "arch_lr": 3e-4, "threshold": 1.0,
                "mixed_precision": False, "skip_pruned_ops": "never"},
     "train": {"image_size": None, "imagenet_stem": False, "mixed_precision": False},
 }
 
-#: run.json values an option had in an older form, and the value each now reads as
-#: (``--skip-pruned-ops`` was a flag: on, the per-step gathers; off, every op everywhere)
+#: run.json values an option has in an older form, and the value each reads as (an older
+#: ``--skip-pruned-ops`` is a boolean: True, the per-step gathers; False, every op everywhere)
 OLD_VALUES: dict[str, dict] = {"skip_pruned_ops": {True: "every_step", False: "never"}}
 
 

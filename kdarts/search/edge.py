@@ -12,13 +12,14 @@ edges that leave one node at once, which is the same mathematics with far fewer
   run as one convolution over all those edges;
 - with ``crb``, a pruned op runs with zero kernels (a select on the small kernels: its
   weight is 0, but NaN·0 is NaN) and its BN statistics stay, as if it had not run; no
-  ``tf.cond``, whose branch functions and gradient bookkeeping once made up a third of
-  the step's graph and of its warm-up. With ``skip_pruned`` only the edges that keep a
-  conv op are gathered into its kernels: fewer FLOPs once many ops are pruned, but the
-  gathers, scatters and dynamic shapes nearly double the step's graph (and its
-  warm-up). An op pruned on every edge then runs on one edge, not on zero edges:
-  oneDNN's kernels (TensorFlow's default on Intel CPUs) refuse zero-size filters and
-  abort the process on a max-pool gradient of zero images;
+  ``tf.cond``, whose branch functions and gradient bookkeeping would multiply the
+  step's graph and its warm-up (docs/design.md, "Why op counts matter"). With
+  ``skip_pruned`` only the edges that keep a conv op are gathered into its kernels:
+  fewer FLOPs when many ops are pruned, but the gathers, scatters and dynamic shapes
+  nearly double the step's graph (and its warm-up). An op pruned on every edge then
+  runs on one edge, not on zero edges: oneDNN's kernels (TensorFlow's default on many
+  x86 CPUs) refuse zero-size filters and abort the process on a max-pool gradient of
+  zero images;
 - a conv op's ``act(α)`` is the scale of its last (fused) BN, which weights each edge's
   output and, backward, yields α's gradient; the pools and the identity are weighted
   into the outgoing edges by one matmul (and, with ``skip_pruned``, each conv op's
@@ -62,7 +63,9 @@ from kdarts.ops import (
 _PKG = "kdarts"
 _CONV_KERNELS = {"sep_conv_3x3": 3, "sep_conv_5x5": 5, "dil_conv_3x3": 3, "dil_conv_5x5": 5}
 
-
+#: Depthwise k×k then 1×1 composes into one dense kernel while C·k² (taps per output) is
+#: at most this: fewer, wider kernels against more FLOPs, which grow with C·k². Tuned with
+#: ``tools/bench_search.py --config small|reference`` (C=8 and C=16 cells).
 _COMPOSE_MAX_TAPS = 400
 
 
@@ -74,8 +77,8 @@ def _conv(x, kernel, strides: int, dilation: int = 1, depthwise: bool = False,
     on input pixel ``2i``, the reference's grid. At stride 1 that is TF's "same"; at
     stride 2 (TF's "same" would pad only after, for even sizes) the input is padded and
     convolved "valid" (``pad_input``): passed as the conv's explicit padding instead, the
-    backward pass fell back from oneDNN to TF's own kernels, ~4x slower at the reference
-    size. XLA compiles its own kernels and keeps the explicit padding (the padded form
+    backward pass falls back from oneDNN to TF's own, slower kernels
+    (``tools/bench_search.py`` times the step). XLA compiles its own kernels and keeps the explicit padding (the padded form
     changed its fusion enough to move the unrolled step's α by 5e-5 from the graph's).
 
     A dilated conv only mixes pixels of one sub-grid, so it is a plain conv on each
@@ -124,8 +127,8 @@ def _transpose(x, perm):
 
 def _subgrid(x, step: int, offset: int = 0):
     """``x[:, offset::step, offset::step, :]``. For sizes that ``step`` divides, a reshape
-    and a plain slice: their gradient is a pad, 2-4× faster than a strided slice's at
-    the reference size (the slice is full-size backward either way)."""
+    and a plain slice: their gradient is a pad, cheaper than a strided slice's
+    ``StridedSliceGrad`` (the slice is full-size backward either way)."""
     h, w, c = x.shape[1:]
     if h is None or w is None or c is None or h % step or w % step:
         return x[:, offset::step, offset::step, :]
@@ -165,8 +168,8 @@ def normalize(y, fused: bool = True, scale=None):
     (see :meth:`FanOut.call`).
 
     ``fused``: one kernel each way (``FusedBatchNormV3`` on ``y`` seen as a (1, N, 1, F)
-    image, and its gradient), 1.3-1.9× faster on this CPU than the formula and its
-    backward as a dozen elementwise ops and column means. Not under XLA, whose fused BN
+    image, and its gradient) instead of the formula and its backward as a dozen
+    elementwise ops and column means: fewer ops to trace and fewer kernel launches. Not under XLA, whose fused BN
     takes the variance as E[y²] − E[y]² (relative error 3e-2 for a mean of 100 against a
     spread of 1; TensorFlow's CPU kernels and the formula below are within 3e-6).
     """
@@ -418,11 +421,11 @@ class FanOut(keras.layers.Layer):
         """depthwise k×k then 1×1, one (dw, pw) pair per edge, on one input → (N', C, k).
 
         For few channels each pair composes into one dense k×k kernel and all edges'
-        kernels stack into a single oneDNN convolution: more FLOPs, but about twice as
-        fast as a depthwise conv plus a batched matmul on this CPU, and still 13 % faster
-        at 400 taps per output (C=16, 5×5, 32×32 px, forward and backward). Past that
-        (C·k² > 400: 800 taps, 37.6 against 24.6 ms) the extra FLOPs win and the
-        depthwise form is used.
+        kernels stack into a single oneDNN convolution: more FLOPs, but one dense kernel
+        instead of a depthwise conv plus a batched matmul. The composed kernel's FLOPs
+        grow with C·k² taps per output, so past ``_COMPOSE_MAX_TAPS`` the depthwise form
+        is used (the trade: kernel count against FLOPs; ``tools/bench_search.py
+        --config reference`` times the step on both sides of it).
         """
         ks, c = dw.shape[1], self.channels
         b, h, w = spatial  # explicit sizes, not -1: they stay static where they can

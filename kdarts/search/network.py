@@ -197,8 +197,8 @@ class SearchNetwork(SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction, keras.Model):
         return np.stack([m.numpy() > 0.5 for m in self._masks()])
 
     def load_own_variables(self, store):
-        """Keras's, and weight files written before ``kept_normal``/``kept_reduce`` existed
-        (two variables fewer): those start at ones, as a new search's."""
+        """Keras's, and weight files without ``kept_normal``/``kept_reduce`` (two
+        variables fewer): those start at ones, as a new search's."""
         kept = self._kept_masks()
         own = self._trainable_variables + self._non_trainable_variables
         if len(store.keys()) != len(own) - len(kept):
@@ -297,7 +297,7 @@ class SearchNetwork(SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction, keras.Model):
                 (the default): ``"levels"`` when an image's input map times
                 ``channels`` is at least ``pruning.LEVELS_MIN_MAP`` (16×16 px at C=8)
                 and the search is long enough to earn its retraces back (map × batch ×
-                weight steps ≥ ``pruning.LEVELS_MIN_WORK``: ~1,500 steps at 16×16
+                weight steps ≥ ``pruning.LEVELS_MIN_WORK``: 1,526 steps at 16×16
                 px, C=8, batch 32), else ``"never"``; :meth:`pruned_ops_mode` says
                 which.
                 ``"levels"`` (or True): each conv op runs on the edges that kept it

@@ -28,11 +28,12 @@ PRUNE_LEVELS = (0.25, 0.5, 0.75)
 #: step and the gathers cost more than the FLOPs they save (docs/design.md, "Pruned ops").
 LEVELS_MIN_MAP = 16 * 16 * 8
 #: ... and when the search is long enough to earn its retraces back: input map × batch ×
-#: weight steps of the whole search at least this. Each retrace costs about a first
-#: step's warm-up (~25 s at 16×16, C=8; ~60 s at 32×32, C=16 on a 2-core CPU), and the
-#: steps it saves grow with the map and the batch: break-even near 1,500 steps at 16×16,
-#: C=8, batch 32 (an 8-epoch search of 320 steps took 133 s by levels against 87-113 s
-#: by zero kernels), near 75 steps at 32×32, C=16, batch 64 (docs/design.md).
+#: weight steps of the whole search at least this. The trade: each retrace costs about a
+#: first step's warm-up, while the time each step saves grows with the map and the batch;
+#: at this value a 16×16, C=8, batch-32 search needs 1,526 weight steps. Measured by
+#: ``kdarts search --skip-pruned-ops levels|never`` on a whole search, and per step by
+#: ``tools/bench_search.py --pruned 0.5 --skip-pruned-ops levels|never``
+#: (docs/design.md, "Pruned ops"; figures in docs/benchmarks.md).
 LEVELS_MIN_WORK = 10**8
 
 
