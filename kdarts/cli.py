@@ -588,7 +588,7 @@ def quickstart(out, export_to, overwrite):
     """Search → train → export ONNX on the built-in digits, with the default settings.
 
     Run it again after an interruption: a complete phase in OUT is reused and an
-    interrupted one resumes. Takes a few minutes on 2 CPU cores.
+    interrupted one resumes. Takes minutes on a laptop CPU.
     """
     _run(lambda note: quickstart_run(out, export_to, report=click.echo, overwrite=overwrite,
                                      before_tensorflow=_set_threads, note=note))

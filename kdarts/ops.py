@@ -206,7 +206,7 @@ def global_moments(y, axes=(0,)):
 
     Two all-reduces (the sum, then the centred squares), not E[y²] − E[y]²: that
     difference cancels badly when the mean is large against the spread, and the
-    search is then no longer the one-device search. Replicas hold equal shards.
+    search then departs from the one-device search. Replicas hold equal shards.
     """
     ctx = tf.distribute.get_replica_context()
     sum_ = lambda t: ctx.all_reduce(tf.distribute.ReduceOp.SUM, t)  # noqa: E731
