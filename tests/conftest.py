@@ -2,8 +2,7 @@
 TensorFlow with the threads the ``kdarts`` command line uses.
 
 The threads are set when a test (or the module it is in) first imports TensorFlow, not
-here, so a session of tests that need no TensorFlow never loads it (``-m "not slow"``
-on the numpy-only modules starts in a moment)."""
+here, so a session of tests that need no TensorFlow never loads it (tests/test_lanes.py)."""
 
 import os
 
