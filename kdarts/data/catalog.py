@@ -84,7 +84,7 @@ class DatasetInfo:
 
 
 def search_split_size(num_examples: int, split: str = "half", every: int = 10) -> int:
-    """Examples of the search split a search divides ``num_examples`` into (SPEC §5).
+    """Examples of the search split a search divides ``num_examples`` into (docs/method.md §5).
 
     ``"half"``: ``num_examples // 2``; ``"dynamic"``: ``round(num_examples / (1 + every))``,
     the share the dynamic schedule consumes. The weight split has the rest, never fewer.

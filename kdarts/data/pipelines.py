@@ -15,7 +15,7 @@ so a trained or exported model takes images exactly as the user has them.
 
 * :func:`search_datasets`: the training split shuffled once and divided into a
   weight split and a search split (50/50, or ``1/(1+k)`` for the search split
-  under the dynamic split, SPEC §5), each served as an infinite stream.
+  under the dynamic split, docs/method.md §5), each served as an infinite stream.
 * :func:`train_datasets`: evaluation-network training (per-epoch reshuffle,
   optional cutout) and the test set.
 * :func:`random_crop`, :func:`random_flip`, :func:`cutout`, :func:`normalize`:
@@ -147,7 +147,7 @@ def cutout(image, length: int, seed, fill=0.0) -> tf.Tensor:
 
 def split_indices(num_examples: int, seed: int, split: str = "half",
                   every: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """Shuffles ``range(num_examples)`` once with ``seed`` and divides it (SPEC §5).
+    """Shuffles ``range(num_examples)`` once with ``seed`` and divides it (docs/method.md §5).
 
     ``"half"``: the search split gets ``num_examples // 2`` (the weight split
     the rest); ``"dynamic"``: the search split gets ``round(n / (1 + every))``,
