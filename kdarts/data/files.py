@@ -107,7 +107,7 @@ def is_path_spec(spec) -> bool:
 def check_dataset(spec, image_size: Sequence[int] | None = None) -> str:
     """Checks a ``--dataset`` value; returns it canonical (a name, or an absolute path).
 
-    A folder is listed and every image header read (:func:`scan_folder`); an
+    A folder is listed and every image decoded once (:func:`scan_folder`); an
     ``.npz`` has its keys, shapes and labels checked without loading the images
     (:func:`check_npz`). Errors are one line (:class:`DatasetError`).
 
@@ -144,7 +144,7 @@ def check_dataset(spec, image_size: Sequence[int] | None = None) -> str:
 def served_size(spec: str, image_size: Sequence[int] | None = None) -> tuple[int, int]:
     """``(H, W)`` of the images a checked ``--dataset`` (:func:`check_dataset`) serves.
 
-    No TensorFlow: a name's size is known, a folder's headers are read (once per
+    No TensorFlow: a name's size is known, a folder's images are read (once per
     file version), an ``.npz``'s array header.
 
     Example:
@@ -247,7 +247,8 @@ def holdout(labels: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def scan_folder(root: str, image_size: Sequence[int] | None = None) -> ImageFolder:
-    """Lists a folder of class sub-folders and reads every image's header (no decoding).
+    """Lists a folder of class sub-folders and decodes every image once (Pillow, no
+    TensorFlow) to check it.
 
     Raises:
         DatasetError: a missing or empty folder, fewer than two classes with
@@ -325,6 +326,12 @@ def _check_labels_present(labels: np.ndarray, classes: list[str], root: str) -> 
             f"{root}: no images ({', '.join(IMAGE_EXTENSIONS)}) in class sub-folders; "
             "lay them out as <folder>/<class>/<image>")
     present = [classes[i] for i in np.unique(labels)]
+    empty = [c for c in classes if c not in present]
+    if empty and len(present) >= 2:
+        raise DatasetError(
+            f"{os.path.join(root, empty[0])}: a class sub-folder with no images "
+            f"({', '.join(IMAGE_EXTENSIONS)}); every sub-folder is a class, so remove it "
+            f"or add images ({len(empty)} such: {', '.join(empty[:5])})")
     if len(present) < 2:
         raise DatasetError(f"{root}: images of one class only ({present[0]}); a classifier "
                            "needs at least two class sub-folders with images")
@@ -333,20 +340,35 @@ def _check_labels_present(labels: np.ndarray, classes: list[str], root: str) -> 
 _HEADERS: dict[tuple, tuple[int, int, str]] = {}
 
 
+#: Pillow's names of the formats TensorFlow's ``decode_image`` reads (MPO is a JPEG).
+_DECODED_FORMATS = frozenset({"BMP", "GIF", "JPEG", "MPO", "PNG"})
+
+
 def _header(path: str) -> tuple[int, int, str]:
-    """``(H, W, Pillow mode)`` of an image file, from its header (cached per file version)."""
+    """``(H, W, Pillow mode)`` of an image file (cached per file version).
+
+    The whole image is decoded, not only its header: a truncated or corrupt file
+    is refused here, naming it, before TensorFlow starts, instead of failing a run
+    when the pipeline first serves it (the test split only at the final evaluation).
+    """
     stat = os.stat(path)
     key = (path, stat.st_mtime_ns, stat.st_size)
     if key not in _HEADERS:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
 
         try:
             with Image.open(path) as image:
                 width, height = image.size
-                _HEADERS[key] = (int(height), int(width), image.mode)
-        except (OSError, UnidentifiedImageError, ValueError) as err:
-            raise DatasetError(f"{path}: not a readable image "
-                               f"({' '.join(str(err).split())[:120]})") from None
+                mode, kind = image.mode, image.format
+                image.load()
+        except Exception as err:  # Pillow raises OSError, SyntaxError, struct.error, ...
+            reason = " ".join(str(err).split())[:120] or type(err).__name__
+            raise DatasetError(f"{path}: not a readable image ({reason}); repair or "
+                               "remove the file") from None
+        if kind not in _DECODED_FORMATS:
+            raise DatasetError(f"{path}: a {kind} image; kdarts reads PNG, JPEG, BMP and "
+                               "GIF files (convert or remove it)")
+        _HEADERS[key] = (int(height), int(width), mode)
     return _HEADERS[key]
 
 
