@@ -38,6 +38,12 @@ from kdarts.runtime import quiet_tensorflow_import, set_cpu_threads  # noqa: E40
 # stderr when TensorFlow is first imported, by a kdarts module or after `import kdarts`.
 quiet_tensorflow_import()
 
+# `keras.models.load_model` finds kdarts's classes: their modules are imported right after
+# Keras is (not now: they need TensorFlow).
+from kdarts.keras_registry import register_on_keras_import  # noqa: E402
+
+register_on_keras_import()
+
 __version__ = "0.1.0"
 
 # name → module holding it; imported (with TensorFlow) the first time the name is used

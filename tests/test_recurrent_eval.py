@@ -262,3 +262,29 @@ def test_exports_match_keras(tmp_path):
                                                                           seed=0)
     with pytest.raises(ValueError, match="is the model being exported"):
         export_language_model(tmp_path / "lm.keras", tmp_path / "lm.keras")
+
+
+def test_keras_load_model_after_import_kdarts(tmp_path):
+    """A saved language model loads with plain ``keras.models.load_model`` in a fresh
+    process that imported only kdarts (which imports no TensorFlow itself) and Keras."""
+    import subprocess
+    import sys
+
+    model = tiny_model()
+    tokens = np.arange(12, dtype=np.int32).reshape(2, 6) % len(VOCAB)
+    expected = model(tokens).numpy()
+    path = tmp_path / "lm.keras"
+    model.save(path)
+    script = (
+        "import sys\nimport numpy as np\nimport kdarts\n"
+        "light = 'tensorflow' not in sys.modules\n"
+        "import keras\n"
+        "model = keras.models.load_model(sys.argv[1])\n"
+        "tokens = np.arange(12, dtype=np.int32).reshape(2, 6) % model.vocab_size\n"
+        "np.save(sys.argv[2], keras.ops.convert_to_numpy(model(tokens)))\n"
+        "print(type(model).__name__, light)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(path), str(tmp_path / "out.npy")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["RecurrentLanguageModel", "True"]
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-5)
