@@ -202,10 +202,11 @@ def _recurrent_options(command: str):
     return [
         *(weights_lr if command == "search" else []),
         click.option("--units", type=click.IntRange(min=1), default=None,
-                     show_default=f"{r['units']}; a corpus folder: {ptb['units']}",
+                     show_default=f"{r['units']}; a corpus folder: by its size, up to "
+                                  f"{ptb['units']}",
                      help="A corpus: the recurrent cell's hidden (and embedding) size."),
         click.option("--bptt", type=click.IntRange(min=2), default=None,
-                     show_default=f"{r['bptt']}; a corpus folder: {ptb['bptt']}",
+                     show_default=f"{r['bptt']}; a corpus folder: by its size, up to {ptb['bptt']}",
                      help="A corpus: the mean length of a training segment (truncated "
                           "backpropagation through time)."),
         click.option("--vocab-size", type=click.IntRange(min=3), default=None,
@@ -292,8 +293,8 @@ _rd = RECURRENT_SEARCH_DEFAULTS
 @main.command()
 @_options([
     click.option("--epochs", type=click.IntRange(min=1), **_by_dataset("search", "epochs"),
-                 help=f"Search epochs [a corpus: {_rd['epochs']}; a corpus folder: "
-                      f"{PTB_SEARCH['epochs']}]."),
+                 help=f"Search epochs [a corpus: {_rd['epochs']}; a corpus folder: by its "
+                      f"size, up to {PTB_SEARCH['epochs']}]."),
     click.option("--activation", type=click.Choice(ACTIVATIONS), default=_d["activation"],
                  help="α activation: crb (clip to [0,1], prune at 0) or softmax (DARTS)."),
     click.option("--schedule", type=click.Choice(SCHEDULES), default=_d["schedule"],
@@ -303,11 +304,12 @@ _rd = RECURRENT_SEARCH_DEFAULTS
     click.option("--arch-lr", type=click.FloatRange(min=0.0, min_open=True),
                  **_by_dataset("search", "arch_lr"),
                  help=f"α's Adam learning rate [a corpus: {_rd['arch_lr']}; a corpus folder: "
-                      f"{PTB_SEARCH['arch_lr']}]."),
+                      f"by its size, down to {PTB_SEARCH['arch_lr']}]."),
     click.option("--threshold", type=click.FloatRange(min=0.0, min_open=True),
                  **_by_dataset("search", "threshold"),
                  help=f"The dynamic schedule's initial FI threshold [a corpus: "
-                      f"{_rd['threshold']:g}; a corpus folder: {PTB_SEARCH['threshold']:g}]."),
+                      f"{_rd['threshold']:g}; a corpus folder: by its size, down to "
+                      f"{PTB_SEARCH['threshold']:g}]."),
     click.option("--reg", type=click.Choice(list(REGULARIZERS)), default=_d["reg"],
                  help="Regulariser pulling α towards its discretisation."),
     click.option("--rho", type=click.FloatRange(min=0.0), default=_d["rho"],
@@ -321,8 +323,8 @@ _rd = RECURRENT_SEARCH_DEFAULTS
     click.option("--split", type=click.Choice(SPLITS), default=_d["split"],
                  help="Search split: 1/(1+k) of the training data (dynamic) or 50/50."),
     click.option("--batch-size", type=click.IntRange(min=1), **_by_dataset("search", "batch_size"),
-                 help=f"Batch size [a corpus: {_rd['batch_size']}; a corpus folder: "
-                      f"{PTB_SEARCH['batch_size']}]"),
+                 help=f"Batch size [a corpus: {_rd['batch_size']}; a corpus folder: by its "
+                      f"size, up to {PTB_SEARCH['batch_size']}]"),
     click.option("--channels", type=click.IntRange(min=1), **_by_dataset("search", "channels"),
                  help="C of the search network."),
     click.option("--layers", type=click.IntRange(min=3), **_by_dataset("search", "layers"),
@@ -398,15 +400,15 @@ _rt = RECURRENT_TRAIN_DEFAULTS
                       "trains a language model (on kdarts_text unless --dataset names "
                       "another corpus)."),
     click.option("--epochs", type=click.IntRange(min=1), **_by_dataset("train", "epochs"),
-                 help=f"Training epochs [a corpus: {_rt['epochs']}; a corpus folder: "
-                      f"{PTB_TRAIN['epochs']}]."),
+                 help=f"Training epochs [a corpus: {_rt['epochs']}; a corpus folder: by its "
+                      f"size, up to {PTB_TRAIN['epochs']}]."),
     click.option("--channels", type=click.IntRange(min=1), **_by_dataset("train", "channels"),
                  help="C of the network."),
     click.option("--layers", type=click.IntRange(min=1), **_by_dataset("train", "layers"),
                  help="Cells."),
     click.option("--batch-size", type=click.IntRange(min=1), **_by_dataset("train", "batch_size"),
-                 help=f"Batch size [a corpus: {_rt['batch_size']}; a corpus folder: "
-                      f"{PTB_TRAIN['batch_size']}]"),
+                 help=f"Batch size [a corpus: {_rt['batch_size']}; a corpus folder: by its "
+                      f"size, up to {PTB_TRAIN['batch_size']}]"),
     click.option("--cutout", type=click.IntRange(min=0), **_by_dataset("train", "cutout"),
                  help="Cutout square side in pixels, 0 for none."),
     click.option("--auxiliary/--no-auxiliary", default=_t["auxiliary"],

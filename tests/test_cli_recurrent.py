@@ -22,7 +22,7 @@ from click.testing import CliRunner
 
 from kdarts.cli import main
 from kdarts.recurrent.genotype import RecurrentGenotype, num_recurrent_edges
-from kdarts.runs.recurrent import RECURRENT_SEARCH_DEFAULTS
+from kdarts.runs.recurrent import RECURRENT_SEARCH_DEFAULTS, RECURRENT_TRAIN_DEFAULTS
 # this folder is on sys.path (conftest); users_folder: every test runs in a folder of its own
 from test_cli import assert_one_line_error, users_folder  # noqa: F401
 
@@ -136,6 +136,34 @@ def test_corpus_folder_checks(tmp_path, no_recurrent_work):
                     "--out", tmp_path / "run")
     assert result.exit_code == 2 and "--bptt" in result.output  # click's range check
     assert not (tmp_path / "run").exists()
+
+
+def test_a_corpus_folder_is_sized_in_one_line(tmp_path, monkeypatch):
+    """A small folder's search and training get sizes for its tokens, said in one line
+    before the run starts; the options given stay as given."""
+    import kdarts.runs.language_model
+    import kdarts.runs.recurrent
+
+    started = {}
+    monkeypatch.setattr(kdarts.runs.recurrent.RecurrentSearchFit, "start",
+                        lambda self, *a: started.setdefault("search", self.job.opts))
+    monkeypatch.setattr(kdarts.runs.language_model.LanguageModelFit, "start",
+                        lambda self, *a: started.setdefault("train", self.job.opts))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    line = " ".join(f"w{i}" for i in range(40)) + "\n"
+    for name, copies in (("train.txt", 200), ("valid.txt", 40), ("test.txt", 20)):
+        (corpus / name).write_text(line * copies)
+    search = invoke("search", "--dataset", corpus, "--out", tmp_path / "s")
+    train = invoke("train", "--genotype", recurrent_genotype_file(tmp_path / "g.json"),
+                   "--dataset", corpus, "--units", "16", "--out", tmp_path / "t")
+    for result, command in ((search, "search"), (train, "train")):
+        assert result.exit_code == 0, result.output
+        sized = [x for x in result.output.splitlines() if x.startswith("sizes for")]
+        assert len(sized) == 1 and "8,200 training tokens" in sized[0], result.output
+        table = RECURRENT_SEARCH_DEFAULTS if command == "search" else RECURRENT_TRAIN_DEFAULTS
+        assert started[command]["epochs"] == table["epochs"]
+    assert "units" not in train.output and started["train"]["units"] == 16
 
 
 def test_run_folders_of_another_run_are_refused(tmp_path, no_recurrent_work):

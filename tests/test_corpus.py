@@ -58,3 +58,61 @@ def test_embedded_corpus_by_name_and_unknown_names():
     assert len(corpus.vocabulary) == 300 and corpus.vocabulary[:2] == ["<unk>", "<eos>"]
     with pytest.raises(CorpusError, match="nope: not a corpus: give 'kdarts_text' or a folder"):
         load_corpus("nope")
+
+
+def test_invalid_utf8_names_the_files_own_byte_offset(tmp_path):
+    """The offset is the file's, far past the first read chunk, with its line."""
+    folder = write_corpus(tmp_path, ["a b\n", "a\n", "b\n"])
+    good = b"the cat sat on the mat\n" * 9000  # 207,000 bytes
+    with open(os.path.join(folder, "train.txt"), "wb") as f:
+        f.write(good + b"a \xff b\n")
+    with pytest.raises(CorpusError) as caught:
+        load_corpus(folder)
+    message = str(caught.value)
+    assert message.startswith(os.path.join(folder, "train.txt") + ": not UTF-8 text")
+    assert f"at byte {len(good) + 2}, line 9001" in message
+
+
+def test_corpus_folder_sizes_follow_its_tokens():
+    """Small folders get the embedded corpus's sizes, PTB-sized ones the paper's, and the
+    sizes grow with the tokens in between; the batch fits the validation split."""
+    from kdarts.runs.recurrent import PTB_SEARCH, PTB_TRAIN, RECURRENT_SEARCH_DEFAULTS, \
+        RECURRENT_TRAIN_DEFAULTS, corpus_sizes
+
+    for command, small, paper in (("search", RECURRENT_SEARCH_DEFAULTS, PTB_SEARCH),
+                                  ("train", RECURRENT_TRAIN_DEFAULTS, PTB_TRAIN)):
+        tiny = corpus_sizes(command, 20_000, 2_500)
+        ptb = corpus_sizes(command, 929_589, 73_760)
+        middle = corpus_sizes(command, 250_000, 25_000)
+        assert tiny == {k: small[k] for k in tiny}, command
+        assert ptb == {k: paper[k] for k in ptb}, command
+        for key in ("units", "bptt", "epochs"):
+            assert tiny[key] < middle[key] < ptb[key], (command, key)
+        assert tiny["batch_size"] <= middle["batch_size"] <= ptb["batch_size"]
+        if command == "search":
+            assert tiny["arch_lr"] > middle["arch_lr"] > ptb["arch_lr"]
+            assert tiny["threshold"] > middle["threshold"] > ptb["threshold"]
+        assert middle["batch_size"] & (middle["batch_size"] - 1) == 0  # a power of two
+    # a validation split of 300 tokens holds 2 segments of 21 in 4 streams, not in 8
+    assert corpus_sizes("search", 20_000, 300)["batch_size"] == 4
+    assert corpus_sizes("search", 20_000, 300, bptt=5)["batch_size"] == 16
+
+
+def test_a_small_folder_is_sized_in_one_line_and_given_options_win(tmp_path):
+    from kdarts.runs.recurrent import RECURRENT_SEARCH_DEFAULTS, size_to_corpus
+
+    words = [f"w{i}" for i in range(40)]
+    line = " ".join(words) + "\n"
+    folder = write_corpus(tmp_path, [line * 100, line * 40, line * 20])  # 4,100 tokens
+    lines = []
+    opts = size_to_corpus("search", {"dataset": folder}, lines.append)
+    assert len(lines) == 1
+    assert "4,100 training tokens" in lines[0] and "vocabulary 42" in lines[0]
+    assert f"{RECURRENT_SEARCH_DEFAULTS['units']} units" in lines[0]
+    for key in ("units", "bptt", "batch_size", "epochs", "arch_lr", "threshold"):
+        assert opts[key] == RECURRENT_SEARCH_DEFAULTS[key], key
+    lines.clear()
+    opts = size_to_corpus("train", {"dataset": folder, "units": 12, "batch_size": 2},
+                          lines.append)
+    assert (opts["units"], opts["batch_size"]) == (12, 2)
+    assert len(lines) == 1 and "units" not in lines[0] and "batch" not in lines[0]

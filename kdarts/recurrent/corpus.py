@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from collections import Counter
@@ -106,15 +107,21 @@ class CorpusError(ValueError):
 
 def _read_split(path: str) -> list[list[str]]:
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = [line.split() for line in f]
+        with open(path, "rb") as f:
+            data = f.read()
     except FileNotFoundError:
         raise CorpusError(f"{path}: missing; a corpus folder holds "
                           f"{', '.join(CORPUS_FILES)} (one sentence a line)") from None
-    except UnicodeDecodeError as err:
-        raise CorpusError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     except OSError as err:
         raise CorpusError(f"{path}: cannot read ({err.strerror})") from None
+    try:  # the whole file at once: the error's offset is the file's, not a read chunk's
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise CorpusError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}, "
+                          f"line {line})") from None
+    # newlines as a text-mode file reads them (\r\n and \r end lines too)
+    lines = [line.split() for line in io.StringIO(text, newline=None)]
     if not any(lines):
         raise CorpusError(f"{path}: holds no words")
     return lines

@@ -25,7 +25,7 @@ from kdarts.atomic import atomic_write_json, atomic_write_text
 from kdarts.runs.fit import FolderFit, Job, RunSettings, checkpoint_note, seed_everything
 from kdarts.runs.folder import TRAINER_LAST, RunFolder, metrics_summary
 from kdarts.runs.recurrent import RECURRENT_TRAIN_DEFAULTS, corpus_label, \
-    load_corpus_splits, load_recurrent_genotype, resolve_recurrent_options
+    load_corpus_splits, load_recurrent_genotype, size_to_corpus
 from kdarts.runs.report import Report, fmt_time, kdarts_version, rel
 from kdarts.runs.results import RunError, TrainResult
 from kdarts.runs.watchdog import InterruptNote
@@ -53,8 +53,8 @@ def recurrent_train_run(genotype, out: str, *, resume: bool | str = False,
         out, resume, overwrite, stop_after_epoch, report, progress, resume_hint,
             before_tensorflow, note: as for :func:`~kdarts.runs.train_run`.
         **options: any of :data:`~kdarts.runs.RECURRENT_TRAIN_DEFAULTS` (None: the
-            default; a corpus folder takes the reference's sizes,
-            :data:`~kdarts.runs.recurrent.PTB_TRAIN`).
+            default; a corpus folder's sizes follow its training tokens, up to the
+            reference's, :func:`~kdarts.runs.recurrent.corpus_sizes`).
 
     Raises:
         RunError: bad options, genotype, corpus or folder (nothing touched).
@@ -62,7 +62,8 @@ def recurrent_train_run(genotype, out: str, *, resume: bool | str = False,
     """
     settings = RunSettings.of(locals())
     geno = load_recurrent_genotype(genotype)
-    opts = resolve_recurrent_options("train", options)
+    sizes: list[str] = []
+    opts = size_to_corpus("train", options, sizes.append)
     if opts["lr"] <= 0:
         raise RunError(f"--lr must be > 0, got {opts['lr']}")
     args = {"space": "recurrent", **{k: opts[k] for k in RECURRENT_TRAIN_DEFAULTS},
@@ -78,6 +79,8 @@ def recurrent_train_run(genotype, out: str, *, resume: bool | str = False,
         if state is None:  # what an interrupted first epoch left, if anything
             shutil.rmtree(folder.path(TRAIN_CHECKPOINT), ignore_errors=True)
         job = Job(folder, opts, args, state, settings)
+        for line in sizes:
+            settings.report(line)
         return LanguageModelFit(job, geno).start(before_tensorflow)
 
 

@@ -54,6 +54,16 @@ PTB_TRAIN: dict = dict(units=850, bptt=35, batch_size=64, vocab_size=None, epoch
 #: The reference's search sizes for a corpus folder.
 PTB_SEARCH: dict = dict(units=300, bptt=35, batch_size=256, vocab_size=None, epochs=50,
                         arch_lr=3e-3, threshold=1.0)
+#: A corpus folder's default sizes follow its training tokens: the embedded corpus's
+#: (:data:`RECURRENT_SEARCH_DEFAULTS`, :data:`RECURRENT_TRAIN_DEFAULTS`; it has about
+#: 58,000) up to ``SMALL_CORPUS_TOKENS``, the reference's (:data:`PTB_SEARCH`,
+#: :data:`PTB_TRAIN`; PTB has 929,589) from ``PTB_CORPUS_TOKENS``, in between
+#: geometrically in the token count (:func:`corpus_sizes`).
+SMALL_CORPUS_TOKENS = 60_000
+PTB_CORPUS_TOKENS = 900_000
+#: The sizes :func:`corpus_sizes` chooses, per command.
+CORPUS_SIZED = {"search": ("units", "bptt", "batch_size", "epochs", "arch_lr", "threshold"),
+                "train": ("units", "bptt", "batch_size", "epochs")}
 
 # ------------------------------------------------------------------------- what is what
 
@@ -116,7 +126,8 @@ def check_corpus(dataset: str) -> str:
 
 def resolve_recurrent_options(command: str, options: dict) -> dict:
     """Every option of a recurrent ``search``/``train`` run: those given (not None), else
-    the reference's sizes for a corpus folder, else the embedded corpus's."""
+    the reference's sizes for a corpus folder (:func:`size_to_corpus` then sizes them to
+    its tokens), else the embedded corpus's."""
     base = {"search": RECURRENT_SEARCH_DEFAULTS, "train": RECURRENT_TRAIN_DEFAULTS}[command]
     unknown = set(options) - set(base)
     if unknown:
@@ -136,15 +147,122 @@ def resolve_recurrent_options(command: str, options: dict) -> dict:
     return opts
 
 
+def _geometric(low: float, high: float, t: float) -> float:
+    return low * (high / low) ** t
+
+
+def _significant(value: float, digits: int = 2) -> float:
+    return float(f"{value:.{digits}g}")
+
+
+def corpus_sizes(command: str, num_train: int, num_valid: int | None = None,
+                 bptt: int | None = None) -> dict:
+    """The default sizes (:data:`CORPUS_SIZED`) of a ``search``/``train`` run on a corpus
+    folder of ``num_train`` training tokens: the embedded corpus's up to
+    :data:`SMALL_CORPUS_TOKENS`, the reference's from :data:`PTB_CORPUS_TOKENS`, in
+    between each geometrically in the token count (bptt linearly, the batch a power of
+    two). A small corpus gets a model and a batch small enough to take many steps (and
+    α steps) per epoch; PTB gets the paper's. The batch is lowered (to a power of two)
+    until every stream of the training and validation splits holds two segments of
+    ``bptt`` (the given one, else the chosen one).
+
+    Example:
+        >>> corpus_sizes("train", 20_000)["units"], corpus_sizes("train", 929_589)["units"]
+        (64, 850)
+    """
+    import math
+
+    small = {"search": RECURRENT_SEARCH_DEFAULTS, "train": RECURRENT_TRAIN_DEFAULTS}[command]
+    paper = {"search": PTB_SEARCH, "train": PTB_TRAIN}[command]
+    t = math.log(max(num_train, 1) / SMALL_CORPUS_TOKENS) / math.log(
+        PTB_CORPUS_TOKENS / SMALL_CORPUS_TOKENS)
+    t = min(1.0, max(0.0, t))
+    sizes = {
+        "units": int(round(_geometric(small["units"], paper["units"], t) / 2) * 2),
+        "bptt": int(round(small["bptt"] + (paper["bptt"] - small["bptt"]) * t)),
+        "batch_size": 1 << int(round(math.log2(_geometric(small["batch_size"],
+                                                          paper["batch_size"], t)))),
+        "epochs": int(round(_geometric(small["epochs"], paper["epochs"], t))),
+    }
+    if t in (0.0, 1.0):  # the two tables' own values, not their rounding
+        sizes = {k: (small if t == 0.0 else paper)[k] for k in sizes}
+    if command == "search":
+        for key in ("arch_lr", "threshold"):
+            sizes[key] = (small[key] if t == 0.0 else paper[key] if t == 1.0
+                          else _significant(_geometric(small[key], paper[key], t)))
+    segment = 2 * ((bptt or sizes["bptt"]) + 1)
+    tokens = min(num_train, num_train if num_valid is None else num_valid)
+    while sizes["batch_size"] > 1 and sizes["batch_size"] * segment > tokens:
+        sizes["batch_size"] //= 2
+    return sizes
+
+
+def _file_stamps(dataset: str) -> tuple:
+    if dataset == EMBEDDED_CORPUS:
+        return ()
+    stamps = []
+    for name in CORPUS_FILES:
+        try:
+            stat = os.stat(os.path.join(dataset, name))
+        except OSError:
+            return (None,)
+        stamps.append((stat.st_size, stat.st_mtime_ns))
+    return tuple(stamps)
+
+
+_read_cache: dict = {}
+
+
+def read_corpus(dataset: str, vocab_size: int | None):
+    """The corpus ``dataset`` (:func:`~kdarts.recurrent.corpus.load_corpus`, numpy only),
+    read once for a run's sizing and its fit (the last one read is kept while its files
+    are unchanged); RunError naming the file if it cannot be read."""
+    from kdarts.recurrent.corpus import CorpusError, load_corpus
+
+    key = (dataset, vocab_size, _file_stamps(dataset))
+    if key not in _read_cache:
+        try:
+            corpus = load_corpus(dataset, vocab_size)
+        except (CorpusError, OSError, ValueError) as err:
+            raise RunError(" ".join(str(err).split())) from None
+        _read_cache.clear()
+        _read_cache[key] = corpus
+    return _read_cache[key]
+
+
+def size_to_corpus(command: str, options: dict, report: Report | None = None) -> dict:
+    """:func:`resolve_recurrent_options`, then, for a corpus folder, the sizes not given
+    chosen from its training tokens (:func:`corpus_sizes`), said in one line to
+    ``report``. The corpus is read here (without TensorFlow): a bad file is refused
+    first."""
+    opts = resolve_recurrent_options(command, options)
+    if opts["dataset"] == EMBEDDED_CORPUS:
+        return opts
+    corpus = read_corpus(opts["dataset"], opts["vocab_size"])
+    cap = opts["max_tokens"]
+    num_train, num_valid = (len(s) if not cap else min(cap, len(s))
+                            for s in (corpus.train, corpus.valid))
+    given = {k for k, v in options.items() if v is not None}
+    chosen = {k: v for k, v in corpus_sizes(
+        command, num_train, num_valid, opts["bptt"] if "bptt" in given else None).items()
+        if k not in given}
+    opts.update(chosen)
+    if chosen and report is not None:
+        names = {"units": "units", "bptt": "bptt", "batch_size": "batch", "epochs": "epochs",
+                 "arch_lr": "α lr", "threshold": "threshold"}
+        parts = [(f"{opts[k]} {names[k]}" if k in ("units", "epochs")
+                  else f"{names[k]} {opts[k]:g}") for k in CORPUS_SIZED[command] if k in chosen]
+        report(f"sizes for {corpus_label(opts['dataset'])} ({num_train:,} training tokens, "
+               f"vocabulary {len(corpus.vocabulary):,}): {', '.join(parts)} (the built-in "
+               f"corpus's up to {SMALL_CORPUS_TOKENS:,} tokens, the paper's from "
+               f"{PTB_CORPUS_TOKENS:,}; the options set others)")
+    return opts
+
+
 def load_corpus_splits(opts: dict):
     """``(corpus, train, valid, test)`` token ids, cut to ``max_tokens``; RunError if the
     corpus cannot be read or is too short for the batch."""
-    from kdarts.recurrent.corpus import CorpusError, load_corpus
-
-    try:
-        corpus = load_corpus(opts["dataset"], opts["vocab_size"])
-    except (CorpusError, OSError, ValueError) as err:
-        raise RunError(" ".join(str(err).split())) from None
+    corpus = read_corpus(opts["dataset"], opts["vocab_size"])
     cap = opts["max_tokens"]
     splits = [s if not cap else s[:cap] for s in (corpus.train, corpus.valid, corpus.test)]
     name = corpus_label(opts["dataset"])
@@ -199,7 +317,8 @@ def recurrent_search_run(out: str, *, resume: bool | str = False,
         RunInterrupted: Ctrl-C; the message says what was kept.
     """
     settings = RunSettings.of(locals())
-    opts = resolve_recurrent_options("search", options)
+    sizes: list[str] = []
+    opts = size_to_corpus("search", options, sizes.append)
     from kdarts.options import ACTIVATIONS, REGULARIZERS, SCHEDULES
 
     for key, valid in (("activation", ACTIVATIONS), ("schedule", SCHEDULES),
@@ -210,6 +329,8 @@ def recurrent_search_run(out: str, *, resume: bool | str = False,
     folder = RunFolder(out, "search")
     with folder.lock():
         job = Job(folder, opts, args, folder.search_state(args, resume), settings)
+        for line in sizes:
+            settings.report(line)
         return RecurrentSearchFit(job).start(before_tensorflow, time.perf_counter())
 
 
