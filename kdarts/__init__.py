@@ -59,6 +59,8 @@ _LAZY = {
     "Proximity": "kdarts.search",
     "SearchNetwork": "kdarts.search",
     "dynamic_split_fraction": "kdarts.search",
+    "SearchDefaults": "kdarts.runs.recipe",  # TensorFlow-free: options, then Keras parts
+    "search_defaults": "kdarts.runs.recipe",
 }
 
 
@@ -68,6 +70,7 @@ __getattr__, __dir__ = _lazy_names("kdarts", globals(), _LAZY)
 __all__ = [
     "ADMM", "CRB_PRIMITIVES", "DARTS_V1", "DARTS_V2", "DynamicSchedule", "EvalNetwork",
     "ExportError", "FixedSchedule", "FusedSGD", "Genotype", "GenotypeError", "MixedEdge",
-    "NoRegularizer", "PRIMITIVES", "Proximity", "SearchNetwork", "compile_eval_network",
-    "discretize", "dynamic_split_fraction", "export_model", "load_model", "set_cpu_threads",
+    "NoRegularizer", "PRIMITIVES", "Proximity", "SearchDefaults", "SearchNetwork",
+    "compile_eval_network", "discretize", "dynamic_split_fraction", "export_model",
+    "load_model", "search_defaults", "set_cpu_threads",
 ]

@@ -8,7 +8,6 @@ import time
 from typing import Callable
 
 from kdarts.checkpoints import CHECKPOINT_WEIGHTS
-from kdarts.options import make_regularizer, make_schedule
 from kdarts.runs.defaults import SEARCH_DEFAULTS, check_data_options, fit_search_batch, \
     parse_primitives, resolve_options, tensorboard_available
 from kdarts.runs.fit import FolderFit, Job, RunSettings
@@ -121,37 +120,23 @@ class SearchFit(FolderFit):
     bar_integers = ("α steps", "pruned")
 
     def load_data(self):
-        from kdarts.data import search_datasets
+        from kdarts.runs.recipe import search_data
 
-        opts, settings = self.job.opts, self.settings
-        weight_ds, self.search_ds, info, steps = search_datasets(
-            opts["dataset"], batch_size=opts["batch_size"], seed=opts["seed"],
-            split=opts["split"], every=opts["every"], data_dir=settings.data_dir,
-            max_examples=opts["max_examples"], download=settings.download,
-            image_size=opts["image_size"])
+        weight_ds, self.search_ds, info, steps = search_data(
+            self.job.opts, data_dir=self.settings.data_dir, download=self.settings.download)
         return weight_ds, info, steps
 
     def build(self):
-        import keras
-
-        from kdarts.ops import MIXED_PRECISION
+        from kdarts.runs.recipe import compile_args, network_args
         from kdarts.search import SearchNetwork
         from kdarts.search.callbacks import checkpoint_epoch
 
+        # the same calls as kdarts.search_defaults's, so the Python API searches alike
         opts, info, out = self.job.opts, self.info, self.job.out
-        model = SearchNetwork(
-            info.num_classes, channels=opts["channels"], layers=opts["layers"],
-            steps=opts["steps"], multiplier=opts["steps"], activation=opts["activation"],
-            primitives=self.job.primitives, mean=info.mean, std=info.std,
-            sync_batch_norm=self.settings.sync_batch_norm and self.replicas > 1,
-            dtype=MIXED_PRECISION if opts["mixed_precision"] else None)
+        model = SearchNetwork(**network_args(
+            opts, info, sync_batch_norm=self.settings.sync_batch_norm and self.replicas > 1))
         model.build((None,) + tuple(info.image_shape))
-        arch_optimizer = keras.optimizers.Adam(learning_rate=opts["arch_lr"], beta_1=0.5,
-                                               beta_2=0.999, epsilon=1e-8)
-        model.compile(schedule=make_schedule(opts),
-                      regularizer=make_regularizer(opts["reg"], opts),
-                      search_data=self.search_ds, unrolled=opts["unrolled"],
-                      arch_optimizer=arch_optimizer, skip_pruned_ops=opts["skip_pruned_ops"])
+        model.compile(**compile_args(opts, self.search_ds))
         self.model = model
         if self.job.state is None:
             self.initial_epoch = 0
