@@ -26,13 +26,13 @@ from typing import Callable
 import keras
 import numpy as np
 
-from kdarts.atomic import atomic_write_json, atomic_write_text
+from kdarts.atomic import atomic_file, atomic_write_json, atomic_write_text, write_synced
 from kdarts.checkpoints import (
     CHECKPOINT_STATE,
     CHECKPOINT_WEIGHTS,
     read_checkpoint_state,
-    save_weights_atomically,
 )
+from kdarts.compat import weights_h5_bytes
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -70,12 +70,16 @@ class EpochCheckpoint(keras.callbacks.Callback):
         os.makedirs(self.directory, exist_ok=True)
 
     def on_epoch_end(self, epoch, logs=None):
-        save_weights_atomically(self.model, self.weights_path)
         state = {"epoch": int(epoch) + 1, **(self.state(self.model) if self.state else {})}
         seeds = {v.path: np.asarray(v).tolist() for v in _unsaved_variables(self.model)}
         if seeds:
             state["seed_states"] = seeds
-        atomic_write_json(self.state_path, state)
+        weights = weights_h5_bytes(self.model)
+        # Both new files are complete on disk before either replaces its predecessor, so
+        # a write that fails (a full disk: DiskFullError) leaves the previous pair.
+        with atomic_file(self.weights_path, size=len(weights)) as tmp:
+            write_synced(tmp, weights)
+            atomic_write_json(self.state_path, state)
 
 
 def _unsaved_variables(model) -> list:

@@ -13,16 +13,21 @@ from __future__ import annotations
 import json
 import os
 
-from kdarts.atomic import atomic_file
+from kdarts.atomic import atomic_write_bytes
 
 CHECKPOINT_WEIGHTS = "checkpoint.weights.h5"
 CHECKPOINT_STATE = "checkpoint.json"
 
 
 def save_weights_atomically(model, path: str) -> None:
-    """``model.save_weights(path)`` through a temp file in the same folder and a rename."""
-    with atomic_file(path, suffix=".weights.h5") as tmp:  # Keras wants the suffix
-        model.save_weights(tmp)
+    """What ``model.save_weights(path)`` writes, through a temp file and a rename.
+
+    The file is made in memory first (:func:`kdarts.compat.weights_h5_bytes`), so a full
+    disk fails as one :class:`~kdarts.atomic.DiskFullError` and the previous file stays.
+    """
+    from kdarts.compat import weights_h5_bytes
+
+    atomic_write_bytes(path, weights_h5_bytes(model))
 
 
 def read_checkpoint_state(directory: str | os.PathLike) -> dict | None:

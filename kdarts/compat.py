@@ -28,6 +28,8 @@ Hook                                     Keras / TensorFlow private it uses
 :func:`lean_tracing`                     ``tf_stack.extract_stack`` (an op's Python stack);
                                          ``auto_control_deps._get_resource_inputs`` and its
                                          resolver registry
+:func:`weights_h5_bytes`                 ``saving_lib.H5IOStore`` (on an ``io.BytesIO``),
+                                         ``saving_lib._save_state``
 =======================================  ====================================================
 """
 
@@ -330,8 +332,34 @@ def lean_in_other_threads(fn: Callable) -> Callable:
     return lean
 
 
+def weights_h5_bytes(model) -> bytes:
+    """The ``.weights.h5`` file ``model.save_weights`` writes, made in memory.
+
+    Keras's ``save_weights`` has h5py write straight to the file. When a write fails (a
+    full disk), the HDF5 objects left open fail again each time one is freed: hundreds of
+    tracebacks, and the interpreter can crash. Made in memory, the file is written by
+    Python (:func:`kdarts.atomic.atomic_write_bytes`), whose failure is one ``OSError``.
+    ``model.load_weights`` reads the result like any ``.weights.h5``.
+    """
+    import io
+
+    from keras.src.saving import saving_lib
+
+    if not model.built:
+        raise ValueError("save the weights of a built model")
+    buffer = io.BytesIO()
+    store = saving_lib.H5IOStore(buffer, mode="w")
+    try:
+        saving_lib._save_state(model, weights_store=store, assets_store=None, inner_path="",
+                               visited_saveables=set())
+    finally:
+        store.close()
+    return buffer.getvalue()
+
+
 __all__ = ["KNOWN_ACD_RESOLVERS", "SymbolicBuildFromElementSpec", "SymbolicBuildOnlyIfUnbuilt",
            "TESTED", "function_call_options", "lean_in_other_threads", "lean_tracing",
            "learning_rate_schedule",
            "loss_tracker", "make_function_call_options", "onednn_enabled",
-           "set_function_call_options", "sublayers", "unlocked_state", "variable_index"]
+           "set_function_call_options", "sublayers", "unlocked_state", "variable_index",
+           "weights_h5_bytes"]

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from kdarts.atomic import atomic_file, atomic_write_json, atomic_write_text
-from kdarts.checkpoints import save_weights_atomically
 
 KDARTS = Path(__file__).resolve().parent.parent / "kdarts"
 
@@ -109,35 +108,6 @@ def test_an_h5_writer_that_creates_the_file_itself(tmp_path):
     with h5py.File(path, "r") as f:
         np.testing.assert_array_equal(f["kernel"][...], np.ones((2, 3)))
     assert _listing(tmp_path) == ["checkpoint.weights.h5"]
-
-
-class _H5Model:
-    """What save_weights_atomically needs of a Keras model: ``save_weights(path)``."""
-
-    def __init__(self, fail: bool = False):
-        self.fail = fail
-        self.paths = []
-
-    def save_weights(self, path):
-        self.paths.append(path)
-        assert path.endswith(".weights.h5")  # Keras refuses any other suffix
-        with h5py.File(path, "w-") as f:     # "w-": create, fail if it exists
-            f["w"] = np.arange(4)
-            if self.fail:
-                raise OSError("no space left on device")
-
-
-def test_checkpoint_weights_go_through_a_temp_file(tmp_path):
-    path = tmp_path / "checkpoint.weights.h5"
-    model = _H5Model()
-    save_weights_atomically(model, str(path))
-    assert model.paths[0] != str(path)
-    with h5py.File(path, "r") as f:
-        np.testing.assert_array_equal(f["w"][...], np.arange(4))
-    before = path.read_bytes()
-    with pytest.raises(OSError, match="no space"):
-        save_weights_atomically(_H5Model(fail=True), str(path))
-    assert path.read_bytes() == before and _listing(tmp_path) == ["checkpoint.weights.h5"]
 
 
 def test_the_writers_use_kdarts_atomic_and_keep_no_copy():

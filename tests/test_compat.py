@@ -272,3 +272,21 @@ def test_onednn_enabled_follows_tensorflows_switch():
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-1] == "False"   # oneDNN off: TensorFlow's own kernels
+
+
+def test_weights_h5_bytes_is_what_save_weights_writes(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    path = tmp_path / "memory.weights.h5"
+    path.write_bytes(compat.weights_h5_bytes(model))
+    model.save_weights(tmp_path / "keras.weights.h5")
+    for source in (path, tmp_path / "keras.weights.h5"):
+        other = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        other.compile(optimizer="adam", loss="mse")
+        other.optimizer.build(other.trainable_variables)
+        other.load_weights(source)
+        for a, b in zip(model.variables + model.optimizer.variables,
+                        other.variables + other.optimizer.variables):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

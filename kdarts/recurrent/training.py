@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -42,7 +43,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from kdarts.atomic import atomic_write_json
+from kdarts.atomic import atomic_write_json, disk_full_error
 from kdarts.recurrent.asgd import AveragedSGD, should_switch_to_asgd
 from kdarts.recurrent.data import batchify
 from kdarts.recurrent.language_model import RecurrentLanguageModel
@@ -243,10 +244,10 @@ class LanguageModelTrainer:
             record = {"train_loss": train_loss, **self.end_epoch(best)}
             self.since_best += 0 if record["improved"] else 1
             records.append(record)
-            if log is not None:
-                log(record)
             if last is not None:
                 self.save(last)
+            if log is not None:  # after the checkpoint: the log may say the epoch is kept
+                log(record)
         return records
 
     # -- checkpoints -----------------------------------------------------------------------
@@ -269,7 +270,15 @@ class LanguageModelTrainer:
         work = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
         try:
             new = os.path.join(work, "new")
-            self._checkpoint().write(os.path.join(new, VARIABLES_PREFIX))
+            try:
+                self._checkpoint().write(os.path.join(new, VARIABLES_PREFIX))
+            except tf.errors.ResourceExhaustedError as err:  # TensorFlow's ENOSPC/EDQUOT
+                if "No space left" not in err.message and "quota" not in err.message:
+                    raise
+                needed = max(_tree_size(work), _tree_size(path))
+                raise disk_full_error(path, needed, OSError(
+                    errno.EDQUOT if "quota" in err.message else errno.ENOSPC, err.message)
+                ) from None
             atomic_write_json(os.path.join(new, STATE_FILE), self.state())
             if os.path.exists(path):
                 os.rename(path, os.path.join(work, "old"))
@@ -299,6 +308,12 @@ class LanguageModelTrainer:
         self.history = [float(v) for v in state["history"]]
         self.best_loss = math.inf if state["best_loss"] is None else float(state["best_loss"])
         self.since_best = int(state["since_best"])
+
+
+def _tree_size(folder: str) -> int:
+    """Bytes of the files under ``folder`` (0 if it does not exist)."""
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, names in os.walk(folder)
+               for f in names)
 
 
 def _short(value) -> str:

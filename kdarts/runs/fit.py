@@ -15,6 +15,7 @@ import dataclasses
 import time
 import warnings
 
+from kdarts.atomic import DiskFullError
 from kdarts.data.catalog import DatasetError
 from kdarts.data.files import DataNotice
 from kdarts.runs.folder import TENSORBOARD_DIR, RunFolder
@@ -234,7 +235,8 @@ class FolderFit:
 
     def start(self, before_tensorflow, *args):
         """:meth:`run` (with ``args``) after ``before_tensorflow``, the interrupt note set
-        to what the folder holds first; Ctrl-C raises the note's RunInterrupted."""
+        to what the folder holds first; Ctrl-C raises the note's RunInterrupted, a full
+        disk a RunError saying what was kept (the note) in one line."""
         job, note = self.job, self.settings.note
         if job.state is None:
             note.set(f"no epoch of the {self.what} completed, so there is no checkpoint to "
@@ -248,6 +250,8 @@ class FolderFit:
             return self.run(*args)
         except KeyboardInterrupt:
             raise note.interrupted() from None
+        except DiskFullError as err:
+            raise RunError(f"{err.strerror}; {note.text}") from None
 
     def run(self, *args):
         """Fits and writes the run's results."""
