@@ -559,7 +559,8 @@ def export_command(model, fmt, out, overwrite, input_dtype, verify, quantize, da
 @main.command()
 @click.argument("model", type=click.Path())
 @click.option("--prompt", required=True,
-              help="The words to start from (lowercased; unknown words read as <unk>).")
+              help="The words to start from (lowercased; unknown words read as <unk>, "
+                   "a prompt of only unknown words is refused).")
 @click.option("--length", type=click.IntRange(min=1), default=20, help="Words to sample.")
 @click.option("--temperature", type=click.FloatRange(min=0.0), default=1.0,
               help="Divides the log-probabilities before sampling; 0 takes the most likely "
@@ -571,8 +572,9 @@ def generate(model, prompt, length, temperature, seed):
 
     Prints the --length words that follow --prompt, on one line.
     """
-    _run(lambda _note: click.echo(generate_run(model, prompt, length, temperature=temperature,
-                                               seed=seed, before_tensorflow=_set_threads)))
+    _run(lambda _note: click.echo(generate_run(
+        model, prompt, length, temperature=temperature, seed=seed,
+        before_tensorflow=_set_threads, report=lambda line: click.echo(line, err=True))))
 
 
 # ------------------------------------------------------------------------- quickstart

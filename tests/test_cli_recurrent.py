@@ -209,6 +209,34 @@ def test_export_and_generate_refusals(tmp_path, no_recurrent_work):
     assert sorted(os.listdir(tmp_path)) == ["lm.keras", "net.keras"]
 
 
+def test_corpus_and_prompt_refusals_come_before_tensorflow(tmp_path):
+    """In a fresh process: a corpus that cannot be read, one too short for the batch, and
+    a prompt of only unknown words are refused in one line with TensorFlow not imported."""
+    from test_cli_safety import assert_refused
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in ("train.txt", "test.txt"):
+        (corpus / name).write_text("the cat sat\n" * 50)
+    (corpus / "valid.txt").write_bytes(b"the cat\n" * 40 + b"a \xff b\n")
+    assert_refused(["search", "--dataset", corpus, "--out", tmp_path / "s"],
+                   "valid.txt: not UTF-8 text", "at byte 322, line 41", cwd=tmp_path)
+    assert_refused(["train", "--genotype", "DARTS_V2", "--dataset", "kdarts_text",
+                    "--max-tokens", "20", "--batch-size", "8", "--out", tmp_path / "t"],
+                   "the train split has 20 tokens", "--batch-size 8", cwd=tmp_path)
+    model = tmp_path / "lm.keras"
+    with zipfile.ZipFile(model, "w") as archive:
+        archive.writestr("config.json", json.dumps({
+            "class_name": "RecurrentLanguageModel",
+            "config": {"vocabulary": ["<unk>", "<eos>", "the", "cat"]}}))
+        archive.writestr("metadata.json", "{}")
+        archive.writestr("model.weights.h5", b"")
+    assert_refused(["generate", model, "--prompt", "Zebra quagga zebra"],
+                   "no word of it is in", "unknown: zebra, quagga", "e.g. the, cat",
+                   cwd=tmp_path)
+    assert sorted(os.listdir(tmp_path)) == ["corpus", "lm.keras"]
+
+
 def test_each_space_gets_its_own_defaults(tmp_path, monkeypatch):
     """The image defaults this command shows (epochs 8, α lr 0.05, threshold 50, lr 0.025,
     batch 64) do not leak into a recurrent run: it gets only the options given."""

@@ -79,6 +79,7 @@ def recurrent_train_run(genotype, out: str, *, resume: bool | str = False,
         if state is None:  # what an interrupted first epoch left, if anything
             shutil.rmtree(folder.path(TRAIN_CHECKPOINT), ignore_errors=True)
         job = Job(folder, opts, args, state, settings)
+        load_corpus_splits(opts)  # its refusals before TensorFlow (the read is kept)
         for line in sizes:
             settings.report(line)
         return LanguageModelFit(job, geno).start(before_tensorflow)
@@ -212,12 +213,15 @@ class LanguageModelFit(FolderFit):
 # ---------------------------------------------------------------------------- generate
 
 def generate_run(model_path: str, prompt: str, n: int = 20, temperature: float = 1.0,
-                 seed: int = 0, before_tensorflow: Callable[[], None] | None = None) -> str:
+                 seed: int = 0, before_tensorflow: Callable[[], None] | None = None,
+                 report: Report | None = None) -> str:
     """``n`` words sampled from a trained language model after ``prompt`` (words split on
     whitespace, lowercased as the corpus is); the same seed gives the same words.
 
     ``model_path`` is a language model's ``.keras`` file or a training folder holding one
-    (``model.keras``)."""
+    (``model.keras``). A prompt none of whose words the model knows is refused (RunError
+    naming them: the model would read only ``<unk>``); unknown words among known ones
+    are read as ``<unk>``, said in one line to ``report``. Checked before TensorFlow."""
     from kdarts.export import ModelLoadError, check_model_file
 
     words = prompt.lower().split()
@@ -236,6 +240,19 @@ def generate_run(model_path: str, prompt: str, n: int = 20, temperature: float =
     if not is_language_model_file(model_path):
         raise RunError(f"{rel(model_path)} is not a language model (a kdarts train run on a "
                        "corpus writes one); generate samples words from a language model")
+    vocabulary = language_model_vocabulary(model_path)
+    if vocabulary:
+        known = set(vocabulary)
+        unknown = list(dict.fromkeys(w for w in words if w not in known))
+        shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more"
+                                           if len(unknown) > 10 else "")
+        if len(unknown) == len(set(words)):
+            examples = ", ".join([w for w in vocabulary if not w.startswith("<")][:5])
+            raise RunError(f"--prompt: no word of it is in {rel(model_path)}'s vocabulary of "
+                           f"{len(vocabulary)} words (unknown: {shown}); the model would read "
+                           f"only <unk>: give words of its corpus (e.g. {examples})")
+        if unknown and report is not None:
+            report(f"note: not in the model's vocabulary, read as <unk>: {shown}")
     if before_tensorflow is not None:
         before_tensorflow()
     from kdarts.recurrent.export import generate, load_language_model
@@ -245,6 +262,21 @@ def generate_run(model_path: str, prompt: str, n: int = 20, temperature: float =
     except (ModelLoadError, ValueError) as err:
         raise RunError(str(err)) from None
     return " ".join(generate(model, words, n, temperature=temperature, seed=seed))
+
+
+def language_model_vocabulary(path: str) -> list[str] | None:
+    """The vocabulary (id → word) a language model's ``.keras`` archive records in its
+    config, read without TensorFlow; None if it records none."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+    inner = config.get("config") if isinstance(config, dict) else None
+    vocabulary = inner.get("vocabulary") if isinstance(inner, dict) else None
+    return [str(w) for w in vocabulary] if isinstance(vocabulary, list) else None
 
 
 def is_language_model_file(path: str) -> bool:

@@ -233,8 +233,10 @@ def read_corpus(dataset: str, vocab_size: int | None):
 def size_to_corpus(command: str, options: dict, report: Report | None = None) -> dict:
     """:func:`resolve_recurrent_options`, then, for a corpus folder, the sizes not given
     chosen from its training tokens (:func:`corpus_sizes`), said in one line to
-    ``report``. The corpus is read here (without TensorFlow): a bad file is refused
-    first."""
+    ``report``. A folder is read and its splits checked against the batch here
+    (without TensorFlow), so a bad corpus is refused at once; a run checks the embedded
+    corpus with :func:`load_corpus_splits` once its folder is checked, before
+    TensorFlow."""
     opts = resolve_recurrent_options(command, options)
     if opts["dataset"] == EMBEDDED_CORPUS:
         return opts
@@ -256,7 +258,17 @@ def size_to_corpus(command: str, options: dict, report: Report | None = None) ->
                f"vocabulary {len(corpus.vocabulary):,}): {', '.join(parts)} (the built-in "
                f"corpus's up to {SMALL_CORPUS_TOKENS:,} tokens, the paper's from "
                f"{PTB_CORPUS_TOKENS:,}; the options set others)")
+    _check_batch(opts, num_train, num_valid)
     return opts
+
+
+def _check_batch(opts: dict, num_train: int, num_valid: int) -> None:
+    """RunError if the training or validation split is too short for the batch."""
+    for count, label in ((num_train, "train"), (num_valid, "valid")):
+        if count < 3 * opts["batch_size"]:
+            raise RunError(f"{corpus_label(opts['dataset'])}: the {label} split has {count} "
+                           f"tokens, too few for --batch-size {opts['batch_size']} (at least "
+                           "3 tokens per stream); lower --batch-size or raise --max-tokens")
 
 
 def load_corpus_splits(opts: dict):
@@ -265,12 +277,7 @@ def load_corpus_splits(opts: dict):
     corpus = read_corpus(opts["dataset"], opts["vocab_size"])
     cap = opts["max_tokens"]
     splits = [s if not cap else s[:cap] for s in (corpus.train, corpus.valid, corpus.test)]
-    name = corpus_label(opts["dataset"])
-    for split, label in zip(splits, ("train", "valid")):
-        if len(split) < 3 * opts["batch_size"]:
-            raise RunError(f"{name}: the {label} split has {len(split)} tokens, too few for "
-                           f"--batch-size {opts['batch_size']} (at least 3 tokens per "
-                           "stream); lower --batch-size or raise --max-tokens")
+    _check_batch(opts, len(splits[0]), len(splits[1]))
     return corpus, *splits
 
 
@@ -329,6 +336,7 @@ def recurrent_search_run(out: str, *, resume: bool | str = False,
     folder = RunFolder(out, "search")
     with folder.lock():
         job = Job(folder, opts, args, folder.search_state(args, resume), settings)
+        load_corpus_splits(opts)  # its refusals before TensorFlow (the read is kept)
         for line in sizes:
             settings.report(line)
         return RecurrentSearchFit(job).start(before_tensorflow, time.perf_counter())
