@@ -92,6 +92,21 @@ def test_bptt_segments_continue_each_stream():
     np.testing.assert_array_equal(x1[:, 0], y0[:, -1])  # segment 2 starts where 1 stopped
 
 
+def test_the_search_header_counts_the_steps_the_search_takes():
+    """The header's steps per epoch are the steps each epoch of the search runs (the
+    progress bar's count), not the stream length over bptt: segment lengths vary."""
+    from kdarts.recurrent.data import BPTTStream, search_segments
+    from kdarts.runs.recurrent import epoch_steps
+
+    train = BPTTStream(np.arange(32 * 1830), 32, 20, seed=0)  # the embedded corpus's shape
+    valid = BPTTStream(np.arange(32 * 240), 32, 20)
+    low, high = epoch_steps(train, 4)
+    _, per_epoch, _ = search_segments(train, valid, 4)
+    assert high == per_epoch and low <= high
+    assert train.nominal_steps < low  # some segments are half long: more steps than 91
+    assert [len(p) for p in train.plan(4)].count(high) >= 1
+
+
 def test_stdlib_corpus_is_ptb_style_running_text():
     assert ptb_words("In 2019, DARTS's cells won't use __init__ 3.5x") == [
         "in", "N", "darts's", "cells", "won't", "use", "__init__", "N", "x"]

@@ -342,6 +342,15 @@ def recurrent_search_run(out: str, *, resume: bool | str = False,
         return RecurrentSearchFit(job).start(before_tensorflow, time.perf_counter())
 
 
+def epoch_steps(stream, epochs: int) -> tuple[int, int]:
+    """The fewest and most segments an epoch of ``stream`` (a
+    :class:`~kdarts.recurrent.data.BPTTStream`) reads in ``epochs`` epochs. The search
+    runs every epoch for the most (the steps a progress bar counts), the shorter epochs
+    ending in steps that change nothing (:func:`~kdarts.recurrent.data.search_segments`)."""
+    lengths = [len(p) for p in stream.plan(epochs)]
+    return min(lengths), max(lengths)
+
+
 class RecurrentSearchFit(FolderFit):
     """The corpus's training and validation streams, the
     :class:`~kdarts.recurrent.RecurrentSearchModel`, and what it writes: history,
@@ -359,7 +368,8 @@ class RecurrentSearchFit(FolderFit):
         self.info = CorpusInfo(corpus_label(opts["dataset"]), len(corpus.vocabulary),
                                len(train))
         stream = BPTTStream(train, opts["batch_size"], opts["bptt"], seed=opts["seed"])
-        return stream, self.info, stream.nominal_steps
+        self.real_steps = epoch_steps(stream, opts["epochs"])
+        return stream, self.info, self.real_steps[1]
 
     def run_record(self) -> dict:
         return {"vocab_size": self.info.vocab_size, "num_train_tokens": self.info.num_train,
@@ -415,14 +425,17 @@ class RecurrentSearchFit(FolderFit):
         opts, info = self.job.opts, self.info
         if self.initial_epoch >= opts["epochs"]:
             return None
+        low, high = self.real_steps
         return (f"search: {info.name} ({info.num_train} training tokens, vocabulary "
                 f"{info.vocab_size}), recurrent cell, {opts['activation']} / "
                 f"{opts['schedule']} k={opts['every']}"
                 + (f" from threshold {opts['threshold']:g}" if opts["schedule"] == "dynamic"
                    else "") + f" / α lr {opts['arch_lr']:g} / {opts['reg']} ρ={opts['rho']}, "
                 f"{opts['units']} units, bptt {opts['bptt']}, batch {opts['batch_size']}, "
-                f"{self.steps_per_epoch} steps per epoch; the first epoch starts with tracing "
-                "the step")
+                f"{self.steps_per_epoch} steps per epoch"
+                + (f" ({low} to {high} read text: segment lengths are drawn at random, and a "
+                   "shorter epoch ends in empty steps)" if low != high else "")
+                + "; the first epoch starts with tracing the step")
 
     def writer_callbacks(self) -> list:
         from kdarts.callbacks import EpochCheckpoint, HistoryCSV
