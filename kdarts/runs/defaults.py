@@ -21,8 +21,8 @@ SMALL_ARCH_LR, SMALL_THRESHOLD = 0.05, 50.0
 #: Such a search has ~35 α steps where the paper's has ~3,500, so α's learning rate is
 #: scaled up to let α move as far (about 1; with 3e-4 it moves ~0.01 and crb prunes
 #: nothing), and the dynamic schedule starts at a threshold in the range of the digits'
-#: FI (10–150) instead of 1.0, so α steps begin at once (docs/fidelity.md, "Differs by
-#: default").
+#: FI (10–150) instead of 1.0, so α steps begin at once (docs/fidelity.md, "Small
+#: searches move α faster").
 SEARCH_DEFAULTS: dict = dict(
     dataset=DEFAULT_DATASET, epochs=8, activation="crb", schedule="dynamic", every=10,
     arch_lr=SMALL_ARCH_LR, threshold=SMALL_THRESHOLD,
