@@ -3,8 +3,9 @@
 Each command parses its options, calls :mod:`kdarts.runs` (which checks every
 input and output it can before any TensorFlow work) and prints what it did.
 Errors are one line (``Error: ...``) and a non-zero exit status; Ctrl-C says
-what was kept and how to continue (exit status 130). TensorFlow is imported only
-by the commands that need it, so ``--help`` and ``--version`` answer at once.
+what was kept and how to continue (exit status 130), and so does SIGTERM
+(143). TensorFlow is imported only by the commands that need it, so ``--help``
+and ``--version`` answer at once.
 
     kdarts quickstart                         # search → train → export on the digits
     kdarts search --out runs/search           # architecture search (DARTS-PRIME defaults)
@@ -68,6 +69,7 @@ from kdarts.runs import (
 )
 from kdarts.runs.recurrent import CORPUS_FILES, EMBEDDED_CORPUS, PTB_SEARCH, PTB_TRAIN, \
     check_corpus
+from kdarts.runs.watchdog import TERMINATED, SigtermAsInterrupt
 
 INTERRUPT_GRACE_S = 3.0  # how long Ctrl-C may wait for TensorFlow to hand control back
 
@@ -85,8 +87,11 @@ def _run(work: Callable[[InterruptNote], object]):
     to the run, which keeps it current.
     """
     note = InterruptNote()
-    watchdog = (SigintWatchdog(INTERRUPT_GRACE_S, note)
-                if threading.current_thread() is threading.main_thread() else None)
+    main_thread = threading.current_thread() is threading.main_thread()
+    # SIGTERM (kill, a scheduler, a container stop) takes Ctrl-C's path: the run stops,
+    # says what was kept, and releases its folder's lock
+    terminate = SigtermAsInterrupt() if main_thread else None
+    watchdog = SigintWatchdog(INTERRUPT_GRACE_S, note) if main_thread else None
     try:
         return work(note)
     except RunError as err:
@@ -94,15 +99,19 @@ def _run(work: Callable[[InterruptNote], object]):
     except KeyboardInterrupt as err:
         message = (str(err) if isinstance(err, RunInterrupted)
                    else f"interrupted; {note.text}")
+        if terminate is not None and terminate.received:
+            _exit_interrupted(TERMINATED + message.removeprefix("interrupted"), 143)
         _exit_interrupted(message)
     finally:
         if watchdog is not None:
             watchdog.stop()
+        if terminate is not None:
+            terminate.restore()
 
 
-def _exit_interrupted(message: str) -> None:
+def _exit_interrupted(message: str, status: int = 130) -> None:
     click.echo(f"\nError: {' '.join(message.split())}", err=True)
-    sys.exit(130)
+    sys.exit(status)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True,

@@ -555,6 +555,32 @@ def test_ctrl_c_says_what_was_kept(tmp_path, monkeypatch):
         assert "start over" in last and "--resume" not in last
 
 
+def test_sigterm_takes_ctrl_cs_path(tmp_path, monkeypatch):
+    """SIGTERM in an image or a language-model training: one line saying what was kept,
+    exit 143, the folder's lock released (the subprocess search's test is in
+    test_cli_recurrent)."""
+    import kdarts.data
+    import kdarts.runs.language_model
+
+    def terminate(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises in this thread first
+
+    monkeypatch.setattr(kdarts.data, "train_datasets", terminate)
+    monkeypatch.setattr(kdarts.runs.language_model.LanguageModelFit, "run", terminate)
+    previous = signal.getsignal(signal.SIGTERM)
+    for args in (["train", "--genotype", "DARTS_V2", "--out", tmp_path / "t"],
+                 ["train", "--dataset", "kdarts_text", "--genotype", "DARTS_V2",
+                  "--out", tmp_path / "lm"]):
+        result = invoke(*args)
+        assert result.exit_code == 143, result.output
+        last = result.output.strip().splitlines()[-1]
+        assert last.startswith("Error: terminated (SIGTERM); no epoch of the training "
+                               "completed"), last
+        assert not os.path.exists(os.path.join(args[-1], ".lock"))
+        assert signal.getsignal(signal.SIGTERM) == previous  # put back after the command
+
+
 def test_tflite_export_options_are_checked_first(tmp_path, npz_file):
     model = tmp_path / "model.keras"  # never opened: the options are checked first
     for args, fragments in (

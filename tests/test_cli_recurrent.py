@@ -377,3 +377,39 @@ def check_train_export_generate(root, runs):
     greedy = runs["generate_folder"]
     assert greedy.exit_code == 0, greedy.output
     assert len(greedy.output.split()) == 5 and set(greedy.output.split()) <= set(vocab)
+
+
+@pytest.mark.slow
+def test_sigterm_says_what_was_kept_and_releases_the_lock(tmp_path):
+    """SIGTERM after the first checkpoint: one line saying what was kept, exit 143, the
+    folder's lock removed, and --resume continues from the checkpoint."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "s"
+    args = [*TINY_SEARCH[1:], "--epochs", "200", "--out", str(out)]  # far longer than waited
+    proc = subprocess.Popen([sys.executable, "-m", "kdarts.cli", "search", *args],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "checkpoint.json").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
+    assert proc.returncode == 143, stderr[-2000:]
+    assert len(errors) == 1, stderr[-2000:]
+    assert errors[0].startswith("Error: terminated (SIGTERM); the search's last checkpoint "
+                                "(epoch "), errors[0]
+    assert "--resume continues it" in errors[0]
+    assert not (out / ".lock").exists() and (out / "checkpoint.json").exists()
+    epoch = json.loads((out / "checkpoint.json").read_text())["epoch"]
+    assert f"(epoch {epoch} of 200)" in errors[0]

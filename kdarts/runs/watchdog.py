@@ -26,14 +26,38 @@ class InterruptNote:
         return RunInterrupted(f"interrupted; {self.text}")
 
 
+#: How a stop by SIGTERM begins its message (Ctrl-C's begins "interrupted").
+TERMINATED = "terminated (SIGTERM)"
+
+
+class SigtermAsInterrupt:
+    """While it is installed, SIGTERM raises KeyboardInterrupt in the main thread, so a
+    run stops as for Ctrl-C: it says what was kept and releases its folder's lock.
+    :attr:`received` tells the two apart. A second SIGTERM ends the process at once.
+    Create it in the main thread; :meth:`restore` puts the previous handler back."""
+
+    def __init__(self):
+        self.received = False
+        self.previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self.received = True
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGTERM, self.previous)
+
+
 class SigintWatchdog:
-    """Ends the process if Ctrl-C is not handled within ``grace`` seconds.
+    """Ends the process if Ctrl-C (or SIGTERM, with :class:`SigtermAsInterrupt`) is not
+    handled within ``grace`` seconds.
 
     TensorFlow can hold the interpreter for a minute while it optimises a graph,
     and Python runs its signal handler (raising KeyboardInterrupt) only afterwards.
     This thread wakes on the signal at once (``signal.set_wakeup_fd``); if the
     main thread has not stopped within ``grace`` seconds it prints
-    ``Error: interrupted; <note>`` and exits with status 130. Every file kdarts
+    ``Error: interrupted; <note>`` and exits with status 130 (143 for SIGTERM). Every file kdarts
     writes is written atomically, so nothing half-written is left (a run folder's
     lock is left too: the next run takes over a lock whose process has ended).
     Create it in the main thread; pass :attr:`note` to the run; :meth:`stop` when
@@ -56,10 +80,13 @@ class SigintWatchdog:
             data = os.read(self.read_fd, 64)  # the C-level handler writes here at once
             if not data or self.done.is_set():
                 return
-            if signal.SIGINT in data and not self.done.wait(self.grace):
-                os.write(self.stderr_fd, f"\nError: interrupted; "
+            stop = (signal.SIGTERM if signal.SIGTERM in data
+                    else signal.SIGINT if signal.SIGINT in data else None)
+            if stop is not None and not self.done.wait(self.grace):
+                what = TERMINATED if stop == signal.SIGTERM else "interrupted"
+                os.write(self.stderr_fd, f"\nError: {what}; "
                          f"{' '.join(self.note.text.split())}\n".encode())
-                os._exit(130)
+                os._exit(143 if stop == signal.SIGTERM else 130)
 
     def stop(self) -> None:
         self.done.set()
