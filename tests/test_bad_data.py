@@ -86,3 +86,56 @@ def test_a_class_folder_without_images_is_refused(tmp_path, no_tf_work):
     (root / "dog" / "readme.txt").write_text("no images yet")
     for line in refused_by_search_and_train(root, tmp_path):
         assert f"{root / 'dog'}: a class sub-folder with no images" in line
+
+
+# ------------------------------------------------------------------------------- .npz
+
+
+def bad_npz(tmp_path, case):
+    x, y = own_images(24, seed=2)
+    path = tmp_path / f"{case}.npz"
+    floats = x.astype(np.float32)
+    if case == "gap":
+        np.savez(path, x=x, y=np.where(y == 1, 2, y) * (y != 2))  # labels {0, 2}
+    elif case == "nan":
+        floats[5, 1, 2, 0] = np.nan
+        np.savez(path, x=floats, y=y)
+    elif case == "inf":
+        floats[3, 0, 0, 1] = np.inf
+        np.savez(path, x=x, y=y, x_test=floats[:6], y_test=y[:6])
+    elif case == "scales":
+        np.savez(path, x=floats / 255, y=y, x_test=floats[:6], y_test=y[:6])
+    return path
+
+
+@pytest.mark.parametrize("case, fragments", [
+    ("gap", ["y holds the labels {0, 2}", "{1} has no images", "renumber the labels 0 .. 1",
+             "kdarts does not"]),
+    ("nan", ["x holds NaN values (1 of 4608, the first in image 5)", "numbers 0..255"]),
+    ("inf", ["x_test holds infinite values (1 of", "the first in image 3"]),
+    ("scales", ["x holds pixel values on the 0..1 scale", "x_test on the 0..255 scale"]),
+])
+def test_a_bad_npz_is_refused_naming_its_path(tmp_path, no_tf_work, case, fragments):
+    path = bad_npz(tmp_path, case)
+    for line in refused_by_search_and_train(path, tmp_path):
+        assert line.startswith(f"Error: {path}: "), line
+        for fragment in fragments:
+            assert fragment in line, line
+
+
+def test_npz_refusals_come_before_tensorflow_starts(tmp_path):
+    import subprocess
+    import sys
+
+    path = bad_npz(tmp_path, "nan")
+    code = ("import sys\nfrom kdarts.cli import main\ntry:\n"
+            "    main(sys.argv[1:], prog_name='kdarts')\nfinally:\n"
+            "    print('tensorflow loaded:', 'tensorflow' in sys.modules, file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code, "search", "--dataset", str(path),
+                           "--out", str(tmp_path / "run")], capture_output=True, text=True,
+                          timeout=300)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 2, proc.stderr
+    assert lines[0].startswith(f"Error: {path}: x holds NaN values")
+    assert lines[1] == "tensorflow loaded: False"
+    assert not (tmp_path / "run").exists()

@@ -121,7 +121,8 @@ def test_float_npz_in_0_to_1_is_rescaled_with_a_notice(tmp_path):
     assert len(caught) == 1
     (note,) = unit.info.notes
     assert note == str(caught[0].message) and "\n" not in note
-    assert note.startswith("unit.npz: x holds float pixel values 0..1") and "255" in note
+    assert note.startswith(f"{tmp_path / 'unit.npz'}: x holds float pixel values 0..1")
+    assert "255" in note
     reference = open_source(str(tmp_path / "bytes.npz"))
     for got, want in ((unit.train, reference.train), (unit.test, reference.test)):
         np.testing.assert_allclose(got.images, want.images, atol=1e-3)

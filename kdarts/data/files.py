@@ -109,7 +109,7 @@ def check_dataset(spec, image_size: Sequence[int] | None = None) -> str:
 
     A folder is listed and every image decoded once (:func:`scan_folder`); an
     ``.npz`` has its keys, shapes and labels checked without loading the images
-    (:func:`check_npz`). Errors are one line (:class:`DatasetError`).
+    (:func:`check_npz`). Errors are one line (:class:`~kdarts.data.catalog.DatasetError`).
 
     Example:
         >>> check_dataset("kdarts_digits")
@@ -425,21 +425,52 @@ def check_arrays(x_shape: Sequence[int], x_dtype, y, where: str, what: str = "x"
                            "must be integers 0 .. classes-1")
     y = y.astype(np.int32)
     if num_classes is None:
-        if len(np.unique(y)) < 2:
+        found = np.unique(y)
+        if len(found) < 2:
             raise DatasetError(f"{where}: {label} holds one class only; a classifier needs "
                                "at least two")
+        if len(found) != int(found[-1]) + 1:
+            # refused, not renumbered: a model's outputs are these numbers, and renumbering
+            # would make output 1 mean the class the file calls 2
+            missing = sorted(set(range(int(found[-1]) + 1)) - set(found.tolist()))
+            raise DatasetError(
+                f"{where}: {label} holds the labels {_listed(found)}, but classes are "
+                f"numbered 0 .. classes-1 and {_listed(missing)} "
+                f"{'has' if len(missing) == 1 else 'have'} no images; renumber the labels "
+                f"0 .. {len(found) - 1} (kdarts does not, so that the model's outputs are "
+                "your numbers)")
     elif len(y) and y.max() >= num_classes:
         raise DatasetError(f"{where}: {label} has label {int(y.max())}, but y has classes 0 .. "
                            f"{num_classes - 1} only")
     return y
 
 
-def check_npz(path: str) -> dict:
-    """Checks an ``.npz``'s keys, shapes and labels without loading its images.
+def _listed(values, most: int = 8) -> str:
+    values = [int(v) for v in values]
+    text = ", ".join(str(v) for v in values[:most])
+    return "{" + text + (", ..." if len(values) > most else "") + "}"
 
+
+_NPZ_CHECKED: dict[tuple, dict] = {}
+
+
+def check_npz(path: str) -> dict:
+    """Checks an ``.npz``'s keys, shapes, labels and pixel values (no TensorFlow).
+
+    Images of a dtype other than uint8 are loaded once to check their values
+    (:func:`check_pixel_arrays`); the result is cached per file version.
     Returns ``{"x": (shape, dtype), "y": labels, "x_test": ..., "y_test": ...}``.
     """
-    where = os.path.basename(path)
+    stat = os.stat(path)
+    key = (os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _NPZ_CHECKED:
+        _NPZ_CHECKED.clear()  # one file at a time: the entry holds its labels
+        _NPZ_CHECKED[key] = _check_npz(path)
+    return _NPZ_CHECKED[key]
+
+
+def _check_npz(path: str) -> dict:
+    where = path
     try:
         with zipfile.ZipFile(path) as archive:
             members = {os.path.splitext(n)[0]: n for n in archive.namelist()}
@@ -465,6 +496,10 @@ def check_npz(path: str) -> dict:
     if y_test is not None:
         result.update(x_test=headers["x_test"], y_test=_check_test(
             headers["x"], headers["x_test"], y_test, int(labels.max()) + 1, where))
+    if any(np.dtype(dtype) != np.uint8 for _, dtype in headers.values()):
+        with np.load(path, allow_pickle=False) as npz:
+            check_pixel_arrays(_images(npz["x"]), where,
+                               _images(npz["x_test"]) if y_test is not None else None)
     return result
 
 
@@ -516,23 +551,17 @@ def split_arrays(arrays, where: str = "arrays") -> tuple[np.ndarray, ...]:
                            f"{len(parts)} arrays")
     x, y = _images(parts[0]), parts[1]
     y = check_arrays(x.shape, x.dtype, y, where)
-    _check_pixels(x, where, "x")
     unit = _unit_scale(x)
     if len(parts) == 4:
         x_test = _images(parts[2])
         y_test = _check_test((x.shape, x.dtype), (x_test.shape, x_test.dtype), parts[3],
                              int(y.max()) + 1, where)
-        _check_pixels(x_test, where, "x_test")
-        if x_test.size and _unit_scale(x_test) != unit:
-            scales = {True: "0..1", False: "0..255"}
-            raise DatasetError(
-                f"{where}: x holds pixel values on the {scales[unit]} scale (max "
-                f"{float(x.max()):g}) but x_test on the {scales[not unit]} scale (max "
-                f"{float(x_test.max()):g}); both splits need one scale, 0..255")
+        check_pixel_arrays(x, where, x_test)
         if unit:
             _unit_notice(x, where, "x and x_test hold")
             x, x_test = _times_255(x), _times_255(x_test)
         return x, y, x_test, y_test
+    check_pixel_arrays(x, where)
     if unit:
         _unit_notice(x, where, "x holds")
         x = _times_255(x)
@@ -560,17 +589,48 @@ def _times_255(x: np.ndarray) -> np.ndarray:
     return x * np.asarray(255.0, x.dtype)  # keeps the float dtype (float16 stays float16)
 
 
+def check_pixel_arrays(x: np.ndarray, where: str, x_test: np.ndarray | None = None) -> None:
+    """Pixel values of both splits: finite, 0..255 (or all 0..1, taken as pixel/255), and
+    on one scale.
+
+    Raises:
+        DatasetError: NaN or infinite values, values outside 0..255, or one split on
+            the 0..1 scale and the other on 0..255.
+    """
+    _check_pixels(x, where, "x")
+    if x_test is None:
+        return
+    _check_pixels(x_test, where, "x_test")
+    unit = _unit_scale(x)
+    if x_test.size and _unit_scale(x_test) != unit:
+        scales = {True: "0..1", False: "0..255"}
+        raise DatasetError(
+            f"{where}: x holds pixel values on the {scales[unit]} scale (max "
+            f"{float(x.max()):g}) but x_test on the {scales[not unit]} scale (max "
+            f"{float(x_test.max()):g}); both splits need one scale, 0..255")
+
+
 def _check_pixels(x: np.ndarray, where: str, what: str) -> None:
-    """Pixel values must be 0..255: the networks normalise raw pixels inside."""
+    """Pixel values must be finite, 0..255: the networks normalise raw pixels inside."""
     if x.dtype == np.uint8 or not x.size:
         return
+    if x.dtype.kind == "f":
+        nan, inf = np.isnan(x), np.isinf(x)
+        if nan.any() or inf.any():
+            kinds = " and ".join(name for name, found in (("NaN", nan), ("infinite", inf))
+                                 if found.any())
+            first = int(np.flatnonzero((nan | inf).reshape(len(x), -1).any(axis=1))[0])
+            raise DatasetError(
+                f"{where}: {what} holds {kinds} values ({int(nan.sum() + inf.sum())} of "
+                f"{x.size}, the first in image {first}); pixel values must be numbers "
+                "0..255")
     low, high = float(x.min()), float(x.max())
-    if not (np.isfinite(low) and np.isfinite(high)) or low < 0 or high > 255:
+    if low < 0 or high > 255:
         raise DatasetError(f"{where}: {what} pixel values span {low:g} .. {high:g}; kdarts "
                            "takes raw pixels 0..255 (the networks normalise inside)")
 
 
 __all__ = ["DataNotice", "IMAGE_EXTENSIONS", "ImageFolder",
            "MIN_IMAGE_SIZE", "SPLIT_SEED", "TEST_FRACTION", "check_arrays", "check_dataset",
-           "check_npz", "holdout", "is_path_spec", "parse_image_size", "scan_folder",
-           "served_size", "split_arrays", "stratified_split", "train_size"]
+           "check_npz", "check_pixel_arrays", "holdout", "is_path_spec", "parse_image_size",
+           "scan_folder", "served_size", "split_arrays", "stratified_split", "train_size"]

@@ -166,7 +166,7 @@ def open_source(name=DEFAULT_DATASET, data_dir: str | None = None, download: boo
         with np.load(spec, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files if key in ("x", "y", "x_test",
                                                                     "y_test")}
-        where, label = os.path.basename(spec), spec
+        where, label = spec, spec
     else:
         if image_size is not None:
             raise DatasetError("image_size resizes the images of a folder; arrays have "
