@@ -273,6 +273,11 @@ def test_raw_image_exports_record_their_input_contract(tmp_path):
         meta = {p.key: p.value for p in proto.metadata_props}
         assert json.loads(meta["kdarts.input"])["std"] == std
         assert "pixel values 0-255" in proto.graph.input[0].doc_string
+        # the text names the one dtype this file takes (issue 37)
+        dtype = "uint8" if feed.dtype == np.uint8 else "float32"
+        for text in (proto.graph.input[0].doc_string,
+                     json.loads(meta["kdarts.input"])["description"]):
+            assert f"({dtype} only)" in text and "float32 or uint8" not in text
         session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         np.testing.assert_allclose(session.run(["logits"], {"images": feed})[0], want,
                                    atol=1e-4)

@@ -246,6 +246,10 @@ def export_model(model, path: str | os.PathLike, format: str = "keras", verify: 
     if input_dtype == "uint8" and not raw:
         raise ValueError("export: input_dtype='uint8' needs a model that normalises raw "
                          "pixels inside (built with mean/std)")
+    if contract.get("dtype") in INPUT_DTYPES and "description" in contract:
+        # an ONNX or LiteRT input has one dtype: the text names it, not the Keras model's two
+        contract["description"] = contract["description"].replace(
+            "(float32 or uint8)", f"({contract['dtype']} only)")
 
     parent, name = os.path.split(path)
     try:
