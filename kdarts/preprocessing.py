@@ -35,6 +35,8 @@ class Standardize(keras.layers.Layer):
         dataset: the name of the data the statistics come from (a TFDS name, or a
             folder's or ``.npz``'s file name), recorded in the input contract;
             None if unknown (models saved without it).
+        class_names: the name of each output (logit ``i`` is ``class_names[i]``),
+            recorded in the input contract; None if the data names none.
 
     Inputs are cast to float32 first, so uint8 images and float32 pixel values
     0–255 give the same result. The statistics are constants of the layer's
@@ -42,11 +44,13 @@ class Standardize(keras.layers.Layer):
     """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float],
-                 dataset: str | None = None, **kwargs):
+                 dataset: str | None = None, class_names: Sequence[str] | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self.dataset = None if dataset is None else str(dataset)
+        self.class_names = None if not class_names else tuple(str(c) for c in class_names)
         if not self.mean or len(self.mean) != len(self.std):
             raise ValueError(f"Standardize: need one mean and one std per channel, got "
                              f"{len(self.mean)} means and {len(self.std)} stds")
@@ -83,7 +87,8 @@ class Standardize(keras.layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "mean": list(self.mean), "std": list(self.std),
-                "dataset": self.dataset}
+                "dataset": self.dataset,
+                "class_names": None if self.class_names is None else list(self.class_names)}
 
 
 def input_contract(image_shape: Sequence[int | None],
@@ -120,6 +125,8 @@ def input_contract(image_shape: Sequence[int | None],
         "mean": list(standardize.mean), "std": list(standardize.std),
         "stats_unit": STATS_UNIT, "dataset": standardize.dataset,
     }
+    if standardize.class_names:
+        contract["class_names"] = list(standardize.class_names)
     scaling = SOURCE_SCALING.get(standardize.dataset)
     if scaling:
         contract["source_scaling"] = scaling

@@ -270,3 +270,39 @@ def test_readme_own_data_commands_pass_the_checks(tmp_path, monkeypatch):
                 check_dataset(params["dataset"], parse_image_size(params["image_size"]))
         except (RunError, ValueError, SystemExit) as err:
             pytest.fail(f"README: kdarts {' '.join(words)}: {err}")
+
+
+# ----------------------------------------------------------------------- class names
+
+
+def test_the_contract_names_the_classes():
+    from kdarts.data import open_source
+    from kdarts.eval import EvalNetwork
+
+    assert open_source("kdarts_digits").info.class_names == tuple("0123456789")
+    model = EvalNetwork("DARTS_V2", 3, channels=2, layers=3, auxiliary=False, mean=[0.3],
+                        std=[0.4], dataset="png", class_names=("ant", "bee", "cat"))
+    model.build((None, 8, 8, 1))
+    assert model.input_contract()["class_names"] == ["ant", "bee", "cat"]
+    again = EvalNetwork.from_config(model.get_config())  # what model.keras reloads
+    again.build((None, 8, 8, 1))
+    assert again.input_contract()["class_names"] == ["ant", "bee", "cat"]
+    plain = EvalNetwork("DARTS_V2", 3, channels=2, layers=3, auxiliary=False, mean=[0.3],
+                        std=[0.4])
+    plain.build((None, 8, 8, 1))
+    assert "class_names" not in plain.input_contract()
+
+
+@pytest.mark.slow
+def test_a_folders_class_names_are_recorded(tmp_path, png_folder):
+    import keras
+
+    out = tmp_path / "t"
+    result = invoke("train", "--genotype", "DARTS_V2", "--dataset", png_folder, "--channels",
+                    "2", "--layers", "3", "--epochs", "1", "--out", out)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["class_names"] == ["ant", "bee", "cat"]
+    assert metrics["input"]["class_names"] == ["ant", "bee", "cat"]
+    model = keras.models.load_model(out / "model.keras")
+    assert model.input_contract()["class_names"] == ["ant", "bee", "cat"]

@@ -62,7 +62,8 @@ class DatasetInfo:
         mean: per-channel mean of the training images, pixel values scaled to [0, 1].
         std: per-channel standard deviation, same scale.
         class_names: the class names where the source has them (a folder's
-            sub-folders), else empty.
+            sub-folders, a TFDS dataset's label names: "0" .. "9" for the
+            digits), else empty.
         notes: one-line notices of what kdarts changed in the data it was given
             (e.g. float images in 0..1 rescaled to 0..255), else empty.
 

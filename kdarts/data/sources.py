@@ -291,10 +291,12 @@ def _load_tfds(name: str, data_dir: str | None, download: bool):
     train_images, train_labels = _split_to_numpy(splits[0])
     test_images, test_labels = _split_to_numpy(splits[1])
     label_key = builder.info.supervised_keys[1]
+    labels = builder.info.features[label_key]
     mean, std = channel_stats(train_images)
     info = DatasetInfo(
         name=name,
-        num_classes=int(builder.info.features[label_key].num_classes),
+        num_classes=int(labels.num_classes),
+        class_names=tuple(str(n) for n in (labels.names or ())),
         image_shape=tuple(int(d) for d in train_images.shape[1:]),
         num_train=len(train_images),
         num_test=len(test_images),

@@ -258,6 +258,9 @@ class EvalNetwork(SymbolicBuildFromElementSpec, LeanTrainFunction, keras.Model):
             folder or ``.npz``), recorded in :meth:`input_contract` (with how to
             scale the digits from scikit-learn's 0..16); None: not recorded. Only
             with ``mean``/``std``.
+        class_names: the name of each class (logit ``i`` is ``class_names[i]``),
+            recorded in :meth:`input_contract`; None: not recorded. Only with
+            ``mean``/``std``.
         imagenet_stem: DARTS's ``NetworkImageNet``: the :class:`ImageNetStem`
             (three stride-2 convs, so the first cell sees H/4 and H/8 maps and
             preprocesses ``s0`` with a ``FactorizedReduce``) and the
@@ -296,7 +299,8 @@ class EvalNetwork(SymbolicBuildFromElementSpec, LeanTrainFunction, keras.Model):
                  auxiliary_weight: float = 0.4, seed: int | None = None,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  imagenet_stem: bool = False, sync_batch_norm: bool = False,
-                 dataset: str | None = None, **kwargs):
+                 dataset: str | None = None, class_names: Sequence[str] | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
         if isinstance(genotype, dict):
             genotype = Genotype.from_dict(genotype)
@@ -333,7 +337,8 @@ class EvalNetwork(SymbolicBuildFromElementSpec, LeanTrainFunction, keras.Model):
         if (mean is None) != (std is None):
             raise ValueError("EvalNetwork: pass both mean and std (or neither)")
         self.standardize = (None if mean is None
-                            else Standardize(mean, std, dataset=dataset, name="standardize"))
+                            else Standardize(mean, std, dataset=dataset,
+                                             class_names=class_names, name="standardize"))
 
         if self.imagenet_stem:
             # NetworkImageNet: s0 = stem0(x) is twice s1 = stem1(s0), so the first
@@ -593,6 +598,9 @@ class EvalNetwork(SymbolicBuildFromElementSpec, LeanTrainFunction, keras.Model):
             "mean": None if self.standardize is None else list(self.standardize.mean),
             "std": None if self.standardize is None else list(self.standardize.std),
             "dataset": None if self.standardize is None else self.standardize.dataset,
+            "class_names": (None if self.standardize is None
+                            or self.standardize.class_names is None
+                            else list(self.standardize.class_names)),
             "imagenet_stem": self.imagenet_stem,
             "sync_batch_norm": self.sync_batch_norm,
         }

@@ -142,6 +142,7 @@ class TrainFit(FolderFit):
                             layers=opts["layers"], auxiliary=opts["auxiliary"],
                             drop_path_prob=opts["drop_path"], seed=opts["seed"],
                             mean=info.mean, std=info.std, dataset=dataset,
+                            class_names=info.class_names or None,
                             imagenet_stem=opts["imagenet_stem"],
                             sync_batch_norm=self.settings.sync_batch_norm and self.replicas > 1,
                             dtype=MIXED_PRECISION if opts["mixed_precision"] else None)
@@ -204,6 +205,7 @@ class TrainFit(FolderFit):
             "num_test": info.num_test, "parameters": self.parameters, "epochs": epochs,
             "train_seconds": round(self.fit_seconds, 1), "total_seconds": round(total, 1),
             "genotype": job.genotype.to_dict(), "input": model.input_contract(),
+            "class_names": list(info.class_names) or None,
             "args": {k: job.opts[k] for k in TRAIN_DEFAULTS}, "kdarts": kdarts_version(),
         }
         metrics_path = job.folder.path("metrics.json")
