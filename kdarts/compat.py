@@ -203,7 +203,7 @@ def _in_lean_tracing() -> bool:
 @functools.lru_cache(maxsize=1)
 def _placeholder_stack():
     """The one stack trace every op traced under :func:`lean_tracing` shares, recorded once
-    per process: a thread's few frames ending in :func:`_op_stack_trace_not_recorded`, so
+    per process: a thread's few frames ending in ``_op_stack_trace_not_recorded``, so
     an error message that quotes it says what happened. Not empty: XLA's compiler crashes
     (SIGSEGV) on an op whose trace has no frame."""
     from tensorflow.python.util import tf_stack
@@ -283,7 +283,7 @@ def lean_tracing():
     spends a sizeable share of that time on these two per-op chores
     (``tools/bench_search.py --full-tracing`` measures without them): the stack trace serves
     only error messages ("defined at ...", which then quote a placeholder frame,
-    :func:`_op_stack_trace_not_recorded`), and the scan finds nothing in an op without
+    ``_op_stack_trace_not_recorded``), and the scan finds nothing in an op without
     resource inputs under the resolvers TensorFlow registers
     (:data:`KNOWN_ACD_RESOLVERS`; with any other resolver the scan runs as usual). The
     graph, its control dependencies and so every result are the same. Other threads are

@@ -132,7 +132,7 @@ class _QuietTensorFlowImport:
 
 
 def quiet_tensorflow_import() -> None:
-    """Make the process's first ``import tensorflow`` quiet (:class:`_QuietTensorFlowImport`);
+    """Make the process's first ``import tensorflow`` quiet (``_QuietTensorFlowImport``);
     ``import kdarts`` calls it. Nothing to do once TensorFlow is imported."""
     import sys
 
@@ -166,7 +166,7 @@ _float16_notice_done = False
 
 def silence_float16_notice() -> None:
     """Run a first float16 op with TensorFlow's once-per-process float16 notice
-    (:data:`_FLOAT16_NOTICE`) filtered from stderr, so it is not printed later.
+    (``_FLOAT16_NOTICE``) filtered from stderr, so it is not printed later.
 
     Called when a network is built with a float16 policy: TensorFlow's threads, logical
     devices and strategy are settled by then. Nothing is filtered if

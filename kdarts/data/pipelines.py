@@ -190,20 +190,20 @@ def search_datasets(
     :func:`split_indices`. Each stream then goes over its split pass after
     pass, reshuffled every pass (the permutation of pass ``e`` is a stateless
     function of ``seed`` and ``e``), augmented with random crop (and flip for
-    :data:`FLIP_DATASETS`; no cutout), served as raw float32 pixels, batched with
-    ``drop_remainder=True`` (so every pass has the same number of batches) and
+    :data:`~kdarts.data.catalog.FLIP_DATASETS`; no cutout), served as raw float32
+    pixels, batched with ``drop_remainder=True`` (so every pass has the same number of batches) and
     prefetched. The augmentation of an element depends only on ``seed`` and
     its position in the stream.
 
     Args:
-        name: one of :data:`DATASETS`, a folder of class sub-folders (streamed
+        name: one of :data:`~kdarts.data.catalog.DATASETS`, a folder of class sub-folders (streamed
             from disk), an ``.npz``, or arrays ``(x, y)`` /
             ``(x, y, x_test, y_test)`` (see :mod:`kdarts.data.files`).
         batch_size: batch size of both streams.
         seed: the data seed, in ``[0, 2**32)``.
         split: ``"half"`` or ``"dynamic"`` (see :func:`split_indices`).
         every: the dynamic schedule's ``k`` (dynamic split only).
-        data_dir: TFDS data directory (see :func:`load_dataset`).
+        data_dir: TFDS data directory (see :func:`~kdarts.data.sources.load_dataset`).
         skip_weight_batches: batches to skip at the start of the weight
             stream; a resumed search passes the number of batches it already
             consumed and then sees exactly the batches of an uninterrupted run.
@@ -212,9 +212,9 @@ def search_datasets(
             (tiny tests); the mean/std still come from the full training split.
         padding: random-crop padding; default :func:`default_padding` of the
             image height.
-        flip: horizontal flips; default: only for :data:`FLIP_DATASETS` (own
+        flip: horizontal flips; default: only for :data:`~kdarts.data.catalog.FLIP_DATASETS` (own
             data is not flipped: a flip may change what an image means).
-        download: passed to :func:`load_dataset`.
+        download: passed to :func:`~kdarts.data.sources.load_dataset`.
         image_size: ``(H, W)`` a folder's images are resized to.
 
     Returns:
@@ -280,7 +280,7 @@ def train_datasets(
 
     ``train_ds`` is finite: one epoch per iteration (as ``model.fit`` iterates
     it), reshuffled each epoch, augmented (crop, flip for
-    :data:`FLIP_DATASETS`, then cutout filled with the mean pixel, which is
+    :data:`~kdarts.data.catalog.FLIP_DATASETS`, then cutout filled with the mean pixel, which is
     DARTS's zeroing after normalisation), raw float32 pixels, batched, the last
     batch possibly smaller. Epoch ``e``'s order
     and augmentation are stateless functions of ``seed`` and ``e``; the
@@ -293,12 +293,12 @@ def train_datasets(
         batch_size: batch size of both datasets.
         seed: the data seed, in ``[0, 2**32)``.
         cutout: cutout square side (0: none; DARTS uses 16 on CIFAR).
-        data_dir: TFDS data directory (see :func:`load_dataset`).
+        data_dir: TFDS data directory (see :func:`~kdarts.data.sources.load_dataset`).
         max_examples: use only the first ``max_examples`` training examples.
         padding: random-crop padding; default :func:`default_padding`.
-        flip: horizontal flips; default: only for :data:`FLIP_DATASETS`.
+        flip: horizontal flips; default: only for :data:`~kdarts.data.catalog.FLIP_DATASETS`.
         initial_epoch: the epoch the first iteration of ``train_ds`` serves.
-        download: passed to :func:`load_dataset`.
+        download: passed to :func:`~kdarts.data.sources.load_dataset`.
         image_size: ``(H, W)`` a folder's images are resized to.
 
     Returns:

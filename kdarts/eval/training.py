@@ -144,7 +144,7 @@ def compile_eval_network(model, epochs: int, steps_per_epoch: int, lr: float = 0
                          weight_decay: float = 3e-4, clip_norm: float | None = 5.0,
                          auxiliary_weight: float = 0.4, drop_path_prob: float | None = None,
                          jit_compile: bool = False, **compile_kwargs) -> list:
-    """Compile an :class:`EvalNetwork` with DARTS's recipe; returns the callbacks for ``fit``.
+    """Compile an :class:`~kdarts.eval.network.EvalNetwork` with DARTS's recipe; returns the callbacks for ``fit``.
 
     SGD (momentum, coupled L2 ``weight_decay`` on all trainable variables as
     the reference, global gradient-norm clipping ``clip_norm``), learning rate

@@ -39,7 +39,7 @@ class ModelLoadError(ValueError):
 
 @dataclass(frozen=True)
 class ExportResult:
-    """What :func:`export_model` wrote.
+    """What :func:`~kdarts.export.export_model` wrote.
 
     Attributes:
         path: absolute path of the artifact (a file, or a folder for SavedModel).

@@ -102,8 +102,9 @@ class RecurrentSearchCell(keras.layers.Layer):
 
     Args:
         units: hidden size (the authors' ``nhid``; their search ties it to the input size).
-        primitives: candidate activations (:data:`RECURRENT_PRIMITIVES`, or without
-            ``none`` for crb).
+        primitives: candidate activations
+            (:data:`~kdarts.recurrent.genotype.RECURRENT_PRIMITIVES`, or without ``none``
+            for crb).
         steps: intermediate nodes (8).
         batch_norm: normalise state 0 and every node, as the authors' search cell does.
 

@@ -33,8 +33,8 @@ from kdarts.recurrent.genotype import RecurrentGenotype
 
 
 def as_recurrent_genotype(genotype, owner: str) -> RecurrentGenotype:
-    """``genotype`` as a :class:`RecurrentGenotype` (a dict from a config is read too);
-    one-line :class:`~kdarts.GenotypeError` for any other kind."""
+    """``genotype`` as a :class:`~kdarts.recurrent.genotype.RecurrentGenotype` (a dict
+    from a config is read too); one-line :class:`~kdarts.GenotypeError` for any other kind."""
     if isinstance(genotype, RecurrentGenotype):
         return genotype
     if isinstance(genotype, dict):

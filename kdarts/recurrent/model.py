@@ -384,8 +384,8 @@ class RecurrentSearchModel(LeanTrainFunction, SymbolicBuildOnlyIfUnbuilt, keras.
         last segment shorter), the hidden state carried from a zero one, every dropout
         off and the normalisation on its moving statistics. The loss is the mean over
         every predicted token (the authors divide the token-weighted sum by one more
-        step than they predict). ``x`` may also be a :class:`BPTTStream` (its streams
-        and bptt)."""
+        step than they predict). ``x`` may also be a
+        :class:`~kdarts.recurrent.data.BPTTStream` (its streams and bptt)."""
         if y is not None or kwargs:
             raise TypeError("RecurrentSearchModel.evaluate takes token ids (or a BPTTStream)")
         if isinstance(x, BPTTStream):

@@ -225,8 +225,9 @@ class RunFolder:
     def read_run(self) -> dict | None:
         """The folder's ``run.json``; None for a missing or empty folder.
 
-        Raises :class:`RunError` if it holds another kind of run, or files that are
-        not this kind of run's (a leftover ``.tmp-*`` of an interrupted write aside).
+        Raises :class:`~kdarts.runs.results.RunError` if it holds another kind of run, or
+        files that are not this kind of run's (a leftover ``.tmp-*`` of an interrupted
+        write aside).
         """
         out, command = self.out, self.command
         check_writable(out)

@@ -11,7 +11,7 @@ Report = Callable[[str], None]
 
 
 def quiet(_: str) -> None:
-    """A :data:`Report` that drops every line."""
+    """A :data:`~kdarts.runs.report.Report` that drops every line."""
 
 
 def kdarts_version() -> str:

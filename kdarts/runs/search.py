@@ -40,8 +40,9 @@ def search_options(options: dict) -> tuple[dict, dict, tuple | None, str | None]
 
 
 def check_search_folder(out: str, **options) -> None:
-    """Raise :class:`RunError` unless ``out`` is new or holds the search ``options``
-    describe (finished or not), as :func:`search_run` would; nothing is loaded or written."""
+    """Raise :class:`~kdarts.runs.results.RunError` unless ``out`` is new or holds the
+    search ``options`` describe (finished or not), as :func:`search_run` would; nothing
+    is loaded or written."""
     RunFolder(out, "search").search_state(search_options(options)[1], "auto")
 
 

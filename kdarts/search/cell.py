@@ -40,8 +40,9 @@ class SearchCell(keras.layers.Layer):
         primitives: candidate ops (columns of α).
         steps, multiplier: intermediate nodes, and how many of the last are concatenated.
         node_bn: BN without scale/offset after each node's sum (the crb setting).
-        fused: compute all edges leaving a node together (:class:`FanOut`); ``False``
-            uses one :class:`MixedEdge` per edge, as the DARTS reference code does.
+        fused: compute all edges leaving a node together
+            (:class:`~kdarts.search.edge.FanOut`); ``False`` uses one
+            :class:`~kdarts.search.edge.MixedEdge` per edge, as the DARTS reference code does.
     """
 
     def __init__(self, channels: int, reduction: bool, reduction_prev: bool,
