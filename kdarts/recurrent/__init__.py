@@ -47,3 +47,7 @@ _LAZY = {
 
 
 __getattr__, __dir__ = _lazy_names("kdarts.recurrent", globals(), _LAZY)
+
+__all__ = ["CRB_RECURRENT_PRIMITIVES", "DARTS_V1", "DARTS_V2", "RECURRENT_PRIMITIVES",
+           "RecurrentGenotype", "discretize_recurrent", "resolve_recurrent_genotype",
+           *_LAZY]

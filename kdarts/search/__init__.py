@@ -19,3 +19,8 @@ from kdarts.search.schedules import (
     dynamic_split_fraction,
     update_fi_ewma,
 )
+
+__all__ = ["ADMM", "Architecture", "ArchitectureActivation", "DynamicSchedule", "FanOut",
+           "FixedSchedule", "MixedEdge", "NoRegularizer", "Proximity", "Regularizer",
+           "SearchCell", "SearchNetwork", "activate", "admm_update", "admm_update_reference",
+           "count_parameters", "dynamic_split_fraction", "prune", "update_fi_ewma"]
