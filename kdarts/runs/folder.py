@@ -346,7 +346,7 @@ class RunFolder:
         return state, None
 
     def _previous_args(self, run: dict | None, args: dict) -> dict | None:
-        """run.json's arguments, completed with those added since (image runs), to compare
+        """run.json's arguments, completed with those an older run lacks (image runs), to compare
         with ``args``; RunError if the folder holds the other search space's run."""
         if run is None:
             return None
