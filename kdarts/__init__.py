@@ -60,7 +60,7 @@ _LAZY = {
     "SearchNetwork": "kdarts.search",
     "dynamic_split_fraction": "kdarts.search",
     "SearchDefaults": "kdarts.runs.recipe",  # TensorFlow-free: options, then Keras parts
-    "search_defaults": "kdarts.runs.recipe",
+    "search_defaults": "kdarts.runs.search",
 }
 
 

@@ -96,9 +96,22 @@ def stdlib_corpus(vocab_size: int = 10000) -> Corpus:
                   encode(test, vocabulary), vocabulary)
 
 
-#: The embedded corpus's name wherever a corpus is asked for (no download, no files).
+#: The corpus every install carries (CPython's documentation, PTB-tokenised): its name
+#: wherever a corpus is asked for (no download, no files).
 EMBEDDED_CORPUS = "kdarts_text"
+#: The files a corpus folder holds (the Penn Treebank layout).
 CORPUS_FILES = ("train.txt", "valid.txt", "test.txt")
+
+
+def is_corpus(dataset: str | None) -> bool:
+    """Whether ``--dataset`` names a corpus: the embedded one, or a folder holding
+    ``train.txt``, ``valid.txt`` and ``test.txt``."""
+    if dataset is None:
+        return False
+    if dataset == EMBEDDED_CORPUS:
+        return True
+    return os.path.isdir(dataset) and all(
+        os.path.isfile(os.path.join(dataset, name)) for name in CORPUS_FILES)
 
 
 class CorpusError(ValueError):

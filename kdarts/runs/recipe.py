@@ -1,6 +1,6 @@
 """The search ``kdarts search`` runs, as the parts of a Keras ``compile``/``fit``.
 
-:func:`search_defaults` resolves a search's options exactly as the command line does
+:func:`kdarts.runs.search.search_defaults` resolves a search's options exactly as the command line does
 (the dataset's defaults, the same checks, a default batch lowered to fit small own
 data) and returns a :class:`SearchDefaults`, which builds the datasets, the
 :class:`~kdarts.search.SearchNetwork` arguments and the ``compile`` arguments with the
@@ -24,7 +24,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import types
 from typing import Any, Iterator, Mapping
 
 from kdarts.runs.defaults import SEARCH_DEFAULTS
@@ -78,7 +77,7 @@ def compile_args(opts: Mapping[str, Any], search_data) -> dict:
 @dataclasses.dataclass(frozen=True)
 class SearchDefaults:
     """A search's resolved options (read-only; ``search["channels"]``) and the parts
-    ``kdarts search`` builds from them. Made by :func:`search_defaults`.
+    ``kdarts search`` builds from them. Made by :func:`kdarts.runs.search.search_defaults`.
 
     Attributes:
         options: every option of :data:`~kdarts.runs.SEARCH_DEFAULTS`, resolved.
@@ -128,50 +127,3 @@ class SearchDefaults:
         α optimizer, ``unrolled``, ``skip_pruned_ops`` and the search split. A fresh α
         optimizer each call: compile each network with its own."""
         return compile_args(self.options, search_data)
-
-
-def search_defaults(dataset: str = SEARCH_DEFAULTS["dataset"], **options: Any
-                    ) -> SearchDefaults:
-    """The options ``kdarts search --dataset DATASET`` would run with, and the parts to
-    run them in Keras.
-
-    Options left out (or None) take the dataset's defaults, as on the command line: on
-    the built-in digits and other small data α's Adam learning rate 0.05 from a dynamic
-    threshold of 50, on cifar10/cifar100 the paper's sizes and α step
-    (:func:`~kdarts.runs.resolve_options`). The checks are the command's: a bad option or
-    dataset raises :class:`~kdarts.runs.RunError` with its one line, and on own data (a
-    folder or an ``.npz``) a default batch larger than the search split is lowered, the
-    line saying so in ``notes``. Nothing is loaded and TensorFlow is not imported.
-
-    Args:
-        dataset: a TFDS name, a folder of class sub-folders or an ``.npz`` (a path is
-            made absolute, as in ``run.json``).
-        **options: any of :data:`~kdarts.runs.SEARCH_DEFAULTS` (``channels``,
-            ``layers``, ``epochs``, ``arch_lr``, ``threshold``, ``seed``, ...).
-
-    Raises:
-        TypeError: an option ``kdarts search`` does not have.
-        RunError: a bad value, a missing dataset, or a corpus (the recurrent space is
-            searched by :func:`kdarts.runs.recurrent_search_run`).
-
-    Example:
-        >>> search = search_defaults("kdarts_digits", channels=4, epochs=1)
-        >>> search["channels"], search["arch_lr"], search["schedule"]
-        (4, 0.05, 'dynamic')
-        >>> search_defaults("cifar10")["arch_lr"]
-        0.0003
-    """
-    from kdarts.runs.recurrent import is_corpus
-    from kdarts.runs.results import RunError
-    from kdarts.runs.search import search_options
-
-    unknown = sorted(set(options) - set(SEARCH_DEFAULTS))
-    if unknown:
-        raise TypeError(f"search_defaults: unknown option(s) {', '.join(unknown)}; valid: "
-                        f"{', '.join(sorted(SEARCH_DEFAULTS))}")
-    if is_corpus(dataset):
-        raise RunError(f"search_defaults: {dataset} is a corpus (the recurrent space); "
-                       "kdarts.runs.recurrent_search_run searches it")
-    opts, _, _, batch_note = search_options({**options, "dataset": dataset})
-    return SearchDefaults(types.MappingProxyType(dict(opts)),
-                          () if batch_note is None else (batch_note,))

@@ -28,10 +28,8 @@ from kdarts.runs.report import Report, fmt_time, rel
 from kdarts.runs.results import RunError, SearchResult
 from kdarts.runs.watchdog import InterruptNote
 
-#: The corpus every install carries (CPython's documentation, PTB-tokenised).
-EMBEDDED_CORPUS = "kdarts_text"
-#: The files a corpus folder holds (the Penn Treebank layout).
-CORPUS_FILES = ("train.txt", "valid.txt", "test.txt")
+# the corpus every install carries, the files a corpus folder holds, and the test for either
+from kdarts.recurrent.corpus import CORPUS_FILES, EMBEDDED_CORPUS, is_corpus  # noqa: E402
 
 #: Recurrent search defaults: DARTS-PRIME's method (crb, dynamic schedule, proximity) at
 #: a size meant for a laptop CPU. As for the small image searches, α's learning rate is
@@ -66,17 +64,6 @@ CORPUS_SIZED = {"search": ("units", "bptt", "batch_size", "epochs", "arch_lr", "
                 "train": ("units", "bptt", "batch_size", "epochs")}
 
 # ------------------------------------------------------------------------- what is what
-
-def is_corpus(dataset: str | None) -> bool:
-    """Whether ``--dataset`` names a corpus: the embedded one, or a folder holding
-    ``train.txt``, ``valid.txt`` and ``test.txt``."""
-    if dataset is None:
-        return False
-    if dataset == EMBEDDED_CORPUS:
-        return True
-    return os.path.isdir(dataset) and all(
-        os.path.isfile(os.path.join(dataset, name)) for name in CORPUS_FILES)
-
 
 def is_recurrent_genotype(spec) -> bool:
     """Whether ``spec`` is a recurrent genotype file (or a search folder holding one)."""

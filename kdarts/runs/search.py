@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from typing import Callable
+import types
+from typing import Any, Callable
 
 from kdarts.checkpoints import CHECKPOINT_WEIGHTS
 from kdarts.runs.defaults import SEARCH_DEFAULTS, check_data_options, fit_search_batch, \
@@ -14,6 +15,8 @@ from kdarts.runs.fit import FolderFit, Job, RunSettings
 from kdarts.runs.folder import RunFolder
 from kdarts.runs.report import Report, fmt_time, rel, search_summary
 from kdarts.runs.results import RunError, SearchResult
+from kdarts.recurrent.corpus import is_corpus
+from kdarts.runs.recipe import SearchDefaults, compile_args, network_args, search_data
 from kdarts.runs.watchdog import InterruptNote
 
 
@@ -37,6 +40,49 @@ def search_options(options: dict) -> tuple[dict, dict, tuple | None, str | None]
     if opts["steps"] < 1:
         raise RunError(f"--steps must be >= 1, got {opts['steps']}")
     return opts, {key: opts[key] for key in SEARCH_DEFAULTS}, primitives, batch_note
+
+
+def search_defaults(dataset: str = SEARCH_DEFAULTS["dataset"], **options: Any
+                    ) -> SearchDefaults:
+    """The options ``kdarts search --dataset DATASET`` would run with, and the parts to
+    run them in Keras.
+
+    Options left out (or None) take the dataset's defaults, as on the command line: on
+    the built-in digits and other small data α's Adam learning rate 0.05 from a dynamic
+    threshold of 50, on cifar10/cifar100 the paper's sizes and α step
+    (:func:`~kdarts.runs.resolve_options`). The checks are the command's: a bad option or
+    dataset raises :class:`~kdarts.runs.RunError` with its one line, and on own data (a
+    folder or an ``.npz``) a default batch larger than the search split is lowered, the
+    line saying so in ``notes``. Nothing is loaded and TensorFlow is not imported.
+
+    Args:
+        dataset: a TFDS name, a folder of class sub-folders or an ``.npz`` (a path is
+            made absolute, as in ``run.json``).
+        **options: any of :data:`~kdarts.runs.SEARCH_DEFAULTS` (``channels``,
+            ``layers``, ``epochs``, ``arch_lr``, ``threshold``, ``seed``, ...).
+
+    Raises:
+        TypeError: an option ``kdarts search`` does not have.
+        RunError: a bad value, a missing dataset, or a corpus (the recurrent space is
+            searched by :func:`kdarts.runs.recurrent_search_run`).
+
+    Example:
+        >>> search = search_defaults("kdarts_digits", channels=4, epochs=1)
+        >>> search["channels"], search["arch_lr"], search["schedule"]
+        (4, 0.05, 'dynamic')
+        >>> search_defaults("cifar10")["arch_lr"]
+        0.0003
+    """
+    unknown = sorted(set(options) - set(SEARCH_DEFAULTS))
+    if unknown:
+        raise TypeError(f"search_defaults: unknown option(s) {', '.join(unknown)}; valid: "
+                        f"{', '.join(sorted(SEARCH_DEFAULTS))}")
+    if is_corpus(dataset):
+        raise RunError(f"search_defaults: {dataset} is a corpus (the recurrent space); "
+                       "kdarts.runs.recurrent_search_run searches it")
+    opts, _, _, batch_note = search_options({**options, "dataset": dataset})
+    return SearchDefaults(types.MappingProxyType(dict(opts)),
+                          () if batch_note is None else (batch_note,))
 
 
 def check_search_folder(out: str, **options) -> None:
@@ -121,14 +167,11 @@ class SearchFit(FolderFit):
     bar_integers = ("α steps", "pruned")
 
     def load_data(self):
-        from kdarts.runs.recipe import search_data
-
         weight_ds, self.search_ds, info, steps = search_data(
             self.job.opts, data_dir=self.settings.data_dir, download=self.settings.download)
         return weight_ds, info, steps
 
     def build(self):
-        from kdarts.runs.recipe import compile_args, network_args
         from kdarts.search import SearchNetwork
         from kdarts.search.callbacks import checkpoint_epoch
 
