@@ -43,6 +43,8 @@ SECTION_CITATION = re.compile(r"(?P<doc>" + _DOC + r")`?,? ?§ ?(?P<first>\d+)"
                               r"(?:\.\d+)*(?:\s*[–-]\s*§?\s*(?P<last>\d+))?")
 #: A docs/ file named anywhere.
 DOC_PATH = re.compile(r"\bdocs/[a-z_]+\.md\b")
+#: The project's design sketch, which does not ship: docs/design.md is its record.
+UNSHIPPED = re.compile(r"\bDESIGN(?:\.md)?\b")
 #: Dotted names of the package, not as part of a path or a longer word.
 DOTTED = re.compile(r"(?<![\w/.-])kdarts(?:\.[A-Za-z_]\w*)+")
 #: Dotted strings that are not Python names: the input contract's metadata key.
@@ -137,6 +139,9 @@ def broken_citations(files: list[Path]) -> list[str]:
                 if int(number) not in found[1]:
                     problems.append(f"{citing.relative_to(ROOT)}:{line_of(m.start())}: "
                                     f"{m.group('doc')} has no §{number}")
+        for m in UNSHIPPED.finditer(text):
+            problems.append(f"{citing.relative_to(ROOT)}:{line_of(m.start())}: cites "
+                            f"{m.group(0)}, which does not ship; cite docs/design.md")
         for m in DOC_PATH.finditer(text):
             if not (ROOT / m.group(0)).exists():
                 problems.append(f"{citing.relative_to(ROOT)}:{line_of(m.start())}: names "
@@ -167,14 +172,16 @@ def test_the_citation_check_catches_what_it_should(tmp_path, monkeypatch):
     assert broken_citations([good]) == []
     bad = tmp_path / "bad.py"
     bad.write_text('# docs/design.md, "Layout"\n# docs/design.md, "not a heading"\n'
-                   "# docs/method.md §2–4\n# docs/nothing.md, 'xy'\n", encoding="utf-8")
+                   "# docs/method.md §2–4\n# docs/nothing.md, 'xy'\n# (DESIGN notes)\n",
+                   encoding="utf-8")
     problems = broken_citations([bad])
     assert problems == sorted([
         "bad.py:1: docs/design.md has no section titled 'layout'",
         "bad.py:2: docs/design.md has no section titled 'not a heading'",
         "bad.py:3: docs/method.md has no §2",
         "bad.py:4: cites docs/nothing.md, which does not exist (docs/nothing.md)",
-        "bad.py:4: names docs/nothing.md, which does not exist"]), problems
+        "bad.py:4: names docs/nothing.md, which does not exist",
+        "bad.py:5: cites DESIGN, which does not ship; cite docs/design.md"]), problems
 
 
 # ------------------------------------------------------------------- kdarts.* names
