@@ -139,3 +139,39 @@ def test_npz_refusals_come_before_tensorflow_starts(tmp_path):
     assert lines[0].startswith(f"Error: {path}: x holds NaN values")
     assert lines[1] == "tensorflow loaded: False"
     assert not (tmp_path / "run").exists()
+
+
+def test_bmps_tensorflow_cannot_read_are_named(tmp_path, no_tf_work):
+    from PIL import Image
+
+    from kdarts.data import DatasetError
+    from kdarts.data.files import scan_folder
+
+    root = write_png_folder(tmp_path / "photos", count=12)
+    colour = Image.fromarray(own_images(1)[0][0])
+    colour.save(root / "ant" / "rgb.bmp")
+    colour.convert("L").save(root / "bee" / "grey.bmp")
+    assert scan_folder(root).image_shape == (8, 8, 3)  # 24-bit and 8-bit grey: read
+    for mode, kind in (("1", "a 1-bit BMP"), ("P", "a 8-bit BMP with a colour palette")):
+        bad = root / "cat" / f"{mode}.bmp"
+        colour.convert(mode).save(bad)
+        with pytest.raises(DatasetError) as caught:
+            scan_folder(root)
+        assert str(caught.value).startswith(f"{bad}: {kind}; TensorFlow reads")
+        bad.unlink()
+
+
+def test_an_image_spoilt_after_the_check_is_named_by_the_decoder(tmp_path):
+    from kdarts.data import DatasetError
+    from kdarts.data.files import scan_folder
+    from kdarts.data.sources import _open_folder
+
+    root = write_png_folder(tmp_path / "photos", count=12)
+    folder = scan_folder(root)
+    bad = folder.train_paths[3]
+    truncate(type(tmp_path)(bad))  # after the check: the decoder meets it first
+    with pytest.raises(DatasetError) as caught:
+        _open_folder(folder)
+    message = str(caught.value)
+    assert message.startswith(f"{bad}: TensorFlow cannot decode this image (")
+    assert "\n" not in message

@@ -368,8 +368,24 @@ def _header(path: str) -> tuple[int, int, str]:
         if kind not in _DECODED_FORMATS:
             raise DatasetError(f"{path}: a {kind} image; kdarts reads PNG, JPEG, BMP and "
                                "GIF files (convert or remove it)")
+        if kind == "BMP":
+            _check_bmp(path, mode)
         _HEADERS[key] = (int(height), int(width), mode)
     return _HEADERS[key]
+
+
+def _check_bmp(path: str, mode: str) -> None:
+    """TensorFlow decodes uncompressed 8-bit (as grey), 24- and 32-bit BMPs only: it fails
+    on the others, and would read a colour palette's indices as grey levels."""
+    with open(path, "rb") as f:
+        header = f.read(34)
+    bits = int.from_bytes(header[28:30], "little")
+    compression = int.from_bytes(header[30:34], "little")
+    if bits not in (8, 24, 32) or compression not in (0, 3) or mode == "P":
+        kind = (f"a {bits}-bit BMP" + (" with a colour palette" if mode == "P" else "")
+                + (" (compressed)" if compression not in (0, 3) else ""))
+        raise DatasetError(f"{path}: {kind}; TensorFlow reads uncompressed 8-bit grey, "
+                           "24- and 32-bit BMPs only (save it as PNG)")
 
 
 def _hw(size) -> str:

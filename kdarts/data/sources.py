@@ -252,8 +252,22 @@ def _decoded_batches(source: Source, split: Split):
     try:
         yield from ds.batch(_DECODE_BATCH).as_numpy_iterator()
     except tf.errors.OpError as err:
-        raise DatasetError(f"{source.info.name}: an image could not be decoded "
-                           f"({' '.join(err.message.split())[:200]})") from None
+        where = _undecodable(split.paths, shape, resize) or source.info.name
+        raise DatasetError(f"{where}: TensorFlow cannot decode this image "
+                           f"({' '.join(err.message.split())[:200]}); repair or remove "
+                           "it") from None
+
+
+def _undecodable(paths, shape, resize) -> str | None:
+    """The first of ``paths`` TensorFlow fails to decode (one by one: an error path only)."""
+    import tensorflow as tf
+
+    for path in paths:
+        try:
+            decode_image(tf.constant(path), shape, resize)
+        except (tf.errors.OpError, ValueError):
+            return str(path)
+    return None
 
 
 def _decode_split(source: Source, split: Split) -> Split:
