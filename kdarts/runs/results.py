@@ -9,7 +9,8 @@ from kdarts.genotype import Genotype
 
 
 class RunError(ValueError):
-    """A run cannot start (bad input or output folder); one line, nothing was touched."""
+    """A run cannot start (bad input or output folder: nothing was touched) or go on (a
+    full disk: the message says what was kept); one line."""
 
 
 class RunInterrupted(KeyboardInterrupt):
