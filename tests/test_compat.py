@@ -261,6 +261,7 @@ def test_lean_in_other_threads_carries_the_callers_lean_tracing():
     assert last_frame() != "_op_stack_trace_not_recorded"
 
 
+@pytest.mark.slow
 def test_onednn_enabled_follows_tensorflows_switch():
     import subprocess
     import sys

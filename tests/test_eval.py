@@ -98,6 +98,7 @@ def test_parameter_count_matches_darts_reference():
     assert model.auxiliary_head.kernel_size == (2, 2)
 
 
+@pytest.mark.slow
 def test_imagenet_parameter_count_matches_darts_reference():  # builds, no forward pass: ~2 s
     """DARTS_V2 as DARTS's ImageNet network: C=48, 14 cells, 1000 classes, 224x224.
 
@@ -148,6 +149,7 @@ def net32():
     return model
 
 
+@pytest.mark.slow  # with its module fixture, net32, which no other test uses
 def test_shapes_32x32_and_training_returns_aux(net32):
     x = np.random.default_rng(0).standard_normal((2, 32, 32, 3)).astype("float32")
     assert tuple(net32(x).shape) == (2, 10)

@@ -71,6 +71,7 @@ def record():
     return synthetic_record()
 
 
+@pytest.mark.slow
 def test_plot_alpha_writes_png(tmp_path, record):
     out = tmp_path / "alpha.png"
     assert plot_alpha(record, out) == str(out)
@@ -91,6 +92,7 @@ def test_plot_alpha_from_json_path_and_small_cells(tmp_path):
     assert width > 400 and height > 400
 
 
+@pytest.mark.slow
 def test_alpha_shared_axis_and_initial_value(tmp_path, record):
     """shared_axis puts every panel on act(α)'s absolute 0..1 axis; every panel (shared or
     zoomed) marks the initial act(α)."""
@@ -148,6 +150,7 @@ def _colour_counts(pixels: np.ndarray, colours: dict | None = None) -> dict[str,
             for op, c in (colours or OP_COLORS).items()}
 
 
+@pytest.mark.slow
 def test_plot_genotype_from_record_dict(tmp_path, record):
     """A record's genotype dict draws exactly what its Genotype draws, every kept op in its
     colour; another genotype draws another picture, without the ops it lacks."""

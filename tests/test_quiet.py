@@ -47,6 +47,7 @@ print("level", os.environ["TF_CPP_MIN_LOG_LEVEL"])
 """
 
 
+@pytest.mark.slow
 def test_python_api_prints_no_tensorflow_log_lines(tmp_path):
     """``import kdarts``, set the threads, build a float16 network: TensorFlow's load-time
     lines and its float16 notice ("oneDNN supports DT_HALF only on platforms with
@@ -59,6 +60,7 @@ def test_python_api_prints_no_tensorflow_log_lines(tmp_path):
     assert "DT_HALF" not in run.stderr
 
 
+@pytest.mark.slow
 def test_a_log_level_the_user_set_is_kept(tmp_path):
     """TF_CPP_MIN_LOG_LEVEL=0 (everything): kdarts keeps it and filters nothing."""
     run = _python("import os, kdarts\nkdarts.set_cpu_threads(intra_op=1)\n"

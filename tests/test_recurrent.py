@@ -167,7 +167,7 @@ def weight_map(model):
             "w0": model.cell.w0, "node_kernels": model.cell.node_kernels}
 
 
-@pytest.mark.parametrize("activation", ["crb", "softmax"])
+@pytest.mark.parametrize("activation", ["crb", pytest.param("softmax", marks=pytest.mark.slow)])
 def test_cell_forward_gradients_and_step_equal_the_authors(activation):
     ref = reference(activation)
     vocab, units = ref["w.embedding"].shape
@@ -211,6 +211,7 @@ def test_cell_forward_gradients_and_step_equal_the_authors(activation):
 UNROLLED = np.load(pathlib.Path(__file__).parent / "data" / "recurrent_unrolled_reference.npz")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation", ["crb", "softmax"])
 def test_unrolled_alpha_step_equals_the_authors(activation):
     """One second-order α step against the authors' architect (tools/reference_rnn.py

@@ -10,6 +10,7 @@ import tensorflow as tf
 from kdarts import set_cpu_threads
 
 
+@pytest.mark.slow
 def test_threads_are_set_in_a_fresh_process():
     script = (
         "import kdarts, tensorflow as tf\n"
