@@ -211,8 +211,7 @@ def test_cell_forward_gradients_and_step_equal_the_authors(activation):
 UNROLLED = np.load(pathlib.Path(__file__).parent / "data" / "recurrent_unrolled_reference.npz")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("activation", ["crb", "softmax"])
+@pytest.mark.parametrize("activation", ["crb", pytest.param("softmax", marks=pytest.mark.slow)])
 def test_unrolled_alpha_step_equals_the_authors(activation):
     """One second-order α step against the authors' architect (tools/reference_rnn.py
     --unrolled-out): a virtual SGD step at lr 20 × 5/6 (a 5-of-6-token segment's), the

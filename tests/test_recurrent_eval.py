@@ -264,6 +264,7 @@ def test_exports_match_keras(tmp_path):
         export_language_model(tmp_path / "lm.keras", tmp_path / "lm.keras")
 
 
+@pytest.mark.slow
 def test_keras_load_model_after_import_kdarts(tmp_path):
     """A saved language model loads with plain ``keras.models.load_model`` in a fresh
     process that imported only kdarts (which imports no TensorFlow itself) and Keras."""

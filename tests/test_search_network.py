@@ -121,7 +121,7 @@ def _copy_edges_into_fanouts(ref: SearchCell, fused: SearchCell):
 # C=20: 3×3 kernels compose into dense ones (180 taps), 5×5 stay depthwise (500 > 400)
 @pytest.mark.parametrize("reduction,activation,channels,skip", [
     (False, "softmax", 4, False), (True, "crb", 4, True),
-    pytest.param(True, "crb", 20, False, marks=pytest.mark.slow),
+    (True, "crb", 20, False),
     (False, "crb", 4, "kept"), pytest.param(True, "crb", 20, "kept", marks=pytest.mark.slow)])
 def test_fused_cell_equals_reference_cell(reduction, activation, channels, skip):
     """FanOut computes exactly DARTS's MixedEdges, pruned ops included, train and inference,
