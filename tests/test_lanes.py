@@ -15,7 +15,8 @@ from kdarts.runtime import set_cpu_threads_on_import
 TESTS = Path(__file__).parent
 
 #: Test modules whose tests need numpy only: a session of them must not load TensorFlow.
-TF_FREE_MODULES = ("test_genotype.py", "test_atomic.py")
+TF_FREE_MODULES = ("test_genotype.py", "test_atomic.py", "test_corpus.py",
+                   "test_layering.py", "test_run_folder.py")
 
 #: A pytest plugin that writes, at the end of the session, whether TensorFlow was loaded.
 _TF_CHECK_PLUGIN = """\
@@ -40,7 +41,8 @@ def test_tf_free_modules_run_without_loading_tensorflow(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (
         str(tmp_path), os.environ.get("PYTHONPATH")))), "TF_CHECK_OUT": str(out)}
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tf_check",
+        [sys.executable, "-m", "pytest", "-q", "-m", "not slow", "-p", "no:cacheprovider",
+         "-p", "tf_check",
          *(str(TESTS / name) for name in TF_FREE_MODULES)],
         cwd=TESTS.parent, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
