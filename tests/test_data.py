@@ -76,7 +76,7 @@ def test_digits_builder_is_real_data_with_fixed_split(digits):
     assert x_train.dtype == np.uint8 and y_train.dtype == np.int32
     assert info == data.DatasetInfo(
         name="kdarts_digits", num_classes=10, image_shape=(8, 8, 3), num_train=1437,
-        num_test=360, mean=info.mean, std=info.std)
+        num_test=360, mean=info.mean, std=info.std, class_names=tuple("0123456789"))
     # Grey replicated to 3 channels, full 0..255 range.
     assert (x_train[..., 0] == x_train[..., 2]).all() and x_train.max() == 255
     # Exactly scikit-learn's images and labels, split without overlap.
@@ -486,3 +486,24 @@ def test_folder_with_test_split_greyscale_and_resize(tmp_path):
 
     first = np.asarray(Image.open(tmp_path / "d" / "train" / "ant" / "000.png"))
     np.testing.assert_array_equal(x_train[0, ..., 0], first)
+
+
+@pytest.mark.slow
+def test_processes_building_the_digits_at_once_all_get_them(tmp_path):
+    """Two first uses on a machine without the files (two test workers, two commands)
+    both load the digits: one builds them, the other waits for its lock, then reads."""
+    code = ("import sys; from kdarts.data import load_dataset; "
+            "x, y, xt, yt, info = load_dataset('kdarts_digits', data_dir=sys.argv[1]); "
+            "print(len(x), len(xt), int(x.sum() % 100003))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for _ in range(2)]
+    try:
+        outputs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+    assert outputs[0][0] == outputs[1][0]
+    assert outputs[0][0].split()[:2] == ["1437", "360"]

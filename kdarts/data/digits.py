@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 from typing import Iterator
 
 import numpy as np
@@ -64,6 +65,44 @@ def prepare(builder: tfds.core.DatasetBuilder) -> None:
             builder.download_and_prepare(download_config=config)
     finally:
         tfds.enable_progress_bar()
+
+
+def prepared_builder(data_dir: str | None = None) -> tfds.core.DatasetBuilder:
+    """The digits' builder in ``data_dir``, its files built first if they are missing.
+
+    Processes that start on a machine without the files (test workers, two first
+    commands) would each build them and collide on TFDS's final rename: one builds
+    under a lock, the others wait for it, then read its files through a builder made
+    after it finished (a builder made before holds no splits).
+    """
+    builder = tfds.builder(NAME, data_dir=data_dir)
+    if builder.is_prepared():
+        return builder
+    root = os.fspath(builder.data_dir_root)
+    os.makedirs(root, exist_ok=True)
+    with exclusive_lock(os.path.join(root, f".{NAME}.lock")):
+        builder = tfds.builder(NAME, data_dir=data_dir)
+        if not builder.is_prepared():
+            prepare(builder)
+    return builder
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str) -> Iterator[None]:
+    """Hold an exclusive advisory lock on the file ``path`` (created if missing) for
+    the block; other processes (and threads) block until it is released. Where the
+    platform has no ``fcntl``, the block runs unlocked."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def digits_arrays() -> tuple[np.ndarray, np.ndarray]:

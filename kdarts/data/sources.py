@@ -283,12 +283,12 @@ def _load_tfds(name: str, data_dir: str | None, download: bool):
 
     from kdarts.data import digits  # registers the "kdarts_digits" builder
 
-    builder = tfds.builder(name, data_dir=data_dir)
     if name == DEFAULT_DATASET:
-        if not builder.is_prepared():
-            digits.prepare(builder)
-    elif download and not builder.is_prepared():
-        download_and_prepare(builder, name)
+        builder = digits.prepared_builder(data_dir)
+    else:
+        builder = tfds.builder(name, data_dir=data_dir)
+        if download and not builder.is_prepared():
+            download_and_prepare(builder, name)
     # No `builder.is_prepared()` gate here: under `tfds.testing.mock_data` it
     # is False although `as_dataset` serves fake data. `as_dataset` itself is
     # the check: without prepared data it raises AssertionError.
