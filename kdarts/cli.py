@@ -43,10 +43,6 @@ from kdarts.runtime import STRATEGIES
 from kdarts.runs import (
     DATASET_DEFAULTS,
     EXPORT_DIR,
-    RECURRENT_SEARCH_DEFAULTS,
-    RECURRENT_TRAIN_DEFAULTS,
-    SEARCH_DEFAULTS,
-    TRAIN_DEFAULTS,
     InterruptNote,
     RunError,
     RunInterrupted,
@@ -55,21 +51,13 @@ from kdarts.runs import (
     describe_export_run,
     export_run,
     generate_run,
-    is_corpus,
-    is_recurrent_genotype,
     kdarts_version,
-    load_genotype,
-    load_recurrent_genotype,
     quickstart_run,
-    recurrent_search_run,
-    recurrent_train_run,
     rel,
-    search_run,
-    train_run,
 )
-from kdarts.runs.recurrent import CORPUS_FILES, EMBEDDED_CORPUS, PTB_SEARCH, PTB_TRAIN, \
-    check_corpus
+from kdarts.runs.recurrent import EMBEDDED_CORPUS, PTB_SEARCH, PTB_TRAIN
 from kdarts.runs.watchdog import TERMINATED, SigtermAsInterrupt
+from kdarts.spaces import IMAGE, IMAGE_SPACE, RECURRENT_SPACE, Space, SpaceError, space_for
 
 INTERRUPT_GRACE_S = 3.0  # how long Ctrl-C may wait for TensorFlow to hand control back
 
@@ -94,7 +82,7 @@ def _run(work: Callable[[InterruptNote], object]):
     watchdog = SigintWatchdog(INTERRUPT_GRACE_S, note) if main_thread else None
     try:
         return work(note)
-    except RunError as err:
+    except (RunError, SpaceError) as err:
         raise click.ClickException(" ".join(str(err).split())) from None
     except KeyboardInterrupt as err:
         message = (str(err) if isinstance(err, RunInterrupted)
@@ -159,8 +147,7 @@ def _set_threads() -> None:
             click.echo(f"Warning: {err}; keeping them.", err=True)
 
 
-_CORPUS = (f"a corpus ({EMBEDDED_CORPUS}, built in, or a folder holding "
-           f"{', '.join(CORPUS_FILES)})")
+_CORPUS = RECURRENT_SPACE.data
 _DATA_OPTIONS = [
     click.option("--dataset", default=DEFAULT_DATASET,
                  help=f"A TFDS name ({', '.join(DATASETS)}; only the default needs no download),"
@@ -202,7 +189,7 @@ def _options(options):
 
 def _recurrent_options(command: str):
     """The options only the recurrent space takes (a corpus as --dataset)."""
-    r = RECURRENT_SEARCH_DEFAULTS if command == "search" else RECURRENT_TRAIN_DEFAULTS
+    r = RECURRENT_SPACE.defaults_for(command)
     ptb = PTB_SEARCH if command == "search" else PTB_TRAIN
     weights_lr = [click.option(
         "--lr", type=click.FloatRange(min=0.0, min_open=True), default=None,
@@ -234,17 +221,6 @@ _RECURRENT_ONLY = {"search": ("lr", "units", "bptt", "vocab_size", "max_tokens")
                    "train": ("units", "bptt", "vocab_size", "max_tokens")}
 
 
-def _is_corpus(dataset: str) -> bool:
-    """Whether --dataset selects the recurrent space; a folder holding some of a corpus's
-    files but not all is refused (RunError naming those missing)."""
-    if is_corpus(dataset):
-        return True
-    if os.path.isdir(dataset) and any(os.path.isfile(os.path.join(dataset, name))
-                                      for name in CORPUS_FILES):
-        check_corpus(dataset)
-    return False
-
-
 def _given(ctx: click.Context, name: str) -> bool:
     """Whether the user gave option ``name`` (rather than leaving its default)."""
     return ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE,
@@ -266,18 +242,18 @@ def _refuse_given(ctx: click.Context, names, why: str) -> None:
         raise RunError(f"{labels} appl{'ies' if len(given) == 1 else 'y'} {why}")
 
 
-def _space_options(ctx: click.Context, command: str, options: dict, recurrent: bool) -> dict:
-    """The options of the chosen space's run, checked: those of the other space that the
-    user gave are refused. A recurrent run gets only the options given (None for the
-    rest), so its own defaults apply, not the image ones this command shows."""
-    if not recurrent:
+def _space_options(ctx: click.Context, command: str, options: dict, space: Space) -> dict:
+    """The options of ``space``'s run, checked: those of the other space that the user
+    gave are refused. A recurrent run gets only the options given (None for the rest),
+    so its own defaults apply, not the image ones this command shows."""
+    if space is IMAGE_SPACE:
         only = _RECURRENT_ONLY[command]
         _refuse_given(ctx, only, f"to {_CORPUS} as --dataset, not to the image data "
                                  f"{options['dataset']}")
         return {k: v for k, v in options.items() if k not in only}
-    table = RECURRENT_SEARCH_DEFAULTS if command == "search" else RECURRENT_TRAIN_DEFAULTS
+    table = space.defaults_for(command)
     image_only = [k for k in options if k not in table and k not in _RUN_OPTIONS]
-    data = options["dataset"] if _is_corpus(options["dataset"]) else EMBEDDED_CORPUS
+    data = options["dataset"] if space.takes_dataset(options["dataset"]) else EMBEDDED_CORPUS
     _refuse_given(ctx, image_only, f"to image data, not to the corpus {data} (the recurrent "
                                    "space)")
     return {k: (v if k in _RUN_OPTIONS or _given(ctx, k) else None)
@@ -286,7 +262,7 @@ def _space_options(ctx: click.Context, command: str, options: dict, recurrent: b
 
 def _by_dataset(command: str, key: str) -> dict:
     """An option whose default depends on --dataset: None here, resolved by kdarts.runs."""
-    base = (SEARCH_DEFAULTS if command == "search" else TRAIN_DEFAULTS)[key]
+    base = IMAGE_SPACE.defaults_for(command)[key]
     paper = {v[command][key] for v in DATASET_DEFAULTS.values() if key in v[command]}
     names = "/".join(n for n, v in DATASET_DEFAULTS.items() if key in v[command])
     shown = f"{base}" + (f"; {names}: {paper.pop()}" if paper else "")
@@ -295,8 +271,8 @@ def _by_dataset(command: str, key: str) -> dict:
 
 # ----------------------------------------------------------------------------- search
 
-_d = SEARCH_DEFAULTS
-_rd = RECURRENT_SEARCH_DEFAULTS
+_d = IMAGE_SPACE.defaults_for("search")
+_rd = RECURRENT_SPACE.defaults_for("search")
 
 
 @main.command()
@@ -384,21 +360,18 @@ def search(out, **options):
     ctx = click.get_current_context()
 
     def work(note):
-        if _is_corpus(options["dataset"]):
-            opts = _space_options(ctx, "search", options, recurrent=True)
-            return recurrent_search_run(out, report=click.echo, before_tensorflow=_set_threads,
-                                        note=note, **opts)
-        opts = _space_options(ctx, "search", options, recurrent=False)
-        return search_run(out, report=click.echo, before_tensorflow=_set_threads, note=note,
-                          **opts)
+        space = space_for(dataset=options["dataset"])
+        opts = _space_options(ctx, "search", options, space)
+        return space.job("search")(out, report=click.echo, before_tensorflow=_set_threads,
+                                   note=note, **opts)
 
     _run(work)
 
 
 # ------------------------------------------------------------------------------ train
 
-_t = TRAIN_DEFAULTS
-_rt = RECURRENT_TRAIN_DEFAULTS
+_t = IMAGE_SPACE.defaults_for("train")
+_rt = RECURRENT_SPACE.defaults_for("train")
 
 
 @main.command()
@@ -460,30 +433,34 @@ def train(genotype, out, **options):
     ctx = click.get_current_context()
 
     def work(note):
-        dataset = options["dataset"]
-        recurrent_genotype, corpus = is_recurrent_genotype(genotype), _is_corpus(dataset)
-        if recurrent_genotype and not corpus and _given(ctx, "dataset"):
-            raise RunError(f"--genotype {genotype} is a recurrent cell: it trains a language "
-                           f"model on {_CORPUS}, not on the image data {dataset}")
-        if corpus and not recurrent_genotype and os.path.exists(genotype):
-            try:
-                load_genotype(genotype)
-            except RunError:
-                pass  # neither kind: the recurrent loader says what is wrong
-            else:
-                raise RunError(f"--genotype {genotype} is an image network's genotype "
-                               f"(normal and reduction cells); the corpus {dataset} trains a "
-                               "recurrent genotype's language model (a search on a corpus "
-                               "writes one; presets DARTS_V1, DARTS_V2)")
-        if recurrent_genotype or corpus:
-            opts = _space_options(ctx, "train", options, recurrent=True)
-            return recurrent_train_run(genotype, out, report=click.echo,
-                                       before_tensorflow=_set_threads, note=note, **opts)
-        opts = _space_options(ctx, "train", options, recurrent=False)
-        return train_run(genotype, out, report=click.echo, before_tensorflow=_set_threads,
-                         note=note, **opts)
+        space = _train_space(ctx, genotype, options["dataset"])
+        opts = _space_options(ctx, "train", options, space)
+        return space.job("train")(genotype, out, report=click.echo,
+                                  before_tensorflow=_set_threads, note=note, **opts)
 
     _run(work)
+
+
+def _train_space(ctx: click.Context, genotype: str, dataset: str) -> Space:
+    """The space a training runs in: its genotype's (a recurrent genotype trains on
+    kdarts_text unless --dataset names another corpus), else its dataset's. A genotype
+    and a --dataset of different spaces are refused."""
+    data_space = space_for(dataset=dataset)
+    recurrent_genotype = space_for(genotype=genotype, default=IMAGE) is RECURRENT_SPACE
+    if recurrent_genotype and data_space is IMAGE_SPACE and _given(ctx, "dataset"):
+        raise RunError(f"--genotype {genotype} is a recurrent cell: it trains a language "
+                       f"model on {_CORPUS}, not on the image data {dataset}")
+    if data_space is RECURRENT_SPACE and not recurrent_genotype and os.path.exists(genotype):
+        try:
+            IMAGE_SPACE.load_genotype(genotype)
+        except RunError:
+            pass  # neither kind: the recurrent loader says what is wrong
+        else:
+            raise RunError(f"--genotype {genotype} is an image network's genotype "
+                           f"(normal and reduction cells); the corpus {dataset} trains a "
+                           "recurrent genotype's language model (a search on a corpus "
+                           "writes one; presets DARTS_V1, DARTS_V2)")
+    return RECURRENT_SPACE if recurrent_genotype else data_space
 
 
 # ------------------------------------------------------------------------------- show
@@ -506,13 +483,13 @@ def show(genotype, png):
             if not png.lower().endswith(".png"):
                 raise RunError(f"--png {png}: the drawing is a PNG file, name it *.png")
             check_writable(png, "--png", folder=False)
-        recurrent = is_recurrent_genotype(genotype)
-        geno = (load_recurrent_genotype if recurrent else load_genotype)(genotype)
+        space = space_for(genotype=genotype, default=IMAGE)  # its loader names a problem
+        geno = space.load_genotype(genotype)
         click.echo(str(geno))
         if png:
             from kdarts.plots import plot_genotype
 
-            click.echo(f"{'cell' if recurrent else 'cells'} drawn → "
+            click.echo(f"{'cells' if space is IMAGE_SPACE else 'cell'} drawn → "
                        f"{rel(plot_genotype(geno, png))}")
 
     _run(work)

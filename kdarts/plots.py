@@ -365,23 +365,19 @@ def plot_genotype(genotype, path: str | os.PathLike) -> str:
     return _save(genotype_figure(genotype), path)
 
 
-def _is_recurrent(genotype) -> bool:
-    """Whether ``genotype`` (an object, its dict or a JSON path) is a recurrent cell."""
-    from kdarts.recurrent.genotype import RecurrentGenotype
-
-    if isinstance(genotype, (str, os.PathLike)) and os.path.isfile(genotype):
-        try:
-            genotype = _record(genotype)
-        except (OSError, ValueError):
-            return False  # resolve_genotype names the problem
-    return isinstance(genotype, RecurrentGenotype) or (
-        isinstance(genotype, dict) and "recurrent" in genotype)
-
-
 def genotype_figure(genotype) -> Figure:
-    """The figure :func:`plot_genotype` saves."""
-    if _is_recurrent(genotype):
-        return recurrent_genotype_figure(genotype)
+    """The figure :func:`plot_genotype` saves: its space's drawing
+    (:func:`cells_figure`, :func:`recurrent_genotype_figure`)."""
+    from kdarts.spaces import IMAGE, resolve, space_for
+
+    # a genotype of neither space goes to the image drawing, whose loader names the problem
+    space = space_for(genotype=genotype, default=IMAGE)
+    return resolve(space.genotype_figure)(genotype)
+
+
+def cells_figure(genotype) -> Figure:
+    """The figure :func:`plot_genotype` saves for an image genotype: the normal cell above
+    the reduction cell."""
     if isinstance(genotype, dict):
         genotype = Genotype.from_dict(genotype)
     genotype = resolve_genotype(genotype)
@@ -461,5 +457,5 @@ def recurrent_genotype_figure(genotype) -> Figure:
     return fig
 
 
-__all__ = ["plot_alpha", "plot_schedule", "plot_genotype", "alpha_figure", "genotype_figure",
-           "recurrent_genotype_figure", "OP_COLORS", "RECURRENT_OP_COLORS"]
+__all__ = ["plot_alpha", "plot_schedule", "plot_genotype", "alpha_figure", "cells_figure",
+           "genotype_figure", "recurrent_genotype_figure", "OP_COLORS", "RECURRENT_OP_COLORS"]

@@ -240,14 +240,15 @@ def test_corpus_and_prompt_refusals_come_before_tensorflow(tmp_path):
 def test_each_space_gets_its_own_defaults(tmp_path, monkeypatch):
     """The image defaults this command shows (epochs 8, α lr 0.05, threshold 50, lr 0.025,
     batch 64) do not leak into a recurrent run: it gets only the options given."""
-    import kdarts.cli
+    import kdarts.runs.language_model
+    import kdarts.runs.recurrent
     from kdarts.runs.recurrent import RECURRENT_SEARCH_DEFAULTS, RECURRENT_TRAIN_DEFAULTS, \
         resolve_recurrent_options
 
     calls = {}
-    monkeypatch.setattr(kdarts.cli, "recurrent_search_run",
+    monkeypatch.setattr(kdarts.runs.recurrent, "recurrent_search_run",
                         lambda out, **kw: calls.setdefault("search", kw))
-    monkeypatch.setattr(kdarts.cli, "recurrent_train_run",
+    monkeypatch.setattr(kdarts.runs.language_model, "recurrent_train_run",
                         lambda genotype, out, **kw: calls.setdefault("train", kw))
     assert invoke("search", "--dataset", "kdarts_text", "--out", tmp_path / "s",
                   "--every", "5").exit_code == 0

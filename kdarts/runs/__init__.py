@@ -47,17 +47,17 @@ from kdarts.runs.export import EXPORT_DIR, default_export_path, describe_export_
     export_run
 from kdarts.runs.folder import LOCK_FILE, RUN_FILES, TENSORBOARD_DIR, RunFolder, \
     check_writable, read_run
-from kdarts.runs.language_model import generate_run, is_language_model_file, \
-    recurrent_train_run
+from kdarts.runs.language_model import generate_run, recurrent_train_run
 from kdarts.runs.quickstart import quickstart_run
 from kdarts.runs.recurrent import RECURRENT_SEARCH_DEFAULTS, RECURRENT_TRAIN_DEFAULTS, \
-    is_corpus, is_recurrent_genotype, load_recurrent_genotype, recurrent_search_run
+    is_corpus, load_recurrent_genotype, recurrent_search_run
 from kdarts.runs.report import describe_export, kdarts_version, rel
 from kdarts.runs.results import ExportRunResult, RunError, RunInterrupted, SearchResult, \
     TrainResult
 from kdarts.runs.search import SearchJob, check_search_folder, search_run
 from kdarts.runs.train import TrainJob, load_genotype, train_run
 from kdarts.runs.watchdog import InterruptNote, SigintWatchdog
+from kdarts.spaces import is_language_model_file, is_recurrent_genotype
 
 __all__ = ["DATASET_DEFAULTS", "EXPORT_DIR", "ExportRunResult", "InterruptNote", "LOCK_FILE",
            "PAPER_SEARCH", "PAPER_TRAIN", "RECURRENT_SEARCH_DEFAULTS",

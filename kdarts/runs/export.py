@@ -14,9 +14,9 @@ from kdarts.export import SUFFIXES, suffix_error
 from kdarts.geometry import MIN_IMAGE_SIZE
 from kdarts.runs.defaults import check_data_options
 from kdarts.runs.folder import check_writable
-from kdarts.runs.language_model import is_language_model_file
 from kdarts.runs.report import data_label, describe_export, fmt_time, rel
 from kdarts.runs.results import ExportRunResult, RunError, RunInterrupted
+from kdarts.spaces import IMAGE, RECURRENT_SPACE, space_for
 
 #: Where exports go by default.
 EXPORT_DIR = "saved_models"
@@ -26,7 +26,7 @@ REPRESENTATIVE_EXAMPLES = 200
 VERIFY_EXAMPLES = 200
 #: The formats a language model exports to (no LiteRT: its step is a recurrent cell of
 #: kdarts ops that the image networks' LiteRT path does not cover).
-LANGUAGE_MODEL_FORMATS = ("keras", "saved_model", "onnx")
+LANGUAGE_MODEL_FORMATS = RECURRENT_SPACE.export_formats
 #: The ONNX forms of a language model (see :mod:`kdarts.recurrent.export`).
 LANGUAGE_MODEL_FORMS = ("batch", "step")
 
@@ -88,7 +88,8 @@ def export_run(model_path: str, fmt: str = "onnx", out: str | None = None,
     """
     from kdarts.export import QUANTIZATIONS
 
-    if is_language_model_file(model_path):
+    # a file of neither space takes the image path, whose checks name what is wrong
+    if space_for(saved_model=model_path, default=IMAGE) is RECURRENT_SPACE:
         return _export_language_model(model_path, fmt, out, verify, input_dtype, quantize,
                                       data, overwrite, before_tensorflow, form)
     if form is not None:

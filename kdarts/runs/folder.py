@@ -93,7 +93,9 @@ TRAINER_LAST = os.path.join("checkpoint", "last")
 
 def space_of(args: dict) -> str:
     """The search space a run's arguments are for: ``"image"`` or ``"recurrent"``."""
-    return args.get("space", "image")
+    from kdarts.spaces import space_for
+
+    return space_for(run=args).name
 
 
 def metrics_summary(metrics: dict) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 import shutil
@@ -29,6 +28,7 @@ from kdarts.runs.recurrent import RECURRENT_TRAIN_DEFAULTS, corpus_label, \
 from kdarts.runs.report import Report, fmt_time, kdarts_version, rel
 from kdarts.runs.results import RunError, TrainResult
 from kdarts.runs.watchdog import InterruptNote
+from kdarts.spaces import archive_config, is_language_model_file
 
 #: The trainer's own checkpoint folder inside a training's folder.
 TRAIN_CHECKPOINT = os.path.dirname(TRAINER_LAST)
@@ -267,26 +267,6 @@ def generate_run(model_path: str, prompt: str, n: int = 20, temperature: float =
 def language_model_vocabulary(path: str) -> list[str] | None:
     """The vocabulary (id → word) a language model's ``.keras`` archive records in its
     config, read without TensorFlow; None if it records none."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        return None
-    inner = config.get("config") if isinstance(config, dict) else None
+    inner = (archive_config(path) or {}).get("config")
     vocabulary = inner.get("vocabulary") if isinstance(inner, dict) else None
     return [str(w) for w in vocabulary] if isinstance(vocabulary, list) else None
-
-
-def is_language_model_file(path: str) -> bool:
-    """Whether a ``.keras`` archive holds a RecurrentLanguageModel (its config, read
-    without TensorFlow)."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        return False
-    return isinstance(config, dict) and config.get("class_name") == "RecurrentLanguageModel"

@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from typing import Callable
@@ -64,25 +63,6 @@ CORPUS_SIZED = {"search": ("units", "bptt", "batch_size", "epochs", "arch_lr", "
                 "train": ("units", "bptt", "batch_size", "epochs")}
 
 # ------------------------------------------------------------------------- what is what
-
-def is_recurrent_genotype(spec) -> bool:
-    """Whether ``spec`` is a recurrent genotype file (or a search folder holding one)."""
-    from kdarts.recurrent.genotype import RecurrentGenotype
-
-    if isinstance(spec, RecurrentGenotype):
-        return True
-    if not isinstance(spec, str):
-        return False
-    path = os.path.join(spec, "genotype.json") if os.path.isdir(spec) else spec
-    if not (path.endswith(".json") and os.path.isfile(path)):
-        return False
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and "recurrent" in data
-
 
 def load_recurrent_genotype(spec):
     """A recurrent genotype from a JSON file, a search folder holding one, or a preset

@@ -15,9 +15,9 @@ from kdarts.runs.fit import FolderFit, Job, RunSettings
 from kdarts.runs.folder import RunFolder
 from kdarts.runs.report import Report, fmt_time, rel, search_summary
 from kdarts.runs.results import RunError, SearchResult
-from kdarts.recurrent.corpus import is_corpus
 from kdarts.runs.recipe import SearchDefaults, compile_args, network_args, search_data
 from kdarts.runs.watchdog import InterruptNote
+from kdarts.spaces import IMAGE_SPACE, space_for
 
 
 @dataclasses.dataclass
@@ -77,7 +77,7 @@ def search_defaults(dataset: str = SEARCH_DEFAULTS["dataset"], **options: Any
     if unknown:
         raise TypeError(f"search_defaults: unknown option(s) {', '.join(unknown)}; valid: "
                         f"{', '.join(sorted(SEARCH_DEFAULTS))}")
-    if is_corpus(dataset):
+    if space_for(dataset=dataset) is not IMAGE_SPACE:
         raise RunError(f"search_defaults: {dataset} is a corpus (the recurrent space); "
                        "kdarts.runs.recurrent_search_run searches it")
     opts, _, _, batch_note = search_options({**options, "dataset": dataset})
