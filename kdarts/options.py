@@ -17,7 +17,12 @@ import importlib
 from typing import Any, Mapping
 
 ACTIVATIONS: tuple[str, ...] = ("crb", "softmax")
-SCHEDULES: tuple[str, ...] = ("dynamic", "fixed")
+#: α-step schedules by name: "module:Class", imported on use (the classes need TensorFlow).
+SCHEDULE_CLASSES: dict[str, str] = {
+    "dynamic": "kdarts.search.schedules:DynamicSchedule",
+    "fixed": "kdarts.search.schedules:FixedSchedule",
+}
+SCHEDULES: tuple[str, ...] = tuple(SCHEDULE_CLASSES)
 SPLITS: tuple[str, ...] = ("dynamic", "half")
 ADMM_VARIANTS: tuple[str, ...] = ("spec", "reference")
 #: crb: how the step leaves pruned ops out (``SearchNetwork.compile(skip_pruned_ops=...)``)
@@ -31,12 +36,17 @@ REGULARIZERS: dict[str, str] = {
 }
 
 
+def _registered(registry: Mapping[str, str], name: str, what: str) -> type:
+    """The class ``registry`` names ``name`` (imports its module); ValueError if none."""
+    if name not in registry:
+        raise ValueError(f"unknown {what} {name!r}; valid: {', '.join(registry)}")
+    module, _, attribute = registry[name].partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
 def regularizer_class(name: str) -> type:
     """The class registered as ``name`` in :data:`REGULARIZERS` (imports its module)."""
-    if name not in REGULARIZERS:
-        raise ValueError(f"unknown regulariser {name!r}; valid: {', '.join(REGULARIZERS)}")
-    module, _, attribute = REGULARIZERS[name].partition(":")
-    return getattr(importlib.import_module(module), attribute)
+    return _registered(REGULARIZERS, name, "regulariser")
 
 
 def make_regularizer(name: str, opts: Mapping[str, Any]):
@@ -48,10 +58,7 @@ def make_regularizer(name: str, opts: Mapping[str, Any]):
 def make_schedule(opts: Mapping[str, Any]):
     """The α-step schedule of a run's options: ``schedule`` (one of :data:`SCHEDULES`),
     ``every`` and, for the dynamic one, ``threshold``."""
-    from kdarts.search.schedules import DynamicSchedule, FixedSchedule
-
-    if opts["schedule"] not in SCHEDULES:
-        raise ValueError(f"unknown schedule {opts['schedule']!r}; valid: {', '.join(SCHEDULES)}")
+    schedule = _registered(SCHEDULE_CLASSES, opts["schedule"], "schedule")
     if opts["schedule"] == "dynamic":
-        return DynamicSchedule(every=opts["every"], initial_threshold=opts["threshold"])
-    return FixedSchedule(every=opts["every"])
+        return schedule(every=opts["every"], initial_threshold=opts["threshold"])
+    return schedule(every=opts["every"])

@@ -9,7 +9,12 @@ Every ``import`` counts, at module level or inside a function, except those unde
 * ``kdarts.search`` and ``kdarts.eval`` never import each other, ``kdarts.runs`` or
   ``kdarts.cli``;
 * ``kdarts.recurrent`` uses ``kdarts.search``'s pure modules but never ``kdarts.eval``,
-  ``kdarts.runs`` or ``kdarts.cli``, and neither search nor eval imports it.
+  ``kdarts.runs`` or ``kdarts.cli``, and neither search nor eval imports it;
+* no import points upward: ``kdarts.options`` (names → implementations, registered as
+  ``"module:Class"``) imports none of the layers it names; ``kdarts.export`` and
+  ``kdarts.inference`` import neither space's model package (``kdarts.recurrent``) nor
+  the runs or the command line; ``kdarts.spaces`` names the runs, export and plots of
+  each space but imports none of them.
 
 ``kdarts.runs`` may be a module (``runs.py``) or a package (``runs/``): a rule about
 ``kdarts.runs`` covers it and everything under it.
@@ -184,11 +189,49 @@ def test_data_stays_below_search_eval_and_runs(graph, forbidden):
     ("kdarts.search", "kdarts.recurrent"), ("kdarts.eval", "kdarts.recurrent"),
     ("kdarts.recurrent", "kdarts.eval"), ("kdarts.recurrent", "kdarts.runs"),
     ("kdarts.recurrent", "kdarts.cli"),
+    # nothing points upward: a registry of names, the export pipeline, the space lookup
+    *[("kdarts.options", upper) for upper in ("kdarts.search", "kdarts.eval",
+                                              "kdarts.recurrent", "kdarts.runs", "kdarts.cli")],
+    *[(lower, upper) for lower in ("kdarts.export", "kdarts.inference")
+      for upper in ("kdarts.recurrent", "kdarts.runs", "kdarts.cli")],
+    ("kdarts.inference", "kdarts.export"),
+    *[("kdarts.spaces", upper) for upper in ("kdarts.runs", "kdarts.cli", "kdarts.export",
+                                             "kdarts.plots", "kdarts.search", "kdarts.eval")],
 ])
 def test_layers_stay_apart(graph, layer, forbidden):
-    bad = sorted(f"{m} → {t}" for m, targets in graph.items() if _under(m, layer)
-                 for t in targets if _under(t, forbidden))
+    bad = upward_imports(graph, layer, forbidden)
     assert not bad, f"{layer} imports {forbidden}: " + "; ".join(bad)
+
+
+def upward_imports(graph: dict[str, set[str]], layer: str, forbidden: str) -> list[str]:
+    """``module → target`` for every import from ``layer`` into ``forbidden``."""
+    return sorted(f"{m} → {t}" for m, targets in graph.items() if _under(m, layer)
+                  for t in targets if _under(t, forbidden))
+
+
+def test_upward_rules_catch_what_they_forbid(tmp_path):
+    """The two upward imports the package had: a schedule class imported by the registry
+    of option names, and the language model's module imported by the archive loader (in
+    a function); a name in a ``"module:Class"`` string is no import."""
+    pkg = tmp_path / "kdarts"
+    for folder in ("", "search", "export", "recurrent"):
+        (pkg / folder).mkdir(exist_ok=True)
+        (pkg / folder / "__init__.py").write_text("")
+    (pkg / "search" / "schedules.py").write_text("class FixedSchedule: pass\n")
+    (pkg / "recurrent" / "language_model.py").write_text("class Model: pass\n")
+    (pkg / "options.py").write_text(
+        "SCHEDULES = {'fixed': 'kdarts.search.schedules:FixedSchedule'}\n"
+        "def make_schedule():\n    from kdarts.search.schedules import FixedSchedule\n")
+    (pkg / "export" / "keras_archive.py").write_text(
+        "def register():\n    import kdarts.recurrent.language_model\n")
+    g = import_graph(pkg)
+    assert upward_imports(g, "kdarts.options", "kdarts.search") == [
+        "kdarts.options → kdarts.search.schedules"]
+    assert upward_imports(g, "kdarts.export", "kdarts.recurrent") == [
+        "kdarts.export.keras_archive → kdarts.recurrent.language_model"]
+    (pkg / "options.py").write_text(
+        "SCHEDULES = {'fixed': 'kdarts.search.schedules:FixedSchedule'}\n")
+    assert upward_imports(import_graph(pkg), "kdarts.options", "kdarts.search") == []
 
 
 def test_rules_catch_what_they_forbid(tmp_path):

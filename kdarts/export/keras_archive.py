@@ -63,17 +63,12 @@ def load_model(path: str | os.PathLike, compile: bool = False):
 
 
 def register_kdarts_layers() -> None:
-    """Import the modules whose layers a kdarts archive may contain (registration): the
-    image networks' and the recurrent language model's."""
-    import kdarts.eval  # noqa: F401
-    import kdarts.ops  # noqa: F401
-    import kdarts.recurrent.language_model  # noqa: F401
+    """Import the modules whose layers a kdarts archive may contain (registration): those
+    :data:`kdarts.keras_registry.SERIALIZABLE_MODULES` names, the image networks' and the
+    language model's (named there, so export imports no layer above it)."""
+    from kdarts.keras_registry import register_all
 
-    try:
-        import kdarts.search  # noqa: F401
-    except ModuleNotFoundError as err:
-        if err.name not in ("kdarts.search",):
-            raise
+    register_all()
 
 
 def float32_copy(model):
