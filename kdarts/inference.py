@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -134,13 +134,33 @@ def run_isolated(format: str, artifact: str | os.PathLike, batches: Sequence[np.
         RuntimeError: the child failed with a Python error; the message is its
             last line (e.g. an ImportError saying what to install).
     """
+    arrays = {f"arr_{i}": np.asarray(b) for i, b in enumerate(batches)}
+    out = _run_child({"format": format, "input_dtype": input_dtype}, artifact, arrays,
+                     timeout)
+    return [[out[f"arr_{i}"]] for i in range(len(batches))]
+
+
+def run_onnx_isolated(artifact: str | os.PathLike, feeds: Sequence[Mapping[str, np.ndarray]],
+                      outputs: Sequence[str],
+                      timeout: float = CHILD_TIMEOUT) -> list[list[np.ndarray]]:
+    """Per feed (input name → array), the ONNX artifact's ``outputs`` in ONNX Runtime, in a
+    child process: any contract's inputs and outputs (a language model's tokens, or its
+    token and hidden state). Raises as :func:`run_isolated` does."""
+    arrays = {f"{i}/{name}": np.asarray(x) for i, feed in enumerate(feeds)
+              for name, x in feed.items()}
+    out = _run_child({"format": "onnx", "outputs": list(outputs)}, artifact, arrays, timeout)
+    return [[out[f"{i}/{name}"] for name in outputs] for i in range(len(feeds))]
+
+
+def _run_child(job: dict, artifact: str | os.PathLike, arrays: Mapping[str, np.ndarray],
+               timeout: float) -> dict[str, np.ndarray]:
+    """Run ``job`` on ``arrays`` in a child process (:func:`_child_main`); its reply."""
     artifact = os.fspath(artifact)
-    runtime = _RUNTIMES.get(format, format)
+    runtime = _RUNTIMES.get(job["format"], job["format"])
     with tempfile.TemporaryDirectory(prefix=".kdarts-run-") as work:
         request, reply = os.path.join(work, "in.npz"), os.path.join(work, "out.npz")
-        np.savez(request, *[np.asarray(b) for b in batches])
-        job = json.dumps({"format": format, "artifact": artifact, "request": request,
-                          "reply": reply, "input_dtype": input_dtype})
+        np.savez(request, **arrays)
+        job = json.dumps({**job, "artifact": artifact, "request": request, "reply": reply})
         try:
             done = subprocess.run([sys.executable, "-m", "kdarts.inference", job],
                                   stdin=subprocess.DEVNULL, capture_output=True,
@@ -157,7 +177,7 @@ def run_isolated(format: str, artifact: str | os.PathLike, batches: Sequence[np.
             raise RuntimeError(lines[-1] if lines else
                                f"{runtime} exited with status {done.returncode}")
         with np.load(reply) as out:
-            return [[out[f"arr_{i}"]] for i in range(len(batches))]
+            return {name: out[name] for name in out.files}
 
 
 def _signal_name(number: int) -> str:
@@ -179,9 +199,21 @@ def _child_env() -> dict:
 def _child_main(job_text: str) -> None:
     job = json.loads(job_text)
     with np.load(job["request"]) as request:
-        batches = [request[f"arr_{i}"] for i in range(len(request.files))]
+        arrays = {name: request[name] for name in request.files}
+    if "outputs" in job:  # named feeds → named outputs (run_onnx_isolated)
+        ort = import_onnxruntime()
+        session = ort.InferenceSession(job["artifact"], providers=["CPUExecutionProvider"])
+        feeds: dict[str, dict] = {}
+        for key, x in arrays.items():
+            index, name = key.split("/", 1)
+            feeds.setdefault(index, {})[name] = x
+        np.savez(job["reply"], **{f"{i}/{name}": y for i, feed in feeds.items()
+                                  for name, y in zip(job["outputs"],
+                                                     session.run(job["outputs"], feed))})
+        return
+    batches = [arrays[f"arr_{i}"] for i in range(len(arrays))]
     out = run_in_process(job["format"], job["artifact"], batches, job["input_dtype"])
-    np.savez(job["reply"], *[outputs[0] for outputs in out])
+    np.savez(job["reply"], **{f"arr_{i}": outputs[0] for i, outputs in enumerate(out)})
 
 
 if __name__ == "__main__":

@@ -288,6 +288,6 @@ def space_for(*, dataset: str | None = None, genotype=None,
 
 
 __all__ = ["IMAGE", "IMAGE_SPACE", "LANGUAGE_MODEL_CLASS", "RECURRENT", "RECURRENT_SPACE",
-           "SPACES", "Space", "SpaceError", "archive_class", "archive_config", "check_not_partial_corpus",
-           "is_image_genotype", "is_language_model_file", "is_recurrent_genotype", "resolve",
-           "space_for", "space_named"]
+           "SPACES", "Space", "SpaceError", "archive_class", "archive_config",
+           "check_not_partial_corpus", "is_image_genotype", "is_language_model_file",
+           "is_recurrent_genotype", "resolve", "space_for", "space_named"]

@@ -53,11 +53,14 @@ one succeeded. ONNX Runtime and LiteRT verify in a child process
 with one line naming the signal, and the caller's process and files live on.
 An ``int8`` model must be all-integer (:func:`float_ops` finds no float op).
 
-The package: this module checks, writes through a temp folder, verifies and moves into
-place; each format has a module with its ``write`` (:data:`FORMAT_MODULES`:
-:mod:`~kdarts.export.keras_archive`, :mod:`~kdarts.export.saved_model`,
-:mod:`~kdarts.export.onnx_file`, :mod:`~kdarts.export.litert`), and
-:mod:`~kdarts.export.artifact` holds what they share (names, contract, errors, result).
+The package: this module checks an image network's export and states its contract
+(images → logits, with quantisation); :mod:`~kdarts.export.pipeline` writes through a
+temp folder, verifies and moves into place, for this contract and the language model's
+(:mod:`kdarts.recurrent.export`); each format has a module with its ``write``
+(:data:`FORMAT_MODULES`: :mod:`~kdarts.export.keras_archive`,
+:mod:`~kdarts.export.saved_model`, :mod:`~kdarts.export.onnx_file`,
+:mod:`~kdarts.export.litert`), and :mod:`~kdarts.export.artifact` holds what they share
+(names, contract, errors, result).
 A new format is its module (``write``, and ``run`` if it is verified in this process
 rather than in a runtime's child process) plus its entries in :data:`FORMAT_MODULES`
 and :data:`SUFFIXES`.
@@ -72,8 +75,6 @@ Example:
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from typing import Sequence
 
 import numpy as np
@@ -94,6 +95,8 @@ from kdarts.export.artifact import (
 from kdarts.export.keras_archive import check_model_file, float32_copy, load_model
 from kdarts.export.litert import float_ops, fold_requantize, tflite_logits, tflite_metadata, \
     tflite_runner
+from kdarts.export.pipeline import check_destination, check_tolerance, max_abs_difference, \
+    run_for_verification, write_verified
 
 #: Each format's module: ``write`` (and ``run``, for those verified in this process).
 FORMAT_MODULES = {"keras": keras_archive, "saved_model": saved_model, "onnx": onnx_file,
@@ -232,6 +235,31 @@ def export_model(model, path: str | os.PathLike, format: str = "keras", verify: 
         import_runtime(format)  # fail before any work if the checker is missing
     expected = [_keras_logits(model, x) for x in samples]
     hwc = tuple(samples[0].shape[1:])  # the image size every writer traces for
+    contract = _artifact_contract(model, format, quantize, input_dtype)
+
+    def write(artifact: str) -> None:
+        if format == "tflite":
+            litert.write(model, artifact, hwc, contract, quantize, representative)
+        else:
+            FORMAT_MODULES[format].write(model, artifact, hwc, int(opset), contract)
+
+    def check(artifact: str) -> tuple[float, float | None]:
+        tolerance = atol
+        if quantize == "float16":
+            tolerance = FLOAT16_RTOL * max(1.0, max(float(np.max(np.abs(e)))
+                                                    for e in expected))
+        return _verify(format, artifact, samples, expected, tolerance, path, contract,
+                       quantize, min_agreement)
+
+    checked = write_verified(path, format, write, check if verify else None)
+    max_diff, agreement = checked if checked is not None else (None, None)
+    return ExportResult(path=path, format=format, max_abs_diff=max_diff,
+                        input_contract=contract, agreement=agreement, quantize=quantize)
+
+
+def _artifact_contract(model, format: str, quantize: str, input_dtype: str) -> dict:
+    """The model's input contract as ``format`` records it: the one input dtype of an ONNX
+    or LiteRT file, the quantisation; refuses a uint8 input the model cannot take."""
     contract = dict(input_contract(model))
     raw = bool(contract.get("normalized_inside"))
     if format == "onnx":
@@ -250,39 +278,7 @@ def export_model(model, path: str | os.PathLike, format: str = "keras", verify: 
         # an ONNX or LiteRT input has one dtype: the text names it, not the Keras model's two
         contract["description"] = contract["description"].replace(
             "(float32 or uint8)", f"({contract['dtype']} only)")
-
-    parent, name = os.path.split(path)
-    try:
-        workdir = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
-    except OSError as err:
-        raise ExportError(f"export: cannot write in {parent} ({err.strerror})") from None
-    try:
-        artifact = os.path.join(workdir, name)
-        try:
-            if format == "tflite":
-                litert.write(model, artifact, hwc, contract, quantize,
-                             representative)
-            else:
-                FORMAT_MODULES[format].write(model, artifact, hwc, int(opset),
-                                             contract)
-        except Exception as err:  # noqa: BLE001 - any writer failure is an export failure
-            raise ExportError(
-                f"export: writing the {format} artifact for {path} failed: "
-                f"{type(err).__name__}: {' '.join(str(err).split())[:500]}"
-            ) from err
-        max_diff = agreement = None
-        if verify:
-            tolerance = atol
-            if quantize == "float16":
-                tolerance = FLOAT16_RTOL * max(1.0, max(float(np.max(np.abs(e)))
-                                                        for e in expected))
-            max_diff, agreement = _verify(format, artifact, samples, expected, tolerance,
-                                          path, contract, quantize, min_agreement)
-        _move_into_place(artifact, path, workdir)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return ExportResult(path=path, format=format, max_abs_diff=max_diff,
-                        input_contract=contract, agreement=agreement, quantize=quantize)
+    return contract
 
 
 # -- destination and inputs ---------------------------------------------------
@@ -318,34 +314,6 @@ def _random_images(model, count: int) -> np.ndarray:
     """``count`` random raw-pixel images at the model's size (integer values 0..255)."""
     shape = image_shape(model)
     return np.random.default_rng(0).integers(0, 256, (count,) + shape).astype("float32")
-
-
-def check_destination(path: str, format: str) -> None:
-    """Refuse a destination ``format`` cannot use: a missing or unwritable folder, a
-    file where a folder goes or vice versa, or a non-empty folder that is not a
-    SavedModel (replacing it would delete someone's files). No TensorFlow.
-
-    Raises:
-        ExportError: naming the path and the problem.
-    """
-    parent = os.path.dirname(path)
-    if not os.path.exists(parent):
-        raise ExportError(f"export: output folder {parent} does not exist (create it first)")
-    if not os.path.isdir(parent):
-        raise ExportError(f"export: {parent} is not a folder, so {path} cannot be written")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ExportError(f"export: output folder {parent} is not writable")
-    if format == "saved_model":
-        if os.path.isfile(path):
-            raise ExportError(f"export: {path} is a file; a SavedModel is a folder")
-        entries = sorted(e for e in os.listdir(path) if not e.startswith(".")) \
-            if os.path.isdir(path) else []
-        if entries and "saved_model.pb" not in entries:
-            shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
-            raise ExportError(f"export: {path} is a folder that is not a SavedModel (it "
-                              f"holds {shown}); refusing to replace it")
-    elif os.path.isdir(path):
-        raise ExportError(f"export: {path} is a folder; the {format} format writes a file")
 
 
 def _sample_batches(model, sample_inputs) -> list[np.ndarray]:
@@ -408,34 +376,14 @@ def _verify(format: str, artifact: str, samples, expected, atol: float, path: st
     Quantised LiteRT models (dynamic, int8) are held to the agreement
     threshold instead of ``atol``.
     """
-    from kdarts.inference import RuntimeCrash
-
-    try:
-        actual = _run_artifact(format, artifact, samples, contract)
-    except ExportError:
-        raise
-    except RuntimeCrash as err:
-        raise ExportError(f"export: verifying the {format} artifact for {path} failed: "
-                          f"{err}; nothing was written") from None
-    except Exception as err:  # noqa: BLE001 - an artifact that does not run fails export
-        raise ExportError(
-            f"export: the {format} artifact for {path} could not be run for verification: "
-            f"{type(err).__name__}: {err}"
-        ) from err
-    max_diff, same, total = 0.0, 0, 0
-    for outputs, want in zip(actual, expected):
-        for got in outputs:
-            if got.shape != want.shape:
-                raise ExportError(
-                    f"export: the {format} artifact for {path} returns shape {got.shape} "
-                    f"where the model returns {want.shape}; nothing was written"
-                )
-            if want.size:
-                diff = float(np.max(np.abs(got.astype("float64") - want)))
-                # NaN compares false with everything: count it as an infinite error
-                max_diff = max(max_diff, diff if diff == diff else float("inf"))
-                same += int(np.sum(np.argmax(got, -1) == np.argmax(want, -1)))
-                total += len(want)
+    actual = run_for_verification(format, path, lambda: _run_artifact(
+        format, artifact, samples, contract))
+    pairs = [(got, want) for outputs, want in zip(actual, expected) for got in outputs]
+    what = f"the {format} artifact for {path}"
+    max_diff = max_abs_difference(pairs, what)
+    same = sum(int(np.sum(np.argmax(got, -1) == np.argmax(want, -1)))
+               for got, want in pairs if want.size)
+    total = sum(len(want) for got, want in pairs if want.size)
     agreement = same / total if format == "tflite" and total else None
     if quantize in MIN_AGREEMENT:
         need = MIN_AGREEMENT[quantize] if min_agreement is None else min_agreement
@@ -446,35 +394,7 @@ def _verify(format: str, artifact: str, samples, expected, atol: float, path: st
                 f"{need:.0%}; max |Δlogits| {max_diff:.3g}); nothing was written",
                 max_abs_diff=max_diff)
         return max_diff, agreement
-    if not max_diff <= atol:
-        raise ExportError(
-            f"export: the {format} artifact for {path} differs from the Keras model by up "
-            f"to {max_diff:.3g} (tolerance {atol:g}); nothing was written",
-            max_abs_diff=max_diff,
-        )
-    return max_diff, agreement
-
-
-def _move_into_place(artifact: str, path: str, workdir: str) -> None:
-    """Rename the verified artifact to ``path``; keep the old one until that worked."""
-    if os.path.isdir(artifact):
-        backup = None
-        if os.path.exists(path):
-            # a folder cannot be replaced atomically: park the old one in the
-            # temp folder (deleted afterwards) and put it back if the swap fails
-            backup = os.path.join(workdir, ".previous")
-            os.rename(path, backup)
-        try:
-            os.rename(artifact, path)
-        except OSError as err:
-            if backup is not None:
-                os.rename(backup, path)
-            raise ExportError(f"export: cannot move the artifact to {path} ({err})") from err
-    else:
-        try:
-            os.replace(artifact, path)
-        except OSError as err:
-            raise ExportError(f"export: cannot move the artifact to {path} ({err})") from err
+    return check_tolerance(max_diff, atol, what), agreement
 
 
 #: The name this function had first: ``from kdarts.export import export`` keeps working.

@@ -4,6 +4,7 @@ that takes raw pixels), ``input_contract``, and the contract in ``assets.extra``
 from __future__ import annotations
 
 import os
+from typing import Mapping
 
 import numpy as np
 
@@ -35,13 +36,24 @@ def write(model, artifact: str, hwc, opset: int, contract: dict) -> None:
             "serving_uint8", lambda images: {OUTPUT_NAME: serve(tf.cast(images, tf.float32))},
             input_signature=[signature(hwc, "uint8")],
         )
+    write_archive(archive, artifact, contract)
+
+
+def write_archive(archive, artifact: str, contract: dict,
+                  extra_files: Mapping[str, str] | None = None) -> None:
+    """Write ``archive`` (a ``keras.export.ExportArchive`` holding its endpoints) with an
+    ``input_contract`` endpoint, the contract and ``extra_files`` (name → text) in its
+    ``assets.extra`` folder: any contract's SavedModel."""
+    import tensorflow as tf
+
     text = contract_text(contract)
     archive.add_endpoint("input_contract", lambda: tf.constant(text), input_signature=[])
     archive.write_out(artifact, verbose=False)
     extra = os.path.join(artifact, "assets.extra")  # TF-Serving's folder for side files
     os.makedirs(extra, exist_ok=True)
-    with open(os.path.join(extra, CONTRACT_FILE), "w", encoding="utf-8") as f:
-        f.write(text)
+    for name, content in {CONTRACT_FILE: text, **(extra_files or {})}.items():
+        with open(os.path.join(extra, name), "w", encoding="utf-8") as f:
+            f.write(content)
 
 
 def run(artifact: str, samples: list[np.ndarray], raw: bool) -> list[list[np.ndarray]]:
@@ -65,4 +77,4 @@ def run(artifact: str, samples: list[np.ndarray], raw: bool) -> list[list[np.nda
     return outputs
 
 
-__all__ = ["run", "write"]
+__all__ = ["run", "write", "write_archive"]

@@ -25,8 +25,10 @@ Artifacts (:func:`export_language_model`):
 Beside every artifact goes ``<name>.vocab.json`` (``lm.onnx.vocab.json``): ``{"tokens":
 [...], "unk_id": .., "eos_id": .., "contract": {...}}``; a SavedModel also holds it in
 ``assets.extra``.
-Writing is atomic (a temp sibling, verified, then renamed); destinations are checked
-as :func:`kdarts.export.export` checks them.
+The export goes through :mod:`kdarts.export.pipeline`, as an image network's does:
+destination checked, written in a temp sibling, verified, then renamed with its vocabulary.
+This module holds only what is the language model's: its contract (tokens →
+log-probabilities, in two forms), its writers, feeds and the runs of its artifacts.
 
 Generation with the ONNX step in ONNX Runtime:
 
@@ -49,29 +51,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
 from typing import Sequence
 
 import numpy as np
 
-from kdarts.export import (
-    CONTRACT_FILE,
-    CONTRACT_KEY,
-    DEFAULT_OPSET,
-    ExportError,
-    ExportResult,
-    check_destination,
-    suffix_error,
-)
+from kdarts.export import DEFAULT_OPSET, ExportResult, onnx_file, saved_model, suffix_error
+from kdarts.export.pipeline import check_destination, check_tolerance, max_abs_difference, \
+    run_for_verification, write_verified
 
 FORMATS = ("keras", "saved_model", "onnx")
 FORMS = ("batch", "step")
 VOCAB_SUFFIX = ".vocab.json"
 VOCAB_FILE = "kdarts_vocab.json"  # inside a SavedModel's assets.extra
-CHILD_TIMEOUT = 600.0
 
 
 # -- the two forms -------------------------------------------------------------------------
@@ -129,7 +120,6 @@ def _write_keras(model, artifact: str, form, opset, contract) -> None:
 
 def _write_saved_model(model, artifact: str, form, opset, contract) -> None:
     import keras
-    import tensorflow as tf
 
     archive = keras.export.ExportArchive()
     serve = archive.add_endpoint("serve", lambda tokens: model(tokens, training=False),
@@ -139,23 +129,12 @@ def _write_saved_model(model, artifact: str, form, opset, contract) -> None:
     archive.add_endpoint("step", lambda token, hidden: dict(zip(
         ("log_probs", "new_hidden"), model.step(token, hidden))),
         input_signature=step_specs(model.units))
-    text = json.dumps(contract, indent=2) + "\n"
-    archive.add_endpoint("input_contract", lambda: tf.constant(text), input_signature=[])
-    archive.write_out(artifact, verbose=False)
-    extra = os.path.join(artifact, "assets.extra")
-    os.makedirs(extra, exist_ok=True)
-    with open(os.path.join(extra, CONTRACT_FILE), "w", encoding="utf-8") as f:
-        f.write(text)
-    with open(os.path.join(extra, VOCAB_FILE), "w", encoding="utf-8") as f:
-        json.dump(vocabulary_file(model, contract), f)
+    saved_model.write_archive(archive, artifact, contract, {
+        VOCAB_FILE: json.dumps(vocabulary_file(model, contract))})
 
 
 def _write_onnx(model, artifact: str, form: str, opset: int, contract: dict) -> None:
-    import logging
-
-    import onnx
     import tensorflow as tf
-    import tf2onnx
 
     if form == "batch":
         specs = batch_specs()
@@ -165,17 +144,8 @@ def _write_onnx(model, artifact: str, form: str, opset: int, contract: dict) -> 
         specs = step_specs(model.units)
         fn = tf.function(lambda token, hidden: dict(zip(
             ("log_probs", "new_hidden"), model.step(token, hidden))), input_signature=specs)
-    logger = logging.getLogger("tf2onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)  # tf2onnx logs its progress at INFO/WARNING
-    try:
-        proto, _ = tf2onnx.convert.from_function(fn, input_signature=specs, opset=opset)
-    finally:
-        logger.setLevel(level)
-    for value in proto.graph.input:
-        value.doc_string = contract["forms"][form]["inputs"].get(value.name, "")
-    onnx.helper.set_model_props(proto, {CONTRACT_KEY: json.dumps(contract)})
-    onnx.save(proto, artifact)
+    onnx_file.save(onnx_file.convert(fn, specs, opset), artifact, contract,
+                   contract["forms"][form]["inputs"])
 
 
 _WRITERS = {"keras": _write_keras, "saved_model": _write_saved_model, "onnx": _write_onnx}
@@ -197,66 +167,18 @@ def keras_outputs(model, feeds: dict) -> dict:
             "step": [[np.asarray(o) for o in model.step(t, h)] for t, h in feeds["step"]]}
 
 
+#: Each form's ONNX outputs, in the order its graph returns them.
+ONNX_OUTPUTS = {"batch": ("log_probs",), "step": ("log_probs", "new_hidden")}
+
+
 def run_onnx(artifact: str, form: str, feeds: dict) -> dict:
-    """Outputs of an ONNX artifact in ONNX Runtime (in this process)."""
-    from kdarts.inference import import_onnxruntime
+    """Outputs of an ONNX artifact of ``form`` in ONNX Runtime, in a child process
+    (:func:`kdarts.inference.run_onnx_isolated`: a native abort cannot end this one)."""
+    from kdarts.inference import run_onnx_isolated
 
-    ort = import_onnxruntime()
-    session = ort.InferenceSession(os.fspath(artifact), providers=["CPUExecutionProvider"])
-    if form == "batch":
-        return {"batch": [session.run(["log_probs"], {"tokens": x}) for x in feeds["batch"]]}
-    return {"step": [session.run(["log_probs", "new_hidden"], {"token": t, "hidden": h})
-                     for t, h in feeds["step"]]}
-
-
-def run_onnx_isolated(artifact: str, form: str, feeds: dict,
-                      timeout: float = CHILD_TIMEOUT) -> dict:
-    """:func:`run_onnx` in a child process, so a native abort cannot end this one."""
-    from kdarts.inference import RuntimeCrash
-
-    with tempfile.TemporaryDirectory(prefix=".kdarts-run-") as work:
-        request, reply = os.path.join(work, "in.npz"), os.path.join(work, "out.npz")
-        arrays = {f"batch_{i}": x for i, x in enumerate(feeds.get("batch", []))}
-        for i, (t, h) in enumerate(feeds.get("step", [])):
-            arrays[f"token_{i}"], arrays[f"hidden_{i}"] = t, h
-        np.savez(request, **arrays)
-        job = json.dumps({"artifact": os.fspath(artifact), "form": form,
-                          "request": request, "reply": reply})
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            p for p in (root, os.environ.get("PYTHONPATH")) if p))
-        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        try:
-            done = subprocess.run([sys.executable, "-m", "kdarts.recurrent.export", job],
-                                  stdin=subprocess.DEVNULL, capture_output=True,
-                                  timeout=timeout, env=env)
-        except subprocess.TimeoutExpired:
-            raise RuntimeCrash(f"ONNX Runtime did not finish running {artifact} within "
-                               f"{timeout:g} s and was stopped", "timeout") from None
-        if done.returncode < 0:
-            raise RuntimeCrash(f"ONNX Runtime crashed with signal {-done.returncode} while "
-                               f"running {artifact}", str(-done.returncode))
-        if done.returncode != 0 or not os.path.exists(reply):
-            lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
-            raise RuntimeError(lines[-1] if lines else
-                               f"ONNX Runtime exited with status {done.returncode}")
-        with np.load(reply) as out:
-            n = len(feeds[form])
-            width = 1 if form == "batch" else 2
-            return {form: [[out[f"out_{i}_{k}"] for k in range(width)] for i in range(n)]}
-
-
-def _child_main(job_text: str) -> None:
-    job = json.loads(job_text)
-    with np.load(job["request"]) as request:
-        names = request.files
-        feeds = {"batch": [request[f"batch_{i}"] for i in range(
-                     sum(n.startswith("batch_") for n in names))],
-                 "step": [(request[f"token_{i}"], request[f"hidden_{i}"]) for i in range(
-                     sum(n.startswith("token_") for n in names))]}
-    out = run_onnx(job["artifact"], job["form"], feeds)[job["form"]]
-    np.savez(job["reply"], **{f"out_{i}_{k}": o for i, outs in enumerate(out)
-                              for k, o in enumerate(outs)})
+    named = ([{"tokens": x} for x in feeds["batch"]] if form == "batch" else
+             [{"token": t, "hidden": h} for t, h in feeds["step"]])
+    return {form: run_onnx_isolated(artifact, named, ONNX_OUTPUTS[form])}
 
 
 def run_artifact(format: str, artifact: str, form: str | None, feeds: dict) -> dict:
@@ -276,23 +198,15 @@ def run_artifact(format: str, artifact: str, form: str | None, feeds: dict) -> d
         steps = [[np.asarray(out[k]) for out in (loaded.step(t, h), step(token=t, hidden=h))
                   for k in ("log_probs", "new_hidden")] for t, h in feeds["step"]]
         return {"batch": batch, "step": steps}
-    return run_onnx_isolated(artifact, form, feeds)
+    return run_onnx(artifact, form, feeds)
 
 
-def max_difference(actual: dict, expected: dict, what: str) -> float:
-    """Largest |Δ| between an artifact's outputs and Keras's (NaN counts as infinite)."""
-    worst = 0.0
-    for form, runs in actual.items():
-        for got_list, want_list in zip(runs, expected[form]):
-            for k, got in enumerate(got_list):
-                want = want_list[k % len(want_list)]
-                if np.shape(got) != np.shape(want):
-                    raise ExportError(f"export: {what} returns shape {np.shape(got)} where "
-                                      f"the model returns {np.shape(want)}; nothing was "
-                                      "written")
-                diff = float(np.max(np.abs(np.asarray(got, np.float64) - want)))
-                worst = max(worst, diff if diff == diff else float("inf"))
-    return worst
+def output_pairs(actual: dict, expected: dict) -> list:
+    """(artifact's, Keras's) output pairs: each of an artifact's outputs for a feed against
+    the model's (a SavedModel's endpoint and signature both against the same)."""
+    return [(got, want_list[k % len(want_list)])
+            for form, runs in actual.items() for got_list, want_list in zip(runs, expected[form])
+            for k, got in enumerate(got_list)]
 
 
 # -- export ---------------------------------------------------------------------------------
@@ -343,51 +257,20 @@ def export_language_model(model, path: str | os.PathLike, format: str = "keras",
     contract = language_model_contract(model, form)
     feeds = sample_feeds(model)
     expected = keras_outputs(model, feeds)
-    parent, name = os.path.split(path)
-    work = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
-    try:
-        artifact = os.path.join(work, name)
-        try:
-            _WRITERS[format](model, artifact, form, int(opset), contract)
-        except Exception as err:  # noqa: BLE001 - any writer failure is an export failure
-            raise ExportError(f"export: writing the {format} artifact for {path} failed: "
-                              f"{type(err).__name__}: {' '.join(str(err).split())[:500]}") \
-                from err
-        diff = None
-        if verify:
-            try:
-                actual = run_artifact(format, artifact, form, feeds)
-            except Exception as err:  # noqa: BLE001 - an artifact that does not run fails
-                raise ExportError(f"export: the {format} artifact for {path} could not be "
-                                  f"run for verification: {type(err).__name__}: {err}") \
-                    from err
-            diff = max_difference(actual, expected, f"the {format} artifact for {path}")
-            if not diff <= atol:
-                raise ExportError(f"export: the {format} artifact for {path} differs from "
-                                  f"the Keras model by up to {diff:.3g} (tolerance "
-                                  f"{atol:g}); nothing was written", max_abs_diff=diff)
-        vocab_tmp = os.path.join(work, "vocab.json")
-        with open(vocab_tmp, "w", encoding="utf-8") as f:
-            json.dump(vocabulary_file(model, contract), f)
-        _replace(artifact, path, work)
-        os.replace(vocab_tmp, vocabulary_path(path))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    what = f"the {format} artifact for {path}"
+
+    def check(artifact: str) -> float:
+        actual = run_for_verification(format, path, lambda: run_artifact(
+            format, artifact, form, feeds))
+        return check_tolerance(max_abs_difference(output_pairs(actual, expected), what),
+                               atol, what)
+
+    diff = write_verified(
+        path, format, lambda artifact: _WRITERS[format](model, artifact, form, int(opset),
+                                                        contract),
+        check if verify else None,
+        side_files={vocabulary_path(path): json.dumps(vocabulary_file(model, contract))})
     return ExportResult(path=path, format=format, max_abs_diff=diff, input_contract=contract)
-
-
-def _replace(artifact: str, path: str, work: str) -> None:
-    """Rename the verified artifact to ``path``; a folder's old copy is parked until then."""
-    if os.path.isdir(artifact) and os.path.exists(path):
-        backup = os.path.join(work, ".previous")
-        os.rename(path, backup)
-        try:
-            os.rename(artifact, path)
-        except OSError:
-            os.rename(backup, path)
-            raise
-    else:
-        os.replace(artifact, path)
 
 
 def load_language_model(path: str | os.PathLike):
@@ -437,7 +320,3 @@ def generate(model_or_path, prompt_words: Sequence[str], n: int, temperature: fl
         words.append(model.vocabulary[token])
         log_probs, hidden = step(tf.constant([token], tf.int32), hidden)
     return words
-
-
-if __name__ == "__main__":
-    _child_main(sys.argv[1])
