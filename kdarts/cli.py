@@ -269,6 +269,30 @@ def _by_dataset(command: str, key: str) -> dict:
     return dict(default=None, show_default=shown)
 
 
+def _sized(command: str) -> dict:
+    """The network's and the run's size options of ``command``, by name: each space's
+    default in its help (the image one by --dataset, a corpus's by its size)."""
+    r, ptb = RECURRENT_SPACE.defaults_for(command), PTB_SEARCH if command == "search" else PTB_TRAIN
+    what = "search network" if command == "search" else "network"
+    return {
+        "epochs": click.option(
+            "--epochs", type=click.IntRange(min=1), **_by_dataset(command, "epochs"),
+            help=f"{'Search' if command == 'search' else 'Training'} epochs [a corpus: "
+                 f"{r['epochs']}; a corpus folder: by its size, up to {ptb['epochs']}]."),
+        "batch_size": click.option(
+            "--batch-size", type=click.IntRange(min=1), **_by_dataset(command, "batch_size"),
+            help=f"Batch size [a corpus: {r['batch_size']}; a corpus folder: by its size, up "
+                 f"to {ptb['batch_size']}]"),
+        "channels": click.option(
+            "--channels", type=click.IntRange(min=1), **_by_dataset(command, "channels"),
+            help=f"C of the {what}."),
+        "layers": click.option(
+            "--layers", type=click.IntRange(min=3 if command == "search" else 1),
+            **_by_dataset(command, "layers"),
+            help="Cells of the search network." if command == "search" else "Cells."),
+    }
+
+
 # ----------------------------------------------------------------------------- search
 
 _d = IMAGE_SPACE.defaults_for("search")
@@ -277,9 +301,7 @@ _rd = RECURRENT_SPACE.defaults_for("search")
 
 @main.command()
 @_options([
-    click.option("--epochs", type=click.IntRange(min=1), **_by_dataset("search", "epochs"),
-                 help=f"Search epochs [a corpus: {_rd['epochs']}; a corpus folder: by its "
-                      f"size, up to {PTB_SEARCH['epochs']}]."),
+    _sized("search")["epochs"],
     click.option("--activation", type=click.Choice(ACTIVATIONS), default=_d["activation"],
                  help="α activation: crb (clip to [0,1], prune at 0) or softmax (DARTS)."),
     click.option("--schedule", type=click.Choice(SCHEDULES), default=_d["schedule"],
@@ -307,13 +329,9 @@ _rd = RECURRENT_SPACE.defaults_for("search")
                       "--admm-every 10 then updates every 9 α steps; docs/fidelity.md)."),
     click.option("--split", type=click.Choice(SPLITS), default=_d["split"],
                  help="Search split: 1/(1+k) of the training data (dynamic) or 50/50."),
-    click.option("--batch-size", type=click.IntRange(min=1), **_by_dataset("search", "batch_size"),
-                 help=f"Batch size [a corpus: {_rd['batch_size']}; a corpus folder: by its "
-                      f"size, up to {PTB_SEARCH['batch_size']}]"),
-    click.option("--channels", type=click.IntRange(min=1), **_by_dataset("search", "channels"),
-                 help="C of the search network."),
-    click.option("--layers", type=click.IntRange(min=3), **_by_dataset("search", "layers"),
-                 help="Cells of the search network."),
+    _sized("search")["batch_size"],
+    _sized("search")["channels"],
+    _sized("search")["layers"],
     click.option("--steps", type=click.IntRange(min=1), default=_d["steps"],
                  help="Intermediate nodes per cell (all concatenated)."),
     click.option("--primitives", default=None,
@@ -381,16 +399,10 @@ _rt = RECURRENT_SPACE.defaults_for("train")
                       "(DARTS_V1, DARTS_V2). A recurrent genotype (a search on a corpus) "
                       "trains a language model (on kdarts_text unless --dataset names "
                       "another corpus)."),
-    click.option("--epochs", type=click.IntRange(min=1), **_by_dataset("train", "epochs"),
-                 help=f"Training epochs [a corpus: {_rt['epochs']}; a corpus folder: by its "
-                      f"size, up to {PTB_TRAIN['epochs']}]."),
-    click.option("--channels", type=click.IntRange(min=1), **_by_dataset("train", "channels"),
-                 help="C of the network."),
-    click.option("--layers", type=click.IntRange(min=1), **_by_dataset("train", "layers"),
-                 help="Cells."),
-    click.option("--batch-size", type=click.IntRange(min=1), **_by_dataset("train", "batch_size"),
-                 help=f"Batch size [a corpus: {_rt['batch_size']}; a corpus folder: by its "
-                      f"size, up to {PTB_TRAIN['batch_size']}]"),
+    _sized("train")["epochs"],
+    _sized("train")["channels"],
+    _sized("train")["layers"],
+    _sized("train")["batch_size"],
     click.option("--cutout", type=click.IntRange(min=0), **_by_dataset("train", "cutout"),
                  help="Cutout square side in pixels, 0 for none."),
     click.option("--auxiliary/--no-auxiliary", default=_t["auxiliary"],

@@ -122,21 +122,8 @@ def alpha_figure(record, shared_axis: bool = False) -> Figure:
     steps = int(record.get("steps") or 4)
     x = np.array([int(e["epoch"]) for e in epochs], dtype=float)
     ncols = steps + 1
-    data = {}
-    for cell in ("normal", "reduce"):
-        alpha = np.array([e[f"alpha_{cell}"] for e in epochs], dtype=float)  # (T, E, ops)
-        masks = [e.get(f"mask_{cell}") for e in epochs]
-        mask = (np.array(masks, dtype=float) if all(m is not None for m in masks)
-                else np.ones_like(alpha))
-        data[cell] = (alpha, mask)
-    # one y range for every subplot (edges stay comparable); by default zoomed to the data,
-    # since early in a search α has moved by a few 1e-3 only, invisible on a 0..1 axis
-    values = np.concatenate([d[0].ravel() for d in data.values()])
-    values = values[np.isfinite(values)]
-    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
-    pad = max(0.06 * (high - low), 1e-3)
-    ylim = ACT_RANGE if shared_axis else (max(low - pad, 0.0 if low >= 0 else low - pad),
-                                          high + pad)
+    data = {cell: _alpha_and_mask(epochs, cell) for cell in ("normal", "reduce")}
+    ylim = ACT_RANGE if shared_axis else _zoomed_ylim(data)
     # where α started: the mean over the first entry's ops (1/ops up to ~1e-4 noise for both
     # activations), one line for all subplots rather than one per op
     first = np.concatenate([d[0][0].ravel() for d in data.values()])
@@ -162,36 +149,11 @@ def alpha_figure(record, shared_axis: bool = False) -> Figure:
                 if col >= node + 2:
                     ax.set_axis_off()
                     continue
-                for j, op in enumerate(primitives):
-                    y = alpha[:, edge, j]
-                    alive = mask[:, edge, j] > 0
-                    color = _color(op, primitives)
-                    if alive.all():
-                        ax.plot(x, y, color=color, lw=1.6, marker="." if len(x) < 30 else None)
-                    else:
-                        # solid while alive, dotted once pruned (the pruning step included)
-                        last = int(np.argmin(alive))
-                        ax.plot(x[:last + 1], y[:last + 1], color=color, lw=1.6)
-                        ax.plot(x[last:], y[last:], color=color, lw=1.0, ls=":")
-                title = f"{_node_name(col)} → {_node_name(node + 2)}"
-                if (node, col) in kept:
-                    op = kept[(node, col)]
-                    ax.set_title(f"{title}: {op}", fontsize=9, fontweight="bold",
-                                 color=_color(op, primitives))
-                    for spine in ax.spines.values():
-                        spine.set_linewidth(2.0)
-                        spine.set_color(_color(op, primitives))
-                else:
-                    ax.set_title(title, fontsize=9)
+                _draw_alpha_edge(ax, x, alpha[:, edge], mask[:, edge], primitives)
+                _frame_alpha_edge(ax, node, col, kept.get((node, col)), primitives, steps)
                 if initial is not None:
                     ax.axhline(initial, color="0.45", lw=1.0, ls=":", zorder=0, gid="initial")
-                ax.grid(True, alpha=0.3)
                 ax.set_ylim(*ylim)
-                ax.tick_params(labelsize=8, labelbottom=True)
-                if col == 0:
-                    ax.set_ylabel("act(α)", fontsize=9)
-                if node == steps - 1 or col == node + 1:
-                    ax.set_xlabel("epoch", fontsize=9)
                 edge += 1
     handles = [Line2D([], [], color=_color(op, primitives), lw=2.5, label=op)
                for op in primitives]
@@ -201,6 +163,63 @@ def alpha_figure(record, shared_axis: bool = False) -> Figure:
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 9),
                fontsize=10, frameon=False)
     return fig
+
+
+def _alpha_and_mask(epochs: list[dict], cell: str) -> tuple[np.ndarray, np.ndarray]:
+    """A cell's activated α over the epochs (T, E, ops) and its masks (ones if the record
+    has none)."""
+    alpha = np.array([e[f"alpha_{cell}"] for e in epochs], dtype=float)
+    masks = [e.get(f"mask_{cell}") for e in epochs]
+    mask = (np.array(masks, dtype=float) if all(m is not None for m in masks)
+            else np.ones_like(alpha))
+    return alpha, mask
+
+
+def _zoomed_ylim(data: dict) -> tuple[float, float]:
+    """One y range for every subplot (edges stay comparable), zoomed to the data: early in
+    a search α has moved by a few 1e-3 only, invisible on a 0..1 axis."""
+    values = np.concatenate([d[0].ravel() for d in data.values()])
+    values = values[np.isfinite(values)]
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+    pad = max(0.06 * (high - low), 1e-3)
+    return max(low - pad, 0.0 if low >= 0 else low - pad), high + pad
+
+
+def _draw_alpha_edge(ax, x: np.ndarray, alpha: np.ndarray, mask: np.ndarray,
+                     primitives: list[str]) -> None:
+    """One edge's act(α) per op over the epochs: solid while alive, dotted once pruned
+    (the pruning step included)."""
+    for j, op in enumerate(primitives):
+        y = alpha[:, j]
+        alive = mask[:, j] > 0
+        color = _color(op, primitives)
+        if alive.all():
+            ax.plot(x, y, color=color, lw=1.6, marker="." if len(x) < 30 else None)
+        else:
+            last = int(np.argmin(alive))
+            ax.plot(x[:last + 1], y[:last + 1], color=color, lw=1.6)
+            ax.plot(x[last:], y[last:], color=color, lw=1.0, ls=":")
+
+
+def _frame_alpha_edge(ax, node: int, col: int, kept_op: str | None, primitives: list[str],
+                      steps: int) -> None:
+    """An edge's title (with the op the genotype keeps there, framed in its colour), grid,
+    ticks and labels."""
+    title = f"{_node_name(col)} → {_node_name(node + 2)}"
+    if kept_op is not None:
+        ax.set_title(f"{title}: {kept_op}", fontsize=9, fontweight="bold",
+                     color=_color(kept_op, primitives))
+        for spine in ax.spines.values():
+            spine.set_linewidth(2.0)
+            spine.set_color(_color(kept_op, primitives))
+    else:
+        ax.set_title(title, fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.tick_params(labelsize=8, labelbottom=True)
+    if col == 0:
+        ax.set_ylabel("act(α)", fontsize=9)
+    if node == steps - 1 or col == node + 1:
+        ax.set_xlabel("epoch", fontsize=9)
 
 
 # -------------------------------------------------------------------------- schedule

@@ -209,15 +209,7 @@ def export_model(model, path: str | os.PathLike, format: str = "keras", verify: 
             f"from kdarts.export.load_model), got {type(model).__module__}."
             f"{type(model).__name__}"
         )
-    if format not in FORMATS:
-        raise ValueError(f"export: unknown format {format!r}; valid formats: {', '.join(FORMATS)}")
-    if format == "onnx" and int(opset) < 13:
-        raise ValueError(f"export: ONNX opset must be >= 13, got {opset}")
-    if not atol >= 0:
-        raise ValueError(f"export: atol must be >= 0, got {atol}")
-    if input_dtype not in INPUT_DTYPES:
-        raise ValueError(f"export: input_dtype must be one of {', '.join(INPUT_DTYPES)}, "
-                         f"got {input_dtype!r}")
+    _check_options(format, opset, atol, input_dtype)
     representative = _check_quantize(format, quantize, representative_data, min_agreement)
     path = os.path.abspath(os.fspath(path))
     problem = suffix_error(path, format)
@@ -282,6 +274,20 @@ def _artifact_contract(model, format: str, quantize: str, input_dtype: str) -> d
 
 
 # -- destination and inputs ---------------------------------------------------
+
+
+def _check_options(format: str, opset: int, atol: float, input_dtype: str) -> None:
+    """ValueError for an unknown format or input dtype, an ONNX opset below 13, or a
+    negative tolerance."""
+    if format not in FORMATS:
+        raise ValueError(f"export: unknown format {format!r}; valid formats: {', '.join(FORMATS)}")
+    if format == "onnx" and int(opset) < 13:
+        raise ValueError(f"export: ONNX opset must be >= 13, got {opset}")
+    if not atol >= 0:
+        raise ValueError(f"export: atol must be >= 0, got {atol}")
+    if input_dtype not in INPUT_DTYPES:
+        raise ValueError(f"export: input_dtype must be one of {', '.join(INPUT_DTYPES)}, "
+                         f"got {input_dtype!r}")
 
 
 def _check_quantize(format: str, quantize: str, representative_data,

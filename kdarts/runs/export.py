@@ -86,8 +86,6 @@ def export_run(model_path: str, fmt: str = "onnx", out: str | None = None,
             ``quantize``/``data``, a model that cannot be loaded, data that does not
             fit the model, or an export that fails verification.
     """
-    from kdarts.export import QUANTIZATIONS
-
     # a file of neither space takes the image path, whose checks name what is wrong
     if space_for(saved_model=model_path, default=IMAGE) is RECURRENT_SPACE:
         return _export_language_model(model_path, fmt, out, verify, input_dtype, quantize,
@@ -99,20 +97,7 @@ def export_run(model_path: str, fmt: str = "onnx", out: str | None = None,
     problem = suffix_error(out, fmt)
     if problem:
         raise RunError(f"--out: {problem}")
-    if quantize not in QUANTIZATIONS or (fmt != "tflite" and quantize != "none"):
-        raise RunError(f"--quantize {quantize} applies to --format tflite only"
-                       if quantize in QUANTIZATIONS else
-                       f"--quantize: one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
-    if data is None and quantize == "int8":
-        raise RunError("--quantize int8 calibrates on training images: name them with --data "
-                       "(the dataset the model was trained on)")
-    if data is not None:
-        if fmt != "tflite":
-            raise RunError("--data applies to --format tflite (calibration and verification)")
-        # a folder is read at the model's size, unknown until it is loaded: any size
-        # passes this check (the rest of it, classes and files, is done now)
-        check_data_options({"dataset": data, "image_size": [MIN_IMAGE_SIZE] * 2
-                            if os.path.isdir(data) else None})
+    _check_litert_options(fmt, quantize, data)
     _check_source_and_destination(model_path, out, fmt, overwrite, before_tensorflow)
     t_start = time.perf_counter()
     from kdarts.export import ExportError, ModelLoadError, export_model, load_model
@@ -140,6 +125,27 @@ def export_run(model_path: str, fmt: str = "onnx", out: str | None = None,
                            input_contract=result.input_contract,
                            seconds=time.perf_counter() - t_start, quantize=quantize,
                            agreement=result.agreement, verified_on=verified_on)
+
+
+def _check_litert_options(fmt: str, quantize: str, data: str | None) -> None:
+    """RunError for ``--quantize`` or ``--data`` without ``--format tflite``, int8 without
+    ``--data``, or ``--data`` that cannot be read."""
+    from kdarts.export import QUANTIZATIONS
+
+    if quantize not in QUANTIZATIONS or (fmt != "tflite" and quantize != "none"):
+        raise RunError(f"--quantize {quantize} applies to --format tflite only"
+                       if quantize in QUANTIZATIONS else
+                       f"--quantize: one of {', '.join(QUANTIZATIONS)}, got {quantize!r}")
+    if data is None and quantize == "int8":
+        raise RunError("--quantize int8 calibrates on training images: name them with --data "
+                       "(the dataset the model was trained on)")
+    if data is not None:
+        if fmt != "tflite":
+            raise RunError("--data applies to --format tflite (calibration and verification)")
+        # a folder is read at the model's size, unknown until it is loaded: any size
+        # passes this check (the rest of it, classes and files, is done now)
+        check_data_options({"dataset": data, "image_size": [MIN_IMAGE_SIZE] * 2
+                            if os.path.isdir(data) else None})
 
 
 def _export_language_model(model_path: str, fmt: str, out: str | None, verify: bool,
