@@ -31,7 +31,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from kdarts.checkpoints import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS
+from kdarts.genotype import PRESETS, Genotype
 from kdarts.recurrent.corpus import CORPUS_FILES, EMBEDDED_CORPUS, is_corpus
+from kdarts.recurrent.genotype import RecurrentGenotype
 
 IMAGE = "image"
 RECURRENT = "recurrent"
@@ -119,7 +121,7 @@ def _json_of(spec) -> dict | None:
 def is_recurrent_genotype(spec) -> bool:
     """Whether ``spec`` is a recurrent genotype: the object, its dict, or a JSON file (or a
     search folder holding one) with a ``"recurrent"`` key."""
-    if type(spec).__name__ == "RecurrentGenotype":
+    if isinstance(spec, RecurrentGenotype):
         return True
     data = spec if isinstance(spec, dict) else _json_of(spec)
     return isinstance(data, dict) and "recurrent" in data
@@ -128,9 +130,7 @@ def is_recurrent_genotype(spec) -> bool:
 def is_image_genotype(spec) -> bool:
     """Whether ``spec`` is an image genotype: the object, its dict, a preset name, or a
     JSON file (or a search folder holding one) with ``"normal"`` cells."""
-    from kdarts.genotype import PRESETS
-
-    if type(spec).__name__ == "Genotype":
+    if isinstance(spec, Genotype):
         return True
     if isinstance(spec, str) and spec in PRESETS:
         return True
