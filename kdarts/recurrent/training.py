@@ -35,15 +35,14 @@ import hashlib
 import json
 import math
 import os
-import shutil
-import tempfile
 import weakref
 from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from kdarts.atomic import atomic_write_json, disk_full_error
+from kdarts.checkpoints import FOLDER_STATE, CheckpointFiles, read_checkpoint_state, \
+    resume_epoch, write_checkpoint
 from kdarts.recurrent.asgd import AveragedSGD, should_switch_to_asgd
 from kdarts.recurrent.data import batchify
 from kdarts.recurrent.language_model import RecurrentLanguageModel
@@ -52,7 +51,7 @@ from kdarts.recurrent.model import clip_coefficient, sequence_nll, slowness_pena
 EVAL_BATCH_SIZE = 10
 TEST_BATCH_SIZE = 1
 MIN_SEQUENCE_LENGTH = 5
-STATE_FILE = "state.json"
+STATE_FILE = FOLDER_STATE
 VARIABLES_PREFIX = "variables"
 
 
@@ -264,37 +263,26 @@ class LanguageModelTrainer:
                 "genotype": self.model.genotype.to_dict(), "batch_size": self.batch_size}
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the whole training state to the folder ``path``, replacing it atomically."""
-        path = os.path.abspath(os.fspath(path))
-        parent = os.path.dirname(path)
-        work = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
+        """Write the whole training state to the folder ``path`` (its variables and
+        ``state.json``), replacing it through :func:`kdarts.checkpoints.write_checkpoint`."""
+        write_checkpoint(CheckpointFiles.folder(path), self._write_variables, self.state())
+
+    def _write_variables(self, folder: str) -> None:
         try:
-            new = os.path.join(work, "new")
-            try:
-                self._checkpoint().write(os.path.join(new, VARIABLES_PREFIX))
-            except tf.errors.ResourceExhaustedError as err:  # TensorFlow's ENOSPC/EDQUOT
-                if "No space left" not in err.message and "quota" not in err.message:
-                    raise
-                needed = max(_tree_size(work), _tree_size(path))
-                raise disk_full_error(path, needed, OSError(
-                    errno.EDQUOT if "quota" in err.message else errno.ENOSPC, err.message)
-                ) from None
-            atomic_write_json(os.path.join(new, STATE_FILE), self.state())
-            if os.path.exists(path):
-                os.rename(path, os.path.join(work, "old"))
-            os.rename(new, path)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+            self._checkpoint().write(os.path.join(folder, VARIABLES_PREFIX))
+        except tf.errors.ResourceExhaustedError as err:  # TensorFlow's ENOSPC/EDQUOT
+            if "No space left" not in err.message and "quota" not in err.message:
+                raise
+            raise OSError(errno.EDQUOT if "quota" in err.message else errno.ENOSPC,
+                          err.message) from None
 
     def restore(self, path: str | os.PathLike) -> None:
         """Load a training state written by :meth:`save` into this trainer and its model."""
         path = os.fspath(path)
-        try:
-            with open(os.path.join(path, STATE_FILE), encoding="utf-8") as f:
-                state = json.load(f)
-        except FileNotFoundError:
+        state = read_checkpoint_state(CheckpointFiles.folder(path))
+        if state is None:
             raise FileNotFoundError(f"{path}: not a language-model checkpoint (no "
-                                    f"{STATE_FILE})") from None
+                                    f"{STATE_FILE})")
         mine = self.state()
         for key, what in (("vocab_size", "vocabulary size"), ("vocabulary", "vocabulary"),
                           ("units", "units"), ("genotype", "genotype"),
@@ -304,16 +292,10 @@ class LanguageModelTrainer:
                                  f"{_short(state.get(key))}, this trainer "
                                  f"{_short(mine[key])}")
         self._checkpoint().read(os.path.join(path, VARIABLES_PREFIX)).assert_consumed()
-        self.epoch = int(state["epoch"])
+        self.epoch = resume_epoch(state)
         self.history = [float(v) for v in state["history"]]
         self.best_loss = math.inf if state["best_loss"] is None else float(state["best_loss"])
         self.since_best = int(state["since_best"])
-
-
-def _tree_size(folder: str) -> int:
-    """Bytes of the files under ``folder`` (0 if it does not exist)."""
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, names in os.walk(folder)
-               for f in names)
 
 
 def _short(value) -> str:
