@@ -181,8 +181,9 @@ class LanguageModelTrainer:
         self.hidden.assign(last)
         return nll
 
-    def train_epoch(self) -> float:
-        """One pass over the training streams; the mean NLL of its segments."""
+    def train_epoch(self, on_step=None) -> float:
+        """One pass over the training streams; the mean NLL of its segments.
+        ``on_step(i, nll)`` is called after each segment's step."""
         rng = np.random.default_rng([self.seed, self.epoch])
         self.hidden.assign(tf.zeros_like(self.hidden))
         start, losses = 0, []
@@ -195,6 +196,8 @@ class LanguageModelTrainer:
                 raise FloatingPointError(f"training loss became {nll} in epoch "
                                          f"{self.epoch + 1}")
             losses.append(nll)
+            if on_step is not None:
+                on_step(len(losses) - 1, nll)
             start += length
         self.epoch += 1
         return float(np.mean(losses))
@@ -224,6 +227,14 @@ class LanguageModelTrainer:
         return {"epoch": self.epoch, "val_loss": val_loss, "val_ppl": math.exp(val_loss),
                 "improved": improved, "averaging": averaging, "switched": switched}
 
+    def run_epoch(self, best_path: str | None = None, on_step=None) -> dict:
+        """:meth:`train_epoch` then :meth:`end_epoch`, counting the epochs since the best
+        validation loss; the epoch's record, with its ``train_loss``."""
+        train_loss = self.train_epoch(on_step)
+        record = {"train_loss": train_loss, **self.end_epoch(best_path)}
+        self.since_best += 0 if record["improved"] else 1
+        return record
+
     def fit(self, epochs: int, checkpoint_dir: str | os.PathLike | None = None,
             patience: int = 20, log=None) -> list[dict]:
         """Train up to ``epochs`` (counting any already done) or until ``patience`` epochs
@@ -239,9 +250,7 @@ class LanguageModelTrainer:
             if os.path.isdir(last):
                 self.restore(last)
         while self.epoch < epochs and self.since_best < patience:
-            train_loss = self.train_epoch()
-            record = {"train_loss": train_loss, **self.end_epoch(best)}
-            self.since_best += 0 if record["improved"] else 1
+            record = self.run_epoch(best)
             records.append(record)
             if last is not None:
                 self.save(last)
