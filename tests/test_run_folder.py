@@ -168,3 +168,52 @@ def test_a_refused_check_under_the_lock_leaves_nothing(tmp_path):
         with folder.lock():
             search_state(folder, ARGS, True)
     assert not (tmp_path / "deep").exists()
+
+
+# ------------------------------------------------------------------- run.json's version
+
+
+def test_migrate_run_upgrades_any_older_run_json():
+    from kdarts.runs.folder import RUN_VERSION, migrate_run
+
+    older = {k: v for k, v in ARGS.items()
+             if k not in ("image_size", "mixed_precision", "arch_lr", "threshold")}
+    run = migrate_run({"command": "search", "args": {**older, "skip_pruned_ops": True}})
+    assert run["version"] == RUN_VERSION == 2
+    assert run["args"] == {**ARGS, "arch_lr": 3e-4, "threshold": 1.0,
+                           "skip_pruned_ops": "every_step"}
+    train = migrate_run({"command": "train", "args": {"epochs": 3}})["args"]
+    assert train == {"epochs": 3, "image_size": None, "imagenet_stem": False,
+                     "mixed_precision": False}
+    recurrent = {"space": "recurrent", "epochs": 1}
+    assert migrate_run({"command": "search", "args": recurrent})["args"] == recurrent
+    today = {"command": "search", "version": 2, "args": {"epochs": 1}}
+    assert migrate_run(today) == today  # today's form is left as it is
+    with pytest.raises(ValueError, match="version 3 .* a newer kdarts"):
+        migrate_run({"command": "search", "version": 3, "args": {}})
+
+
+def test_a_run_json_without_version_is_read_upgraded_and_a_newer_one_refused(tmp_path):
+    out = tmp_path / "s"
+    older = {**{k: v for k, v in ARGS.items() if k != "mixed_precision"},
+             "skip_pruned_ops": False}
+    write_run(out, args=older, checkpoint_json=json.dumps({"epoch": 1}),
+              checkpoint_weights_h5="")
+    folder = RunFolder(str(out), "search")
+    assert folder.read_run()["args"] == {**ARGS, "skip_pruned_ops": "never"}
+    assert search_state(folder, {**ARGS, "skip_pruned_ops": "never"}, True)["epoch"] == 1
+    with pytest.raises(RunError, match="different search run.*skip_pruned_ops: 'never' → "
+                                       "'auto'"):
+        search_state(folder, ARGS, True)
+    folder.upgrade_run()
+    assert json.loads((out / "run.json").read_text()) == {
+        "command": "search", "args": {**ARGS, "skip_pruned_ops": "never"}, "version": 2}
+    folder.write_run({"args": ARGS})
+    assert json.loads((out / "run.json").read_text())["version"] == 2
+    write_run(tmp_path / "n")
+    (tmp_path / "n" / "run.json").write_text(json.dumps(
+        {"command": "search", "version": 7, "args": ARGS}))
+    with pytest.raises(RunError, match=r"run.json: run.json version 7 is not one this "
+                                       "kdarts knows") as err:
+        search_state(RunFolder(str(tmp_path / "n"), "search"), ARGS, "auto")
+    assert "\n" not in str(err.value)
