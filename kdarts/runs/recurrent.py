@@ -438,14 +438,13 @@ class RecurrentSearchFit(FolderFit):
 
     def writer_callbacks(self) -> list:
         from kdarts.callbacks import EpochCheckpoint, HistoryCSV
+        from kdarts.search.callbacks import search_counters
 
         folder = self.job.folder
         # the epoch is the callback's own count: segment lengths vary, so an epoch's steps
         # do not divide the clock as the image search's do
         return [HistoryCSV(folder.path("history.csv")),
-                EpochCheckpoint(folder.out, state=lambda model: {
-                    "search_step": int(model.search_step.numpy()),
-                    "alpha_steps": int(model.alpha_steps.numpy())})]
+                EpochCheckpoint(folder.out, state=search_counters)]
 
     def run(self, t_start: float) -> SearchResult:
         """Fits, then (once complete) writes the genotype and its drawing."""
