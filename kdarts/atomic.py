@@ -42,10 +42,33 @@ def _size(num: float) -> str:
 
 
 def _file_size(path: str) -> int:
+    """Bytes of the file ``path``, or of the files under the folder ``path`` (0: none)."""
+    if os.path.isdir(path):
+        return sum(_file_size(os.path.join(folder, name))
+                   for folder, _, names in os.walk(path) for name in names)
     try:
         return os.path.getsize(path)
     except OSError:
         return 0
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
+def _move_into_place(tmp: str, path: str) -> None:
+    """Rename ``tmp`` to ``path``. A folder cannot be renamed over a folder: the old one
+    is renamed aside first and removed after, so ``path`` is the old or the new one."""
+    if not (os.path.isdir(tmp) and os.path.isdir(path)):
+        os.replace(tmp, path)
+        return
+    old = tmp + ".old"
+    os.rename(path, old)
+    os.rename(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def disk_full_error(path: str | os.PathLike, needed: int, err: OSError) -> DiskFullError:
@@ -75,7 +98,8 @@ def atomic_file(path: str | os.PathLike, suffix: str = "",
     """Yield a temp path in ``path``'s folder; rename it to ``path`` if the block succeeds.
 
     The temp file does not exist when the block starts (some writers, like h5py, create
-    it themselves); on any error it is removed and ``path`` keeps its old content. The
+    it themselves; a block may also make a folder there, which then replaces the folder
+    ``path``); on any error it is removed and ``path`` keeps its old content. The
     result has the usual permissions (mkstemp's 0600 would make it private).
 
     An ``OSError`` whose errno is in :data:`NO_SPACE_ERRNOS` becomes
@@ -89,12 +113,11 @@ def atomic_file(path: str | os.PathLike, suffix: str = "",
     os.unlink(tmp)
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+        os.chmod(tmp, (0o777 if os.path.isdir(tmp) else 0o666) & ~_umask())
+        _move_into_place(tmp, path)
     except BaseException as err:
         partial = _file_size(tmp)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _remove(tmp)
         if (isinstance(err, OSError) and not isinstance(err, DiskFullError)
                 and err.errno in NO_SPACE_ERRNOS):
             needed = size if size is not None else max(partial, _file_size(path))

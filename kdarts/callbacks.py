@@ -26,11 +26,13 @@ from typing import Callable
 import keras
 import numpy as np
 
-from kdarts.atomic import atomic_file, atomic_write_json, atomic_write_text, write_synced
+from kdarts.atomic import atomic_write_text, write_synced
 from kdarts.checkpoints import (
     CHECKPOINT_STATE,
     CHECKPOINT_WEIGHTS,
     read_checkpoint_state,
+    resume_epoch,
+    write_checkpoint,
 )
 from kdarts.compat import weights_h5_bytes
 
@@ -40,9 +42,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     Writes ``checkpoint.weights.h5`` (``model.save_weights``: weights, optimizer
     slots and iteration count, non-trainable state such as BN statistics and
-    random-generator seeds) through a temp file and a rename, then
-    ``checkpoint.json`` ``{"epoch": completed epochs, "seed_states": ...}`` (the
-    random generators' states, which ``save_weights`` leaves out). Like Keras's
+    random-generator seeds) and ``checkpoint.json`` ``{"epoch": completed epochs,
+    "seed_states": ...}`` (the random generators' states, which ``save_weights`` leaves
+    out) through :func:`kdarts.checkpoints.write_checkpoint`. Like Keras's
     ``BackupAndRestore``, resuming from it (:func:`restore_checkpoint` then
     ``fit(initial_epoch=epoch)``) ends with the weights an uninterrupted run gives,
     provided the data pipeline also resumes at that epoch.
@@ -58,14 +60,6 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.directory = os.path.abspath(os.fspath(directory))
         self.state = state
 
-    @property
-    def weights_path(self) -> str:
-        return os.path.join(self.directory, CHECKPOINT_WEIGHTS)
-
-    @property
-    def state_path(self) -> str:
-        return os.path.join(self.directory, CHECKPOINT_STATE)
-
     def on_train_begin(self, logs=None):
         os.makedirs(self.directory, exist_ok=True)
 
@@ -75,11 +69,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if seeds:
             state["seed_states"] = seeds
         weights = weights_h5_bytes(self.model)
-        # Both new files are complete on disk before either replaces its predecessor, so
-        # a write that fails (a full disk: DiskFullError) leaves the previous pair.
-        with atomic_file(self.weights_path, size=len(weights)) as tmp:
-            write_synced(tmp, weights)
-            atomic_write_json(self.state_path, state)
+        write_checkpoint(self.directory, lambda tmp: write_synced(tmp, weights), state,
+                         size=len(weights))
 
 
 def _unsaved_variables(model) -> list:
@@ -106,7 +97,7 @@ def restore_checkpoint(model, directory: str | os.PathLike) -> int:
             raise ValueError(f"{os.fspath(directory)}: the checkpoint has no state for "
                              f"{variable.path}; it was written by another model")
         variable.assign(np.asarray(seeds[variable.path], dtype=variable.dtype))
-    return int(state["epoch"])
+    return resume_epoch(state)
 
 
 def _cell(value) -> str:

@@ -35,15 +35,14 @@ import hashlib
 import json
 import math
 import os
-import shutil
-import tempfile
 import weakref
 from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from kdarts.atomic import atomic_write_json, disk_full_error
+from kdarts.checkpoints import FOLDER_STATE, CheckpointFiles, read_checkpoint_state, \
+    resume_epoch, write_checkpoint
 from kdarts.recurrent.asgd import AveragedSGD, should_switch_to_asgd
 from kdarts.recurrent.data import batchify
 from kdarts.recurrent.language_model import RecurrentLanguageModel
@@ -52,7 +51,7 @@ from kdarts.recurrent.model import clip_coefficient, sequence_nll, slowness_pena
 EVAL_BATCH_SIZE = 10
 TEST_BATCH_SIZE = 1
 MIN_SEQUENCE_LENGTH = 5
-STATE_FILE = "state.json"
+STATE_FILE = FOLDER_STATE
 VARIABLES_PREFIX = "variables"
 
 
@@ -182,8 +181,9 @@ class LanguageModelTrainer:
         self.hidden.assign(last)
         return nll
 
-    def train_epoch(self) -> float:
-        """One pass over the training streams; the mean NLL of its segments."""
+    def train_epoch(self, on_step=None) -> float:
+        """One pass over the training streams; the mean NLL of its segments.
+        ``on_step(i, nll)`` is called after each segment's step."""
         rng = np.random.default_rng([self.seed, self.epoch])
         self.hidden.assign(tf.zeros_like(self.hidden))
         start, losses = 0, []
@@ -196,6 +196,8 @@ class LanguageModelTrainer:
                 raise FloatingPointError(f"training loss became {nll} in epoch "
                                          f"{self.epoch + 1}")
             losses.append(nll)
+            if on_step is not None:
+                on_step(len(losses) - 1, nll)
             start += length
         self.epoch += 1
         return float(np.mean(losses))
@@ -225,6 +227,14 @@ class LanguageModelTrainer:
         return {"epoch": self.epoch, "val_loss": val_loss, "val_ppl": math.exp(val_loss),
                 "improved": improved, "averaging": averaging, "switched": switched}
 
+    def run_epoch(self, best_path: str | None = None, on_step=None) -> dict:
+        """:meth:`train_epoch` then :meth:`end_epoch`, counting the epochs since the best
+        validation loss; the epoch's record, with its ``train_loss``."""
+        train_loss = self.train_epoch(on_step)
+        record = {"train_loss": train_loss, **self.end_epoch(best_path)}
+        self.since_best += 0 if record["improved"] else 1
+        return record
+
     def fit(self, epochs: int, checkpoint_dir: str | os.PathLike | None = None,
             patience: int = 20, log=None) -> list[dict]:
         """Train up to ``epochs`` (counting any already done) or until ``patience`` epochs
@@ -240,9 +250,7 @@ class LanguageModelTrainer:
             if os.path.isdir(last):
                 self.restore(last)
         while self.epoch < epochs and self.since_best < patience:
-            train_loss = self.train_epoch()
-            record = {"train_loss": train_loss, **self.end_epoch(best)}
-            self.since_best += 0 if record["improved"] else 1
+            record = self.run_epoch(best)
             records.append(record)
             if last is not None:
                 self.save(last)
@@ -264,37 +272,26 @@ class LanguageModelTrainer:
                 "genotype": self.model.genotype.to_dict(), "batch_size": self.batch_size}
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the whole training state to the folder ``path``, replacing it atomically."""
-        path = os.path.abspath(os.fspath(path))
-        parent = os.path.dirname(path)
-        work = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
+        """Write the whole training state to the folder ``path`` (its variables and
+        ``state.json``), replacing it through :func:`kdarts.checkpoints.write_checkpoint`."""
+        write_checkpoint(CheckpointFiles.folder(path), self._write_variables, self.state())
+
+    def _write_variables(self, folder: str) -> None:
         try:
-            new = os.path.join(work, "new")
-            try:
-                self._checkpoint().write(os.path.join(new, VARIABLES_PREFIX))
-            except tf.errors.ResourceExhaustedError as err:  # TensorFlow's ENOSPC/EDQUOT
-                if "No space left" not in err.message and "quota" not in err.message:
-                    raise
-                needed = max(_tree_size(work), _tree_size(path))
-                raise disk_full_error(path, needed, OSError(
-                    errno.EDQUOT if "quota" in err.message else errno.ENOSPC, err.message)
-                ) from None
-            atomic_write_json(os.path.join(new, STATE_FILE), self.state())
-            if os.path.exists(path):
-                os.rename(path, os.path.join(work, "old"))
-            os.rename(new, path)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+            self._checkpoint().write(os.path.join(folder, VARIABLES_PREFIX))
+        except tf.errors.ResourceExhaustedError as err:  # TensorFlow's ENOSPC/EDQUOT
+            if "No space left" not in err.message and "quota" not in err.message:
+                raise
+            raise OSError(errno.EDQUOT if "quota" in err.message else errno.ENOSPC,
+                          err.message) from None
 
     def restore(self, path: str | os.PathLike) -> None:
         """Load a training state written by :meth:`save` into this trainer and its model."""
         path = os.fspath(path)
-        try:
-            with open(os.path.join(path, STATE_FILE), encoding="utf-8") as f:
-                state = json.load(f)
-        except FileNotFoundError:
+        state = read_checkpoint_state(CheckpointFiles.folder(path))
+        if state is None:
             raise FileNotFoundError(f"{path}: not a language-model checkpoint (no "
-                                    f"{STATE_FILE})") from None
+                                    f"{STATE_FILE})")
         mine = self.state()
         for key, what in (("vocab_size", "vocabulary size"), ("vocabulary", "vocabulary"),
                           ("units", "units"), ("genotype", "genotype"),
@@ -304,16 +301,10 @@ class LanguageModelTrainer:
                                  f"{_short(state.get(key))}, this trainer "
                                  f"{_short(mine[key])}")
         self._checkpoint().read(os.path.join(path, VARIABLES_PREFIX)).assert_consumed()
-        self.epoch = int(state["epoch"])
+        self.epoch = resume_epoch(state)
         self.history = [float(v) for v in state["history"]]
         self.best_loss = math.inf if state["best_loss"] is None else float(state["best_loss"])
         self.since_best = int(state["since_best"])
-
-
-def _tree_size(folder: str) -> int:
-    """Bytes of the files under ``folder`` (0 if it does not exist)."""
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, names in os.walk(folder)
-               for f in names)
 
 
 def _short(value) -> str:

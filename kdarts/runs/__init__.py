@@ -17,8 +17,9 @@ folders, resume and refusals:
   what was kept and how to continue.
 
 The modules: :mod:`~kdarts.runs.defaults` (options), :mod:`~kdarts.runs.folder`
-(:class:`RunFolder`: what a folder holds, and its lock), :mod:`~kdarts.runs.fit`
-(the fit a search and a training share), :mod:`~kdarts.runs.search`,
+(:class:`RunFolder`: what a folder holds, its lock, its versioned ``run.json``),
+:mod:`~kdarts.runs.resume` (each job's resume policy), :mod:`~kdarts.runs.fit`
+(the skeleton every run fits in), :mod:`~kdarts.runs.search`,
 :mod:`~kdarts.runs.train`, :mod:`~kdarts.runs.export`,
 :mod:`~kdarts.runs.quickstart`, :mod:`~kdarts.runs.recurrent` (the recurrent space:
 its options, corpus and cell search), :mod:`~kdarts.runs.language_model` (a language

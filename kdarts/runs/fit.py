@@ -1,11 +1,15 @@
-"""The fit both a search and a training run make in their folder.
+"""The fit every run makes in its folder: a search (either space), a training, a
+language model's training.
 
 :class:`FolderFit` is the one skeleton: open the strategy, load the data (a data error
 is a :class:`~kdarts.runs.RunError`), check a resumed run's data or write ``run.json``,
 seed, build the model in the strategy's scope, report, assemble the callbacks (the
 chief's writers, the interrupt note, the progress bar, TensorBoard, stop-after-epoch),
-fit, and count the epochs done. :class:`~kdarts.runs.search.SearchFit` and
-:class:`~kdarts.runs.train.TrainFit` fill in the data, the model and the callbacks.
+train, and count the epochs done. :class:`~kdarts.runs.search.SearchFit`,
+:class:`~kdarts.runs.train.TrainFit`, :class:`~kdarts.runs.recurrent.RecurrentSearchFit`
+and :class:`~kdarts.runs.language_model.LanguageModelFit` fill in the data, the model
+and the callbacks; the language model trains in its own loop (:meth:`FolderFit.train`),
+which drives the same callbacks.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import time
 import warnings
 
 from kdarts.atomic import DiskFullError
+from kdarts.checkpoints import resume_epoch
 from kdarts.data.catalog import DatasetError
 from kdarts.data.files import DataNotice
 from kdarts.runs.folder import TENSORBOARD_DIR, RunFolder
@@ -134,7 +139,7 @@ class FolderFit:
     def __init__(self, job: Job):
         self.job = job
         self.settings = job.settings
-        self.initial_epoch = 0 if job.state is None else int(job.state["epoch"])
+        self.initial_epoch = resume_epoch(job.state)
 
     # hooks ------------------------------------------------------------------------
 
@@ -166,8 +171,8 @@ class FolderFit:
         """What ``run.json`` records of the data, beside the arguments (a resumed run's
         data is checked against it)."""
         info = self.info
-        return {"num_classes": info.num_classes, "image_shape": list(info.image_shape),
-                "num_train": info.num_train}
+        return {"steps_per_epoch": self.steps_per_epoch, "num_classes": info.num_classes,
+                "image_shape": list(info.image_shape), "num_train": info.num_train}
 
     def check_resumed_data(self) -> None:
         """RunError if a resumed run's data is not what ``run.json`` recorded."""
@@ -184,8 +189,21 @@ class FolderFit:
 
     def fit(self) -> int:
         """Runs the skeleton; returns the epochs done."""
-        from kdarts.callbacks import EpochProgress, StopAfterEpoch
+        from kdarts.callbacks import EpochProgress
 
+        self.prepare()
+        bar = EpochProgress(self.bar_metrics, integer_labels=self.bar_integers)
+        callbacks = self.callbacks(bar)
+        t_fit = time.perf_counter()
+        try:
+            self.history = self.train(callbacks)
+        finally:
+            bar.close()
+        self.fit_seconds = time.perf_counter() - t_fit
+        return self.epochs_done()
+
+    def prepare(self) -> None:
+        """The strategy, the data, the model (restored when resumed), ``run.json``."""
         job, settings = self.job, self.settings
         opts = job.opts
         self.strategy, self.chief, self.replicas = open_strategy(settings.strategy,
@@ -204,13 +222,19 @@ class FolderFit:
             self.build()
         if job.state is None and self.chief:
             job.folder.write_run({"kdarts": kdarts_version(), "args": job.args,
-                                  "steps_per_epoch": self.steps_per_epoch,
                                   **self.run_record()})
+        elif self.chief:  # accepted to resume: an older run.json is kept in today's form
+            job.folder.upgrade_run()
         line = self.describe()
         if line:
             settings.report(line)
-        epochs = opts["epochs"]
-        bar = EpochProgress(self.bar_metrics, integer_labels=self.bar_integers)
+
+    def callbacks(self, bar) -> list:
+        """The model's callbacks, the chief's writers and interrupt note, the progress
+        ``bar``, TensorBoard and stop-after-epoch."""
+        from kdarts.callbacks import StopAfterEpoch
+
+        job, settings, epochs = self.job, self.settings, self.job.opts["epochs"]
         callbacks = self.model_callbacks()
         if self.chief:  # only the chief writes; every worker reads its checkpoint to resume
             callbacks += self.writer_callbacks() + [
@@ -221,17 +245,17 @@ class FolderFit:
             callbacks.append(self.tensorboard_callback())
         if settings.stop_after_epoch is not None:
             callbacks.append(StopAfterEpoch(settings.stop_after_epoch))
+        return callbacks
+
+    def train(self, callbacks: list):
+        """Trains from ``initial_epoch`` to the last epoch with ``callbacks`` (Keras's
+        ``fit``); returns the History. A model with its own loop overrides this and
+        drives the callbacks itself."""
         steps = self.fit_steps()
-        t_fit = time.perf_counter()
-        try:
-            self.history = self.model.fit(
-                self.data, epochs=epochs, initial_epoch=self.initial_epoch,
-                callbacks=callbacks, verbose=0, shuffle=False,
-                **({} if steps is None else {"steps_per_epoch": steps}))
-        finally:
-            bar.close()
-        self.fit_seconds = time.perf_counter() - t_fit
-        return self.epochs_done()
+        return self.model.fit(self.data, epochs=self.job.opts["epochs"],
+                              initial_epoch=self.initial_epoch, callbacks=callbacks,
+                              verbose=0, shuffle=False,
+                              **({} if steps is None else {"steps_per_epoch": steps}))
 
     def start(self, before_tensorflow, *args):
         """:meth:`run` (with ``args``) after ``before_tensorflow``, the interrupt note set

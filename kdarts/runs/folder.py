@@ -1,10 +1,10 @@
-"""A run's folder: what it holds, whether this run may use it, and a lock so that one
-process at a time writes it.
+"""A run's folder: its paths, its lock, what it holds, and its ``run.json``.
 
-A folder is accepted when it is new, empty, or holds this kind of run with the same
-arguments (to resume, or to reuse when complete); anything else is refused with a
-one-line :class:`~kdarts.runs.RunError` before any data is loaded, and nothing in it
-is touched.
+:class:`RunFolder` knows the folder (which files a kind of run writes, the lock that
+keeps a second process out, ``run.json`` read in today's form, the checkpoint state);
+whether a job may start, resume or reuse it is the job's resume policy
+(:mod:`kdarts.runs.resume`). ``run.json`` carries a ``version``; one function,
+:func:`migrate_run`, upgrades any older one (those without a version included).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import tempfile
 from typing import Iterator
 
 from kdarts.atomic import atomic_write_json
-from kdarts.checkpoints import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, read_checkpoint_state
+from kdarts.checkpoints import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, CheckpointFiles, \
+    read_checkpoint_state
 from kdarts.runs.defaults import LATER_ARGS, upgrade_args
 from kdarts.runs.report import rel
 from kdarts.runs.results import RunError
@@ -80,17 +81,6 @@ def read_json(path: str, what: str) -> dict:
     return data
 
 
-def describe_diff(old: dict, new: dict, order: list[str]) -> str:
-    """``key: old → new`` for every argument that differs, in ``order``."""
-    keys = sorted(set(old) | set(new), key=lambda k: order.index(k) if k in order else 99)
-    return "; ".join(f"{k}: {old.get(k)!r} → {new.get(k)!r}"
-                     for k in keys if old.get(k) != new.get(k))
-
-
-#: Where a language model's trainer keeps its last epoch's checkpoint, in a training folder.
-TRAINER_LAST = os.path.join("checkpoint", "last")
-
-
 def space_of(args: dict) -> str:
     """The search space a run's arguments are for: ``"image"`` or ``"recurrent"``."""
     from kdarts.spaces import space_for
@@ -98,11 +88,34 @@ def space_of(args: dict) -> str:
     return space_for(run=args).name
 
 
-def metrics_summary(metrics: dict) -> str:
-    """A finished training's headline figure, as its metrics.json gives it."""
-    if "test_perplexity" in metrics:
-        return f"test perplexity {float(metrics['test_perplexity']):.1f}"
-    return f"test accuracy {100 * float(metrics.get('test_accuracy', 0)):.2f}%"
+#: ``run.json``'s form today. Version 1 (no ``version`` field): kdarts before the field,
+#: whose image runs' arguments may lack those added since or hold older values.
+RUN_VERSION = 2
+
+
+def migrate_run(run: dict) -> dict:
+    """``run`` (a ``run.json``'s content, command and args checked) in today's form
+    (:data:`RUN_VERSION`), whichever kdarts wrote it: the arguments an older image run
+    lacks get the value such runs had (:data:`~kdarts.runs.defaults.LATER_ARGS`), and
+    values of an older form read as today's
+    (:func:`~kdarts.runs.defaults.upgrade_args`).
+
+    Raises:
+        ValueError: a version this kdarts does not know (a newer kdarts's).
+
+    Example:
+        >>> run = migrate_run({"command": "train", "args": {"epochs": 2}})
+        >>> run["version"], run["args"]["imagenet_stem"]
+        (2, False)
+    """
+    version = run.get("version", 1)
+    if not isinstance(version, int) or not 1 <= version <= RUN_VERSION:
+        raise ValueError(f"run.json version {version!r} is not one this kdarts knows (up "
+                         f"to {RUN_VERSION}): a newer kdarts wrote it")
+    args = run["args"]
+    if version < 2 and space_of(args) == "image":
+        args = upgrade_args({**LATER_ARGS.get(run["command"], {}), **args})
+    return {**run, "version": RUN_VERSION, "args": args}
 
 
 def _pid_alive(pid: int) -> bool:
@@ -115,50 +128,22 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-class RunFolder:
-    """The folder ``out`` of a ``command`` run (``"search"``, ``"train"``, ``"quickstart"``).
+class FolderLock:
+    """``out/.lock``, held by one process at a time (its pid and host, JSON).
 
-    Reads and checks the folder (:meth:`read_run`, :meth:`search_state`,
-    :meth:`train_state`, :meth:`worker_state`) without writing anything, and
-    :meth:`lock` s it for the process that writes it.
-
-    Example:
-        >>> folder = RunFolder("runs/search", "search")      # doctest: +SKIP
-        >>> with folder.lock():                              # doctest: +SKIP
-        ...     state = folder.search_state(args, resume="auto")
+    :meth:`acquire` refuses a folder another live process holds with a one-line
+    RunError naming the holder, and takes over a lock whose process has ended on this
+    host; it creates the folder if needed, and :meth:`release` removes the lock and the
+    folders it created if they are left empty.
     """
 
-    def __init__(self, out: str, command: str):
-        self.out = os.path.abspath(out)
-        self.command = command
-        self._created: list[str] = []  # folders lock() made, removed again if left empty
+    def __init__(self, out: str):
+        self.out = out
+        self.path = os.path.join(out, LOCK_FILE)
+        self._created: list[str] = []  # folders acquire() made, removed again if left empty
         self._locked = False
 
-    def path(self, name: str) -> str:
-        return os.path.join(self.out, name)
-
-    def entries(self) -> list[str]:
-        """The folder's entries, but for leftover temp files and the lock."""
-        return sorted(e for e in os.listdir(self.out)
-                      if not e.startswith(".tmp-") and e != LOCK_FILE)
-
-    # ------------------------------------------------------------------------ lock
-
-    @contextlib.contextmanager
-    def lock(self) -> Iterator["RunFolder"]:
-        """Hold ``out/.lock`` for the block: a second process (or RunFolder) writing the
-        folder is refused with a one-line RunError naming the folder and the holder's
-        pid. A lock whose process has ended on this host is taken over. The lock is
-        removed when the block ends, however it ends, and so is the folder if the block
-        created it and left it empty."""
-        check_writable(self.out)
-        self._acquire()
-        try:
-            yield self
-        finally:
-            self.release()
-
-    def _acquire(self) -> None:
+    def acquire(self) -> None:
         missing = []
         parent = self.out
         while not os.path.exists(parent):
@@ -166,35 +151,33 @@ class RunFolder:
             parent = os.path.dirname(parent)
         os.makedirs(self.out, exist_ok=True)
         self._created = missing  # innermost first
-        lock = self.path(LOCK_FILE)
         mine = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
         for _ in range(3):  # a stale lock is removed and creating it is tried again
             try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                holder = self._holder(lock)
+                holder = self.holder()
                 if holder is not None:
                     self._remove_created()
                     raise RunError(f"--out {rel(self.out)} is in use by another kdarts run "
                                    f"({holder}); wait for it to end, or remove "
-                                   f"{rel(lock)} if that process is gone") from None
+                                   f"{rel(self.path)} if that process is gone") from None
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(lock)
+                    os.unlink(self.path)
                 continue
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(mine + "\n")
             self._locked = True
             return
         self._remove_created()
-        raise RunError(f"--out {rel(self.out)}: cannot take {rel(lock)} (another run keeps "
-                       "creating it)")
+        raise RunError(f"--out {rel(self.out)}: cannot take {rel(self.path)} (another run "
+                       "keeps creating it)")
 
-    @staticmethod
-    def _holder(lock: str) -> str | None:
-        """Who holds ``lock`` ("pid N on host"), or None if it is stale (its process has
-        ended on this host)."""
+    def holder(self) -> str | None:
+        """Who holds the lock ("pid N on host"), or None if it is stale (its process has
+        ended on this host) or gone."""
         try:
-            with open(lock, encoding="utf-8") as f:
+            with open(self.path, encoding="utf-8") as f:
                 record = json.load(f)
             pid, host = int(record["pid"]), str(record["host"])
         except FileNotFoundError:
@@ -206,11 +189,10 @@ class RunFolder:
         return f"pid {pid} on {host}"
 
     def release(self) -> None:
-        """Remove the lock (if this RunFolder holds it) and the folders it created, if
-        they are empty."""
+        """Remove the lock (if held) and the folders :meth:`acquire` created, if empty."""
         if self._locked:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path(LOCK_FILE))
+                os.unlink(self.path)
             self._locked = False
         self._remove_created()
 
@@ -222,10 +204,56 @@ class RunFolder:
                 break
         self._created = []
 
+
+class RunFolder:
+    """The folder ``out`` of a ``command`` run (``"search"``, ``"train"``, ``"quickstart"``).
+
+    Reads the folder (:meth:`read_run`, :meth:`checkpoint_state`) without writing
+    anything, :meth:`lock` s it for the process that writes it, and writes ``run.json``
+    (:meth:`write_run`). Whether a run may start in it is :mod:`kdarts.runs.resume`'s.
+
+    Example:
+        >>> folder = RunFolder("runs/search", "search")      # doctest: +SKIP
+        >>> with folder.lock():                              # doctest: +SKIP
+        ...     state = search_state(folder, args, resume="auto")
+    """
+
+    def __init__(self, out: str, command: str):
+        self.out = os.path.abspath(out)
+        self.command = command
+        self._lock = FolderLock(self.out)
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.out, name)
+
+    def entries(self) -> list[str]:
+        """The folder's entries, but for leftover temp files and the lock."""
+        return sorted(e for e in os.listdir(self.out)
+                      if not e.startswith(".tmp-") and e != LOCK_FILE)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator["RunFolder"]:
+        """Hold ``out/.lock`` for the block (:class:`FolderLock`): a second process (or
+        RunFolder) writing the folder is refused with a one-line RunError naming the
+        folder and the holder's pid. The lock is removed when the block ends, however it
+        ends, and so is the folder if the block created it and left it empty."""
+        check_writable(self.out)
+        self._lock.acquire()
+        try:
+            yield self
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """Remove the lock (if this RunFolder holds it) and the folders it created, if
+        they are empty."""
+        self._lock.release()
+
     # ----------------------------------------------------------------- what it holds
 
     def read_run(self) -> dict | None:
-        """The folder's ``run.json``; None for a missing or empty folder.
+        """The folder's ``run.json`` in today's form (:func:`migrate_run`); None for a
+        missing or empty folder.
 
         Raises :class:`~kdarts.runs.results.RunError` if it holds another kind of run, or
         files that are not this kind of run's (a leftover ``.tmp-*`` of an interrupted
@@ -243,134 +271,38 @@ class RunFolder:
                 kind = f"a kdarts {other} run" if other in RUN_FILES else "something else"
                 raise RunError(f"--out {rel(out)} holds {kind} (its run.json), not a "
                                f"{command} run; choose another --out")
-            return run
-        entries = self.entries()
-        ours = [e for e in entries if e in RUN_FILES[command]]
-        if ours and len(ours) == len(entries):
-            raise RunError(f"--out {rel(out)} holds {', '.join(ours)} from an unknown run (no "
-                           f"run.json); choose another --out")
-        if entries:
-            shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
-            raise RunError(f"--out {rel(out)} holds files that are not a kdarts {command} "
-                           f"run ({shown}); choose another --out (an empty or new folder)")
+            try:
+                return migrate_run(run)
+            except ValueError as err:
+                raise RunError(f"{rel(run_path)}: {err}; choose another --out") from None
+        self.refuse_without_run()
         return None
 
-    def checkpoint_state(self) -> dict | None:
-        """The folder's ``checkpoint.json`` (None without one); RunError if unreadable."""
+    def refuse_without_run(self, hint: str = "choose another --out") -> None:
+        """RunError if the folder (without a run.json) holds anything: this kind of run's
+        files (from an unknown run, ``hint`` says what to do) or others."""
+        entries = self.entries()
+        ours = [e for e in entries if e in RUN_FILES[self.command]]
+        if ours and len(ours) == len(entries):
+            raise RunError(f"--out {rel(self.out)} holds {', '.join(ours)} from an unknown "
+                           f"run (no run.json); {hint}")
+        if entries:
+            shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+            raise RunError(f"--out {rel(self.out)} holds files that are not a kdarts "
+                           f"{self.command} run ({shown}); choose another --out (an empty "
+                           "or new folder)")
+
+    def checkpoint_state(self, where: str | None = None) -> dict | None:
+        """The state of the folder's checkpoint (:func:`~kdarts.checkpoints.read_checkpoint_state`;
+        ``where``: a checkpoint folder inside it, None: the weights pair); None without
+        one, RunError if unreadable."""
+        files = (CheckpointFiles.weights(self.out) if where is None
+                 else CheckpointFiles.folder(self.path(where)))
         try:
-            return read_checkpoint_state(self.out)
+            return read_checkpoint_state(files)
         except ValueError as err:
             raise RunError(f"{err}; the checkpoint cannot be resumed: choose another "
                            "--out") from None
-
-    def worker_state(self, resume: bool | str) -> dict | None:
-        """A non-chief worker's checkpoint state: the chief's, read from the folder."""
-        state = self.checkpoint_state() if resume else None
-        if resume is True and state is None:
-            raise RunError(f"--resume: no checkpoint in {rel(self.out)}; every worker reads "
-                           "the chief's, so --out must be a folder all workers see")
-        return state
-
-    def search_state(self, args: dict, resume: bool | str) -> dict | None:
-        """The checkpoint state to resume from, or None for a fresh start; RunError otherwise.
-
-        ``resume``: True (``--resume``), False, or ``"auto"`` (resume if possible).
-        """
-        out = self.out
-        run = self.read_run()
-        old = self._previous_args(run, args)
-        state = self.checkpoint_state() if run else None
-        if old is not None and old != args:
-            hint = {True: "pass the same arguments to resume it (see its run.json)",
-                    False: "choose another --out (or pass its arguments with --resume)",
-                    "auto": "choose another --out"}[resume]
-            raise RunError(f"--out {rel(out)} holds a different {_kind(args)}search run "
-                           f"({describe_diff(old, args, list(args))}); {hint}; "
-                           "nothing was changed")
-        if resume is True and state is None:
-            where = (f"{rel(out)} holds this search but no epoch of it completed"
-                     if run else f"no checkpoint in {rel(out)}")
-            raise RunError(f"--resume: {where} (checkpoint.weights.h5 and checkpoint.json are "
-                           "written at the end of each epoch); run without --resume to start "
-                           "the search")
-        if state is not None and not resume:
-            raise RunError(f"--out {rel(out)} already holds this search (checkpoint after "
-                           f"epoch {state.get('epoch')} of {args['epochs']}); pass --resume "
-                           "to continue it, or choose another --out")
-        return state
-
-    def train_state(self, args: dict, resume: bool | str, overwrite: bool
-                    ) -> tuple[dict | None, dict | None]:
-        """``(checkpoint state, finished metrics)`` to continue from; RunError if refused.
-
-        ``overwrite`` deletes this command's files from the folder (only those) and
-        starts over.
-        """
-        out = self.out
-        check_writable(out)
-        if os.path.isdir(out) and not os.path.exists(self.path("run.json")):
-            entries = self.entries()
-            if entries and set(entries) <= set(RUN_FILES["train"]):  # an older kdarts's
-                if not overwrite:
-                    raise RunError(f"--out {rel(out)} already holds {', '.join(entries)} "
-                                   "from an unknown run (no run.json); choose another --out "
-                                   "or pass --overwrite to replace them")
-                self.remove_run_files()
-                return None, None
-        run = self.read_run()  # refuses other kinds of run and unrelated files
-        if overwrite:
-            self.remove_run_files()
-            return None, None
-        if run is None:
-            return None, None
-        old = self._previous_args(run, args)
-        if old != args:
-            raise RunError(f"--out {rel(out)} holds a different {_kind(args)}training run "
-                           f"({describe_diff(old, args, list(args))}); choose another "
-                           "--out, or pass --overwrite to replace it")
-        state = (self.trainer_state() if space_of(args) == "recurrent"
-                 else self.checkpoint_state())
-        metrics_path = self.path("metrics.json")
-        if os.path.exists(metrics_path):
-            metrics = read_json(metrics_path, "metrics.json")
-            if resume == "auto":
-                return state, metrics
-            raise RunError(f"--out {rel(out)} already holds this training, complete "
-                           f"(metrics.json: {metrics_summary(metrics)}); choose "
-                           "another --out or pass --overwrite to train again")
-        if resume is True and state is None:
-            raise RunError(f"--resume: no checkpoint in {rel(out)} (written at the end of "
-                           "each epoch); run without --resume to start the training")
-        if state is not None and not resume:
-            raise RunError(f"--out {rel(out)} already holds this training (checkpoint after "
-                           f"epoch {state['epoch']} of {args['epochs']}); pass --resume to "
-                           "continue it, or --overwrite to start over")
-        return state, None
-
-    def _previous_args(self, run: dict | None, args: dict) -> dict | None:
-        """run.json's arguments, completed with those an older run lacks (image runs), to compare
-        with ``args``; RunError if the folder holds the other search space's run."""
-        if run is None:
-            return None
-        old = run["args"]
-        if space_of(old) != space_of(args):
-            noun = "search" if self.command == "search" else "training"
-            raise RunError(f"--out {rel(self.out)} holds {_article(space_of(old))} {noun} "
-                           f"run, not {_article(space_of(args))} one; choose another --out")
-        if space_of(args) == "recurrent":
-            return old
-        return upgrade_args({**LATER_ARGS[self.command], **old})
-
-    def trainer_state(self) -> dict | None:
-        """A language model's trainer state after its last epoch (None without one)."""
-        path = self.path(os.path.join(TRAINER_LAST, "state.json"))
-        if not os.path.exists(path):
-            return None
-        state = read_json(path, "the training's checkpoint state")
-        if not isinstance(state.get("epoch"), int):
-            raise RunError(f"{rel(path)}: not a kdarts checkpoint (no integer 'epoch'); the "
-                           "checkpoint cannot be resumed: choose another --out")
-        return state
 
     def check_same_data(self, info) -> None:
         """A resumed run's data must still be what ``run.json`` recorded (a folder can
@@ -389,9 +321,18 @@ class RunFolder:
     # ----------------------------------------------------------------------- writing
 
     def write_run(self, record: dict) -> None:
-        """Write ``run.json`` (the command first, then ``record``)."""
+        """Write ``run.json``: the command, the version (:data:`RUN_VERSION`), then
+        ``record``."""
         os.makedirs(self.out, exist_ok=True)
-        atomic_write_json(self.path("run.json"), {"command": self.command, **record})
+        atomic_write_json(self.path("run.json"), {"command": self.command,
+                                                  "version": RUN_VERSION, **record})
+
+    def upgrade_run(self) -> None:
+        """Rewrite an older ``run.json`` in today's form (a resumed run's, once it is
+        accepted)."""
+        run = read_json(self.path("run.json"), "run.json")
+        if run.get("version") != RUN_VERSION:
+            atomic_write_json(self.path("run.json"), migrate_run(run))
 
     def remove_run_files(self) -> None:
         """Delete what this kind of run writes (only that) from the folder."""
@@ -401,15 +342,6 @@ class RunFolder:
                 shutil.rmtree(path)
             elif os.path.exists(path):
                 os.unlink(path)
-
-
-def _kind(args: dict) -> str:
-    """"recurrent " for a recurrent run's arguments, "" for an image run's."""
-    return "recurrent " if space_of(args) == "recurrent" else ""
-
-
-def _article(space: str) -> str:
-    return "an image" if space == "image" else f"a {space}"
 
 
 def read_run(out: str, command: str) -> dict | None:

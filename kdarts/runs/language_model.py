@@ -1,9 +1,11 @@
 """A language model's training on a corpus in its run folder, and generation from it.
 
-The training uses the folders, lock, refusals and interrupt handling of every kdarts run
-(:mod:`kdarts.runs.fit`); its loop is the reference's own (SGD, switched to averaged SGD
-on a non-monotone validation loss: :class:`~kdarts.recurrent.training.LanguageModelTrainer`),
-which checkpoints in ``checkpoint/`` after every epoch and resumes exactly.
+The training is a run like every other (:class:`~kdarts.runs.fit.FolderFit`: folders,
+lock, refusals, ``run.json``, callbacks, interrupt handling); only its loop is the
+reference's own (SGD, switched to averaged SGD on a non-monotone validation loss:
+:class:`~kdarts.recurrent.training.LanguageModelTrainer`), driving the run's callbacks,
+and its checkpoint (``checkpoint/last``, after every epoch, resumed exactly) is the
+trainer's, written by the one checkpoint writer (:mod:`kdarts.checkpoints`).
 
 Example:
     >>> t = recurrent_train_run("runs/rsearch", "runs/rtrain")   # doctest: +SKIP
@@ -13,25 +15,26 @@ Example:
 from __future__ import annotations
 
 import csv
-import io
 import math
 import os
 import shutil
 import time
 from typing import Callable
 
-from kdarts.atomic import atomic_write_json, atomic_write_text
-from kdarts.runs.fit import FolderFit, Job, RunSettings, checkpoint_note, seed_everything
-from kdarts.runs.folder import TRAINER_LAST, RunFolder, metrics_summary
-from kdarts.runs.recurrent import RECURRENT_TRAIN_DEFAULTS, corpus_label, \
-    load_corpus_splits, load_recurrent_genotype, size_to_corpus
+from kdarts.atomic import atomic_write_json
+from kdarts.runs.fit import FolderFit, Job, RunSettings
+from kdarts.runs.folder import RunFolder
+from kdarts.runs.recurrent import RECURRENT_TRAIN_DEFAULTS, CorpusInfo, check_same_corpus, \
+    corpus_label, corpus_record, load_corpus_splits, load_recurrent_genotype, size_to_corpus
 from kdarts.runs.report import Report, fmt_time, kdarts_version, rel
 from kdarts.runs.results import RunError, TrainResult
+from kdarts.runs.resume import TRAINER_CHECKPOINT, metrics_summary, train_state
 from kdarts.runs.watchdog import InterruptNote
 from kdarts.spaces import archive_config, is_language_model_file
 
-#: The trainer's own checkpoint folder inside a training's folder.
-TRAIN_CHECKPOINT = os.path.dirname(TRAINER_LAST)
+#: The trainer's folder inside a training's folder: its checkpoint (``last``) and the
+#: best validation model (``best.keras``).
+TRAIN_DIR = os.path.dirname(TRAINER_CHECKPOINT)
 
 
 def recurrent_train_run(genotype, out: str, *, resume: bool | str = False,
@@ -70,14 +73,14 @@ def recurrent_train_run(genotype, out: str, *, resume: bool | str = False,
             "genotype": geno.to_dict()}
     folder = RunFolder(out, "train")
     with folder.lock():
-        state, metrics = folder.train_state(args, resume, overwrite)
+        state, metrics = train_state(folder, args, resume, overwrite)
         if metrics is not None:
             settings.report(f"{rel(folder.out)} holds this training, complete: "
                             f"{metrics_summary(metrics)}")
             return TrainResult(out=folder.out, epochs_done=opts["epochs"], complete=True,
                                metrics=metrics)
         if state is None:  # what an interrupted first epoch left, if anything
-            shutil.rmtree(folder.path(TRAIN_CHECKPOINT), ignore_errors=True)
+            shutil.rmtree(folder.path(TRAIN_DIR), ignore_errors=True)
         job = Job(folder, opts, args, state, settings)
         load_corpus_splits(opts)  # its refusals before TensorFlow (the read is kept)
         for line in sizes:
@@ -85,107 +88,142 @@ def recurrent_train_run(genotype, out: str, *, resume: bool | str = False,
         return LanguageModelFit(job, geno).start(before_tensorflow)
 
 
-def _write_history(path: str, records: list[dict]) -> None:
-    keys = ["epoch", "train_loss", "val_loss", "val_ppl", "averaging", "switched"]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, keys, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(records)
-    atomic_write_text(path, buffer.getvalue())
-
-
-def _read_history(path: str) -> list[dict]:
+def last_train_loss(path: str) -> float | None:
+    """The last epoch's training loss in a language model's ``history.csv`` (None: no
+    epoch)."""
     if not os.path.exists(path):
-        return []
+        return None
     with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+        rows = list(csv.DictReader(f))
+    return float(rows[-1]["train_loss"]) if rows else None
+
+
+def trainer_checkpoint(trainer, path: str):
+    """A callback writing ``trainer``'s checkpoint to the folder ``path`` after each
+    epoch (:meth:`~kdarts.recurrent.training.LanguageModelTrainer.save`)."""
+    import keras
+
+    class TrainerCheckpoint(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            trainer.save(path)
+
+    return TrainerCheckpoint()
 
 
 class LanguageModelFit(FolderFit):
-    """The language model's training in its folder. The reference's trainer has its own
-    loop (the SGD → ASGD switch, its checkpoint), so this uses the run skeleton's start,
-    notes and stop messages, not its Keras ``fit``."""
+    """The language model's training in its folder: the corpus, the model and the
+    reference's trainer, whose loop (:meth:`train`) drives the run's callbacks; what it
+    writes: history, the trainer's checkpoint, the model and its metrics."""
 
     what = "training"
+    bar_metrics = {"train_loss": "loss", "val_ppl": "val ppl"}
 
     def __init__(self, job: Job, genotype):
         super().__init__(job)
         self.genotype = genotype
 
+    def load_data(self):
+        opts = self.job.opts
+        self.corpus, train, self.valid, self.test = load_corpus_splits(opts)
+        info = CorpusInfo(corpus_label(opts["dataset"]), len(self.corpus.vocabulary),
+                          len(train))
+        return train, info, None
+
+    def run_record(self) -> dict:
+        return corpus_record(self.info)
+
+    def check_resumed_data(self) -> None:
+        check_same_corpus(self.job.folder, self.info, "train")
+
+    def build(self):
+        from kdarts.parameters import count_parameters
+        from kdarts.recurrent.language_model import RecurrentLanguageModel
+        from kdarts.recurrent.training import LanguageModelTrainer
+
+        opts, folder = self.job.opts, self.job.folder
+        self.model = RecurrentLanguageModel(self.info.vocab_size, self.genotype,
+                                            units=opts["units"],
+                                            vocabulary=self.corpus.vocabulary,
+                                            seed=opts["seed"])
+        self.trainer = LanguageModelTrainer(self.model, self.data, self.valid,
+                                            batch_size=opts["batch_size"], bptt=opts["bptt"],
+                                            learning_rate=opts["lr"], seed=opts["seed"])
+        self.parameters = count_parameters(self.model)
+        if self.job.state is None:
+            return
+        try:
+            self.trainer.restore(folder.path(TRAINER_CHECKPOINT))
+        except (ValueError, FileNotFoundError) as err:
+            raise RunError(f"{err}; the checkpoint cannot be resumed: choose another --out") \
+                from None
+        self.initial_epoch = self.trainer.epoch
+        self.settings.report(f"resuming {rel(folder.out)} after epoch {self.trainer.epoch} "
+                             f"of {opts['epochs']}")
+
+    def describe(self) -> str:
+        opts, info = self.job.opts, self.info
+        return (f"train: {info.name} ({info.num_train} training tokens, vocabulary "
+                f"{info.vocab_size}), recurrent language model, {opts['units']} units, "
+                f"{self.parameters / 1e3:.1f}k parameters, {opts['epochs']} epochs, bptt "
+                f"{opts['bptt']}, batch {opts['batch_size']}")
+
+    def writer_callbacks(self) -> list:
+        from kdarts.callbacks import HistoryCSV
+
+        folder = self.job.folder
+        return [trainer_checkpoint(self.trainer, folder.path(TRAINER_CHECKPOINT)),
+                HistoryCSV(folder.path("history.csv"))]
+
+    def train(self, callbacks: list):
+        """The trainer's epochs (its own loop: variable-length segments, the ASGD switch,
+        the best validation model kept in ``checkpoint/best.keras``), each ending in the
+        callbacks' ``on_epoch_end``, as Keras's ``fit`` drives them."""
+        import keras
+
+        trainer, model, epochs = self.trainer, self.model, self.job.opts["epochs"]
+        history = keras.callbacks.History()
+        hooks = keras.callbacks.CallbackList(callbacks + [history], model=model,
+                                             epochs=epochs, steps=None, verbose=0)
+        best = self.job.folder.path(os.path.join(TRAIN_DIR, "best.keras"))
+        os.makedirs(os.path.dirname(best), exist_ok=True)
+        model.stop_training = False
+        hooks.on_train_begin()
+        while trainer.epoch < epochs and not model.stop_training:
+            epoch = trainer.epoch
+            hooks.on_epoch_begin(epoch)
+            try:
+                record = trainer.run_epoch(best, on_step=lambda step, nll: (
+                    hooks.on_train_batch_end(step, {"train_loss": nll})))
+            except FloatingPointError as err:
+                raise RunError(f"{err}: lower --lr") from None
+            hooks.on_epoch_end(epoch, {key: float(record[key]) for key in (
+                "train_loss", "val_loss", "val_ppl", "averaging", "switched")})
+        hooks.on_train_end()
+        return history
+
+    def epochs_done(self) -> int:
+        return self.trainer.epoch
+
     def run(self) -> TrainResult:
         """Trains, evaluates the best validation epoch, writes the model and metrics."""
-        from tqdm.auto import tqdm
-
-        from kdarts.export import ExportError
-        from kdarts.parameters import count_parameters
-        from kdarts.recurrent.export import export_language_model, load_language_model
-        from kdarts.recurrent.language_model import RecurrentLanguageModel
-        from kdarts.recurrent.training import (
-            EVAL_BATCH_SIZE,
-            TEST_BATCH_SIZE,
-            LanguageModelTrainer,
-            evaluate_perplexity,
-        )
-
-        job, settings, geno = self.job, self.settings, self.genotype
-        folder, opts, args, state = job.folder, job.opts, job.args, job.state
         t_start = time.perf_counter()
-        corpus, train, valid, test = load_corpus_splits(opts)
-        vocab = len(corpus.vocabulary)
-        out, epochs, report = folder.out, opts["epochs"], settings.report
-        if state is None:
-            folder.write_run({"kdarts": kdarts_version(), "args": args, "vocab_size": vocab,
-                              "num_train_tokens": int(len(train))})
-        seed_everything(opts["seed"])
-        model = RecurrentLanguageModel(vocab, geno, units=opts["units"],
-                                       vocabulary=corpus.vocabulary, seed=opts["seed"])
-        trainer = LanguageModelTrainer(model, train, valid, batch_size=opts["batch_size"],
-                                       bptt=opts["bptt"], learning_rate=opts["lr"],
-                                       seed=opts["seed"])
-        checkpoint = folder.path(TRAIN_CHECKPOINT)
-        if state is not None:
-            try:
-                trainer.restore(folder.path(TRAINER_LAST))
-            except (ValueError, FileNotFoundError) as err:
-                raise RunError(f"{err}; the checkpoint cannot be resumed: choose another --out") \
-                    from None
-            report(f"resuming {rel(out)} after epoch {trainer.epoch} of {epochs}")
-        parameters = count_parameters(model)
-        report(f"train: {corpus_label(opts['dataset'])} ({len(train)} training tokens, "
-               f"vocabulary {vocab}), recurrent language model, {opts['units']} units, "
-               f"{parameters / 1e3:.1f}k parameters, {epochs} epochs, bptt {opts['bptt']}, "
-               f"batch {opts['batch_size']}")
-        history_path = folder.path("history.csv")
-        rows = [r for r in _read_history(history_path) if int(r["epoch"]) < trainer.epoch]
-        target = epochs if settings.stop_after_epoch is None else min(
-            epochs, settings.stop_after_epoch)
-        bar = tqdm(total=epochs, initial=trainer.epoch, desc="epochs", unit="epoch",
-                   disable=not settings.progress, leave=True, dynamic_ncols=True)
+        done = self.fit()
+        if self.stopped_early(done):
+            return TrainResult(out=self.job.out, epochs_done=done, complete=False)
+        return self.finish(done, t_start)
 
-        def log(record: dict) -> None:
-            """After each epoch, which the trainer has checkpointed in checkpoint/last."""
-            rows.append({**record, "epoch": record["epoch"] - 1})
-            _write_history(history_path, rows)
-            settings.note.set(checkpoint_note(self.what, record["epoch"], epochs, out,
-                                              settings.resume_hint))
-            bar.update(1)
-            bar.set_postfix({"loss": f"{record['train_loss']:.3g}",
-                             "val ppl": f"{record['val_ppl']:.1f}"}, refresh=False)
+    def finish(self, done: int, t_start: float) -> TrainResult:
+        """The best validation model's perplexities, ``model.keras`` and ``metrics.json``."""
+        from kdarts.export import ExportError
+        from kdarts.recurrent.export import export_language_model, load_language_model
+        from kdarts.recurrent.training import EVAL_BATCH_SIZE, TEST_BATCH_SIZE, \
+            evaluate_perplexity
 
-        t_fit = time.perf_counter()
-        try:
-            trainer.fit(target, checkpoint_dir=checkpoint, patience=epochs + 1, log=log)
-        except FloatingPointError as err:
-            raise RunError(f"{err}: lower --lr") from None
-        finally:
-            bar.close()
-        fit_seconds = time.perf_counter() - t_fit
-        if self.stopped_early(trainer.epoch):
-            return TrainResult(out=out, epochs_done=trainer.epoch, complete=False)
-        best_path = os.path.join(checkpoint, "best.keras")
-        best = load_language_model(best_path)
-        valid_ppl = evaluate_perplexity(best, valid, EVAL_BATCH_SIZE, opts["bptt"])
-        test_ppl = evaluate_perplexity(best, test, TEST_BATCH_SIZE, opts["bptt"])
+        job, report, bptt = self.job, self.settings.report, self.job.opts["bptt"]
+        folder = job.folder
+        best = load_language_model(folder.path(os.path.join(TRAIN_DIR, "best.keras")))
+        valid_ppl = evaluate_perplexity(best, self.valid, EVAL_BATCH_SIZE, bptt)
+        test_ppl = evaluate_perplexity(best, self.test, TEST_BATCH_SIZE, bptt)
         try:
             exported = export_language_model(best, folder.path("model.keras"), "keras")
         except (ExportError, ValueError) as err:
@@ -194,19 +232,20 @@ class LanguageModelFit(FolderFit):
         metrics = {
             "valid_perplexity": valid_ppl, "test_perplexity": test_ppl,
             "valid_loss": math.log(valid_ppl), "test_loss": math.log(test_ppl),
-            "train_loss": float(rows[-1]["train_loss"]) if rows else None,
-            "vocab_size": vocab, "parameters": parameters, "epochs": epochs,
-            "train_seconds": round(fit_seconds, 1), "total_seconds": round(total, 1),
-            "genotype": geno.to_dict(), "args": args, "kdarts": kdarts_version(),
+            "train_loss": last_train_loss(folder.path("history.csv")),
+            "vocab_size": self.info.vocab_size, "parameters": self.parameters,
+            "epochs": job.opts["epochs"],
+            "train_seconds": round(self.fit_seconds, 1), "total_seconds": round(total, 1),
+            "genotype": self.genotype.to_dict(), "args": job.args, "kdarts": kdarts_version(),
         }
         metrics_path = folder.path("metrics.json")
         atomic_write_json(metrics_path, metrics)
-        report(f"test perplexity {test_ppl:.1f} ({len(test)} test tokens; valid perplexity "
-               f"{valid_ppl:.1f}); trained in {fmt_time(fit_seconds)}")
+        report(f"test perplexity {test_ppl:.1f} ({len(self.test)} test tokens; valid "
+               f"perplexity {valid_ppl:.1f}); trained in {fmt_time(self.fit_seconds)}")
         report(f"train done in {fmt_time(total)}: model → {rel(exported.path)} (the best "
                f"validation epoch, reload verified, max |Δ| {exported.max_abs_diff:.1e}; "
                f"vocabulary beside it), metrics → {rel(metrics_path)}")
-        return TrainResult(out=out, epochs_done=trainer.epoch, complete=True, metrics=metrics,
+        return TrainResult(out=job.out, epochs_done=done, complete=True, metrics=metrics,
                            seconds=total)
 
 

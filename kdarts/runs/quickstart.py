@@ -13,6 +13,7 @@ from kdarts.export import suffix_error
 from kdarts.runs.defaults import SEARCH_DEFAULTS
 from kdarts.runs.export import EXPORT_DIR, export_run
 from kdarts.runs.folder import RUN_FILES, RunFolder, check_writable
+from kdarts.runs.resume import search_state
 from kdarts.runs.report import Report, describe_export, fmt_time, quiet, rel
 from kdarts.runs.results import RunError
 from kdarts.runs.search import search_run
@@ -76,8 +77,8 @@ def quickstart_run(out: str = os.path.join("runs", "quickstart"),
                            "quickstart's export); pass --overwrite to replace it, or choose "
                            "another --export-to")
         # both phases' folders are checked before anything starts (and prints)
-        RunFolder(os.path.join(out, "search"), "search").search_state(dict(SEARCH_DEFAULTS),
-                                                                       "auto")
+        search_state(RunFolder(os.path.join(out, "search"), "search"), dict(SEARCH_DEFAULTS),
+                     "auto")
         RunFolder(os.path.join(out, "train"), "train").read_run()
         if before_tensorflow is not None:
             before_tensorflow()

@@ -24,6 +24,7 @@ from kdarts.genotype import GenotypeError
 from kdarts.runs.fit import FolderFit, Job, RunSettings
 from kdarts.runs.folder import RunFolder, read_json
 from kdarts.runs.report import Report, fmt_time, rel
+from kdarts.runs.resume import search_state
 from kdarts.runs.results import RunError, SearchResult
 from kdarts.runs.watchdog import InterruptNote
 
@@ -265,6 +266,23 @@ class CorpusInfo:
     notes: tuple = ()
 
 
+def corpus_record(info: CorpusInfo) -> dict:
+    """What ``run.json`` records of a recurrent run's corpus."""
+    return {"vocab_size": info.vocab_size, "num_train_tokens": info.num_train}
+
+
+def check_same_corpus(folder: RunFolder, info: CorpusInfo, verb: str) -> None:
+    """RunError if a resumed run's corpus is not what its ``run.json`` recorded
+    (``verb``: what resuming would do on other text, "search" or "train")."""
+    run = read_json(folder.path("run.json"), "run.json")
+    then = (run.get("vocab_size"), run.get("num_train_tokens"))
+    now = (info.vocab_size, info.num_train)
+    if then != now:
+        raise RunError(f"{info.name} changed since this run started (vocabulary, "
+                       f"training tokens: {then} → {now}); resuming would {verb} on "
+                       "other text: choose another --out")
+
+
 def recurrent_search_run(out: str, *, resume: bool | str = False,
                          stop_after_epoch: int | None = None, report: Report | None = print,
                          progress: bool = True,
@@ -302,7 +320,7 @@ def recurrent_search_run(out: str, *, resume: bool | str = False,
     args = {"space": "recurrent", **{k: opts[k] for k in RECURRENT_SEARCH_DEFAULTS}}
     folder = RunFolder(out, "search")
     with folder.lock():
-        job = Job(folder, opts, args, folder.search_state(args, resume), settings)
+        job = Job(folder, opts, args, search_state(folder, args, resume), settings)
         load_corpus_splits(opts)  # its refusals before TensorFlow (the read is kept)
         for line in sizes:
             settings.report(line)
@@ -339,17 +357,11 @@ class RecurrentSearchFit(FolderFit):
         return stream, self.info, self.real_steps[1]
 
     def run_record(self) -> dict:
-        return {"vocab_size": self.info.vocab_size, "num_train_tokens": self.info.num_train,
+        return {"steps_per_epoch": self.steps_per_epoch, **corpus_record(self.info),
                 "initial_genotype": self.initial.to_dict()}
 
     def check_resumed_data(self) -> None:
-        run = read_json(self.job.folder.path("run.json"), "run.json")
-        then = (run.get("vocab_size"), run.get("num_train_tokens"))
-        now = (self.info.vocab_size, self.info.num_train)
-        if then != now:
-            raise RunError(f"{self.info.name} changed since this run started (vocabulary, "
-                           f"training tokens: {then} → {now}); resuming would search on "
-                           "other text: choose another --out")
+        check_same_corpus(self.job.folder, self.info, "search")
 
     def build(self):
         import keras
@@ -378,7 +390,7 @@ class RecurrentSearchFit(FolderFit):
         model.optimizer.build(model.weight_variables)
         model.arch_optimizer.build(model.arch_variables)
         try:
-            restore_checkpoint(model, self.job.out)
+            self.initial_epoch = restore_checkpoint(model, self.job.out)
         except ValueError as err:
             raise RunError(f"{err}; the checkpoint cannot be resumed: choose another --out") \
                 from None
@@ -406,14 +418,13 @@ class RecurrentSearchFit(FolderFit):
 
     def writer_callbacks(self) -> list:
         from kdarts.callbacks import EpochCheckpoint, HistoryCSV
+        from kdarts.search.callbacks import search_counters
 
         folder = self.job.folder
         # the epoch is the callback's own count: segment lengths vary, so an epoch's steps
         # do not divide the clock as the image search's do
         return [HistoryCSV(folder.path("history.csv")),
-                EpochCheckpoint(folder.out, state=lambda model: {
-                    "search_step": int(model.search_step.numpy()),
-                    "alpha_steps": int(model.alpha_steps.numpy())})]
+                EpochCheckpoint(folder.out, state=search_counters)]
 
     def run(self, t_start: float) -> SearchResult:
         """Fits, then (once complete) writes the genotype and its drawing."""

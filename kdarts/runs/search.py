@@ -8,11 +8,12 @@ import time
 import types
 from typing import Any, Callable
 
-from kdarts.checkpoints import CHECKPOINT_WEIGHTS
+from kdarts.checkpoints import resume_epoch
 from kdarts.runs.defaults import SEARCH_DEFAULTS, check_data_options, fit_search_batch, \
     parse_primitives, resolve_options, tensorboard_available
 from kdarts.runs.fit import FolderFit, Job, RunSettings
 from kdarts.runs.folder import RunFolder
+from kdarts.runs.resume import search_state, worker_state
 from kdarts.runs.report import Report, fmt_time, rel, search_summary
 from kdarts.runs.results import RunError, SearchResult
 from kdarts.runs.recipe import SearchDefaults, compile_args, network_args, search_data
@@ -89,7 +90,7 @@ def check_search_folder(out: str, **options) -> None:
     """Raise :class:`~kdarts.runs.results.RunError` unless ``out`` is new or holds the
     search ``options`` describe (finished or not), as :func:`search_run` would; nothing
     is loaded or written."""
-    RunFolder(out, "search").search_state(search_options(options)[1], "auto")
+    search_state(RunFolder(out, "search"), search_options(options)[1], "auto")
 
 
 def search_run(out: str, *, resume: bool | str = False, download: bool = False,
@@ -146,7 +147,7 @@ def search_run(out: str, *, resume: bool | str = False, download: bool = False,
     chief = is_chief(strategy)
     # the chief checks, locks and writes the folder; a worker only reads its checkpoint
     with folder.lock() if chief else contextlib.nullcontext():
-        state = folder.search_state(args, resume) if chief else folder.worker_state(resume)
+        state = search_state(folder, args, resume) if chief else worker_state(folder, resume)
         job = SearchJob(folder, opts, args, state, settings, primitives, batch_note)
         return _run_search(job, before_tensorflow)
 
@@ -172,6 +173,7 @@ class SearchFit(FolderFit):
         return weight_ds, info, steps
 
     def build(self):
+        from kdarts.callbacks import restore_checkpoint
         from kdarts.search import SearchNetwork
         from kdarts.search.callbacks import checkpoint_epoch
 
@@ -187,9 +189,9 @@ class SearchFit(FolderFit):
             return
         epochs = opts["epochs"]
         model.build_optimizers()
-        model.load_weights(self.job.folder.path(CHECKPOINT_WEIGHTS))
         try:
-            self.initial_epoch = checkpoint_epoch(model)
+            restore_checkpoint(model, out)
+            self.initial_epoch = resume_epoch(self.job.state, checkpoint_epoch(model))
         except ValueError as err:
             raise RunError(f"{rel(out)}: {err}") from None
         if self.initial_epoch >= epochs:

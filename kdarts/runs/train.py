@@ -13,7 +13,8 @@ from kdarts.genotype import Genotype, GenotypeError, resolve_genotype
 from kdarts.runs.defaults import TRAIN_DEFAULTS, check_data_options, check_imagenet_size, \
     resolve_options, tensorboard_available
 from kdarts.runs.fit import FolderFit, Job, RunSettings
-from kdarts.runs.folder import RunFolder, metrics_summary
+from kdarts.runs.folder import RunFolder
+from kdarts.runs.resume import metrics_summary, train_state, worker_state
 from kdarts.runs.report import Report, fmt_time, kdarts_version, rel, train_summary
 from kdarts.runs.results import RunError, TrainResult
 from kdarts.runs.watchdog import InterruptNote
@@ -100,9 +101,9 @@ def train_run(genotype: str | Genotype, out: str, *, resume: bool | str = False,
     # the chief checks, locks and writes the folder; a worker only reads its checkpoint
     with folder.lock() if chief else contextlib.nullcontext():
         if chief:
-            state, metrics = folder.train_state(args, resume, overwrite)
+            state, metrics = train_state(folder, args, resume, overwrite)
         else:
-            state, metrics = folder.worker_state(resume), None
+            state, metrics = worker_state(folder, resume), None
         if metrics is not None:
             settings.report(f"{rel(folder.out)} holds this training, complete: "
                             f"{metrics_summary(metrics)}")

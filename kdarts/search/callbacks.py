@@ -181,9 +181,9 @@ class SearchCheckpoint(EpochCheckpoint):
     """Save the complete search state at every epoch end, keeping the last good one.
 
     Writes ``checkpoint.weights.h5`` (``model.save_weights``: weights, α, masks,
-    both optimisers' slots and every schedule/regulariser variable) through a
-    temp file and a rename, then ``checkpoint.json``
-    ``{"epoch": completed epochs, "search_step": ..., "alpha_steps": ...}``.
+    both optimisers' slots and every schedule/regulariser variable) and
+    ``checkpoint.json`` ``{"epoch": completed epochs, "search_step": ...,
+    "alpha_steps": ...}`` (:func:`kdarts.checkpoints.write_checkpoint`).
 
     Resume: rebuild and compile the model with the same arguments, call
     ``model.build_optimizers()``, ``model.load_weights(directory/checkpoint.weights.h5)``,
@@ -198,10 +198,14 @@ class SearchCheckpoint(EpochCheckpoint):
         super().__init__(directory, state=_search_state)
 
 
-def _search_state(model) -> dict:
-    step, completed = _completed(model)
-    return {"epoch": completed, "search_step": step,
+def search_counters(model) -> dict:
+    """A search model's step counters, for ``checkpoint.json`` (either space)."""
+    return {"search_step": int(model.search_step.numpy()),
             "alpha_steps": int(model.alpha_steps.numpy())}
+
+
+def _search_state(model) -> dict:
+    return {"epoch": _completed(model)[1], **search_counters(model)}
 
 
 def checkpoint_epoch(model) -> int:
