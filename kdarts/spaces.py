@@ -246,7 +246,7 @@ def space_for(*, dataset: str | None = None, genotype=None,
             corpus says otherwise).
         saved_model: a ``.keras`` archive (its config names the model's class).
         run: a run folder's arguments (``run.json``): their ``"space"``, image if none
-            (the runs written before the recurrent space).
+            (an older run.json names no space: only image runs had one).
         default: the space's name to return when the input is nobody's (then the space's
             loader names what is wrong with it); without it, SpaceError.
 
