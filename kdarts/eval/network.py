@@ -28,16 +28,15 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import Sequence
 
 import keras
-import tensorflow as tf
 from keras import layers, ops
 
-from kdarts.compat import SymbolicBuildFromElementSpec, lean_in_other_threads, loss_tracker
+from kdarts.compat import SymbolicBuildFromElementSpec
 from kdarts.eval.cell import DropPathSchedule, EvalCell
+from kdarts.eval.replicas import ReplicatedTraining
 from kdarts.genotype import Genotype, resolve_genotype
 from kdarts.geometry import IMAGENET_MIN_SIZE
 from kdarts.ops import (
@@ -229,7 +228,8 @@ class ImageNetStem(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=_PKG)
-class EvalNetwork(SymbolicBuildFromElementSpec, LeanTrainFunction, keras.Model):
+class EvalNetwork(SymbolicBuildFromElementSpec, LeanTrainFunction, ReplicatedTraining,
+                  keras.Model):
     """DARTS's evaluation network (``NetworkCIFAR``, or ``NetworkImageNet``) for a genotype.
 
     Args:
@@ -340,6 +340,22 @@ class EvalNetwork(SymbolicBuildFromElementSpec, LeanTrainFunction, keras.Model):
                             else Standardize(mean, std, dataset=dataset,
                                              class_names=class_names, name="standardize"))
 
+        self._make_stem()
+        self.cells = self._make_cells(seed)
+        head = AuxiliaryHeadImageNet if self.imagenet_stem else AuxiliaryHead
+        self.auxiliary_head = (head(self.num_classes, name="auxiliary_head")
+                               if self.auxiliary else None)
+        self.global_pool = keras.layers.GlobalAveragePooling2D(name="global_pool")
+        features = len(self.cells[-1].concat) * self.cells[-1].channels
+        # float32 logits under mixed precision: the loss and its scaling need the range
+        self.classifier = keras.layers.Dense(self.num_classes, kernel_initializer=FanInUniform(),
+                                             bias_initializer=FanInUniform(features),
+                                             dtype="float32", name="classifier")
+        if self.sync_batch_norm:
+            synchronize_batch_norms(self)
+
+    def _make_stem(self) -> None:
+        """The stem: DARTS's conv + BN at ``stem_multiplier * C``, or the ImageNet stem."""
         if self.imagenet_stem:
             # NetworkImageNet: s0 = stem0(x) is twice s1 = stem1(s0), so the first
             # cell starts with reduction_prev=True
@@ -352,32 +368,25 @@ class EvalNetwork(SymbolicBuildFromElementSpec, LeanTrainFunction, keras.Model):
                                                  name="stem_conv")
             self.stem_bn = batch_norm(True, name="stem_bn")
 
+    def _make_cells(self, seed: int | None) -> list:
+        """The ``layers`` cells, reducing (channels doubled) at :attr:`reduction_indices`;
+        each cell's drop-path seed is ``seed + i``."""
         g = self.genotype
         c = self.channels
         reduction_prev = self.imagenet_stem
-        self.cells = []
+        cells = []
         for i in range(self.num_layers):
             reduction = i in self.reduction_indices
             if reduction:
                 c *= 2
-            self.cells.append(EvalCell(
+            cells.append(EvalCell(
                 g.reduce if reduction else g.normal,
                 g.reduce_concat if reduction else g.normal_concat,
                 c, reduction=reduction, reduction_prev=reduction_prev,
                 seed=None if seed is None else int(seed) + i, name=f"cell_{i}",
             ))
             reduction_prev = reduction
-        head = AuxiliaryHeadImageNet if self.imagenet_stem else AuxiliaryHead
-        self.auxiliary_head = (head(self.num_classes, name="auxiliary_head")
-                               if self.auxiliary else None)
-        self.global_pool = keras.layers.GlobalAveragePooling2D(name="global_pool")
-        features = len(self.cells[-1].concat) * self.cells[-1].channels
-        # float32 logits under mixed precision: the loss and its scaling need the range
-        self.classifier = keras.layers.Dense(self.num_classes, kernel_initializer=FanInUniform(),
-                                             bias_initializer=FanInUniform(features),
-                                             dtype="float32", name="classifier")
-        if self.sync_batch_norm:
-            synchronize_batch_norms(self)
+        return cells
 
     def build(self, input_shape):
         shape = tuple(input_shape)
@@ -450,82 +459,6 @@ class EvalNetwork(SymbolicBuildFromElementSpec, LeanTrainFunction, keras.Model):
             callbacks.append(DropPathSchedule(self.initial_drop_path_prob, epochs))
         return super().fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
                            callbacks=callbacks, **kwargs)
-
-    def train_step(self, data):
-        """Keras's step on one device. With R > 1 replicas: the gradients are summed over
-        the replicas, then clipped by the optimizer's ``global_clipnorm`` (Keras would clip
-        each replica's share before summing), and each replica hands the optimizer 1/R of
-        them, since it sums them again."""
-        ctx = tf.distribute.get_replica_context()
-        replicas = 1 if ctx is None else ctx.num_replicas_in_sync
-        if replicas == 1:
-            return super().train_step(data)
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        variables = self.trainable_variables
-        with tf.GradientTape() as tape:
-            y_pred = self(x, training=True)
-            loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
-                                     training=True)  # the shard's mean ÷ R (Keras scales)
-            scaled = self.optimizer.scale_loss(loss)
-        loss_tracker(self).update_state(loss * replicas, sample_weight=tf.shape(x)[0])
-        grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tape.gradient(scaled, variables))
-        clip = self._replicas_clipnorm
-        if clip:
-            scale = getattr(self.optimizer, "dynamic_scale", None)
-            if scale is not None:  # clip the true gradients; the optimizer unscales later
-                grads = [g / scale for g in grads]
-            grads, _ = tf.clip_by_global_norm(grads, clip)
-            if scale is not None:
-                grads = [g * scale for g in grads]
-        self.optimizer.apply([g / replicas for g in grads], variables)
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-
-    def _replicated_train_function(self):
-        """With several replicas, one step per call: the replicas run :meth:`train_step`
-        and their logs are averaged (Keras's own multi-worker reduction fails on scalar
-        logs); the step, not the optimizer, clips (after the all-reduce), so the
-        optimizer's ``global_clipnorm`` is handed to the step around each call (the
-        replicas trace the step in threads of their own). On one device Keras's train
-        function runs; both under the lean graph-optimiser settings
-        (:class:`kdarts.runtime.LeanTrainFunction`: a shorter first call, the same
-        arithmetic)."""
-        inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)
-        step = self._replicated(self.train_step)
-
-        @functools.wraps(step, updated=())  # __wrapped__: the tf.function, for inspection
-        def train_function(iterator):
-            self._replicas_clipnorm, inner.global_clipnorm = inner.global_clipnorm, None
-            try:
-                return step(iterator)
-            finally:
-                inner.global_clipnorm = self._replicas_clipnorm
-
-        return train_function
-
-    def make_test_function(self, force: bool = False):
-        """Keras's on one device; with several replicas one step per call, the replicas'
-        logs averaged (Keras's own multi-worker reduction fails on scalar logs)."""
-        if self.distribute_strategy.num_replicas_in_sync == 1:
-            return super().make_test_function(force)
-        if self.test_function is None or force:
-            self.test_function = self._replicated(self.test_step)
-        return self.test_function
-
-    def _replicated(self, step_fn):
-        """``step_fn`` on every replica for the next batch, the logs averaged."""
-        strategy = self.distribute_strategy
-        if self.steps_per_execution != 1:
-            raise ValueError("an EvalNetwork under a multi-replica strategy runs one step per "
-                             f"call: compile(steps_per_execution=1), got {self.steps_per_execution}")
-
-        @tf.function(jit_compile=bool(self.jit_compile))
-        def step(iterator):
-            logs = strategy.run(lean_in_other_threads(step_fn), args=(next(iterator),))
-            # each replica's metrics are its own shard's
-            return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
-                    for k, v in logs.items()}
-
-        return step
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The compiled loss on the logits + ``auxiliary_weight`` × aux cross-entropy.
