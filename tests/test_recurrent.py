@@ -531,3 +531,54 @@ def test_mirrored_recurrent_search_on_two_devices_equals_one_device(tmp_path):
     assert two["genotype"] == one["genotype"]
     assert two["replica_spread"] == 0.0  # every replica holds the same α, weights, state
     assert one["trace_count"] == two["trace_count"] == 1
+
+
+def _half_matmuls(fn, *specs) -> int:
+    """Matrix products computed in float16 in the traced ``fn`` (nested functions included)."""
+    graph = tf.function(fn).get_concrete_function(*specs).graph.as_graph_def()
+    nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+    return sum(n.op in ("MatMul", "BatchMatMulV2", "Einsum") and n.attr["T"].type == tf.float16
+               for n in nodes)
+
+
+@pytest.mark.slow
+def test_mixed_precision_recurrent_search_scales_the_loss_and_keeps_state_float32():
+    """mixed_float16: the cell, embedding and decoder compute in float16 while α, the
+    normalisation's statistics, the carried hidden states and the losses stay float32;
+    both optimizers scale the loss, and a step whose float16 gradients overflow changes
+    nothing but halves the scale (FI's EWMA keeps its value)."""
+    ids = tiny_corpus()
+    train, valid = ids[:4 * 8 * 6 + 1], ids[4 * 8 * 6:]
+    keras.utils.set_random_seed(3)
+    model = RecurrentSearchModel(vocab_size=30, units=8, activation="crb", seed=5,
+                                 dtype="mixed_float16")
+    model.build((4, 8))
+    model.compile(schedule=FixedSchedule(1), arch_optimizer=keras.optimizers.Adam(0.05),
+                  search_data=bptt_dataset(valid, 4, 8))
+    for opt in (model.optimizer, model.arch_optimizer):
+        assert isinstance(opt, keras.optimizers.LossScaleOptimizer)
+    alpha0 = model.alpha.numpy().copy()
+    history = model.fit(bptt_dataset(train, 4, 8), epochs=1, verbose=0).history
+    assert all(np.isfinite(history[k][0]) for k in ("loss", "search_loss", "fi"))
+    assert history["alpha_steps"][0] == 5 and model.trace_count == 1
+    assert np.abs(model.alpha.numpy() - alpha0).max() > 1e-3
+    state = [model.alpha, model.hidden, model.search_hidden, model.cell.moving_mean,
+             model.cell.moving_variance]
+    assert all(v.dtype == "float32" for v in state + model.weight_variables)
+    assert model(tf.zeros((2, 3), tf.int32)).dtype == tf.float32
+    specs = (tf.TensorSpec((8, 4), tf.int32), tf.TensorSpec((4, 8), tf.float32))
+    assert _half_matmuls(lambda x, h: model.weight_gradients(x, x, h, masks={}), *specs) > 10
+
+    # an overflow: both steps are skipped, both scales halve, the FI EWMA is kept
+    for opt in (model.optimizer, model.arch_optimizer):
+        opt.dynamic_scale.assign(2.0 ** 100)
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    ewma = float(model.fi_ewma.numpy())
+    model.fit(bptt_dataset(train, 4, 8), epochs=6, initial_epoch=5, steps_per_epoch=1,
+              verbose=0)
+    assert int(model.search_step.numpy()) == 6
+    for v, b in zip(model.trainable_variables, before):
+        np.testing.assert_array_equal(v.numpy(), b)
+    assert float(model.fi_ewma.numpy()) == ewma
+    for opt in (model.optimizer, model.arch_optimizer):
+        assert float(opt.dynamic_scale.numpy()) == 2.0 ** 99

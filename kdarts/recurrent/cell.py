@@ -146,10 +146,12 @@ class RecurrentSearchCell(keras.layers.Layer):
         self.w0 = self.add_weight(shape=(features + u, 2 * u), initializer=init, name="w0")
         self.node_kernels = self.add_weight(shape=(self.steps, u, 2 * u), initializer=init,
                                             name="node_kernels")
+        # float32 under mixed precision (autocast=False): the statistics need the range
         self.moving_mean = self.add_weight(shape=(u,), initializer="zeros", trainable=False,
-                                           name="moving_mean")
+                                           autocast=False, name="moving_mean")
         self.moving_variance = self.add_weight(shape=(u,), initializer="ones",
-                                               trainable=False, name="moving_variance")
+                                               trainable=False, autocast=False,
+                                               name="moving_variance")
         self.built = True
 
     def _traced_step(self):
@@ -173,8 +175,9 @@ class RecurrentSearchCell(keras.layers.Layer):
     def _normalize(self, x, stats, training):
         if not self.batch_norm:
             return x, stats
-        y, mean, var = batch_norm_step(x, stats[0], stats[1], training)
-        return y, (mean, var)
+        # statistics in float32 (half precision overflows), as Keras's normalisation
+        y, mean, var = batch_norm_step(tf.cast(x, stats[0].dtype), stats[0], stats[1], training)
+        return tf.cast(y, x.dtype), (mean, var)
 
     def _node_weights(self, weights):
         """Per node ``k``: ``({op: (edges, 1, 1) act(α) column}, (edges, 1, 1) row sums)``
@@ -243,7 +246,9 @@ class RecurrentSearchCell(keras.layers.Layer):
         iteration at a time.
         """
         training = bool(training)
-        weights = tf.convert_to_tensor(weights, self.compute_dtype)
+        cast = lambda v: None if v is None else tf.cast(v, self.compute_dtype)  # noqa: E731
+        inputs, hidden, x_mask, h_mask = (cast(v) for v in (inputs, hidden, x_mask, h_mask))
+        weights = cast(weights)
         expected = (num_recurrent_edges(self.steps), len(self.primitives))
         if tuple(weights.shape) != expected:
             raise ValueError(f"RecurrentSearchCell: weights have shape {tuple(weights.shape)}, "
@@ -251,7 +256,7 @@ class RecurrentSearchCell(keras.layers.Layer):
         x = inputs if x_mask is None else inputs * x_mask[None]
         features, u = int(inputs.shape[-1]), self.units
         w0, node_kernels = (self.w0, self.node_kernels) if kernels is None else kernels
-        w0, node_kernels = tf.convert_to_tensor(w0), tf.convert_to_tensor(node_kernels)
+        w0, node_kernels = cast(w0), cast(node_kernels)
         # the input's share of W0·[x, h] for every step at once: one matmul per half, not T
         x_c = tf.einsum("tbi,iv->tbv", x, w0[:features, :u])
         x_g = tf.einsum("tbi,iv->tbv", x, w0[:features, u:])

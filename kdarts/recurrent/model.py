@@ -31,6 +31,8 @@ import numpy as np
 import tensorflow as tf
 
 from kdarts.compat import built_input_shape
+from kdarts.ops import own_dtype_policy
+from kdarts.options import RECURRENT_SKIP_PRUNED_MODES
 from kdarts.parameters import count_parameters
 from kdarts.recurrent.cell import RecurrentSearchCell, add_tied_embedding
 from kdarts.recurrent.data import BPTTStream, eval_segments, search_segments
@@ -43,7 +45,7 @@ from kdarts.recurrent.genotype import (
     num_recurrent_edges,
 )
 from kdarts.search.activations import AlphaInitializer, activate, check_activation
-from kdarts.search.alternating import AlternatingSearch, FitPlan, num_replicas, \
+from kdarts.search.alternating import AlternatingSearch, FitPlan, loss_scale, num_replicas, \
     sum_over_replicas
 from kdarts.search.pruning import recurrent_auto_mode, recurrent_kept_edges
 from kdarts.search.regularizers import Architecture, add_admm_state
@@ -86,8 +88,228 @@ def sequence_nll(log_probs, targets, length=None) -> tf.Tensor:
     return -tf.reduce_sum(values) / count
 
 
+class RecurrentGradients:
+    """Mixin of :class:`RecurrentSearchModel`: the language model's gradients and the
+    updates they make (the α step, first order or the authors' unrolled one; the weight
+    step with the slowness penalty, FI and PyTorch's clip)."""
+
+    def alpha_gradient(self, tokens, targets, hidden, t, masks: dict | None = None,
+                       length=None):
+        """``(∇α, CE, R, last_hidden)`` of CE(search segment) + R(α), w held fixed.
+
+        Time-major ``tokens``/``targets``; ``masks`` as :meth:`forward` takes them. Under
+        R replicas each computes its shard's share (CE ÷ R) and ∇α is the global one.
+        """
+        share, scale = _replica_share(), loss_scale(self.arch_optimizer)
+        with tf.GradientTape() as tape:
+            log_probs, last, _ = self.forward(tokens, hidden, training=True, masks=masks,
+                                              length=length)
+            ce = sequence_nll(log_probs, targets, length)
+            reg = self._penalty(t)
+            loss = _scaled(ce + reg, share, scale)
+        grad = _unscaled(tape.gradient(loss, self.alpha), scale)
+        if share is not None:
+            grad, ce = sum_over_replicas([grad])[0], ce * share
+        return grad, ce, reg, last
+
+    def _ce_gradients(self, tokens, targets, hidden, masks, length, params, sources,
+                      update_stats=True):
+        """``(CE, ∇sources CE, last)`` at weights ``params`` (tensors) on a segment."""
+        share = _replica_share()
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            log_probs, last, _ = self.forward(tokens, hidden, training=True, masks=masks,
+                                              params=params, length=length,
+                                              update_stats=update_stats)
+            ce = sequence_nll(log_probs, targets, length)
+            loss = ce if share is None else ce * share
+        grads = tape.gradient(loss, sources)
+        return ce, _global([tf.convert_to_tensor(g) for g in grads]), last
+
+    def unrolled_alpha_gradient(self, train, search, t, eta, masks: dict | None = None,
+                                search_masks: dict | None = None):
+        """``(∇α, CE, R, last_hidden)``: DARTS's second-order α gradient (see ``compile``).
+
+        ``train``/``search``: ``(tokens, targets, hidden, length)``, time-major. ``eta``:
+        the virtual step's learning rate. ``masks`` are the train segment's dropout masks,
+        used for the virtual step and both finite-difference passes (the Hessian is of the
+        loss the virtual step took); ``search_masks`` the search segment's. The moving
+        statistics move with the three train passes, not the virtual model's, as the
+        reference's copy does. R(α) adds its own gradient (w-free).
+        """
+        x, y, h, n = train
+        xs, ys, hs, ns = search
+        w = [tf.convert_to_tensor(v) for v in self.weight_variables]
+        _, g, _ = self._ce_gradients(x, y, h, masks, n, w, w)
+        coef = self.clip_norm / (_norm(g) + 1e-6)  # PyTorch's factor, applied only when < 1
+        virtual = [wi - eta * (gi * tf.minimum(coef, 1.0) + self.weight_decay * wi)
+                   for wi, gi in zip(w, g)]
+        if self.unrolled == "reference":  # their copy reloads the stale tied decoder matrix
+            virtual[0] = w[0]
+        ce, grads, last = self._ce_gradients(xs, ys, hs, search_masks, ns, virtual,
+                                             [self.alpha] + virtual, update_stats=False)
+        d_alpha, v = grads[0], grads[1:]
+        v = [a * tf.minimum(1.0, self.clip_norm / (_norm(v) + 1e-6)) for a in v]
+        eps = 0.01 / _norm(v)
+        hessian = [self._ce_gradients(x, y, h, masks, n,
+                                      [wi + sign * eps * vi for wi, vi in zip(w, v)],
+                                      [self.alpha])[1][0]
+                   for sign in (1.0, -1.0)]
+        # the reference scales by the first clip's coefficient even when it is above 1
+        d_alpha = d_alpha - eta * coef * (hessian[0] - hessian[1]) / (2.0 * eps)
+        reg, reg_grads = self._penalty_gradients(t)
+        share = _replica_share()
+        return d_alpha + reg_grads[0], ce if share is None else ce * share, reg, last
+
+    def weight_gradients(self, tokens, targets, hidden, masks: dict | None = None,
+                         length=None):
+        """``(∇w, CE, FI, last_hidden)``: the weight loss's gradients (unclipped) and Σ‖∇w‖²."""
+        share, scale = _replica_share(), loss_scale(self.optimizer)
+        with tf.GradientTape() as tape:
+            log_probs, last, outputs = self.forward(tokens, hidden, training=True, masks=masks,
+                                                    length=length)
+            ce = sequence_nll(log_probs, targets, length)
+            loss = ce + self.slowness * slowness_penalty(outputs, length)
+            if self.activity_l2:
+                dropped = apply_mask(outputs, (masks or {}).get("output"), time_axis=0)
+                values, count = _time_mask(tf.square(dropped), length)
+                loss += self.activity_l2 * tf.reduce_sum(values) / count
+            loss = _scaled(loss, share, scale)
+        grads = tape.gradient(loss, self.weight_variables)
+        # the embedding's arrives sparse
+        grads = _global([_unscaled(tf.convert_to_tensor(g), scale) for g in grads])
+        fi = tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads])
+        return grads, ce, fi, last
+
+    def apply_weight_step(self, grads, fi, lr_scale=None) -> None:
+        """Clip to ``clip_norm``, add the L2 term, one optimizer step (the reference's order).
+
+        ``lr_scale``: the step's learning rate × this (the segment's length / bptt); the
+        whole update is scaled, which is the learning rate's scaling for plain SGD."""
+        self._clip_and_apply(grads, fi, lr_scale)
+
+    def _clip_coefficient(self, norm) -> tf.Tensor:
+        return clip_coefficient(norm, self.clip_norm)
+
+    def _learning_rate(self) -> tf.Tensor:
+        return tf.cast(self.optimizer.learning_rate, tf.float32)
+
+    def _alpha_step(self, train, search, t, lr_scale):
+        """One α step on the time-major search segment ``search`` (``(tokens, targets,
+        length)``; ``train`` the weight segment, for the unrolled gradient): ``(CE, R)``."""
+        xs, ys, ns = search
+        hidden, search_hidden = self._rows(self.hidden), self._rows(self.search_hidden)
+        if self.unrolled:
+            x, y, n = train
+            batch = int(hidden.shape[0])
+            masks = self._dropout_masks(batch, True)
+            grad, ce, reg, last = self.unrolled_alpha_gradient(
+                (x, y, hidden, n), (xs, ys, search_hidden, ns), t,
+                self._learning_rate() * lr_scale, masks, self._dropout_masks(batch, True))
+        else:
+            grad, ce, reg, last = self.alpha_gradient(xs, ys, search_hidden, t, length=ns)
+        self._apply_alpha_gradients([grad])
+        self._carry(self.search_hidden, last)
+        return ce, reg
+
+    def _alpha_step_of(self, data, t):
+        train, search = _time_major(data)
+        return self._alpha_step(train[:3], search, t, train[3])
+
+    def _weight_step_of(self, data):
+        (x, y, n, lr_scale), _ = _time_major(data)
+        grads, ce, fi, last = self.weight_gradients(x, y, self._rows(self.hidden), length=n)
+        self.apply_weight_step(grads, fi, lr_scale)
+        self._carry(self.hidden, last)
+        return fi, (ce,)
+
+    def _update_weight_metrics(self, data, ce) -> None:
+        """The weight segment's CE (its shard's, averaged over the replicas)."""
+        self._search_metrics["loss"].update_state(ce)
+
+
+class BPTTStreams:
+    """Mixin of :class:`RecurrentSearchModel`: its data pairing, BPTT segments of the
+    training and the search text, and the hidden states carried from one to the next
+    (each replica its rows of them)."""
+
+    def _plan_fit(self, x, y, epochs, initial_epoch, steps_per_epoch) -> FitPlan:
+        """``x``: a :class:`~kdarts.recurrent.data.BPTTStream` (the authors' segments: mostly
+        ``bptt`` long, 5 % half as long, the learning rate scaled by length / bptt; one
+        Keras epoch is one pass over the text), or a finite dataset of fixed ``(tokens,
+        targets)`` segments in corpus order (one epoch; ``steps_per_epoch`` may cut it).
+        Both hidden states restart from zeros at every epoch, as the reference's."""
+        streams = isinstance(x, BPTTStream)
+        if streams != isinstance(self.search_data, BPTTStream) or y is not None or not (
+                streams or isinstance(x, tf.data.Dataset)):
+            raise TypeError("RecurrentSearchModel.fit takes a BPTTStream (with a BPTTStream "
+                            "as compile's search_data) or a tf.data.Dataset of (tokens, "
+                            "targets) segments (with such a dataset as search_data), and no y")
+        if streams:
+            segments, steps_per_epoch, before = search_segments(x, self.search_data, epochs,
+                                                                initial_epoch)
+            return FitPlan(input_shape=(x.batch_size, x.max_length),
+                           steps_per_epoch=steps_per_epoch, clock_steps=x.nominal_steps,
+                           before=before, batch_size=x.batch_size,
+                           stream=lambda step: segments.map(_per_row))
+        if steps_per_epoch is None:
+            steps_per_epoch = int(x.cardinality())
+            if steps_per_epoch <= 0:
+                raise ValueError("fit(steps_per_epoch=...) is required unless x is finite")
+        shape = tuple(x.element_spec[0].shape)
+        return FitPlan(input_shape=shape, steps_per_epoch=steps_per_epoch,
+                       clock_steps=steps_per_epoch, before=initial_epoch * steps_per_epoch,
+                       batch_size=shape[0],
+                       stream=lambda step: self._fixed_segments(x, step, steps_per_epoch))
+
+    def _fixed_segments(self, x, step: int, steps_per_epoch: int) -> tf.data.Dataset:
+        """Fixed ``(tokens, targets)`` segments paired with the search split's from weight
+        step ``step`` on, in the element form :func:`search_segments` gives."""
+        stream = tf.data.Dataset.zip((x.repeat().skip(step),
+                                      self.search_data.repeat().skip(step)))
+
+        def fixed(k, pair):
+            (xt, yt), (xs, ys) = pair
+            n, ns = tf.shape(xt)[1], tf.shape(xs)[1]
+            return ((xt, yt, n, tf.constant(1.0), tf.equal((k + step) % steps_per_epoch, 0),
+                     tf.constant(True)), (xs, ys, ns))
+
+        return stream.enumerate().map(fixed).map(_per_row)
+
+    def _prepare_fit(self) -> None:
+        if self.hidden is None:
+            raise ValueError("the search carries hidden states of a fixed batch: build the "
+                             "model with a known batch size (segments batched with "
+                             "drop_remainder)")
+        super()._prepare_fit()
+
+    def _is_real(self, data, replicas):
+        """A step marked not ``real`` (an epoch's padding) changes nothing."""
+        return replicas.local(data[0][5])[0]
+
+    def _begin_step(self, data) -> None:
+        first = data[0][4][0]
+        for h in (self.hidden, self.search_hidden):  # the reference restarts both each epoch
+            h.assign(tf.where(first, tf.zeros_like(h), h))
+
+    def _rows(self, state):
+        """This replica's rows of a carried hidden state (all of it on one device)."""
+        ctx = tf.distribute.get_replica_context()
+        if ctx is None or ctx.num_replicas_in_sync == 1:
+            return state
+        rows = int(state.shape[0]) // ctx.num_replicas_in_sync
+        return state[ctx.replica_id_in_sync_group * rows:][:rows]
+
+    def _carry(self, state, last) -> None:
+        """Carry every replica's ``last`` rows into ``state``, which all replicas hold."""
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None and ctx.num_replicas_in_sync > 1:
+            last = ctx.all_gather(last, axis=0)
+        state.assign(tf.cast(last, state.dtype))
+
+
 @keras.saving.register_keras_serializable(package="kdarts")
-class RecurrentSearchModel(AlternatingSearch):
+class RecurrentSearchModel(RecurrentGradients, BPTTStreams, AlternatingSearch):
     """DARTS's recurrent cell search for language modelling, one α matrix (36 × ops).
 
     Args:
@@ -101,11 +323,19 @@ class RecurrentSearchModel(AlternatingSearch):
             input and whole embedding rows (0.75, 0.25, 0.75, 0.2, 0).
         seed: seeds the dropout masks (default: drawn from numpy's global generator, which
             ``keras.utils.set_random_seed`` seeds; the weights follow Keras's global seed).
+        dtype: Keras's ``dtype`` argument; ``"mixed_float16"`` computes the cell, the
+            embedding and the decoder in float16 with float32 variables. α, act(α), the
+            normalisation's statistics, the carried hidden states, the log-probabilities
+            and the losses stay float32, and ``compile`` adds dynamic loss scaling to both
+            optimizers (:class:`keras.optimizers.LossScaleOptimizer`).
 
     ``call(tokens)`` takes (batch, time) word ids and returns (batch, time, vocab) log
     probabilities from a zero hidden state; :meth:`forward` carries a given one.
     """
 
+    pruned_modes = RECURRENT_SKIP_PRUNED_MODES
+
+    @own_dtype_policy
     def __init__(self, vocab_size: int, units: int = 300, activation: str = "crb",
                  primitives: Sequence[str] | None = None, steps: int = 8,
                  dropout: float = 0.75, dropout_h: float = 0.25, dropout_x: float = 0.75,
@@ -211,16 +441,22 @@ class RecurrentSearchModel(AlternatingSearch):
         batch = tokens.shape[1] if tokens.shape[1] is not None else tf.shape(tokens)[1]
         if masks is None:
             masks = self._dropout_masks(batch, training)
-        embedding, bias, w0, kernels = params if params is not None else self.weight_variables
+        cast = lambda v: None if v is None else tf.cast(v, self.compute_dtype)  # noqa: E731
+        masks = {key: cast(m) for key, m in masks.items()}
+        embedding, bias, w0, kernels = (cast(v) for v in (
+            params if params is not None else self.weight_variables))
         table = apply_mask(embedding, masks.get("embedding"))
         x = apply_mask(tf.gather(table, tokens), masks.get("input"), time_axis=0)
-        outputs, last = self.cell(x, hidden, self.activated_weights(), x_mask=masks.get("x"),
-                                  h_mask=masks.get("h"), training=training,
-                                  kernels=(w0, kernels), length=length,
+        outputs, last = self.cell(x, cast(hidden), self.activated_weights(),
+                                  x_mask=masks.get("x"), h_mask=masks.get("h"),
+                                  training=training, kernels=(w0, kernels), length=length,
                                   update_stats=update_stats)
         dropped = apply_mask(outputs, masks.get("output"), time_axis=0)
         logits = tf.einsum("tbu,vu->tbv", dropped, embedding) + bias
-        return tf.nn.log_softmax(logits, axis=-1), last, outputs
+        # float32 log-probabilities under mixed precision: the loss and its scaling need
+        # the range
+        log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
+        return log_probs, tf.cast(last, tf.float32), tf.cast(outputs, tf.float32)
 
     def call(self, inputs, training=None):
         tokens = tf.transpose(tf.convert_to_tensor(inputs))
@@ -308,57 +544,6 @@ class RecurrentSearchModel(AlternatingSearch):
     def metrics(self):
         return list(getattr(self, "_search_metrics", {}).values())
 
-    # -- data pairing ----------------------------------------------------------------------
-    def _plan_fit(self, x, y, epochs, initial_epoch, steps_per_epoch) -> FitPlan:
-        """``x``: a :class:`~kdarts.recurrent.data.BPTTStream` (the authors' segments: mostly
-        ``bptt`` long, 5 % half as long, the learning rate scaled by length / bptt; one
-        Keras epoch is one pass over the text), or a finite dataset of fixed ``(tokens,
-        targets)`` segments in corpus order (one epoch; ``steps_per_epoch`` may cut it).
-        Both hidden states restart from zeros at every epoch, as the reference's."""
-        streams = isinstance(x, BPTTStream)
-        if streams != isinstance(self.search_data, BPTTStream) or y is not None or not (
-                streams or isinstance(x, tf.data.Dataset)):
-            raise TypeError("RecurrentSearchModel.fit takes a BPTTStream (with a BPTTStream "
-                            "as compile's search_data) or a tf.data.Dataset of (tokens, "
-                            "targets) segments (with such a dataset as search_data), and no y")
-        if streams:
-            segments, steps_per_epoch, before = search_segments(x, self.search_data, epochs,
-                                                                initial_epoch)
-            return FitPlan(input_shape=(x.batch_size, x.max_length),
-                           steps_per_epoch=steps_per_epoch, clock_steps=x.nominal_steps,
-                           before=before, batch_size=x.batch_size,
-                           stream=lambda step: segments.map(_per_row))
-        if steps_per_epoch is None:
-            steps_per_epoch = int(x.cardinality())
-            if steps_per_epoch <= 0:
-                raise ValueError("fit(steps_per_epoch=...) is required unless x is finite")
-        shape = tuple(x.element_spec[0].shape)
-        return FitPlan(input_shape=shape, steps_per_epoch=steps_per_epoch,
-                       clock_steps=steps_per_epoch, before=initial_epoch * steps_per_epoch,
-                       batch_size=shape[0],
-                       stream=lambda step: self._fixed_segments(x, step, steps_per_epoch))
-
-    def _fixed_segments(self, x, step: int, steps_per_epoch: int) -> tf.data.Dataset:
-        """Fixed ``(tokens, targets)`` segments paired with the search split's from weight
-        step ``step`` on, in the element form :func:`search_segments` gives."""
-        stream = tf.data.Dataset.zip((x.repeat().skip(step),
-                                      self.search_data.repeat().skip(step)))
-
-        def fixed(k, pair):
-            (xt, yt), (xs, ys) = pair
-            n, ns = tf.shape(xt)[1], tf.shape(xs)[1]
-            return ((xt, yt, n, tf.constant(1.0), tf.equal((k + step) % steps_per_epoch, 0),
-                     tf.constant(True)), (xs, ys, ns))
-
-        return stream.enumerate().map(fixed).map(_per_row)
-
-    def _prepare_fit(self) -> None:
-        if self.hidden is None:
-            raise ValueError("the search carries hidden states of a fixed batch: build the "
-                             "model with a known batch size (segments batched with "
-                             "drop_remainder)")
-        super()._prepare_fit()
-
     def evaluate(self, x=None, y=None, batch_size: int = 10, bptt: int = 35, verbose=0,
                  **kwargs) -> dict:
         """``{"loss", "perplexity"}`` of token ids ``x`` as the authors' ``evaluate``: the
@@ -393,166 +578,6 @@ class RecurrentSearchModel(AlternatingSearch):
             count += int(length)
         loss = total / count
         return {"loss": loss, "perplexity": float(np.exp(loss))}
-
-    # -- gradients -----------------------------------------------------------------------
-    def alpha_gradient(self, tokens, targets, hidden, t, masks: dict | None = None,
-                       length=None):
-        """``(∇α, CE, R, last_hidden)`` of CE(search segment) + R(α), w held fixed.
-
-        Time-major ``tokens``/``targets``; ``masks`` as :meth:`forward` takes them. Under
-        R replicas each computes its shard's share (CE ÷ R) and ∇α is the global one.
-        """
-        share = _replica_share()
-        with tf.GradientTape() as tape:
-            log_probs, last, _ = self.forward(tokens, hidden, training=True, masks=masks,
-                                              length=length)
-            ce = sequence_nll(log_probs, targets, length)
-            reg = self._penalty(t)
-            loss = ce + reg if share is None else (ce + reg) * share
-        grad = tape.gradient(loss, self.alpha)
-        if share is not None:
-            grad, ce = sum_over_replicas([grad])[0], ce * share
-        return grad, ce, reg, last
-
-    def _ce_gradients(self, tokens, targets, hidden, masks, length, params, sources,
-                      update_stats=True):
-        """``(CE, ∇sources CE, last)`` at weights ``params`` (tensors) on a segment."""
-        share = _replica_share()
-        with tf.GradientTape() as tape:
-            tape.watch(params)
-            log_probs, last, _ = self.forward(tokens, hidden, training=True, masks=masks,
-                                              params=params, length=length,
-                                              update_stats=update_stats)
-            ce = sequence_nll(log_probs, targets, length)
-            loss = ce if share is None else ce * share
-        grads = tape.gradient(loss, sources)
-        return ce, _global([tf.convert_to_tensor(g) for g in grads]), last
-
-    def unrolled_alpha_gradient(self, train, search, t, eta, masks: dict | None = None,
-                                search_masks: dict | None = None):
-        """``(∇α, CE, R, last_hidden)``: DARTS's second-order α gradient (see ``compile``).
-
-        ``train``/``search``: ``(tokens, targets, hidden, length)``, time-major. ``eta``:
-        the virtual step's learning rate. ``masks`` are the train segment's dropout masks,
-        used for the virtual step and both finite-difference passes (the Hessian is of the
-        loss the virtual step took); ``search_masks`` the search segment's. The moving
-        statistics move with the three train passes, not the virtual model's, as the
-        reference's copy does. R(α) adds its own gradient (w-free).
-        """
-        x, y, h, n = train
-        xs, ys, hs, ns = search
-        w = [tf.convert_to_tensor(v) for v in self.weight_variables]
-        _, g, _ = self._ce_gradients(x, y, h, masks, n, w, w)
-        coef = self.clip_norm / (_norm(g) + 1e-6)  # PyTorch's factor, applied only when < 1
-        virtual = [wi - eta * (gi * tf.minimum(coef, 1.0) + self.weight_decay * wi)
-                   for wi, gi in zip(w, g)]
-        if self.unrolled == "reference":  # their copy reloads the stale tied decoder matrix
-            virtual[0] = w[0]
-        ce, grads, last = self._ce_gradients(xs, ys, hs, search_masks, ns, virtual,
-                                             [self.alpha] + virtual, update_stats=False)
-        d_alpha, v = grads[0], grads[1:]
-        v = [a * tf.minimum(1.0, self.clip_norm / (_norm(v) + 1e-6)) for a in v]
-        eps = 0.01 / _norm(v)
-        hessian = [self._ce_gradients(x, y, h, masks, n,
-                                      [wi + sign * eps * vi for wi, vi in zip(w, v)],
-                                      [self.alpha])[1][0]
-                   for sign in (1.0, -1.0)]
-        # the reference scales by the first clip's coefficient even when it is above 1
-        d_alpha = d_alpha - eta * coef * (hessian[0] - hessian[1]) / (2.0 * eps)
-        reg, reg_grads = self._penalty_gradients(t)
-        share = _replica_share()
-        return d_alpha + reg_grads[0], ce if share is None else ce * share, reg, last
-
-    def weight_gradients(self, tokens, targets, hidden, masks: dict | None = None,
-                         length=None):
-        """``(∇w, CE, FI, last_hidden)``: the weight loss's gradients (unclipped) and Σ‖∇w‖²."""
-        share = _replica_share()
-        with tf.GradientTape() as tape:
-            log_probs, last, outputs = self.forward(tokens, hidden, training=True, masks=masks,
-                                                    length=length)
-            ce = sequence_nll(log_probs, targets, length)
-            loss = ce + self.slowness * slowness_penalty(outputs, length)
-            if self.activity_l2:
-                dropped = apply_mask(outputs, (masks or {}).get("output"), time_axis=0)
-                values, count = _time_mask(tf.square(dropped), length)
-                loss += self.activity_l2 * tf.reduce_sum(values) / count
-            if share is not None:
-                loss = loss * share
-        grads = tape.gradient(loss, self.weight_variables)
-        grads = _global([tf.convert_to_tensor(g) for g in grads])  # the embedding's: sparse
-        fi = tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads])
-        return grads, ce, fi, last
-
-    def apply_weight_step(self, grads, fi, lr_scale=None) -> None:
-        """Clip to ``clip_norm``, add the L2 term, one optimizer step (the reference's order).
-
-        ``lr_scale``: the step's learning rate × this (the segment's length / bptt); the
-        whole update is scaled, which is the learning rate's scaling for plain SGD."""
-        self._clip_and_apply(grads, fi, lr_scale)
-
-    def _clip_coefficient(self, norm) -> tf.Tensor:
-        return clip_coefficient(norm, self.clip_norm)
-
-    def _learning_rate(self) -> tf.Tensor:
-        return tf.cast(self.optimizer.learning_rate, tf.float32)
-
-    # -- the step's pieces (the alternation itself is AlternatingSearch's) -------------------
-    def _alpha_step(self, train, search, t, lr_scale):
-        """One α step on the time-major search segment ``search`` (``(tokens, targets,
-        length)``; ``train`` the weight segment, for the unrolled gradient): ``(CE, R)``."""
-        xs, ys, ns = search
-        hidden, search_hidden = self._rows(self.hidden), self._rows(self.search_hidden)
-        if self.unrolled:
-            x, y, n = train
-            batch = int(hidden.shape[0])
-            masks = self._dropout_masks(batch, True)
-            grad, ce, reg, last = self.unrolled_alpha_gradient(
-                (x, y, hidden, n), (xs, ys, search_hidden, ns), t,
-                self._learning_rate() * lr_scale, masks, self._dropout_masks(batch, True))
-        else:
-            grad, ce, reg, last = self.alpha_gradient(xs, ys, search_hidden, t, length=ns)
-        self._apply_alpha_gradients([grad])
-        self._carry(self.search_hidden, last)
-        return ce, reg
-
-    def _alpha_step_of(self, data, t):
-        train, search = _time_major(data)
-        return self._alpha_step(train[:3], search, t, train[3])
-
-    def _weight_step_of(self, data):
-        (x, y, n, lr_scale), _ = _time_major(data)
-        grads, ce, fi, last = self.weight_gradients(x, y, self._rows(self.hidden), length=n)
-        self.apply_weight_step(grads, fi, lr_scale)
-        self._carry(self.hidden, last)
-        return fi, (ce,)
-
-    def _update_weight_metrics(self, data, ce) -> None:
-        """The weight segment's CE (its shard's, averaged over the replicas)."""
-        self._search_metrics["loss"].update_state(ce)
-
-    def _is_real(self, data, replicas):
-        """A step marked not ``real`` (an epoch's padding) changes nothing."""
-        return replicas.local(data[0][5])[0]
-
-    def _begin_step(self, data) -> None:
-        first = data[0][4][0]
-        for h in (self.hidden, self.search_hidden):  # the reference restarts both each epoch
-            h.assign(tf.where(first, tf.zeros_like(h), h))
-
-    def _rows(self, state):
-        """This replica's rows of a carried hidden state (all of it on one device)."""
-        ctx = tf.distribute.get_replica_context()
-        if ctx is None or ctx.num_replicas_in_sync == 1:
-            return state
-        rows = int(state.shape[0]) // ctx.num_replicas_in_sync
-        return state[ctx.replica_id_in_sync_group * rows:][:rows]
-
-    def _carry(self, state, last) -> None:
-        """Carry every replica's ``last`` rows into ``state``, which all replicas hold."""
-        ctx = tf.distribute.get_replica_context()
-        if ctx is not None and ctx.num_replicas_in_sync > 1:
-            last = ctx.all_gather(last, axis=0)
-        state.assign(last)
 
     # -- pruned ops: edges whose every op is pruned ------------------------------------------
     def _auto_pruned_mode(self, batch_size, total_steps) -> str:
@@ -597,6 +622,20 @@ def _replica_share():
     None on one device."""
     replicas = num_replicas()
     return None if replicas == 1 else 1.0 / replicas
+
+
+def _scaled(loss, share, scale):
+    """The loss a replica differentiates: its share of the global mean (``share``, None
+    on one device), times the loss scale under mixed precision (None: none), so that
+    small float16 gradients do not underflow."""
+    if share is not None:
+        loss = loss * share
+    return loss if scale is None else loss * scale
+
+
+def _unscaled(grad, scale):
+    """A gradient of a loss scaled by ``scale`` (a power of two: exact), unscaled."""
+    return grad if scale is None else grad / scale
 
 
 def _global(grads: list) -> list:

@@ -19,7 +19,7 @@ from typing import Iterator
 
 from kdarts.atomic import atomic_write_json
 from kdarts.checkpoints import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, read_checkpoint_state
-from kdarts.runs.defaults import LATER_ARGS, upgrade_args
+from kdarts.runs.defaults import LATER_ARGS, RECURRENT_LATER_ARGS, upgrade_args
 from kdarts.runs.report import rel
 from kdarts.runs.results import RunError
 
@@ -356,7 +356,7 @@ class RunFolder:
             raise RunError(f"--out {rel(self.out)} holds {_article(space_of(old))} {noun} "
                            f"run, not {_article(space_of(args))} one; choose another --out")
         if space_of(args) == "recurrent":
-            return old
+            return {**RECURRENT_LATER_ARGS.get(self.command, {}), **old}
         return upgrade_args({**LATER_ARGS[self.command], **old})
 
     def trainer_state(self) -> dict | None:

@@ -62,7 +62,137 @@ class FitPlan:
     stream: Callable[[int], tf.data.Dataset]
 
 
-class AlternatingSearch(SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction, keras.Model):
+class PrunedOpsPolicy:
+    """Mixin of :class:`AlternatingSearch`: which pruned ops the traced step leaves out
+    (crb, ``compile(skip_pruned_ops=...)``), the traced mask and its retrace rule.
+
+    The space says what its masks are (:meth:`_masks`, :meth:`_kept_masks`), when it
+    can leave ops out at all and what ``"auto"`` means for it, and how its network is
+    traced for a mask (:meth:`_keep`)."""
+
+    def _check_pruned_mode(self, skip_pruned_ops, jit_compile) -> str:
+        mode = skip_pruned_ops
+        if isinstance(mode, bool):
+            mode = "levels" if mode else "never"
+        if mode not in self.pruned_modes:
+            raise ValueError(f"compile(skip_pruned_ops={skip_pruned_ops!r}): one of "
+                             f"{', '.join(self.pruned_modes)}, True or False")
+        if mode == "every_step" and jit_compile is True:
+            raise ValueError("compile(skip_pruned_ops='every_step') runs each op on a "
+                             "data-dependent subset of edges, which XLA cannot compile; use "
+                             "skip_pruned_ops='levels' (static shapes) with jit_compile=True")
+        return mode
+
+    def _masks(self) -> list:
+        """The crb prune masks (1 = alive), one per α variable."""
+        raise NotImplementedError
+
+    def _kept_masks(self) -> list:
+        """The masks the step was last traced for, one per α variable."""
+        raise NotImplementedError
+
+    def _alive(self) -> np.ndarray:
+        """The prune masks, stacked, as bool (read from the device)."""
+        return np.stack([m.numpy() > 0.5 for m in self._masks()])
+
+    def load_own_variables(self, store):
+        """Keras's, and weight files without the traced masks (as many variables fewer):
+        those start at ones, as a new search's."""
+        kept = self._kept_masks()
+        own = own_variables(self)
+        if len(store.keys()) != len(own) - len(kept):
+            return super().load_own_variables(store)
+        others = [v for v in own if not any(v is k for k in kept)]
+        for i, v in enumerate(others):
+            v.assign(store[f"{i}"])
+        for k in kept:
+            k.assign(tf.ones(k.shape))
+
+    def make_train_function(self, force: bool = False):
+        """The train function (:class:`kdarts.runtime.LeanTrainFunction`'s); with crb, when
+        :meth:`pruned_ops_mode` is ``"levels"``, traced for the ops the traced mask keeps.
+
+        Pruning is for good, so the mask only loses ones: a step traced for the mask of
+        one moment computes every op alive later, and gives an op pruned since a zero
+        weight. The traced mask (:meth:`_kept_masks`) is all ones until the share of
+        pruned ops reaches ``pruning.PRUNE_LEVELS[0]``; each time it first reaches a
+        further level, the mask of that moment becomes the traced one
+        (:func:`~kdarts.search.pruning.next_traced_mask`) and the step is traced again,
+        before the next step. Being state, it is checkpointed: a resumed search traces the
+        same step as the uninterrupted one (the same rounding).
+        """
+        if self.train_function is not None and not force:
+            return self.train_function
+        step = super().make_train_function(force=True)
+        if self.pruned_ops_mode() != "levels":
+            return step
+        kept = self._update_kept()
+
+        def train_function(iterator):
+            # the traced mask is this closure's kept: only the prune masks need reading
+            if next_traced_mask(self._alive(), kept) is not kept:  # a further level
+                return self.make_train_function(force=True)(iterator)
+            with self._tracing_kept(kept):
+                return step(iterator)
+
+        train_function.lean_graph_optimization = getattr(step, "lean_graph_optimization", False)
+        self.train_function = train_function
+        return train_function
+
+    def pruned_ops_mode(self, batch_size: int | None = None,
+                        total_steps: int | None = None) -> str:
+        """How this step leaves pruned ops out: compile's ``skip_pruned_ops``, with
+        ``"auto"`` decided by the space (:meth:`_auto_pruned_mode`) from the search's
+        batch size and weight steps (default: those of the running ``fit``, unknown before
+        it); ``"never"`` where nothing is left out (softmax prunes nothing)."""
+        mode = getattr(self, "skip_pruned_ops", "auto")
+        if self.activation != "crb" or not self._leaves_pruned_ops_out():
+            return "never"
+        if mode != "auto":
+            return mode
+        plan_batch, plan_steps = getattr(self, "_fit_plan", (None, None))
+        return self._auto_pruned_mode(batch_size or plan_batch, total_steps or plan_steps)
+
+    def _leaves_pruned_ops_out(self) -> bool:
+        """Whether this network can leave pruned ops out of its step at all."""
+        return True
+
+    def _auto_pruned_mode(self, batch_size, total_steps) -> str:
+        """``skip_pruned_ops="auto"``'s choice for this space."""
+        return "never"
+
+    def _update_kept(self) -> np.ndarray:
+        """The traced mask (stacked, bool), moved on by
+        :func:`~kdarts.search.pruning.next_traced_mask` from the prune mask of now."""
+        kept = np.stack([k.numpy() > 0.5 for k in self._kept_masks()])
+        moved = next_traced_mask(self._alive(), kept)
+        if moved is not kept:
+            for var, value in zip(self._kept_masks(), moved):
+                var.assign(value.astype(np.float32))
+        return moved
+
+    @contextlib.contextmanager
+    def _tracing_kept(self, kept: np.ndarray):
+        """Within it, the network is traced for the traced mask ``kept``; outside, for
+        every op. The space's :meth:`_keep` sets it up and says whether anything is
+        left out (then the gradient functions are keyed by it)."""
+        restore = self._keep(kept)
+        self._kept_key = kept.tobytes() if restore is not None else None
+        try:
+            yield
+        finally:
+            if restore is not None:
+                restore()
+            self._kept_key = None
+
+    def _keep(self, kept: np.ndarray):
+        """Trace the space's network for the traced mask ``kept``: returns the function
+        that undoes it, or None when nothing is left out."""
+        return None
+
+
+class AlternatingSearch(PrunedOpsPolicy, SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction,
+                        keras.Model):
     """A ``keras.Model`` whose ``fit`` runs DARTS-PRIME's alternating search.
 
     Subclasses create the search state (:func:`~kdarts.search.schedules.add_schedule_state`,
@@ -107,18 +237,6 @@ class AlternatingSearch(SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction, keras.Mod
         """α, the masks and the cell shape, as the regulariser sees them."""
         raise NotImplementedError
 
-    def _masks(self) -> list:
-        """The crb prune masks (1 = alive), one per α variable."""
-        raise NotImplementedError
-
-    def _kept_masks(self) -> list:
-        """The masks the step was last traced for, one per α variable."""
-        raise NotImplementedError
-
-    def _alive(self) -> np.ndarray:
-        """The prune masks, stacked, as bool (read from the device)."""
-        return np.stack([m.numpy() > 0.5 for m in self._masks()])
-
     def _state_ready(self) -> bool:
         """Whether α and the search state exist (the regulariser's state needs them)."""
         return self.built
@@ -132,33 +250,7 @@ class AlternatingSearch(SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction, keras.Mod
         """The compiled regulariser's variables on the model (after the model's own)."""
         self.regularizer_state = self.regularizer.create_state(self, self.architecture)
 
-    def load_own_variables(self, store):
-        """Keras's, and weight files without the traced masks (as many variables fewer):
-        those start at ones, as a new search's."""
-        kept = self._kept_masks()
-        own = own_variables(self)
-        if len(store.keys()) != len(own) - len(kept):
-            return super().load_own_variables(store)
-        others = [v for v in own if not any(v is k for k in kept)]
-        for i, v in enumerate(others):
-            v.assign(store[f"{i}"])
-        for k in kept:
-            k.assign(tf.ones(k.shape))
-
     # -- compile ------------------------------------------------------------------------------
-    def _check_pruned_mode(self, skip_pruned_ops, jit_compile) -> str:
-        mode = skip_pruned_ops
-        if isinstance(mode, bool):
-            mode = "levels" if mode else "never"
-        if mode not in self.pruned_modes:
-            raise ValueError(f"compile(skip_pruned_ops={skip_pruned_ops!r}): one of "
-                             f"{', '.join(self.pruned_modes)}, True or False")
-        if mode == "every_step" and jit_compile is True:
-            raise ValueError("compile(skip_pruned_ops='every_step') runs each op on a "
-                             "data-dependent subset of edges, which XLA cannot compile; use "
-                             "skip_pruned_ops='levels' (static shapes) with jit_compile=True")
-        return mode
-
     def _configure_search(self, *, arch_optimizer, schedule, regularizer, search_data,
                           weight_decay: float, arch_weight_decay: float, clip_norm: float,
                           skip_pruned_ops: str) -> None:
@@ -399,8 +491,11 @@ class AlternatingSearch(SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction, keras.Mod
         self._search_metrics["search_loss"].update_state(search_loss, sample_weight=weight)
         self._search_metrics["reg"].update_state(reg, sample_weight=weight)
         applied = weight_step_applied(self.optimizer, fi)
-        self._search_metrics["fi"].update_state(
-            fi, sample_weight=1.0 if applied is None else tf.cast(applied, tf.float32))
+        if applied is None:
+            self._search_metrics["fi"].update_state(fi, sample_weight=1.0)
+        else:  # a skipped step's FI (inf) weighs nothing, and adds no NaN
+            self._search_metrics["fi"].update_state(tf.where(applied, fi, 0.0),
+                                                    sample_weight=tf.cast(applied, tf.float32))
         self._update_weight_metrics(data, *outputs)
 
     def _step_logs(self, fi, take) -> dict:
@@ -413,90 +508,6 @@ class AlternatingSearch(SymbolicBuildOnlyIfUnbuilt, LeanTrainFunction, keras.Mod
             lr=tf.cast(self.optimizer.learning_rate, tf.float32),
         )
         return logs
-
-    # -- the pruned-op policy -------------------------------------------------------------
-    def make_train_function(self, force: bool = False):
-        """The train function (:class:`kdarts.runtime.LeanTrainFunction`'s); with crb, when
-        :meth:`pruned_ops_mode` is ``"levels"``, traced for the ops the traced mask keeps.
-
-        Pruning is for good, so the mask only loses ones: a step traced for the mask of
-        one moment computes every op alive later, and gives an op pruned since a zero
-        weight. The traced mask (:meth:`_kept_masks`) is all ones until the share of
-        pruned ops reaches ``pruning.PRUNE_LEVELS[0]``; each time it first reaches a
-        further level, the mask of that moment becomes the traced one
-        (:func:`~kdarts.search.pruning.next_traced_mask`) and the step is traced again,
-        before the next step. Being state, it is checkpointed: a resumed search traces the
-        same step as the uninterrupted one (the same rounding).
-        """
-        if self.train_function is not None and not force:
-            return self.train_function
-        step = super().make_train_function(force=True)
-        if self.pruned_ops_mode() != "levels":
-            return step
-        kept = self._update_kept()
-
-        def train_function(iterator):
-            # the traced mask is this closure's kept: only the prune masks need reading
-            if next_traced_mask(self._alive(), kept) is not kept:  # a further level
-                return self.make_train_function(force=True)(iterator)
-            with self._tracing_kept(kept):
-                return step(iterator)
-
-        train_function.lean_graph_optimization = getattr(step, "lean_graph_optimization", False)
-        self.train_function = train_function
-        return train_function
-
-    def pruned_ops_mode(self, batch_size: int | None = None,
-                        total_steps: int | None = None) -> str:
-        """How this step leaves pruned ops out: compile's ``skip_pruned_ops``, with
-        ``"auto"`` decided by the space (:meth:`_auto_pruned_mode`) from the search's
-        batch size and weight steps (default: those of the running ``fit``, unknown before
-        it); ``"never"`` where nothing is left out (softmax prunes nothing)."""
-        mode = getattr(self, "skip_pruned_ops", "auto")
-        if self.activation != "crb" or not self._leaves_pruned_ops_out():
-            return "never"
-        if mode != "auto":
-            return mode
-        plan_batch, plan_steps = getattr(self, "_fit_plan", (None, None))
-        return self._auto_pruned_mode(batch_size or plan_batch, total_steps or plan_steps)
-
-    def _leaves_pruned_ops_out(self) -> bool:
-        """Whether this network can leave pruned ops out of its step at all."""
-        return True
-
-    def _auto_pruned_mode(self, batch_size, total_steps) -> str:
-        """``skip_pruned_ops="auto"``'s choice for this space."""
-        return "never"
-
-    def _update_kept(self) -> np.ndarray:
-        """The traced mask (stacked, bool), moved on by
-        :func:`~kdarts.search.pruning.next_traced_mask` from the prune mask of now."""
-        kept = np.stack([k.numpy() > 0.5 for k in self._kept_masks()])
-        moved = next_traced_mask(self._alive(), kept)
-        if moved is not kept:
-            for var, value in zip(self._kept_masks(), moved):
-                var.assign(value.astype(np.float32))
-        return moved
-
-    @contextlib.contextmanager
-    def _tracing_kept(self, kept: np.ndarray):
-        """Within it, the network is traced for the traced mask ``kept``; outside, for
-        every op. The space's :meth:`_keep` sets it up and says whether anything is
-        left out (then the gradient functions are keyed by it)."""
-        restore = self._keep(kept)
-        self._kept_key = kept.tobytes() if restore is not None else None
-        try:
-            yield
-        finally:
-            if restore is not None:
-                restore()
-            self._kept_key = None
-
-    def _keep(self, kept: np.ndarray):
-        """Trace the space's network for the traced mask ``kept``: returns the function
-        that undoes it, or None when nothing is left out."""
-        return None
-
 
 # -- replication: where the step's pieces run ------------------------------------------------
 class InPlace:

@@ -50,8 +50,204 @@ from kdarts.search.regularizers import Architecture, add_admm_state
 from kdarts.search.schedules import add_schedule_state
 
 
+class ImageGradients:
+    """Mixin of :class:`SearchNetwork`: the image space's gradients and the updates they
+    make (the α step, first order or DARTS's unrolled one; the weight step with FI, its
+    clip and the cosine learning rate)."""
+
+    def _gradients(self, x, y, reduce: str = "both", scale=None):
+        """``(loss, logits, ∇α, ∇w)`` of the CE on one batch, traced once.
+
+        The α step and the weight step (and the unrolled α gradient) all call this one
+        ``tf.function``: the network is traced once per search instead of once per use,
+        and the runtime drops the gradients a caller does not use once it inlines it.
+
+        Under a ``tf.distribute`` strategy each replica's loss is its shard's mean ÷ R
+        (Keras scales it), and the gradients named by ``reduce`` (``"arch"``,
+        ``"weights"`` or ``"both"``) are summed over the replicas: those of the global
+        batch, on every replica, as one device would compute them.
+
+        ``scale`` (mixed precision): the loss is multiplied by it before the float16
+        backward pass, so small gradients do not underflow, and the gradients divided by
+        it after; a power of two, so both are exact. Overflow leaves inf/NaN gradients,
+        which the :class:`keras.optimizers.LossScaleOptimizer` skips.
+        """
+        key = getattr(self, "_kept_key", None)  # the pruned ops left out of this trace
+        if getattr(self, "_gradient_fn", None) is None or self._gradient_fn_key != key:
+            self._gradient_fn_key = key
+            variables = self.arch_variables + self.weight_variables
+
+            @tf.function(autograph=False, reduce_retracing=True)
+            def gradient_fn(x, y, scale):
+                with tf.GradientTape() as tape:
+                    logits = self(x, training=True)
+                    loss = self.compute_loss(x=x, y=y, y_pred=logits, training=True)
+                    scaled = loss if scale is None else loss * scale
+                # an op left out of the trace (pruned on every edge) has no gradient: 0
+                grads = [tf.zeros(v.shape, v.dtype) if g is None else tf.convert_to_tensor(g)
+                         for g, v in zip(tape.gradient(scaled, variables), variables)]
+                if scale is not None:
+                    grads = [g / scale for g in grads]
+                return loss, logits, grads
+
+            self._gradient_fn = gradient_fn
+        fn = self._gradient_fn
+        if self.sync_batch_norm and tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            # synchronised BN all-reduces in the forward pass; MirroredStrategy cannot do
+            # that inside a nested tf.function, so the network is traced at each use
+            fn = fn.python_function
+        loss, logits, grads = fn(x, y, scale)
+        n = len(self.arch_variables)
+        arch, weights = grads[:n], grads[n:]
+        if reduce in ("arch", "both"):
+            arch = sum_over_replicas(arch)
+        if reduce in ("weights", "both"):
+            weights = sum_over_replicas(weights)
+        return loss, logits, arch, weights
+
+    def _alpha_gradients(self, x, y, xs, ys, t):
+        """∇α [CE(search batch) + R(α)]: first-order (w fixed) or DARTS's unrolled one."""
+        reg, reg_grads = self._penalty_gradients(t)
+        if self.unrolled:
+            ce, grads = self._unrolled_gradients(x, y, xs, ys)
+        else:
+            ce, _, grads, _ = self._gradients(xs, ys, reduce="arch",
+                                              scale=loss_scale(self.arch_optimizer))
+        return [g + r for g, r in zip(grads, reg_grads)], ce, reg
+
+    def _unrolled_gradients(self, x, y, xs, ys):
+        """DARTS's second-order approximation (finite differences, ε = 0.01/‖∇w'‖)."""
+        wvars = self.weight_variables
+        sgd = getattr(self.optimizer, "inner_optimizer", self.optimizer)  # under loss scaling
+        lr = tf.cast(sgd.learning_rate, tf.float32)
+        momentum = float(getattr(sgd, "momentum", 0.0) or 0.0)
+        w_scale, a_scale = loss_scale(self.optimizer), loss_scale(self.arch_optimizer)
+        backup = [tf.identity(v) for v in wvars]
+        _, _, _, grads = self._gradients(x, y, reduce="weights", scale=w_scale)
+        for v, w0, g in zip(wvars, backup, grads):
+            step = -lr * (g + self.weight_decay * w0)
+            if momentum:  # Keras SGD: m ← μm − lr·g; w ← w + m
+                m = sgd.momentums[variable_index(sgd, v)]
+                step = momentum * m + step
+            v.assign(w0 + step)  # w' = one virtual weight step
+        ce, _, d_alpha, d_w = self._gradients(xs, ys, scale=a_scale)
+        eps = 0.01 / (tf.linalg.global_norm(d_w) + 1e-12)
+        hessian = []
+        for sign in (1.0, -1.0):
+            for v, w0, d in zip(wvars, backup, d_w):
+                v.assign(w0 + sign * eps * d)
+            hessian.append(self._gradients(x, y, reduce="arch", scale=a_scale)[2])
+        for v, w0 in zip(wvars, backup):
+            v.assign(w0)
+        return ce, [da - lr * (hp - hn) / (2.0 * eps)
+                    for da, hp, hn in zip(d_alpha, hessian[0], hessian[1])]
+
+    def _alpha_step(self, data, t):
+        """One α step on the search batch: ``(CE, R(α))``."""
+        (x, y), (xs, ys) = data
+        grads, ce, reg = self._alpha_gradients(x, y, xs, ys, t)
+        self._apply_alpha_gradients(grads)
+        return ce, reg
+
+    def _weight_step(self, x, y):
+        """One SGD step on w (α fixed); returns ``(loss, logits, FI)`` with FI = Σ‖∇w‖²."""
+        loss, logits, _, grads = self._gradients(x, y, reduce="weights",
+                                                 scale=loss_scale(self.optimizer))
+        # Σ g² as L2Loss (Σ g²/2, one kernel per variable instead of a square and a sum)
+        fi = 2.0 * tf.add_n([tf.nn.l2_loss(g) for g in grads])
+        self._clip_and_apply(grads, fi)
+        return loss, logits, fi
+
+    def _clip_coefficient(self, norm) -> tf.Tensor:
+        # clipped to the global norm √FI (tf.clip_by_global_norm's rule, without summing
+        # the same squares again), and weight decay: two ops per variable, not six
+        return self.clip_norm * tf.minimum(1.0 / norm, 1.0 / self.clip_norm)
+
+    def weight_learning_rate(self, step) -> tf.Tensor:
+        """The cosine learning rate of weight step ``step`` (1-based), as the reference runs it.
+
+        The reference steps ``CosineAnnealingLR`` at the start of every epoch, so epoch
+        ``e`` trains at ``η(e+1)``: 0.024976 in the first epoch of a 50-epoch search,
+        exactly ``lr_min`` in the last. Derived from the step counter alone, so a
+        resumed search continues the same sequence.
+        """
+        lr_max, lr_min = self._lr_cosine
+        epoch = tf.floor(tf.cast(step - 1, tf.float32) / self.steps_per_epoch)
+        return epoch_learning_rate(epoch, self.total_epochs, lr_max, lr_min)
+
+    def _alpha_step_of(self, data, t):
+        return self._alpha_step(data, t)
+
+    def _weight_step_of(self, data):
+        (x, y), _ = data
+        loss, logits, fi = self._weight_step(x, y)
+        return fi, (loss, logits)
+
+    def _update_weight_metrics(self, data, loss, logits) -> None:
+        """The weight batch's loss and compiled metrics."""
+        (x, y), _ = data
+        # Keras scales a replica's loss by 1/R for the gradient sum; the metric wants the mean
+        loss = loss * tf.distribute.get_strategy().num_replicas_in_sync
+        loss_tracker(self).update_state(loss, sample_weight=tf.shape(x)[0])
+        self.compute_metrics(x, y, logits)
+
+
+class ImageStreams:
+    """Mixin of :class:`SearchNetwork`: the image space's data pairing, weight batch ``s``
+    with search batch ``s``, both from where the step counter says."""
+
+    def _build_metrics(self) -> None:
+        """Create the compiled metrics' variables and build the loss now, not in the first
+        trace (which would then run twice: tf.function retraces when a trace creates
+        variables)."""
+        y, logits = tf.zeros([1], tf.int32), tf.zeros([1, self.num_classes])
+        with self.distribute_strategy.scope():
+            self.compute_metrics(None, y, logits)
+            # built now, Keras does not build it from the first (paired) batch under a strategy
+            self.compute_loss(y=y, y_pred=logits)
+        self.reset_metrics()
+
+    def _prepare_fit(self) -> None:
+        super()._prepare_fit()
+        self._build_metrics()
+
+    def _plan_fit(self, x, y, epochs, initial_epoch, steps_per_epoch) -> FitPlan:
+        """``x`` is a dataset of ``(images, labels)`` batches, finite (one epoch, repeated
+        here) or infinite. Weight step ``s`` is paired with search batch ``s``: an α step
+        reads the search batch of the weight step it precedes."""
+        if not isinstance(x, tf.data.Dataset):
+            raise TypeError("SearchNetwork.fit takes the weight split as a tf.data.Dataset of "
+                            f"(images, labels) batches, got {type(x).__name__}")
+        if y is not None:
+            raise ValueError("SearchNetwork.fit: the labels come with x, a dataset of "
+                             "(images, labels) batches; y must be None")
+        if steps_per_epoch is None:
+            if int(x.cardinality()) > 0:
+                steps_per_epoch = int(x.cardinality())
+            else:
+                raise ValueError("fit(steps_per_epoch=...) is required unless x is a finite "
+                                 "tf.data.Dataset")
+        shape = tuple(x.element_spec[0].shape)
+        return FitPlan(input_shape=shape, steps_per_epoch=steps_per_epoch,
+                       clock_steps=steps_per_epoch, before=initial_epoch * steps_per_epoch,
+                       batch_size=shape[0], stream=lambda step: self.paired_stream(x, step))
+
+    def paired_stream(self, x: tf.data.Dataset, start_step: int = 0) -> tf.data.Dataset:
+        """The stream ``fit`` feeds the step: ``((x, y), (x_search, y_search))`` per step.
+
+        ``x`` (the weight split) is repeated into one continuous stream over the epochs;
+        weight step ``s`` is paired with search batch ``s`` of the compiled
+        ``search_data``, and both start at ``start_step``. One stream keeps the step
+        free of Python-held iterators: it compiles with XLA, and ``tf.distribute``
+        splits both splits' batches across replicas.
+        """
+        search = self.search_data.repeat().skip(start_step)
+        return tf.data.Dataset.zip((x.repeat().skip(start_step), search)).map(
+            lambda w, s: ((w[0], w[1]), (s[0], s[1])))
+
+
 @keras.saving.register_keras_serializable(package="kdarts")
-class SearchNetwork(AlternatingSearch):
+class SearchNetwork(ImageGradients, ImageStreams, AlternatingSearch):
     """DARTS's search network with two shared α matrices (normal, reduce).
 
     Args:
@@ -116,17 +312,7 @@ class SearchNetwork(AlternatingSearch):
                                 kernel_initializer=FanInUniform(), name="stem_conv"),
             batch_norm(True, name="stem_bn"),
         ], name="stem")
-        c_curr, reduction_prev = self.channels, False
-        self.cells = []
-        for i in range(self.num_layers):
-            reduction = i in (self.num_layers // 3, 2 * self.num_layers // 3)
-            if reduction:
-                c_curr *= 2
-            self.cells.append(SearchCell(
-                c_curr, reduction, reduction_prev, self.primitives, self.steps,
-                self.multiplier, node_bn=self.activation == "crb", fused=self.fused,
-                name=f"cell{i}"))
-            reduction_prev = reduction
+        self.cells, c_curr = self._make_cells()
         self.global_pool = keras.layers.GlobalAveragePooling2D(name="global_pool")
         features = self.multiplier * c_curr
         # float32 logits under mixed precision: the loss and its scaling need the range
@@ -160,6 +346,21 @@ class SearchNetwork(AlternatingSearch):
             synchronize_batch_norms(self)
         self._add_search_metrics()
         self._init_search()
+
+    def _make_cells(self) -> tuple[list, int]:
+        """The ``layers`` search cells (cells ``layers//3`` and ``2*layers//3`` reduce,
+        doubling C) and the last cell's C."""
+        c_curr, reduction_prev, cells = self.channels, False, []
+        for i in range(self.num_layers):
+            reduction = i in (self.num_layers // 3, 2 * self.num_layers // 3)
+            if reduction:
+                c_curr *= 2
+            cells.append(SearchCell(
+                c_curr, reduction, reduction_prev, self.primitives, self.steps,
+                self.multiplier, node_bn=self.activation == "crb", fused=self.fused,
+                name=f"cell{i}"))
+            reduction_prev = reduction
+        return cells, c_curr
 
     # -- structure -----------------------------------------------------------------------
     @property
@@ -311,194 +512,6 @@ class SearchNetwork(AlternatingSearch):
                 continue
             if old != new:
                 self._gradient_fn = None  # the network is traced again, as it now computes
-
-    def _build_metrics(self) -> None:
-        """Create the compiled metrics' variables and build the loss now, not in the first
-        trace (which would then run twice: tf.function retraces when a trace creates
-        variables)."""
-        y, logits = tf.zeros([1], tf.int32), tf.zeros([1, self.num_classes])
-        with self.distribute_strategy.scope():
-            self.compute_metrics(None, y, logits)
-            # built now, Keras does not build it from the first (paired) batch under a strategy
-            self.compute_loss(y=y, y_pred=logits)
-        self.reset_metrics()
-
-    # -- data pairing ----------------------------------------------------------------------
-    def _prepare_fit(self) -> None:
-        super()._prepare_fit()
-        self._build_metrics()
-
-    def _plan_fit(self, x, y, epochs, initial_epoch, steps_per_epoch) -> FitPlan:
-        """``x`` is a dataset of ``(images, labels)`` batches, finite (one epoch, repeated
-        here) or infinite. Weight step ``s`` is paired with search batch ``s``: an α step
-        reads the search batch of the weight step it precedes."""
-        if not isinstance(x, tf.data.Dataset):
-            raise TypeError("SearchNetwork.fit takes the weight split as a tf.data.Dataset of "
-                            f"(images, labels) batches, got {type(x).__name__}")
-        if y is not None:
-            raise ValueError("SearchNetwork.fit: the labels come with x, a dataset of "
-                             "(images, labels) batches; y must be None")
-        if steps_per_epoch is None:
-            if int(x.cardinality()) > 0:
-                steps_per_epoch = int(x.cardinality())
-            else:
-                raise ValueError("fit(steps_per_epoch=...) is required unless x is a finite "
-                                 "tf.data.Dataset")
-        shape = tuple(x.element_spec[0].shape)
-        return FitPlan(input_shape=shape, steps_per_epoch=steps_per_epoch,
-                       clock_steps=steps_per_epoch, before=initial_epoch * steps_per_epoch,
-                       batch_size=shape[0], stream=lambda step: self.paired_stream(x, step))
-
-    def paired_stream(self, x: tf.data.Dataset, start_step: int = 0) -> tf.data.Dataset:
-        """The stream ``fit`` feeds the step: ``((x, y), (x_search, y_search))`` per step.
-
-        ``x`` (the weight split) is repeated into one continuous stream over the epochs;
-        weight step ``s`` is paired with search batch ``s`` of the compiled
-        ``search_data``, and both start at ``start_step``. One stream keeps the step
-        free of Python-held iterators: it compiles with XLA, and ``tf.distribute``
-        splits both splits' batches across replicas.
-        """
-        search = self.search_data.repeat().skip(start_step)
-        return tf.data.Dataset.zip((x.repeat().skip(start_step), search)).map(
-            lambda w, s: ((w[0], w[1]), (s[0], s[1])))
-
-    # -- gradients -----------------------------------------------------------------------
-    def _gradients(self, x, y, reduce: str = "both", scale=None):
-        """``(loss, logits, ∇α, ∇w)`` of the CE on one batch, traced once.
-
-        The α step and the weight step (and the unrolled α gradient) all call this one
-        ``tf.function``: the network is traced once per search instead of once per use,
-        and the runtime drops the gradients a caller does not use once it inlines it.
-
-        Under a ``tf.distribute`` strategy each replica's loss is its shard's mean ÷ R
-        (Keras scales it), and the gradients named by ``reduce`` (``"arch"``,
-        ``"weights"`` or ``"both"``) are summed over the replicas: those of the global
-        batch, on every replica, as one device would compute them.
-
-        ``scale`` (mixed precision): the loss is multiplied by it before the float16
-        backward pass, so small gradients do not underflow, and the gradients divided by
-        it after; a power of two, so both are exact. Overflow leaves inf/NaN gradients,
-        which the :class:`keras.optimizers.LossScaleOptimizer` skips.
-        """
-        key = getattr(self, "_kept_key", None)  # the pruned ops left out of this trace
-        if getattr(self, "_gradient_fn", None) is None or self._gradient_fn_key != key:
-            self._gradient_fn_key = key
-            variables = self.arch_variables + self.weight_variables
-
-            @tf.function(autograph=False, reduce_retracing=True)
-            def gradient_fn(x, y, scale):
-                with tf.GradientTape() as tape:
-                    logits = self(x, training=True)
-                    loss = self.compute_loss(x=x, y=y, y_pred=logits, training=True)
-                    scaled = loss if scale is None else loss * scale
-                # an op left out of the trace (pruned on every edge) has no gradient: 0
-                grads = [tf.zeros(v.shape, v.dtype) if g is None else tf.convert_to_tensor(g)
-                         for g, v in zip(tape.gradient(scaled, variables), variables)]
-                if scale is not None:
-                    grads = [g / scale for g in grads]
-                return loss, logits, grads
-
-            self._gradient_fn = gradient_fn
-        fn = self._gradient_fn
-        if self.sync_batch_norm and tf.distribute.get_strategy().num_replicas_in_sync > 1:
-            # synchronised BN all-reduces in the forward pass; MirroredStrategy cannot do
-            # that inside a nested tf.function, so the network is traced at each use
-            fn = fn.python_function
-        loss, logits, grads = fn(x, y, scale)
-        n = len(self.arch_variables)
-        arch, weights = grads[:n], grads[n:]
-        if reduce in ("arch", "both"):
-            arch = sum_over_replicas(arch)
-        if reduce in ("weights", "both"):
-            weights = sum_over_replicas(weights)
-        return loss, logits, arch, weights
-
-    def _alpha_gradients(self, x, y, xs, ys, t):
-        """∇α [CE(search batch) + R(α)]: first-order (w fixed) or DARTS's unrolled one."""
-        reg, reg_grads = self._penalty_gradients(t)
-        if self.unrolled:
-            ce, grads = self._unrolled_gradients(x, y, xs, ys)
-        else:
-            ce, _, grads, _ = self._gradients(xs, ys, reduce="arch",
-                                              scale=loss_scale(self.arch_optimizer))
-        return [g + r for g, r in zip(grads, reg_grads)], ce, reg
-
-    def _unrolled_gradients(self, x, y, xs, ys):
-        """DARTS's second-order approximation (finite differences, ε = 0.01/‖∇w'‖)."""
-        wvars = self.weight_variables
-        sgd = getattr(self.optimizer, "inner_optimizer", self.optimizer)  # under loss scaling
-        lr = tf.cast(sgd.learning_rate, tf.float32)
-        momentum = float(getattr(sgd, "momentum", 0.0) or 0.0)
-        w_scale, a_scale = loss_scale(self.optimizer), loss_scale(self.arch_optimizer)
-        backup = [tf.identity(v) for v in wvars]
-        _, _, _, grads = self._gradients(x, y, reduce="weights", scale=w_scale)
-        for v, w0, g in zip(wvars, backup, grads):
-            step = -lr * (g + self.weight_decay * w0)
-            if momentum:  # Keras SGD: m ← μm − lr·g; w ← w + m
-                m = sgd.momentums[variable_index(sgd, v)]
-                step = momentum * m + step
-            v.assign(w0 + step)  # w' = one virtual weight step
-        ce, _, d_alpha, d_w = self._gradients(xs, ys, scale=a_scale)
-        eps = 0.01 / (tf.linalg.global_norm(d_w) + 1e-12)
-        hessian = []
-        for sign in (1.0, -1.0):
-            for v, w0, d in zip(wvars, backup, d_w):
-                v.assign(w0 + sign * eps * d)
-            hessian.append(self._gradients(x, y, reduce="arch", scale=a_scale)[2])
-        for v, w0 in zip(wvars, backup):
-            v.assign(w0)
-        return ce, [da - lr * (hp - hn) / (2.0 * eps)
-                    for da, hp, hn in zip(d_alpha, hessian[0], hessian[1])]
-
-    def _alpha_step(self, data, t):
-        """One α step on the search batch: ``(CE, R(α))``."""
-        (x, y), (xs, ys) = data
-        grads, ce, reg = self._alpha_gradients(x, y, xs, ys, t)
-        self._apply_alpha_gradients(grads)
-        return ce, reg
-
-    def _weight_step(self, x, y):
-        """One SGD step on w (α fixed); returns ``(loss, logits, FI)`` with FI = Σ‖∇w‖²."""
-        loss, logits, _, grads = self._gradients(x, y, reduce="weights",
-                                                 scale=loss_scale(self.optimizer))
-        # Σ g² as L2Loss (Σ g²/2, one kernel per variable instead of a square and a sum)
-        fi = 2.0 * tf.add_n([tf.nn.l2_loss(g) for g in grads])
-        self._clip_and_apply(grads, fi)
-        return loss, logits, fi
-
-    def _clip_coefficient(self, norm) -> tf.Tensor:
-        # clipped to the global norm √FI (tf.clip_by_global_norm's rule, without summing
-        # the same squares again), and weight decay: two ops per variable, not six
-        return self.clip_norm * tf.minimum(1.0 / norm, 1.0 / self.clip_norm)
-
-    def weight_learning_rate(self, step) -> tf.Tensor:
-        """The cosine learning rate of weight step ``step`` (1-based), as the reference runs it.
-
-        The reference steps ``CosineAnnealingLR`` at the start of every epoch, so epoch
-        ``e`` trains at ``η(e+1)``: 0.024976 in the first epoch of a 50-epoch search,
-        exactly ``lr_min`` in the last. Derived from the step counter alone, so a
-        resumed search continues the same sequence.
-        """
-        lr_max, lr_min = self._lr_cosine
-        epoch = tf.floor(tf.cast(step - 1, tf.float32) / self.steps_per_epoch)
-        return epoch_learning_rate(epoch, self.total_epochs, lr_max, lr_min)
-
-    # -- the step's pieces (the alternation itself is AlternatingSearch's) -------------------
-    def _alpha_step_of(self, data, t):
-        return self._alpha_step(data, t)
-
-    def _weight_step_of(self, data):
-        (x, y), _ = data
-        loss, logits, fi = self._weight_step(x, y)
-        return fi, (loss, logits)
-
-    def _update_weight_metrics(self, data, loss, logits) -> None:
-        """The weight batch's loss and compiled metrics."""
-        (x, y), _ = data
-        # Keras scales a replica's loss by 1/R for the gradient sum; the metric wants the mean
-        loss = loss * tf.distribute.get_strategy().num_replicas_in_sync
-        loss_tracker(self).update_state(loss, sample_weight=tf.shape(x)[0])
-        self.compute_metrics(x, y, logits)
 
     # -- pruned ops -------------------------------------------------------------------------
     def _leaves_pruned_ops_out(self) -> bool:
