@@ -1,8 +1,9 @@
-"""The recurrent search model for language modelling and its alternating search step.
+"""The recurrent search model for language modelling: what its search has of its own.
 
 Embedding → :class:`~kdarts.recurrent.cell.RecurrentSearchCell` over a BPTT segment →
 a decoder tied to the embedding → log-softmax. ``compile(...)`` then ``fit(...)``
-runs the search as :class:`kdarts.SearchNetwork` does (docs/method.md §4–6), with
+runs the search through :class:`~kdarts.search.alternating.AlternatingSearch`, the
+step :class:`kdarts.SearchNetwork` runs (docs/method.md §4–6), with
 the authors' language-model settings: an α step when the schedule says so (Adam
 3e-3, L2 1e-3, on the search split), then a weight step (SGD lr 20, clip 0.25, L2
 5e-7, the temporal activation regulariser β = 1e-3), FI = Σ‖∇w‖² before clipping

@@ -15,10 +15,11 @@ own. The base owns
 * the pruned-op policy: the traced mask, moved on by the levels of
   :mod:`kdarts.search.pruning`, and the retrace it asks for.
 
-A space's model supplies its gradients (:meth:`~AlternatingSearch._alpha_gradients`
-and the weight step), its architecture view (:attr:`arch_variables`, the masks, the
-traced masks, :attr:`architecture`, the network traced for a mask) and its data
-pairing (:meth:`~AlternatingSearch._plan_fit`).
+A space's model supplies its gradients and the updates they make
+(:meth:`~AlternatingSearch._alpha_step_of`, :meth:`~AlternatingSearch._weight_step_of`),
+its architecture view (:attr:`~AlternatingSearch.arch_variables`, the masks, the traced
+masks, :attr:`~AlternatingSearch.architecture`, the network traced for a mask) and its
+data pairing (:meth:`~AlternatingSearch._plan_fit`, a :class:`FitPlan`).
 """
 
 from __future__ import annotations
@@ -197,9 +198,9 @@ class AlternatingSearch(PrunedOpsPolicy, SymbolicBuildOnlyIfUnbuilt, LeanTrainFu
 
     Subclasses create the search state (:func:`~kdarts.search.schedules.add_schedule_state`,
     the regulariser's) and define the space's part: :attr:`arch_variables`,
-    :meth:`_masks`, :meth:`_kept_masks`, :attr:`architecture`, :meth:`_alpha_gradients`,
+    :meth:`_masks`, :meth:`_kept_masks`, :attr:`architecture`, :meth:`_alpha_step_of`,
     :meth:`_weight_step_of`, :meth:`_update_weight_metrics`, :meth:`_plan_fit`, and,
-    to leave pruned ops out, :meth:`_auto_pruned_mode` and :meth:`_tracing_kept`.
+    to leave pruned ops out, :meth:`_auto_pruned_mode` and :meth:`_keep`.
     """
 
     #: the ``skip_pruned_ops`` modes this space computes

@@ -1,11 +1,12 @@
-"""The search network (docs/method.md §1–2) and its alternating constrained search (§4–6).
+"""The search network (docs/method.md §1–2) of the image space.
 
 ``SearchNetwork`` is a ``keras.Model``: ``compile(...)`` then ``fit(...)`` runs
-the whole search, one compiled ``train_step`` per minibatch. The step itself is
-a few calls into pure rules (:mod:`.schedules`, :mod:`.regularizers`,
-:mod:`.activations`); every piece of search state is a variable on the model,
-so ``ModelCheckpoint``/``save_weights`` capture it and a resumed search continues
-exactly.
+the whole search (§4–6), one compiled ``train_step`` per minibatch, through
+:class:`~kdarts.search.alternating.AlternatingSearch`, which holds the step; this
+module holds what is the image space's own: the supernet and its architecture view,
+its gradients (:class:`ImageGradients`) and its data pairing (:class:`ImageStreams`).
+Every piece of search state is a variable on the model, so
+``ModelCheckpoint``/``save_weights`` capture it and a resumed search continues exactly.
 
 Example:
     >>> import kdarts, tensorflow as tf
