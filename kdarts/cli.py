@@ -216,6 +216,8 @@ def _recurrent_options(command: str):
 
 #: The options of a run folder rather than of its run: both spaces take them.
 _RUN_OPTIONS = ("resume", "overwrite", "stop_after_epoch")
+#: How a recurrent search runs (not recorded in run.json): passed on as given.
+_RECURRENT_SCALE = ("strategy",)
 #: The options only the recurrent space takes (the image search has no --lr).
 _RECURRENT_ONLY = {"search": ("lr", "units", "bptt", "vocab_size", "max_tokens"),
                    "train": ("units", "bptt", "vocab_size", "max_tokens")}
@@ -252,12 +254,13 @@ def _space_options(ctx: click.Context, command: str, options: dict, space: Space
                                  f"{options['dataset']}")
         return {k: v for k, v in options.items() if k not in only}
     table = space.defaults_for(command)
-    image_only = [k for k in options if k not in table and k not in _RUN_OPTIONS]
+    passed = _RUN_OPTIONS + (_RECURRENT_SCALE if command == "search" else ())
+    image_only = [k for k in options if k not in table and k not in passed]
     data = options["dataset"] if space.takes_dataset(options["dataset"]) else EMBEDDED_CORPUS
     _refuse_given(ctx, image_only, f"to image data, not to the corpus {data} (the recurrent "
                                    "space)")
-    return {k: (v if k in _RUN_OPTIONS or _given(ctx, k) else None)
-            for k, v in options.items() if k in table or k in _RUN_OPTIONS}
+    return {k: (v if k in passed or _given(ctx, k) else None)
+            for k, v in options.items() if k in table or k in passed}
 
 
 def _by_dataset(command: str, key: str) -> dict:

@@ -20,6 +20,9 @@ Hook                                     Keras / TensorFlow private it uses
 :func:`variable_index`                   ``BaseOptimizer._get_variable_index``
 :func:`loss_tracker`                     ``Trainer._loss_tracker``
 :func:`sublayers`                        ``Layer._flatten_layers``
+:func:`own_variables`                    ``Layer._trainable_variables``,
+                                         ``Layer._non_trainable_variables``
+:func:`built_input_shape`                ``Layer._build_shapes_dict``
 :func:`unlocked_state`                   ``Layer._tracker`` (``lock``/``unlock``/``locked``)
 :func:`function_call_options` and        ``tensorflow.python.eager.context``:
 :func:`set_function_call_options`,       ``context().function_call_options``,
@@ -120,6 +123,22 @@ def loss_tracker(model):
 def sublayers(model) -> list:
     """Every layer inside ``model`` (recursively), not the model itself."""
     return list(model._flatten_layers(include_self=False, recursive=True))
+
+
+def own_variables(layer) -> list:
+    """The variables ``layer`` created itself (not its sublayers'), trainable first, in
+    creation order: the list a weight file's entries for ``layer`` are numbered by.
+
+    A model that reads weight files written before it had some of its variables maps
+    the file's entries onto this list (``load_own_variables``).
+    """
+    return list(layer._trainable_variables) + list(layer._non_trainable_variables)
+
+
+def built_input_shape(layer):
+    """The ``input_shape`` ``layer`` was built with (by ``build`` or its first call), or
+    None: Keras records it only in a private dict."""
+    return (getattr(layer, "_build_shapes_dict", None) or {}).get("input_shape")
 
 
 @contextlib.contextmanager
@@ -358,8 +377,8 @@ def weights_h5_bytes(model) -> bytes:
 
 
 __all__ = ["KNOWN_ACD_RESOLVERS", "SymbolicBuildFromElementSpec", "SymbolicBuildOnlyIfUnbuilt",
-           "TESTED", "function_call_options", "lean_in_other_threads", "lean_tracing",
+           "TESTED", "built_input_shape", "function_call_options", "lean_in_other_threads", "lean_tracing",
            "learning_rate_schedule",
-           "loss_tracker", "make_function_call_options", "onednn_enabled",
+           "loss_tracker", "make_function_call_options", "onednn_enabled", "own_variables",
            "set_function_call_options", "sublayers", "unlocked_state", "variable_index",
            "weights_h5_bytes"]

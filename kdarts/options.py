@@ -27,6 +27,8 @@ SPLITS: tuple[str, ...] = ("dynamic", "half")
 ADMM_VARIANTS: tuple[str, ...] = ("spec", "reference")
 #: crb: how the step leaves pruned ops out (``SearchNetwork.compile(skip_pruned_ops=...)``)
 SKIP_PRUNED_MODES: tuple[str, ...] = ("auto", "levels", "every_step", "never")
+#: Those the recurrent cell computes (it has no per-step gathers).
+RECURRENT_SKIP_PRUNED_MODES: tuple[str, ...] = ("auto", "levels", "never")
 
 #: Regularisers by name: "module:Class", imported on use (the classes need TensorFlow).
 REGULARIZERS: dict[str, str] = {

@@ -262,6 +262,27 @@ def test_each_space_gets_its_own_defaults(tmp_path, monkeypatch):
     assert calls["train"]["dataset"] is None  # a recurrent genotype: the embedded corpus
 
 
+def test_a_corpus_search_takes_the_strategy_mixed_precision_and_pruned_ops(tmp_path,
+                                                                           monkeypatch):
+    """--strategy, --mixed-precision and --skip-pruned-ops reach the recurrent search
+    (the image-only --sync-bn is refused); every_step is an image-only mode."""
+    import kdarts.runs.recurrent
+
+    calls = {}
+    monkeypatch.setattr(kdarts.runs.recurrent, "recurrent_search_run",
+                        lambda out, **kw: calls.setdefault("search", kw))
+    assert invoke("search", "--dataset", "kdarts_text", "--out", tmp_path / "s",
+                  "--strategy", "mirrored", "--mixed-precision",
+                  "--skip-pruned-ops", "levels").exit_code == 0
+    given = calls["search"]
+    assert (given["strategy"], given["mixed_precision"], given["skip_pruned_ops"]) == (
+        "mirrored", True, "levels")
+    monkeypatch.undo()
+    result = invoke("search", "--dataset", "kdarts_text", "--skip-pruned-ops", "every_step",
+                    "--out", tmp_path / "e")
+    assert_one_line_error(result, "--skip_pruned_ops: one of auto, levels, never")
+
+
 # --------------------------------------------------------------- end to end (slow)
 
 

@@ -116,6 +116,32 @@ def test_sublayers_are_recursive_without_the_model():
     assert "deep" in names and model.dense.name in names and model.name not in names
 
 
+def test_own_variables_number_a_weight_files_entries(tmp_path):
+    """own_variables is the list Keras numbers a layer's entries in a weight file by:
+    its own variables, trainable first, without its sublayers'."""
+    model = _dense_model()
+    model(np.zeros((1, 3), np.float32))
+    with compat.unlocked_state(model):
+        state = model.add_weight(shape=(), initializer="ones", trainable=False, name="state")
+        scale = model.add_weight(shape=(2,), initializer="ones", name="scale")
+    own = compat.own_variables(model)
+    assert own == [scale, state]
+    assert not any(v is w for v in own for w in model.dense.weights)
+    store = {}
+    model.save_own_variables(store)
+    assert [store[str(i)].shape for i in range(len(store))] == [tuple(v.shape) for v in own]
+
+
+def test_built_input_shape_is_what_build_was_given():
+    layer = keras.layers.Dense(2)
+    assert compat.built_input_shape(layer) is None
+    layer.build((4, 3))
+    assert tuple(compat.built_input_shape(layer)) == (4, 3)
+    model = _dense_model()
+    model(np.zeros((5, 3), np.float32))
+    assert tuple(compat.built_input_shape(model))[1:] == (3,)
+
+
 def test_unlocked_state_lets_a_built_layer_take_a_variable():
     layer = keras.layers.Dense(2)
     layer.build((None, 3))

@@ -418,3 +418,167 @@ def test_dropout_masks_are_the_same_under_xla():
                                   eager)
     xla = tf.function(lambda: locked_mask(3, 7, 0.5, seed), jit_compile=True)()
     np.testing.assert_array_equal(xla, locked_mask(3, 7, 0.5, seed))
+
+
+# -- the search's scale-out and pruned edges (kdarts.search.alternating) -------------------
+def _prune_edges(model, edges):
+    """Prune every op on the α rows ``edges`` (mask 0, α 0), as crb's rule leaves them."""
+    mask, alpha = model.mask.numpy(), model.alpha.numpy()
+    mask[list(edges)], alpha[list(edges)] = 0.0, 0.0
+    model.mask.assign(mask)
+    model.alpha.assign(alpha)
+
+
+def _matmul_rows(fn) -> int:
+    """Rows multiplied by every MatMul of the traced ``fn`` (static shapes)."""
+    graph = tf.function(fn, autograph=False).get_concrete_function().graph
+    return sum(int(op.inputs[0].shape[0]) for op in graph.get_operations()
+               if op.type == "MatMul")
+
+
+def test_a_pruned_edge_is_left_out_of_the_traced_step_and_changes_nothing():
+    """An edge whose every op is pruned has its state's rows gone from its node's matmul
+    (forward and backward) when the step is traced for the traced mask; the gradients,
+    FI, CE and the carried state are the same as with every edge computed."""
+    keras.utils.set_random_seed(0)
+    model = RecurrentSearchModel(vocab_size=12, units=4, activation="crb", seed=1)
+    model.build((2, 3))
+    model.compile(regularizer="none")
+    model.cell.trace_step_once = False  # unrolled in place: the matmuls' shapes are static
+    rng = np.random.default_rng(0)
+    tokens = tf.constant(rng.integers(0, 12, (3, 2)), tf.int32)
+    targets = tf.constant(rng.integers(0, 12, (3, 2)), tf.int32)
+    hidden = tf.constant(rng.normal(size=(2, 4)), tf.float32)
+    pruned = (1, 3, 4, 10, 14, 20, 27, 30, 35)  # 9 of 36 edges (a quarter), none a node's last
+    _prune_edges(model, pruned)
+
+    def step():
+        grads, ce, fi, last = model.weight_gradients(tokens, targets, hidden, masks={})
+        d_alpha = model.alpha_gradient(tokens, targets, hidden, 0.5, masks={})[0]
+        return grads, ce, fi, last, d_alpha
+
+    full_rows, full = _matmul_rows(step), step()
+    kept = model._update_kept()
+    assert not kept[0][list(pruned)].any() and kept[0].sum() == (36 - 9) * 4
+    with model._tracing_kept(kept):
+        lean_rows, lean = _matmul_rows(step), step()
+    # in both passes (w and α), per time step (3), each left-out edge's rows (batch 2) in
+    # both halves' matmuls, forward and in the backward pass's two products of each
+    assert full_rows - lean_rows == 2 * 3 * len(pruned) * 2 * 2 * 3
+    for a, b in zip(tf.nest.flatten(full), tf.nest.flatten(lean)):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-6, atol=1e-7)
+    assert model.cell.kept_edges is None  # outside the traced step: every edge
+
+
+@pytest.mark.slow
+def test_search_leaves_pruned_edges_out_by_levels_and_equals_every_edge():
+    """skip_pruned_ops="levels": with a quarter of the ops pruned the step is traced for
+    the traced mask (checkpointed as ``kept``), and the search equals the one that
+    computes every edge."""
+    ids = tiny_corpus()
+    train, valid = ids[:4 * 8 * 6 + 1], ids[4 * 8 * 6:]
+
+    def search(mode):
+        keras.utils.set_random_seed(3)
+        model = RecurrentSearchModel(vocab_size=30, units=8, activation="crb", seed=5)
+        model.build((4, 8))
+        _prune_edges(model, range(0, 36, 3))  # 12 of 36 edges: a third of the ops
+        model.compile(optimizer=keras.optimizers.SGD(1.0),
+                      arch_optimizer=keras.optimizers.Adam(0.05), regularizer="none",
+                      schedule=FixedSchedule(1), search_data=bptt_dataset(valid, 4, 8),
+                      skip_pruned_ops=mode)
+        model.fit(bptt_dataset(train, 4, 8), epochs=1, verbose=0)
+        return model
+
+    every, levels = search("never"), search("levels")
+    assert every.pruned_ops_mode() == "never" and levels.pruned_ops_mode() == "levels"
+    assert not levels.kept.numpy()[::3].any() and levels.kept.numpy()[1::3].all()
+    assert every.kept.numpy().all()
+    assert levels.trace_count == every.trace_count == 1
+    for a, b in zip(levels.variables, every.variables):
+        if a.path.endswith("kept"):
+            continue
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=a.path)
+    assert RecurrentSearchModel(vocab_size=30, units=8).pruned_ops_mode() == "never"
+
+
+@pytest.mark.slow
+def test_mirrored_recurrent_search_on_two_devices_equals_one_device(tmp_path):
+    """MirroredStrategy on two logical CPU devices: each replica carries its streams'
+    hidden states, draws its rows of the global dropout masks and normalises with the
+    global batch's moments, so the search (α steps taken and skipped, crb pruning, the
+    authors' variable segment lengths) follows one device's within the image search's
+    bound."""
+    import os
+    import subprocess
+    import sys
+
+    here = pathlib.Path(__file__).parent
+    out = tmp_path / "result.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(here.parent), os.environ.get("PYTHONPATH", "")])}
+    subprocess.run([sys.executable, str(here / "distributed_recurrent_search.py"), str(out)],
+                   check=True, timeout=600, env=env, cwd=str(tmp_path))
+    result = json.loads(out.read_text())
+    one, two = result["one"], result["mirrored"]
+    assert (one["replicas"], two["replicas"]) == (1, 2)
+    assert two["took"] == one["took"] and 0 < sum(one["took"]) < len(one["took"])
+    for step, (a1, a2) in enumerate(zip(one["alpha"], two["alpha"])):
+        assert np.abs(np.array(a1) - np.array(a2)).max() <= 1e-4, f"step {step}"
+    assert np.abs(np.array(one["alpha"][-1]) - np.array(one["alpha"][0])).max() > 1e-3
+    np.testing.assert_allclose(two["hidden"], one["hidden"], atol=1e-5)
+    np.testing.assert_allclose(two["loss"], one["loss"], rtol=1e-5)
+    assert two["genotype"] == one["genotype"]
+    assert two["replica_spread"] == 0.0  # every replica holds the same α, weights, state
+    assert one["trace_count"] == two["trace_count"] == 1
+
+
+def _half_matmuls(fn, *specs) -> int:
+    """Matrix products computed in float16 in the traced ``fn`` (nested functions included)."""
+    graph = tf.function(fn).get_concrete_function(*specs).graph.as_graph_def()
+    nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+    return sum(n.op in ("MatMul", "BatchMatMulV2", "Einsum") and n.attr["T"].type == tf.float16
+               for n in nodes)
+
+
+@pytest.mark.slow
+def test_mixed_precision_recurrent_search_scales_the_loss_and_keeps_state_float32():
+    """mixed_float16: the cell, embedding and decoder compute in float16 while α, the
+    normalisation's statistics, the carried hidden states and the losses stay float32;
+    both optimizers scale the loss, and a step whose float16 gradients overflow changes
+    nothing but halves the scale (FI's EWMA keeps its value)."""
+    ids = tiny_corpus()
+    train, valid = ids[:4 * 8 * 6 + 1], ids[4 * 8 * 6:]
+    keras.utils.set_random_seed(3)
+    model = RecurrentSearchModel(vocab_size=30, units=8, activation="crb", seed=5,
+                                 dtype="mixed_float16")
+    model.build((4, 8))
+    model.compile(schedule=FixedSchedule(1), arch_optimizer=keras.optimizers.Adam(0.05),
+                  search_data=bptt_dataset(valid, 4, 8))
+    for opt in (model.optimizer, model.arch_optimizer):
+        assert isinstance(opt, keras.optimizers.LossScaleOptimizer)
+    alpha0 = model.alpha.numpy().copy()
+    history = model.fit(bptt_dataset(train, 4, 8), epochs=1, verbose=0).history
+    assert all(np.isfinite(history[k][0]) for k in ("loss", "search_loss", "fi"))
+    assert history["alpha_steps"][0] == 5 and model.trace_count == 1
+    assert np.abs(model.alpha.numpy() - alpha0).max() > 1e-3
+    state = [model.alpha, model.hidden, model.search_hidden, model.cell.moving_mean,
+             model.cell.moving_variance]
+    assert all(v.dtype == "float32" for v in state + model.weight_variables)
+    assert model(tf.zeros((2, 3), tf.int32)).dtype == tf.float32
+    specs = (tf.TensorSpec((8, 4), tf.int32), tf.TensorSpec((4, 8), tf.float32))
+    assert _half_matmuls(lambda x, h: model.weight_gradients(x, x, h, masks={}), *specs) > 10
+
+    # an overflow: both steps are skipped, both scales halve, the FI EWMA is kept
+    for opt in (model.optimizer, model.arch_optimizer):
+        opt.dynamic_scale.assign(2.0 ** 100)
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    ewma = float(model.fi_ewma.numpy())
+    model.fit(bptt_dataset(train, 4, 8), epochs=6, initial_epoch=5, steps_per_epoch=1,
+              verbose=0)
+    assert int(model.search_step.numpy()) == 6
+    for v, b in zip(model.trainable_variables, before):
+        np.testing.assert_array_equal(v.numpy(), b)
+    assert float(model.fi_ewma.numpy()) == ewma
+    for opt in (model.optimizer, model.arch_optimizer):
+        assert float(opt.dynamic_scale.numpy()) == 2.0 ** 99

@@ -186,7 +186,8 @@ def test_migrate_run_upgrades_any_older_run_json():
     assert train == {"epochs": 3, "image_size": None, "imagenet_stem": False,
                      "mixed_precision": False}
     recurrent = {"space": "recurrent", "epochs": 1}
-    assert migrate_run({"command": "search", "args": recurrent})["args"] == recurrent
+    assert migrate_run({"command": "search", "args": recurrent})["args"] == {
+        **recurrent, "mixed_precision": False, "skip_pruned_ops": "never"}
     today = {"command": "search", "version": 2, "args": {"epochs": 1}}
     assert migrate_run(today) == today  # today's form is left as it is
     with pytest.raises(ValueError, match="version 3 .* a newer kdarts"):

@@ -28,6 +28,7 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
+from kdarts.ops import global_moments
 from kdarts.recurrent.genotype import (
     CRB_RECURRENT_PRIMITIVES,  # noqa: F401  (the doc example's)
     RECURRENT_PRIMITIVES,
@@ -84,12 +85,18 @@ def batch_norm_step(x, moving_mean, moving_var, training: bool):
     """Normalise ``x`` (batch, units) without scale/offset; ``(y, mean, var)`` after this use.
 
     Training: the batch's moments normalise, and the moving averages take the batch mean
-    and the unbiased batch variance. Inference: the moving averages normalise.
+    and the unbiased batch variance; under R replicas the batch is the global one (each
+    replica holds an equal shard). Inference: the moving averages normalise.
     """
     if not training:
         return (x - moving_mean) * tf.math.rsqrt(moving_var + BN_EPSILON), moving_mean, moving_var
-    mean, var = tf.nn.moments(x, axes=[0])
-    n = tf.cast(tf.shape(x)[0], x.dtype)
+    ctx = tf.distribute.get_replica_context()
+    replicas = 1 if ctx is None else ctx.num_replicas_in_sync
+    if replicas > 1:  # the global batch's moments: every replica's shard
+        mean, var = global_moments(x, (0,))
+    else:
+        mean, var = tf.nn.moments(x, axes=[0])
+    n = tf.cast(tf.shape(x)[0] * replicas, x.dtype)
     y = (x - mean) * tf.math.rsqrt(var + BN_EPSILON)
     unbiased = var * n / (n - 1.0)
     return (y, (1.0 - BN_MOMENTUM) * moving_mean + BN_MOMENTUM * mean,
@@ -127,6 +134,9 @@ class RecurrentSearchCell(keras.layers.Layer):
         # one traced function per time step (see _traced_step); XLA would compile the
         # calls one by one, a longer warm-up, so an XLA step unrolls in place
         self.trace_step_once = True
+        # per node, the predecessors whose edges the step computes (None: all); read at
+        # trace time, set by the search for the edges that keep an op (pruning.py)
+        self.kept_edges = None
 
     def build(self, input_shape, *args):
         features = int(input_shape[-1])
@@ -136,10 +146,12 @@ class RecurrentSearchCell(keras.layers.Layer):
         self.w0 = self.add_weight(shape=(features + u, 2 * u), initializer=init, name="w0")
         self.node_kernels = self.add_weight(shape=(self.steps, u, 2 * u), initializer=init,
                                             name="node_kernels")
+        # float32 under mixed precision (autocast=False): the statistics need the range
         self.moving_mean = self.add_weight(shape=(u,), initializer="zeros", trainable=False,
-                                           name="moving_mean")
+                                           autocast=False, name="moving_mean")
         self.moving_variance = self.add_weight(shape=(u,), initializer="ones",
-                                               trainable=False, name="moving_variance")
+                                               trainable=False, autocast=False,
+                                               name="moving_variance")
         self.built = True
 
     def _traced_step(self):
@@ -150,17 +162,22 @@ class RecurrentSearchCell(keras.layers.Layer):
         one gradient function) it is built once per pass. TensorFlow inlines the calls
         before optimising, so the step runs the same kernels (not under XLA:
         :attr:`trace_step_once` is then False)."""
-        traced = self.__dict__.get("_step_function")
+        functions = self.__dict__.setdefault("_step_functions", {})  # not tracked
+        traced = functions.get(self.kept_edges)  # one per set of computed edges
         if traced is None:
-            traced = tf.function(self._step, autograph=False)
-            self.__dict__["_step_function"] = traced  # not a tracked attribute
+            traced = functions[self.kept_edges] = tf.function(self._step, autograph=False)
         return traced
+
+    def _incoming(self, k: int) -> list[int]:
+        """The predecessors of node ``k`` whose edges the step computes."""
+        return list(range(k + 1)) if self.kept_edges is None else list(self.kept_edges[k])
 
     def _normalize(self, x, stats, training):
         if not self.batch_norm:
             return x, stats
-        y, mean, var = batch_norm_step(x, stats[0], stats[1], training)
-        return y, (mean, var)
+        # statistics in float32 (half precision overflows), as Keras's normalisation
+        y, mean, var = batch_norm_step(tf.cast(x, stats[0].dtype), stats[0], stats[1], training)
+        return tf.cast(y, x.dtype), (mean, var)
 
     def _node_weights(self, weights):
         """Per node ``k``: ``({op: (edges, 1, 1) act(α) column}, (edges, 1, 1) row sums)``
@@ -170,6 +187,8 @@ class RecurrentSearchCell(keras.layers.Layer):
         for k in range(self.steps):
             first = k * (k + 1) // 2
             w = weights[first:first + k + 1]
+            if self.kept_edges is not None:
+                w = tf.stack([w[j] for j in self._incoming(k)])
             columns = {p: w[:, i, None, None] for i, p in enumerate(self.primitives)
                        if p != "none"}
             nodes.append((columns, tf.add_n(list(columns.values()))))
@@ -193,19 +212,23 @@ class RecurrentSearchCell(keras.layers.Layer):
         c0 = x_c + tf.matmul(hm, w0_c)
         g0 = x_g + tf.matmul(hm, w0_g)
         s0, stats = self._normalize(highway(h, tf.sigmoid(c0), tf.tanh(g0)), stats, training)
-        stacked, nodes = s0[None], []
+        stacked, states, nodes = s0[None], [s0], []
         for k in range(self.steps):
+            if self.kept_edges is not None:  # only the edges that keep an op
+                stacked = tf.stack([states[j] for j in self._incoming(k)])
             masked = stacked if h_mask is None else stacked * h_mask
             flat = tf.reshape(masked, [-1, u])
-            c = tf.reshape(tf.matmul(flat, kernels_c[k]), [k + 1, -1, u])
-            g = tf.reshape(tf.matmul(flat, kernels_g[k]), [k + 1, -1, u])
+            edges = len(self._incoming(k))
+            c = tf.reshape(tf.matmul(flat, kernels_c[k]), [edges, -1, u])
+            g = tf.reshape(tf.matmul(flat, kernels_g[k]), [edges, -1, u])
             columns, total = node_weights[k]
             mixed = tf.add_n([w * HIGHWAY_ACTIVATIONS[p](g) for p, w in columns.items()])
             weighted = total * stacked
             s = tf.reduce_sum(highway(weighted, tf.sigmoid(c), mixed), axis=0)
             s, stats = self._normalize(s, stats, training)
             nodes.append(s)
-            if k + 1 < self.steps:
+            states.append(s)
+            if k + 1 < self.steps and self.kept_edges is None:
                 stacked = tf.concat([stacked, s[None]], axis=0)
         return tf.add_n(nodes) / float(self.steps), stats
 
@@ -223,7 +246,9 @@ class RecurrentSearchCell(keras.layers.Layer):
         iteration at a time.
         """
         training = bool(training)
-        weights = tf.convert_to_tensor(weights, self.compute_dtype)
+        cast = lambda v: None if v is None else tf.cast(v, self.compute_dtype)  # noqa: E731
+        inputs, hidden, x_mask, h_mask = (cast(v) for v in (inputs, hidden, x_mask, h_mask))
+        weights = cast(weights)
         expected = (num_recurrent_edges(self.steps), len(self.primitives))
         if tuple(weights.shape) != expected:
             raise ValueError(f"RecurrentSearchCell: weights have shape {tuple(weights.shape)}, "
@@ -231,7 +256,7 @@ class RecurrentSearchCell(keras.layers.Layer):
         x = inputs if x_mask is None else inputs * x_mask[None]
         features, u = int(inputs.shape[-1]), self.units
         w0, node_kernels = (self.w0, self.node_kernels) if kernels is None else kernels
-        w0, node_kernels = tf.convert_to_tensor(w0), tf.convert_to_tensor(node_kernels)
+        w0, node_kernels = cast(w0), cast(node_kernels)
         # the input's share of W0·[x, h] for every step at once: one matmul per half, not T
         x_c = tf.einsum("tbi,iv->tbv", x, w0[:features, :u])
         x_g = tf.einsum("tbi,iv->tbv", x, w0[:features, u:])

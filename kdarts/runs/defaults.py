@@ -53,6 +53,10 @@ LATER_ARGS: dict[str, dict] = {
     "train": {"image_size": None, "imagenet_stem": False, "mixed_precision": False},
 }
 
+#: Arguments an older recurrent search's run.json may lack, with the value such runs had.
+RECURRENT_LATER_ARGS: dict[str, dict] = {
+    "search": {"mixed_precision": False, "skip_pruned_ops": "never"}}
+
 #: run.json values an option has in an older form, and the value each reads as (an older
 #: ``--skip-pruned-ops`` is a boolean: True, the per-step gathers; False, every op everywhere)
 OLD_VALUES: dict[str, dict] = {"skip_pruned_ops": {True: "every_step", False: "never"}}

@@ -20,7 +20,7 @@ from typing import Iterator
 from kdarts.atomic import atomic_write_json
 from kdarts.checkpoints import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, CheckpointFiles, \
     read_checkpoint_state
-from kdarts.runs.defaults import LATER_ARGS, upgrade_args
+from kdarts.runs.defaults import LATER_ARGS, RECURRENT_LATER_ARGS, upgrade_args
 from kdarts.runs.report import rel
 from kdarts.runs.results import RunError
 
@@ -89,14 +89,15 @@ def space_of(args: dict) -> str:
 
 
 #: ``run.json``'s form today. Version 1 (no ``version`` field): kdarts before the field,
-#: whose image runs' arguments may lack those added since or hold older values.
+#: whose runs' arguments may lack those added since or hold older values.
 RUN_VERSION = 2
 
 
 def migrate_run(run: dict) -> dict:
     """``run`` (a ``run.json``'s content, command and args checked) in today's form
-    (:data:`RUN_VERSION`), whichever kdarts wrote it: the arguments an older image run
-    lacks get the value such runs had (:data:`~kdarts.runs.defaults.LATER_ARGS`), and
+    (:data:`RUN_VERSION`), whichever kdarts wrote it: the arguments an older run lacks
+    get the value such runs had (:data:`~kdarts.runs.defaults.LATER_ARGS`,
+    :data:`~kdarts.runs.defaults.RECURRENT_LATER_ARGS`), and
     values of an older form read as today's
     (:func:`~kdarts.runs.defaults.upgrade_args`).
 
@@ -113,8 +114,10 @@ def migrate_run(run: dict) -> dict:
         raise ValueError(f"run.json version {version!r} is not one this kdarts knows (up "
                          f"to {RUN_VERSION}): a newer kdarts wrote it")
     args = run["args"]
-    if version < 2 and space_of(args) == "image":
-        args = upgrade_args({**LATER_ARGS.get(run["command"], {}), **args})
+    if version < 2:
+        args = (upgrade_args({**LATER_ARGS.get(run["command"], {}), **args})
+                if space_of(args) == "image"
+                else {**RECURRENT_LATER_ARGS.get(run["command"], {}), **args})
     return {**run, "version": RUN_VERSION, "args": args}
 
 

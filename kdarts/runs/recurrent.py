@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -24,7 +25,7 @@ from kdarts.genotype import GenotypeError
 from kdarts.runs.fit import FolderFit, Job, RunSettings
 from kdarts.runs.folder import RunFolder, read_json
 from kdarts.runs.report import Report, fmt_time, rel
-from kdarts.runs.resume import search_state
+from kdarts.runs.resume import search_state, worker_state
 from kdarts.runs.results import RunError, SearchResult
 from kdarts.runs.watchdog import InterruptNote
 
@@ -42,7 +43,7 @@ RECURRENT_SEARCH_DEFAULTS: dict = dict(
     dataset=EMBEDDED_CORPUS, epochs=4, activation="crb", schedule="dynamic", every=10,
     arch_lr=0.02, threshold=10.0, reg="proximity", rho=0.1, admm_every=10,
     admm_variant="spec", batch_size=32, units=32, bptt=20, vocab_size=1000, lr=5.0,
-    max_tokens=None, seed=0, unrolled=False)
+    max_tokens=None, seed=0, unrolled=False, mixed_precision=False, skip_pruned_ops="auto")
 #: Language-model training defaults for the embedded corpus (small and short).
 RECURRENT_TRAIN_DEFAULTS: dict = dict(
     dataset=EMBEDDED_CORPUS, epochs=3, units=64, bptt=20, batch_size=32, vocab_size=1000,
@@ -287,6 +288,7 @@ def recurrent_search_run(out: str, *, resume: bool | str = False,
                          stop_after_epoch: int | None = None, report: Report | None = print,
                          progress: bool = True,
                          resume_hint: str = "the same command with --resume",
+                         strategy: str = "default",
                          before_tensorflow: Callable[[], None] | None = None,
                          note: InterruptNote | None = None, **options) -> SearchResult:
     """Search a recurrent cell on a corpus in the folder ``out``.
@@ -298,8 +300,9 @@ def recurrent_search_run(out: str, *, resume: bool | str = False,
     text (DARTS's recurrent search), in the authors' variable-length segments.
 
     Args:
-        out, resume, stop_after_epoch, report, progress, resume_hint, before_tensorflow,
-            note: as for :func:`~kdarts.runs.search_run`.
+        out, resume, stop_after_epoch, report, progress, resume_hint, strategy,
+            before_tensorflow, note: as for :func:`~kdarts.runs.search_run` (under several
+            replicas the cell always normalises with the global batch's statistics).
         **options: any of :data:`RECURRENT_SEARCH_DEFAULTS` (None: the default);
             ``dataset`` is ``"kdarts_text"`` or a corpus folder; ``max_tokens`` cuts
             every split to its first N tokens.
@@ -311,16 +314,23 @@ def recurrent_search_run(out: str, *, resume: bool | str = False,
     settings = RunSettings.of(locals())
     sizes: list[str] = []
     opts = size_to_corpus("search", options, sizes.append)
-    from kdarts.options import ACTIVATIONS, REGULARIZERS, SCHEDULES
+    from kdarts.options import ACTIVATIONS, RECURRENT_SKIP_PRUNED_MODES, REGULARIZERS, \
+        SCHEDULES
 
     for key, valid in (("activation", ACTIVATIONS), ("schedule", SCHEDULES),
-                       ("reg", list(REGULARIZERS))):
+                       ("reg", list(REGULARIZERS)),
+                       ("skip_pruned_ops", RECURRENT_SKIP_PRUNED_MODES)):
         if opts[key] not in valid:
             raise RunError(f"--{key}: one of {', '.join(valid)}, got {opts[key]!r}")
     args = {"space": "recurrent", **{k: opts[k] for k in RECURRENT_SEARCH_DEFAULTS}}
+    from kdarts.runtime import is_chief
+
     folder = RunFolder(out, "search")
-    with folder.lock():
-        job = Job(folder, opts, args, search_state(folder, args, resume), settings)
+    chief = is_chief(strategy)
+    # the chief checks, locks and writes the folder; a worker only reads its checkpoint
+    with folder.lock() if chief else contextlib.nullcontext():
+        state = search_state(folder, args, resume) if chief else worker_state(folder, resume)
+        job = Job(folder, opts, args, state, settings)
         load_corpus_splits(opts)  # its refusals before TensorFlow (the read is kept)
         for line in sizes:
             settings.report(line)
@@ -367,13 +377,15 @@ class RecurrentSearchFit(FolderFit):
         import keras
 
         from kdarts.callbacks import restore_checkpoint
+        from kdarts.ops import MIXED_PRECISION
         from kdarts.options import make_regularizer, make_schedule
         from kdarts.recurrent.data import BPTTStream
         from kdarts.recurrent.model import RecurrentSearchModel
 
         opts, batch, bptt = self.job.opts, self.job.opts["batch_size"], self.job.opts["bptt"]
         model = RecurrentSearchModel(self.info.vocab_size, opts["units"],
-                                     activation=opts["activation"], seed=opts["seed"])
+                                     activation=opts["activation"], seed=opts["seed"],
+                                     dtype=MIXED_PRECISION if opts["mixed_precision"] else None)
         model.build((batch, bptt))
         self.initial = model.genotype()
         model.compile(optimizer=keras.optimizers.SGD(learning_rate=opts["lr"]),
@@ -383,12 +395,11 @@ class RecurrentSearchFit(FolderFit):
                       schedule=make_schedule(opts),
                       regularizer=make_regularizer(opts["reg"], opts),
                       search_data=BPTTStream(self.valid, batch, bptt, seed=opts["seed"]),
-                      unrolled=opts["unrolled"])
+                      unrolled=opts["unrolled"], skip_pruned_ops=opts["skip_pruned_ops"])
         self.model = model
         if self.job.state is None:
             return
-        model.optimizer.build(model.weight_variables)
-        model.arch_optimizer.build(model.arch_variables)
+        model.build_optimizers()
         try:
             self.initial_epoch = restore_checkpoint(model, self.job.out)
         except ValueError as err:

@@ -5,8 +5,9 @@ without a retrace, so it is traced for a *traced mask*: every op alive then runs
 the edges that kept it (an edge pruned since runs with zero kernels), and the traced
 mask moves on only when the share of pruned ops first reaches a further level of
 :data:`PRUNE_LEVELS`: at most three retraces in a search, each of a smaller graph.
-Pure numpy rules, tested directly; :class:`~kdarts.search.network.SearchNetwork` keeps
-the traced mask in its state (``kept_normal``/``kept_reduce``) and calls them.
+Pure numpy rules, tested directly; :class:`~kdarts.search.alternating.AlternatingSearch`
+keeps the traced mask in its state (``kept_normal``/``kept_reduce`` of the image
+network, ``kept`` of the recurrent model) and calls them.
 
 Example:
     >>> import numpy as np
@@ -52,6 +53,35 @@ def auto_mode(height: int | None, width: int | None, channels: int,
     return "levels"
 
 
+def recurrent_auto_mode(units: int, batch_size: int | None, length: int | None,
+                        total_steps: int | None) -> str:
+    """``skip_pruned_ops="auto"``'s choice for the recurrent cell: ``"levels"`` when the
+    search's work, units × batch × segment length × weight steps, is at least
+    :data:`LEVELS_MIN_WORK` (the image rule's threshold, the cell's units × segment length
+    in place of the map × channels), else ``"never"`` (also when any is unknown): each
+    retrace costs a first step's warm-up, which a short search does not earn back."""
+    if not (batch_size and length and total_steps):
+        return "never"
+    work = int(units) * int(batch_size) * int(length) * int(total_steps)
+    return "levels" if work >= LEVELS_MIN_WORK else "never"
+
+
+def recurrent_kept_edges(mask: np.ndarray, steps: int) -> tuple[tuple[int, ...], ...] | None:
+    """Per node ``k`` of the recurrent cell, the predecessors ``j`` whose edge (α row
+    ``k(k+1)/2 + j``) keeps an op in ``mask`` (bool, α-shaped); None when every edge
+    keeps one. A node whose every edge is pruned keeps its first: the node's sum is
+    zero either way, and its matmul keeps a shape."""
+    mask = np.asarray(mask, dtype=bool)
+    nodes = []
+    for k in range(int(steps)):
+        first = k * (k + 1) // 2
+        kept = tuple(j for j in range(k + 1) if mask[first + j].any())
+        nodes.append(kept or (0,))
+    if all(len(kept) == k + 1 for k, kept in enumerate(nodes)):
+        return None
+    return tuple(nodes)
+
+
 def prune_level(mask: np.ndarray) -> int:
     """How many of :data:`PRUNE_LEVELS` the share of pruned entries (False) of ``mask``
     has reached."""
@@ -85,5 +115,5 @@ def kept_edges(mask: np.ndarray, rows: list[int]) -> tuple[tuple[int, ...], ...]
                  for col in range(mask.shape[1]))
 
 
-__all__ = ["LEVELS_MIN_MAP", "LEVELS_MIN_WORK", "PRUNE_LEVELS", "auto_mode", "kept_edges", "next_traced_mask",
-           "prune_level"]
+__all__ = ["LEVELS_MIN_MAP", "LEVELS_MIN_WORK", "PRUNE_LEVELS", "auto_mode", "kept_edges",
+           "next_traced_mask", "prune_level", "recurrent_auto_mode", "recurrent_kept_edges"]
