@@ -290,14 +290,20 @@ DARTS_V2 = Genotype(
 PRESETS: dict[str, Genotype] = {"DARTS_V1": DARTS_V1, "DARTS_V2": DARTS_V2, "DARTS": DARTS_V2}
 
 
-def resolve_genotype(spec: str | os.PathLike | Genotype) -> Genotype:
-    """A genotype from a preset name (``DARTS_V1``, ``DARTS_V2``), a JSON path, or itself."""
-    if isinstance(spec, Genotype):
+def resolve_preset_or_file(spec, cls: type, presets: dict):
+    """``spec`` itself if it is a ``cls``, else the preset it names, else ``cls`` loaded
+    from the JSON file it names; GenotypeError for a name that is neither."""
+    if isinstance(spec, cls):
         return spec
-    if isinstance(spec, str) and spec in PRESETS:
-        return PRESETS[spec]
+    if isinstance(spec, str) and spec in presets:
+        return presets[spec]
     if isinstance(spec, str) and not os.path.exists(spec) and not spec.endswith(".json"):
         raise GenotypeError(
-            f"'{spec}' is neither a preset ({', '.join(PRESETS)}) nor an existing genotype file"
+            f"'{spec}' is neither a preset ({', '.join(presets)}) nor an existing genotype file"
         )
-    return Genotype.load(spec)
+    return cls.load(spec)
+
+
+def resolve_genotype(spec: str | os.PathLike | Genotype) -> Genotype:
+    """A genotype from a preset name (``DARTS_V1``, ``DARTS_V2``), a JSON path, or itself."""
+    return resolve_preset_or_file(spec, Genotype, PRESETS)

@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from kdarts.genotype import GenotypeError, GenotypeFile
+from kdarts.genotype import GenotypeError, GenotypeFile, resolve_preset_or_file
 
 RECURRENT_PRIMITIVES: tuple[str, ...] = ("none", "tanh", "relu", "sigmoid", "identity")
 """DARTS's recurrent candidate activations, in the reference order (``none`` first)."""
@@ -184,11 +184,4 @@ PRESETS: dict[str, RecurrentGenotype] = {"DARTS_V1": DARTS_V1, "DARTS_V2": DARTS
 
 def resolve_recurrent_genotype(spec: str | os.PathLike | RecurrentGenotype) -> RecurrentGenotype:
     """A genotype from a preset name (``DARTS_V1``, ``DARTS_V2``), a JSON path, or itself."""
-    if isinstance(spec, RecurrentGenotype):
-        return spec
-    if isinstance(spec, str) and spec in PRESETS:
-        return PRESETS[spec]
-    if isinstance(spec, str) and not os.path.exists(spec) and not spec.endswith(".json"):
-        raise GenotypeError(f"'{spec}' is neither a preset ({', '.join(PRESETS)}) nor an "
-                            "existing genotype file")
-    return RecurrentGenotype.load(spec)
+    return resolve_preset_or_file(spec, RecurrentGenotype, PRESETS)
