@@ -98,8 +98,9 @@ class RecurrentGradients:
                        length=None):
         """``(∇α, CE, R, last_hidden)`` of CE(search segment) + R(α), w held fixed.
 
-        Time-major ``tokens``/``targets``; ``masks`` as :meth:`forward` takes them. Under
-        R replicas each computes its shard's share (CE ÷ R) and ∇α is the global one.
+        Time-major ``tokens``/``targets``; ``masks`` as
+        :meth:`RecurrentSearchModel.forward` takes them. Under R replicas each computes its
+        shard's share (CE ÷ R) and ∇α is the global one.
         """
         share, scale = _replica_share(), loss_scale(self.arch_optimizer)
         with tf.GradientTape() as tape:

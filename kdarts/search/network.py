@@ -551,4 +551,4 @@ class SearchNetwork(ImageGradients, ImageStreams, AlternatingSearch):
                 for cell in self.cells for source, fan in enumerate(cell.fanouts)]
 
 
-__all__ = ["SearchNetwork", "count_parameters"]
+__all__ = ["ImageGradients", "ImageStreams", "SearchNetwork", "count_parameters"]
