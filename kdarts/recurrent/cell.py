@@ -94,9 +94,10 @@ def batch_norm_step(x, moving_mean, moving_var, training: bool):
     replicas = 1 if ctx is None else ctx.num_replicas_in_sync
     if replicas > 1:  # the global batch's moments: every replica's shard
         mean, var = global_moments(x, (0,))
-    else:
+        n = tf.cast(tf.shape(x)[0] * replicas, x.dtype)
+    else:  # one device: the graph is kept op for op, as grappler's rewrites set last bits
         mean, var = tf.nn.moments(x, axes=[0])
-    n = tf.cast(tf.shape(x)[0] * replicas, x.dtype)
+        n = tf.cast(tf.shape(x)[0], x.dtype)
     y = (x - mean) * tf.math.rsqrt(var + BN_EPSILON)
     unbiased = var * n / (n - 1.0)
     return (y, (1.0 - BN_MOMENTUM) * moving_mean + BN_MOMENTUM * mean,
