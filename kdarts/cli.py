@@ -194,7 +194,8 @@ def _recurrent_options(command: str):
     weights_lr = [click.option(
         "--lr", type=click.FloatRange(min=0.0, min_open=True), default=None,
         show_default=f"{r['lr']:g}",
-        help="A corpus: the weights' SGD learning rate (gradients clipped to norm 0.25).")]
+        help="A corpus: the weights' SGD learning rate (gradients clipped to norm 0.25) "
+             f"[a corpus folder: by its size, up to the paper's {PTB_SEARCH['lr']:g}].")]
     return [
         *(weights_lr if command == "search" else []),
         click.option("--units", type=click.IntRange(min=1), default=None,

@@ -39,6 +39,7 @@ from kdarts.recurrent.corpus import CORPUS_FILES, EMBEDDED_CORPUS, is_corpus  # 
 #: reference's 20 divided by 4: a 32-unit cell whose weights take the reference's rate
 #: alongside the first α steps diverges (loss and FI climb), a quarter of it converges;
 #: ``kdarts search --dataset kdarts_text --lr 20`` against the default shows the trade.
+#: A corpus folder's rate grows with its size to the reference's 20 (:data:`PTB_SEARCH`).
 RECURRENT_SEARCH_DEFAULTS: dict = dict(
     dataset=EMBEDDED_CORPUS, epochs=4, activation="crb", schedule="dynamic", every=10,
     arch_lr=0.02, threshold=10.0, reg="proximity", rho=0.1, admm_every=10,
@@ -50,9 +51,10 @@ RECURRENT_TRAIN_DEFAULTS: dict = dict(
     lr=20.0, max_tokens=None, seed=0)
 #: The reference's sizes (DARTS's train.py for PTB), the defaults for a corpus folder.
 PTB_TRAIN: dict = dict(units=850, bptt=35, batch_size=64, vocab_size=None, epochs=50)
-#: The reference's search sizes for a corpus folder.
+#: The reference's search sizes for a corpus folder, and its weights' learning rate (20,
+#: train_search_rnn.py's ``--lr``).
 PTB_SEARCH: dict = dict(units=300, bptt=35, batch_size=256, vocab_size=None, epochs=50,
-                        arch_lr=3e-3, threshold=1.0)
+                        arch_lr=3e-3, threshold=1.0, lr=20.0)
 #: A corpus folder's default sizes follow its training tokens: the embedded corpus's
 #: (:data:`RECURRENT_SEARCH_DEFAULTS`, :data:`RECURRENT_TRAIN_DEFAULTS`; it has about
 #: 58,000) up to ``SMALL_CORPUS_TOKENS``, the reference's (:data:`PTB_SEARCH`,
@@ -61,7 +63,8 @@ PTB_SEARCH: dict = dict(units=300, bptt=35, batch_size=256, vocab_size=None, epo
 SMALL_CORPUS_TOKENS = 60_000
 PTB_CORPUS_TOKENS = 900_000
 #: The sizes :func:`corpus_sizes` chooses, per command.
-CORPUS_SIZED = {"search": ("units", "bptt", "batch_size", "epochs", "arch_lr", "threshold"),
+CORPUS_SIZED = {"search": ("units", "bptt", "batch_size", "epochs", "arch_lr", "threshold",
+                           "lr"),
                 "train": ("units", "bptt", "batch_size", "epochs")}
 
 # ------------------------------------------------------------------------- what is what
@@ -131,7 +134,8 @@ def corpus_sizes(command: str, num_train: int, num_valid: int | None = None,
     :data:`SMALL_CORPUS_TOKENS`, the reference's from :data:`PTB_CORPUS_TOKENS`, in
     between each geometrically in the token count (bptt linearly, the batch a power of
     two). A small corpus gets a model and a batch small enough to take many steps (and
-    α steps) per epoch; PTB gets the paper's. The batch is lowered (to a power of two)
+    α steps) per epoch; PTB gets the paper's (search: the weights' learning rate too,
+    5 to 20). The batch is lowered (to a power of two)
     until every stream of the training and validation splits holds two segments of
     ``bptt`` (the given one, else the chosen one).
 
@@ -156,7 +160,7 @@ def corpus_sizes(command: str, num_train: int, num_valid: int | None = None,
     if t in (0.0, 1.0):  # the two tables' own values, not their rounding
         sizes = {k: (small if t == 0.0 else paper)[k] for k in sizes}
     if command == "search":
-        for key in ("arch_lr", "threshold"):
+        for key in ("arch_lr", "threshold", "lr"):
             sizes[key] = (small[key] if t == 0.0 else paper[key] if t == 1.0
                           else _significant(_geometric(small[key], paper[key], t)))
     segment = 2 * ((bptt or sizes["bptt"]) + 1)
@@ -220,7 +224,7 @@ def size_to_corpus(command: str, options: dict, report: Report | None = None) ->
     opts.update(chosen)
     if chosen and report is not None:
         names = {"units": "units", "bptt": "bptt", "batch_size": "batch", "epochs": "epochs",
-                 "arch_lr": "α lr", "threshold": "threshold"}
+                 "arch_lr": "α lr", "threshold": "threshold", "lr": "lr"}
         parts = [(f"{opts[k]} {names[k]}" if k in ("units", "epochs")
                   else f"{names[k]} {opts[k]:g}") for k in CORPUS_SIZED[command] if k in chosen]
         report(f"sizes for {corpus_label(opts['dataset'])} ({num_train:,} training tokens, "
