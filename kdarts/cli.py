@@ -196,8 +196,13 @@ def _recurrent_options(command: str):
         show_default=f"{r['lr']:g}",
         help="A corpus: the weights' SGD learning rate (gradients clipped to norm 0.25) "
              f"[a corpus folder: by its size, up to the paper's {PTB_SEARCH['lr']:g}].")]
+    patience = [click.option(
+        "--patience", type=click.IntRange(min=1), default=None, show_default=f"{r['patience']}",
+        help="A corpus: stop after this many epochs without a better validation loss (the "
+             "paper's early stop; a PTB-sized folder runs up to --epochs 50, not the "
+             "paper's 1200, a cap a CPU can reach).")]
     return [
-        *(weights_lr if command == "search" else []),
+        *(weights_lr if command == "search" else patience),
         click.option("--units", type=click.IntRange(min=1), default=None,
                      show_default=f"{r['units']}; a corpus folder: by its size, up to "
                                   f"{ptb['units']}",
@@ -221,7 +226,7 @@ _RUN_OPTIONS = ("resume", "overwrite", "stop_after_epoch")
 _RECURRENT_SCALE = ("strategy",)
 #: The options only the recurrent space takes (the image search has no --lr).
 _RECURRENT_ONLY = {"search": ("lr", "units", "bptt", "vocab_size", "max_tokens"),
-                   "train": ("units", "bptt", "vocab_size", "max_tokens")}
+                   "train": ("units", "bptt", "vocab_size", "max_tokens", "patience")}
 
 
 def _given(ctx: click.Context, name: str) -> bool:

@@ -55,7 +55,8 @@ LATER_ARGS: dict[str, dict] = {
 
 #: Arguments an older recurrent search's run.json may lack, with the value such runs had.
 RECURRENT_LATER_ARGS: dict[str, dict] = {
-    "search": {"mixed_precision": False, "skip_pruned_ops": "never"}}
+    "search": {"mixed_precision": False, "skip_pruned_ops": "never"},
+    "train": {"patience": 20}}
 
 #: run.json values an option has in an older form, and the value each reads as (an older
 #: ``--skip-pruned-ops`` is a boolean: True, the per-step gathers; False, every op everywhere)

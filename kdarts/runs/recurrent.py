@@ -45,11 +45,15 @@ RECURRENT_SEARCH_DEFAULTS: dict = dict(
     arch_lr=0.02, threshold=10.0, reg="proximity", rho=0.1, admm_every=10,
     admm_variant="spec", batch_size=32, units=32, bptt=20, vocab_size=1000, lr=5.0,
     max_tokens=None, seed=0, unrolled=False, mixed_precision=False, skip_pruned_ops="auto")
-#: Language-model training defaults for the embedded corpus (small and short).
+#: Language-model training defaults for the embedded corpus (small and short). ``patience``:
+#: the training stops after this many epochs without a better validation loss (the
+#: reference's train.py, ``--convergence`` 20 in the trainer).
 RECURRENT_TRAIN_DEFAULTS: dict = dict(
     dataset=EMBEDDED_CORPUS, epochs=3, units=64, bptt=20, batch_size=32, vocab_size=1000,
-    lr=20.0, max_tokens=None, seed=0)
+    lr=20.0, max_tokens=None, seed=0, patience=20)
 #: The reference's sizes (DARTS's train.py for PTB), the defaults for a corpus folder.
+#: Its epochs are 1200 (up to; the early stop ends it sooner); 50 here, a cap a CPU can
+#: reach, with the reference's early stop (``patience``) kept.
 PTB_TRAIN: dict = dict(units=850, bptt=35, batch_size=64, vocab_size=None, epochs=50)
 #: The reference's search sizes for a corpus folder, and its weights' learning rate (20,
 #: train_search_rnn.py's ``--lr``).
@@ -110,7 +114,10 @@ def resolve_recurrent_options(command: str, options: dict) -> dict:
                                                    "train": PTB_TRAIN}[command]
     opts = {**base, **{k: v for k, v in paper.items() if k in base}, **given,
             "dataset": dataset}
-    for key, low in (("units", 1), ("bptt", 2), ("batch_size", 1), ("epochs", 1)):
+    for key, low in (("units", 1), ("bptt", 2), ("batch_size", 1), ("epochs", 1),
+                     ("patience", 1)):
+        if key not in opts:
+            continue
         if opts[key] < low:
             raise RunError(f"--{key.replace('_', '-')} must be >= {low}, got {opts[key]}")
     if opts["vocab_size"] is not None and opts["vocab_size"] < 3:
