@@ -37,7 +37,7 @@ from click.core import ParameterSource
 
 from kdarts.data.catalog import DATASETS, DEFAULT_DATASET
 from kdarts.export import FORMATS, INPUT_DTYPES, QUANTIZATIONS
-from kdarts.options import ACTIVATIONS, ADMM_VARIANTS, REGULARIZERS, SCHEDULES, \
+from kdarts.options import ACTIVATIONS, ADMM_VARIANTS, RECURRENT_SCHEDULES, REGULARIZERS, \
     SKIP_PRUNED_MODES, SPLITS
 from kdarts.runtime import STRATEGIES
 from kdarts.runs import (
@@ -313,8 +313,11 @@ _rd = RECURRENT_SPACE.defaults_for("search")
     _sized("search")["epochs"],
     click.option("--activation", type=click.Choice(ACTIVATIONS), default=_d["activation"],
                  help="α activation: crb (clip to [0,1], prune at 0) or softmax (DARTS)."),
-    click.option("--schedule", type=click.Choice(SCHEDULES), default=_d["schedule"],
-                 help="When to take α steps: dynamic (FI-informed) or fixed (every k steps)."),
+    click.option("--schedule", type=click.Choice(RECURRENT_SCHEDULES), default=_d["schedule"],
+                 help="When to take α steps: dynamic (FI-informed) or fixed (every k steps); "
+                      "a corpus also takes dynamic-latched, the authors' recurrent code as it "
+                      "runs (after an epoch's first α step, every step of it takes one; "
+                      "docs/fidelity.md)."),
     click.option("--every", type=click.IntRange(min=1), default=_d["every"],
                  help="k: on average one α step per k weight steps."),
     click.option("--arch-lr", type=click.FloatRange(min=0.0, min_open=True),
@@ -388,6 +391,10 @@ def search(out, **options):
 
     def work(note):
         space = space_for(dataset=options["dataset"])
+        if space is IMAGE_SPACE and options["schedule"] == "dynamic-latched":
+            raise RunError("--schedule dynamic-latched applies to a corpus as --dataset (the "
+                           "authors' recurrent search), not to the image data "
+                           f"{options['dataset']}")
         opts = _space_options(ctx, "search", options, space)
         return space.job("search")(out, report=click.echo, before_tensorflow=_set_threads,
                                    note=note, **opts)

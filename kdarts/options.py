@@ -23,6 +23,9 @@ SCHEDULE_CLASSES: dict[str, str] = {
     "fixed": "kdarts.search.schedules:FixedSchedule",
 }
 SCHEDULES: tuple[str, ...] = tuple(SCHEDULE_CLASSES)
+#: The recurrent search's schedules: also the authors' dynamic one as their code runs it
+#: (``DynamicSchedule(latch=True)``; docs/fidelity.md).
+RECURRENT_SCHEDULES: tuple[str, ...] = SCHEDULES + ("dynamic-latched",)
 SPLITS: tuple[str, ...] = ("dynamic", "half")
 ADMM_VARIANTS: tuple[str, ...] = ("spec", "reference")
 #: crb: how the step leaves pruned ops out (``SearchNetwork.compile(skip_pruned_ops=...)``)
@@ -58,9 +61,12 @@ def make_regularizer(name: str, opts: Mapping[str, Any]):
 
 
 def make_schedule(opts: Mapping[str, Any]):
-    """The α-step schedule of a run's options: ``schedule`` (one of :data:`SCHEDULES`),
-    ``every`` and, for the dynamic one, ``threshold``."""
-    schedule = _registered(SCHEDULE_CLASSES, opts["schedule"], "schedule")
-    if opts["schedule"] == "dynamic":
-        return schedule(every=opts["every"], initial_threshold=opts["threshold"])
+    """The α-step schedule of a run's options: ``schedule`` (one of :data:`SCHEDULES`, or
+    ``"dynamic-latched"``), ``every`` and, for the dynamic one, ``threshold``."""
+    latched = opts["schedule"] == "dynamic-latched"
+    name = "dynamic" if latched else opts["schedule"]
+    schedule = _registered(SCHEDULE_CLASSES, name, "schedule")
+    if name == "dynamic":
+        return schedule(every=opts["every"], initial_threshold=opts["threshold"],
+                        **({"latch": True} if latched else {}))
     return schedule(every=opts["every"])

@@ -325,10 +325,10 @@ def recurrent_search_run(out: str, *, resume: bool | str = False,
     settings = RunSettings.of(locals())
     sizes: list[str] = []
     opts = size_to_corpus("search", options, sizes.append)
-    from kdarts.options import ACTIVATIONS, RECURRENT_SKIP_PRUNED_MODES, REGULARIZERS, \
-        SCHEDULES
+    from kdarts.options import ACTIVATIONS, RECURRENT_SCHEDULES, RECURRENT_SKIP_PRUNED_MODES, \
+        REGULARIZERS
 
-    for key, valid in (("activation", ACTIVATIONS), ("schedule", SCHEDULES),
+    for key, valid in (("activation", ACTIVATIONS), ("schedule", RECURRENT_SCHEDULES),
                        ("reg", list(REGULARIZERS)),
                        ("skip_pruned_ops", RECURRENT_SKIP_PRUNED_MODES)):
         if opts[key] not in valid:
@@ -430,7 +430,7 @@ class RecurrentSearchFit(FolderFit):
         return (f"search: {info.name} ({info.num_train} training tokens, vocabulary "
                 f"{info.vocab_size}), recurrent cell, {opts['activation']} / "
                 f"{opts['schedule']} k={opts['every']}"
-                + (f" from threshold {opts['threshold']:g}" if opts["schedule"] == "dynamic"
+                + (f" from threshold {opts['threshold']:g}" if opts["schedule"] != "fixed"
                    else "") + f" / α lr {opts['arch_lr']:g} / {opts['reg']} ρ={opts['rho']}, "
                 f"{opts['units']} units, bptt {opts['bptt']}, batch {opts['batch_size']}, "
                 f"{self.steps_per_epoch} steps per epoch"
