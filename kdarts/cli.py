@@ -37,8 +37,8 @@ from click.core import ParameterSource
 
 from kdarts.data.catalog import DATASETS, DEFAULT_DATASET
 from kdarts.export import FORMATS, INPUT_DTYPES, QUANTIZATIONS
-from kdarts.options import ACTIVATIONS, ADMM_VARIANTS, RECURRENT_SCHEDULES, REGULARIZERS, \
-    SKIP_PRUNED_MODES, SPLITS
+from kdarts.options import ACTIVATIONS, ADMM_VARIANTS, ARCH_EPSILONS, RECURRENT_SCHEDULES, \
+    REGULARIZERS, SKIP_PRUNED_MODES, SPLITS
 from kdarts.runtime import STRATEGIES
 from kdarts.runs import (
     DATASET_DEFAULTS,
@@ -196,7 +196,7 @@ def _recurrent_options(command: str):
         show_default=f"{r['lr']:g}",
         help="A corpus: the weights' SGD learning rate (gradients clipped to norm 0.25) "
              f"[a corpus folder: by its size, up to the paper's {PTB_SEARCH['lr']:g}].")]
-    patience = [click.option(
+    patience = [] if command == "search" else [click.option(
         "--patience", type=click.IntRange(min=1), default=None, show_default=f"{r['patience']}",
         help="A corpus: stop after this many epochs without a better validation loss (the "
              "paper's early stop; a PTB-sized folder runs up to --epochs 50, not the "
@@ -355,6 +355,10 @@ _rd = RECURRENT_SPACE.defaults_for("search")
     *_recurrent_options("search"),
     click.option("--unrolled", is_flag=True, default=_d["unrolled"],
                  help="DARTS's second-order α gradient (slower)."),
+    click.option("--arch-epsilon", type=click.Choice(ARCH_EPSILONS),
+                 default=_d["arch_epsilon"], show_default=True,
+                 help="Where α's Adam adds ε: keras (before the bias correction) or torch "
+                      "(after it, as the authors' PyTorch code; docs/fidelity.md)."),
     click.option("--skip-pruned-ops", type=click.Choice(SKIP_PRUNED_MODES),
                  default=_d["skip_pruned_ops"], show_default=True,
                  help="crb: how the step leaves pruned ops out. levels: each conv op runs "

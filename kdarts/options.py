@@ -28,6 +28,9 @@ SCHEDULES: tuple[str, ...] = tuple(SCHEDULE_CLASSES)
 RECURRENT_SCHEDULES: tuple[str, ...] = SCHEDULES + ("dynamic-latched",)
 SPLITS: tuple[str, ...] = ("dynamic", "half")
 ADMM_VARIANTS: tuple[str, ...] = ("spec", "reference")
+#: Where α's Adam adds ε: ``"keras"`` (before the bias correction, Keras's Adam, the
+#: default) or ``"torch"`` (after it, as the authors' PyTorch: kdarts.optimizers.TorchAdam).
+ARCH_EPSILONS: tuple[str, ...] = ("keras", "torch")
 #: crb: how the step leaves pruned ops out (``SearchNetwork.compile(skip_pruned_ops=...)``)
 SKIP_PRUNED_MODES: tuple[str, ...] = ("auto", "levels", "every_step", "never")
 #: Those the recurrent cell computes (it has no per-step gathers).
@@ -70,3 +73,17 @@ def make_schedule(opts: Mapping[str, Any]):
         return schedule(every=opts["every"], initial_threshold=opts["threshold"],
                         **({"latch": True} if latched else {}))
     return schedule(every=opts["every"])
+
+
+def make_arch_optimizer(opts: Mapping[str, Any], beta_1: float):
+    """α's Adam of a run's options: ``arch_lr``, β₁ ``beta_1`` (the space's reference:
+    0.5 image, 0.9 recurrent), β₂ 0.999, ε 1e-8 placed as ``arch_epsilon`` says (one of
+    :data:`ARCH_EPSILONS`; absent: Keras's)."""
+    placement = opts.get("arch_epsilon", "keras")
+    if placement not in ARCH_EPSILONS:
+        raise ValueError(f"unknown arch_epsilon {placement!r}; valid: {', '.join(ARCH_EPSILONS)}")
+    if placement == "torch":
+        from kdarts.optimizers import TorchAdam as Adam
+    else:
+        from keras.optimizers import Adam
+    return Adam(learning_rate=opts["arch_lr"], beta_1=beta_1, beta_2=0.999, epsilon=1e-8)

@@ -102,3 +102,33 @@ def test_latched_search_takes_an_alpha_step_on_every_step_after_an_epochs_first(
     assert int(model.alpha_steps.numpy()) == sum(map(sum, took))
     _, took = search(False)
     assert took[0][:4] == [0.0, 1.0, 0.0, 1.0]
+
+
+def test_torch_adam_steps_as_pytorchs_formula():
+    """Two steps of TorchAdam equal torch.optim.Adam's formula in numpy (ε after the
+    bias correction); Keras's Adam, ε before it, differs by far more than float32 noise
+    on an entry with a small gradient."""
+    import tensorflow as tf
+
+    from kdarts.optimizers import TorchAdam
+
+    lr, b1, b2, eps = 3e-3, 0.9, 0.999, 1e-8
+    w0 = np.array([0.5, -0.2, 0.1, 0.3], np.float32)
+    grads = [np.array([1e-7, 2e-6, -0.3, 0.0], np.float32),
+             np.array([3e-7, -1e-6, 0.1, 1e-8], np.float32)]
+    w, m, v = w0.astype(np.float64), 0.0, 0.0
+    for t, g in enumerate(grads, 1):
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g.astype(np.float64) ** 2
+        w = w - lr / (1 - b1 ** t) * m / (np.sqrt(v) / np.sqrt(1 - b2 ** t) + eps)
+    results = {}
+    for cls in (TorchAdam, keras.optimizers.Adam):
+        var = tf.Variable(w0)
+        opt = cls(learning_rate=lr, beta_1=b1, beta_2=b2, epsilon=eps)
+        for g in grads:
+            opt.apply_gradients([(tf.constant(g), var)])
+        results[cls] = var.numpy()
+    np.testing.assert_allclose(results[TorchAdam], w, rtol=0, atol=1e-7)
+    assert np.abs(results[keras.optimizers.Adam] - w).max() > 1e-4
+    config = TorchAdam(epsilon=eps).get_config()
+    assert config["epsilon"] == eps and TorchAdam.from_config(config).epsilon == eps

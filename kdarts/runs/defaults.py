@@ -29,7 +29,7 @@ SEARCH_DEFAULTS: dict = dict(
     reg="proximity", rho=0.1, admm_every=10, admm_variant="spec", split="dynamic",
     batch_size=32, channels=8,
     layers=5, steps=4, primitives=None, max_examples=None, seed=0, unrolled=False,
-    image_size=None, mixed_precision=False, skip_pruned_ops="auto",
+    image_size=None, mixed_precision=False, skip_pruned_ops="auto", arch_epsilon="keras",
 )
 #: Evaluation training defaults for the digits (DARTS's recipe, smaller and shorter).
 TRAIN_DEFAULTS: dict = dict(
@@ -49,13 +49,13 @@ DATASET_DEFAULTS: dict[str, dict[str, dict]] = {
 #: Arguments an older run folder's run.json may lack, with the value such runs had.
 LATER_ARGS: dict[str, dict] = {
     "search": {"image_size": None, "arch_lr": 3e-4, "threshold": 1.0,
-               "mixed_precision": False, "skip_pruned_ops": "never"},
+               "mixed_precision": False, "skip_pruned_ops": "never", "arch_epsilon": "keras"},
     "train": {"image_size": None, "imagenet_stem": False, "mixed_precision": False},
 }
 
 #: Arguments an older recurrent search's run.json may lack, with the value such runs had.
 RECURRENT_LATER_ARGS: dict[str, dict] = {
-    "search": {"mixed_precision": False, "skip_pruned_ops": "never"},
+    "search": {"mixed_precision": False, "skip_pruned_ops": "never", "arch_epsilon": "keras"},
     "train": {"patience": 20}}
 
 #: run.json values an option has in an older form, and the value each reads as (an older

@@ -44,7 +44,8 @@ RECURRENT_SEARCH_DEFAULTS: dict = dict(
     dataset=EMBEDDED_CORPUS, epochs=4, activation="crb", schedule="dynamic", every=10,
     arch_lr=0.02, threshold=10.0, reg="proximity", rho=0.1, admm_every=10,
     admm_variant="spec", batch_size=32, units=32, bptt=20, vocab_size=1000, lr=5.0,
-    max_tokens=None, seed=0, unrolled=False, mixed_precision=False, skip_pruned_ops="auto")
+    max_tokens=None, seed=0, unrolled=False, mixed_precision=False, skip_pruned_ops="auto",
+    arch_epsilon="keras")
 #: Language-model training defaults for the embedded corpus (small and short). ``patience``:
 #: the training stops after this many epochs without a better validation loss (the
 #: reference's train.py, ``--convergence`` 20 in the trainer).
@@ -325,10 +326,11 @@ def recurrent_search_run(out: str, *, resume: bool | str = False,
     settings = RunSettings.of(locals())
     sizes: list[str] = []
     opts = size_to_corpus("search", options, sizes.append)
-    from kdarts.options import ACTIVATIONS, RECURRENT_SCHEDULES, RECURRENT_SKIP_PRUNED_MODES, \
-        REGULARIZERS
+    from kdarts.options import ACTIVATIONS, ARCH_EPSILONS, RECURRENT_SCHEDULES, \
+        RECURRENT_SKIP_PRUNED_MODES, REGULARIZERS
 
     for key, valid in (("activation", ACTIVATIONS), ("schedule", RECURRENT_SCHEDULES),
+                       ("arch_epsilon", ARCH_EPSILONS),
                        ("reg", list(REGULARIZERS)),
                        ("skip_pruned_ops", RECURRENT_SKIP_PRUNED_MODES)):
         if opts[key] not in valid:
@@ -389,7 +391,7 @@ class RecurrentSearchFit(FolderFit):
 
         from kdarts.callbacks import restore_checkpoint
         from kdarts.ops import MIXED_PRECISION
-        from kdarts.options import make_regularizer, make_schedule
+        from kdarts.options import make_arch_optimizer, make_regularizer, make_schedule
         from kdarts.recurrent.data import BPTTStream
         from kdarts.recurrent.model import RecurrentSearchModel
 
@@ -400,9 +402,7 @@ class RecurrentSearchFit(FolderFit):
         model.build((batch, bptt))
         self.initial = model.genotype()
         model.compile(optimizer=keras.optimizers.SGD(learning_rate=opts["lr"]),
-                      arch_optimizer=keras.optimizers.Adam(learning_rate=opts["arch_lr"],
-                                                           beta_1=0.9, beta_2=0.999,
-                                                           epsilon=1e-8),
+                      arch_optimizer=make_arch_optimizer(opts, beta_1=0.9),
                       schedule=make_schedule(opts),
                       regularizer=make_regularizer(opts["reg"], opts),
                       search_data=BPTTStream(self.valid, batch, bptt, seed=opts["seed"]),
