@@ -132,3 +132,85 @@ def test_torch_adam_steps_as_pytorchs_formula():
     assert np.abs(results[keras.optimizers.Adam] - w).max() > 1e-4
     config = TorchAdam(epsilon=eps).get_config()
     assert config["epsilon"] == eps and TorchAdam.from_config(config).epsilon == eps
+
+
+TINY_RSEARCH = dict(dataset="kdarts_text", units=8, bptt=6, vocab_size=50, max_tokens=1200,
+                    batch_size=8, epochs=3, threshold=1e7, arch_lr=0.2, lr=1.0, seed=0)
+
+
+@pytest.mark.slow
+def test_search_result_is_the_best_validation_epochs_and_resumes_exactly(tmp_path):
+    """Every epoch is validated (history.csv); genotype.json is the cell of the epoch with
+    the lowest validation loss, kept in the checkpoint, so a search interrupted after
+    epoch 1 and resumed writes what the uninterrupted one does."""
+    import csv
+    import json
+
+    from kdarts.recurrent.genotype import CRB_RECURRENT_PRIMITIVES, discretize_recurrent
+    from kdarts.runs.recurrent import load_recurrent_genotype
+    from kdarts.runs import recurrent_search_run
+    from kdarts.search.activations import activate
+
+    whole = recurrent_search_run(str(tmp_path / "a"), report=None, progress=False,
+                                 **TINY_RSEARCH)
+    assert whole.complete
+    rows = list(csv.DictReader(open(tmp_path / "a" / "history.csv")))
+    losses = [float(r["val_loss"]) for r in rows]
+    best_epoch = int(np.argmin(losses)) + 1
+    assert [int(float(r["best_epoch"])) for r in rows][-1] == best_epoch
+    state = json.loads((tmp_path / "a" / "checkpoint.json").read_text())["best_validation"]
+    assert state["epoch"] == best_epoch and state["val_loss"] == min(losses)
+    weights = activate(np.float32(state["alpha"]), "crb", np.float32(state["mask"])).numpy()
+    genes, _ = discretize_recurrent(weights, CRB_RECURRENT_PRIMITIVES)
+    written = load_recurrent_genotype(str(tmp_path / "a"))
+    assert list(written.recurrent) == list(genes) and written == whole.genotype
+
+    first = recurrent_search_run(str(tmp_path / "b"), stop_after_epoch=1, report=None,
+                                 progress=False, **TINY_RSEARCH)
+    assert not first.complete
+    resumed = recurrent_search_run(str(tmp_path / "b"), resume=True, report=None,
+                                   progress=False, **TINY_RSEARCH)
+    assert resumed.complete and resumed.genotype == whole.genotype
+    assert json.loads((tmp_path / "b" / "checkpoint.json").read_text())[
+        "best_validation"] == state
+    assert [float(r["val_loss"]) for r in csv.DictReader(
+        open(tmp_path / "b" / "history.csv"))] == losses
+
+
+def test_best_validation_architecture_keeps_the_lowest_finite_loss_epochs_alpha():
+    """The kept α is the epoch with the lowest validation loss (a NaN one never is), put
+    back after the last epoch; its state, through JSON, resumes the same choice."""
+    import json
+    import math
+
+    import tensorflow as tf
+
+    from kdarts.recurrent.callbacks import BestValidationArchitecture
+
+    class Scripted:  # the model's part the callback uses
+        def __init__(self, losses):
+            self.losses, self.alpha = iter(losses), tf.Variable(np.zeros((2, 2), np.float32))
+            self.mask = tf.Variable(np.ones((2, 2), np.float32))
+
+        def evaluate(self, ids, batch_size, bptt):
+            loss = next(self.losses)
+            return {"loss": loss, "perplexity": math.exp(loss)}
+
+    def epoch_end(callback, model, epoch):
+        model.alpha.assign(np.full((2, 2), 0.1 * (epoch + 1), np.float32))
+        logs = {}
+        callback.on_epoch_end(epoch, logs)
+        return logs["best_epoch"]
+
+    model = Scripted([float("nan"), 3.0, 2.0, 2.5])
+    best = BestValidationArchitecture([1, 2, 3], bptt=2, epochs=4)
+    best.set_model(model)
+    assert [epoch_end(best, model, e) for e in range(2)] == [0.0, 2.0]
+    resumed = BestValidationArchitecture([1, 2, 3], bptt=2, epochs=4, initial_epoch=2,
+                                         best=json.loads(json.dumps(best.state()))[
+                                             "best_validation"])
+    resumed.set_model(model)
+    assert [epoch_end(resumed, model, e) for e in (2, 3)] == [3.0, 3.0]
+    resumed.on_train_end()
+    np.testing.assert_array_equal(model.alpha.numpy(), np.float32(0.3))
+    assert resumed.state()["best_validation"]["val_loss"] == 2.0

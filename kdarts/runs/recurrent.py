@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import time
 from typing import Callable
@@ -309,7 +310,9 @@ def recurrent_search_run(out: str, *, resume: bool | str = False,
     checkpoint (``checkpoint.weights.h5``, ``checkpoint.json``) every epoch, then
     ``genotype.json`` (a :class:`~kdarts.recurrent.RecurrentGenotype`) and
     ``genotype.png``. The weights learn on the training text, α on the validation
-    text (DARTS's recurrent search), in the authors' variable-length segments.
+    text (DARTS's recurrent search), in the authors' variable-length segments. Every
+    epoch ends in the validation loss (``history.csv``'s ``val_loss``); the genotype is
+    the best validation epoch's (``best_epoch``), as the authors' search writes it.
 
     Args:
         out, resume, stop_after_epoch, report, progress, resume_hint, strategy,
@@ -442,11 +445,21 @@ class RecurrentSearchFit(FolderFit):
         from kdarts.callbacks import EpochCheckpoint, HistoryCSV
         from kdarts.search.callbacks import search_counters
 
-        folder = self.job.folder
+        from kdarts.recurrent.callbacks import BestValidationArchitecture
+
+        folder, opts = self.job.folder, self.job.opts
+        # the authors' result: the best validation epoch's α (its logs go into the
+        # history, its state into the checkpoint, so a resumed search keeps it)
+        self.best = BestValidationArchitecture(
+            self.valid, bptt=opts["bptt"], epochs=opts["epochs"],
+            best=(self.job.state or {}).get("best_validation"),
+            initial_epoch=self.initial_epoch)
+        best = self.best
         # the epoch is the callback's own count: segment lengths vary, so an epoch's steps
         # do not divide the clock as the image search's do
-        return [HistoryCSV(folder.path("history.csv")),
-                EpochCheckpoint(folder.out, state=search_counters)]
+        return [best, HistoryCSV(folder.path("history.csv")),
+                EpochCheckpoint(folder.out,
+                                state=lambda model: {**search_counters(model), **best.state()})]
 
     def run(self, t_start: float) -> SearchResult:
         """Fits, then (once complete) writes the genotype and its drawing."""
@@ -458,7 +471,7 @@ class RecurrentSearchFit(FolderFit):
             return result
         model, folder, opts = self.model, self.job.folder, self.job.opts
         out, report, done = folder.out, self.settings.report, result.epochs_done
-        valid_ppl = model.evaluate(self.valid, batch_size=10, bptt=opts["bptt"])["perplexity"]
+        kept = self.best.best
         pruned = int(round(float((1.0 - model.mask.numpy()).sum())))
         run = read_json(folder.path("run.json"), "run.json")
         initial = RecurrentGenotype.from_dict(run.get("initial_genotype",
@@ -469,7 +482,9 @@ class RecurrentSearchFit(FolderFit):
                f"{int(model.search_step.numpy())} weight steps, {result.alpha_steps} α steps"
                + (f", {pruned} of {model.mask.numpy().size} ops pruned"
                   if opts["activation"] == "crb" else "")
-               + f"; valid perplexity {valid_ppl:.1f}; the cell "
+               + (f"; the cell of epoch {kept['epoch']}, the best valid perplexity "
+                  f"{math.exp(kept['val_loss']):.1f}, " if kept is not None else
+                  "; no epoch had a finite validation loss: the last epoch's cell, ")
                + ("differs from" if genotype != initial else "equals")
                + f" the initial α's): genotype → {rel(result.genotype_path)}; history, "
                f"checkpoint and genotype.png in {rel(out)}")
