@@ -214,3 +214,15 @@ def test_best_validation_architecture_keeps_the_lowest_finite_loss_epochs_alpha(
     resumed.on_train_end()
     np.testing.assert_array_equal(model.alpha.numpy(), np.float32(0.3))
     assert resumed.state()["best_validation"]["val_loss"] == 2.0
+
+
+def test_arch_epsilon_is_recorded_only_when_torch():
+    """run.json records --arch-epsilon only when set to torch, so a folder written before
+    the option existed reads as a run with Keras's placement and resumes."""
+    from kdarts.runs.defaults import SEARCH_DEFAULTS, recorded_args
+    from kdarts.runs.recurrent import RECURRENT_SEARCH_DEFAULTS
+
+    for table in (SEARCH_DEFAULTS, RECURRENT_SEARCH_DEFAULTS):
+        assert "arch_epsilon" not in recorded_args(table, table)
+        torch = recorded_args({**table, "arch_epsilon": "torch"}, table)
+        assert torch == {**table, "arch_epsilon": "torch"}

@@ -49,14 +49,26 @@ DATASET_DEFAULTS: dict[str, dict[str, dict]] = {
 #: Arguments an older run folder's run.json may lack, with the value such runs had.
 LATER_ARGS: dict[str, dict] = {
     "search": {"image_size": None, "arch_lr": 3e-4, "threshold": 1.0,
-               "mixed_precision": False, "skip_pruned_ops": "never", "arch_epsilon": "keras"},
+               "mixed_precision": False, "skip_pruned_ops": "never"},
     "train": {"image_size": None, "imagenet_stem": False, "mixed_precision": False},
 }
 
 #: Arguments an older recurrent search's run.json may lack, with the value such runs had.
 RECURRENT_LATER_ARGS: dict[str, dict] = {
-    "search": {"mixed_precision": False, "skip_pruned_ops": "never", "arch_epsilon": "keras"},
+    "search": {"mixed_precision": False, "skip_pruned_ops": "never"},
     "train": {"patience": 20}}
+
+#: Options run.json records only when they differ from this value (every older run had
+#: it), so a folder written before the option existed reads as a run with it.
+RECORDED_WHEN_SET: dict = {"arch_epsilon": "keras"}
+
+
+def recorded_args(opts: dict, table: dict) -> dict:
+    """The arguments run.json records of a run's resolved ``opts``: those of ``table``,
+    less the :data:`RECORDED_WHEN_SET` ones at their usual value."""
+    return {k: opts[k] for k in table
+            if not (k in RECORDED_WHEN_SET and opts[k] == RECORDED_WHEN_SET[k])}
+
 
 #: run.json values an option has in an older form, and the value each reads as (an older
 #: ``--skip-pruned-ops`` is a boolean: True, the per-step gathers; False, every op everywhere)
