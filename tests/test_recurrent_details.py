@@ -216,13 +216,16 @@ def test_best_validation_architecture_keeps_the_lowest_finite_loss_epochs_alpha(
     assert resumed.state()["best_validation"]["val_loss"] == 2.0
 
 
-def test_arch_epsilon_is_recorded_only_when_torch():
-    """run.json records --arch-epsilon only when set to torch, so a folder written before
-    the option existed reads as a run with Keras's placement and resumes."""
-    from kdarts.runs.defaults import SEARCH_DEFAULTS, recorded_args
+def test_a_run_json_without_arch_epsilon_compares_as_keras_placement(tmp_path):
+    """A folder written before --arch-epsilon existed resumes as a run with Keras's
+    placement, and is refused for the torch one."""
+    from kdarts.runs.folder import RunFolder
     from kdarts.runs.recurrent import RECURRENT_SEARCH_DEFAULTS
+    from kdarts.runs.resume import previous_args
 
-    for table in (SEARCH_DEFAULTS, RECURRENT_SEARCH_DEFAULTS):
-        assert "arch_epsilon" not in recorded_args(table, table)
-        torch = recorded_args({**table, "arch_epsilon": "torch"}, table)
-        assert torch == {**table, "arch_epsilon": "torch"}
+    folder = RunFolder(str(tmp_path / "s"), "search")
+    today = {"space": "recurrent", **RECURRENT_SEARCH_DEFAULTS}
+    older = {k: v for k, v in today.items() if k != "arch_epsilon"}
+    assert previous_args(folder, {"args": older}, today) == today
+    assert previous_args(folder, {"args": older}, {**today, "arch_epsilon": "torch"}) != {
+        **today, "arch_epsilon": "torch"}

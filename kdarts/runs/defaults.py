@@ -58,16 +58,15 @@ RECURRENT_LATER_ARGS: dict[str, dict] = {
     "search": {"mixed_precision": False, "skip_pruned_ops": "never"},
     "train": {"patience": 20}}
 
-#: Options run.json records only when they differ from this value (every older run had
-#: it), so a folder written before the option existed reads as a run with it.
-RECORDED_WHEN_SET: dict = {"arch_epsilon": "keras"}
+#: Options added since run.json's version 2, with the value every run before them had: a
+#: run.json without one is compared (on resume) as if it had that value.
+LATER_OPTIONS: dict = {"arch_epsilon": "keras"}
 
 
-def recorded_args(opts: dict, table: dict) -> dict:
-    """The arguments run.json records of a run's resolved ``opts``: those of ``table``,
-    less the :data:`RECORDED_WHEN_SET` ones at their usual value."""
-    return {k: opts[k] for k in table
-            if not (k in RECORDED_WHEN_SET and opts[k] == RECORDED_WHEN_SET[k])}
+def with_later_options(old: dict, args: dict) -> dict:
+    """A run.json's arguments ``old`` with the :data:`LATER_OPTIONS` that today's ``args``
+    have and ``old`` lacks, at the value runs before them had."""
+    return {**{k: v for k, v in LATER_OPTIONS.items() if k in args and k not in old}, **old}
 
 
 #: run.json values an option has in an older form, and the value each reads as (an older

@@ -23,7 +23,6 @@ import time
 from typing import Callable
 
 from kdarts.genotype import GenotypeError
-from kdarts.runs.defaults import recorded_args
 from kdarts.runs.fit import FolderFit, Job, RunSettings
 from kdarts.runs.folder import RunFolder, read_json
 from kdarts.runs.report import Report, fmt_time, rel
@@ -339,7 +338,7 @@ def recurrent_search_run(out: str, *, resume: bool | str = False,
                        ("skip_pruned_ops", RECURRENT_SKIP_PRUNED_MODES)):
         if opts[key] not in valid:
             raise RunError(f"--{key}: one of {', '.join(valid)}, got {opts[key]!r}")
-    args = {"space": "recurrent", **recorded_args(opts, RECURRENT_SEARCH_DEFAULTS)}
+    args = {"space": "recurrent", **{k: opts[k] for k in RECURRENT_SEARCH_DEFAULTS}}
     from kdarts.runtime import is_chief
 
     folder = RunFolder(out, "search")

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from kdarts.checkpoints import resume_epoch
 from kdarts.runs.defaults import SEARCH_DEFAULTS, check_data_options, fit_search_batch, \
-    parse_primitives, recorded_args, resolve_options, tensorboard_available
+    parse_primitives, resolve_options, tensorboard_available
 from kdarts.runs.fit import FolderFit, Job, RunSettings
 from kdarts.runs.folder import RunFolder
 from kdarts.runs.resume import search_state, worker_state
@@ -40,7 +40,7 @@ def search_options(options: dict) -> tuple[dict, dict, tuple | None, str | None]
     opts["primitives"] = list(primitives) if primitives else None
     if opts["steps"] < 1:
         raise RunError(f"--steps must be >= 1, got {opts['steps']}")
-    return opts, recorded_args(opts, SEARCH_DEFAULTS), primitives, batch_note
+    return opts, {key: opts[key] for key in SEARCH_DEFAULTS}, primitives, batch_note
 
 
 def search_defaults(dataset: str = SEARCH_DEFAULTS["dataset"], **options: Any
