@@ -37,8 +37,8 @@ from click.core import ParameterSource
 
 from kdarts.data.catalog import DATASETS, DEFAULT_DATASET
 from kdarts.export import FORMATS, INPUT_DTYPES, QUANTIZATIONS
-from kdarts.options import ACTIVATIONS, ADMM_VARIANTS, REGULARIZERS, SCHEDULES, \
-    SKIP_PRUNED_MODES, SPLITS
+from kdarts.options import ACTIVATIONS, ADMM_VARIANTS, ARCH_EPSILONS, RECURRENT_SCHEDULES, \
+    REGULARIZERS, SKIP_PRUNED_MODES, SPLITS
 from kdarts.runtime import STRATEGIES
 from kdarts.runs import (
     DATASET_DEFAULTS,
@@ -194,9 +194,15 @@ def _recurrent_options(command: str):
     weights_lr = [click.option(
         "--lr", type=click.FloatRange(min=0.0, min_open=True), default=None,
         show_default=f"{r['lr']:g}",
-        help="A corpus: the weights' SGD learning rate (gradients clipped to norm 0.25).")]
+        help="A corpus: the weights' SGD learning rate (gradients clipped to norm 0.25) "
+             f"[a corpus folder: by its size, up to the paper's {PTB_SEARCH['lr']:g}].")]
+    patience = [] if command == "search" else [click.option(
+        "--patience", type=click.IntRange(min=1), default=None, show_default=f"{r['patience']}",
+        help="A corpus: stop after this many epochs without a better validation loss (the "
+             "paper's early stop; a PTB-sized folder runs up to --epochs 50, not the "
+             "paper's 1200, a cap a CPU can reach).")]
     return [
-        *(weights_lr if command == "search" else []),
+        *(weights_lr if command == "search" else patience),
         click.option("--units", type=click.IntRange(min=1), default=None,
                      show_default=f"{r['units']}; a corpus folder: by its size, up to "
                                   f"{ptb['units']}",
@@ -220,7 +226,7 @@ _RUN_OPTIONS = ("resume", "overwrite", "stop_after_epoch")
 _RECURRENT_SCALE = ("strategy",)
 #: The options only the recurrent space takes (the image search has no --lr).
 _RECURRENT_ONLY = {"search": ("lr", "units", "bptt", "vocab_size", "max_tokens"),
-                   "train": ("units", "bptt", "vocab_size", "max_tokens")}
+                   "train": ("units", "bptt", "vocab_size", "max_tokens", "patience")}
 
 
 def _given(ctx: click.Context, name: str) -> bool:
@@ -307,8 +313,11 @@ _rd = RECURRENT_SPACE.defaults_for("search")
     _sized("search")["epochs"],
     click.option("--activation", type=click.Choice(ACTIVATIONS), default=_d["activation"],
                  help="α activation: crb (clip to [0,1], prune at 0) or softmax (DARTS)."),
-    click.option("--schedule", type=click.Choice(SCHEDULES), default=_d["schedule"],
-                 help="When to take α steps: dynamic (FI-informed) or fixed (every k steps)."),
+    click.option("--schedule", type=click.Choice(RECURRENT_SCHEDULES), default=_d["schedule"],
+                 help="When to take α steps: dynamic (FI-informed) or fixed (every k steps); "
+                      "a corpus also takes dynamic-latched, the authors' recurrent code as it "
+                      "runs (after an epoch's first α step, every step of it takes one; "
+                      "docs/fidelity.md)."),
     click.option("--every", type=click.IntRange(min=1), default=_d["every"],
                  help="k: on average one α step per k weight steps."),
     click.option("--arch-lr", type=click.FloatRange(min=0.0, min_open=True),
@@ -346,6 +355,10 @@ _rd = RECURRENT_SPACE.defaults_for("search")
     *_recurrent_options("search"),
     click.option("--unrolled", is_flag=True, default=_d["unrolled"],
                  help="DARTS's second-order α gradient (slower)."),
+    click.option("--arch-epsilon", type=click.Choice(ARCH_EPSILONS),
+                 default=_d["arch_epsilon"], show_default=True,
+                 help="Where α's Adam adds ε: keras (before the bias correction) or torch "
+                      "(after it, as the authors' PyTorch code; docs/fidelity.md)."),
     click.option("--skip-pruned-ops", type=click.Choice(SKIP_PRUNED_MODES),
                  default=_d["skip_pruned_ops"], show_default=True,
                  help="crb: how the step leaves pruned ops out. levels: each conv op runs "
@@ -382,6 +395,10 @@ def search(out, **options):
 
     def work(note):
         space = space_for(dataset=options["dataset"])
+        if space is IMAGE_SPACE and options["schedule"] == "dynamic-latched":
+            raise RunError("--schedule dynamic-latched applies to a corpus as --dataset (the "
+                           "authors' recurrent search), not to the image data "
+                           f"{options['dataset']}")
         opts = _space_options(ctx, "search", options, space)
         return space.job("search")(out, report=click.echo, before_tensorflow=_set_threads,
                                    note=note, **opts)

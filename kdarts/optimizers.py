@@ -1,4 +1,5 @@
-"""Keras's SGD with each variable's momentum update as one TensorFlow kernel.
+"""The search's optimizers: Keras's SGD with each variable's momentum update as one
+TensorFlow kernel, and Adam with PyTorch's placement of ε.
 
 :class:`keras.optimizers.SGD` writes ``m ← μ·m − lr·g; w ← w + m`` as a dozen ops
 per variable (casts, reads, products, a difference, two assignments). The search
@@ -41,4 +42,33 @@ class FusedSGD(keras.optimizers.SGD):
             use_nesterov=bool(self.nesterov))
 
 
-__all__ = ["FusedSGD"]
+@keras.saving.register_keras_serializable(package="kdarts")
+class TorchAdam(keras.optimizers.Adam):
+    """:class:`keras.optimizers.Adam` (same arguments, variables and checkpoints) that
+    adds ε where PyTorch's ``torch.optim.Adam`` does, after the bias correction:
+
+        w ← w − lr/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε)
+
+    Keras adds ε to √v before correcting it, ``lr·√(1−β₂ᵗ)/(1−β₁ᵗ) · m/(√v + ε)``,
+    which is PyTorch's rule with ε·√(1−β₂ᵗ) in place of ε: at step 1 with β₂ = 0.999
+    Keras's ε weighs 31.6× PyTorch's, and α's first steps differ from the authors' on
+    entries with small gradients (docs/fidelity.md). The default α optimizer stays
+    Keras's Adam; this one reproduces the authors' α steps.
+
+    Example:
+        >>> from kdarts.optimizers import TorchAdam
+        >>> opt = TorchAdam(learning_rate=3e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
+    """
+
+    def update_step(self, gradient, variable, learning_rate):
+        # Keras's update with ε·√(1−β₂ᵗ) as its ε is PyTorch's update with ε
+        epsilon = self.epsilon
+        step = tf.cast(self.iterations + 1, variable.dtype)
+        self.epsilon = epsilon * tf.sqrt(1.0 - tf.pow(tf.cast(self.beta_2, variable.dtype), step))
+        try:
+            super().update_step(gradient, variable, learning_rate)
+        finally:
+            self.epsilon = epsilon
+
+
+__all__ = ["FusedSGD", "TorchAdam"]

@@ -116,3 +116,14 @@ def test_a_small_folder_is_sized_in_one_line_and_given_options_win(tmp_path):
                           lines.append)
     assert (opts["units"], opts["batch_size"]) == (12, 2)
     assert len(lines) == 1 and "units" not in lines[0] and "batch" not in lines[0]
+
+
+def test_corpus_folder_search_learning_rate_reaches_the_papers_20():
+    """The weights' SGD rate of a recurrent search grows with the corpus to the authors'
+    20 (train_search_rnn.py's --lr) on a PTB-sized folder; the built-in corpus keeps 5."""
+    from kdarts.runs.recurrent import RECURRENT_SEARCH_DEFAULTS, corpus_sizes
+
+    assert corpus_sizes("search", 929_589, 73_760)["lr"] == 20.0
+    assert corpus_sizes("search", 20_000, 2_500)["lr"] == RECURRENT_SEARCH_DEFAULTS["lr"] == 5.0
+    assert 5.0 < corpus_sizes("search", 250_000, 25_000)["lr"] < 20.0
+    assert "lr" not in corpus_sizes("train", 929_589, 73_760)

@@ -73,3 +73,21 @@ def test_language_model_training_resumes_as_if_uninterrupted(tmp_path):
     for a, b in zip(_weights(tmp_path / "a" / "model.keras"),
                     _weights(tmp_path / "b" / "model.keras"), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_recurrent_training_stops_after_patience_epochs_without_a_better_loss(tmp_path,
+                                                                               monkeypatch):
+    """The run passes ``patience`` to the trainer's early stop (the reference's): a
+    validation loss that never improves after the first epoch ends a 6-epoch training
+    after epoch 1 + patience, complete, with its metrics."""
+    import kdarts.recurrent.training as training
+    from kdarts.runs import recurrent_train_run
+
+    monkeypatch.setattr(training, "evaluate_loss", lambda *args, **kwargs: 5.0)
+    lines = []
+    result = recurrent_train_run("DARTS_V2", str(tmp_path / "t"), report=lines.append,
+                                 progress=False, **{**TINY_LM, "epochs": 6, "patience": 2})
+    assert result.complete and result.epochs_done == 3, lines
+    assert any("converged after epoch 3" in line for line in lines), lines
+    assert (tmp_path / "t" / "metrics.json").exists()

@@ -2,7 +2,8 @@
 
 Modules: :mod:`.genotype` (the discrete cell, presets; no TensorFlow), :mod:`.cell` (the
 search cell layer), :mod:`.dropout` (locked and embedding dropout masks), :mod:`.model`
-(the search model and its step), :mod:`.data` (BPTT segments), :mod:`.corpus` (a PTB-style
+(the search model and its step), :mod:`.callbacks` (its result: the best validation
+epoch's architecture), :mod:`.data` (BPTT segments), :mod:`.corpus` (a PTB-style
 corpus from the Python documentation every install carries); for a found genotype,
 :mod:`.eval_cell` and :mod:`.language_model` (the evaluation cell and language model),
 :mod:`.asgd` and :mod:`.training` (SGD → ASGD training, perplexity), :mod:`.export`
@@ -31,6 +32,7 @@ _LAZY = {
     "RecurrentSearchCell": "kdarts.recurrent.cell",
     "RecurrentSearchModel": "kdarts.recurrent.model",
     "count_weights": "kdarts.recurrent.model",
+    "BestValidationArchitecture": "kdarts.recurrent.callbacks",
     "batchify": "kdarts.recurrent.data",
     "bptt_dataset": "kdarts.recurrent.data",
     "BPTTStream": "kdarts.recurrent.data",

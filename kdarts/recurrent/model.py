@@ -31,7 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kdarts.compat import built_input_shape
+from kdarts.compat import built_input_shape, unlocked_state
 from kdarts.ops import own_dtype_policy
 from kdarts.options import RECURRENT_SKIP_PRUNED_MODES
 from kdarts.parameters import count_parameters
@@ -293,6 +293,29 @@ class BPTTStreams:
         first = data[0][4][0]
         for h in (self.hidden, self.search_hidden):  # the reference restarts both each epoch
             h.assign(tf.where(first, tf.zeros_like(h), h))
+        if self._latches():  # the authors' latch is reset at each epoch's start
+            self.alpha_latch.assign(tf.where(first, 0.0, self.alpha_latch))
+
+    def _latches(self) -> bool:
+        return getattr(self.schedule, "latch", False) and \
+            getattr(self, "alpha_latch", None) is not None
+
+    def _create_latch_state(self) -> None:
+        """A latching schedule's state (1: an α step was taken this epoch), after every
+        other variable, so that a search without it keeps its weight files' layout."""
+        if getattr(self.schedule, "latch", False) and getattr(self, "alpha_latch", None) is None:
+            with self.distribute_strategy.scope(), unlocked_state(self):
+                self.alpha_latch = self._add_state("alpha_latch")
+
+    def _decide(self, step) -> tf.Tensor:
+        """The schedule's decision (which alone moves its threshold), latched for the rest
+        of the epoch by a latching schedule."""
+        take = super()._decide(step)
+        if not self._latches():
+            return take
+        take = self.schedule.latched(take, self.alpha_latch > 0.5)
+        self.alpha_latch.assign(tf.cast(take, tf.float32))
+        return take
 
     def _rows(self, state):
         """This replica's rows of a carried hidden state (all of it on one device)."""
@@ -389,6 +412,7 @@ class RecurrentSearchModel(RecurrentGradients, BPTTStreams, AlternatingSearch):
         self._add_search_metrics(("loss", "search_loss", "reg", "fi"))
         if self._search_compiled:  # compiled before it was built: its regulariser's state
             self._create_regularizer_state()
+            self._create_latch_state()
         self.built = True
 
     @property
@@ -490,7 +514,9 @@ class RecurrentSearchModel(RecurrentGradients, BPTTStreams, AlternatingSearch):
             arch_optimizer: α optimizer; default Adam(3e-3, betas 0.9/0.999).
             schedule: ``"dynamic"``, ``"fixed"`` or a schedule instance. The authors' PTB
                 script runs the dynamic schedule without averaging FI (``ewma=1.0``);
-                ``"dynamic"`` is docs/method.md §5's (0.2).
+                ``"dynamic"`` is docs/method.md §5's (0.2). ``"dynamic-latched"``
+                (``DynamicSchedule(latch=True)``) is the authors' code as it runs: after
+                the first α step of an epoch, every step of it takes one.
             regularizer: a name registered in :data:`kdarts.options.REGULARIZERS`
                 (``"proximity"``, ``"admm"``, ``"none"``, ...) or a
                 :class:`~kdarts.search.regularizers.Regularizer`; D keeps one
@@ -541,6 +567,8 @@ class RecurrentSearchModel(RecurrentGradients, BPTTStreams, AlternatingSearch):
                                regularizer=regularizer, search_data=search_data,
                                weight_decay=weight_decay, arch_weight_decay=arch_weight_decay,
                                clip_norm=clip_norm, skip_pruned_ops=mode)
+        if self.built:
+            self._create_latch_state()
 
     @property
     def metrics(self):

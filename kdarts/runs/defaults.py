@@ -29,7 +29,7 @@ SEARCH_DEFAULTS: dict = dict(
     reg="proximity", rho=0.1, admm_every=10, admm_variant="spec", split="dynamic",
     batch_size=32, channels=8,
     layers=5, steps=4, primitives=None, max_examples=None, seed=0, unrolled=False,
-    image_size=None, mixed_precision=False, skip_pruned_ops="auto",
+    image_size=None, mixed_precision=False, skip_pruned_ops="auto", arch_epsilon="keras",
 )
 #: Evaluation training defaults for the digits (DARTS's recipe, smaller and shorter).
 TRAIN_DEFAULTS: dict = dict(
@@ -55,7 +55,19 @@ LATER_ARGS: dict[str, dict] = {
 
 #: Arguments an older recurrent search's run.json may lack, with the value such runs had.
 RECURRENT_LATER_ARGS: dict[str, dict] = {
-    "search": {"mixed_precision": False, "skip_pruned_ops": "never"}}
+    "search": {"mixed_precision": False, "skip_pruned_ops": "never"},
+    "train": {"patience": 20}}
+
+#: Options added since run.json's version 2, with the value every run before them had: a
+#: run.json without one is compared (on resume) as if it had that value.
+LATER_OPTIONS: dict = {"arch_epsilon": "keras"}
+
+
+def with_later_options(old: dict, args: dict) -> dict:
+    """A run.json's arguments ``old`` with the :data:`LATER_OPTIONS` that today's ``args``
+    have and ``old`` lacks, at the value runs before them had."""
+    return {**{k: v for k, v in LATER_OPTIONS.items() if k in args and k not in old}, **old}
+
 
 #: run.json values an option has in an older form, and the value each reads as (an older
 #: ``--skip-pruned-ops`` is a boolean: True, the per-step gathers; False, every op everywhere)

@@ -188,7 +188,8 @@ class LanguageModelFit(FolderFit):
         os.makedirs(os.path.dirname(best), exist_ok=True)
         model.stop_training = False
         hooks.on_train_begin()
-        while trainer.epoch < epochs and not model.stop_training:
+        while (trainer.epoch < epochs and not model.stop_training
+               and not self.converged()):
             epoch = trainer.epoch
             hooks.on_epoch_begin(epoch)
             try:
@@ -203,6 +204,18 @@ class LanguageModelFit(FolderFit):
 
     def epochs_done(self) -> int:
         return self.trainer.epoch
+
+    def converged(self) -> bool:
+        """Whether ``patience`` epochs passed without a better validation loss (the
+        reference's early stop): the training is then complete before its last epoch."""
+        return self.trainer.since_best >= self.job.opts["patience"]
+
+    def stopped_early(self, completed: int) -> bool:
+        if completed < self.job.opts["epochs"] and self.converged():
+            self.settings.report(f"converged after epoch {completed}: no better validation "
+                                 f"loss in {self.job.opts['patience']} epochs")
+            return False
+        return super().stopped_early(completed)
 
     def run(self) -> TrainResult:
         """Trains, evaluates the best validation epoch, writes the model and metrics."""

@@ -61,14 +61,11 @@ def compile_args(opts: Mapping[str, Any], search_data) -> dict:
     """The keyword arguments of :meth:`SearchNetwork.compile
     <kdarts.search.SearchNetwork.compile>` for a search's resolved options: the
     schedule (``every``, ``threshold``), the regulariser, α's Adam at ``arch_lr``
-    (betas 0.5/0.999, as the paper's), ``unrolled``, ``skip_pruned_ops`` and the search
+    (betas 0.5/0.999, as the paper's; ε placed as ``arch_epsilon`` says), ``unrolled``, ``skip_pruned_ops`` and the search
     split ``search_data``. The weight optimizer and the losses are ``compile``'s own."""
-    import keras
+    from kdarts.options import make_arch_optimizer, make_regularizer, make_schedule
 
-    from kdarts.options import make_regularizer, make_schedule
-
-    arch_optimizer = keras.optimizers.Adam(learning_rate=opts["arch_lr"], beta_1=0.5,
-                                           beta_2=0.999, epsilon=1e-8)
+    arch_optimizer = make_arch_optimizer(opts, beta_1=0.5)
     return dict(schedule=make_schedule(opts), regularizer=make_regularizer(opts["reg"], opts),
                 search_data=search_data, unrolled=opts["unrolled"],
                 arch_optimizer=arch_optimizer, skip_pruned_ops=opts["skip_pruned_ops"])

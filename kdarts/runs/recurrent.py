@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import time
 from typing import Callable
@@ -39,20 +40,27 @@ from kdarts.recurrent.corpus import CORPUS_FILES, EMBEDDED_CORPUS, is_corpus  # 
 #: reference's 20 divided by 4: a 32-unit cell whose weights take the reference's rate
 #: alongside the first α steps diverges (loss and FI climb), a quarter of it converges;
 #: ``kdarts search --dataset kdarts_text --lr 20`` against the default shows the trade.
+#: A corpus folder's rate grows with its size to the reference's 20 (:data:`PTB_SEARCH`).
 RECURRENT_SEARCH_DEFAULTS: dict = dict(
     dataset=EMBEDDED_CORPUS, epochs=4, activation="crb", schedule="dynamic", every=10,
     arch_lr=0.02, threshold=10.0, reg="proximity", rho=0.1, admm_every=10,
     admm_variant="spec", batch_size=32, units=32, bptt=20, vocab_size=1000, lr=5.0,
-    max_tokens=None, seed=0, unrolled=False, mixed_precision=False, skip_pruned_ops="auto")
-#: Language-model training defaults for the embedded corpus (small and short).
+    max_tokens=None, seed=0, unrolled=False, mixed_precision=False, skip_pruned_ops="auto",
+    arch_epsilon="keras")
+#: Language-model training defaults for the embedded corpus (small and short). ``patience``:
+#: the training stops after this many epochs without a better validation loss (the
+#: reference's train.py, ``--convergence`` 20 in the trainer).
 RECURRENT_TRAIN_DEFAULTS: dict = dict(
     dataset=EMBEDDED_CORPUS, epochs=3, units=64, bptt=20, batch_size=32, vocab_size=1000,
-    lr=20.0, max_tokens=None, seed=0)
+    lr=20.0, max_tokens=None, seed=0, patience=20)
 #: The reference's sizes (DARTS's train.py for PTB), the defaults for a corpus folder.
+#: Its epochs are 1200 (up to; the early stop ends it sooner); 50 here, a cap a CPU can
+#: reach, with the reference's early stop (``patience``) kept.
 PTB_TRAIN: dict = dict(units=850, bptt=35, batch_size=64, vocab_size=None, epochs=50)
-#: The reference's search sizes for a corpus folder.
+#: The reference's search sizes for a corpus folder, and its weights' learning rate (20,
+#: train_search_rnn.py's ``--lr``).
 PTB_SEARCH: dict = dict(units=300, bptt=35, batch_size=256, vocab_size=None, epochs=50,
-                        arch_lr=3e-3, threshold=1.0)
+                        arch_lr=3e-3, threshold=1.0, lr=20.0)
 #: A corpus folder's default sizes follow its training tokens: the embedded corpus's
 #: (:data:`RECURRENT_SEARCH_DEFAULTS`, :data:`RECURRENT_TRAIN_DEFAULTS`; it has about
 #: 58,000) up to ``SMALL_CORPUS_TOKENS``, the reference's (:data:`PTB_SEARCH`,
@@ -61,7 +69,8 @@ PTB_SEARCH: dict = dict(units=300, bptt=35, batch_size=256, vocab_size=None, epo
 SMALL_CORPUS_TOKENS = 60_000
 PTB_CORPUS_TOKENS = 900_000
 #: The sizes :func:`corpus_sizes` chooses, per command.
-CORPUS_SIZED = {"search": ("units", "bptt", "batch_size", "epochs", "arch_lr", "threshold"),
+CORPUS_SIZED = {"search": ("units", "bptt", "batch_size", "epochs", "arch_lr", "threshold",
+                           "lr"),
                 "train": ("units", "bptt", "batch_size", "epochs")}
 
 # ------------------------------------------------------------------------- what is what
@@ -107,7 +116,10 @@ def resolve_recurrent_options(command: str, options: dict) -> dict:
                                                    "train": PTB_TRAIN}[command]
     opts = {**base, **{k: v for k, v in paper.items() if k in base}, **given,
             "dataset": dataset}
-    for key, low in (("units", 1), ("bptt", 2), ("batch_size", 1), ("epochs", 1)):
+    for key, low in (("units", 1), ("bptt", 2), ("batch_size", 1), ("epochs", 1),
+                     ("patience", 1)):
+        if key not in opts:
+            continue
         if opts[key] < low:
             raise RunError(f"--{key.replace('_', '-')} must be >= {low}, got {opts[key]}")
     if opts["vocab_size"] is not None and opts["vocab_size"] < 3:
@@ -131,7 +143,8 @@ def corpus_sizes(command: str, num_train: int, num_valid: int | None = None,
     :data:`SMALL_CORPUS_TOKENS`, the reference's from :data:`PTB_CORPUS_TOKENS`, in
     between each geometrically in the token count (bptt linearly, the batch a power of
     two). A small corpus gets a model and a batch small enough to take many steps (and
-    α steps) per epoch; PTB gets the paper's. The batch is lowered (to a power of two)
+    α steps) per epoch; PTB gets the paper's (search: the weights' learning rate too,
+    5 to 20). The batch is lowered (to a power of two)
     until every stream of the training and validation splits holds two segments of
     ``bptt`` (the given one, else the chosen one).
 
@@ -156,7 +169,7 @@ def corpus_sizes(command: str, num_train: int, num_valid: int | None = None,
     if t in (0.0, 1.0):  # the two tables' own values, not their rounding
         sizes = {k: (small if t == 0.0 else paper)[k] for k in sizes}
     if command == "search":
-        for key in ("arch_lr", "threshold"):
+        for key in ("arch_lr", "threshold", "lr"):
             sizes[key] = (small[key] if t == 0.0 else paper[key] if t == 1.0
                           else _significant(_geometric(small[key], paper[key], t)))
     segment = 2 * ((bptt or sizes["bptt"]) + 1)
@@ -220,7 +233,7 @@ def size_to_corpus(command: str, options: dict, report: Report | None = None) ->
     opts.update(chosen)
     if chosen and report is not None:
         names = {"units": "units", "bptt": "bptt", "batch_size": "batch", "epochs": "epochs",
-                 "arch_lr": "α lr", "threshold": "threshold"}
+                 "arch_lr": "α lr", "threshold": "threshold", "lr": "lr"}
         parts = [(f"{opts[k]} {names[k]}" if k in ("units", "epochs")
                   else f"{names[k]} {opts[k]:g}") for k in CORPUS_SIZED[command] if k in chosen]
         report(f"sizes for {corpus_label(opts['dataset'])} ({num_train:,} training tokens, "
@@ -297,7 +310,9 @@ def recurrent_search_run(out: str, *, resume: bool | str = False,
     checkpoint (``checkpoint.weights.h5``, ``checkpoint.json``) every epoch, then
     ``genotype.json`` (a :class:`~kdarts.recurrent.RecurrentGenotype`) and
     ``genotype.png``. The weights learn on the training text, α on the validation
-    text (DARTS's recurrent search), in the authors' variable-length segments.
+    text (DARTS's recurrent search), in the authors' variable-length segments. Every
+    epoch ends in the validation loss (``history.csv``'s ``val_loss``); the genotype is
+    the best validation epoch's (``best_epoch``), as the authors' search writes it.
 
     Args:
         out, resume, stop_after_epoch, report, progress, resume_hint, strategy,
@@ -314,10 +329,11 @@ def recurrent_search_run(out: str, *, resume: bool | str = False,
     settings = RunSettings.of(locals())
     sizes: list[str] = []
     opts = size_to_corpus("search", options, sizes.append)
-    from kdarts.options import ACTIVATIONS, RECURRENT_SKIP_PRUNED_MODES, REGULARIZERS, \
-        SCHEDULES
+    from kdarts.options import ACTIVATIONS, ARCH_EPSILONS, RECURRENT_SCHEDULES, \
+        RECURRENT_SKIP_PRUNED_MODES, REGULARIZERS
 
-    for key, valid in (("activation", ACTIVATIONS), ("schedule", SCHEDULES),
+    for key, valid in (("activation", ACTIVATIONS), ("schedule", RECURRENT_SCHEDULES),
+                       ("arch_epsilon", ARCH_EPSILONS),
                        ("reg", list(REGULARIZERS)),
                        ("skip_pruned_ops", RECURRENT_SKIP_PRUNED_MODES)):
         if opts[key] not in valid:
@@ -378,7 +394,7 @@ class RecurrentSearchFit(FolderFit):
 
         from kdarts.callbacks import restore_checkpoint
         from kdarts.ops import MIXED_PRECISION
-        from kdarts.options import make_regularizer, make_schedule
+        from kdarts.options import make_arch_optimizer, make_regularizer, make_schedule
         from kdarts.recurrent.data import BPTTStream
         from kdarts.recurrent.model import RecurrentSearchModel
 
@@ -389,9 +405,7 @@ class RecurrentSearchFit(FolderFit):
         model.build((batch, bptt))
         self.initial = model.genotype()
         model.compile(optimizer=keras.optimizers.SGD(learning_rate=opts["lr"]),
-                      arch_optimizer=keras.optimizers.Adam(learning_rate=opts["arch_lr"],
-                                                           beta_1=0.9, beta_2=0.999,
-                                                           epsilon=1e-8),
+                      arch_optimizer=make_arch_optimizer(opts, beta_1=0.9),
                       schedule=make_schedule(opts),
                       regularizer=make_regularizer(opts["reg"], opts),
                       search_data=BPTTStream(self.valid, batch, bptt, seed=opts["seed"]),
@@ -419,7 +433,7 @@ class RecurrentSearchFit(FolderFit):
         return (f"search: {info.name} ({info.num_train} training tokens, vocabulary "
                 f"{info.vocab_size}), recurrent cell, {opts['activation']} / "
                 f"{opts['schedule']} k={opts['every']}"
-                + (f" from threshold {opts['threshold']:g}" if opts["schedule"] == "dynamic"
+                + (f" from threshold {opts['threshold']:g}" if opts["schedule"] != "fixed"
                    else "") + f" / α lr {opts['arch_lr']:g} / {opts['reg']} ρ={opts['rho']}, "
                 f"{opts['units']} units, bptt {opts['bptt']}, batch {opts['batch_size']}, "
                 f"{self.steps_per_epoch} steps per epoch"
@@ -431,11 +445,21 @@ class RecurrentSearchFit(FolderFit):
         from kdarts.callbacks import EpochCheckpoint, HistoryCSV
         from kdarts.search.callbacks import search_counters
 
-        folder = self.job.folder
+        from kdarts.recurrent.callbacks import BestValidationArchitecture
+
+        folder, opts = self.job.folder, self.job.opts
+        # the authors' result: the best validation epoch's α (its logs go into the
+        # history, its state into the checkpoint, so a resumed search keeps it)
+        self.best = BestValidationArchitecture(
+            self.valid, bptt=opts["bptt"], epochs=opts["epochs"],
+            best=(self.job.state or {}).get("best_validation"),
+            initial_epoch=self.initial_epoch)
+        best = self.best
         # the epoch is the callback's own count: segment lengths vary, so an epoch's steps
         # do not divide the clock as the image search's do
-        return [HistoryCSV(folder.path("history.csv")),
-                EpochCheckpoint(folder.out, state=search_counters)]
+        return [best, HistoryCSV(folder.path("history.csv")),
+                EpochCheckpoint(folder.out,
+                                state=lambda model: {**search_counters(model), **best.state()})]
 
     def run(self, t_start: float) -> SearchResult:
         """Fits, then (once complete) writes the genotype and its drawing."""
@@ -447,7 +471,7 @@ class RecurrentSearchFit(FolderFit):
             return result
         model, folder, opts = self.model, self.job.folder, self.job.opts
         out, report, done = folder.out, self.settings.report, result.epochs_done
-        valid_ppl = model.evaluate(self.valid, batch_size=10, bptt=opts["bptt"])["perplexity"]
+        kept = self.best.best
         pruned = int(round(float((1.0 - model.mask.numpy()).sum())))
         run = read_json(folder.path("run.json"), "run.json")
         initial = RecurrentGenotype.from_dict(run.get("initial_genotype",
@@ -458,7 +482,9 @@ class RecurrentSearchFit(FolderFit):
                f"{int(model.search_step.numpy())} weight steps, {result.alpha_steps} α steps"
                + (f", {pruned} of {model.mask.numpy().size} ops pruned"
                   if opts["activation"] == "crb" else "")
-               + f"; valid perplexity {valid_ppl:.1f}; the cell "
+               + (f"; the cell of epoch {kept['epoch']}, the best valid perplexity "
+                  f"{math.exp(kept['val_loss']):.1f}, " if kept is not None else
+                  "; no epoch had a finite validation loss: the last epoch's cell, ")
                + ("differs from" if genotype != initial else "equals")
                + f" the initial α's): genotype → {rel(result.genotype_path)}; history, "
                f"checkpoint and genotype.png in {rel(out)}")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 
+from kdarts.runs.defaults import with_later_options
 from kdarts.runs.folder import RUN_FILES, RunFolder, read_json, space_of
 from kdarts.runs.report import rel
 from kdarts.runs.results import RunError
@@ -54,7 +55,8 @@ def _kind(args: dict) -> str:
 
 
 def previous_args(folder: RunFolder, run: dict | None, args: dict) -> dict | None:
-    """The arguments of the run the folder holds (run.json's, in today's form), to compare
+    """The arguments of the run the folder holds (run.json's, in today's form, with the
+    options added since at the value it ran with: :func:`with_later_options`), to compare
     with ``args``; RunError if it is the other search space's run."""
     if run is None:
         return None
@@ -63,7 +65,7 @@ def previous_args(folder: RunFolder, run: dict | None, args: dict) -> dict | Non
         noun = "search" if folder.command == "search" else "training"
         raise RunError(f"--out {rel(folder.out)} holds {_article(space_of(old))} {noun} "
                        f"run, not {_article(space_of(args))} one; choose another --out")
-    return old
+    return with_later_options(old, args)
 
 
 def job_checkpoint(folder: RunFolder, args: dict) -> dict | None:

@@ -51,12 +51,19 @@ class DynamicSchedule:
     After an α step the threshold shrinks by ``multiplier**-every``, after a step
     without one it grows by ``multiplier``, so on average one α step is taken per
     ``every`` weight steps, at moments when the weights have settled (low FI).
+
+    ``latch=True`` is the authors' recurrent search as its code runs
+    (``train_search_rnn.py``): once the rule has taken an α step in an epoch, every
+    later step of that epoch takes one too, while the threshold still moves by the
+    rule's own decision. Only :class:`~kdarts.recurrent.RecurrentSearchModel` honours
+    it (the authors' convolutional loop has no latch); docs/fidelity.md.
     """
 
     every: int = 10
     multiplier: float = 1.05
     ewma: float = 0.2
     initial_threshold: float = 1.0
+    latch: bool = False
 
     def __post_init__(self):
         if int(self.every) < 1:
@@ -79,8 +86,17 @@ class DynamicSchedule:
         )
         return threshold * factor
 
+    def latched(self, take, latch) -> tf.Tensor:
+        """Whether the step takes an α step: the rule's ``take``, or, latching, also any
+        step after one in the same epoch (``latch``: an α step was taken this epoch)."""
+        take = tf.convert_to_tensor(take)
+        return tf.logical_or(take, tf.convert_to_tensor(latch)) if self.latch else take
+
     def get_config(self) -> dict:
-        return {"name": "dynamic", **asdict(self)}
+        config = asdict(self)
+        if not self.latch:  # the paper's rule: the config it always had
+            del config["latch"]
+        return {"name": "dynamic-latched" if self.latch else "dynamic", **config}
 
 
 def update_fi_ewma(fi_ewma, fi, first, ewma: float = 0.2) -> tf.Tensor:
@@ -113,7 +129,8 @@ def add_schedule_state(model) -> None:
 
 
 def get_schedule(schedule) -> FixedSchedule | DynamicSchedule:
-    """A schedule from an instance, ``"dynamic"``, ``"fixed"`` or a config dict."""
+    """A schedule from an instance, ``"dynamic"``, ``"dynamic-latched"``, ``"fixed"`` or
+    a config dict."""
     if isinstance(schedule, (FixedSchedule, DynamicSchedule)):
         return schedule
     if isinstance(schedule, str):
@@ -123,7 +140,9 @@ def get_schedule(schedule) -> FixedSchedule | DynamicSchedule:
         name = config.pop("name", None)
         if name == "dynamic":
             return DynamicSchedule(**config)
+        if name == "dynamic-latched":
+            return DynamicSchedule(**{**config, "latch": True})
         if name == "fixed":
             return FixedSchedule(**config)
-        raise ValueError(f"unknown schedule '{name}'; valid: dynamic, fixed")
+        raise ValueError(f"unknown schedule '{name}'; valid: dynamic, dynamic-latched, fixed")
     raise TypeError(f"schedule must be a schedule, a name or a dict, got {type(schedule).__name__}")
