@@ -19,6 +19,19 @@ import pytest  # noqa: E402
 CLASSES = ("ant", "bee", "cat")
 
 
+def invoke(*args):
+    """Run the ``kdarts`` CLI in process; unexpected exceptions propagate (click's exits
+    do not)."""
+    from click.testing import CliRunner
+
+    from kdarts.cli import main
+
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
 def own_images(count: int, size: int = 8, channels: int = 3, seed: int = 0):
     """``count`` images whose class (``i % 3``) is a bright band of columns, on noise."""
     rng = np.random.default_rng(seed)

@@ -10,17 +10,7 @@ import os
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-from conftest import own_images, write_png_folder
-
-
-def invoke(*args):
-    from kdarts.cli import main
-
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
+from conftest import invoke, own_images, write_png_folder
 
 
 def error_line(result) -> str:

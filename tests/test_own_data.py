@@ -18,20 +18,9 @@ import warnings
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-from conftest import own_images, write_png_folder
+from conftest import invoke, own_images, write_png_folder
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
-
-
-def invoke(*args):
-    """Run the CLI in process; unexpected exceptions propagate (click's exits do not)."""
-    from kdarts.cli import main
-
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
 
 
 def error_line(result) -> str:
