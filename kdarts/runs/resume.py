@@ -56,7 +56,8 @@ def _kind(args: dict) -> str:
 
 def previous_args(folder: RunFolder, run: dict | None, args: dict) -> dict | None:
     """The arguments of the run the folder holds (run.json's, in today's form, with the
-    options added since at the value it ran with: :func:`with_later_options`), to compare
+    options added since at the value it ran with:
+    :func:`kdarts.runs.defaults.with_later_options`), to compare
     with ``args``; RunError if it is the other search space's run."""
     if run is None:
         return None
