@@ -31,6 +31,8 @@ tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfigu
 
 import keras  # noqa: E402
 
+from replica_trajectory import Trajectory  # noqa: E402  (this folder is sys.path[0])
+
 from kdarts.recurrent.data import BPTTStream  # noqa: E402
 from kdarts.recurrent.model import RecurrentSearchModel  # noqa: E402
 from kdarts.search import DynamicSchedule  # noqa: E402
@@ -46,22 +48,6 @@ def corpus() -> np.ndarray:
     return np.array(ids)
 
 
-class _Trajectory(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.alpha, self.took, self.replica_spread = [], [], 0.0
-
-    def on_train_batch_end(self, batch, logs=None):
-        m = self.model
-        self.alpha.append(m.alpha.numpy().tolist())
-        self.took.append(float(logs["took_alpha_step"]))
-        for v in m.weight_variables + [m.alpha, m.fi_ewma, m.mask, m.hidden, m.search_hidden]:
-            copies = getattr(v.value, "values", ())
-            for c in copies[1:]:
-                self.replica_spread = max(self.replica_spread,
-                                          float(np.abs(c.numpy() - copies[0].numpy()).max()))
-
-
 def search(strategy) -> dict:
     ids = corpus()
     train, valid = ids[:4 * 24], ids[4 * 24:]
@@ -75,7 +61,8 @@ def search(strategy) -> dict:
                       arch_optimizer=keras.optimizers.Adam(0.05),
                       schedule=DynamicSchedule(every=2, initial_threshold=1e4),
                       search_data=BPTTStream(valid, 4, 5))
-    trajectory = _Trajectory()
+    trajectory = Trajectory(lambda m: m.weight_variables + [m.alpha, m.fi_ewma, m.mask,
+                                                           m.hidden, m.search_hidden])
     logs = model.fit(BPTTStream(train, 4, 5, p_full=0.5, seed=3), epochs=2, verbose=0,
                      callbacks=[trajectory]).history
     return dict(replicas=strategy.num_replicas_in_sync, alpha=trajectory.alpha,

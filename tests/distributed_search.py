@@ -39,6 +39,8 @@ tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfigu
 
 import keras  # noqa: E402
 
+from replica_trajectory import Trajectory  # noqa: E402  (this folder is sys.path[0])
+
 from kdarts.eval import EvalNetwork, compile_eval_network  # noqa: E402
 from kdarts.genotype import DARTS_V2, Genotype  # noqa: E402
 from kdarts.search import DynamicSchedule, SearchNetwork  # noqa: E402
@@ -54,22 +56,6 @@ GENOTYPE = Genotype(normal=DARTS_V2.normal, reduce=[
     ("avg_pool_3x3" if op == "max_pool_3x3" else op, i) for op, i in DARTS_V2.reduce])
 TINY = dict(channels=4, layers=3, steps=2, multiplier=2, primitives=PRIMS)
 STEPS = 20
-
-
-class _Trajectory(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.alpha, self.took, self.replica_spread = [], [], 0.0
-
-    def on_train_batch_end(self, batch, logs=None):
-        m = self.model
-        self.alpha.append([a.numpy().tolist() for a in m.arch_variables])
-        self.took.append(float(logs["took_alpha_step"]))
-        for v in m.arch_variables + m.weight_variables + [m.fi_ewma, m.mask_normal]:
-            copies = getattr(v.value, "values", ())
-            for c in copies[1:]:
-                self.replica_spread = max(self.replica_spread,
-                                          float(np.abs(c.numpy() - copies[0].numpy()).max()))
 
 
 def own_traces(model) -> list[int] | None:
@@ -99,7 +85,8 @@ def search(strategy) -> dict:
                       regularizer="proximity",
                       arch_optimizer=keras.optimizers.Adam(3e-3, beta_1=0.5),
                       search_data=search_ds)
-    trajectory = _Trajectory()
+    trajectory = Trajectory(lambda m: m.arch_variables + m.weight_variables
+                            + [m.fi_ewma, m.mask_normal])
     model.fit(weight_ds, epochs=2, steps_per_epoch=STEPS // 2, verbose=0,
               callbacks=[trajectory])
     return dict(replicas=strategy.num_replicas_in_sync, alpha=trajectory.alpha,
