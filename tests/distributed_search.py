@@ -29,7 +29,6 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 tf.nn.relu = tf.nn.softplus  # what kdarts's and Keras's ReLUs call: smooth (docstring)

@@ -6,7 +6,6 @@
 * An ``.npz`` whose labels skip a class, or whose pixels hold NaN, says so (issue 37).
 """
 
-import os
 
 import numpy as np
 import pytest

@@ -1,8 +1,8 @@
 """The search ``kdarts search`` runs, as the parts of a Keras ``compile``/``fit``.
 
-:func:`kdarts.runs.search.search_defaults` resolves a search's options exactly as the command line does
-(the dataset's defaults, the same checks, a default batch lowered to fit small own
-data) and returns a :class:`SearchDefaults`, which builds the datasets, the
+:func:`kdarts.runs.search.search_defaults` resolves a search's options exactly as the
+command line does (the dataset's defaults, the same checks, a default batch lowered to fit
+small own data) and returns a :class:`SearchDefaults`, which builds the datasets, the
 :class:`~kdarts.search.SearchNetwork` arguments and the ``compile`` arguments with the
 functions :class:`kdarts.runs.search.SearchFit` builds its own with. Seeded alike, a
 ``fit`` with them is the command's search: the same α, the same genotype.
@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Any, Iterator, Mapping
-
-from kdarts.runs.defaults import SEARCH_DEFAULTS
 
 
 def search_data(opts: Mapping[str, Any], *, data_dir: str | None = None,
