@@ -31,8 +31,17 @@ from kdarts.genotype import CRB_PRIMITIVES, discretize, edge_index, num_edges
 #: The cell types a convolutional genotype holds, in the order D_B visits their nodes.
 CELL_TYPES: tuple[str, ...] = ("normal", "reduce")
 
-__all__ = ["BudgetError", "BudgetedGenotype", "cheapest_cost", "discretize_within_budget",
-           "genotype_cost"]
+#: Why the recurrent space takes no budget (docs/method.md §8).
+RECURRENT_BUDGET_REFUSAL = (
+    "a budget applies to the image space only: every node of the recurrent cell has its "
+    "own W, so its parameters and multiply-adds are the same whatever the genotype")
+
+#: What a budget can bound, and the unit its amounts are counted in.
+BUDGET_UNITS: dict[str, str] = {"params": "parameters", "madds": "multiply-adds",
+                                "latency_ms": "ms"}
+
+__all__ = ["BUDGET_UNITS", "RECURRENT_BUDGET_REFUSAL", "Budget", "BudgetError", "BudgetedGenotype", "cheapest_cost",
+           "discretize_within_budget", "format_amount", "genotype_cost", "parse_amount"]
 
 
 class BudgetError(ValueError):
@@ -224,3 +233,124 @@ def discretize_within_budget(
     choices = {group: tuple(options[g][2][state_keys[best, g]])
                for g, group in enumerate(groups)}
     return _as_result(w64, c64, fixed, cells, primitives, steps, choices)
+
+
+_SUFFIXES = {"k": 1e3, "m": 1e6, "g": 1e9}
+
+
+def parse_amount(text: str | float | int, what: str = "budget") -> float:
+    """A positive amount, with an optional k/M/G suffix: ``"120k"`` → 120000.0.
+
+    Raises:
+        BudgetError: not a positive number (the message names ``what`` and the text).
+
+    Example:
+        >>> parse_amount("15M"), parse_amount("0.8"), parse_amount(2500)
+        (15000000.0, 0.8, 2500.0)
+    """
+    raw = str(text).strip()
+    scale = _SUFFIXES.get(raw[-1:].lower(), 1.0) if raw else 1.0
+    number = raw[:-1] if scale != 1.0 else raw
+    try:
+        value = float(number) * scale
+    except ValueError:
+        value = float("nan")
+    if not np.isfinite(value) or value <= 0:
+        raise BudgetError(f"{what}: expected a positive number such as 120k, 15M or 0.8, "
+                          f"got {raw!r}")
+    return value
+
+
+def format_amount(value: float, kind: str) -> str:
+    """An amount for a one-line report: ``120.0k parameters``, ``15.20M multiply-adds``,
+    ``0.812 ms``."""
+    if kind == "latency_ms":
+        return f"{value:.3f} ms"
+    unit = BUDGET_UNITS.get(kind, kind)
+    if value >= 1e6:
+        return f"{value / 1e6:.2f}M {unit}"
+    if value >= 1e3:
+        return f"{value / 1e3:.1f}k {unit}"
+    return f"{value:g} {unit}"
+
+
+def _steps_of(num_rows: int) -> int:
+    steps, rows = 0, 0
+    while rows < num_rows:
+        rows += steps + 2
+        steps += 1
+    if rows != num_rows:
+        raise BudgetError(f"a cost table with {num_rows} edge rows fits no cell "
+                          "(a cell of s nodes has 2s + s(s-1)/2 edges)")
+    return steps
+
+
+@dataclass(frozen=True)
+class Budget:
+    """An upper bound on one additive cost of the found network, held by D_B.
+
+    Args:
+        table: the cost table (``kdarts.eval.costs.CostTable``: ``kind``, ``per_op``
+            cell type → (edges, primitives), ``fixed`` and ``primitives``), of the
+            evaluation network the genotype will be trained as.
+        limit: the largest allowed cost, the fixed part included, in the table's unit.
+
+    Raises:
+        BudgetError: at once, if no valid genotype meets the limit (the message names
+            the cheapest genotype's cost).
+
+    Example:
+        >>> from kdarts.eval.costs import cost_tables          # doctest: +SKIP
+        >>> tables = cost_tables(10, (8, 8, 3), channels=16, layers=8)  # doctest: +SKIP
+        >>> budget = Budget(tables["params"], 120_000)         # doctest: +SKIP
+        >>> model.compile(budget=budget)                       # doctest: +SKIP
+    """
+
+    table: object
+    limit: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "limit", float(self.limit))
+        cheapest = self.cheapest
+        if cheapest > self.limit:
+            raise BudgetError(
+                f"{self.kind} budget {format_amount(self.limit, self.kind)} is below the "
+                f"cheapest valid genotype, which costs {format_amount(cheapest, self.kind)}")
+
+    @property
+    def kind(self) -> str:
+        """``"params"``, ``"madds"`` or ``"latency_ms"``."""
+        return str(self.table.kind)
+
+    @property
+    def primitives(self) -> tuple[str, ...]:
+        """The candidate ops the table prices (its columns)."""
+        return tuple(self.table.primitives)
+
+    @property
+    def steps(self) -> int:
+        """Intermediate nodes per cell of the table."""
+        return _steps_of(len(next(iter(self.table.per_op.values()))))
+
+    @property
+    def cheapest(self) -> float:
+        """The cost of the cheapest valid genotype."""
+        return cheapest_cost(self.table.per_op, self.primitives, self.steps,
+                             float(self.table.fixed))
+
+    def project(self, weights: Mapping[str, np.ndarray]) -> BudgetedGenotype:
+        """D_B of activated weights (cell type → (edges, primitives)), exact."""
+        return discretize_within_budget(weights, self.table.per_op, self.limit,
+                                        float(self.table.fixed), self.primitives, self.steps)
+
+    def cost(self, genotype) -> float:
+        """What ``genotype`` costs under the table."""
+        return float(self.table.of(genotype))
+
+    def describe(self) -> str:
+        """``"params ≤ 120.0k parameters"``."""
+        return f"{self.kind} ≤ {format_amount(self.limit, self.kind)}"
+
+    def to_dict(self) -> dict:
+        """The budget as genotype.json records it."""
+        return {"kind": self.kind, "limit": self.limit}

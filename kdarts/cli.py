@@ -35,6 +35,7 @@ from typing import Callable
 import click
 from click.core import ParameterSource
 
+from kdarts.budget import RECURRENT_BUDGET_REFUSAL
 from kdarts.data.catalog import DATASETS, DEFAULT_DATASET
 from kdarts.export import FORMATS, INPUT_DTYPES, QUANTIZATIONS
 from kdarts.options import ACTIVATIONS, ADMM_VARIANTS, ARCH_EPSILONS, RECURRENT_SCHEDULES, \
@@ -55,6 +56,7 @@ from kdarts.runs import (
     quickstart_run,
     rel,
 )
+from kdarts.runs.defaults import BUDGET_OPTIONS, LATENCY_RUNTIMES
 from kdarts.runs.recurrent import EMBEDDED_CORPUS, PTB_SEARCH, PTB_TRAIN
 from kdarts.runs.watchdog import TERMINATED, SigtermAsInterrupt
 from kdarts.spaces import IMAGE, IMAGE_SPACE, RECURRENT_SPACE, Space, SpaceError, space_for
@@ -368,6 +370,24 @@ _rd = RECURRENT_SPACE.defaults_for("search")
                       "a larger graph); auto: levels from 16x16 px at 8 channels when the "
                       "search is long enough to earn its retraces back (about 1,500 "
                       "steps there, fewer for larger images), else never."),
+    click.option("--max-params", default=None, metavar="N",
+                 help="Budget: the found network's parameters (evaluation network, "
+                      "auxiliary head excluded) at most N, e.g. 120k. Held by the "
+                      "projection itself (docs/method.md §8); one budget per search."),
+    click.option("--max-madds", default=None, metavar="N",
+                 help="Budget: multiply-adds of one image's inference at most N, e.g. 15M."),
+    click.option("--max-latency-ms", default=None, metavar="MS",
+                 help="Budget: predicted latency (batch 1, one thread, this machine) in "
+                      "--latency-runtime at most MS, from per-op timings measured once "
+                      "and cached."),
+    click.option("--latency-runtime", type=click.Choice(LATENCY_RUNTIMES),
+                 default=_d["latency_runtime"], show_default=True,
+                 help="The runtime --max-latency-ms is measured in."),
+    click.option("--eval-channels", type=click.IntRange(min=1), default=None,
+                 help="C of the evaluation network the budget and the reported cost price "
+                      "[default: kdarts train's for the dataset]."),
+    click.option("--eval-layers", type=click.IntRange(min=1), default=None,
+                 help="Cells of that evaluation network [default: kdarts train's]."),
     click.option("--out", type=click.Path(), default=os.path.join("runs", "search"),
                  help="Output folder (new or empty, or this search's own with --resume)."),
     click.option("--resume", is_flag=True,
@@ -395,6 +415,9 @@ def search(out, **options):
 
     def work(note):
         space = space_for(dataset=options["dataset"])
+        budgets = [k for k in BUDGET_OPTIONS if options.get(k) is not None]
+        if space is not IMAGE_SPACE and budgets:
+            raise RunError(f"--{budgets[0].replace('_', '-')}: {RECURRENT_BUDGET_REFUSAL}")
         if space is IMAGE_SPACE and options["schedule"] == "dynamic-latched":
             raise RunError("--schedule dynamic-latched applies to a corpus as --dataset (the "
                            "authors' recurrent search), not to the image data "
@@ -518,6 +541,9 @@ def show(genotype, png):
         space = space_for(genotype=genotype, default=IMAGE)  # its loader names a problem
         geno = space.load_genotype(genotype)
         click.echo(str(geno))
+        cost = getattr(geno, "describe_cost", lambda: None)()
+        if cost:
+            click.echo(cost)
         if png:
             from kdarts.plots import plot_genotype
 

@@ -135,6 +135,10 @@ class Genotype(GenotypeFile):
     normal_concat: tuple[int, ...] = (2, 3, 4, 5)
     reduce: tuple[tuple[str, int], ...] = field(default=())
     reduce_concat: tuple[int, ...] = (2, 3, 4, 5)
+    #: what the search measured of it (evaluation network, parameters, multiply-adds,
+    #: the budget it was held to), or None; not part of the architecture: two genotypes
+    #: with the same cells are equal whatever their cost records say
+    cost: dict | None = field(default=None, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "normal", tuple((str(o), int(i)) for o, i in self.normal))
@@ -184,12 +188,39 @@ class Genotype(GenotypeFile):
 
     def to_dict(self) -> dict:
         """Plain JSON-ready dictionary."""
-        return {
+        data = {
             "normal": [list(g) for g in self.normal],
             "normal_concat": list(self.normal_concat),
             "reduce": [list(g) for g in self.reduce],
             "reduce_concat": list(self.reduce_concat),
         }
+        if self.cost is not None:
+            data["cost"] = self.cost
+        return data
+
+    def with_cost(self, cost: dict | None) -> "Genotype":
+        """The same cells with ``cost`` recorded (see :attr:`cost`)."""
+        return Genotype(self.normal, self.normal_concat, self.reduce, self.reduce_concat,
+                        cost=cost)
+
+    def describe_cost(self) -> str | None:
+        """One line of :attr:`cost`: ``"evaluation network C=16, 8 layers: 103.4k
+        parameters, 14.20M multiply-adds (budget params ≤ 120.0k parameters)"``."""
+        if not self.cost:
+            return None
+        from kdarts.budget import format_amount
+
+        c = self.cost
+        net = c.get("network", {})
+        parts = [format_amount(c[k], k) + (" predicted" if k == "latency_ms" else "")
+                 for k in ("params", "madds", "latency_ms") if k in c]
+        line = (f"evaluation network C={net.get('channels')}, {net.get('layers')} layers: "
+                + ", ".join(parts))
+        budget = c.get("budget")
+        if budget:
+            line += (f" (budget {budget['kind']} ≤ "
+                     f"{format_amount(budget['limit'], budget['kind'])})")
+        return line
 
     @classmethod
     def from_dict(cls, data: object, source: str = "genotype") -> "Genotype":
@@ -199,7 +230,7 @@ class Genotype(GenotypeFile):
         missing = [k for k in ("normal", "reduce") if k not in data]
         if missing:
             raise GenotypeError(f"{source}: missing field(s) {', '.join(missing)}")
-        unknown = set(data) - {"normal", "normal_concat", "reduce", "reduce_concat"}
+        unknown = set(data) - {"normal", "normal_concat", "reduce", "reduce_concat", "cost"}
         if unknown:
             raise GenotypeError(f"{source}: unknown field(s) {', '.join(sorted(unknown))}")
         genes = {}
@@ -227,6 +258,7 @@ class Genotype(GenotypeFile):
                 normal_concat=data.get("normal_concat", (2, 3, 4, 5)),
                 reduce=genes["reduce"],
                 reduce_concat=data.get("reduce_concat", (2, 3, 4, 5)),
+                cost=_cost_record(data.get("cost"), source),
             )
         except GenotypeError as err:
             raise GenotypeError(str(err).replace("genotype:", f"{source}:", 1)) from None
@@ -251,6 +283,24 @@ class Genotype(GenotypeFile):
             "normal cell:\n" + fmt(self.normal, self.normal_concat)
             + "\nreduction cell:\n" + fmt(self.reduce, self.reduce_concat)
         )
+
+
+def _cost_record(cost: object, source: str) -> dict | None:
+    """genotype.json's ``cost`` field, checked: an object of numbers and small objects."""
+    if cost is None:
+        return None
+    if not isinstance(cost, dict):
+        raise GenotypeError(f"{source}: 'cost' must be a JSON object, got "
+                            f"{type(cost).__name__}")
+    for key in ("params", "madds", "latency_ms"):
+        value = cost.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise GenotypeError(f"{source}: cost.{key} must be a number, got {value!r}")
+    budget = cost.get("budget")
+    if budget is not None and not (isinstance(budget, dict) and {"kind", "limit"} <= set(budget)):
+        raise GenotypeError(f"{source}: cost.budget must be an object with 'kind' and "
+                            f"'limit', got {budget!r}")
+    return cost
 
 
 def read_genotype_json(path: str | os.PathLike, hint: str = "give a genotype.json") -> dict:

@@ -4,7 +4,8 @@ TensorFlow starts).
 
     python tests/distributed_search.py OUT.json
 
-Runs the same seeded search, and the same training of an evaluation network, under
+Runs the same seeded search (under a budget that binds), and the same training of an
+evaluation network, under
 ``OneDeviceStrategy`` and under ``MirroredStrategy`` on two logical devices with
 synchronised BN (the same global batch), and writes what the test compares: α after
 every step, the schedule's decisions, each replica's copy of α and the genotypes; the
@@ -37,11 +38,14 @@ _cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 
 from replica_trajectory import Trajectory  # noqa: E402  (this folder is sys.path[0])
 
+from kdarts.budget import Budget  # noqa: E402
 from kdarts.eval import EvalNetwork, compile_eval_network  # noqa: E402
-from kdarts.genotype import DARTS_V2, Genotype  # noqa: E402
+from kdarts.eval.costs import CostTable  # noqa: E402
+from kdarts.genotype import DARTS_V2, Genotype, discretize, num_edges  # noqa: E402
 from kdarts.search import DynamicSchedule, SearchNetwork  # noqa: E402
 from test_search_fit import datasets  # noqa: E402  (this folder is the script's sys.path[0])
 
@@ -73,6 +77,12 @@ def own_traces(model) -> list[int] | None:
             len(ops)]
 
 
+#: A budget that binds (an average pool costs 1, the identity 0; two pools in all):
+#: proximity's target is D_B, computed on every replica
+BUDGET = Budget(CostTable("params", {t: np.tile([1.0, 0.0], (num_edges(2), 1))
+                                     for t in ("normal", "reduce")}, 0.0, PRIMS), 2.0)
+
+
 def search(strategy) -> dict:
     weight_ds, search_ds = datasets()
     with strategy.scope():
@@ -83,7 +93,7 @@ def search(strategy) -> dict:
         model.compile(schedule=DynamicSchedule(every=2, initial_threshold=30.0),
                       regularizer="proximity",
                       arch_optimizer=keras.optimizers.Adam(3e-3, beta_1=0.5),
-                      search_data=search_ds)
+                      search_data=search_ds, budget=BUDGET)
     trajectory = Trajectory(lambda m: m.arch_variables + m.weight_variables
                             + [m.fi_ewma, m.mask_normal])
     model.fit(weight_ds, epochs=2, steps_per_epoch=STEPS // 2, verbose=0,
@@ -91,7 +101,17 @@ def search(strategy) -> dict:
     return dict(replicas=strategy.num_replicas_in_sync, alpha=trajectory.alpha,
                 took=trajectory.took, replica_spread=trajectory.replica_spread,
                 genotype=model.genotype().to_dict(), trace_count=model.trace_count,
+                genotype_cost=BUDGET.cost(model.genotype()),
+                free_cost=BUDGET.cost(Genotype.from_dict(free_genotype(model))),
                 own_traces=own_traces(model))
+
+
+def free_genotype(model) -> dict:
+    """The genotype D (no budget) gives the final weights."""
+    genes = [discretize(w.numpy(), model.primitives, model.steps)[0]
+             for w in model.activated_weights()]
+    return {"normal": genes[0], "normal_concat": [2, 3], "reduce": genes[1],
+            "reduce_concat": [2, 3]}
 
 
 class _Weights(keras.callbacks.Callback):

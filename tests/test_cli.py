@@ -31,6 +31,8 @@ TINY_SEARCH = [
     "--primitives", "max_pool_3x3,skip_connect,sep_conv_3x3",
     "--batch-size", "8", "--max-examples", "96", "--epochs", "2",
     "--schedule", "dynamic", "--every", "2", "--threshold", "1e9", "--seed", "1",
+    # priced on the network TINY_TRAIN trains (cheapest genotype: 1,430 parameters)
+    "--max-params", "1.6k", "--eval-channels", "4", "--eval-layers", "3",
 ]
 # dynamic from a threshold FI never reaches: no α step at step 1 (no FI EWMA yet), then one
 # on every step: the threshold rises by 1.05, then falls by 1.05^-2 a step (resume restores it)
@@ -654,7 +656,12 @@ def test_search_writes_every_output(searched):
     assert [b["took_alpha_step"] for b in record["batches"]] == [0] + [1] * 15
     np.testing.assert_allclose([b["threshold"] for b in record["batches"]],
                                1e9 * 1.05 ** (1 - 2 * np.arange(16)), rtol=1e-5)
-    assert record["epochs"][-1]["genotype"] == genotype.to_dict()
+    genes = {k: v for k, v in genotype.to_dict().items() if k != "cost"}
+    assert record["epochs"][-1]["genotype"] == genes
+    # the budget held, and the cost recorded is the built network's
+    assert genotype.cost["budget"] == {"kind": "params", "limit": 1600.0}
+    assert genotype.cost["network"]["channels"] == 4 and genotype.cost["params"] <= 1600
+    assert f"budget params ≤ 1.6k parameters" in result.output
     assert np.array(record["epochs"][-1]["alpha_normal"]).shape == (5, 3)
     assert run["args"]["arch_lr"] == 0.05  # the digits' default
     # α moved: 15 α steps of Adam(0.05) since the initial 1/3
@@ -673,12 +680,15 @@ def test_show_and_train(searched, trained, tmp_path):
     result = invoke("show", folder / "genotype.json", "--png", tmp_path / "cells.png")
     assert result.exit_code == 0
     assert "normal cell:" in result.output and "reduction cell:" in result.output
+    assert "evaluation network C=4, 3 layers" in result.output  # the cost genotype.json holds
     assert (tmp_path / "cells.png").read_bytes()[:8] == PNG
     assert invoke("show", folder).output.startswith(result.output.splitlines()[0])
 
     train_dir, result = trained
     metrics = json.loads((train_dir / "metrics.json").read_text())
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["num_test"] == 360
+    cost = Genotype.load(folder / "genotype.json").cost
+    assert (metrics["parameters"], metrics["madds"]) == (cost["params"], cost["madds"])
     assert metrics["genotype"] == Genotype.load(folder / "genotype.json").to_dict()
     assert metrics["input"]["pixel_range"] == [0.0, 255.0]
     assert metrics["input"]["shape"] == [None, 8, 8, 3]

@@ -18,7 +18,9 @@ import tensorflow as tf
 
 from kdarts import compat
 from kdarts.eval import EvalNetwork, compile_eval_network
-from kdarts.genotype import DARTS_V2
+from kdarts.budget import Budget, genotype_cost
+from kdarts.eval.costs import CostTable
+from kdarts.genotype import DARTS_V2, num_edges
 from kdarts.ops import BatchNormalization
 from kdarts.search import ADMM, DynamicSchedule, FixedSchedule, Proximity, SearchNetwork
 
@@ -100,6 +102,62 @@ def test_xla_search_step_equals_the_graph_step(xla_allowed, monkeypatch, activat
     assert np.abs(a0[-1][0] - a0[0][0]).max() > 1e-3  # α did move
 
 
+class _Projections(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.z = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.z.append([z.numpy().copy() for z in self.model.regularizer_state["z"]])
+
+
+@pytest.mark.slow
+def test_xla_compiles_a_budgeted_search_and_projects_as_the_graph_does(xla_allowed):
+    """Under a budget, jit_compile=True compiles D_B into the step: ADMM's Z (D_B of
+    act + U, every α step) is the graph run's at every step and within the budget, and
+    the α-step decisions agree. α itself parts from the graph run's by ~1e-4 from the
+    second α step on (the two round the CE gradient differently and Adam's second step
+    magnifies it where its two gradients nearly cancel), so it is not compared here; the
+    unbudgeted step is, in the test above."""
+    weight_ds, search_ds = datasets()
+    keras.utils.set_random_seed(0)
+    model = SearchNetwork(4, activation="crb", **TINY)
+    model.build((8, 8, 8, 3))
+    start = model.get_weights()
+    # sep_conv 10, max_pool 1, skip 0, fixed 5: one sep_conv at most
+    per_op = {t: np.tile([1.0, 0.0, 10.0], (num_edges(2), 1)) for t in ("normal", "reduce")}
+    budget = Budget(CostTable("params", per_op, 5.0, TINY["primitives"]), 16.0)
+    runs = []
+    for jit in (False, True):
+        model.set_weights(start)
+        model.compile(schedule=DynamicSchedule(every=2, initial_threshold=40.0),
+                      regularizer=ADMM(0.1, every=1), search_data=search_ds,
+                      arch_optimizer=keras.optimizers.Adam(3e-3, beta_1=0.5),
+                      jit_compile=jit, budget=budget)
+        assert model.jit_compile is jit
+        projections = _Projections()
+        history = model.fit(weight_ds, epochs=2, steps_per_epoch=3, verbose=0,
+                            callbacks=[projections]).history
+        runs.append((history, projections.z))
+    (h0, z0), (h1, z1) = runs
+    assert h0["alpha_steps"] == h1["alpha_steps"] and h0["alpha_steps"][-1] >= 3
+    projected = 0
+    for step, (graph, xla) in enumerate(zip(z0, z1)):
+        for a, b in zip(graph, xla):
+            np.testing.assert_array_equal(b, a, err_msg=f"step {step}")
+        if all(set(np.unique(z)) <= {0.0, 1.0} for z in xla):  # Z starts at act(α₀)
+            projected += 1
+            onehots = dict(zip(("normal", "reduce"), xla))
+            assert genotype_cost(onehots, per_op, 5.0) <= budget.limit, f"step {step}"
+    assert projected >= 3
+    # the budget binds: D of the final weights would cost more
+    free = model.architecture
+    free = type(free)(**{**free.__dict__, "project": None})
+    d = dict(zip(("normal", "reduce"), [h.numpy() for h in
+                                        free.discretized(model.activated_weights())]))
+    assert genotype_cost(d, per_op, 5.0) > budget.limit
+
+
 @pytest.mark.slow
 def test_xla_evaluation_training_step_equals_the_graph_step(xla_allowed):
     """The evaluation network's step under XLA (drop-path off: XLA draws other masks
@@ -148,6 +206,8 @@ def test_mirrored_search_and_training_on_two_devices_equal_one_device(tmp_path):
             assert np.abs(np.array(x1) - np.array(x2)).max() <= 1e-4, f"step {step}"
     assert np.abs(np.array(one["alpha"][-1]) - np.array(one["alpha"][0])).max() > 1e-3
     assert two["genotype"] == one["genotype"]
+    # D_B on every replica: within the budget D would exceed
+    assert one["genotype_cost"] <= 2.0 < one["free_cost"]
     assert two["replica_spread"] == 0.0  # every replica holds the same α, weights, state
     assert two["trace_count"] == 1
     # traced lean on every thread, the replicas' threads included (compat.lean_tracing)

@@ -31,6 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kdarts.budget import RECURRENT_BUDGET_REFUSAL, BudgetError
 from kdarts.compat import built_input_shape, unlocked_state
 from kdarts.ops import own_dtype_policy
 from kdarts.options import RECURRENT_SKIP_PRUNED_MODES
@@ -506,7 +507,7 @@ class RecurrentSearchModel(RecurrentGradients, BPTTStreams, AlternatingSearch):
                 regularizer="proximity", search_data=None, unrolled: bool | str = False,
                 weight_decay: float = 5e-7, arch_weight_decay: float = 1e-3,
                 clip_norm: float = 0.25, slowness: float = 1e-3, activity_l2: float = 0.0,
-                skip_pruned_ops: bool | str = "auto", **kwargs):
+                skip_pruned_ops: bool | str = "auto", budget=None, **kwargs):
         """Configure the search (defaults: the authors' ``train_search_rnn.py``).
 
         Args:
@@ -545,6 +546,9 @@ class RecurrentSearchModel(RecurrentGradients, BPTTStreams, AlternatingSearch):
                 matmul), traced again at the levels of ``pruning.PRUNE_LEVELS`` as the
                 image search is; ``"never"`` (or False) computes every edge; ``"auto"``
                 (the default) decides by :func:`~kdarts.search.pruning.recurrent_auto_mode`.
+            budget: refused (:data:`kdarts.budget.RECURRENT_BUDGET_REFUSAL` says why); the image
+                space's :meth:`SearchNetwork.compile <kdarts.search.SearchNetwork.compile>`
+                takes one.
             **kwargs: Keras's (``jit_compile=True`` compiles the step with XLA).
         """
         mode = self._check_pruned_mode(skip_pruned_ops, kwargs.get("jit_compile"))
@@ -566,9 +570,12 @@ class RecurrentSearchModel(RecurrentGradients, BPTTStreams, AlternatingSearch):
         self._configure_search(arch_optimizer=arch_optimizer, schedule=schedule,
                                regularizer=regularizer, search_data=search_data,
                                weight_decay=weight_decay, arch_weight_decay=arch_weight_decay,
-                               clip_norm=clip_norm, skip_pruned_ops=mode)
+                               clip_norm=clip_norm, skip_pruned_ops=mode, budget=budget)
         if self.built:
             self._create_latch_state()
+
+    def _budget_projection(self, budget):
+        raise BudgetError(RECURRENT_BUDGET_REFUSAL)
 
     @property
     def metrics(self):

@@ -30,7 +30,14 @@ SEARCH_DEFAULTS: dict = dict(
     batch_size=32, channels=8,
     layers=5, steps=4, primitives=None, max_examples=None, seed=0, unrolled=False,
     image_size=None, mixed_precision=False, skip_pruned_ops="auto", arch_epsilon="keras",
+    max_params=None, max_madds=None, max_latency_ms=None, latency_runtime="litert",
+    eval_channels=None, eval_layers=None,
 )
+#: The search's budget options (at most one is given), by the cost they bound.
+BUDGET_OPTIONS: dict[str, str] = {"max_params": "params", "max_madds": "madds",
+                                  "max_latency_ms": "latency_ms"}
+#: The runtimes a latency budget can be measured in.
+LATENCY_RUNTIMES: tuple[str, ...] = ("litert", "onnx")
 #: Evaluation training defaults for the digits (DARTS's recipe, smaller and shorter).
 TRAIN_DEFAULTS: dict = dict(
     dataset=DEFAULT_DATASET, epochs=20, channels=16, layers=8, batch_size=64, cutout=0,
@@ -60,7 +67,9 @@ RECURRENT_LATER_ARGS: dict[str, dict] = {
 
 #: Options added since run.json's version 2, with the value every run before them had: a
 #: run.json without one is compared (on resume) as if it had that value.
-LATER_OPTIONS: dict = {"arch_epsilon": "keras"}
+LATER_OPTIONS: dict = {"arch_epsilon": "keras", "max_params": None, "max_madds": None,
+                       "max_latency_ms": None, "latency_runtime": "litert",
+                       "eval_channels": None, "eval_layers": None}
 
 
 def with_later_options(old: dict, args: dict) -> dict:
@@ -115,6 +124,39 @@ def parse_primitives(value: str | list | tuple | None, activation: str) -> tuple
     if not [p for p in names if p != "none"]:
         raise RunError("--primitives: need at least one op other than 'none'")
     return names
+
+
+def check_budget_options(opts: dict) -> None:
+    """The budget options, checked without TensorFlow: at most one bound, each a positive
+    amount (``"120k"``, ``"15M"``, ``0.8``; stored as a number), and a known runtime."""
+    from kdarts.budget import BudgetError, parse_amount
+
+    given = [k for k in BUDGET_OPTIONS if opts.get(k) is not None]
+    if len(given) > 1:
+        raise RunError(f"--{given[0].replace('_', '-')} and --{given[1].replace('_', '-')}: "
+                       "give one budget (the projection holds one cost)")
+    for key in given:
+        try:
+            opts[key] = parse_amount(opts[key], f"--{key.replace('_', '-')}")
+        except BudgetError as err:
+            raise RunError(str(err)) from None
+    if opts.get("latency_runtime") not in LATENCY_RUNTIMES:
+        raise RunError(f"--latency-runtime: expected one of {', '.join(LATENCY_RUNTIMES)}, "
+                       f"got {opts.get('latency_runtime')!r}")
+    for key in ("eval_channels", "eval_layers"):
+        value = opts.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise RunError(f"--{key.replace('_', '-')}: expected a positive integer, got "
+                           f"{value!r}")
+
+
+def eval_network_size(opts: dict) -> tuple[int, int]:
+    """``(channels, layers)`` of the evaluation network a search's budget and cost price:
+    ``eval_channels``/``eval_layers`` if given, else ``kdarts train``'s for the dataset."""
+    train = resolve_options("train", {"dataset": opts["dataset"]})
+    return (int(opts.get("eval_channels") or train["channels"]),
+            int(opts.get("eval_layers") or train["layers"]))
 
 
 def check_data_options(opts: dict) -> None:

@@ -281,6 +281,10 @@ class FolderFit:
         """Fits and writes the run's results."""
         raise NotImplementedError
 
+    def found_genotype(self):
+        """The genotype a complete search writes (the model's)."""
+        return self.model.genotype()
+
     def stopped_early(self, completed: int) -> bool:
         """Whether the run ended before its last epoch; if so, says where to continue."""
         epochs = self.job.opts["epochs"]

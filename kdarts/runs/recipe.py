@@ -55,18 +55,85 @@ def network_args(opts: Mapping[str, Any], info, *, sync_batch_norm: bool = False
                 dtype=MIXED_PRECISION if opts["mixed_precision"] else None)
 
 
-def compile_args(opts: Mapping[str, Any], search_data) -> dict:
+def _cost_geometry(opts: Mapping[str, Any], info) -> dict:
+    """The evaluation network a search's costs price (:func:`eval_network_size`)."""
+    from kdarts.genotype import CRB_PRIMITIVES, PRIMITIVES
+    from kdarts.runs.defaults import eval_network_size
+
+    channels, layers = eval_network_size(dict(opts))
+    primitives = opts["primitives"] or (CRB_PRIMITIVES if opts["activation"] == "crb"
+                                        else PRIMITIVES)
+    return dict(num_classes=info.num_classes, image_shape=tuple(info.image_shape),
+                channels=channels, layers=layers, primitives=tuple(primitives),
+                steps=opts["steps"])
+
+
+def search_budget(opts: Mapping[str, Any], info):
+    """The :class:`kdarts.budget.Budget` of a search's resolved options (None without one),
+    priced on the evaluation network ``kdarts train`` would build for the data
+    (``eval_channels``/``eval_layers``, else its defaults).
+
+    Raises:
+        RunError: the budget is below the cheapest valid genotype (the line names that
+            cost), or its runtime is missing.
+    """
+    from kdarts.budget import Budget, BudgetError
+    from kdarts.runs.defaults import BUDGET_OPTIONS
+    from kdarts.runs.results import RunError
+
+    given = [k for k in BUDGET_OPTIONS if opts.get(k) is not None]
+    if not given:
+        return None
+    kind = BUDGET_OPTIONS[given[0]]
+    geometry = _cost_geometry(opts, info)
+    try:
+        if kind == "latency_ms":
+            from kdarts.eval.latency import latency_table
+
+            table = latency_table(opts["latency_runtime"], **geometry)
+        else:
+            from kdarts.eval.costs import cost_tables
+
+            table = cost_tables(**geometry)[kind]
+        return Budget(table, float(opts[given[0]]))
+    except BudgetError as err:
+        raise RunError(f"--{given[0].replace('_', '-')}: {err}") from None
+
+
+def genotype_cost(opts: Mapping[str, Any], info, genotype, budget=None) -> dict:
+    """What genotype.json records of a found genotype's cost: the evaluation network, its
+    parameters and multiply-adds (counted exactly from built layers), and the budget with
+    its cost (a latency budget's is the table's prediction)."""
+    from kdarts.eval.costs import cost_tables
+
+    geometry = _cost_geometry(opts, info)
+    tables = cost_tables(**geometry)
+    record = {"network": {"channels": geometry["channels"], "layers": geometry["layers"],
+                          "image_shape": list(geometry["image_shape"]),
+                          "num_classes": geometry["num_classes"]},
+              "params": int(round(tables["params"].of(genotype))),
+              "madds": int(round(tables["madds"].of(genotype)))}
+    if budget is not None:
+        record["budget"] = budget.to_dict()
+        if budget.kind == "latency_ms":
+            record["latency_ms"] = float(budget.cost(genotype))
+    return record
+
+
+def compile_args(opts: Mapping[str, Any], search_data, budget=None) -> dict:
     """The keyword arguments of :meth:`SearchNetwork.compile
     <kdarts.search.SearchNetwork.compile>` for a search's resolved options: the
     schedule (``every``, ``threshold``), the regulariser, α's Adam at ``arch_lr``
     (betas 0.5/0.999, as the paper's; ε placed as ``arch_epsilon`` says), ``unrolled``, ``skip_pruned_ops`` and the search
-    split ``search_data``. The weight optimizer and the losses are ``compile``'s own."""
+    split ``search_data``, and ``budget`` (:func:`search_budget`). The weight optimizer
+    and the losses are ``compile``'s own."""
     from kdarts.options import make_arch_optimizer, make_regularizer, make_schedule
 
     arch_optimizer = make_arch_optimizer(opts, beta_1=0.5)
     return dict(schedule=make_schedule(opts), regularizer=make_regularizer(opts["reg"], opts),
                 search_data=search_data, unrolled=opts["unrolled"],
-                arch_optimizer=arch_optimizer, skip_pruned_ops=opts["skip_pruned_ops"])
+                arch_optimizer=arch_optimizer, skip_pruned_ops=opts["skip_pruned_ops"],
+                budget=budget)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,8 +184,22 @@ class SearchDefaults:
         ``sync_batch_norm``: BN over the global batch under a multi-replica strategy."""
         return network_args(self.options, info, sync_batch_norm=sync_batch_norm)
 
-    def compile_args(self, search_data) -> dict:
-        """``model.compile(**search.compile_args(search_ds))``: the schedule, regulariser,
-        α optimizer, ``unrolled``, ``skip_pruned_ops`` and the search split. A fresh α
-        optimizer each call: compile each network with its own."""
-        return compile_args(self.options, search_data)
+    def compile_args(self, search_data, info=None) -> dict:
+        """``model.compile(**search.compile_args(search_ds, info))``: the schedule,
+        regulariser, α optimizer, ``unrolled``, ``skip_pruned_ops``, the search split, and
+        the budget if one was given (``max_params``, ``max_madds``, ``max_latency_ms``;
+        priced for the data's ``info``, which it then needs). A fresh α optimizer each
+        call: compile each network with its own."""
+        budget = None
+        if any(self.options.get(k) is not None
+               for k in ("max_params", "max_madds", "max_latency_ms")):
+            if info is None:
+                raise ValueError("compile_args: a budgeted search prices the evaluation "
+                                 "network for the data: pass info (from datasets())")
+            budget = search_budget(self.options, info)
+        return compile_args(self.options, search_data, budget)
+
+    def budget(self, info):
+        """The :class:`kdarts.budget.Budget` the options give for the data ``info`` (None
+        without one)."""
+        return search_budget(self.options, info)

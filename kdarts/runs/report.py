@@ -70,9 +70,10 @@ def replicas_note(batch_size: int, replicas: int, strategy: str, sync_batch_norm
             + (", synchronised BN)" if sync_batch_norm else ")"))
 
 
-def search_summary(opts: dict, info, steps_per_epoch: int, replicas: str) -> str:
+def search_summary(opts: dict, info, steps_per_epoch: int, replicas: str,
+                   budget: str = "") -> str:
     """The line a search reports before its first epoch (``replicas``:
-    :func:`replicas_note`)."""
+    :func:`replicas_note`; ``budget``: the budget's clause, or empty)."""
     return (f"search: {data_label(info)} {info.image_shape[0]}x{info.image_shape[1]}, "
             f"{opts['activation']} / {opts['schedule']} k={opts['every']}"
             + (f" from threshold {opts['threshold']:g}" if opts["schedule"] == "dynamic"
@@ -81,18 +82,21 @@ def search_summary(opts: dict, info, steps_per_epoch: int, replicas: str) -> str
             f"C={opts['channels']}, {opts['layers']} layers, {steps_per_epoch} "
             "steps per epoch"
             + (", mixed precision (float16)" if opts["mixed_precision"] else "")
-            + replicas
+            + replicas + budget
             + "; the first epoch starts with tracing the step (half a minute or more)")
 
 
 def train_summary(opts: dict, info, parameters: int, steps_per_epoch: int,
-                  replicas: str) -> str:
-    """The line a training reports before its first epoch."""
+                  replicas: str, madds: int | None = None) -> str:
+    """The line a training reports before its first epoch (``madds``: multiply-adds of
+    one image's inference, auxiliary head excluded)."""
     num_train = min(info.num_train, opts["max_examples"] or info.num_train)
     stem = ", ImageNet stem" if opts["imagenet_stem"] else ""
     return (f"train: {data_label(info)}, {num_train} training images, "
             f"C={opts['channels']}, {opts['layers']} layers{stem}, "
-            f"{parameters / 1e3:.1f}k parameters, {opts['epochs']} epochs of "
+            f"{parameters / 1e3:.1f}k parameters"
+            + (f", {madds / 1e6:.2f}M multiply-adds" if madds is not None else "")
+            + f", {opts['epochs']} epochs of "
             f"{steps_per_epoch} steps"
             + (", mixed precision (float16)" if opts["mixed_precision"] else "")
             + replicas)

@@ -9,14 +9,16 @@ import types
 from typing import Any, Callable
 
 from kdarts.checkpoints import resume_epoch
-from kdarts.runs.defaults import SEARCH_DEFAULTS, check_data_options, fit_search_batch, \
-    parse_primitives, resolve_options, tensorboard_available
+from kdarts.budget import format_amount
+from kdarts.runs.defaults import SEARCH_DEFAULTS, check_budget_options, check_data_options, \
+    eval_network_size, fit_search_batch, parse_primitives, resolve_options, tensorboard_available
 from kdarts.runs.fit import FolderFit, Job, RunSettings
 from kdarts.runs.folder import RunFolder
 from kdarts.runs.resume import search_state, worker_state
 from kdarts.runs.report import Report, fmt_time, rel, search_summary
 from kdarts.runs.results import RunError, SearchResult
-from kdarts.runs.recipe import SearchDefaults, compile_args, network_args, search_data
+from kdarts.runs.recipe import SearchDefaults, compile_args, genotype_cost, network_args, \
+    search_budget, search_data
 from kdarts.runs.watchdog import InterruptNote
 from kdarts.spaces import IMAGE_SPACE, space_for
 
@@ -35,6 +37,7 @@ def search_options(options: dict) -> tuple[dict, dict, tuple | None, str | None]
     TensorFlow; the note (or None) says the batch was lowered to fit small own data."""
     opts = resolve_options("search", options)
     check_data_options(opts)
+    check_budget_options(opts)
     batch_note = fit_search_batch(opts, explicit=options.get("batch_size") is not None)
     primitives = parse_primitives(opts["primitives"], opts["activation"])
     opts["primitives"] = list(primitives) if primitives else None
@@ -182,7 +185,8 @@ class SearchFit(FolderFit):
         model = SearchNetwork(**network_args(
             opts, info, sync_batch_norm=self.settings.sync_batch_norm and self.replicas > 1))
         model.build((None,) + tuple(info.image_shape))
-        model.compile(**compile_args(opts, self.search_ds))
+        self.budget = search_budget(opts, info)
+        model.compile(**compile_args(opts, self.search_ds, self.budget))
         self.model = model
         if self.job.state is None:
             self.initial_epoch = 0
@@ -205,14 +209,25 @@ class SearchFit(FolderFit):
     def describe(self) -> str | None:
         if self.initial_epoch >= self.job.opts["epochs"]:
             return None
-        line = search_summary(self.job.opts, self.info, self.steps_per_epoch,
-                              self.replicas_note())
-        opts = self.job.opts
+        opts, budget = self.job.opts, ""
+        if self.budget is not None:
+            channels, layers = eval_network_size(opts)
+            budget = (f", budget {self.budget.describe()} (evaluation network C={channels}, "
+                      f"{layers} layers; the cheapest genotype costs "
+                      f"{format_amount(self.budget.cheapest, self.budget.kind)})")
+        line = search_summary(opts, self.info, self.steps_per_epoch, self.replicas_note(),
+                              budget)
         if self.model.pruned_ops_mode(opts["batch_size"],
                                       opts["epochs"] * self.steps_per_epoch) == "levels":
             # say why the bar pauses when a quarter, half, three quarters are pruned
             line += "; traced again when 25, 50 and 75 % of the ops are pruned"
         return line
+
+    def found_genotype(self):
+        """The model's genotype with its cost recorded (genotype.json's ``cost``)."""
+        genotype = self.model.genotype()
+        return genotype.with_cost(genotype_cost(self.job.opts, self.info, genotype,
+                                                self.budget))
 
     def writer_callbacks(self) -> list:
         from kdarts.callbacks import HistoryCSV
@@ -249,6 +264,7 @@ class SearchFit(FolderFit):
         pruned = int(sum(float((1 - m.numpy()).sum()) for m in (model.mask_normal,
                                                                model.mask_reduce)))
         report(str(genotype))
+        report(genotype.describe_cost())
         report(f"search done in {fmt_time(total)} ({completed} epochs, "
                f"{int(model.search_step.numpy())} weight steps, {result.alpha_steps} α steps"
                + (f", {pruned} ops pruned" if job.opts["activation"] == "crb" else "")
@@ -277,7 +293,7 @@ def fit_search(fit: FolderFit) -> tuple[SearchResult, object | None]:
         return result, None
     settings.note.set(f"the search completed and its checkpoint is in {rel(out)}: "
                       f"{settings.resume_hint} writes its genotype and plots again")
-    genotype = model.genotype()
+    genotype = fit.found_genotype()
     genotype.save(result.genotype_path)
     plot_genotype(genotype, fit.job.folder.path("genotype.png"))
     return result, genotype

@@ -133,6 +133,7 @@ class TrainFit(FolderFit):
     def build(self):
         from kdarts.callbacks import restore_checkpoint
         from kdarts.eval import EvalNetwork, compile_eval_network
+        from kdarts.eval.costs import network_madds
         from kdarts.ops import MIXED_PRECISION
 
         opts, info = self.job.opts, self.info
@@ -152,6 +153,7 @@ class TrainFit(FolderFit):
             model, epochs=opts["epochs"], steps_per_epoch=self.steps_per_epoch, lr=opts["lr"])
         self.model = model
         self.parameters = model.parameter_count()
+        self.madds = network_madds(model)
         if self.job.state is not None:
             restore_checkpoint(model, self.job.out)
             self.settings.report(f"resuming {rel(self.job.out)} after epoch "
@@ -159,7 +161,7 @@ class TrainFit(FolderFit):
 
     def describe(self) -> str:
         return train_summary(self.job.opts, self.info, self.parameters, self.steps_per_epoch,
-                             self.replicas_note())
+                             self.replicas_note(), self.madds)
 
     def model_callbacks(self) -> list:
         return list(self.schedule_callbacks)
@@ -203,7 +205,8 @@ class TrainFit(FolderFit):
             "test_accuracy": test_acc, "test_loss": test_loss,
             "train_accuracy": float(history["accuracy"][-1]),
             "train_loss": float(history["loss"][-1]),
-            "num_test": info.num_test, "parameters": self.parameters, "epochs": epochs,
+            "num_test": info.num_test, "parameters": self.parameters, "madds": self.madds,
+            "epochs": epochs,
             "train_seconds": round(self.fit_seconds, 1), "total_seconds": round(total, 1),
             "genotype": job.genotype.to_dict(), "input": model.input_contract(),
             "class_names": list(info.class_names) or None,

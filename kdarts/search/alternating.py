@@ -208,6 +208,8 @@ class AlternatingSearch(PrunedOpsPolicy, SymbolicBuildOnlyIfUnbuilt, LeanTrainFu
 
     def _init_search(self) -> None:
         self._search_compiled = False
+        self.budget = None  # a kdarts.budget.Budget from compile: D_B replaces D
+        self._projection = None
         self._kept_key = None
         self._lr_cosine = None  # (lr_max, lr_min) when the search anneals the weight rate
         self.trace_count = 0  # python-side: how often train_step was traced
@@ -238,6 +240,10 @@ class AlternatingSearch(PrunedOpsPolicy, SymbolicBuildOnlyIfUnbuilt, LeanTrainFu
         """α, the masks and the cell shape, as the regulariser sees them."""
         raise NotImplementedError
 
+    def _budget_projection(self, budget):
+        """The space's D_B in graph ops for ``budget`` (:class:`kdarts.budget.Budget`)."""
+        raise ValueError(f"{type(self).__name__} takes no budget")
+
     def _state_ready(self) -> bool:
         """Whether α and the search state exist (the regulariser's state needs them)."""
         return self.built
@@ -254,8 +260,10 @@ class AlternatingSearch(PrunedOpsPolicy, SymbolicBuildOnlyIfUnbuilt, LeanTrainFu
     # -- compile ------------------------------------------------------------------------------
     def _configure_search(self, *, arch_optimizer, schedule, regularizer, search_data,
                           weight_decay: float, arch_weight_decay: float, clip_norm: float,
-                          skip_pruned_ops: str) -> None:
+                          skip_pruned_ops: str, budget=None) -> None:
         """The search's part of ``compile``, after Keras's (which set the weight optimizer)."""
+        self.budget = budget
+        self._projection = None if budget is None else self._budget_projection(budget)
         self.arch_optimizer = keras.optimizers.get(arch_optimizer)
         # float16 gradients underflow: Keras wrapped the weight optimizer, α's gets the same
         if (isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)

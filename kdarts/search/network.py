@@ -380,7 +380,21 @@ class SearchNetwork(ImageGradients, ImageStreams, AlternatingSearch):
         """α, the masks and the cell shape, as the regulariser sees them."""
         return Architecture(cells=("normal", "reduce"), alphas=tuple(self.arch_variables),
                             masks=tuple(self._masks()), activation=self.activation,
-                            primitives=tuple(self.primitives), steps=self.steps)
+                            primitives=tuple(self.primitives), steps=self.steps,
+                            project=getattr(self, "_projection", None))
+
+    def _budget_projection(self, budget):
+        """D_B of the two cell types, in graph ops; the budget's table must price this
+        network's candidate ops and cell shape."""
+        from kdarts.budget import BudgetError
+        from kdarts.search.projection import BudgetProjection
+
+        if tuple(budget.primitives) != tuple(self.primitives) or budget.steps != self.steps:
+            raise BudgetError(
+                f"the budget's cost table prices {budget.steps}-node cells of "
+                f"{', '.join(budget.primitives)}; this search has {self.steps}-node cells "
+                f"of {', '.join(self.primitives)}")
+        return BudgetProjection(budget, cells=("normal", "reduce"))
 
     def _state_ready(self) -> bool:
         return True  # α and the search state are made in __init__
@@ -410,9 +424,14 @@ class SearchNetwork(ImageGradients, ImageStreams, AlternatingSearch):
         return self.classifier(self.global_pool(s1))
 
     def genotype(self) -> Genotype:
-        """The discretised genotype of the current α (docs/method.md §3)."""
-        genes = [discretize(w.numpy(), self.primitives, self.steps)[0]
-                 for w in self.activated_weights()]
+        """The discretised genotype of the current α (docs/method.md §3): D(act(α)), or
+        under a budget (``compile(budget=...)``) D_B's, exact (§8)."""
+        weights = [w.numpy() for w in self.activated_weights()]
+        if self.budget is not None:
+            found = self.budget.project(dict(zip(("normal", "reduce"), weights)))
+            genes = [found.genes["normal"], found.genes["reduce"]]
+        else:
+            genes = [discretize(w, self.primitives, self.steps)[0] for w in weights]
         concat = tuple(range(2 + self.steps - self.multiplier, self.steps + 2))
         return Genotype(normal=genes[0], normal_concat=concat, reduce=genes[1],
                         reduce_concat=concat)
@@ -432,7 +451,7 @@ class SearchNetwork(ImageGradients, ImageStreams, AlternatingSearch):
                 unrolled: bool = False, weight_decay: float = 3e-4,
                 arch_weight_decay: float = 1e-3, clip_norm: float = 5.0,
                 lr_min: float | None = 0.001, skip_pruned_ops: bool | str = "auto",
-                **kwargs):
+                budget=None, **kwargs):
         """Configure the search (defaults: docs/method.md §7).
 
         Args:
@@ -476,6 +495,10 @@ class SearchNetwork(ImageGradients, ImageStreams, AlternatingSearch):
                 retrace. ``"every_step"``: the edges that keep each op are gathered on
                 every step (dynamic shapes, one trace; a graph nearly twice as large,
                 and not with ``jit_compile``).
+            budget: a :class:`kdarts.budget.Budget` (parameters, multiply-adds or
+                latency of the evaluation network): the budgeted projection D_B
+                replaces D in the regulariser (proximity's target, ADMM's Z) and in
+                :meth:`genotype`, so the found genotype is within it (docs/method.md §8).
         """
         mode = self._check_pruned_mode(skip_pruned_ops, kwargs.get("jit_compile"))
         if optimizer is None:
@@ -495,7 +518,7 @@ class SearchNetwork(ImageGradients, ImageStreams, AlternatingSearch):
         self._configure_search(arch_optimizer=arch_optimizer, schedule=schedule,
                                regularizer=regularizer, search_data=search_data,
                                weight_decay=weight_decay, arch_weight_decay=arch_weight_decay,
-                               clip_norm=clip_norm, skip_pruned_ops=mode)
+                               clip_norm=clip_norm, skip_pruned_ops=mode, budget=budget)
         self.unrolled = bool(unrolled)
         lr = optimizer.learning_rate
         if lr_min is not None and learning_rate_schedule(optimizer) is None:

@@ -39,7 +39,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, is_dataclass
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -110,25 +110,30 @@ def discrete_onehot(act, primitives: Sequence[str], steps: int = 4, *, inputs: i
 
 
 def admm_update(act, z, u, mask, primitives: Sequence[str], steps: int = 4,
-                dual_decay: float = 1.0, *, inputs: int = 2,
-                keep: int = 2) -> tuple[tf.Tensor, tf.Tensor]:
+                dual_decay: float = 1.0, *, inputs: int = 2, keep: int = 2,
+                projected=None) -> tuple[tf.Tensor, tf.Tensor]:
     """One scaled-ADMM update of the auxiliary ``Z`` and dual ``U`` (graph ops).
 
     ``Z ← D(act + U) ⊙ mask`` then ``U ← (γ·U + act − Z) ⊙ mask``; ``inputs``, ``keep``:
-    the cell's shape, as :func:`discrete_onehot` takes it.
+    the cell's shape, as :func:`discrete_onehot` takes it. ``projected``: the
+    projection of ``act + U`` when another one replaces D (a budget's D_B).
     """
     act, u, mask = (tf.convert_to_tensor(a, tf.float32) for a in (act, u, mask))
-    z_new = discrete_onehot(act + u, primitives, steps, inputs=inputs, keep=keep) * mask
+    if projected is None:
+        projected = discrete_onehot(act + u, primitives, steps, inputs=inputs, keep=keep)
+    z_new = projected * mask
     u_new = (dual_decay * u + act - z_new) * mask
     return z_new, u_new
 
 
 def admm_update_reference(alpha, u, mask, primitives: Sequence[str], steps: int = 4,
                           activation: str = "crb", dual_decay: float = 1.0, *,
-                          inputs: int = 2, keep: int = 2) -> tuple[tf.Tensor, tf.Tensor]:
+                          inputs: int = 2, keep: int = 2,
+                          projected=None) -> tuple[tf.Tensor, tf.Tensor]:
     """The authors' Z/U update (``ADMM(variant="reference")``), graph ops.
 
     ``Z ← D(act(α + U))`` with raw ``α`` and no mask, then ``U ← (γ·U + α − Z) ⊙ mask``.
+    ``projected``: the projection of ``act(α + U)`` when another one replaces D.
 
     Example:
         >>> alpha = np.full((5, 3), 0.2, "float32"); alpha[0, 1] = 1.4
@@ -138,8 +143,8 @@ def admm_update_reference(alpha, u, mask, primitives: Sequence[str], steps: int 
         0.4
     """
     alpha, u, mask = (tf.convert_to_tensor(a, tf.float32) for a in (alpha, u, mask))
-    z_new = discrete_onehot(activate(alpha + u, activation), primitives, steps,
-                            inputs=inputs, keep=keep)
+    z_new = projected if projected is not None else discrete_onehot(
+        activate(alpha + u, activation), primitives, steps, inputs=inputs, keep=keep)
     u_new = (dual_decay * u + alpha - z_new) * mask
     return z_new, u_new
 
@@ -167,13 +172,20 @@ class Architecture:
     steps: int
     inputs: int = 2
     keep: int = 2
+    #: the projection over all cell types at once, replacing D (a budget's D_B:
+    #: :class:`kdarts.search.projection.BudgetProjection`); None: D per cell type
+    project: Callable[[Sequence], list] | None = None
 
     def activated(self) -> list[tf.Tensor]:
         """``act(α)`` of each cell type (masked under crb)."""
         return [activate(a, self.activation, m) for a, m in zip(self.alphas, self.masks)]
 
     def discretized(self, weights: Sequence) -> list[tf.Tensor]:
-        """``D(w)`` of each cell type's weights ``w`` (:func:`discrete_onehot`)."""
+        """The projection of each cell type's weights ``w``: ``D(w)``
+        (:func:`discrete_onehot`), or :attr:`project`'s, which sees every cell type at
+        once (a budget couples them)."""
+        if self.project is not None:
+            return list(self.project(list(weights)))
         return [discrete_onehot(w, self.primitives, self.steps, inputs=self.inputs,
                                 keep=self.keep) for w in weights]
 
@@ -346,16 +358,24 @@ class ADMM(Regularizer):
         return alpha if self.variant == "reference" else act
 
     def update(self, alpha, act, z, u, mask, primitives: Sequence[str], steps: int = 4,
-               activation: str = "crb", *, inputs: int = 2,
-               keep: int = 2) -> tuple[tf.Tensor, tf.Tensor]:
+               activation: str = "crb", *, inputs: int = 2, keep: int = 2,
+               projected=None) -> tuple[tf.Tensor, tf.Tensor]:
         """``(Z, U)`` after one update, graph ops (:func:`admm_update` or
         :func:`admm_update_reference`); ``inputs``, ``keep``: the cell's shape
-        (:func:`discrete_onehot`)."""
-        shape = {"inputs": inputs, "keep": keep}
+        (:func:`discrete_onehot`); ``projected``: Z's projection when another one
+        replaces D (:meth:`projection_targets`)."""
+        shape = {"inputs": inputs, "keep": keep, "projected": projected}
         if self.variant == "reference":
             return admm_update_reference(alpha, u, mask, primitives, steps, activation,
                                          self.dual_decay, **shape)
         return admm_update(act, z, u, mask, primitives, steps, self.dual_decay, **shape)
+
+    def projection_targets(self, arch: Architecture, acts, state: State) -> list:
+        """What Z is the projection of, per cell type: ``act + U`` (spec) or
+        ``act(α + U)`` (reference)."""
+        if self.variant == "reference":
+            return [activate(a + u, arch.activation) for a, u in zip(arch.alphas, state["u"])]
+        return [act + u for act, u in zip(acts, state["u"])]
 
     # -- the Regularizer interface -------------------------------------------------------
     def create_state(self, model, arch: Architecture) -> State:
@@ -372,11 +392,15 @@ class ADMM(Regularizer):
                    took_alpha_step) -> None:
         """Z and U at the end of the minibatch, when the variant's period says."""
         def update():
-            for alpha, act, z, u, mask in zip(arch.alphas, arch.activated(), state["z"],
-                                              state["u"], arch.masks):
+            acts = arch.activated()
+            # a projection over all cell types (a budget) sees every cell's target at once
+            projected = ([None] * len(acts) if arch.project is None
+                         else arch.discretized(self.projection_targets(arch, acts, state)))
+            for alpha, act, z, u, mask, target in zip(arch.alphas, acts, state["z"],
+                                                      state["u"], arch.masks, projected):
                 new_z, new_u = self.update(alpha, act, z, u, mask, arch.primitives,
                                            arch.steps, arch.activation, inputs=arch.inputs,
-                                           keep=arch.keep)
+                                           keep=arch.keep, projected=target)
                 z.assign(new_z)
                 u.assign(new_u)
             return tf.no_op()
