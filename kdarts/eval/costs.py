@@ -115,12 +115,25 @@ def network_madds(network) -> int:
     return layer_madds(network, shape)
 
 
+def _holds_weights(name: str) -> bool:
+    """Whether the op ``name`` has weights in a normal cell (stride 1)."""
+    op = make_op(name, 4, strides=1, affine=True, search=False)
+    op.build((1, 4, 4, 4))
+    return count_parameters(op) > 0
+
+
 def probe_network(num_classes: int, image_shape: Sequence[int], channels: int, layers: int,
                   primitives: Sequence[str] = CRB_PRIMITIVES, steps: int = 4,
                   stem_multiplier: int = 3):
-    """A genotype keeping the first non-``none`` primitive on every node's inputs 0 and 1,
-    and its built evaluation network (no auxiliary head): any genotype serves to read the
-    network's geometry, and its whole cost less its table cost is the fixed part.
+    """A genotype keeping one primitive on every node's inputs 0 and 1, and its built
+    evaluation network (no auxiliary head): any genotype serves to read the network's
+    geometry, and its whole cost less its table cost is the fixed part.
+
+    The primitive is the first that holds weights (else the first but ``none``): every
+    node of the probe reads the same two inputs, and a runtime computes identical
+    weightless ops on one input once (common-subexpression elimination), so a probe of
+    pools would run two of its eight and a measured latency's fixed part would be off by
+    the other six. Ops with weights are distinct, whatever their inputs.
 
     Returns:
         ``(genotype, network)``.
@@ -128,7 +141,8 @@ def probe_network(num_classes: int, image_shape: Sequence[int], channels: int, l
     from kdarts.eval.network import EvalNetwork
 
     keepable = [p for p in primitives if p != "none"]
-    genes = [(keepable[0], i) for node in range(steps) for i in (0, 1)]
+    chosen = next((p for p in keepable if _holds_weights(p)), keepable[0])
+    genes = [(chosen, i) for node in range(steps) for i in (0, 1)]
     probe = Genotype(genes, list(range(2, 2 + steps)), genes, list(range(2, 2 + steps)))
     network = EvalNetwork(probe, num_classes, channels=channels, layers=layers,
                           auxiliary=False, stem_multiplier=stem_multiplier)

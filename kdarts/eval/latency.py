@@ -42,6 +42,7 @@ import time
 import warnings
 from typing import Sequence
 
+import keras
 import numpy as np
 
 from kdarts.atomic import atomic_write_json
@@ -181,8 +182,6 @@ def measure_latency(network, runtime: str = "litert", *, num_classes: int | None
         >>> measure_latency("DARTS_V2", "litert", num_classes=10, image_shape=(8, 8, 3))
         ...
     """
-    import keras
-
     check_runtime(runtime)
     if not isinstance(network, keras.Model):
         from kdarts.eval.network import EvalNetwork
@@ -266,9 +265,29 @@ def _read_cache(path: str, key: dict) -> CostTable | None:
         return None
 
 
+class _AfterScale(keras.layers.Layer):
+    """The graph an op is timed in: ``x → x·½ → op``, or ``x → x·½`` alone (the baseline).
+
+    A runtime pays a cost per graph it runs and per partition of it a delegate (LiteRT's
+    XNNPACK) runs, besides each node's work; a whole network pays those once (or once per
+    partition), not once per op. Timed alone, an op would carry them all, and a cheap op
+    (a pool) is mostly that overhead. Behind a node the runtime keeps (a multiplication,
+    cheap and never folded away) in both graphs, the difference is the op's work inside a
+    partition, as in a whole network.
+    """
+
+    def __init__(self, op=None, **kwargs):
+        super().__init__(**{"name": "after_scale", **kwargs})
+        self.op = op
+
+    def call(self, x, training=None):
+        x = x * 0.5
+        return x if self.op is None else self.op(x, training=training)
+
+
 def _measure(key: dict, repeats: int, warmup: int, progress: bool) -> dict:
-    """Measure a table: every distinct op key, the identity graph of each input shape, and
-    the probe network. Returns the cache record."""
+    """Measure a table: every distinct op key and the baseline graph of each input shape
+    (:class:`_AfterScale`), and the probe network. Returns the cache record."""
     from kdarts.ops import make_op
 
     runtime, primitives, steps = key["runtime"], tuple(key["primitives"]), key["steps"]
@@ -277,9 +296,11 @@ def _measure(key: dict, repeats: int, warmup: int, progress: bool) -> dict:
     positions = list(op_positions(network, primitives, steps))
     distinct = list(dict.fromkeys(k for *_, k in positions))
 
-    def layer_ms(layer, shape) -> float:
-        layer.build(shape)
-        return time_model(runtime, convert(layer, shape, runtime), shape, repeats, warmup)
+    def layer_ms(op, shape) -> float:
+        if op is not None:
+            op.build(shape)
+        graph = _AfterScale(op)
+        return time_model(runtime, convert(graph, shape, runtime), shape, repeats, warmup)
 
     bar = None
     if progress:
@@ -294,7 +315,7 @@ def _measure(key: dict, repeats: int, warmup: int, progress: bool) -> dict:
             op_ms[(name, c, stride, at)] = 0.0
         else:
             if at not in baseline:
-                baseline[at] = layer_ms(make_op("skip_connect", c, strides=1), at)
+                baseline[at] = layer_ms(None, at)
             op = make_op(name, c, strides=stride, affine=True, search=False)
             op_ms[(name, c, stride, at)] = layer_ms(op, at) - baseline[at]
         if bar is not None:
