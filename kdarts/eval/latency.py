@@ -2,14 +2,21 @@
 
 The parameter and multiply-add tables (:mod:`kdarts.eval.costs`) are counted; latency can
 only be measured. As FBNet does, each distinct op the network may keep, at its channels,
-stride and input shape, is built alone, converted to the runtime and timed there: batch
-1, one thread, the median of many invocations after a warm-up. An op's cost is its
-graph's time less the time of the identity graph at the same input (the invocation's own
-overhead, which a whole network pays once, not once per op). The fixed part is a whole
-probe network's measured time less its kept ops' table costs: the stem, the
-preprocessing of every cell, the node sums and concatenations, the head and the one
-invocation overhead. A genotype's predicted latency is then additive, as D_B
-(:mod:`kdarts.budget`) needs.
+stride and input shape, is built on its own, converted to the runtime and timed there:
+batch 1, one thread, the median of many invocations after a warm-up, all graphs of a
+table taking turns. An op is timed behind a node the runtime keeps (``x → x·½ → op``)
+and costs that graph's time less the time of ``x → x·½`` alone: the invocation's and a
+delegate partition's overheads, which a whole network pays once rather than once per op,
+cancel (``_AfterScale``). The fixed part is a whole probe network's measured time
+less its kept ops' table costs: the stem, every cell's preprocessing, the node sums and
+concatenations, the head and the one invocation. A genotype's predicted latency is then
+additive, as D_B (:mod:`kdarts.budget`) needs.
+
+What an additive table cannot see: a runtime computes identical weightless ops on the
+same input once (two max pools of one state in one cell run as one), and the ReLUs that
+open the convolutions of one input are shared; such a genotype runs faster than
+predicted. ``tools/latency_check.py`` measures the error on random genotypes
+(docs/benchmarks.md, "Latency table").
 
 Runtimes: ``"litert"`` (the LiteRT interpreter of ``ai-edge-litert``, ``num_threads=1``,
 its default XNNPACK delegate) on the flatbuffer :func:`kdarts.export.litert.convert`
@@ -55,8 +62,10 @@ RUNTIMES: tuple[str, ...] = ("litert", "onnx")
 _PACKAGES = {"litert": ("the LiteRT interpreter (ai-edge-litert)", "litert"),
              "onnx": ("ONNX Runtime (onnxruntime)", "onnx")}
 #: Timed invocations per graph (the median is kept), and untimed ones before them.
-DEFAULT_REPEATS = 500
-DEFAULT_WARMUP = 50
+DEFAULT_REPEATS = 3000
+DEFAULT_WARMUP = 100
+#: Turns the graphs of one measurement take (:func:`time_models`).
+DEFAULT_ROUNDS = 30
 #: What a cache file's layout is; a file of another version is measured again.
 CACHE_VERSION = 1
 KIND = "latency_ms"
@@ -125,31 +134,16 @@ def convert(layer, input_shape: Sequence[int], runtime: str) -> bytes:
     return onnx_file.convert(fn, [spec], DEFAULT_OPSET).SerializeToString()
 
 
-def _median_ms(call, repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
-        call()
-    times = np.empty(repeats)
-    for i in range(repeats):
-        start = time.perf_counter_ns()
-        call()
-        times[i] = time.perf_counter_ns() - start
-    return float(np.median(times)) / 1e6
-
-
-def time_model(runtime: str, model: bytes, input_shape: Sequence[int],
-               repeats: int = DEFAULT_REPEATS, warmup: int = DEFAULT_WARMUP) -> float:
-    """Median milliseconds of one invocation of a serialized ``model`` (:func:`convert`)
-    in ``runtime`` on one thread, its input of ``input_shape`` filled with values in
-    [0, 1), after ``warmup`` untimed invocations. Every measurement of this module comes
-    through here."""
-    module = check_runtime(runtime)
+def _invoker(module, runtime: str, model: bytes, input_shape: Sequence[int]):
+    """A call that runs ``model`` once on one thread, its input set once (values in
+    [0, 1)); the runtime's objects live in its closure."""
     x = np.random.default_rng(0).random(tuple(input_shape), dtype=np.float32)
     if runtime == "litert":
         interpreter = module.Interpreter(model_content=model, num_threads=1)
         interpreter.allocate_tensors()
         interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
         # invoke() alone: the input stays in place, outputs are not copied out
-        return _median_ms(interpreter.invoke, repeats, warmup)
+        return interpreter.invoke
     options = module.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
@@ -159,7 +153,42 @@ def time_model(runtime: str, model: bytes, input_shape: Sequence[int],
     # bound once, so each run neither converts the input nor allocates its output
     binding.bind_cpu_input(session.get_inputs()[0].name, x)
     binding.bind_output(session.get_outputs()[0].name, "cpu")
-    return _median_ms(lambda: session.run_with_iobinding(binding), repeats, warmup)
+    return lambda: session.run_with_iobinding(binding)
+
+
+def time_models(runtime: str, models: Sequence[tuple[bytes, Sequence[int]]],
+                repeats: int = DEFAULT_REPEATS, warmup: int = DEFAULT_WARMUP,
+                rounds: int = DEFAULT_ROUNDS) -> list[float]:
+    """Median milliseconds of one invocation of each serialized model (:func:`convert`),
+    given with its input shape, in ``runtime`` on one thread. Every measurement of this
+    module comes through here.
+
+    After ``warmup`` untimed invocations each, the models take turns: ``rounds`` times,
+    each is invoked ``repeats // rounds`` times in a row, each invocation timed. A
+    change in the machine's load while they are measured (other jobs on a shared CPU)
+    then reaches every model alike instead of skewing the ones timed at that moment.
+    """
+    module = check_runtime(runtime)
+    calls = [_invoker(module, runtime, model, shape) for model, shape in models]
+    for call in calls:
+        for _ in range(warmup):
+            call()
+    rounds = max(1, min(rounds, repeats))
+    times = [np.empty(rounds * (repeats // rounds)) for _ in calls]
+    for r in range(rounds):
+        for i, call in enumerate(calls):
+            for k in range(r * (repeats // rounds), (r + 1) * (repeats // rounds)):
+                start = time.perf_counter_ns()
+                call()
+                times[i][k] = time.perf_counter_ns() - start
+    return [float(np.median(t)) / 1e6 for t in times]
+
+
+def time_model(runtime: str, model: bytes, input_shape: Sequence[int],
+               repeats: int = DEFAULT_REPEATS, warmup: int = DEFAULT_WARMUP) -> float:
+    """Median milliseconds of one invocation of one serialized ``model``
+    (:func:`time_models`)."""
+    return time_models(runtime, [(model, input_shape)], repeats, warmup)[0]
 
 
 def measure_latency(network, runtime: str = "litert", *, num_classes: int | None = None,
@@ -287,46 +316,49 @@ class _AfterScale(keras.layers.Layer):
 
 def _measure(key: dict, repeats: int, warmup: int, progress: bool) -> dict:
     """Measure a table: every distinct op key and the baseline graph of each input shape
-    (:class:`_AfterScale`), and the probe network. Returns the cache record."""
+    (:class:`_AfterScale`), and the probe network, all timed in turns
+    (:func:`time_models`). Returns the cache record."""
     from kdarts.ops import make_op
 
     runtime, primitives, steps = key["runtime"], tuple(key["primitives"]), key["steps"]
     probe, network = probe_network(key["num_classes"], key["image_shape"], key["channels"],
                                    key["layers"], primitives, steps, key["stem_multiplier"])
     positions = list(op_positions(network, primitives, steps))
-    distinct = list(dict.fromkeys(k for *_, k in positions))
-
-    def layer_ms(op, shape) -> float:
-        if op is not None:
-            op.build(shape)
-        graph = _AfterScale(op)
-        return time_model(runtime, convert(graph, shape, runtime), shape, repeats, warmup)
-
+    # the identity converts to no op at all: the baseline graph itself, costing 0
+    timed = [k for k in dict.fromkeys(k for *_, k in positions)
+             if not (k[0] == "skip_connect" and k[2] == 1)]
+    shapes = list(dict.fromkeys(at for *_, at in timed))
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(distinct) + 1, desc=f"latency table ({runtime})", unit="op")
-    baseline: dict[tuple, float] = {}
-    op_ms: dict[tuple, float] = {}
-    for name, c, stride, at in distinct:
-        if name == "skip_connect" and stride == 1:
-            # the identity converts to no op at all: the baseline graph itself
-            op_ms[(name, c, stride, at)] = 0.0
-        else:
-            if at not in baseline:
-                baseline[at] = layer_ms(None, at)
+        bar = tqdm(total=len(timed) + len(shapes) + 2, desc=f"latency table ({runtime})",
+                   unit="graph")
+    models = []
+    for name, c, stride, at in [(None, None, None, at) for at in shapes] + timed:
+        op = None
+        if name is not None:
             op = make_op(name, c, strides=stride, affine=True, search=False)
-            op_ms[(name, c, stride, at)] = layer_ms(op, at) - baseline[at]
+            op.build(at)
+        models.append((convert(_AfterScale(op), at, runtime), at))
         if bar is not None:
             bar.update()
-    per_op = {t: np.zeros((num_edges(steps), len(primitives))) for t in ("normal", "reduce")}
-    for t, row, j, k in positions:
-        per_op[t][row, j] += op_ms[k]
-    probe_ms = measure_latency(network, runtime, repeats=repeats, warmup=warmup)
+    network_shape = (1, *key["image_shape"])
+    models.append((convert(network, network_shape, runtime), network_shape))
+    if bar is not None:
+        bar.update()
+    measured = time_models(runtime, models, repeats, warmup)
     if bar is not None:
         bar.update()
         bar.close()
+    baseline = dict(zip(shapes, measured[:len(shapes)]))
+    op_ms = {k: 0.0 for *_, k in positions}
+    op_ms.update({k: ms - baseline[k[3]]
+                  for k, ms in zip(timed, measured[len(shapes):len(shapes) + len(timed)])})
+    probe_ms = measured[-1]
+    per_op = {t: np.zeros((num_edges(steps), len(primitives))) for t in ("normal", "reduce")}
+    for t, row, j, k in positions:
+        per_op[t][row, j] += op_ms[k]
     fixed = probe_ms - CostTable(KIND, per_op, 0.0, primitives).of(probe)
     return {
         "version": CACHE_VERSION, "kind": KIND, "key": key,
@@ -388,6 +420,6 @@ def latency_table(runtime: str, num_classes: int, image_shape: Sequence[int], ch
     return _table_of(record, key)
 
 
-__all__ = ["DEFAULT_REPEATS", "DEFAULT_WARMUP", "RUNTIMES", "cache_key", "cache_path",
+__all__ = ["DEFAULT_REPEATS", "DEFAULT_ROUNDS", "DEFAULT_WARMUP", "RUNTIMES", "cache_key", "cache_path",
            "check_runtime", "convert", "default_cache_dir", "latency_table",
-           "measure_latency", "runtime_versions", "time_model"]
+           "measure_latency", "runtime_versions", "time_model", "time_models"]
