@@ -381,10 +381,12 @@ def latency_table(runtime: str, num_classes: int, image_shape: Sequence[int], ch
     in ``runtime`` on this machine: measured once, then read from the cache.
 
     Each (cell type, edge, op) costs the sum, over the cells of that type, of its op's
-    measured time alone less the identity graph's at the same input; the fixed part is a
-    probe network's measured time less its ops' costs. The fixed part is what the
-    measurement says, not clamped: it can be negative where ops alone cost more than
-    inside a whole network (a runtime fuses and schedules a whole graph better).
+    measured time behind a kept node less that node's alone, at the op's input; the
+    fixed part is a probe network's measured time less its ops' costs. The fixed part is
+    what the measurement says, not clamped: it can be negative where ops on their own
+    cost more than inside a whole network (a runtime fuses and merges a whole graph's
+    ops). An op's cost is not clamped either: one the runtime runs as nothing (an
+    identity) measures about 0, either side of it.
 
     Args:
         runtime: one of :data:`RUNTIMES`.
