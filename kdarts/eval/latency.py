@@ -385,8 +385,8 @@ def latency_table(runtime: str, num_classes: int, image_shape: Sequence[int], ch
     fixed part is a probe network's measured time less its ops' costs. The fixed part is
     what the measurement says, not clamped: it can be negative where ops on their own
     cost more than inside a whole network (a runtime fuses and merges a whole graph's
-    ops). An op's cost is not clamped either: one the runtime runs as nothing (an
-    identity) measures about 0, either side of it.
+    ops). An op's cost is not clamped either; the normal cell's identity, which converts
+    to no op at all, costs 0.
 
     Args:
         runtime: one of :data:`RUNTIMES`.
