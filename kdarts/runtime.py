@@ -400,8 +400,32 @@ def is_chief(strategy_name: str) -> bool:
                                and "chief" not in config["cluster"])
 
 
+def machine_kind() -> str:
+    """What a record of exact numbers (``tools/record_runs.py``) or of timings
+    (:mod:`kdarts.eval.latency`) depends on: the CPU vendor, the widest vector ISA that
+    oneDNN's kernels dispatch on (also inside TensorFlow's own matmuls), and whether
+    TensorFlow runs oneDNN's kernels (``kdarts.compat.onednn_enabled``); e.g.
+    ``"authenticamd-avx512-onednn"``. Linux only (``/proc/cpuinfo``); imports TensorFlow."""
+    vendor, flags = "unknown", set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "vendor_id":
+                    vendor = value.strip().lower()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    isa = next((name for name, flag in (("amx", "amx_tile"), ("avx512", "avx512f"),
+                                        ("avx2", "avx2")) if flag in flags), "other")
+    return f"{vendor}-{isa}-{'onednn' if compat.onednn_enabled() else 'eigen'}"
+
+
 __all__ = ["LEAN_GRAPH_REWRITES", "LeanTrainFunction", "STRATEGIES", "is_chief",
-           "import_tensorflow_quietly", "lean_graph_optimization", "make_strategy",
+           "import_tensorflow_quietly", "lean_graph_optimization", "machine_kind",
+           "make_strategy",
            "quiet_tensorflow_import", "read_tf_config", "set_cpu_threads",
            "set_cpu_threads_on_import",
            "silence_float16_notice", "split_cpu", "with_lean_graph_optimization"]

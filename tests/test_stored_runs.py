@@ -1,7 +1,7 @@
 """The same seeds give the same searches and training as the stored record.
 
 ``tests/data/stored_runs/<kind>.json`` were written by ``tools/record_runs.py``, one per
-kind of CPU and kernels (``record_runs.machine_kind``): the first before the runs and the
+kind of CPU and kernels (``kdarts.runtime.machine_kind``): the first before the runs and the
 search step were restructured (issue 25), on an AMD EPYC with TensorFlow's own kernels;
 each later one by code that passed on a recorded kind. A restructure must not move a
 single decision: the genotypes and the α-step decisions and pruned counts of every step

@@ -6,9 +6,9 @@ the trained network's weights; of the recurrent search (``kdarts search --datase
 kdarts_text``) also each epoch's validation loss, which chooses its genotype. The numbers
 hold only on the kind of CPU (and kernels) that wrote them: a search amplifies last-bit
 differences until a decision flips. So there is one record per kind,
-``tests/data/stored_runs/<kind>.json`` (:func:`machine_kind`). Add the record of a new
-kind from code that passes on a recorded kind; regenerate them only when a change is
-*meant* to alter the numbers (and say so in the commit):
+``tests/data/stored_runs/<kind>.json`` (:func:`kdarts.runtime.machine_kind`). Add the
+record of a new kind from code that passes on a recorded kind; regenerate them only when
+a change is *meant* to alter the numbers (and say so in the commit):
 
     python tools/record_runs.py            # writes this machine's kind's record
     python tools/record_runs.py --add      # adds the runs its record lacks, keeps the rest
@@ -26,6 +26,8 @@ import math
 import os
 import sys
 import tempfile
+
+from kdarts.runtime import machine_kind
 
 #: The runs: crb, dynamic schedule and ADMM (Z/U updates, pruning); softmax, fixed
 #: schedule, proximity and the unrolled α step. Tiny: 8 px digits, C=4, 3 layers.
@@ -64,30 +66,6 @@ def weight_summary(w) -> dict:
 
 RECORDS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tests",
                        "data", "stored_runs")
-
-
-def machine_kind() -> str:
-    """What the record's rounding depends on: the CPU vendor, the widest vector ISA that
-    oneDNN's kernels dispatch on (also inside TensorFlow's own matmuls), and whether
-    TensorFlow runs oneDNN's kernels (``kdarts.compat.onednn_enabled``); e.g.
-    ``"authenticamd-avx512-onednn"``. Linux only (``/proc/cpuinfo``)."""
-    from kdarts import compat
-
-    vendor, flags = "unknown", set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "vendor_id":
-                    vendor = value.strip().lower()
-                elif key.strip() == "flags":
-                    flags = set(value.split())
-                    break
-    except OSError:
-        pass
-    isa = next((name for name, flag in (("amx", "amx_tile"), ("avx512", "avx512f"),
-                                        ("avx2", "avx2")) if flag in flags), "other")
-    return f"{vendor}-{isa}-{'onednn' if compat.onednn_enabled() else 'eigen'}"
 
 
 def record_path(kind: str) -> str:

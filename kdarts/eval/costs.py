@@ -1,5 +1,6 @@
 """Exact cost tables of the evaluation network: parameters and multiply-adds per (cell
-type, edge, op), plus the part every genotype pays (docs/method.md §8).
+type, edge, op), plus the part every genotype pays (docs/method.md §8). Latency, measured
+rather than counted, shares the tables' form and geometry: :mod:`kdarts.eval.latency`.
 
 Every cell of a type repeats the genotype, so the cost of keeping op ``o`` on edge ``e``
 of cell type ``t`` is that op's cost summed over the network's positions of type ``t``,
@@ -21,7 +22,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -31,7 +32,8 @@ from kdarts.ops import make_op
 from kdarts.parameters import count_parameters
 
 #: The costs a table can hold, and the unit each is counted in.
-COST_UNITS: dict[str, str] = {"params": "parameters", "madds": "multiply-adds"}
+COST_UNITS: dict[str, str] = {"params": "parameters", "madds": "multiply-adds",
+                               "latency_ms": "milliseconds"}
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class CostTable:
     """c(t, e, o) for each cell type and the fixed part c₀ of one cost.
 
     Attributes:
-        kind: ``"params"`` or ``"madds"``.
+        kind: a key of :data:`COST_UNITS` (``"params"``, ``"madds"``, ``"latency_ms"``).
         per_op: cell type (``"normal"``, ``"reduce"``) → (edges, primitives) costs.
         fixed: c₀, what every genotype pays.
         primitives: the names of the columns.
@@ -113,6 +115,62 @@ def network_madds(network) -> int:
     return layer_madds(network, shape)
 
 
+def _holds_weights(name: str) -> bool:
+    """Whether the op ``name`` has weights in a normal cell (stride 1)."""
+    op = make_op(name, 4, strides=1, affine=True, search=False)
+    op.build((1, 4, 4, 4))
+    return count_parameters(op) > 0
+
+
+def probe_network(num_classes: int, image_shape: Sequence[int], channels: int, layers: int,
+                  primitives: Sequence[str] = CRB_PRIMITIVES, steps: int = 4,
+                  stem_multiplier: int = 3):
+    """A genotype keeping one primitive on every node's inputs 0 and 1, and its built
+    evaluation network (no auxiliary head): any genotype serves to read the network's
+    geometry, and its whole cost less its table cost is the fixed part.
+
+    The primitive is the first that holds weights (else the first but ``none``): every
+    node of the probe reads the same two inputs, and a runtime computes identical
+    weightless ops on one input once (common-subexpression elimination), so a probe of
+    pools would run two of its eight and a measured latency's fixed part would be off by
+    the other six. Ops with weights are distinct, whatever their inputs.
+
+    Returns:
+        ``(genotype, network)``.
+    """
+    from kdarts.eval.network import EvalNetwork
+
+    keepable = [p for p in primitives if p != "none"]
+    chosen = next((p for p in keepable if _holds_weights(p)), keepable[0])
+    genes = [(chosen, i) for node in range(steps) for i in (0, 1)]
+    probe = Genotype(genes, list(range(2, 2 + steps)), genes, list(range(2, 2 + steps)))
+    network = EvalNetwork(probe, num_classes, channels=channels, layers=layers,
+                          auxiliary=False, stem_multiplier=stem_multiplier)
+    network.build((None, *image_shape))
+    return probe, network
+
+
+def op_positions(network, primitives: Sequence[str] = CRB_PRIMITIVES,
+                 steps: int = 4) -> Iterator[tuple[str, int, int, tuple]]:
+    """Every place a genotype may keep an op in a built evaluation network.
+
+    Yields ``(cell type, edge row, primitive column, key)`` for each cell, edge and
+    non-``none`` primitive, with ``key = (op name, channels, stride, input shape)``: what
+    the op costs depends on nothing else, so a table measures each distinct key once and
+    adds it to every (cell type, edge, op) it occurs at.
+    """
+    for t, c, shape in _cell_positions(network):
+        for node in range(steps):
+            for source in range(node + 2):
+                stride = 2 if t == "reduce" and source < 2 else 1
+                # a reduction cell's nodes are at half its inputs' size ("same" padding)
+                at = shape if t == "normal" or source < 2 else (
+                    shape[0], -(-shape[1] // 2), -(-shape[2] // 2), shape[3])
+                for j, name in enumerate(primitives):
+                    if name != "none":
+                        yield t, edge_index(node, source), j, (name, c, stride, at)
+
+
 def cost_tables(num_classes: int, image_shape: Sequence[int], channels: int, layers: int,
                 primitives: Sequence[str] = CRB_PRIMITIVES, steps: int = 4,
                 stem_multiplier: int = 3) -> dict[str, CostTable]:
@@ -125,43 +183,27 @@ def cost_tables(num_classes: int, image_shape: Sequence[int], channels: int, lay
         steps: intermediate nodes per cell.
 
     Returns:
-        ``{"params": CostTable, "madds": CostTable}``.
+        ``{"params": CostTable, "madds": CostTable}`` (latency:
+        :func:`kdarts.eval.latency.latency_table`).
     """
-    from kdarts.eval.network import EvalNetwork
-
     primitives = tuple(primitives)
-    keepable = [p for p in primitives if p != "none"]
-    # any genotype serves to read the network's geometry and its fixed part
-    probe_genes = [(keepable[0], i) for node in range(steps) for i in (0, 1)]
-    probe = Genotype(probe_genes, list(range(2, 2 + steps)), probe_genes,
-                     list(range(2, 2 + steps)))
-    network = EvalNetwork(probe, num_classes, channels=channels, layers=layers,
-                          auxiliary=False, stem_multiplier=stem_multiplier)
-    network.build((None, *image_shape))
+    probe, network = probe_network(num_classes, image_shape, channels, layers, primitives,
+                                   steps, stem_multiplier)
+    kinds = ("params", "madds")
     per_op = {k: {t: np.zeros((num_edges(steps), len(primitives))) for t in ("normal", "reduce")}
-              for k in COST_UNITS}
+              for k in kinds}
     memo: dict[tuple, tuple[int, int]] = {}
-    for t, c, shape in _cell_positions(network):
-        for node in range(steps):
-            for source in range(node + 2):
-                stride = 2 if t == "reduce" and source < 2 else 1
-                # a reduction cell's nodes are at half its inputs' size ("same" padding)
-                at = shape if t == "normal" or source < 2 else (
-                    shape[0], -(-shape[1] // 2), -(-shape[2] // 2), shape[3])
-                for j, name in enumerate(primitives):
-                    if name == "none":
-                        continue
-                    key = (name, c, stride, at)
-                    if key not in memo:
-                        op = make_op(name, c, strides=stride, affine=True, search=False)
-                        op.build(at)
-                        memo[key] = (count_parameters(op), layer_madds(op, at))
-                    row = edge_index(node, source)
-                    per_op["params"][t][row, j] += memo[key][0]
-                    per_op["madds"][t][row, j] += memo[key][1]
+    for t, row, j, key in op_positions(network, primitives, steps):
+        if key not in memo:
+            name, c, stride, at = key
+            op = make_op(name, c, strides=stride, affine=True, search=False)
+            op.build(at)
+            memo[key] = (count_parameters(op), layer_madds(op, at))
+        per_op["params"][t][row, j] += memo[key][0]
+        per_op["madds"][t][row, j] += memo[key][1]
     totals = {"params": network.parameter_count(), "madds": network_madds(network)}
     tables = {}
-    for kind in COST_UNITS:
+    for kind in kinds:
         table = CostTable(kind, per_op[kind], 0.0, primitives)
         tables[kind] = CostTable(kind, per_op[kind], totals[kind] - table.of(probe), primitives)
     return tables

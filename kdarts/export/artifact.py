@@ -96,10 +96,11 @@ def image_shape(model) -> tuple[int, int, int]:
     return tuple(int(d) for d in shape[1:])
 
 
-def signature(image_shape, dtype: str = "float32"):
+def signature(image_shape, dtype: str = "float32", batch: int | None = None):
+    """The input's ``tf.TensorSpec``: any batch of ``image_shape`` images, or ``batch``."""
     import tensorflow as tf
 
-    return tf.TensorSpec((None,) + tuple(image_shape), tf.as_dtype(dtype), name=INPUT_NAME)
+    return tf.TensorSpec((batch,) + tuple(image_shape), tf.as_dtype(dtype), name=INPUT_NAME)
 
 
 def contract_text(contract: dict) -> str:

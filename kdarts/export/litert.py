@@ -17,43 +17,8 @@ from kdarts.export.artifact import CONTRACT_KEY, OUTPUT_NAME, import_runtime, \
 
 def write(model, artifact: str, hwc, contract: dict, quantize: str,
           representative: np.ndarray | None) -> None:
-    """SavedModel (serving_default) → ``tf.lite.TFLiteConverter`` → flatbuffer + metadata.
-
-    Through a SavedModel, as Keras's own LiteRT export does: the converter then
-    freezes the variables (converting a concrete function of the live model
-    leaves variable reads the interpreter cannot resolve).
-    """
-    import keras
-    import tensorflow as tf
-
-    def serve(images):
-        if quantize == "int8":
-            # pins the input range to 0..255, so the uint8 input is the raw pixels
-            # (scale 1, zero point 0) whatever range the calibration images span
-            images = tf.quantization.fake_quant_with_min_max_args(
-                images, min=0.0, max=255.0, num_bits=8)
-        return {OUTPUT_NAME: model(images, training=False)}
-
-    saved = artifact + ".saved_model"
-    archive = keras.export.ExportArchive()
-    archive.add_endpoint("serving_default", serve, input_signature=[signature(hwc)])
-    with quiet_tensorflow():
-        archive.write_out(saved, verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(
-            saved, signature_keys=["serving_default"])
-        if quantize != "none":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if quantize == "float16":
-            converter.target_spec.supported_types = [tf.float16]
-        elif quantize == "int8":
-            converter.representative_dataset = lambda: (
-                [representative[i:i + 1]] for i in range(len(representative)))
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            converter.inference_input_type = tf.uint8
-            converter.inference_output_type = tf.int8
-        with quiet_native_stderr():  # the calibrator prints its settings there
-            flatbuffer = converter.convert()
-    shutil.rmtree(saved, ignore_errors=True)
+    """:func:`convert` → the int8 checks → flatbuffer + metadata at ``artifact``."""
+    flatbuffer = convert(model, artifact + ".saved_model", hwc, quantize, representative)
     if quantize == "int8":
         flatbuffer = fold_requantize(flatbuffer)
         floats = float_ops(flatbuffer)
@@ -71,6 +36,54 @@ def write(model, artifact: str, hwc, contract: dict, quantize: str,
             f"and returns int8 logits: logits = (q - {zero_point}) * {scale:.6g}")
     with open(artifact, "wb") as f:
         f.write(_with_metadata(flatbuffer, {CONTRACT_KEY: json.dumps(contract)}))
+
+
+def convert(model, work: str, hwc, quantize: str = "none",
+            representative: np.ndarray | None = None, batch: int | None = None) -> bytes:
+    """SavedModel (serving_default) → ``tf.lite.TFLiteConverter`` → the flatbuffer of
+    ``model``'s inference on images of size ``hwc``, without metadata.
+
+    Through a SavedModel, as Keras's own LiteRT export does: the converter then
+    freezes the variables (converting a concrete function of the live model
+    leaves variable reads the interpreter cannot resolve). ``work`` is the SavedModel's
+    folder, removed after. ``batch`` fixes the batch dimension (None: any batch, as
+    exports take); :mod:`kdarts.eval.latency` converts any Keras layer this way.
+
+    Example:
+        >>> flatbuffer = convert(model, "/tmp/model.saved_model", (8, 8, 3), batch=1)
+    """
+    import keras
+    import tensorflow as tf
+
+    def serve(images):
+        if quantize == "int8":
+            # pins the input range to 0..255, so the uint8 input is the raw pixels
+            # (scale 1, zero point 0) whatever range the calibration images span
+            images = tf.quantization.fake_quant_with_min_max_args(
+                images, min=0.0, max=255.0, num_bits=8)
+        return {OUTPUT_NAME: model(images, training=False)}
+
+    archive = keras.export.ExportArchive()
+    archive.add_endpoint("serving_default", serve, input_signature=[signature(hwc, batch=batch)])
+    try:
+        with quiet_tensorflow():
+            archive.write_out(work, verbose=False)
+            converter = tf.lite.TFLiteConverter.from_saved_model(
+                work, signature_keys=["serving_default"])
+            if quantize != "none":
+                converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            if quantize == "float16":
+                converter.target_spec.supported_types = [tf.float16]
+            elif quantize == "int8":
+                converter.representative_dataset = lambda: (
+                    [representative[i:i + 1]] for i in range(len(representative)))
+                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+                converter.inference_input_type = tf.uint8
+                converter.inference_output_type = tf.int8
+            with quiet_native_stderr():  # the calibrator prints its settings there
+                return converter.convert()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def fold_requantize(flatbuffer: bytes) -> bytes:
@@ -207,5 +220,5 @@ def tflite_logits(runner, images: np.ndarray) -> np.ndarray:
     return inference.tflite_logits(runner, images)
 
 
-__all__ = ["float_ops", "fold_requantize", "tflite_logits", "tflite_metadata", "tflite_runner",
+__all__ = ["convert", "float_ops", "fold_requantize", "tflite_logits", "tflite_metadata", "tflite_runner",
            "write"]
