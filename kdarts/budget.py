@@ -40,8 +40,9 @@ RECURRENT_BUDGET_REFUSAL = (
 BUDGET_UNITS: dict[str, str] = {"params": "parameters", "madds": "multiply-adds",
                                 "latency_ms": "ms"}
 
-__all__ = ["BUDGET_UNITS", "RECURRENT_BUDGET_REFUSAL", "Budget", "BudgetError", "BudgetedGenotype", "cheapest_cost",
-           "discretize_within_budget", "format_amount", "genotype_cost", "parse_amount"]
+__all__ = ["BUDGET_UNITS", "RECURRENT_BUDGET_REFUSAL", "Budget", "BudgetError",
+           "BudgetedGenotype", "cheapest_cost", "describe_cost", "discretize_within_budget",
+           "format_amount", "genotype_cost", "parse_amount"]
 
 
 class BudgetError(ValueError):
@@ -272,6 +273,23 @@ def format_amount(value: float, kind: str) -> str:
     if value >= 1e3:
         return f"{value / 1e3:.1f}k {unit}"
     return f"{value:g} {unit}"
+
+
+def describe_cost(cost: Mapping | None) -> str | None:
+    """One line of a genotype's cost record (``Genotype.cost``, genotype.json's ``cost``):
+    ``"evaluation network C=16, 8 layers: 103.4k parameters, 1.59M multiply-adds (budget
+    params ≤ 120.0k parameters)"``; None without one."""
+    if not cost:
+        return None
+    net = cost.get("network", {})
+    parts = [format_amount(cost[k], k) + (" predicted" if k == "latency_ms" else "")
+             for k in ("params", "madds", "latency_ms") if k in cost]
+    line = (f"evaluation network C={net.get('channels')}, {net.get('layers')} layers: "
+            + ", ".join(parts))
+    budget = cost.get("budget")
+    if budget:
+        line += f" (budget {budget['kind']} ≤ {format_amount(budget['limit'], budget['kind'])})"
+    return line
 
 
 def _steps_of(num_rows: int) -> int:

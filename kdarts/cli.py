@@ -35,7 +35,7 @@ from typing import Callable
 import click
 from click.core import ParameterSource
 
-from kdarts.budget import RECURRENT_BUDGET_REFUSAL
+from kdarts.budget import RECURRENT_BUDGET_REFUSAL, describe_cost
 from kdarts.data.catalog import DATASETS, DEFAULT_DATASET
 from kdarts.export import FORMATS, INPUT_DTYPES, QUANTIZATIONS
 from kdarts.options import ACTIVATIONS, ADMM_VARIANTS, ARCH_EPSILONS, RECURRENT_SCHEDULES, \
@@ -541,7 +541,7 @@ def show(genotype, png):
         space = space_for(genotype=genotype, default=IMAGE)  # its loader names a problem
         geno = space.load_genotype(genotype)
         click.echo(str(geno))
-        cost = getattr(geno, "describe_cost", lambda: None)()
+        cost = describe_cost(getattr(geno, "cost", None))
         if cost:
             click.echo(cost)
         if png:

@@ -203,25 +203,6 @@ class Genotype(GenotypeFile):
         return Genotype(self.normal, self.normal_concat, self.reduce, self.reduce_concat,
                         cost=cost)
 
-    def describe_cost(self) -> str | None:
-        """One line of :attr:`cost`: ``"evaluation network C=16, 8 layers: 103.4k
-        parameters, 14.20M multiply-adds (budget params ≤ 120.0k parameters)"``."""
-        if not self.cost:
-            return None
-        from kdarts.budget import format_amount
-
-        c = self.cost
-        net = c.get("network", {})
-        parts = [format_amount(c[k], k) + (" predicted" if k == "latency_ms" else "")
-                 for k in ("params", "madds", "latency_ms") if k in c]
-        line = (f"evaluation network C={net.get('channels')}, {net.get('layers')} layers: "
-                + ", ".join(parts))
-        budget = c.get("budget")
-        if budget:
-            line += (f" (budget {budget['kind']} ≤ "
-                     f"{format_amount(budget['limit'], budget['kind'])})")
-        return line
-
     @classmethod
     def from_dict(cls, data: object, source: str = "genotype") -> "Genotype":
         """Build and validate a genotype from a dictionary (as written by :meth:`to_dict`)."""

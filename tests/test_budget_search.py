@@ -1,7 +1,8 @@
 """The budget inside the search (docs/method.md §8): the in-step projection never exceeds
-the budget, equals D where D fits and the exact D_B on small integer slack; a budgeted search's proximity target, ADMM's Z and final genotype are all within it;
-bad budgets are refused in one line. (Distribution: tests/distributed_search.py carries a
-budget; XLA through a whole search: tests/test_scale_out.py.)"""
+the budget, equals D where D fits and the exact D_B on small integer slack; a budgeted
+search's ADMM's Z and final genotype are within it; bad budgets are refused in one line.
+(Distribution: tests/distributed_search.py carries a budget; XLA through a whole search:
+tests/test_scale_out.py.)"""
 
 import json
 
@@ -10,8 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kdarts.budget import Budget, BudgetError, discretize_within_budget, genotype_cost, \
-    parse_amount
+from kdarts.budget import Budget, BudgetError, describe_cost, discretize_within_budget, \
+    genotype_cost, parse_amount
 from kdarts.eval.costs import CostTable
 from kdarts.genotype import CRB_PRIMITIVES, Genotype, discretize, num_edges
 from kdarts.search import ADMM, DynamicSchedule, SearchNetwork
@@ -146,7 +147,7 @@ def test_genotype_json_records_the_cost_and_checks_it(tmp_path):
     geno.save(path)
     back = Genotype.load(path)
     assert back == geno and back.cost == geno.cost
-    assert back.describe_cost() == ("evaluation network C=16, 8 layers: 140.0k parameters, "
+    assert describe_cost(back.cost) == ("evaluation network C=16, 8 layers: 140.0k parameters, "
                                     "1.59M multiply-adds (budget params ≤ 150.0k parameters)")
     data = json.loads(path.read_text())
     data["cost"]["params"] = "many"

@@ -422,6 +422,6 @@ def latency_table(runtime: str, num_classes: int, image_shape: Sequence[int], ch
     return _table_of(record, key)
 
 
-__all__ = ["DEFAULT_REPEATS", "DEFAULT_ROUNDS", "DEFAULT_WARMUP", "RUNTIMES", "cache_key", "cache_path",
-           "check_runtime", "convert", "default_cache_dir", "latency_table",
+__all__ = ["DEFAULT_REPEATS", "DEFAULT_ROUNDS", "DEFAULT_WARMUP", "RUNTIMES", "cache_key",
+           "cache_path", "check_runtime", "convert", "default_cache_dir", "latency_table",
            "measure_latency", "runtime_versions", "time_model", "time_models"]

@@ -90,13 +90,14 @@ def search_budget(opts: Mapping[str, Any], info):
         if kind == "latency_ms":
             from kdarts.eval.latency import latency_table
 
-            table = latency_table(opts["latency_runtime"], **geometry)
+            # measured once per machine, runtime and shape, then read from the cache
+            table = latency_table(opts["latency_runtime"], progress=True, **geometry)
         else:
             from kdarts.eval.costs import cost_tables
 
             table = cost_tables(**geometry)[kind]
         return Budget(table, float(opts[given[0]]))
-    except BudgetError as err:
+    except (BudgetError, ImportError) as err:
         raise RunError(f"--{given[0].replace('_', '-')}: {err}") from None
 
 
@@ -124,8 +125,9 @@ def compile_args(opts: Mapping[str, Any], search_data, budget=None) -> dict:
     """The keyword arguments of :meth:`SearchNetwork.compile
     <kdarts.search.SearchNetwork.compile>` for a search's resolved options: the
     schedule (``every``, ``threshold``), the regulariser, α's Adam at ``arch_lr``
-    (betas 0.5/0.999, as the paper's; ε placed as ``arch_epsilon`` says), ``unrolled``, ``skip_pruned_ops`` and the search
-    split ``search_data``, and ``budget`` (:func:`search_budget`). The weight optimizer
+    (betas 0.5/0.999, as the paper's; ε placed as ``arch_epsilon`` says), ``unrolled``,
+    ``skip_pruned_ops``, the search split ``search_data``, and ``budget``
+    (:func:`search_budget`). The weight optimizer
     and the losses are ``compile``'s own."""
     from kdarts.options import make_arch_optimizer, make_regularizer, make_schedule
 

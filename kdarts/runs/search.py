@@ -9,7 +9,7 @@ import types
 from typing import Any, Callable
 
 from kdarts.checkpoints import resume_epoch
-from kdarts.budget import format_amount
+from kdarts.budget import describe_cost, format_amount
 from kdarts.runs.defaults import SEARCH_DEFAULTS, check_budget_options, check_data_options, \
     eval_network_size, fit_search_batch, parse_primitives, resolve_options, tensorboard_available
 from kdarts.runs.fit import FolderFit, Job, RunSettings
@@ -264,7 +264,7 @@ class SearchFit(FolderFit):
         pruned = int(sum(float((1 - m.numpy()).sum()) for m in (model.mask_normal,
                                                                model.mask_reduce)))
         report(str(genotype))
-        report(genotype.describe_cost())
+        report(describe_cost(genotype.cost))
         report(f"search done in {fmt_time(total)} ({completed} epochs, "
                f"{int(model.search_step.numpy())} weight steps, {result.alpha_steps} α steps"
                + (f", {pruned} ops pruned" if job.opts["activation"] == "crb" else "")
