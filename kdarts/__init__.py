@@ -59,6 +59,9 @@ _LAZY = {
     "Proximity": "kdarts.search",
     "SearchNetwork": "kdarts.search",
     "dynamic_split_fraction": "kdarts.search",
+    "Budget": "kdarts.budget",  # TensorFlow-free
+    "cost_tables": "kdarts.eval.costs",
+    "latency_table": "kdarts.eval.latency",
     "SearchDefaults": "kdarts.runs.recipe",  # TensorFlow-free: options, then Keras parts
     "search_defaults": "kdarts.runs.search",
 }
@@ -68,9 +71,9 @@ __getattr__, __dir__ = _lazy_names("kdarts", globals(), _LAZY)
 
 
 __all__ = [
-    "ADMM", "CRB_PRIMITIVES", "DARTS_V1", "DARTS_V2", "DynamicSchedule", "EvalNetwork",
+    "ADMM", "Budget", "CRB_PRIMITIVES", "DARTS_V1", "DARTS_V2", "DynamicSchedule", "EvalNetwork",
     "ExportError", "FixedSchedule", "FusedSGD", "Genotype", "GenotypeError", "MixedEdge",
     "NoRegularizer", "PRIMITIVES", "Proximity", "SearchDefaults", "SearchNetwork",
-    "compile_eval_network", "discretize", "dynamic_split_fraction", "export_model",
-    "load_model", "search_defaults", "set_cpu_threads",
+    "compile_eval_network", "cost_tables", "discretize", "dynamic_split_fraction", "export_model",
+    "latency_table", "load_model", "search_defaults", "set_cpu_threads",
 ]
