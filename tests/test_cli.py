@@ -745,6 +745,12 @@ def test_exports_take_raw_images_and_match_the_reported_accuracy(trained, tmp_pa
                         tmp_path / name, *extra)
         assert result.exit_code == 0, result.output
         assert "raw images 0-255" in result.output and "max |Δlogits|" in result.output
+        # the measured costs: the trained network's, and a float ONNX file's latency
+        metrics = json.loads((train_dir / "metrics.json").read_text())
+        assert f"{metrics['parameters'] / 1e3:.1f}k parameters" in result.output
+        timed = re.search(r"([0-9.]+) ms per image in ONNX Runtime", result.output)
+        assert (timed is not None) == (name == "net.onnx"), result.output
+        assert timed is None or float(timed.group(1)) > 0
         paths[name] = tmp_path / name
     for name, x in (("net.onnx", floats), ("net_u8.onnx", images)):
         session = ort.InferenceSession(str(paths[name]), providers=["CPUExecutionProvider"])

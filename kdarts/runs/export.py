@@ -121,10 +121,43 @@ def export_run(model_path: str, fmt: str = "onnx", out: str | None = None,
                              "is moved into place only once verified)") from None
     verified_on = None if samples is None else (
         f"{len(samples)} test images of {rel(data) if os.path.exists(data) else data}")
+    seconds = time.perf_counter() - t_start
     return ExportRunResult(path=result.path, format=fmt, max_abs_diff=result.max_abs_diff,
-                           input_contract=result.input_contract,
-                           seconds=time.perf_counter() - t_start, quantize=quantize,
-                           agreement=result.agreement, verified_on=verified_on)
+                           input_contract=result.input_contract, seconds=seconds,
+                           quantize=quantize, agreement=result.agreement,
+                           verified_on=verified_on, **_measured_costs(model, result.path, fmt,
+                                                                     quantize, input_dtype))
+
+
+#: Timed invocations of an exported artifact (after a tenth as many untimed ones).
+LATENCY_REPEATS = 200
+
+
+def _measured_costs(model, path: str, fmt: str, quantize: str, input_dtype: str) -> dict:
+    """Parameters and multiply-adds of an image network, and its float ONNX or LiteRT
+    artifact's median latency (batch 1, one thread: what a budget's latency predicts)."""
+    from kdarts.eval.costs import network_madds
+
+    if not hasattr(model, "parameter_count"):
+        return {}
+    costs = {"parameters": int(model.parameter_count()), "madds": int(network_madds(model))}
+    runtime = {"onnx": "onnx", "tflite": "litert"}.get(fmt)
+    if runtime is None or quantize != "none" or input_dtype != "float32":
+        return costs
+    from kdarts.eval.latency import check_runtime, time_model
+    from kdarts.export.artifact import quiet_native_stderr
+
+    try:
+        check_runtime(runtime)
+    except ImportError:  # the artifact is verified elsewhere; no runtime, no timing
+        return costs
+    shape = (1,) + tuple(model.get_build_config()["input_shape"])[1:]
+    with open(path, "rb") as f:
+        artifact = f.read()
+    with quiet_native_stderr():  # LiteRT announces its CPU delegate there
+        costs["latency_ms"] = time_model(runtime, artifact, shape, repeats=LATENCY_REPEATS,
+                                         warmup=LATENCY_REPEATS // 10)
+    return costs
 
 
 def _check_litert_options(fmt: str, quantize: str, data: str | None) -> None:

@@ -6,6 +6,8 @@ import os
 from importlib import metadata
 from typing import Callable
 
+from kdarts.budget import format_amount
+
 #: Receives a run's one-line messages (``print``, ``click.echo``, or :func:`quiet`).
 Report = Callable[[str], None]
 
@@ -58,8 +60,16 @@ def describe_export(result) -> str:
              if contract.get("normalized_inside")
              else "images preprocessed as in training")
     shape = "x".join("N" if d is None else str(d) for d in contract.get("shape", []))
+    costs = ""
+    if result.parameters is not None:
+        costs = (f"; {format_amount(result.parameters, 'params')}, "
+                 f"{format_amount(result.madds, 'madds')}")
+        if result.latency_ms is not None:
+            runtime = "LiteRT" if result.format == "tflite" else "ONNX Runtime"
+            costs += (f", {result.latency_ms:.3f} ms per image in {runtime} (batch 1, "
+                      "one thread)")
     return (f"exported {result.format} → {rel(path)} ({size}) in {fmt_time(result.seconds)}; "
-            f"input {shape} {takes}; {check}")
+            f"input {shape} {takes}; {check}{costs}")
 
 
 def replicas_note(batch_size: int, replicas: int, strategy: str, sync_batch_norm: bool) -> str:
@@ -95,7 +105,7 @@ def train_summary(opts: dict, info, parameters: int, steps_per_epoch: int,
     return (f"train: {data_label(info)}, {num_train} training images, "
             f"C={opts['channels']}, {opts['layers']} layers{stem}, "
             f"{parameters / 1e3:.1f}k parameters"
-            + (f", {madds / 1e6:.2f}M multiply-adds" if madds is not None else "")
+            + (f", {format_amount(madds, 'madds')}" if madds is not None else "")
             + f", {opts['epochs']} epochs of "
             f"{steps_per_epoch} steps"
             + (", mixed precision (float16)" if opts["mixed_precision"] else "")

@@ -74,3 +74,9 @@ class ExportRunResult:
     quantize: str = "none"
     agreement: float | None = None
     verified_on: str | None = None
+    #: the network's parameters and multiply-adds (an image network; auxiliary head
+    #: excluded), and the artifact's measured latency in its runtime (batch 1, one
+    #: thread; float ONNX and LiteRT exports of an image network), or None
+    parameters: int | None = None
+    madds: int | None = None
+    latency_ms: float | None = None
