@@ -86,7 +86,7 @@ def run_image(folder: str) -> dict:
         with open(os.path.join(out, "search_record.json")) as f:
             search_record = json.load(f)
         record["searches"][name] = {
-            "genotype": result.genotype.to_dict(),
+            "genotype": result.genotype.with_cost(None).to_dict(),  # the cells
             "epochs": [{k: e[k] for k in ("alpha_normal", "alpha_reduce", "mask_normal",
                                           "mask_reduce")} for e in search_record["epochs"]],
             "batches": search_record["batches"],

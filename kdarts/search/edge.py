@@ -39,6 +39,7 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import keras
@@ -274,6 +275,37 @@ class MixedEdge(keras.layers.Layer):
                 "primitives": list(self.primitives)}
 
 
+@dataclass
+class _FanInput:
+    """What every op of one :meth:`FanOut.call` shares (:meth:`FanOut._prepare`)."""
+
+    x: tf.Tensor
+    training: bool
+    kept: tuple | None  # edges per op column kept when traced, or None: all
+    skip: bool  # gather the alive edges at every step
+    spatial: tuple  # (B, H', W') of the outputs
+    relu_x: tf.Tensor
+    n: object  # B·H'·W'
+    dtype: tf.DType
+    w_cols: list = field(default_factory=list)  # act(α) per op column, compute dtype
+    w32_cols: list | None = None  # the same in float32 (the subsets' BN scales)
+    a_cols: list | None = None  # the alive masks per op column
+    scales: list | None = None  # every edge's BN scales per op column
+    first_edge: tf.Tensor | None = None
+
+
+@dataclass
+class _FanTerms:
+    """One fan-out's op outputs by route, before :meth:`FanOut._combine` sums them."""
+
+    mixed: list = field(default_factory=list)  # (k, N·C): gathered ops, already placed
+    weighted: list = field(default_factory=list)  # (N, C, k), each × act(α)
+    shared: list = field(default_factory=list)  # (N·C,): ops the same on every edge
+    shared_w: list = field(default_factory=list)  # their act(α) columns
+    subsets: list = field(default_factory=list)  # (N, C, j), × act(α)
+    subset_edges: list = field(default_factory=list)  # their edges
+
+
 @keras.saving.register_keras_serializable(package=_PKG)
 class FanOut(keras.layers.Layer):
     """All mixed edges leaving one node, computed together (see module docstring).
@@ -477,8 +509,21 @@ class FanOut(keras.layers.Layer):
 
     # -- the layer -----------------------------------------------------------------------
     def call(self, x, weights, active=None, training=None):
-        """``x`` (B, H, W, C) → the outgoing edges' outputs (k, B, H', W', C)."""
-        training = bool(training)
+        """``x`` (B, H, W, C) → the outgoing edges' outputs (k, B, H', W', C).
+
+        Each op takes one of four routes (:meth:`_route`), its output gathered in a
+        :class:`_FanTerms`; :meth:`_combine` then sums every route into the k edges with
+        as few matmuls as there are routes.
+        """
+        fan = self._prepare(x, weights, active, bool(training))
+        terms = _FanTerms()
+        for col, op in enumerate(self.primitives):
+            self._route(fan, terms, col, op)
+        return self._combine(fan, terms)
+
+    def _prepare(self, x, weights, active, training: bool) -> "_FanInput":
+        """What every op of this call shares: the input and its ReLU, act(α)'s columns,
+        the shape, and which edges the trace computes."""
         weights32 = tf.cast(weights, tf.float32)  # the BN scales below
         weights = tf.cast(weights, x.dtype)  # act(α) is float32; float16 compute mixes in it
         kept = None if active is None else self.kept
@@ -487,95 +532,107 @@ class FanOut(keras.layers.Layer):
         s, k, c = self.strides, self.num_edges, self.channels
         b = x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
         h, w = -(-x.shape[1] // s), -(-x.shape[2] // s)
-        spatial = (b, h, w)
-        relu_x = tf.nn.relu(x)  # shared by every conv op leaving this node
-        n = b * h * w
+        fan = _FanInput(x=x, training=training, kept=kept, skip=skip, spatial=(b, h, w),
+                        relu_x=tf.nn.relu(x),  # shared by every conv op leaving this node
+                        n=b * h * w, dtype=weights.dtype)
         # one unstack per fan-out instead of a strided slice (and its gradient) per use
-        w_cols = tf.unstack(weights, axis=1)
-        w32_cols = tf.unstack(weights32, axis=1) if kept is not None else None
+        fan.w_cols = tf.unstack(weights, axis=1)
+        fan.w32_cols = tf.unstack(weights32, axis=1) if kept is not None else None
         if active is not None:
-            a_cols = tf.unstack(active, axis=1)
+            fan.a_cols = tf.unstack(active, axis=1)
         if not skip:  # each op's edge weights over its columns (c, q): the BN scales below
-            scales = tf.unstack(_reshape(tf.tile(_transpose(weights32, [1, 0]), [1, c]),
-                                         [len(self.primitives), c * k]))
+            fan.scales = tf.unstack(_reshape(tf.tile(_transpose(weights32, [1, 0]), [1, c]),
+                                             [len(self.primitives), c * k]))
         else:
-            first_edge = tf.range(k) == 0
+            fan.first_edge = tf.range(k) == 0
+        return fan
 
-        def mix(column, row):
-            """(N, C, j) copies weighted into the k edges by row (j, k): (k, N·C)."""
-            j = row.shape[0] if row.shape[0] is not None else tf.shape(row)[0]
-            return tf.matmul(row, _reshape(column, [n * c, j]),
-                             transpose_a=True, transpose_b=True)
+    def _mix(self, fan: "_FanInput", column, row):
+        """(N, C, j) copies weighted into the k edges by row (j, k): (k, N·C)."""
+        j = row.shape[0] if row.shape[0] is not None else tf.shape(row)[0]
+        return tf.matmul(row, _reshape(column, [fan.n * self.channels, j]),
+                         transpose_a=True, transpose_b=True)
 
-        terms, weighted = [], []  # weighted: conv ops' (N, C, k), each already × act(α)
-        shared, shared_w = [], []  # ops identical on every edge: (N·C,) and their α column
-        subsets, subset_edges = [], []  # conv ops on some edges: (N, C, j), × act(α); edges
-        for col, op in enumerate(self.primitives):
-            if op == "none":
-                continue  # contributes zeros: nothing to compute
-            edges = None if kept is None else tuple(kept[col])
-            if edges is not None and not edges:
-                continue  # pruned on every edge when traced: its weights 0, statistics kept
-            if edges is not None and len(edges) == k:
-                edges = None
-            if op == "skip_connect" and s == 1:  # the identity: one copy, no compute
-                shared.append(_reshape(x, [n * c]))
-                shared_w.append(w_cols[col])
-            elif op in ("max_pool_3x3", "avg_pool_3x3"):  # the same on every edge: one copy
-                # a pool pruned on every edge still runs (its weights are 0, its BN
-                # statistics kept): no slice of the batch, whose gradient is a full-size
-                # tensor, and oneDNN aborts on a max-pool gradient of zero images
-                alive = None if active is None else tf.reduce_any(a_cols[col])
-                shared.append(_reshape(self._shared(op, x, training, spatial, alive), [n * c]))
-                shared_w.append(w_cols[col])
-            elif edges is not None:
-                # the edges kept when traced, as constant indices (static shapes); one
-                # pruned since runs with zero kernels, its statistics rows kept
-                idx = graph_constant(edges)
-                on = a_cols[col]  # (k,): the statistics move where alive, after the scatter
-                params = _zero_unless(on, self._params[op])  # the small kernels
-                scale = _reshape(tf.tile(tf.expand_dims(tf.gather(w32_cols[col], idx), 0),
-                                         [c, 1]), [c * len(edges)])
-                subsets.append(self._conv_op(op)(relu_x, params, idx, training, spatial, on,
-                                                 scale=scale))
-                subset_edges.extend(edges)
-            elif not skip:  # every edge; a pruned one with zero kernels, its statistics kept
-                params, on = self._params[op], None
-                if active is not None:
-                    on = a_cols[col]
-                    params = _zero_unless(on, params)
-                # the edges' weights are the last BN's scale: its kernel weights the output
-                # and its gradient yields α's, with no matmul by diag(act(α)) either way
-                weighted.append(self._conv_op(op)(relu_x, params, None, training, spatial, on,
-                                                  scale=scales[col]))
-            else:
-                # only the edges that keep the op reach its kernels; an op pruned on every
-                # edge runs them on edge 0 alone (weight 0, BN statistics kept): oneDNN
-                # refuses zero-size kernels
-                alive = tf.reduce_any(a_cols[col])
-                keep = tf.logical_or(a_cols[col],
-                                     tf.logical_and(tf.logical_not(alive), first_edge))
-                idx = tf.cast(_reshape(tf.where(keep), [-1]), tf.int32)
-                # expand_dims, not [:, None]: a strided slice's gradient costs far more
-                row = (tf.one_hot(idx, k, dtype=weights.dtype)
-                       * tf.expand_dims(tf.gather(w_cols[col], idx), 1))
-                # such an op computes with zero kernels: a select on its small kernels, not
-                # on its large output (NaN·0 is NaN: the 0 weight alone would not drop it)
-                params = _zero_unless(alive, self._params[op])
-                y = self._conv_op(op)(relu_x, params, idx, training, spatial, alive)
-                terms.append(mix(y, row))
-        if subsets:  # placed into their edges by one matmul with a 0/1 matrix (J, k)
-            place = np.zeros((len(subset_edges), k))
-            place[np.arange(len(subset_edges)), subset_edges] = 1.0
-            terms.append(mix(tf.concat(subsets, axis=2), graph_constant(place, weights.dtype)))
-        if shared:  # weighted into the k edges by one matmul (j, k)ᵀ·(j, N·C) → (k, N·C)
-            terms.append(tf.matmul(tf.stack(shared_w), tf.stack(shared), transpose_a=True))
-        if weighted:  # summed in (N, C, k), then edge-major: one transpose per fan-out
-            terms.append(_transpose(_reshape(tf.add_n(weighted), [n * c, k]), [1, 0]))
-        if not terms:  # every op pruned on every edge when traced
-            terms.append(tf.zeros([k, n * c], x.dtype))
-        out = tf.add_n(terms)
-        return _reshape(out, [k, b, h, w, c])
+    def _route(self, fan: "_FanInput", terms: "_FanTerms", col: int, op: str) -> None:
+        """Computes op ``col`` on the edges the trace keeps, into ``terms``: an op the
+        same on every edge once (shared), a conv op on the edges kept when traced
+        (subsets), on every edge (weighted), or on the edges alive at this step
+        (gathered, ``skip_pruned_ops="every_step"``)."""
+        if op == "none":
+            return  # contributes zeros: nothing to compute
+        k, c, n = self.num_edges, self.channels, fan.n
+        edges = None if fan.kept is None else tuple(fan.kept[col])
+        if edges is not None and not edges:
+            return  # pruned on every edge when traced: its weights 0, statistics kept
+        if edges is not None and len(edges) == k:
+            edges = None
+        x, training, spatial = fan.x, fan.training, fan.spatial
+        if op == "skip_connect" and self.strides == 1:  # the identity: one copy, no compute
+            terms.shared.append(_reshape(x, [n * c]))
+            terms.shared_w.append(fan.w_cols[col])
+        elif op in ("max_pool_3x3", "avg_pool_3x3"):  # the same on every edge: one copy
+            # a pool pruned on every edge still runs (its weights are 0, its BN
+            # statistics kept): no slice of the batch, whose gradient is a full-size
+            # tensor, and oneDNN aborts on a max-pool gradient of zero images
+            alive = None if fan.a_cols is None else tf.reduce_any(fan.a_cols[col])
+            terms.shared.append(_reshape(self._shared(op, x, training, spatial, alive),
+                                         [n * c]))
+            terms.shared_w.append(fan.w_cols[col])
+        elif edges is not None:
+            # the edges kept when traced, as constant indices (static shapes); one
+            # pruned since runs with zero kernels, its statistics rows kept
+            idx = graph_constant(edges)
+            on = fan.a_cols[col]  # (k,): the statistics move where alive, after the scatter
+            params = _zero_unless(on, self._params[op])  # the small kernels
+            scale = _reshape(tf.tile(tf.expand_dims(tf.gather(fan.w32_cols[col], idx), 0),
+                                     [c, 1]), [c * len(edges)])
+            terms.subsets.append(self._conv_op(op)(fan.relu_x, params, idx, training, spatial,
+                                                   on, scale=scale))
+            terms.subset_edges.extend(edges)
+        elif not fan.skip:  # every edge; a pruned one with zero kernels, its statistics kept
+            params, on = self._params[op], None
+            if fan.a_cols is not None:
+                on = fan.a_cols[col]
+                params = _zero_unless(on, params)
+            # the edges' weights are the last BN's scale: its kernel weights the output
+            # and its gradient yields α's, with no matmul by diag(act(α)) either way
+            terms.weighted.append(self._conv_op(op)(fan.relu_x, params, None, training,
+                                                    spatial, on, scale=fan.scales[col]))
+        else:
+            # only the edges that keep the op reach its kernels; an op pruned on every
+            # edge runs them on edge 0 alone (weight 0, BN statistics kept): oneDNN
+            # refuses zero-size kernels
+            alive = tf.reduce_any(fan.a_cols[col])
+            keep = tf.logical_or(fan.a_cols[col],
+                                 tf.logical_and(tf.logical_not(alive), fan.first_edge))
+            idx = tf.cast(_reshape(tf.where(keep), [-1]), tf.int32)
+            # expand_dims, not [:, None]: a strided slice's gradient costs far more
+            row = (tf.one_hot(idx, k, dtype=fan.dtype)
+                   * tf.expand_dims(tf.gather(fan.w_cols[col], idx), 1))
+            # such an op computes with zero kernels: a select on its small kernels, not
+            # on its large output (NaN·0 is NaN: the 0 weight alone would not drop it)
+            params = _zero_unless(alive, self._params[op])
+            y = self._conv_op(op)(fan.relu_x, params, idx, training, spatial, alive)
+            terms.mixed.append(self._mix(fan, y, row))
+
+    def _combine(self, fan: "_FanInput", terms: "_FanTerms"):
+        """Every route's outputs summed into the k edges: (k, B, H', W', C)."""
+        k, c, n = self.num_edges, self.channels, fan.n
+        sums = list(terms.mixed)
+        if terms.subsets:  # placed into their edges by one matmul with a 0/1 matrix (J, k)
+            place = np.zeros((len(terms.subset_edges), k))
+            place[np.arange(len(terms.subset_edges)), terms.subset_edges] = 1.0
+            sums.append(self._mix(fan, tf.concat(terms.subsets, axis=2),
+                                  graph_constant(place, fan.dtype)))
+        if terms.shared:  # weighted into the k edges by one matmul (j, k)ᵀ·(j, N·C) → (k, N·C)
+            sums.append(tf.matmul(tf.stack(terms.shared_w), tf.stack(terms.shared),
+                                  transpose_a=True))
+        if terms.weighted:  # summed in (N, C, k), then edge-major: one transpose per fan-out
+            sums.append(_transpose(_reshape(tf.add_n(terms.weighted), [n * c, k]), [1, 0]))
+        if not sums:  # every op pruned on every edge when traced
+            sums.append(tf.zeros([k, n * c], fan.x.dtype))
+        b, h, w = fan.spatial
+        return _reshape(tf.add_n(sums), [k, b, h, w, c])
 
     def _conv_op(self, op: str):
         return {"sep": self._sep_conv, "dil": self._dil_conv,
