@@ -624,7 +624,7 @@ class FanOut(keras.layers.Layer):
             place[np.arange(len(terms.subset_edges)), terms.subset_edges] = 1.0
             sums.append(self._mix(fan, tf.concat(terms.subsets, axis=2),
                                   graph_constant(place, fan.dtype)))
-        if terms.shared:  # weighted into the k edges by one matmul (j, k)ᵀ·(j, N·C) → (k, N·C)
+        if terms.shared:  # into the k edges by one matmul (j, k)ᵀ·(j, N·C) → (k, N·C)
             sums.append(tf.matmul(tf.stack(terms.shared_w), tf.stack(terms.shared),
                                   transpose_a=True))
         if terms.weighted:  # summed in (N, C, k), then edge-major: one transpose per fan-out
