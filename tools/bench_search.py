@@ -31,6 +31,7 @@ printed, with a split of our step into pieces (forward parts, the weight gradien
 
     python tools/bench_search.py --space recurrent --reference-src .scratch/rnn/src \
         --reference-python .scratch/rnn/torchenv/bin/python --repeats 5
+    python tools/bench_search.py --space recurrent --pruned 0.5 ...   # half the edges gone
 
 Configurations: small (C=8, 5 layers, 16×16, batch 32) and reference (C=16, 8 layers,
 32×32, batch 64). ``--pruned F`` prunes a seeded fraction F of the crb ops first.
@@ -74,7 +75,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--activation", choices=("crb", "softmax"), default="crb")
     parser.add_argument("--reg", choices=("proximity", "admm", "none"), default="proximity")
     parser.add_argument("--pruned", type=float, default=0.0,
-                        help="fraction of crb ops pruned before timing")
+                        help="fraction of crb ops pruned before timing (recurrent: of the "
+                        "edges, every op of each; the step traced without them)")
     parser.add_argument("--jit-compile", action="store_true")
     parser.add_argument("--dtype", default="float32",
                         choices=("float32", "mixed_float16", "mixed_bfloat16"),
@@ -298,7 +300,7 @@ def _run_recurrent(args) -> dict:
 
     tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
     tf.config.threading.set_intra_op_parallelism_threads(args.intra_op)
-    from kdarts.recurrent.data import BPTTStream, search_segments
+    from kdarts.recurrent.data import BPTTStream
     from kdarts.recurrent.model import RecurrentSearchModel, sequence_nll
     from kdarts.search.schedules import FixedSchedule
 
@@ -319,15 +321,18 @@ def _run_recurrent(args) -> dict:
     ids = rng.integers(0, vocab, batch * (bptt * (args.steps * args.repeats + 4) + 2))
     model = RecurrentSearchModel(vocab, units, activation=args.activation, seed=args.seed)
     model.build((batch, bptt))
+    pruned_edges = _prune_recurrent_edges(model, args.pruned, args.seed) if args.pruned else 0
     train = BPTTStream(ids, batch, bptt, variable=False)
     model.compile(schedule=FixedSchedule(1), regularizer=args.reg, unrolled=args.unrolled,
                   search_data=BPTTStream(ids[::-1].copy(), batch, bptt, variable=False),
-                  jit_compile=args.jit_compile)
+                  jit_compile=args.jit_compile,
+                  skip_pruned_ops="levels" if args.pruned else args.skip_pruned_ops)
     t0 = time.perf_counter()
     model.fit(train, epochs=1, steps_per_epoch=1, verbose=0)  # trace, optimise, one run
     warmup_s = time.perf_counter() - t0
     fn = model.train_function
-    iterator = iter(search_segments(train, model.search_data, 1)[0].repeat())
+    # the stream fit feeds the step (the segments as the model's plan pairs them)
+    iterator = iter(model._plan_fit(train, None, 1, 0, None).stream(0).repeat())
     ours, theirs = [], []
     for _ in range(args.repeats):
         if child:
@@ -366,6 +371,7 @@ def _run_recurrent(args) -> dict:
         split[name + "_ms"] = round(statistics.median(times), 1)
     out = dict(space="recurrent", batch=batch, bptt=bptt, units=units, vocab=vocab,
                activation=args.activation, reg=args.reg, unrolled=args.unrolled,
+               pruned_edges=f"{pruned_edges} of {model.alpha.shape[0]}",
                jit_compile=args.jit_compile, warmup_s=round(warmup_s, 1),
                ours_ms=round(statistics.median(ours), 1), ours_runs_ms=[round(v) for v in ours])
     if theirs:
@@ -375,6 +381,33 @@ def _run_recurrent(args) -> dict:
     out.update(split, peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
     print(json.dumps(out) if args.json else "\n".join(f"{k:>24}: {v}" for k, v in out.items()))
     return out
+
+
+def _prune_recurrent_edges(model, fraction: float, seed: int) -> int:
+    """Prune every op of a seeded ``fraction`` of the recurrent cell's edges (mask and α
+    0, as crb leaves them), each node keeping at least one: what a search has pruned by
+    then. Returns how many edges."""
+    import numpy as np
+
+    if model.activation != "crb":
+        sys.exit("bench_search: --pruned needs --activation crb")
+    rng = np.random.default_rng(seed)
+    steps = model.steps
+    starts = np.cumsum([0] + [i + 1 for i in range(steps)])  # node i: rows starts[i]..+i
+    candidates = [row for i in range(steps) for row in range(starts[i], starts[i + 1])]
+    chosen: list[int] = []
+    for row in rng.permutation(candidates):
+        if len(chosen) >= round(fraction * starts[-1]):
+            break
+        node = int(np.searchsorted(starts, row, side="right") - 1)
+        left = [r for r in range(starts[node], starts[node + 1]) if r not in chosen]
+        if len(left) > 1:  # the node keeps an edge
+            chosen.append(int(row))
+    mask, alpha = model.mask.numpy(), model.alpha.numpy()
+    mask[chosen], alpha[chosen] = 0.0, 0.0
+    model.mask.assign(mask)
+    model.alpha.assign(alpha)
+    return len(chosen)
 
 
 def _pruned(model) -> int:
