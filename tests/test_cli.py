@@ -355,6 +355,29 @@ def test_runs_from_before_imagenet_stem_still_resume(tmp_path, no_tf_work):
     assert snapshot(folder) == before
 
 
+def test_budgets_are_refused_in_one_line(tmp_path, no_tf_work):
+    """Before any TensorFlow work: two budgets, a bad amount, a budget on a corpus."""
+    out = tmp_path / "r"
+    assert_one_line_error(invoke("search", "--max-params", "120k", "--max-madds", "2M",
+                                 "--out", out), "--max-params and --max-madds",
+                          "give one budget")
+    assert_one_line_error(invoke("search", "--max-params", "lots", "--out", out),
+                          "--max-params", "expected a positive number", "'lots'")
+    assert_one_line_error(invoke("search", "--dataset", "kdarts_text", "--max-params", "1M",
+                                 "--out", out), "--max-params", "image space only",
+                          "same whatever the genotype")
+    assert not out.exists()
+
+
+def test_a_budget_below_the_cheapest_genotype_is_refused_before_the_search(tmp_path):
+    out = tmp_path / "r"
+    result = invoke("search", *TINY_SEARCH[:-6], "--max-params", "1k", "--eval-channels", "4",
+                    "--eval-layers", "3", "--out", out)
+    assert_one_line_error(result, "--max-params", "budget 1.0k parameters is below the "
+                          "cheapest valid genotype, which costs 1.4k parameters")
+    assert not (out / "checkpoint.json").exists() and not (out / "genotype.json").exists()
+
+
 def test_bad_primitives(tmp_path, no_tf_work):
     result = invoke("search", "--primitives", "sep_conv_3x3,conv_9x9", "--out", tmp_path / "r")
     assert_one_line_error(result, "conv_9x9")

@@ -182,10 +182,10 @@ class SearchFit(FolderFit):
 
         # the same calls as kdarts.search_defaults's, so the Python API searches alike
         opts, info, out = self.job.opts, self.info, self.job.out
+        self.budget = search_budget(opts, info)  # refused before the network is built
         model = SearchNetwork(**network_args(
             opts, info, sync_batch_norm=self.settings.sync_batch_norm and self.replicas > 1))
         model.build((None,) + tuple(info.image_shape))
-        self.budget = search_budget(opts, info)
         model.compile(**compile_args(opts, self.search_ds, self.budget))
         self.model = model
         if self.job.state is None:
