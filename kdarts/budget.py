@@ -263,8 +263,14 @@ def parse_amount(text: str | float | int, what: str = "budget") -> float:
 
 
 def format_amount(value: float, kind: str) -> str:
-    """An amount for a one-line report: ``120.0k parameters``, ``15.20M multiply-adds``,
-    ``0.812 ms``."""
+    """An amount for a one-line report, in the unit of ``kind``.
+
+    Example:
+        >>> format_amount(120_000, "params"), format_amount(15.2e6, "madds")
+        ('120.0k parameters', '15.20M multiply-adds')
+        >>> format_amount(0.5, "latency_ms")
+        '0.500 ms'
+    """
     if kind == "latency_ms":
         return f"{value:.3f} ms"
     unit = BUDGET_UNITS.get(kind, kind)
