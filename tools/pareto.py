@@ -425,14 +425,14 @@ def _f(x, fmt: str) -> str:
     return "–" if x is None else format(x, fmt)
 
 
-def holds_summary(rows: list[dict]) -> dict[str, tuple[int, int, int]]:
-    """Per kind: (found and within budget, found, asked)."""
+def holds_summary(rows: list[dict]) -> dict[str, tuple[int, int, int, int]]:
+    """Per kind: (found and within budget, found, refused, asked)."""
     out = {}
     for kind in KINDS:
         mine = [r for r in rows if r["kind"] == kind]
         found = [r for r in mine if r["count"] is not None]
         within = [r for r in found if r["count"][kind] <= r["limit"]]
-        out[kind] = (len(within), len(found), len(mine))
+        out[kind] = (len(within), len(found), sum(bool(r["refusal"]) for r in mine), len(mine))
     return out
 
 
@@ -443,6 +443,7 @@ def findings(entries: list[Entry], fractions) -> list[str]:
     if not done:
         return ["No training has finished yet."]
     lo, hi = min(e.accuracy for e in done), max(e.accuracy for e in done)
+    separated: list[bool] = []
     lines.append(f"All {len(done)} trained networks score between {100 * lo:.2f} % and "
                  f"{100 * hi:.2f} % test accuracy.")
     for fraction in fractions:
@@ -457,11 +458,16 @@ def findings(entries: list[Entry], fractions) -> list[str]:
         line = (f"At {pct(fraction)} % of P the best mean is {best}'s "
                 f"({100 * known[best]:.2f} %); the method means span "
                 f"{100 * (max(known.values()) - min(known.values())):.2f} points")
-        lines.append(line + (f", the seeds of one method up to {100 * max(seeds):.2f} points."
-                             if seeds else "."))
-    lines.append("Where the method means differ by no more than the seeds of one method do, "
-                 "this study does not separate the methods: on these 8×8 digits nearly any "
-                 "network of this size fits (docs/study.md).")
+        span = max(known.values()) - min(known.values())
+        if seeds:
+            verdict = "not more" if span <= max(seeds) else "more"
+            separated.append(span > max(seeds))
+            line += (f", the seeds of one method up to {100 * max(seeds):.2f} points: the "
+                     f"methods differ {verdict} than seeds do")
+        lines.append(line + ".")
+    if separated and not any(separated):
+        lines.append("This study does not separate the methods: on these 8×8 digits nearly "
+                     "any network of this size scores about as well (docs/study.md).")
     return [line for line in lines if line]
 
 
@@ -490,9 +496,10 @@ def report_text(study: Study, rows: list[dict], entries: list[Entry], doc: str) 
         f"M = {ref['count']['madds']:,} multiply-adds. The cheapest valid genotype costs "
         f"{format_amount(Budget(study.tables['params'], 1e18).cheapest, 'params')} and "
         f"{format_amount(Budget(study.tables['madds'], 1e18).cheapest, 'madds')}.", "", "## Budgets hold", ""]
-    lines += [f"- **{kind}**: {w} of {n} searches within budget ({f} found"
-              + (f"; {n - f} refused or unfinished" if f < n else "") + ")."
-              for kind, (w, f, n) in holds.items()]
+    lines += [f"- **{kind}**: {w} of {f} found genotypes within budget"
+              + (f"; {r} of {n} searches refused, their budget below the cheapest genotype"
+                 if r else "") + (f"; {n - f - r} not finished" if n - f - r else "") + "."
+              for kind, (w, f, r, n) in holds.items()]
     lines += ["", "| budget | fraction | limit | seed | found: parameters | multiply-adds | "
               "genotype.json's record | within |", "|" + "---|" * 8]
     for r in rows:
@@ -636,20 +643,21 @@ def main(argv: list[str] | None = None) -> int:
         if args.report_only:
             if not is_complete(search_folder(args.out, None, None, 0)):
                 raise RunError(f"no finished reference search under {args.out}")
-        study.load_reference()
-        if not args.report_only:
-            study.run()
+        try:
+            study.load_reference()
+            if not args.report_only:
+                study.run()
+        finally:  # an interrupted invocation's time counts too
+            if not args.report_only and os.path.isdir(args.out):
+                log_invocation(args.out, command, time.perf_counter() - t0)
     except RunInterrupted as err:
         print(f"Error: {err}", file=sys.stderr)
         return 130
     except RunError as err:
         print(f"Error: {err}", file=sys.stderr)
         return 1
-    if not args.report_only:
-        log_invocation(args.out, command, time.perf_counter() - t0)
     print(f"report → {write_report(study, args.doc)}")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
