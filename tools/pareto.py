@@ -294,9 +294,10 @@ class Study:
             return Genotype.load(path)
         table, limit = self.tables["params"], self.limit("params", fraction)
         note: dict = {}
-        if method == "budgeted":
+        if self.refusal("params", fraction):  # below the cheapest genotype: none fits
+            genotype, note = None, {"refused": self.refusal("params", fraction)}
+        elif method == "budgeted":
             genotype = self.budgeted_genotype("params", fraction, seed)
-            note = {"refused": self.refusal("params", fraction)}
         elif method == "random":
             genotype, draws = draw_within(table, limit, self.reference["primitives"],
                                           self.reference["genotype"].steps,
@@ -380,6 +381,7 @@ class Entry:
     accuracy: float | None
     latency_ms: float | None
     note: dict
+    num_test: int | None = None
 
 
 def collect(study: Study) -> tuple[list[dict], list[Entry]]:
@@ -412,7 +414,8 @@ def collect(study: Study) -> tuple[list[dict], list[Entry]]:
                     measured["count"]["params"] if measured else None,
                     measured["count"]["madds"] if measured else None,
                     float(metrics["test_accuracy"]) if metrics else None,
-                    latency.get("ms"), read_json(os.path.join(folder, "note.json")) or {}))
+                    latency.get("ms"), read_json(os.path.join(folder, "note.json")) or {},
+                    metrics.get("num_test") if metrics else None))
     return rows, entries
 
 
@@ -446,6 +449,10 @@ def findings(entries: list[Entry], fractions) -> list[str]:
     separated: list[bool] = []
     lines.append(f"All {len(done)} trained networks score between {100 * lo:.2f} % and "
                  f"{100 * hi:.2f} % test accuracy.")
+    sizes = {e.num_test for e in done if e.num_test}
+    if len(sizes) == 1:
+        n = sizes.pop()
+        lines.append(f"The test set holds {n} images: one image is {100 / n:.2f} points.")
     for fraction in fractions:
         here = [e for e in done if e.fraction == fraction]
         means = {m: _mean(e.accuracy for e in here if e.method == m) for m in METHODS}
@@ -471,6 +478,20 @@ def findings(entries: list[Entry], fractions) -> list[str]:
     return [line for line in lines if line]
 
 
+def invocations_text(invocations: list[dict]) -> str:
+    """Per command: how many invocations, from when, and their wall time in all."""
+    parts = []
+    for command in dict.fromkeys(r["command"] for r in invocations):
+        mine = [r for r in invocations if r["command"] == command]
+        total = sum(r["seconds"] for r in mine) / 60
+        parts.append(f"`{command}`, started {mine[0]['started']}, {total:.1f} min"
+                     + (f" in {len(mine)} invocations ("
+                        + ", ".join(f"{r['seconds'] / 60:.1f}" for r in mine)
+                        + " min; a finished run is reused, not redone)" if len(mine) > 1
+                        else ""))
+    return "; ".join(parts) or "no logged invocation"
+
+
 def report_text(study: Study, rows: list[dict], entries: list[Entry], doc: str) -> str:
     ref, geo, preset = study.reference, study.geometry, study.preset
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -484,9 +505,8 @@ def report_text(study: Study, rows: list[dict], entries: list[Entry], doc: str) 
         f"{platform.platform()}, {platform.machine()}, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}. Every number below comes from the runs under "
         f"`{study.out}`; nothing is edited by hand. The runs were made by "
-        + "; ".join(f"`{r['command']}` (started {r['started']}, {r['seconds'] / 60:.1f} min)"
-                    for r in read_json(os.path.join(study.out, "invocations.json")) or [])
-        + " (a finished run is reused, not redone).", "",
+        + invocations_text(read_json(os.path.join(study.out, "invocations.json")) or [])
+        + ".", "",
         f"Searches: {search}, seeds {', '.join(map(str, preset.seeds))}. Costs are those of the "
         f"evaluation network `kdarts train` builds: C={geo.channels}, {geo.layers} cells, "
         f"{geo.num_classes} classes, images {'×'.join(map(str, geo.image_shape))}, auxiliary "
@@ -495,11 +515,17 @@ def report_text(study: Study, rows: list[dict], entries: list[Entry], doc: str) 
         f"Seed 0: {genotype_text(ref['genotype'])}; P = {ref['count']['params']:,} parameters, "
         f"M = {ref['count']['madds']:,} multiply-adds. The cheapest valid genotype costs "
         f"{format_amount(Budget(study.tables['params'], 1e18).cheapest, 'params')} and "
-        f"{format_amount(Budget(study.tables['madds'], 1e18).cheapest, 'madds')}.", "", "## Budgets hold", ""]
+        f"{format_amount(Budget(study.tables['madds'], 1e18).cheapest, 'madds')}.", "",
+        "## Budgets hold", ""]
     lines += [f"- **{kind}**: {w} of {f} found genotypes within budget"
               + (f"; {r} of {n} searches refused, their budget below the cheapest genotype"
                  if r else "") + (f"; {n - f - r} not finished" if n - f - r else "") + "."
               for kind, (w, f, r, n) in holds.items()]
+    found = [r for r in rows if r["count"] is not None and r["recorded"]]
+    same = sum(int(r["recorded"][r["kind"]]) == r["count"][r["kind"]] for r in found)
+    if found:
+        lines += [f"- The cost genotype.json records (from the cost tables) equals the built "
+                  f"network's count for {same} of {len(found)} found genotypes."]
     lines += ["", "| budget | fraction | limit | seed | found: parameters | multiply-adds | "
               "genotype.json's record | within |", "|" + "---|" * 8]
     for r in rows:
@@ -517,7 +543,8 @@ def report_text(study: Study, rows: list[dict], entries: list[Entry], doc: str) 
     lines += [
         "", "## Accuracy at the same parameter budget", "",
         f"One recipe for all: `kdarts train` with {json.dumps(study.train_options)} (else its "
-        f"defaults; {epochs} epoch{'s' * (epochs != 1)}). Latency: batch 1, one thread, {LATENCY_RUNTIME} "
+        f"defaults; {epochs} epoch{'s' * (epochs != 1)}). Latency: batch 1, one thread, "
+        f"{LATENCY_RUNTIME} "
         f"(`measure_latency`, median of {preset.latency_repeats} invocations).", "",
         "- **budgeted**: the budgeted searches' genotypes (one per seed).",
         "- **random**: per seed, uniformly random valid genotypes (each node: two distinct "
@@ -551,12 +578,14 @@ def report_text(study: Study, rows: list[dict], entries: list[Entry], doc: str) 
               "latency ms | note | genotype |", "|" + "---|" * 9]
     for e in entries:
         if e.genotype is None:
-            what = ("no random genotype within budget in "
-                    f"{e.note.get('draws', MAX_DRAWS):,} draws" if e.method == "random" else
+            refused = study.refusal("params", e.fraction)
+            what = (f"refused: {refused}" if refused else
+                    f"none within budget in {e.note.get('draws', MAX_DRAWS):,} draws"
+                    if e.method == "random" else
                     "does not fit by replacing ops" if "replacements" in e.note else
-                    f"refused: {e.note['refused']}" if e.note.get("refused") else "not run yet")
-            lines.append(f"| {pct(e.fraction)} % | {e.method} | {_f(e.seed, 'd')} | – | – | – "
-                         f"| – | {what} | – |")
+                    "not run yet")
+            lines.append(f"| {pct(e.fraction)} % | {e.method} | {_f(e.seed, 'd')} | – | – | "
+                         f"– | – | {what} | – |")
             continue
         note = (f"{e.note['draws']:,} draws" if "draws" in e.note else
                 f"{len(e.note['replacements'])} ops replaced" if "replacements" in e.note
@@ -565,7 +594,8 @@ def report_text(study: Study, rows: list[dict], entries: list[Entry], doc: str) 
                      f"{_f(e.accuracy and 100 * e.accuracy, '.2f')} | {_f(e.params, ',d')} | "
                      f"{_f(e.madds, ',d')} | {_f(e.latency_ms, '.3f')} | {note} | "
                      f"{genotype_text(e.genotype)} |")
-    pruned = [e for e in entries if e.method == "pruned" and e.note.get("replacements")]
+    pruned = [e for e in entries if e.method == "pruned" and e.genotype is not None
+              and e.note.get("replacements")]
     if pruned:
         lines += ["", "## Pruned afterwards: the replacements", ""]
         for e in pruned:
@@ -581,7 +611,7 @@ def plot(study: Study, entries: list[Entry], path: str) -> str:
 
     from kdarts.plots import _save
 
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    fig = Figure(figsize=(8, 4.5), layout="constrained")
     ax = fig.add_subplot()
     markers = {"budgeted": ("o", "#08519c"), "random": ("s", "#fd8d3c"),
                "pruned": ("^", "#31a354")}
@@ -595,11 +625,17 @@ def plot(study: Study, entries: list[Entry], path: str) -> str:
         ax.annotate(f"{pct(fraction)} % of P", (x, 1), xycoords=("data", "axes fraction"),
                     xytext=(-3, -3), textcoords="offset points", ha="right", va="top",
                     fontsize=8, color="0.4")
+    cheapest = Budget(study.tables["params"], 1e18).cheapest / 1e3
+    ax.axvline(cheapest, color="0.3", ls=":", lw=1.2)
+    ax.annotate("cheapest genotype", (cheapest, 0), xycoords=("data", "axes fraction"),
+                xytext=(3, 3), textcoords="offset points", ha="left", va="bottom",
+                fontsize=8, color="0.3", rotation=90)
     ax.set_xlabel("parameters of the evaluation network (thousands)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Accuracy at a parameter budget (dashed: the budgets)", fontsize=10)
+    ax.set_title("Accuracy at a parameter budget (dashed: the budgets, dotted: the cheapest "
+                 "valid genotype)", fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
     return _save(fig, path)
 
 
