@@ -239,6 +239,10 @@ def test_fit_errors_are_clear():
         model.compile(skip_pruned_ops="every_step", jit_compile=True)
     with pytest.raises(ValueError, match="skip_pruned_ops='sometimes'.*levels, every_step"):
         model.compile(skip_pruned_ops="sometimes")
+    # the latch is the recurrent search's rule: refused here, not silently ignored
+    for schedule in ("dynamic-latched", DynamicSchedule(latch=True)):
+        with pytest.raises(ValueError, match="latching schedule.*takes 'dynamic' or 'fixed'"):
+            model.compile(schedule=schedule)
     model.compile()
     with pytest.raises(ValueError, match=r"compile\(search_data=...\) is required"):
         model.fit(weight_ds, epochs=1, steps_per_epoch=1)

@@ -297,6 +297,9 @@ class BPTTStreams:
         if self._latches():  # the authors' latch is reset at each epoch's start
             self.alpha_latch.assign(tf.where(first, 0.0, self.alpha_latch))
 
+    def _takes_latch(self) -> bool:
+        return True
+
     def _latches(self) -> bool:
         return getattr(self.schedule, "latch", False) and \
             getattr(self, "alpha_latch", None) is not None

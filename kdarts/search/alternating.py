@@ -270,6 +270,11 @@ class AlternatingSearch(PrunedOpsPolicy, SymbolicBuildOnlyIfUnbuilt, LeanTrainFu
                 and not isinstance(self.arch_optimizer, keras.optimizers.LossScaleOptimizer)):
             self.arch_optimizer = keras.optimizers.LossScaleOptimizer(self.arch_optimizer)
         self.schedule = get_schedule(schedule)
+        if getattr(self.schedule, "latch", False) and not self._takes_latch():
+            raise ValueError(f"{type(self).__name__}.compile: a latching schedule (DynamicSchedule("
+                             "latch=True), 'dynamic-latched') is the authors' recurrent search's "
+                             "rule; this search takes 'dynamic' or 'fixed' (the authors' "
+                             "convolutional loop has no latch)")
         self.regularizer = get_regularizer(regularizer)
         if self._state_ready():  # else build makes it
             self._create_regularizer_state()
@@ -283,6 +288,10 @@ class AlternatingSearch(PrunedOpsPolicy, SymbolicBuildOnlyIfUnbuilt, LeanTrainFu
             self.threshold.assign(self.schedule.initial_threshold)
         self._search_compiled = True
         self.train_function = None
+
+    def _takes_latch(self) -> bool:
+        """Whether this search runs a latching schedule (the space's epochs define it)."""
+        return False
 
     @property
     def metrics(self):
