@@ -57,40 +57,52 @@ def register_all() -> bool:
     return True
 
 
+def _after_loading(spec, then) -> None:
+    """Make ``spec``'s loader call ``then()`` right after it executes the module."""
+    loader, exec_module = spec.loader, spec.loader.exec_module
+
+    def exec_then(module):
+        try:
+            exec_module(module)
+        finally:
+            with contextlib.suppress(AttributeError):
+                del loader.exec_module  # the loader's own method again
+        then()
+
+    loader.exec_module = exec_then
+
+
 class _AfterKerasImport:
     """A ``sys.meta_path`` finder: at the first import of ``keras`` it lets Keras load as
     Python would, then imports kdarts's serializable modules. If a kdarts module
-    imported Keras, they are imported at the first import after that module is
-    complete; then the finder leaves ``sys.meta_path``."""
+    imported Keras, they are imported after the next module loaded once that kdarts
+    module is complete; then the finder leaves ``sys.meta_path``.
+
+    The imports always follow a module's loading, never happen inside its lookup: a
+    module they import as a side effect would otherwise be loaded a second time by the
+    lookup that was under way (two copies of its classes)."""
 
     keras_loaded = False
 
     @classmethod
     def find_spec(cls, name, path=None, target=None):
-        if cls.keras_loaded:
-            if register_all():
-                with contextlib.suppress(ValueError):
-                    sys.meta_path.remove(cls)
+        if cls.keras_loaded and (_registering or _initializing_kdarts()):
             return None
-        if name != "keras":
+        if not cls.keras_loaded and name != "keras":
             return None
-        sys.meta_path.remove(cls)
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(cls)
         spec = importlib.util.find_spec(name)  # the other finders' answer
-        if spec is None or spec.loader is None:
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            sys.meta_path.insert(0, cls)  # nothing is loaded by this lookup: ask the next
             return spec
-        loader, exec_module = spec.loader, spec.loader.exec_module
 
-        def exec_then_register(module):
-            try:
-                exec_module(module)
-            finally:
-                with contextlib.suppress(AttributeError):
-                    del loader.exec_module  # the loader's own method again
+        def register():
             cls.keras_loaded = True
             if not register_all():
-                sys.meta_path.insert(0, cls)  # again at a later import
+                sys.meta_path.insert(0, cls)  # again after a later import
 
-        loader.exec_module = exec_then_register
+        _after_loading(spec, register)
         return spec
 
 
