@@ -5,7 +5,8 @@ no pyplot, so nothing global changes and no display is needed). Every function
 writes its PNG atomically (temp file + rename) and returns the path written.
 
 * :func:`plot_alpha`: the activated α of every edge over the epochs, one
-  subplot per edge, one line per op, for the normal and the reduction cell.
+  subplot per edge, one line per op, for each cell type (normal and reduction,
+  or the recurrent cell).
 * :func:`plot_schedule`: the per-step FI (log scale), its EWMA and the dynamic
   threshold, with the α steps marked and the pruned-op count (crb).
 * :func:`plot_genotype`: the normal and reduction cells of a genotype as DAGs, or a
@@ -120,9 +121,12 @@ def alpha_figure(record, shared_axis: bool = False) -> Figure:
         raise ValueError("plot_alpha: the record has no epoch entries")
     primitives = list(record["primitives"])
     steps = int(record.get("steps") or 4)
+    # an older record names no cells: the image search's two
+    cells = list(record.get("cells") or ("normal", "reduce"))
+    inputs, keep = int(record.get("inputs") or 2), int(record.get("keep") or 2)
     x = np.array([int(e["epoch"]) for e in epochs], dtype=float)
-    ncols = steps + 1
-    data = {cell: _alpha_and_mask(epochs, cell) for cell in ("normal", "reduce")}
+    ncols = steps + inputs - 1
+    data = {cell: _alpha_and_mask(epochs, cell) for cell in cells}
     ylim = ACT_RANGE if shared_axis else _zoomed_ylim(data)
     # where α started: the mean over the first entry's ops (1/ops up to ~1e-4 noise for both
     # activations), one line for all subplots rather than one per op
@@ -130,10 +134,11 @@ def alpha_figure(record, shared_axis: bool = False) -> Figure:
     first = first[np.isfinite(first)]
     initial = float(first.mean()) if first.size else None
 
-    fig = Figure(figsize=(2.9 * ncols, 2.0 * 2 * steps + 2.2), layout="constrained")
-    subfigs = fig.subfigures(2, 1, hspace=0.04)
-    titles = {"normal": "Normal cell", "reduce": "Reduction cell"}
-    for subfig, cell in zip(subfigs, ("normal", "reduce")):
+    fig = Figure(figsize=(2.9 * ncols, 2.0 * len(cells) * steps + 2.2), layout="constrained")
+    subfigs = fig.subfigures(len(cells), 1, hspace=0.04, squeeze=False)[:, 0]
+    titles = {"normal": "Normal cell", "reduce": "Reduction cell",
+              "recurrent": "Recurrent cell"}
+    for subfig, cell in zip(subfigs, cells):
         alpha, mask = data[cell]
         scale = "absolute axis 0..1" if shared_axis else "y axis zoomed to the data"
         subfig.suptitle(f"{titles[cell]}: activated α per edge "
@@ -141,16 +146,17 @@ def alpha_figure(record, shared_axis: bool = False) -> Figure:
                         fontweight="bold")
         axes = subfig.subplots(steps, ncols, sharex=True, sharey=True, squeeze=False)
         genes = (epochs[-1].get("genotype") or {}).get(cell) or []
-        kept = {(k // 2, int(src)): op for k, (op, src) in enumerate(genes)}
+        kept = {(k // keep, int(src)): op for k, (op, src) in enumerate(genes)}
         edge = 0
         for node in range(steps):
             for col in range(ncols):
                 ax = axes[node][col]
-                if col >= node + 2:
+                if col >= node + inputs:
                     ax.set_axis_off()
                     continue
                 _draw_alpha_edge(ax, x, alpha[:, edge], mask[:, edge], primitives)
-                _frame_alpha_edge(ax, node, col, kept.get((node, col)), primitives, steps)
+                _frame_alpha_edge(ax, node, col, kept.get((node, col)), primitives, steps,
+                                  inputs)
                 if initial is not None:
                     ax.axhline(initial, color="0.45", lw=1.0, ls=":", zorder=0, gid="initial")
                 ax.set_ylim(*ylim)
@@ -202,10 +208,11 @@ def _draw_alpha_edge(ax, x: np.ndarray, alpha: np.ndarray, mask: np.ndarray,
 
 
 def _frame_alpha_edge(ax, node: int, col: int, kept_op: str | None, primitives: list[str],
-                      steps: int) -> None:
+                      steps: int, inputs: int = 2) -> None:
     """An edge's title (with the op the genotype keeps there, framed in its colour), grid,
-    ticks and labels."""
-    title = f"{_node_name(col)} → {_node_name(node + 2)}"
+    ticks and labels. Nodes are numbered as genotype.json numbers them: a cell's
+    ``inputs`` first, then its intermediate nodes."""
+    title = f"{_node_name(col)} → {_node_name(node + inputs)}"
     if kept_op is not None:
         ax.set_title(f"{title}: {kept_op}", fontsize=9, fontweight="bold",
                      color=_color(kept_op, primitives))
@@ -218,7 +225,7 @@ def _frame_alpha_edge(ax, node: int, col: int, kept_op: str | None, primitives: 
     ax.tick_params(labelsize=8, labelbottom=True)
     if col == 0:
         ax.set_ylabel("act(α)", fontsize=9)
-    if node == steps - 1 or col == node + 1:
+    if node == steps - 1 or col == node + inputs - 1:
         ax.set_xlabel("epoch", fontsize=9)
 
 
@@ -279,7 +286,8 @@ def plot_schedule(record, path: str | os.PathLike) -> str:
     if show_pruned and np.isfinite(pruned).any():
         ax2 = ax.twinx()
         ax2.step(steps, pruned, where="post", color="#ff7f0e", lw=1.6, label="pruned ops")
-        ax2.set_ylabel("pruned ops (normal + reduce)", color="#ff7f0e")
+        ax2.set_ylabel(f"pruned ops ({' + '.join(record.get('cells') or ('normal', 'reduce'))})",
+                       color="#ff7f0e")
         ax2.tick_params(axis="y", colors="#ff7f0e")
         top = max(1.0, float(np.nanmax(pruned)))
         ax2.set_ylim(0, top * 1.15 + 0.5)

@@ -179,6 +179,11 @@ def check_not_partial_corpus(dataset: str) -> None:
 
 _RUN_FILES = ("run.json", "history.csv", TENSORBOARD_DIR)
 
+#: What a search writes, in either space: the record of α and the schedule, the checkpoint,
+#: the genotype and its plots.
+_SEARCH_FILES = _RUN_FILES + (GENOTYPE_FILE, "search_record.json", CHECKPOINT_WEIGHTS,
+                              CHECKPOINT_STATE, "alpha.png", "schedule.png", "genotype.png")
+
 IMAGE_SPACE = Space(
     name=IMAGE,
     data="image data",
@@ -192,9 +197,7 @@ IMAGE_SPACE = Space(
     genotype_figure="kdarts.plots:cells_figure",
     exporter="kdarts.export:export_model",
     export_formats=("keras", "saved_model", "onnx", "tflite"),
-    run_files={"search": _RUN_FILES + (GENOTYPE_FILE, "search_record.json", CHECKPOINT_WEIGHTS,
-                                       CHECKPOINT_STATE, "alpha.png", "schedule.png",
-                                       "genotype.png"),
+    run_files={"search": _SEARCH_FILES,
                "train": _RUN_FILES + ("model.keras", "metrics.json", CHECKPOINT_WEIGHTS,
                                       CHECKPOINT_STATE)},
 )
@@ -214,8 +217,7 @@ RECURRENT_SPACE = Space(
     genotype_figure="kdarts.plots:recurrent_genotype_figure",
     exporter="kdarts.recurrent.export:export_language_model",
     export_formats=("keras", "saved_model", "onnx"),
-    run_files={"search": _RUN_FILES + (GENOTYPE_FILE, CHECKPOINT_WEIGHTS, CHECKPOINT_STATE,
-                                       "genotype.png"),
+    run_files={"search": _SEARCH_FILES,
                "train": _RUN_FILES + ("model.keras", "metrics.json", "model.keras.vocab.json",
                                       "checkpoint")},
 )

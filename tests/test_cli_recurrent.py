@@ -329,7 +329,8 @@ def check_search(root, runs):
     searched = runs["search"]
     assert searched.exit_code == 0, searched.output
     assert {"run.json", "history.csv", "checkpoint.json", "checkpoint.weights.h5",
-            "genotype.json", "genotype.png"} <= set(os.listdir(search))
+            "genotype.json", "genotype.png", "search_record.json", "alpha.png",
+            "schedule.png"} <= set(os.listdir(search))
     assert_one_line_error(runs["again"], "already holds this search", "epoch 1 of 1",
                           "--resume")
     run = json.loads((search / "run.json").read_text())

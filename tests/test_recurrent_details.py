@@ -176,6 +176,21 @@ def test_search_result_is_the_best_validation_epochs_and_resumes_exactly(tmp_pat
     np.testing.assert_array_equal(
         [float(r["val_loss"]) for r in csv.DictReader(open(tmp_path / "b" / "history.csv"))],
         losses)
+    # the record of α and the schedule, as the image search's: one entry per epoch (0:
+    # before training) and per step that advanced the clock; resumed, the same record
+    record = json.loads((tmp_path / "a" / "search_record.json").read_text())
+    assert record["cells"] == ["recurrent"] and (record["inputs"], record["keep"]) == (1, 1)
+    assert [e["epoch"] for e in record["epochs"]] == [0, 1, 2, 3]
+    last = record["epochs"][-1]
+    assert np.asarray(last["alpha_recurrent"]).shape == (36, len(CRB_RECURRENT_PRIMITIVES))
+    steps = [b["step"] for b in record["batches"]]
+    assert steps == list(range(1, steps[-1] + 1))  # each step once, no epoch's padding
+    checkpoint = json.loads((tmp_path / "a" / "checkpoint.json").read_text())
+    assert steps[-1] == last["step"] == checkpoint["search_step"]
+    assert record["batches"][-1]["alpha_steps"] == checkpoint["alpha_steps"] > 0
+    assert json.loads((tmp_path / "b" / "search_record.json").read_text()) == record
+    for plot in ("alpha.png", "schedule.png"):
+        assert (tmp_path / "a" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_best_validation_architecture_keeps_the_lowest_finite_loss_epochs_alpha():

@@ -443,7 +443,7 @@ class RecurrentSearchFit(FolderFit):
 
     def writer_callbacks(self) -> list:
         from kdarts.callbacks import EpochCheckpoint, HistoryCSV
-        from kdarts.search.callbacks import search_counters
+        from kdarts.search.callbacks import SearchRecorder, search_counters
 
         from kdarts.recurrent.callbacks import BestValidationArchitecture
 
@@ -457,12 +457,15 @@ class RecurrentSearchFit(FolderFit):
         best = self.best
         # the epoch is the callback's own count: segment lengths vary, so an epoch's steps
         # do not divide the clock as the image search's do
-        return [best, HistoryCSV(folder.path("history.csv")),
+        return [SearchRecorder(folder.path("search_record.json"),
+                               initial_epoch=self.initial_epoch),
+                best, HistoryCSV(folder.path("history.csv")),
                 EpochCheckpoint(folder.out,
                                 state=lambda model: {**search_counters(model), **best.state()})]
 
     def run(self, t_start: float) -> SearchResult:
         """Fits, then (once complete) writes the genotype and its drawing."""
+        from kdarts.plots import plot_alpha, plot_schedule
         from kdarts.recurrent.genotype import RecurrentGenotype
         from kdarts.runs.search import fit_search
 
@@ -470,6 +473,9 @@ class RecurrentSearchFit(FolderFit):
         if genotype is None:
             return result
         model, folder, opts = self.model, self.job.folder, self.job.opts
+        record = folder.path("search_record.json")
+        plot_alpha(record, folder.path("alpha.png"))
+        plot_schedule(record, folder.path("schedule.png"))
         out, report, done = folder.out, self.settings.report, result.epochs_done
         kept = self.best.best
         pruned = int(round(float((1.0 - model.mask.numpy()).sum())))
@@ -486,6 +492,7 @@ class RecurrentSearchFit(FolderFit):
                   f"{math.exp(kept['val_loss']):.1f}, " if kept is not None else
                   "; no epoch had a finite validation loss: the last epoch's cell, ")
                + ("differs from" if genotype != initial else "equals")
-               + f" the initial α's): genotype → {rel(result.genotype_path)}; history, "
-               f"checkpoint and genotype.png in {rel(out)}")
+               + f" the initial α's): genotype → {rel(result.genotype_path)}; record, "
+               f"history, checkpoint and plots (alpha.png, schedule.png, genotype.png) in "
+               f"{rel(out)}")
         return dataclasses.replace(result, genotype=genotype, pruned_ops=pruned, seconds=total)

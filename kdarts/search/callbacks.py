@@ -1,4 +1,4 @@
-"""Callbacks for a :class:`~kdarts.search.network.SearchNetwork` search.
+"""Callbacks for a search (the recorder serves both spaces; the rest the image search).
 
 * :class:`SearchRecorder`: the α trajectory (activated weights, masks and the
   genotype at every epoch end) and the schedule's per-step information (FI,
@@ -68,13 +68,20 @@ def _completed(model) -> tuple[int, int]:
     return step, step // spe
 
 
+def record_cells(architecture) -> list[str]:
+    """The record's names of a search's cell types: the image network's ``normal`` and
+    ``reduce``; the recurrent search's one unnamed cell is ``recurrent``."""
+    return [name or "recurrent" for name in architecture.cells]
+
+
 class SearchRecorder(keras.callbacks.Callback):
     """Record α and the schedule of a search to a JSON file, rewritten at every epoch end.
 
-    The file holds::
+    The file holds (an image search; the recurrent search's one cell is ``recurrent``:
+    ``alpha_recurrent``, ``mask_recurrent``)::
 
         {"version": 1, "primitives": [...], "activation": "crb", "steps": 4,
-         "steps_per_epoch": 40,
+         "cells": ["normal", "reduce"], "inputs": 2, "keep": 2, "steps_per_epoch": 40,
          "epochs": [{"epoch": 0, "step": 0, "alpha_normal": [[...14 x ops...]],
                      "alpha_reduce": [[...]], "mask_normal": [[...]], "mask_reduce": [[...]],
                      "genotype": {...}, "logs": {...}}, ...],
@@ -83,7 +90,9 @@ class SearchRecorder(keras.callbacks.Callback):
                       "loss": ...}, ...]}
 
     ``alpha_*`` are the *activated* weights ``act(α)``; entry ``epoch: e`` is the
-    state after ``e`` completed epochs (``0``: before training).
+    state after ``e`` completed epochs (``0``: before training). ``inputs``: a node's
+    edges beyond its predecessors among the nodes (a cell's inputs); ``keep``: the
+    edges the genotype keeps per node.
 
     On a resumed search (a restored model whose ``search_step`` is past 0) the
     existing file is read and its entries after the restored step are dropped,
@@ -93,29 +102,35 @@ class SearchRecorder(keras.callbacks.Callback):
     Args:
         path: the JSON file.
         every_batch: also record the per-step schedule information.
+        initial_epoch: the epochs completed when ``fit`` starts, for a search whose
+            epochs have no fixed number of steps (the recurrent search's segments vary
+            in length, its short epochs end in steps that change nothing): steps are
+            then the model's clock, and a step that did not advance it is not
+            recorded. None: the clock divided by the epoch's steps.
     """
 
-    def __init__(self, path: str | os.PathLike, every_batch: bool = True):
+    def __init__(self, path: str | os.PathLike, every_batch: bool = True,
+                 initial_epoch: int | None = None):
         super().__init__()
         self.path = os.path.abspath(os.fspath(path))
         self.every_batch = bool(every_batch)
+        self.initial_epoch = None if initial_epoch is None else int(initial_epoch)
         self.record: dict = {}
         self._epoch = 0
         self._steps = 1
+        self._last_step = 0
 
     # -- state ------------------------------------------------------------------------
     def _snapshot(self, epoch: int, step: int, logs: dict | None = None) -> dict:
         model = self.model
-        act_normal, act_reduce = (a.numpy().tolist() for a in model.activated_weights())
-        entry = {
-            "epoch": int(epoch),
-            "step": int(step),
-            "alpha_normal": act_normal,
-            "alpha_reduce": act_reduce,
-            "mask_normal": model.mask_normal.numpy().tolist(),
-            "mask_reduce": model.mask_reduce.numpy().tolist(),
-            "genotype": model.genotype().to_dict(),
-        }
+        architecture = model.architecture
+        names = record_cells(architecture)
+        entry = {"epoch": int(epoch), "step": int(step)}
+        for name, act in zip(names, architecture.activated()):
+            entry[f"alpha_{name}"] = act.numpy().tolist()
+        for name, mask in zip(names, architecture.masks):
+            entry[f"mask_{name}"] = mask.numpy().tolist()
+        entry["genotype"] = model.genotype().to_dict()
         if logs:
             entry["logs"] = {k: _float(v) for k, v in logs.items()}
         return entry
@@ -139,6 +154,9 @@ class SearchRecorder(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         model = self.model
         step, epoch = _completed(model)
+        if self.initial_epoch is not None:
+            epoch = self.initial_epoch
+        self._last_step = step
         self._steps = int((self.params or {}).get("steps") or
                           round(float(model.steps_per_epoch.numpy())))
         record = self._load_existing(step, epoch) if step > 0 else None
@@ -149,6 +167,9 @@ class SearchRecorder(keras.callbacks.Callback):
             primitives=list(model.primitives),
             activation=model.activation,
             steps=int(model.steps),
+            cells=record_cells(model.architecture),
+            inputs=int(model.architecture.inputs),
+            keep=int(model.architecture.keep),
             steps_per_epoch=self._steps,
             total_epochs=int((self.params or {}).get("epochs") or 0),
         )
@@ -164,7 +185,14 @@ class SearchRecorder(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if not self.every_batch or logs is None:
             return
-        entry = {"step": self._epoch * self._steps + int(batch) + 1}
+        if self.initial_epoch is None:
+            step = self._epoch * self._steps + int(batch) + 1
+        else:
+            step = int(self.model.search_step.numpy())
+            if step == self._last_step:  # a step that changed nothing (an epoch's padding)
+                return
+        self._last_step = step
+        entry = {"step": step}
         for key in BATCH_KEYS:
             if key in logs:
                 entry[key] = _float(logs[key])
