@@ -387,7 +387,7 @@ _rd = RECURRENT_SPACE.defaults_for("search")
                  default=None, metavar="F",
                  help="With a budget: add the expected-cost term λ·(E(α) − B)/B to the α "
                       "loss, λ ≥ 0 moved after every α step by λ ← max(0, λ + F·(E(α) − "
-                      "B)/B) (docs/method.md §8) [default: off; docs/budget.md measures it]."),
+                      "B)/B) (docs/method.md §8) [default: off; see docs/budget.md]."),
     click.option("--eval-channels", type=click.IntRange(min=1), default=None,
                  help="C of the evaluation network the budget and the reported cost price "
                       "[default: kdarts train's for the dataset]."),
