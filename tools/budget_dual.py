@@ -109,6 +109,26 @@ def table_rows(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def summary(rows: list[dict]) -> str:
+    """Per budget and term setting: how often D fits, the activation the projection
+    loses, E/B, the found parameters and the time, over the seeds."""
+    lines = ["| budget | term (η) | runs | D fits | act lost, mean | E/B, mean | found params, "
+             "mean (min–max) | time, mean |", "|---|---|---|---|---|---|---|---|"]
+    keys = sorted({(r["limit"], -1.0 if r["rate"] is None else r["rate"]) for r in rows})
+    for limit, rate in keys:
+        group = [r for r in rows if r["limit"] == limit
+                 and (r["rate"] if r["rate"] is not None else -1.0) == rate]
+        found = [r["found_params"] for r in group]
+        lost = np.mean([1 - r["mass_db"] / r["mass_d"] for r in group])
+        lines.append(
+            f"| {int(limit):,} | {'off' if rate < 0 else format(rate, 'g')} | {len(group)} | "
+            f"{sum(r['d_fits'] for r in group)} | {100 * lost:.1f} % | "
+            f"{np.mean([r['e_over_b'] for r in group]):.3f} | {np.mean(found):,.0f} "
+            f"({min(found):,}–{max(found):,}) | "
+            f"{np.mean([r['seconds'] for r in group]) / 60:.1f} min |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=os.path.join("runs", "budget_dual"))
@@ -131,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             if os.path.exists(os.path.join(args.out, run_name(limit, seed, rate),
                                            "timing.json"))]
     atomic_write_json(os.path.join(args.out, "summary.json"), rows)
-    print(table_rows(rows))
+    print(summary(rows) + "\n\n" + table_rows(rows))
     return 0
 
 
