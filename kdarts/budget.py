@@ -42,7 +42,7 @@ BUDGET_UNITS: dict[str, str] = {"params": "parameters", "madds": "multiply-adds"
 
 __all__ = ["BUDGET_UNITS", "RECURRENT_BUDGET_REFUSAL", "Budget", "BudgetError",
            "BudgetedGenotype", "cheapest_cost", "describe_cost", "discretize_within_budget",
-           "format_amount", "genotype_cost", "parse_amount"]
+           "expected_cost", "format_amount", "genotype_cost", "parse_amount"]
 
 
 class BudgetError(ValueError):
@@ -130,6 +130,34 @@ def genotype_cost(onehots: Mapping[str, np.ndarray], costs: Mapping[str, np.ndar
                   fixed: float = 0.0) -> float:
     """c₀ plus the cost of every op a set of one-hot matrices keeps."""
     return float(fixed + sum(float(np.sum(np.asarray(onehots[t]) * costs[t])) for t in onehots))
+
+
+def expected_cost(weights: Mapping[str, np.ndarray], costs: Mapping[str, np.ndarray],
+                  fixed: float = 0.0, primitives: Sequence[str] = CRB_PRIMITIVES,
+                  steps: int = 4, keep: int = 2) -> float:
+    """E(w): the cost of the architecture the relaxed weights ``w`` describe
+    (docs/method.md §8), c₀ plus, per node of every cell type, the mean cost of its
+    incoming non-``none`` (edge, op) pairs weighted by ``w``, times the ``keep`` inputs
+    the node keeps. For the one-hot matrices of a valid genotype it is that genotype's
+    cost; a node with no weight left adds nothing.
+
+    Example:
+        >>> w = {"normal": np.eye(14, 7), "reduce": np.zeros((14, 7))}
+        >>> c = {"normal": np.ones((14, 7)), "reduce": np.ones((14, 7))}
+        >>> expected_cost(w, c, fixed=1.0)   # 2 for each of the 3 nodes with weight
+        7.0
+    """
+    candidates = _candidates(primitives)
+    total = float(fixed)
+    for t in weights:
+        w = np.asarray(weights[t], np.float64)[:, candidates]
+        c = np.asarray(costs[t], np.float64)[:, candidates]
+        for node in range(steps):
+            rows = slice(edge_index(node, 0), edge_index(node, 0) + node + 2)
+            mass = float(w[rows].sum())
+            if mass > 0:
+                total += keep * float((w[rows] * c[rows]).sum()) / mass
+    return total
 
 
 def cheapest_cost(costs: Mapping[str, np.ndarray], primitives: Sequence[str] = CRB_PRIMITIVES,

@@ -383,6 +383,11 @@ _rd = RECURRENT_SPACE.defaults_for("search")
     click.option("--latency-runtime", type=click.Choice(LATENCY_RUNTIMES),
                  default=_d["latency_runtime"], show_default=True,
                  help="The runtime --max-latency-ms is measured in."),
+    click.option("--budget-dual-lr", type=click.FloatRange(min=0.0, min_open=True),
+                 default=None, metavar="F",
+                 help="With a budget: add the expected-cost term λ·(E(α) − B)/B to the α "
+                      "loss, λ ≥ 0 moved after every α step by λ ← max(0, λ + F·(E(α) − "
+                      "B)/B) (docs/method.md §8) [default: off; see docs/budget.md]."),
     click.option("--eval-channels", type=click.IntRange(min=1), default=None,
                  help="C of the evaluation network the budget and the reported cost price "
                       "[default: kdarts train's for the dataset]."),

@@ -4,8 +4,8 @@ TensorFlow starts).
 
     python tests/distributed_search.py OUT.json
 
-Runs the same seeded search (under a budget that binds), and the same training of an
-evaluation network, under
+Runs the same seeded search (under a budget that binds; again with the budget's
+expected-cost term and its dual λ), and the same training of an evaluation network, under
 ``OneDeviceStrategy`` and under ``MirroredStrategy`` on two logical devices with
 synchronised BN (the same global batch), and writes what the test compares: α after
 every step, the schedule's decisions, each replica's copy of α and the genotypes; the
@@ -83,7 +83,20 @@ BUDGET = Budget(CostTable("params", {t: np.tile([1.0, 0.0], (num_edges(2), 1))
                                      for t in ("normal", "reduce")}, 0.0, PRIMS), 2.0)
 
 
-def search(strategy) -> dict:
+class _Duals(keras.callbacks.Callback):
+    """The budget's dual λ after every step."""
+
+    def __init__(self):
+        super().__init__()
+        self.duals = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.duals.append(float(self.model.budget_dual.numpy()))
+
+
+def search(strategy, budget_dual_lr=None) -> dict:
+    """The search; ``budget_dual_lr``: with the budget's expected-cost term and its dual
+    λ (updated on every replica), whose trajectory is then recorded too."""
     weight_ds, search_ds = datasets()
     with strategy.scope():
         keras.utils.set_random_seed(0)
@@ -93,12 +106,15 @@ def search(strategy) -> dict:
         model.compile(schedule=DynamicSchedule(every=2, initial_threshold=30.0),
                       regularizer="proximity",
                       arch_optimizer=keras.optimizers.Adam(3e-3, beta_1=0.5),
-                      search_data=search_ds, budget=BUDGET)
+                      search_data=search_ds, budget=BUDGET, budget_dual_lr=budget_dual_lr)
+    dual = [model.budget_dual] if budget_dual_lr else []
     trajectory = Trajectory(lambda m: m.arch_variables + m.weight_variables
-                            + [m.fi_ewma, m.mask_normal])
+                            + [m.fi_ewma, m.mask_normal] + dual)
+    duals = _Duals() if budget_dual_lr else None
     model.fit(weight_ds, epochs=2, steps_per_epoch=STEPS // 2, verbose=0,
-              callbacks=[trajectory])
-    return dict(replicas=strategy.num_replicas_in_sync, alpha=trajectory.alpha,
+              callbacks=[trajectory] + ([duals] if duals else []))
+    return dict(duals=duals.duals if duals else None,
+                replicas=strategy.num_replicas_in_sync, alpha=trajectory.alpha,
                 took=trajectory.took, replica_spread=trajectory.replica_spread,
                 genotype=model.genotype().to_dict(), trace_count=model.trace_count,
                 genotype_cost=BUDGET.cost(model.genotype()),
@@ -146,6 +162,7 @@ def main(out: str) -> None:
     one, mirrored = (tf.distribute.OneDeviceStrategy(devices[0]),
                      tf.distribute.MirroredStrategy(devices))
     result = {"one": search(one), "mirrored": search(mirrored),
+              "dual_one": search(one, 0.5), "dual_mirrored": search(mirrored, 0.5),
               "train_one": train(one), "train_mirrored": train(mirrored)}
     with open(out, "w", encoding="utf-8") as f:
         json.dump(result, f)

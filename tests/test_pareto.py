@@ -60,6 +60,13 @@ def test_random_draws_within_budget_are_seeded():
     assert pareto.draw_within(TABLE, 99.0, OPS, steps=2, seed=3, max_draws=50) == (None, 50)
 
 
+def test_the_report_keeps_the_expected_cost_section(tmp_path):
+    doc = tmp_path / "budget.md"
+    assert pareto.kept_section(str(doc)) == ""
+    doc.write_text("# Old report\n\n" + pareto.KEPT_SECTION + " (λ)\n\n| a |\n")
+    assert pareto.kept_section(str(doc)) == pareto.KEPT_SECTION + " (λ)\n\n| a |\n"
+
+
 @pytest.mark.slow
 def test_quick_study_end_to_end(tmp_path, monkeypatch):
     out, doc = str(tmp_path / "runs"), str(tmp_path / "docs" / "budget.md")
@@ -93,7 +100,12 @@ def test_quick_study_end_to_end(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pareto, "search_run", refuse)
     monkeypatch.setattr(pareto, "train_run", refuse)
+    section = pareto.KEPT_SECTION + "\n\ntools/budget_dual.py's table\n"
+    with open(doc, "a", encoding="utf-8") as f:
+        f.write("\n" + section)
     assert pareto.main(argv) == 0
+    text = open(doc, encoding="utf-8").read()
+    assert text.endswith("\n\n" + section) and text.count(pareto.KEPT_SECTION) == 1
     with open(os.path.join(out, "invocations.json"), encoding="utf-8") as f:
         assert len(json.load(f)) == 2
     assert re.search(r"\| 80 % \| [0-9,]+ \| budgeted \| 1 \|", open(doc, encoding="utf-8").read())

@@ -186,8 +186,9 @@ def test_xla_evaluation_training_step_equals_the_graph_step(xla_allowed):
 def test_mirrored_search_and_training_on_two_devices_equal_one_device(tmp_path):
     """MirroredStrategy on two logical CPU devices with synchronised BN: each replica
     takes half the global batch, gradients and BN statistics are all-reduced, and the
-    search (α steps taken and skipped, crb pruning, proximity) and the evaluation
-    network's training follow one device on the same global batch."""
+    search (α steps taken and skipped, crb pruning, proximity; with the budget's
+    expected-cost term and its dual too) and the evaluation network's training follow one
+    device on the same global batch."""
     out = tmp_path / "result.json"
     # a half batch's sums round differently from a whole one's, in the last bit with any
     # kernels (oneDNN's or Eigen's); the child's networks have no ReLU or max pool whose
@@ -210,6 +211,15 @@ def test_mirrored_search_and_training_on_two_devices_equal_one_device(tmp_path):
     assert one["genotype_cost"] <= 2.0 < one["free_cost"]
     assert two["replica_spread"] == 0.0  # every replica holds the same α, weights, state
     assert two["trace_count"] == 1
+    # the budget's expected-cost term: λ is updated on every replica, as on one device
+    one, two = result["dual_one"], result["dual_mirrored"]
+    assert two["took"] == one["took"] and two["replica_spread"] == 0.0
+    assert max(one["duals"]) > 0
+    np.testing.assert_allclose(two["duals"], one["duals"], rtol=1e-4, atol=1e-6)
+    for step, (a1, a2) in enumerate(zip(one["alpha"], two["alpha"])):
+        for x1, x2 in zip(a1, a2):
+            assert np.abs(np.array(x1) - np.array(x2)).max() <= 1e-4, f"step {step}"
+    one, two = result["one"], result["mirrored"]
     # traced lean on every thread, the replicas' threads included (compat.lean_tracing)
     for run in (two, result["train_mirrored"]):
         own, ops = run["own_traces"]

@@ -639,11 +639,28 @@ def plot(study: Study, entries: list[Entry], path: str) -> str:
     return _save(fig, path)
 
 
+#: The heading from which ``--doc`` holds another tool's section (tools/budget_dual.py's),
+#: kept as it is when the report is rebuilt.
+KEPT_SECTION = "## The expected-cost term"
+
+
+def kept_section(doc: str) -> str:
+    """``doc``'s text from :data:`KEPT_SECTION` on ("" without it, or without ``doc``)."""
+    if not os.path.exists(doc):
+        return ""
+    with open(doc, encoding="utf-8") as f:
+        text = f.read()
+    start = text.find(KEPT_SECTION)
+    return "" if start < 0 else text[start:]
+
+
 def write_report(study: Study, doc: str) -> str:
     rows, entries = collect(study)
     os.makedirs(os.path.dirname(os.path.abspath(doc)), exist_ok=True)
     plot(study, entries, os.path.splitext(doc)[0] + ".png")
-    atomic_write_text(doc, report_text(study, rows, entries, doc))
+    kept = kept_section(doc)
+    text = report_text(study, rows, entries, doc)
+    atomic_write_text(doc, text.rstrip("\n") + "\n\n" + kept if kept else text)
     return doc
 
 

@@ -31,7 +31,7 @@ SEARCH_DEFAULTS: dict = dict(
     layers=5, steps=4, primitives=None, max_examples=None, seed=0, unrolled=False,
     image_size=None, mixed_precision=False, skip_pruned_ops="auto", arch_epsilon="keras",
     max_params=None, max_madds=None, max_latency_ms=None, latency_runtime="litert",
-    eval_channels=None, eval_layers=None,
+    eval_channels=None, eval_layers=None, budget_dual_lr=None,
 )
 #: The search's budget options (at most one is given), by the cost they bound.
 BUDGET_OPTIONS: dict[str, str] = {"max_params": "params", "max_madds": "madds",
@@ -69,7 +69,7 @@ RECURRENT_LATER_ARGS: dict[str, dict] = {
 #: run.json without one is compared (on resume) as if it had that value.
 LATER_OPTIONS: dict = {"arch_epsilon": "keras", "max_params": None, "max_madds": None,
                        "max_latency_ms": None, "latency_runtime": "litert",
-                       "eval_channels": None, "eval_layers": None}
+                       "eval_channels": None, "eval_layers": None, "budget_dual_lr": None}
 
 
 def with_later_options(old: dict, args: dict) -> dict:
@@ -128,7 +128,8 @@ def parse_primitives(value: str | list | tuple | None, activation: str) -> tuple
 
 def check_budget_options(opts: dict) -> None:
     """The budget options, checked without TensorFlow: at most one bound, each a positive
-    amount (``"120k"``, ``"15M"``, ``0.8``; stored as a number), and a known runtime."""
+    amount (``"120k"``, ``"15M"``, ``0.8``; stored as a number), a known runtime, and the
+    expected-cost term's rate (positive, and only with a bound)."""
     from kdarts.budget import BudgetError, parse_amount
 
     given = [k for k in BUDGET_OPTIONS if opts.get(k) is not None]
@@ -140,6 +141,14 @@ def check_budget_options(opts: dict) -> None:
             opts[key] = parse_amount(opts[key], f"--{key.replace('_', '-')}")
         except BudgetError as err:
             raise RunError(str(err)) from None
+    rate = opts.get("budget_dual_lr")
+    if rate is not None:
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
+            raise RunError(f"--budget-dual-lr: expected a positive number, got {rate!r}")
+        if not given:
+            raise RunError("--budget-dual-lr: the expected-cost term pulls towards a budget; "
+                           "give one (--max-params, --max-madds or --max-latency-ms)")
+        opts["budget_dual_lr"] = float(rate)
     if opts.get("latency_runtime") not in LATENCY_RUNTIMES:
         raise RunError(f"--latency-runtime: expected one of {', '.join(LATENCY_RUNTIMES)}, "
                        f"got {opts.get('latency_runtime')!r}")

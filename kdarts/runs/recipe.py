@@ -127,15 +127,15 @@ def compile_args(opts: Mapping[str, Any], search_data, budget=None) -> dict:
     schedule (``every``, ``threshold``), the regulariser, α's Adam at ``arch_lr``
     (betas 0.5/0.999, as the paper's; ε placed as ``arch_epsilon`` says), ``unrolled``,
     ``skip_pruned_ops``, the search split ``search_data``, and ``budget``
-    (:func:`search_budget`). The weight optimizer
-    and the losses are ``compile``'s own."""
+    (:func:`search_budget`) with its expected-cost term's ``budget_dual_lr``. The
+    weight optimizer and the losses are ``compile``'s own."""
     from kdarts.options import make_arch_optimizer, make_regularizer, make_schedule
 
     arch_optimizer = make_arch_optimizer(opts, beta_1=0.5)
     return dict(schedule=make_schedule(opts), regularizer=make_regularizer(opts["reg"], opts),
                 search_data=search_data, unrolled=opts["unrolled"],
                 arch_optimizer=arch_optimizer, skip_pruned_ops=opts["skip_pruned_ops"],
-                budget=budget)
+                budget=budget, budget_dual_lr=opts.get("budget_dual_lr"))
 
 
 @dataclasses.dataclass(frozen=True)

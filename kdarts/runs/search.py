@@ -167,7 +167,7 @@ class SearchFit(FolderFit):
 
     what = "search"
     bar_metrics = {"loss": "loss", "accuracy": "acc", "alpha_steps": "α steps",
-                   "pruned_ops": "pruned"}
+                   "pruned_ops": "pruned", "expected_cost_ratio": "E/B", "budget_dual": "λ"}
     bar_integers = ("α steps", "pruned")
 
     def load_data(self):

@@ -37,8 +37,10 @@ from kdarts.compat import SymbolicBuildOnlyIfUnbuilt, lean_in_other_threads, \
 from kdarts.options import SKIP_PRUNED_MODES
 from kdarts.runtime import LeanTrainFunction
 from kdarts.search.activations import prune
+from kdarts.search.budget_dual import check_dual_lr, cost_term, dual_ascent, relative_excess
 from kdarts.search.pruning import next_traced_mask
-from kdarts.search.regularizers import Architecture, get_regularizer, state_variables
+from kdarts.search.regularizers import Architecture, get_regularizer, state_variable, \
+    state_variables
 from kdarts.search.schedules import DynamicSchedule, get_schedule, update_fi_ewma
 
 
@@ -210,6 +212,7 @@ class AlternatingSearch(PrunedOpsPolicy, SymbolicBuildOnlyIfUnbuilt, LeanTrainFu
         self._search_compiled = False
         self.budget = None  # a kdarts.budget.Budget from compile: D_B replaces D
         self._projection = None
+        self.budget_dual_lr = None  # η of the budget's dual λ (None: no expected-cost term)
         self._kept_key = None
         self._lr_cosine = None  # (lr_max, lr_min) when the search anneals the weight rate
         self.trace_count = 0  # python-side: how often train_step was traced
@@ -260,10 +263,15 @@ class AlternatingSearch(PrunedOpsPolicy, SymbolicBuildOnlyIfUnbuilt, LeanTrainFu
     # -- compile ------------------------------------------------------------------------------
     def _configure_search(self, *, arch_optimizer, schedule, regularizer, search_data,
                           weight_decay: float, arch_weight_decay: float, clip_norm: float,
-                          skip_pruned_ops: str, budget=None) -> None:
+                          skip_pruned_ops: str, budget=None, budget_dual_lr=None) -> None:
         """The search's part of ``compile``, after Keras's (which set the weight optimizer)."""
+        self.budget_dual_lr = check_dual_lr(budget_dual_lr, budget)
         self.budget = budget
         self._projection = None if budget is None else self._budget_projection(budget)
+        if self.budget_dual_lr is not None:
+            # λ, made here (after every other variable: weight files address them by
+            # creation order), so a search without the term keeps its variables and step
+            state_variable(self, "budget_dual", ())  # kept as self.budget_dual
         self.arch_optimizer = keras.optimizers.get(arch_optimizer)
         # float16 gradients underflow: Keras wrapped the weight optimizer, α's gets the same
         if (isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
@@ -449,17 +457,27 @@ class AlternatingSearch(PrunedOpsPolicy, SymbolicBuildOnlyIfUnbuilt, LeanTrainFu
         return self.regularizer(self.architecture, self.regularizer_state, t,
                                 self.total_epochs)
 
+    def _budget_excess(self) -> tf.Tensor:
+        """``(E(act(α)) − B)/B`` of the budget's expected cost (docs/method.md §8)."""
+        expected = self._projection.expected_cost(self.architecture.activated())
+        return relative_excess(expected, self.budget.limit)
+
     def _penalty_gradients(self, t):
-        """``(R(α), ∇α R)`` (zeros where R does not depend on α)."""
+        """``(R(α), ∇α R)`` (zeros where R does not depend on α); with the budget's dual
+        (``compile(budget_dual_lr=...)``) the gradient also holds its term λ·(E − B)/B."""
         with tf.GradientTape() as tape:
             reg = self._penalty(t)
-        grads = tape.gradient(reg, self.arch_variables)
+            total = reg
+            if self.budget_dual_lr is not None:
+                total = reg + cost_term(self.budget_dual, self._budget_excess())
+        grads = tape.gradient(total, self.arch_variables)
         return reg, [tf.zeros_like(a) if g is None else g
                      for g, a in zip(grads, self.arch_variables)]
 
     def _apply_alpha_gradients(self, grads: list) -> None:
         """The α update: L2 on α, the α optimizer, crb's prune (§4.4: only an α step can
-        move α, so prune here; a pruned α is 0 and never moves again), the count."""
+        move α, so prune here; a pruned α is 0 and never moves again), the budget's dual λ
+        when it has one, the count."""
         grads = [g + self.arch_weight_decay * v for g, v in zip(grads, self.arch_variables)]
         apply_global(self.arch_optimizer, grads, self.arch_variables)
         if self.activation == "crb":
@@ -467,6 +485,9 @@ class AlternatingSearch(PrunedOpsPolicy, SymbolicBuildOnlyIfUnbuilt, LeanTrainFu
                 new_a, new_m = prune(a, m)
                 m.assign(new_m)
                 a.assign(new_a)
+        if self.budget_dual_lr is not None:  # λ's dual ascent, at the α just taken
+            self.budget_dual.assign(dual_ascent(self.budget_dual, self._budget_excess(),
+                                                self.budget_dual_lr))
         self.alpha_steps.assign_add(1)
 
     def _clip_and_apply(self, grads: list, fi, lr_scale=None) -> None:
@@ -525,6 +546,9 @@ class AlternatingSearch(PrunedOpsPolicy, SymbolicBuildOnlyIfUnbuilt, LeanTrainFu
             step_fi=tf.cast(fi, tf.float32), took_alpha_step=tf.cast(take, tf.float32),
             lr=tf.cast(self.optimizer.learning_rate, tf.float32),
         )
+        if self.budget_dual_lr is not None:  # λ and E(act(α))/B
+            logs.update(budget_dual=tf.identity(self.budget_dual),
+                        expected_cost_ratio=1.0 + self._budget_excess())
         return logs
 
 # -- replication: where the step's pieces run ------------------------------------------------

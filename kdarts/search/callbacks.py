@@ -39,8 +39,9 @@ from kdarts.atomic import atomic_write_text
 RECORD_VERSION = 1
 
 #: Per-batch log entries kept by :class:`SearchRecorder` (SearchNetwork's train_step logs).
+#: (``budget_dual`` and ``expected_cost_ratio``: with the budget's expected-cost term only.)
 BATCH_KEYS = ("step_fi", "fi_ewma", "threshold", "took_alpha_step", "pruned_ops",
-              "alpha_steps", "loss")
+              "alpha_steps", "loss", "budget_dual", "expected_cost_ratio")
 
 
 def load_record(path: str | os.PathLike) -> dict:

@@ -44,6 +44,7 @@ from kdarts.preprocessing import Standardize
 from kdarts.search.activations import AlphaInitializer, activate, check_activation
 from kdarts.search.alternating import AlternatingSearch, FitPlan, loss_scale, \
     sum_over_replicas
+from kdarts.search.budget_dual import check_dual_lr
 from kdarts.search.cell import SearchCell, fanout_rows
 from kdarts.search.edge import FanOut
 from kdarts.search.pruning import auto_mode, kept_edges
@@ -451,7 +452,7 @@ class SearchNetwork(ImageGradients, ImageStreams, AlternatingSearch):
                 unrolled: bool = False, weight_decay: float = 3e-4,
                 arch_weight_decay: float = 1e-3, clip_norm: float = 5.0,
                 lr_min: float | None = 0.001, skip_pruned_ops: bool | str = "auto",
-                budget=None, **kwargs):
+                budget=None, budget_dual_lr: float | None = None, **kwargs):
         """Configure the search (defaults: docs/method.md §7).
 
         Args:
@@ -499,7 +500,14 @@ class SearchNetwork(ImageGradients, ImageStreams, AlternatingSearch):
                 latency of the evaluation network): the budgeted projection D_B
                 replaces D in the regulariser (proximity's target, ADMM's Z) and in
                 :meth:`genotype`, so the found genotype is within it (docs/method.md §8).
+            budget_dual_lr: with a budget, η of the optional expected-cost term: the α
+                loss gains λ·(E(act(α)) − B)/B, E the relaxed architecture's expected
+                cost, and λ ≥ 0 (``budget_dual``, checkpointed) moves after every α step
+                by λ ← max(0, λ + η·(E − B)/B) (:mod:`kdarts.search.budget_dual`). None
+                (the default): no term, the step as without it. The logs then hold
+                ``budget_dual`` (λ) and ``expected_cost_ratio`` (E/B).
         """
+        budget_dual_lr = check_dual_lr(budget_dual_lr, budget)
         mode = self._check_pruned_mode(skip_pruned_ops, kwargs.get("jit_compile"))
         if optimizer is None:
             optimizer = FusedSGD(learning_rate=0.025, momentum=0.9)
@@ -518,7 +526,8 @@ class SearchNetwork(ImageGradients, ImageStreams, AlternatingSearch):
         self._configure_search(arch_optimizer=arch_optimizer, schedule=schedule,
                                regularizer=regularizer, search_data=search_data,
                                weight_decay=weight_decay, arch_weight_decay=arch_weight_decay,
-                               clip_norm=clip_norm, skip_pruned_ops=mode, budget=budget)
+                               clip_norm=clip_norm, skip_pruned_ops=mode, budget=budget,
+                               budget_dual_lr=budget_dual_lr)
         self.unrolled = bool(unrolled)
         lr = optimizer.learning_rate
         if lr_min is not None and learning_rate_schedule(optimizer) is None:

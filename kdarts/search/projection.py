@@ -104,6 +104,14 @@ class BudgetProjection:
                 index=tf.constant(np.maximum(index, 0), tf.int32),
                 valid=tf.constant(index >= 0)))
         self._shape = (num_edges(self.steps), num_columns)
+        # E(w): the non-`none` columns priced, and which node each edge enters
+        priced = np.zeros(num_columns)
+        priced[candidates] = 1.0
+        node_of = np.repeat(np.arange(self.steps), [node + 2 for node in range(self.steps)])
+        self._candidate = tf.constant(priced, tf.float32)
+        self._priced = [tf.constant(costs[t] * priced, tf.float32) for t in self.cells]
+        self._node_edges = tf.constant(node_of[None, :] == np.arange(self.steps)[:, None],
+                                       tf.float32)  # (steps, edges)
 
     def discrete(self, weights: Sequence) -> list[tf.Tensor]:
         """D(w) per cell type (the projection when it fits)."""
@@ -113,6 +121,19 @@ class BudgetProjection:
         """The float64 cost of one-hot matrices, fixed part included."""
         return self._fixed + tf.add_n([tf.reduce_sum(tf.cast(h, tf.float64) * c)
                                        for h, c in zip(onehots, self._costs)])
+
+    def expected_cost(self, weights: Sequence, keep: int = 2) -> tf.Tensor:
+        """E(w), differentiable in ``w`` (float32): c₀ plus, per node of every cell type,
+        the ``w``-weighted mean cost of its incoming non-``none`` (edge, op) pairs times
+        the ``keep`` inputs it keeps; a valid genotype's one-hot matrices give its cost
+        (:func:`kdarts.budget.expected_cost` is the host's)."""
+        total = tf.constant(self._fixed, tf.float32)
+        for w, c in zip(weights, self._priced):
+            w = tf.convert_to_tensor(w, tf.float32) * self._candidate
+            mass = tf.linalg.matvec(self._node_edges, tf.reduce_sum(w, axis=1))
+            spent = tf.linalg.matvec(self._node_edges, tf.reduce_sum(w * c, axis=1))
+            total += keep * tf.reduce_sum(tf.math.divide_no_nan(spent, mass))
+        return total
 
     def knapsack(self, weights: Sequence) -> list[tf.Tensor]:
         """The grid programme's choice (within the budget), as one-hot matrices."""
