@@ -7,11 +7,14 @@ intermediate node of every cell type, two distinct inputs and one non-``none`` o
 maximising the sum of the activated weights of what it keeps, subject to the total cost.
 The nodes are coupled only through the budget, so D_B is a multiple-choice knapsack:
 solved exactly by a dynamic programme over the nodes that keeps, after each node, only the
-partial choices no other partial choice beats on both cost and rank.
+partial choices no other partial choice beats on both cost and rank. This is the exact host
+programme, which gives the final genotype; the search's step runs D_B in graph ops
+(:mod:`kdarts.image.projection`). Amounts and :class:`~kdarts.budget.BudgetError`, which the
+recurrent space and the command line share: :mod:`kdarts.budget`.
 
 Example:
     >>> import numpy as np
-    >>> from kdarts.budget import discretize_within_budget
+    >>> from kdarts.image.budget import discretize_within_budget
     >>> w = {"normal": np.random.rand(14, 7), "reduce": np.random.rand(14, 7)}
     >>> c = {"normal": np.random.rand(14, 7), "reduce": np.random.rand(14, 7)}
     >>> found = discretize_within_budget(w, c, budget=4.0)
@@ -26,27 +29,14 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from kdarts.genotype import CRB_PRIMITIVES, discretize, edge_index, num_edges
+from kdarts.budget import BudgetError, format_amount
+from kdarts.image.genotype import CRB_PRIMITIVES, discretize, edge_index, num_edges
 
 #: The cell types a convolutional genotype holds, in the order D_B visits their nodes.
 CELL_TYPES: tuple[str, ...] = ("normal", "reduce")
 
-#: Why the recurrent space takes no budget (docs/method.md §8).
-RECURRENT_BUDGET_REFUSAL = (
-    "a budget applies to the image space only: every node of the recurrent cell has its "
-    "own W, so its parameters and multiply-adds are the same whatever the genotype")
-
-#: What a budget can bound, and the unit its amounts are counted in.
-BUDGET_UNITS: dict[str, str] = {"params": "parameters", "madds": "multiply-adds",
-                                "latency_ms": "ms"}
-
-__all__ = ["BUDGET_UNITS", "RECURRENT_BUDGET_REFUSAL", "Budget", "BudgetError",
-           "BudgetedGenotype", "cheapest_cost", "describe_cost", "discretize_within_budget",
-           "format_amount", "genotype_cost", "parse_amount"]
-
-
-class BudgetError(ValueError):
-    """A budget no valid genotype meets, or a cost table that does not fit the weights."""
+__all__ = ["CELL_TYPES", "Budget", "BudgetedGenotype", "cheapest_cost",
+           "discretize_within_budget", "genotype_cost"]
 
 
 @dataclass(frozen=True)
@@ -55,7 +45,7 @@ class BudgetedGenotype:
 
     Attributes:
         genes: cell type → two ``(op_name, input_index)`` pairs per node, in the order
-            :func:`kdarts.genotype.discretize` would list them.
+            :func:`kdarts.image.genotype.discretize` would list them.
         onehots: cell type → the 0/1 matrix (edges × primitives) of what is kept.
         cost: c₀ plus the costs of the kept ops.
         score: the sum of the activated weights of the kept ops.
@@ -177,7 +167,7 @@ def discretize_within_budget(
 ) -> BudgetedGenotype:
     """D_B: the valid genotype of largest total activated weight whose cost is ≤ ``budget``.
 
-    Ties break as :func:`kdarts.genotype.discretize` does (lower input index, then lower op
+    Ties break as :func:`kdarts.image.genotype.discretize` does (lower input index, then lower op
     index), so with a budget at or above the cost of D(α) the result is D(α).
 
     Args:
@@ -236,68 +226,6 @@ def discretize_within_budget(
     return _as_result(w64, c64, fixed, cells, primitives, steps, choices)
 
 
-_SUFFIXES = {"k": 1e3, "m": 1e6, "g": 1e9}
-
-
-def parse_amount(text: str | float | int, what: str = "budget") -> float:
-    """A positive amount, with an optional k/M/G suffix: ``"120k"`` → 120000.0.
-
-    Raises:
-        BudgetError: not a positive number (the message names ``what`` and the text).
-
-    Example:
-        >>> parse_amount("15M"), parse_amount("0.8"), parse_amount(2500)
-        (15000000.0, 0.8, 2500.0)
-    """
-    raw = str(text).strip()
-    scale = _SUFFIXES.get(raw[-1:].lower(), 1.0) if raw else 1.0
-    number = raw[:-1] if scale != 1.0 else raw
-    try:
-        value = float(number) * scale
-    except ValueError:
-        value = float("nan")
-    if not np.isfinite(value) or value <= 0:
-        raise BudgetError(f"{what}: expected a positive number such as 120k, 15M or 0.8, "
-                          f"got {raw!r}")
-    return value
-
-
-def format_amount(value: float, kind: str) -> str:
-    """An amount for a one-line report, in the unit of ``kind``.
-
-    Example:
-        >>> format_amount(120_000, "params"), format_amount(15.2e6, "madds")
-        ('120.0k parameters', '15.20M multiply-adds')
-        >>> format_amount(0.5, "latency_ms")
-        '0.500 ms'
-    """
-    if kind == "latency_ms":
-        return f"{value:.3f} ms"
-    unit = BUDGET_UNITS.get(kind, kind)
-    if value >= 1e6:
-        return f"{value / 1e6:.2f}M {unit}"
-    if value >= 1e3:
-        return f"{value / 1e3:.1f}k {unit}"
-    return f"{value:g} {unit}"
-
-
-def describe_cost(cost: Mapping | None) -> str | None:
-    """One line of a genotype's cost record (``Genotype.cost``, genotype.json's ``cost``):
-    ``"evaluation network C=16, 8 layers: 103.4k parameters, 1.59M multiply-adds (budget
-    params ≤ 120.0k parameters)"``; None without one."""
-    if not cost:
-        return None
-    net = cost.get("network", {})
-    parts = [format_amount(cost[k], k) + (" predicted" if k == "latency_ms" else "")
-             for k in ("params", "madds", "latency_ms") if k in cost]
-    line = (f"evaluation network C={net.get('channels')}, {net.get('layers')} layers: "
-            + ", ".join(parts))
-    budget = cost.get("budget")
-    if budget:
-        line += f" (budget {budget['kind']} ≤ {format_amount(budget['limit'], budget['kind'])})"
-    return line
-
-
 def _steps_of(num_rows: int) -> int:
     steps, rows = 0, 0
     while rows < num_rows:
@@ -314,7 +242,7 @@ class Budget:
     """An upper bound on one additive cost of the found network, held by D_B.
 
     Args:
-        table: the cost table (``kdarts.eval.costs.CostTable``: ``kind``, ``per_op``
+        table: the cost table (``kdarts.image.costs.CostTable``: ``kind``, ``per_op``
             cell type → (edges, primitives), ``fixed`` and ``primitives``), of the
             evaluation network the genotype will be trained as.
         limit: the largest allowed cost, the fixed part included, in the table's unit.
@@ -324,7 +252,7 @@ class Budget:
             the cheapest genotype's cost).
 
     Example:
-        >>> from kdarts.eval.costs import cost_tables          # doctest: +SKIP
+        >>> from kdarts.image.costs import cost_tables          # doctest: +SKIP
         >>> tables = cost_tables(10, (8, 8, 3), channels=16, layers=8)  # doctest: +SKIP
         >>> budget = Budget(tables["params"], 120_000)         # doctest: +SKIP
         >>> model.compile(budget=budget)                       # doctest: +SKIP

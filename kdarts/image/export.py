@@ -1,4 +1,5 @@
-"""Export a trained network for inference: ``.keras``, SavedModel, ONNX or LiteRT, verified.
+"""The image contract: export a trained image network for inference (``.keras``, SavedModel,
+ONNX or LiteRT), verified.
 
 :func:`export_model` writes the *inference* graph (``training=False``: no
 auxiliary head, no drop-path, BatchNorm with its moving statistics) with a
@@ -9,16 +10,16 @@ outputs with the Keras model's on sample inputs.
 A network trained by kdarts normalises inside (:mod:`kdarts.preprocessing`),
 so every artifact takes **raw images**: pixel values 0–255, float32 or uint8,
 with the training data's channel count. Each artifact records that input
-contract (:func:`input_contract`): the ``.keras`` config, the SavedModel's
+contract (:func:`~kdarts.export.input_contract`): the ``.keras`` config, the SavedModel's
 ``assets.extra/kdarts_input.json`` and ``input_contract()`` function, and the
 ONNX file's ``metadata_props`` (key ``kdarts.input``) and input ``doc_string``,
-the ``.tflite`` file's metadata entry ``kdarts.input`` (:func:`tflite_metadata`).
+the ``.tflite`` file's metadata entry ``kdarts.input`` (:func:`~kdarts.export.tflite_metadata`).
 
-Artifacts (the file suffix each format takes is in :data:`SUFFIXES`):
+Artifacts (the file suffix each format takes is in :data:`~kdarts.export.SUFFIXES`):
 
 * ``keras`` (``*.keras``): the whole model (``model.save``; the auxiliary head's
   weights and the optimizer state come along so training can resume). Reload
-  with :func:`load_model`; it takes float32 or uint8 images.
+  with :func:`~kdarts.export.load_model`; it takes float32 or uint8 images.
 * ``saved_model`` (a folder): for ``tf.saved_model.load`` / TF-Serving.
   ``loaded.serve(images)`` returns the logits tensor; the ``serving_default``
   signature takes float32 ``images`` and returns ``{"logits": ...}``, and
@@ -51,22 +52,11 @@ half-written file and an existing artifact at ``path`` is kept unless the new
 one succeeded. ONNX Runtime and LiteRT verify in a child process
 (:mod:`kdarts.inference`): a runtime that aborts on a model fails the export
 with one line naming the signal, and the caller's process and files live on.
-An ``int8`` model must be all-integer (:func:`float_ops` finds no float op).
-
-The package: this module checks an image network's export and states its contract
-(images → logits, with quantisation); :mod:`~kdarts.export.pipeline` writes through a
-temp folder, verifies and moves into place, for this contract and the language model's
-(:mod:`kdarts.recurrent.export`); each format has a module with its ``write``
-(:data:`FORMAT_MODULES`: :mod:`~kdarts.export.keras_archive`,
-:mod:`~kdarts.export.saved_model`, :mod:`~kdarts.export.onnx_file`,
-:mod:`~kdarts.export.litert`), and :mod:`~kdarts.export.artifact` holds what they share
-(names, contract, errors, result).
-A new format is its module (``write``, and ``run`` if it is verified in this process
-rather than in a runtime's child process) plus its entries in :data:`FORMAT_MODULES`
-and :data:`SUFFIXES`.
+An ``int8`` model must be all-integer (:func:`~kdarts.export.float_ops` finds no float op).
 
 Example:
-    >>> from kdarts.export import export_model, load_model
+    >>> from kdarts.export import load_model
+    >>> from kdarts.image.export import export_model
     >>> model = load_model("runs/eval/model.keras")
     >>> export_model(model, "saved_models/darts.onnx", format="onnx")
     ExportResult(path='.../saved_models/darts.onnx', format='onnx', max_abs_diff=4.1e-07)
@@ -79,22 +69,16 @@ from typing import Sequence
 
 import numpy as np
 
-from kdarts.export import keras_archive, litert, onnx_file, saved_model
+from kdarts.export import DEFAULT_OPSET, keras_archive, litert, onnx_file, saved_model, \
+    suffix_error
 from kdarts.export.artifact import (
-    CONTRACT_FILE,
-    CONTRACT_KEY,
-    INPUT_NAME,
-    OUTPUT_NAME,
     ExportError,
     ExportResult,
-    ModelLoadError,
     image_shape,
     import_runtime,
     input_contract,
 )
-from kdarts.export.keras_archive import check_model_file, float32_copy, load_model
-from kdarts.export.litert import float_ops, fold_requantize, tflite_logits, tflite_metadata, \
-    tflite_runner
+from kdarts.export.keras_archive import float32_copy
 from kdarts.export.pipeline import check_destination, check_tolerance, max_abs_difference, \
     run_for_verification, write_verified
 
@@ -103,10 +87,6 @@ FORMAT_MODULES = {"keras": keras_archive, "saved_model": saved_model, "onnx": on
                   "tflite": litert}
 FORMATS: tuple[str, ...] = tuple(FORMAT_MODULES)
 """The export formats, as accepted by :func:`export_model`."""
-
-SUFFIXES: dict[str, str] = {"keras": ".keras", "saved_model": "", "onnx": ".onnx",
-                            "tflite": ".tflite"}
-"""The file suffix each format takes ('' for SavedModel: a folder, no file suffix)."""
 
 QUANTIZATIONS: tuple[str, ...] = ("none", "float16", "dynamic", "int8")
 """LiteRT quantisations (``quantize=``); the other formats take only ``"none"``."""
@@ -117,30 +97,7 @@ MIN_AGREEMENT: dict[str, float] = {"dynamic": 0.98, "int8": 0.95}
 #: Random images verifying a quantised model when no images are given.
 _RANDOM_SAMPLES = 64
 
-#: Suffixes of files, refused as the name of a SavedModel folder.
-_FILE_SUFFIXES = (".keras", ".onnx", ".h5", ".json", ".pb", ".tflite", ".zip", ".png")
-
-DEFAULT_OPSET = 13
 INPUT_DTYPES: tuple[str, ...] = ("float32", "uint8")
-
-
-def suffix_error(path: str, format: str) -> str | None:
-    """Why ``path`` cannot hold a ``format`` artifact (its suffix), or None if it can.
-
-    Example:
-        >>> suffix_error("model.json", "onnx")
-        "the onnx format writes a *.onnx file, got 'model.json'"
-    """
-    name = os.path.basename(os.fspath(path).rstrip(os.sep))
-    if format == "saved_model":
-        suffix = os.path.splitext(name)[1].lower()
-        if suffix in _FILE_SUFFIXES:
-            return (f"the saved_model format writes a folder (no file suffix), got "
-                    f"{name!r}")
-        return None
-    if not name.endswith(SUFFIXES[format]):
-        return f"the {format} format writes a *{SUFFIXES[format]} file, got {name!r}"
-    return None
 
 
 def export_model(model, path: str | os.PathLike, format: str = "keras", verify: bool = True,
@@ -153,9 +110,9 @@ def export_model(model, path: str | os.PathLike, format: str = "keras", verify: 
 
     Args:
         model: a built :class:`keras.Model` whose inference call returns
-            one logits tensor (e.g. :class:`kdarts.eval.EvalNetwork`). A
+            one logits tensor (e.g. :class:`kdarts.image.EvalNetwork`). A
             mixed-precision model is exported as its float32 copy
-            (:func:`float32_copy`).
+            (:func:`~kdarts.export.float32_copy`).
         path: destination; a ``.keras`` file for ``keras``, a folder for
             ``saved_model``, a file (``.onnx`` by convention) for ``onnx``.
             Its parent folder must exist and be writable.
@@ -187,7 +144,7 @@ def export_model(model, path: str | os.PathLike, format: str = "keras", verify: 
     Raises:
         TypeError: ``model`` is not a Keras model.
         ValueError: unknown ``format`` (the message lists the valid ones), a
-            path whose suffix does not fit the format (:data:`SUFFIXES`), a bad
+            path whose suffix does not fit the format (:data:`~kdarts.export.SUFFIXES`), a bad
             ``opset``/``atol``/``input_dtype``,
             no known input shape, or an inference output that is not a single tensor.
         ExportError: the destination is unusable (missing or unwritable
@@ -205,7 +162,7 @@ def export_model(model, path: str | os.PathLike, format: str = "keras", verify: 
 
     if not isinstance(model, keras.Model):
         raise TypeError(
-            f"export: expected a keras.Model (e.g. kdarts.eval.EvalNetwork or a model "
+            f"export: expected a keras.Model (e.g. kdarts.image.EvalNetwork or a model "
             f"from kdarts.export.load_model), got {type(model).__module__}."
             f"{type(model).__name__}"
         )
@@ -403,12 +360,8 @@ def _verify(format: str, artifact: str, samples, expected, atol: float, path: st
     return check_tolerance(max_diff, atol, what), agreement
 
 
-#: The name this function had first: ``from kdarts.export import export`` keeps working.
+#: The name this function had first: ``from kdarts.image.export import export`` works too.
 export = export_model
 
-__all__ = ["CONTRACT_FILE", "CONTRACT_KEY", "DEFAULT_OPSET", "FLOAT16_RTOL", "FORMATS",
-           "FORMAT_MODULES", "INPUT_DTYPES", "INPUT_NAME", "MIN_AGREEMENT", "OUTPUT_NAME",
-           "QUANTIZATIONS", "SUFFIXES", "ExportError", "ExportResult", "ModelLoadError",
-           "check_destination", "check_model_file", "export", "export_model", "float32_copy",
-           "float_ops", "fold_requantize", "input_contract", "load_model", "suffix_error",
-           "tflite_logits", "tflite_metadata", "tflite_runner"]
+__all__ = ["FLOAT16_RTOL", "FORMATS", "FORMAT_MODULES", "INPUT_DTYPES", "MIN_AGREEMENT",
+           "QUANTIZATIONS", "export", "export_model"]

@@ -1,4 +1,4 @@
-"""Genotypes: the discrete architecture a search produces (docs/method.md §3).
+"""The image genotype: the discrete cells a search produces (docs/method.md §3).
 
 A genotype lists, for each cell type, two ``(op_name, input_index)`` pairs per
 intermediate node. One numbering serves every output of kdarts (genotype.json,
@@ -17,14 +17,13 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
-from kdarts.atomic import atomic_write_text
+from kdarts.genotype import GenotypeError, GenotypeFile, resolve_preset_or_file
 
 PRIMITIVES: tuple[str, ...] = (
     "none",
@@ -40,10 +39,6 @@ PRIMITIVES: tuple[str, ...] = (
 
 CRB_PRIMITIVES: tuple[str, ...] = tuple(p for p in PRIMITIVES if p != "none")
 """The candidate operations for the ``crb`` activation: DARTS's without ``none``."""
-
-
-class GenotypeError(ValueError):
-    """A genotype (or genotype file) is malformed; the message names the problem."""
 
 
 def num_edges(steps: int = 4) -> int:
@@ -105,26 +100,6 @@ def discretize(
             genes.append((primitives[best], int(source)))
             onehot[start + source, best] = 1.0
     return genes, onehot
-
-
-class GenotypeFile:
-    """JSON files for a genotype class with ``to_dict`` and ``from_dict(data, source)``:
-    :meth:`save` writes atomically, :meth:`load` validates and names the file in errors."""
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the genotype as JSON, atomically (temp file + rename)."""
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, path: str | os.PathLike):
-        """Read and validate a genotype JSON file; errors name the file and the field."""
-        path = os.fspath(path)
-        return cls.from_dict(read_genotype_json(path, hint=cls._file_hint()), source=path)
-
-    @classmethod
-    def _file_hint(cls) -> str:
-        """What to give instead of a file that is not a genotype."""
-        return "give a genotype.json"
 
 
 @dataclass(frozen=True)
@@ -284,28 +259,6 @@ def _cost_record(cost: object, source: str) -> dict | None:
     return cost
 
 
-def read_genotype_json(path: str | os.PathLike, hint: str = "give a genotype.json") -> dict:
-    """The parsed JSON of a genotype file; :class:`GenotypeError` naming the file otherwise.
-
-    ``hint`` says what to give instead when the file is not text (an image, say).
-    """
-    path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as err:
-        raise GenotypeError(f"{path}: cannot read genotype file ({err.strerror})") from None
-    except UnicodeDecodeError:  # e.g. an image: say what is expected, not the codec
-        raise GenotypeError(f"{path}: not a genotype JSON file (not UTF-8 text); {hint}") \
-            from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise GenotypeError(
-            f"{path}: malformed JSON at line {err.lineno} column {err.colno}: {err.msg}"
-        ) from None
-
-
 DARTS_V1 = Genotype(
     normal=[("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("skip_connect", 0), ("sep_conv_3x3", 1),
             ("skip_connect", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("skip_connect", 2)],
@@ -319,20 +272,6 @@ DARTS_V2 = Genotype(
             ("max_pool_3x3", 0), ("skip_connect", 2), ("skip_connect", 2), ("max_pool_3x3", 1)],
 )
 PRESETS: dict[str, Genotype] = {"DARTS_V1": DARTS_V1, "DARTS_V2": DARTS_V2, "DARTS": DARTS_V2}
-
-
-def resolve_preset_or_file(spec, cls: type, presets: dict):
-    """``spec`` itself if it is a ``cls``, else the preset it names, else ``cls`` loaded
-    from the JSON file it names; GenotypeError for a name that is neither."""
-    if isinstance(spec, cls):
-        return spec
-    if isinstance(spec, str) and spec in presets:
-        return presets[spec]
-    if isinstance(spec, str) and not os.path.exists(spec) and not spec.endswith(".json"):
-        raise GenotypeError(
-            f"'{spec}' is neither a preset ({', '.join(presets)}) nor an existing genotype file"
-        )
-    return cls.load(spec)
 
 
 def resolve_genotype(spec: str | os.PathLike | Genotype) -> Genotype:

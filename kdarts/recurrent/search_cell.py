@@ -29,40 +29,15 @@ import keras
 import tensorflow as tf
 
 from kdarts.ops import global_moments
+from kdarts.recurrent.operations import HIGHWAY_ACTIVATIONS, INIT_RANGE, highway
 from kdarts.recurrent.genotype import (
     CRB_RECURRENT_PRIMITIVES,  # noqa: F401  (the doc example's)
     RECURRENT_PRIMITIVES,
     num_recurrent_edges,
 )
 
-INIT_RANGE = 0.04
-"""The authors' (and DARTS's) uniform init range of every recurrent and embedding weight."""
-
 BN_MOMENTUM = 0.1  # PyTorch's convention: new = (1 − m)·old + m·batch
 BN_EPSILON = 1e-5
-
-
-def add_tied_embedding(layer: keras.layers.Layer, vocab_size: int,
-                       units: int) -> tuple[keras.Variable, keras.Variable]:
-    """Add the word embedding (vocab_size × units, uniform ±INIT_RANGE) and the decoder
-    bias (vocab_size, zeros) to ``layer``, in that order; returns ``(embedding, bias)``.
-
-    The decoder is tied to the embedding: logits = h·Eᵀ + b. The names and the creation
-    order are what checkpoints address, so the search model and the language model
-    both create them here.
-    """
-    init = keras.initializers.RandomUniform(-INIT_RANGE, INIT_RANGE)
-    embedding = layer.add_weight(shape=(vocab_size, units), initializer=init, name="embedding")
-    bias = layer.add_weight(shape=(vocab_size,), initializer="zeros", name="decoder_bias")
-    return embedding, bias
-
-
-HIGHWAY_ACTIVATIONS = {
-    "tanh": tf.tanh,
-    "relu": tf.nn.relu,
-    "sigmoid": tf.sigmoid,
-    "identity": lambda x: x,
-}
 
 
 def check_recurrent_primitives(primitives: Sequence[str]) -> tuple[str, ...]:
@@ -74,11 +49,6 @@ def check_recurrent_primitives(primitives: Sequence[str]) -> tuple[str, ...]:
     if all(p == "none" for p in primitives):
         raise ValueError("recurrent primitives need an operation other than 'none'")
     return primitives
-
-
-def highway(state, gate, candidate):
-    """``s + c·(f(h) − s)``: the gate ``c`` moves the state towards ``f(h)``."""
-    return state + gate * (candidate - state)
 
 
 def batch_norm_step(x, moving_mean, moving_var, training: bool):

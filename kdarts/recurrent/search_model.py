@@ -1,6 +1,6 @@
 """The recurrent search model for language modelling: what its search has of its own.
 
-Embedding → :class:`~kdarts.recurrent.cell.RecurrentSearchCell` over a BPTT segment →
+Embedding → :class:`~kdarts.recurrent.search_cell.RecurrentSearchCell` over a BPTT segment →
 a decoder tied to the embedding → log-softmax. ``compile(...)`` then ``fit(...)``
 runs the search through :class:`~kdarts.search.alternating.AlternatingSearch`, the
 step :class:`kdarts.SearchNetwork` runs (docs/method.md §4–6), with
@@ -36,7 +36,6 @@ from kdarts.compat import built_input_shape, unlocked_state
 from kdarts.ops import own_dtype_policy
 from kdarts.options import RECURRENT_SKIP_PRUNED_MODES
 from kdarts.parameters import count_parameters
-from kdarts.recurrent.cell import RecurrentSearchCell, add_tied_embedding
 from kdarts.recurrent.data import BPTTStream, eval_segments, search_segments
 from kdarts.recurrent.dropout import apply_mask, draw_masks
 from kdarts.recurrent.genotype import (
@@ -46,6 +45,14 @@ from kdarts.recurrent.genotype import (
     discretize_recurrent,
     num_recurrent_edges,
 )
+from kdarts.recurrent.operations import (
+    add_tied_embedding,
+    clip_coefficient,
+    sequence_nll,
+    slowness_penalty,
+    time_mask,
+)
+from kdarts.recurrent.search_cell import RecurrentSearchCell
 from kdarts.search.activations import AlphaInitializer, activate, check_activation
 from kdarts.search.alternating import AlternatingSearch, FitPlan, loss_scale, num_replicas, \
     sum_over_replicas
@@ -56,38 +63,6 @@ from kdarts.search.schedules import add_schedule_state
 # the recurrent cell's shape for discrete_onehot (and the regulariser's Architecture):
 # node k reads 1 + k states, keeps one
 RECURRENT_SHAPE = {"inputs": 1, "keep": 1}
-
-
-def clip_coefficient(norm, clip_norm: float) -> tf.Tensor:
-    """PyTorch's ``clip_grad_norm_`` factor: ``min(1, clip/(norm + 1e-6))``."""
-    return tf.minimum(1.0, clip_norm / (norm + 1e-6))
-
-
-def _time_mask(values, length):
-    """``(values · valid, count)``: time-major ``values`` with steps from ``length`` on zeroed."""
-    if length is None:
-        return values, tf.cast(tf.size(values), values.dtype)
-    valid = tf.range(tf.shape(values)[0]) < tf.cast(length, tf.int32)
-    shape = tf.concat([tf.shape(values)[:1], tf.ones([tf.rank(values) - 1], tf.int32)], 0)
-    valid = tf.reshape(tf.cast(valid, values.dtype), shape)
-    per_step = tf.cast(tf.size(values) // tf.shape(values)[0], values.dtype)
-    return values * valid, tf.cast(length, values.dtype) * per_step
-
-
-def slowness_penalty(outputs, length=None) -> tf.Tensor:
-    """The temporal activation regulariser: mean of (h_{t+1} − h_t)², outputs time-major
-    (the first ``length`` steps when given)."""
-    diff = tf.square(outputs[1:] - outputs[:-1])
-    values, count = _time_mask(diff, None if length is None else length - 1)
-    return tf.reduce_sum(values) / count
-
-
-def sequence_nll(log_probs, targets, length=None) -> tf.Tensor:
-    """Mean negative log-likelihood of ``targets`` under time-major ``log_probs`` (time,
-    ..., vocab), over the first ``length`` steps when given."""
-    picked = tf.gather(log_probs, tf.cast(targets, tf.int32), batch_dims=log_probs.shape.rank - 1)
-    values, count = _time_mask(picked, length)
-    return -tf.reduce_sum(values) / count
 
 
 class RecurrentGradients:
@@ -175,7 +150,7 @@ class RecurrentGradients:
             loss = ce + self.slowness * slowness_penalty(outputs, length)
             if self.activity_l2:
                 dropped = apply_mask(outputs, (masks or {}).get("output"), time_axis=0)
-                values, count = _time_mask(tf.square(dropped), length)
+                values, count = time_mask(tf.square(dropped), length)
                 loss += self.activity_l2 * tf.reduce_sum(values) / count
             loss = _scaled(loss, share, scale)
         grads = tape.gradient(loss, self.weight_variables)
@@ -547,7 +522,7 @@ class RecurrentSearchModel(RecurrentGradients, BPTTStreams, AlternatingSearch):
                 image search is; ``"never"`` (or False) computes every edge; ``"auto"``
                 (the default) decides by :func:`~kdarts.search.pruning.recurrent_auto_mode`.
             budget: refused (:data:`kdarts.budget.RECURRENT_BUDGET_REFUSAL` says why); the image
-                space's :meth:`SearchNetwork.compile <kdarts.search.SearchNetwork.compile>`
+                space's :meth:`SearchNetwork.compile <kdarts.image.SearchNetwork.compile>`
                 takes one.
             **kwargs: Keras's (``jit_compile=True`` compiles the step with XLA).
         """
