@@ -28,8 +28,8 @@ import keras
 import tensorflow as tf
 
 from kdarts.genotype import GenotypeError
-from kdarts.recurrent.cell import HIGHWAY_ACTIVATIONS, INIT_RANGE, highway
 from kdarts.recurrent.genotype import RecurrentGenotype
+from kdarts.recurrent.operations import HIGHWAY_ACTIVATIONS, INIT_RANGE, highway
 
 
 def as_recurrent_genotype(genotype, owner: str) -> RecurrentGenotype:

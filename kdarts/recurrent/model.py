@@ -1,7 +1,7 @@
 """The language model a recurrent genotype is evaluated with (the authors' ``RNNModel``).
 
 Embedding (with embedding dropout: whole words) → locked input dropout →
-:class:`~kdarts.recurrent.eval_cell.RecurrentCell` (locked dropout on its input and
+:class:`~kdarts.recurrent.cell.RecurrentCell` (locked dropout on its input and
 hidden state) → locked output dropout → a decoder tied to the embedding →
 log-softmax. The defaults are the authors' PTB settings (``train_rnn.py``):
 emsize = nhid = 850, and the dropout rates
@@ -35,10 +35,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kdarts.recurrent.cell import add_tied_embedding
+from kdarts.recurrent.cell import RecurrentCell, as_recurrent_genotype
 from kdarts.recurrent.corpus import EOS, UNK
 from kdarts.recurrent.dropout import apply_mask, draw_masks
-from kdarts.recurrent.eval_cell import RecurrentCell, as_recurrent_genotype
+from kdarts.recurrent.operations import add_tied_embedding
 
 DROPOUT_RATES = {"dropout": 0.75, "dropout_h": 0.25, "dropout_x": 0.75, "dropout_i": 0.2,
                  "dropout_e": 0.1}
