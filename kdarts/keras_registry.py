@@ -22,7 +22,7 @@ import sys
 
 #: The modules whose classes a saved kdarts model may name, dependencies first.
 SERIALIZABLE_MODULES = (
-    "kdarts.ops", "kdarts.optimizers", "kdarts.preprocessing", "kdarts.search",
+    "kdarts.ops", "kdarts.optimizers", "kdarts.preprocessing", "kdarts.search.activations",
     "kdarts.image.operations", "kdarts.image.edge", "kdarts.image.search_cell",
     "kdarts.image.search_model", "kdarts.image.cell", "kdarts.image.model",
     "kdarts.image.training", "kdarts.recurrent.search_cell", "kdarts.recurrent.cell",
