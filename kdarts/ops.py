@@ -6,7 +6,8 @@ PyTorch's default init (:class:`FanInUniform`: every conv and dense kernel of th
 networks starts as U(±1/√fan_in)), one constant node per value in a traced graph
 (:func:`graph_constant`), and the dtype policy a network hands its sublayers
 (:func:`own_dtype_policy`, :data:`MIXED_PRECISION`). The image space's candidate
-operations are :mod:`kdarts.image.operations`; the recurrent cell's, :mod:`kdarts.recurrent.operations`.
+operations are :mod:`kdarts.image.operations`; the recurrent cell's,
+:mod:`kdarts.recurrent.operations`.
 
 Example:
     >>> import numpy as np

@@ -64,7 +64,8 @@ def export_run(model_path: str, fmt: str = "onnx", out: str | None = None,
         out: the destination (default :func:`default_export_path`). An existing one is
             refused unless ``overwrite``; the model itself (or a folder holding it) and
             a folder that is not a SavedModel are always refused.
-        quantize: LiteRT quantisation (``fmt="tflite"``), see :data:`kdarts.image.export.QUANTIZATIONS`.
+        quantize: LiteRT quantisation (``fmt="tflite"``), see
+            :data:`kdarts.image.export.QUANTIZATIONS`.
         data: a dataset (as ``--dataset`` takes: TFDS name, folder, ``.npz``) for
             LiteRT: ``int8`` calibrates on :data:`REPRESENTATIVE_EXAMPLES` of its
             training images, and a LiteRT model is verified on :data:`VERIFY_EXAMPLES`
