@@ -139,7 +139,7 @@ def export_model(model, path: str | os.PathLike, format: str = "keras", verify: 
             default :data:`MIN_AGREEMENT`.
 
     Returns:
-        :class:`ExportResult`. Prints nothing.
+        :class:`~kdarts.export.ExportResult`. Prints nothing.
 
     Raises:
         TypeError: ``model`` is not a Keras model.

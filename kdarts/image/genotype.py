@@ -128,7 +128,7 @@ class Genotype(GenotypeFile):
         return len(self.normal) // 2
 
     def validate(self, source: str = "genotype") -> None:
-        """Raise :class:`GenotypeError` naming the first problem found."""
+        """Raise :class:`~kdarts.genotype.GenotypeError` naming the first problem found."""
         for cell in ("normal", "reduce"):
             genes = getattr(self, cell)
             if len(genes) == 0 or len(genes) % 2:

@@ -1,5 +1,5 @@
 """Callbacks for a search (:class:`~kdarts.image.SearchNetwork`; the recurrent search
-shares :func:`search_counters`).
+shares the step counters of ``checkpoint.json``).
 
 * :class:`SearchRecorder`: the α trajectory (activated weights, masks and the
   genotype at every epoch end) and the schedule's per-step information (FI,
