@@ -22,14 +22,15 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # Light modules (numpy only), imported now. `kdarts.export` is the module; the function is
 # `export_model`.
-from kdarts.export import ExportError, export_model, load_model  # noqa: E402
-from kdarts.genotype import (  # noqa: E402
+from kdarts.export import ExportError, load_model  # noqa: E402
+from kdarts.genotype import GenotypeError  # noqa: E402
+from kdarts.image.export import export_model  # noqa: E402
+from kdarts.image.genotype import (  # noqa: E402
     CRB_PRIMITIVES,
     DARTS_V1,
     DARTS_V2,
     PRIMITIVES,
     Genotype,
-    GenotypeError,
     discretize,
 )
 from kdarts.runtime import quiet_tensorflow_import, set_cpu_threads  # noqa: E402
@@ -48,20 +49,20 @@ __version__ = "0.1.0"
 
 # name → module holding it; imported (with TensorFlow) the first time the name is used
 _LAZY = {
-    "EvalNetwork": "kdarts.eval",
-    "compile_eval_network": "kdarts.eval",
+    "EvalNetwork": "kdarts.image",
+    "compile_eval_network": "kdarts.image",
     "ADMM": "kdarts.search",
     "DynamicSchedule": "kdarts.search",
     "FixedSchedule": "kdarts.search",
     "FusedSGD": "kdarts.optimizers",
-    "MixedEdge": "kdarts.search",
+    "MixedEdge": "kdarts.image",
     "NoRegularizer": "kdarts.search",
     "Proximity": "kdarts.search",
-    "SearchNetwork": "kdarts.search",
+    "SearchNetwork": "kdarts.image",
     "dynamic_split_fraction": "kdarts.search",
-    "Budget": "kdarts.budget",  # TensorFlow-free
-    "cost_tables": "kdarts.eval.costs",
-    "latency_table": "kdarts.eval.latency",
+    "Budget": "kdarts.image.budget",  # TensorFlow-free
+    "cost_tables": "kdarts.image.costs",
+    "latency_table": "kdarts.image.latency",
     "SearchDefaults": "kdarts.runs.recipe",  # TensorFlow-free: options, then Keras parts
     "search_defaults": "kdarts.runs.search",
 }

@@ -37,10 +37,9 @@ from click.core import ParameterSource
 
 from kdarts.budget import RECURRENT_BUDGET_REFUSAL, describe_cost
 from kdarts.data.catalog import DATASETS, DEFAULT_DATASET
-from kdarts.export import FORMATS, INPUT_DTYPES, QUANTIZATIONS
+from kdarts.image.export import FORMATS, INPUT_DTYPES, QUANTIZATIONS
 from kdarts.options import ACTIVATIONS, ADMM_VARIANTS, ARCH_EPSILONS, RECURRENT_SCHEDULES, \
     REGULARIZERS, SKIP_PRUNED_MODES, SPLITS
-from kdarts.runtime import STRATEGIES
 from kdarts.runs import (
     DATASET_DEFAULTS,
     EXPORT_DIR,
@@ -59,6 +58,7 @@ from kdarts.runs import (
 from kdarts.runs.defaults import BUDGET_OPTIONS, LATENCY_RUNTIMES
 from kdarts.runs.recurrent import EMBEDDED_CORPUS, PTB_SEARCH, PTB_TRAIN
 from kdarts.runs.watchdog import TERMINATED, SigtermAsInterrupt
+from kdarts.runtime import STRATEGIES
 from kdarts.spaces import IMAGE, IMAGE_SPACE, RECURRENT_SPACE, Space, SpaceError, space_for
 
 INTERRUPT_GRACE_S = 3.0  # how long Ctrl-C may wait for TensorFlow to hand control back

@@ -15,7 +15,7 @@ Example:
 #: has nothing left to reduce, so kdarts refuses them.
 MIN_IMAGE_SIZE: int = 4
 #: The least image side of the ImageNet network (``imagenet_stem``,
-#: :class:`kdarts.eval.ImageNetStem`): its three stride-2 stem convs and two reductions
+#: :class:`kdarts.image.ImageNetStem`): its three stride-2 stem convs and two reductions
 #: halve the map five times (32 → 4 → 2 → 1).
 IMAGENET_MIN_SIZE: int = 32
 

@@ -5,7 +5,7 @@ The runtimes are native code: a model they refuse can abort the process
 scales it refuses ends the process that runs it). :func:`run_isolated` therefore
 runs an artifact in a child Python process, which imports neither TensorFlow
 nor Keras, and turns a crash into :class:`RuntimeCrash`, one line naming the
-signal. :func:`kdarts.export.export` verifies ONNX and LiteRT artifacts this way,
+signal. :func:`kdarts.image.export.export` verifies ONNX and LiteRT artifacts this way,
 so a crash costs the export, never the caller's process or its files.
 
 Example:

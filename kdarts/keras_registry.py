@@ -22,9 +22,11 @@ import sys
 
 #: The modules whose classes a saved kdarts model may name, dependencies first.
 SERIALIZABLE_MODULES = (
-    "kdarts.ops", "kdarts.optimizers", "kdarts.preprocessing", "kdarts.search",
-    "kdarts.eval", "kdarts.recurrent.cell", "kdarts.recurrent.eval_cell",
-    "kdarts.recurrent.model", "kdarts.recurrent.language_model",
+    "kdarts.ops", "kdarts.optimizers", "kdarts.preprocessing", "kdarts.search.activations",
+    "kdarts.image.operations", "kdarts.image.edge", "kdarts.image.search_cell",
+    "kdarts.image.search_model", "kdarts.image.cell", "kdarts.image.model",
+    "kdarts.image.training", "kdarts.recurrent.search_cell", "kdarts.recurrent.cell",
+    "kdarts.recurrent.search_model", "kdarts.recurrent.model",
 )
 
 _pending = list(SERIALIZABLE_MODULES)

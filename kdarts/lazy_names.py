@@ -2,7 +2,7 @@
 
 Example:
     >>> __getattr__, __dir__ = lazy_names(__name__, globals(),
-    ...                                   {"SearchNetwork": "kdarts.search"})  # doctest: +SKIP
+    ...                                   {"SearchNetwork": "kdarts.image"})  # doctest: +SKIP
 """
 
 from __future__ import annotations

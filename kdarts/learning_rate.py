@@ -1,6 +1,7 @@
 """The weight learning rate of the search and of the evaluation training, as the reference runs it.
 
-Shared by :mod:`kdarts.search` and :mod:`kdarts.eval` (which never import each
+Shared by the image half's search network and evaluation training
+(:mod:`kdarts.image.search_model`, :mod:`kdarts.image.training`, which never import each
 other). Pure functions of the epoch; ``epoch`` and ``epochs`` may be tensors.
 
 Example:

@@ -34,7 +34,7 @@ from matplotlib.lines import Line2D
 from matplotlib.transforms import blended_transform_factory
 
 from kdarts.atomic import atomic_file
-from kdarts.genotype import PRIMITIVES, Genotype, resolve_genotype
+from kdarts.image.genotype import PRIMITIVES, Genotype, resolve_genotype
 
 #: A fixed colour per primitive, shared by every figure.
 OP_COLORS = {
@@ -382,7 +382,7 @@ def plot_genotype(genotype, path: str | os.PathLike) -> str:
     coloured by its op.
 
     Args:
-        genotype: a :class:`~kdarts.genotype.Genotype`, its dict, a preset name or
+        genotype: a :class:`~kdarts.image.genotype.Genotype`, its dict, a preset name or
             a genotype JSON path.
         path: the PNG to write.
 

@@ -402,7 +402,7 @@ def is_chief(strategy_name: str) -> bool:
 
 def machine_kind() -> str:
     """What a record of exact numbers (``tools/record_runs.py``) or of timings
-    (:mod:`kdarts.eval.latency`) depends on: the CPU vendor, the widest vector ISA that
+    (:mod:`kdarts.image.latency`) depends on: the CPU vendor, the widest vector ISA that
     oneDNN's kernels dispatch on (also inside TensorFlow's own matmuls), and whether
     TensorFlow runs oneDNN's kernels (``kdarts.compat.onednn_enabled``); e.g.
     ``"authenticamd-avx512-onednn"``. Linux only (``/proc/cpuinfo``); imports TensorFlow."""

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from kdarts.checkpoints import CHECKPOINT_STATE, CHECKPOINT_WEIGHTS
-from kdarts.genotype import PRESETS, Genotype
+from kdarts.image.genotype import PRESETS, Genotype
 from kdarts.recurrent.corpus import CORPUS_FILES, EMBEDDED_CORPUS, is_corpus
 from kdarts.recurrent.genotype import RecurrentGenotype
 
@@ -195,7 +195,7 @@ IMAGE_SPACE = Space(
     jobs={"search": "kdarts.runs.search:search_run", "train": "kdarts.runs.train:train_run"},
     genotype_loader="kdarts.runs.train:load_genotype",
     genotype_figure="kdarts.plots:cells_figure",
-    exporter="kdarts.export:export_model",
+    exporter="kdarts.image.export:export_model",
     export_formats=("keras", "saved_model", "onnx", "tflite"),
     run_files={"search": _SEARCH_FILES,
                "train": _RUN_FILES + ("model.keras", "metrics.json", CHECKPOINT_WEIGHTS,

@@ -73,14 +73,13 @@ def npz_file(tmp_path_factory):
 def no_tf_work(monkeypatch):
     """Make loading a dataset or building a network fail loudly: errors must come first."""
     import kdarts.data
-    import kdarts.eval
-    import kdarts.search
+    import kdarts.image
 
     def forbidden(*args, **kwargs):
         raise AssertionError("the CLI did TensorFlow work before rejecting its input")
 
     for module, name in ((kdarts.data, "search_datasets"), (kdarts.data, "train_datasets"),
-                         (kdarts.search, "SearchNetwork"), (kdarts.eval, "EvalNetwork")):
+                         (kdarts.image, "SearchNetwork"), (kdarts.image, "EvalNetwork")):
         monkeypatch.setattr(module, name, forbidden)
 
 

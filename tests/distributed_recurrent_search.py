@@ -34,7 +34,7 @@ import keras  # noqa: E402
 from replica_trajectory import Trajectory  # noqa: E402  (this folder is sys.path[0])
 
 from kdarts.recurrent.data import BPTTStream  # noqa: E402
-from kdarts.recurrent.model import RecurrentSearchModel  # noqa: E402
+from kdarts.recurrent.search_model import RecurrentSearchModel  # noqa: E402
 from kdarts.search import DynamicSchedule  # noqa: E402
 
 PRIMITIVES = ("tanh", "sigmoid", "identity")

@@ -42,11 +42,12 @@ import numpy as np  # noqa: E402
 
 from replica_trajectory import Trajectory  # noqa: E402  (this folder is sys.path[0])
 
-from kdarts.budget import Budget  # noqa: E402
-from kdarts.eval import EvalNetwork, compile_eval_network  # noqa: E402
-from kdarts.eval.costs import CostTable  # noqa: E402
-from kdarts.genotype import DARTS_V2, Genotype, discretize, num_edges  # noqa: E402
-from kdarts.search import DynamicSchedule, SearchNetwork  # noqa: E402
+from kdarts.image import EvalNetwork, compile_eval_network  # noqa: E402
+from kdarts.image import SearchNetwork  # noqa: E402
+from kdarts.image.budget import Budget  # noqa: E402
+from kdarts.image.costs import CostTable  # noqa: E402
+from kdarts.image.genotype import DARTS_V2, Genotype, discretize, num_edges  # noqa: E402
+from kdarts.search import DynamicSchedule  # noqa: E402
 from test_search_fit import datasets  # noqa: E402  (this folder is the script's sys.path[0])
 
 # A pool and the identity (FactorizedReduce in reduction cells): every kind of BN the

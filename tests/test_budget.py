@@ -7,9 +7,9 @@ import itertools
 import numpy as np
 import pytest
 
-from kdarts.budget import (BudgetError, cheapest_cost, discretize_within_budget,
-                           genotype_cost)
-from kdarts.genotype import CRB_PRIMITIVES, discretize, edge_index, num_edges
+from kdarts.budget import BudgetError
+from kdarts.image.budget import cheapest_cost, discretize_within_budget, genotype_cost
+from kdarts.image.genotype import CRB_PRIMITIVES, discretize, edge_index, num_edges
 
 CELLS = ("normal", "reduce")
 

@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kdarts.budget import Budget, expected_cost, genotype_cost
-from kdarts.eval.costs import CostTable
-from kdarts.genotype import CRB_PRIMITIVES, PRIMITIVES, edge_index, num_edges
 from kdarts import search_defaults
+from kdarts.image import SearchNetwork
+from kdarts.image.budget import Budget, expected_cost, genotype_cost
+from kdarts.image.costs import CostTable
+from kdarts.image.genotype import CRB_PRIMITIVES, PRIMITIVES, edge_index, num_edges
+from kdarts.image.projection import BudgetProjection
 from kdarts.runs import RunError
-from kdarts.search import DynamicSchedule, FixedSchedule, SearchNetwork
+from kdarts.search import DynamicSchedule, FixedSchedule
 from kdarts.search.budget_dual import dual_ascent
-from kdarts.search.projection import BudgetProjection
 from test_scale_out import xla_allowed  # noqa: F401  (a fixture)
 from test_search_fit import PRIMS, TINY, datasets
 

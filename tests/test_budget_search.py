@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kdarts.budget import Budget, BudgetError, describe_cost, discretize_within_budget, \
-    genotype_cost, parse_amount
-from kdarts.eval.costs import CostTable
-from kdarts.genotype import CRB_PRIMITIVES, Genotype, discretize, num_edges
-from kdarts.search import ADMM, DynamicSchedule, SearchNetwork
-from kdarts.search.projection import BudgetProjection
+from kdarts.budget import BudgetError, describe_cost, parse_amount
+from kdarts.image import SearchNetwork
+from kdarts.image.budget import Budget, discretize_within_budget, genotype_cost
+from kdarts.image.costs import CostTable
+from kdarts.image.genotype import CRB_PRIMITIVES, Genotype, discretize, num_edges
+from kdarts.image.projection import BudgetProjection
+from kdarts.search import ADMM, DynamicSchedule
 from test_search_fit import PRIMS, TINY, datasets
 
 CELLS = ("normal", "reduce")

@@ -23,7 +23,7 @@ import pytest
 from click.testing import CliRunner
 
 from kdarts.cli import main
-from kdarts.genotype import Genotype
+from kdarts.image.genotype import Genotype
 
 # 8 weight steps per epoch (64 of the 96 examples; the search split gets 1/(1+k) = 1/3)
 TINY_SEARCH = [
@@ -1065,8 +1065,8 @@ def test_own_data_search_train_export_litert(source, quantize, png_folder, npz_f
                                              tmp_path):
     """A PNG folder (with TensorBoard) and an .npz each go search → train → LiteRT."""
     from kdarts.data import load_dataset
-    from kdarts.export import FLOAT16_RTOL, load_model, tflite_logits, tflite_metadata, \
-        tflite_runner
+    from kdarts.export import load_model, tflite_logits, tflite_metadata, tflite_runner
+    from kdarts.image.export import FLOAT16_RTOL
 
     dataset = png_folder if source == "png" else npz_file
     board = ["--tensorboard"] if source == "png" else []

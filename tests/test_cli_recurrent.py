@@ -106,7 +106,7 @@ def test_options_of_the_other_space_are_refused(tmp_path, no_recurrent_work):
 
 
 def test_a_genotype_of_the_other_space_is_refused(tmp_path, no_recurrent_work):
-    from kdarts.genotype import DARTS_V2
+    from kdarts.image.genotype import DARTS_V2
 
     out = tmp_path / "run"
     recurrent = recurrent_genotype_file(tmp_path / "rnn.json")

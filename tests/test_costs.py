@@ -4,8 +4,8 @@ ops' table costs equals the parameters and multiply-adds counted on the built ne
 import numpy as np
 import pytest
 
-from kdarts.budget import cheapest_cost, discretize_within_budget, genotype_cost
-from kdarts.genotype import CRB_PRIMITIVES, DARTS_V2, Genotype, discretize
+from kdarts.image.budget import cheapest_cost, discretize_within_budget, genotype_cost
+from kdarts.image.genotype import CRB_PRIMITIVES, DARTS_V2, Genotype, discretize
 
 CONCAT = [2, 3, 4, 5]
 
@@ -24,7 +24,7 @@ def random_genotype(rng) -> Genotype:
 def test_the_madds_counter_reads_convolutions_and_matmuls():
     import keras
 
-    from kdarts.eval.costs import layer_madds
+    from kdarts.image.costs import layer_madds
 
     conv = keras.layers.Conv2D(8, 3, padding="same", use_bias=False)
     conv.build((1, 6, 6, 4))
@@ -39,8 +39,8 @@ def test_the_madds_counter_reads_convolutions_and_matmuls():
 
 @pytest.mark.slow
 def test_tables_equal_counts_of_built_networks_and_d_b_holds_a_budget():
-    from kdarts.eval.costs import cost_tables, network_madds
-    from kdarts.eval.network import EvalNetwork
+    from kdarts.image.costs import cost_tables, network_madds
+    from kdarts.image.model import EvalNetwork
 
     tables = cost_tables(num_classes=3, image_shape=(8, 8, 3), channels=4, layers=3)
     rng = np.random.default_rng(0)

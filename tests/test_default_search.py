@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from kdarts.genotype import Genotype
+from kdarts.image.genotype import Genotype
 from kdarts.runs import SEARCH_DEFAULTS
 
 STUDY = os.path.join(os.path.dirname(__file__), os.pardir, "tools", "study.py")

@@ -246,9 +246,9 @@ def test_names_helpers():
 
     assert NOT_NAMES == {CONTRACT_KEY}
     assert [m.group(0) for m in DOTTED.finditer(
-        "see kdarts.runs.search_run, src/kdarts.py and `kdarts.genotype.Genotype`.")] == [
-        "kdarts.runs.search_run", "kdarts.genotype.Genotype"]
-    assert resolve("kdarts.genotype.Genotype") is None
+        "see kdarts.runs.search_run, src/kdarts.py and `kdarts.image.genotype.Genotype`.")] == [
+        "kdarts.runs.search_run", "kdarts.image.genotype.Genotype"]
+    assert resolve("kdarts.image.genotype.Genotype") is None
     assert resolve("kdarts.genotype.NoSuchName") == "kdarts.genotype has no 'NoSuchName'"
 
 
@@ -298,7 +298,7 @@ def test_api_reference_builds(tmp_path):
                           text=True, timeout=900, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert proc.returncode == 0, f"the API reference did not build:\n{proc.stderr[-4000:]}"
     assert (out / "index.html").exists()
-    for module in ("kdarts", "kdarts.data", "kdarts.search", "kdarts.eval", "kdarts.export",
+    for module in ("kdarts", "kdarts.data", "kdarts.search", "kdarts.image", "kdarts.export",
                    "kdarts.runs", "kdarts.recurrent", "kdarts.plots", "kdarts.callbacks"):
         page = out.joinpath(*module.split(".")).with_suffix(".html")
         assert page.exists(), f"no page for {module}"

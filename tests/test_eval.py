@@ -1,4 +1,4 @@
-"""Tests for kdarts.eval: the evaluation network, drop-path, the training recipe.
+"""Tests for kdarts.image: the evaluation network, drop-path, the training recipe.
 
 Networks are tiny (a few channels, 3-5 cells) and each traced one serves
 several assertions: tracing dominates the run time on CPU.
@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 
-from kdarts.eval import (
+from kdarts.image import (
     CoupledWeightDecaySGD,
     DropPath,
     DropPathSchedule,
@@ -20,7 +20,7 @@ from kdarts.eval import (
     EvalNetwork,
     compile_eval_network,
 )
-from kdarts.genotype import DARTS_V1, DARTS_V2, Genotype
+from kdarts.image.genotype import DARTS_V1, DARTS_V2, Genotype
 
 # its module fixtures are built once: keep the file on one test worker
 pytestmark = pytest.mark.xdist_group("eval")

@@ -8,9 +8,10 @@ import sys
 import numpy as np
 import pytest
 
-from kdarts.eval import EvalNetwork
-from kdarts.export import FORMATS, ExportError, ModelLoadError, export_model, load_model
-from kdarts.genotype import DARTS_V1, DARTS_V2
+from kdarts.export import ExportError, ModelLoadError, load_model
+from kdarts.image import EvalNetwork
+from kdarts.image.export import FORMATS, export_model
+from kdarts.image.genotype import DARTS_V1, DARTS_V2
 
 # its module fixtures are built once: keep the file on one test worker
 pytestmark = pytest.mark.xdist_group("export")
@@ -118,18 +119,22 @@ def test_load_model_errors_name_the_file(tmp_path):
 
 
 def test_the_module_and_the_function_have_their_own_names():
-    """``kdarts.export`` is the module (its helpers reachable as README names them),
-    ``kdarts.export_model`` the function (``from kdarts.export import export`` keeps working)."""
+    """``kdarts.export`` is the package (its helpers reachable as README names them),
+    ``kdarts.image.export`` the image contract's module, ``kdarts.export_model`` the
+    function (``from kdarts.image.export import export`` works too)."""
     import importlib
     import types
 
     import kdarts
     import kdarts.export
+    import kdarts.image.export
 
     module = importlib.import_module("kdarts.export")
     assert kdarts.export is module and isinstance(module, types.ModuleType)
     assert callable(kdarts.export.float_ops) and callable(kdarts.export.tflite_metadata)
-    assert kdarts.export_model is module.export_model is module.export  # from … import export
+    image = importlib.import_module("kdarts.image.export")
+    assert kdarts.image.export is image and isinstance(image, types.ModuleType)
+    assert kdarts.export_model is image.export_model is image.export  # from … import export
 
 
 def test_export_argument_errors_leave_nothing(tiny, tmp_path):
@@ -197,7 +202,7 @@ def test_unwritable_folder(tiny, tmp_path, monkeypatch):
 
 
 def test_failed_verification_keeps_the_old_artifact(tiny, tmp_path, monkeypatch):
-    export_module = sys.modules["kdarts.export"]  # `kdarts.export` is also the function
+    export_module = sys.modules["kdarts.image.export"]  # `kdarts.export_model`'s module
 
     target = tmp_path / "net.keras"
     target.write_bytes(b"previous artifact")
@@ -327,7 +332,7 @@ def test_tflite_exports_match_keras_and_record_their_contract(tmp_path):
 def test_tflite_verification_fails_loudly_with_the_numbers(tiny, tmp_path, monkeypatch):
     """Quantised models below the agreement threshold and float16 beyond its tolerance are
     refused, naming the numbers, and nothing is left behind (no conversion here)."""
-    export_module = sys.modules["kdarts.export"]
+    export_module = sys.modules["kdarts.image.export"]
     monkeypatch.setattr(sys.modules["kdarts.export.litert"], "write",
                         lambda model, artifact, *args: open(artifact, "wb").close())
 

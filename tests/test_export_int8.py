@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from kdarts.data.digits import digits_arrays
-from kdarts.eval import EvalNetwork
-from kdarts.export import ExportError, export_model, float_ops
-from kdarts.genotype import DARTS_V2, Genotype
+from kdarts.export import ExportError, float_ops
+from kdarts.image import EvalNetwork
+from kdarts.image.export import export_model
+from kdarts.image.genotype import DARTS_V2, Genotype
 from kdarts.inference import tflite_logits, tflite_runner
 
 #: Every primitive in both cells: stride-2 pools and FactorizedReduce among them (a

@@ -5,16 +5,16 @@ import json
 import numpy as np
 import pytest
 
-from kdarts.genotype import (
+from kdarts.image.genotype import (
     CRB_PRIMITIVES,
     DARTS_V1,
     DARTS_V2,
     PRIMITIVES,
     Genotype,
-    GenotypeError,
     discretize,
     resolve_genotype,
 )
+from kdarts.genotype import GenotypeError
 
 
 def test_discretize_hand_worked_two_nodes():

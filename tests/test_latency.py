@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from kdarts.genotype import DARTS_V2, PRIMITIVES, num_edges
+from kdarts.image.genotype import DARTS_V2, PRIMITIVES, num_edges
 
 TINY = dict(num_classes=3, image_shape=(8, 8, 3), channels=4, layers=3)
 #: Few ops keep the fake tests' network builds short; "none" is a column that costs 0.
@@ -21,7 +21,7 @@ FEW_GENOTYPE = {"normal": [("sep_conv_3x3", 0), ("skip_connect", 1)] * 4,
 def fake_runtime(monkeypatch):
     """Conversion names the layer and its input; the "time" of a model is a function of
     that name, so each distinct op gets its own figure and the probe network another."""
-    from kdarts.eval import latency
+    from kdarts.image import latency
 
     calls = []
 
@@ -40,7 +40,7 @@ def fake_runtime(monkeypatch):
 
 
 def refuse_to_measure(monkeypatch):
-    from kdarts.eval import latency
+    from kdarts.image import latency
 
     def boom(*args, **kwargs):
         raise AssertionError("measured although the table is cached")
@@ -50,7 +50,7 @@ def refuse_to_measure(monkeypatch):
 
 
 def test_an_unknown_runtime_is_refused_naming_the_valid_ones(tmp_path):
-    from kdarts.eval.latency import latency_table, measure_latency
+    from kdarts.image.latency import latency_table, measure_latency
 
     with pytest.raises(ValueError, match="'tensorrt'.*valid runtimes: litert, onnx"):
         latency_table("tensorrt", **TINY, cache_dir=tmp_path)
@@ -62,7 +62,7 @@ def test_an_unknown_runtime_is_refused_naming_the_valid_ones(tmp_path):
 def test_a_missing_runtime_names_the_pip_extra(monkeypatch):
     import builtins
 
-    from kdarts.eval.latency import check_runtime
+    from kdarts.image.latency import check_runtime
 
     real_import = builtins.__import__
 
@@ -79,9 +79,9 @@ def test_a_missing_runtime_names_the_pip_extra(monkeypatch):
 
 
 def test_the_table_has_its_form_and_is_cached_and_reused(tmp_path, fake_runtime, monkeypatch):
-    from kdarts.eval.costs import COST_UNITS
-    from kdarts.eval.latency import cache_key, cache_path, latency_table
-    from kdarts.genotype import Genotype
+    from kdarts.image.costs import COST_UNITS
+    from kdarts.image.genotype import Genotype
+    from kdarts.image.latency import cache_key, cache_path, latency_table
 
     table = latency_table("litert", **TINY, primitives=FEW, cache_dir=tmp_path)
     assert table.kind == "latency_ms" and COST_UNITS[table.kind] == "milliseconds"
@@ -114,7 +114,7 @@ def test_the_table_has_its_form_and_is_cached_and_reused(tmp_path, fake_runtime,
 
 
 def test_another_shape_or_runtime_is_another_cache_entry(tmp_path):
-    from kdarts.eval.latency import cache_key, cache_path
+    from kdarts.image.latency import cache_key, cache_path
 
     base = cache_path(cache_key("litert", **TINY), tmp_path)
     assert cache_path(cache_key("litert", **{**TINY, "channels": 8}), tmp_path) != base
@@ -126,7 +126,7 @@ def test_another_shape_or_runtime_is_another_cache_entry(tmp_path):
 
 
 def test_the_cache_folder_follows_the_environment(monkeypatch, tmp_path):
-    from kdarts.eval.latency import default_cache_dir
+    from kdarts.image.latency import default_cache_dir
 
     monkeypatch.delenv("KDARTS_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
@@ -141,7 +141,7 @@ def test_the_cache_folder_follows_the_environment(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("damage", ["truncated", "wrong_shape", "other_key"])
 def test_a_corrupt_cache_is_measured_again_with_a_warning(tmp_path, fake_runtime, damage):
-    from kdarts.eval.latency import cache_key, cache_path, latency_table
+    from kdarts.image.latency import cache_key, cache_path, latency_table
 
     first = latency_table("litert", **TINY, primitives=FEW, cache_dir=tmp_path)
     path = cache_path(cache_key("litert", **TINY, primitives=FEW), tmp_path)
@@ -173,7 +173,7 @@ def test_a_tiny_network_measured_in_litert(tmp_path, monkeypatch):
     """Real conversion and timing: the figures are finite, the probe is predicted as
     measured, and a second call reads the cache (no assertion on speed)."""
     pytest.importorskip("ai_edge_litert")
-    from kdarts.eval.latency import cache_key, cache_path, latency_table, measure_latency
+    from kdarts.image.latency import cache_key, cache_path, latency_table, measure_latency
 
     few = ("max_pool_3x3", "skip_connect", "sep_conv_3x3")
     table = latency_table("litert", **TINY, primitives=few, cache_dir=tmp_path, repeats=20,

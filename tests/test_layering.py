@@ -4,22 +4,24 @@ Every ``import`` counts, at module level or inside a function, except those unde
 ``if TYPE_CHECKING:``. Rules (docs/design.md, "Layout and data flow"):
 
 * no import cycle between kdarts modules;
-* ``kdarts.data`` reaches none of ``kdarts.search``, ``kdarts.eval``, ``kdarts.runs``,
-  ``kdarts.cli``, not even through another module;
-* ``kdarts.search`` and ``kdarts.eval`` never import each other, ``kdarts.runs`` or
-  ``kdarts.cli``;
-* ``kdarts.recurrent`` uses ``kdarts.search``'s pure modules but never ``kdarts.eval``,
-  ``kdarts.runs`` or ``kdarts.cli``, and neither search nor eval imports it;
+* ``kdarts.data`` reaches none of the method core (``kdarts.search``), the two halves
+  (``kdarts.image``, ``kdarts.recurrent``), ``kdarts.runs``, ``kdarts.cli``, not even
+  through another module;
+* the method core reaches neither half (both build on it); the halves never reach each
+  other; none of the three imports ``kdarts.runs`` or ``kdarts.cli``;
+* the modules below the core and the halves (layers, genotype files, budgets' amounts,
+  checkpoints, ...) reach neither half nor the core;
+* the two halves have the same file names for the same things (:data:`SAME_NAMES`), and in
+  each the search side and the evaluation side never import each other;
 * no import points upward: ``kdarts.options`` (names → implementations, registered as
   ``"module:Class"``) imports none of the layers it names; ``kdarts.export`` and
-  ``kdarts.inference`` import neither space's model package (``kdarts.recurrent``) nor
-  the runs or the command line; ``kdarts.spaces`` names the runs, export and plots of
-  each space but imports none of them.
+  ``kdarts.inference`` import neither half nor the runs or the command line;
+  ``kdarts.spaces`` names the runs, export and plots of each space but imports none of
+  them, and of a half only its light modules (genotype, corpus).
 
 ``kdarts.runs`` may be a module (``runs.py``) or a package (``runs/``): a rule about
 ``kdarts.runs`` covers it and everything under it.
 """
-
 from __future__ import annotations
 
 import ast
@@ -154,12 +156,28 @@ def graph():
     return import_graph()
 
 
+#: The method core and the two halves built on it.
+CORE, HALVES = "kdarts.search", ("kdarts.image", "kdarts.recurrent")
+#: What both halves hold under the same names.
+SAME_NAMES = ("genotype", "operations", "search_cell", "search_model", "cell", "model",
+              "training", "export")
+#: A half's search side and its evaluation side (of a found genotype).
+SEARCH_SIDE, EVAL_SIDE = ("search_cell", "search_model"), ("cell", "model", "training")
+#: Modules below the core and the halves: both halves (and the core) use them.
+SHARED = ("kdarts.ops", "kdarts.genotype", "kdarts.budget", "kdarts.preprocessing",
+          "kdarts.optimizers", "kdarts.learning_rate", "kdarts.callbacks", "kdarts.checkpoints",
+          "kdarts.parameters", "kdarts.compat", "kdarts.runtime", "kdarts.atomic",
+          "kdarts.geometry", "kdarts.options", "kdarts.lazy_names", "kdarts.keras_registry",
+          "kdarts.inference")
+
+
 def test_the_graph_sees_the_imports(graph):
     """The parser finds imports of every form (else the rules below would pass vacuously)."""
     assert "kdarts.genotype" in graph["kdarts"]               # from kdarts.genotype import …
-    assert "kdarts.eval.cell" in graph["kdarts.eval"]         # from kdarts.eval.cell import …
+    assert "kdarts.image.cell" in graph["kdarts.image.model"]  # from kdarts.image.cell import …
+    assert "kdarts.search.alternating" in graph["kdarts.recurrent.search_model"]
     assert "kdarts.data.catalog" in graph["kdarts.data.files"]
-    assert any(_under(m, "kdarts.search") for m in graph["kdarts.search"])
+    assert "kdarts.search.activations" in graph["kdarts.search.alternating"]
     assert any(_under(m, "kdarts.runs") for m in graph)
 
 
@@ -169,38 +187,71 @@ def test_no_import_cycle(graph):
         " ↔ ".join(c) for c in cycles)
 
 
-@pytest.mark.parametrize("forbidden", ["kdarts.search", "kdarts.eval", "kdarts.recurrent",
-                                       "kdarts.runs", "kdarts.cli"])
-def test_data_stays_below_search_eval_and_runs(graph, forbidden):
-    bad = []
-    for module in graph:
-        if _under(module, "kdarts.data"):
-            for target, chain in reachable(graph, module).items():
-                if _under(target, forbidden):
-                    bad.append(" → ".join(chain))
-    assert not bad, f"kdarts.data reaches {forbidden}: " + "; ".join(sorted(bad))
+def reaching(graph: dict[str, set[str]], layer: str, forbidden: str) -> list[str]:
+    """An import chain from each module of ``layer`` that reaches ``forbidden``."""
+    return sorted(" → ".join(chain) for module in graph if _under(module, layer)
+                  for target, chain in reachable(graph, module).items()
+                  if _under(target, forbidden))
+
+
+@pytest.mark.parametrize("forbidden", [CORE, *HALVES, "kdarts.runs", "kdarts.cli"])
+def test_data_stays_below_the_core_the_halves_and_runs(graph, forbidden):
+    bad = reaching(graph, "kdarts.data", forbidden)
+    assert not bad, f"kdarts.data reaches {forbidden}: " + "; ".join(bad)
 
 
 @pytest.mark.parametrize("layer, forbidden", [
-    ("kdarts.search", "kdarts.eval"), ("kdarts.eval", "kdarts.search"),
-    ("kdarts.search", "kdarts.runs"), ("kdarts.eval", "kdarts.runs"),
-    ("kdarts.search", "kdarts.cli"), ("kdarts.eval", "kdarts.cli"),
-    # the recurrent space builds on the search's pure modules, never the other way
-    ("kdarts.search", "kdarts.recurrent"), ("kdarts.eval", "kdarts.recurrent"),
-    ("kdarts.recurrent", "kdarts.eval"), ("kdarts.recurrent", "kdarts.runs"),
-    ("kdarts.recurrent", "kdarts.cli"),
+    # both halves build on the core, never the other way, and never on each other
+    *[(CORE, half) for half in HALVES],
+    *[(half, other) for half in HALVES for other in HALVES if other != half],
+    # the layers below reach none of them
+    *[(lower, upper) for lower in SHARED for upper in (CORE, *HALVES)],
+])
+def test_the_core_and_the_halves_stay_apart(graph, layer, forbidden):
+    bad = reaching(graph, layer, forbidden)
+    assert not bad, f"{layer} reaches {forbidden}: " + "; ".join(bad)
+
+
+@pytest.mark.parametrize("half", HALVES)
+def test_the_halves_have_the_same_names(half):
+    files = module_files()
+    missing = [name for name in SAME_NAMES if f"{half}.{name}" not in files]
+    assert not missing, f"{half} has no {', '.join(missing)}"
+
+
+@pytest.mark.parametrize("half", HALVES)
+def test_a_half_searches_and_evaluates_apart(graph, half):
+    """The search cell and model and the evaluation cell, model and training share what
+    they share through the half's ``operations`` and ``genotype``, not through each other."""
+    bad = []
+    for sides in ((SEARCH_SIDE, EVAL_SIDE), (EVAL_SIDE, SEARCH_SIDE)):
+        for name in sides[0]:
+            bad += [f"{half}.{name} → {t}" for t in graph[f"{half}.{name}"]
+                    if t in {f"{half}.{other}" for other in sides[1]}]
+    assert not bad, "; ".join(bad)
+
+
+@pytest.mark.parametrize("layer, forbidden", [
+    *[(layer, upper) for layer in (CORE, *HALVES) for upper in ("kdarts.runs", "kdarts.cli")],
     # nothing points upward: a registry of names, the export pipeline, the space lookup
-    *[("kdarts.options", upper) for upper in ("kdarts.search", "kdarts.eval",
-                                              "kdarts.recurrent", "kdarts.runs", "kdarts.cli")],
+    *[("kdarts.options", upper) for upper in (CORE, *HALVES, "kdarts.runs", "kdarts.cli")],
     *[(lower, upper) for lower in ("kdarts.export", "kdarts.inference")
-      for upper in ("kdarts.recurrent", "kdarts.runs", "kdarts.cli")],
+      for upper in (*HALVES, "kdarts.runs", "kdarts.cli")],
     ("kdarts.inference", "kdarts.export"),
     *[("kdarts.spaces", upper) for upper in ("kdarts.runs", "kdarts.cli", "kdarts.export",
-                                             "kdarts.plots", "kdarts.search", "kdarts.eval")],
+                                             "kdarts.plots", CORE)],
 ])
 def test_layers_stay_apart(graph, layer, forbidden):
     bad = upward_imports(graph, layer, forbidden)
     assert not bad, f"{layer} imports {forbidden}: " + "; ".join(bad)
+
+
+def test_spaces_imports_only_the_halves_light_modules(graph):
+    light = {f"{half}.{name}" for half in HALVES for name in ("genotype", "corpus")} | set(
+        HALVES)
+    bad = [t for t in graph["kdarts.spaces"] if any(_under(t, h) for h in HALVES)
+           and t not in light]
+    assert not bad, "kdarts.spaces imports " + ", ".join(sorted(bad))
 
 
 def upward_imports(graph: dict[str, set[str]], layer: str, forbidden: str) -> list[str]:
@@ -218,41 +269,57 @@ def test_upward_rules_catch_what_they_forbid(tmp_path):
         (pkg / folder).mkdir(exist_ok=True)
         (pkg / folder / "__init__.py").write_text("")
     (pkg / "search" / "schedules.py").write_text("class FixedSchedule: pass\n")
-    (pkg / "recurrent" / "language_model.py").write_text("class Model: pass\n")
+    (pkg / "recurrent" / "model.py").write_text("class Model: pass\n")
     (pkg / "options.py").write_text(
         "SCHEDULES = {'fixed': 'kdarts.search.schedules:FixedSchedule'}\n"
         "def make_schedule():\n    from kdarts.search.schedules import FixedSchedule\n")
     (pkg / "export" / "keras_archive.py").write_text(
-        "def register():\n    import kdarts.recurrent.language_model\n")
+        "def register():\n    import kdarts.recurrent.model\n")
     g = import_graph(pkg)
     assert upward_imports(g, "kdarts.options", "kdarts.search") == [
         "kdarts.options → kdarts.search.schedules"]
     assert upward_imports(g, "kdarts.export", "kdarts.recurrent") == [
-        "kdarts.export.keras_archive → kdarts.recurrent.language_model"]
+        "kdarts.export.keras_archive → kdarts.recurrent.model"]
     (pkg / "options.py").write_text(
         "SCHEDULES = {'fixed': 'kdarts.search.schedules:FixedSchedule'}\n")
     assert upward_imports(import_graph(pkg), "kdarts.options", "kdarts.search") == []
 
 
 def test_rules_catch_what_they_forbid(tmp_path):
-    """On a made-up package: a function-level cycle, a data → eval import through a
+    """On a made-up package: a function-level cycle, a data → image import through a
     helper, a relative import; and TYPE_CHECKING imports are left out."""
     pkg = tmp_path / "kdarts"
-    for folder in ("", "data", "eval", "runs"):
+    for folder in ("", "data", "image", "runs"):
         (pkg / folder).mkdir(exist_ok=True)
         (pkg / folder / "__init__.py").write_text("")
-    (pkg / "eval" / "network.py").write_text("from kdarts.eval.training import Schedule\n")
-    (pkg / "eval" / "training.py").write_text(
-        "def compile():\n    from kdarts.eval.network import Net\n")
+    (pkg / "image" / "model.py").write_text("from kdarts.image.training import Schedule\n")
+    (pkg / "image" / "training.py").write_text(
+        "def compile():\n    from kdarts.image.model import Net\n")
     (pkg / "data" / "files.py").write_text("from .. import helper\n")
     (pkg / "helper.py").write_text(
         "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import kdarts.runs.io\n"
-        "import kdarts.eval.network\n")
+        "import kdarts.image.model\n")
     (pkg / "runs" / "io.py").write_text("import kdarts.helper\n")
     g = import_graph(pkg)
-    assert find_cycles(g) == [["kdarts.eval.network", "kdarts.eval.training"]]
+    assert find_cycles(g) == [["kdarts.image.model", "kdarts.image.training"]]
     assert g["kdarts.data.files"] == {"kdarts.helper"}
-    assert g["kdarts.helper"] == {"kdarts.eval.network"}
-    assert "kdarts.eval.network" in reachable(g, "kdarts.data.files")
-    os.remove(pkg / "eval" / "training.py")
+    assert g["kdarts.helper"] == {"kdarts.image.model"}
+    assert "kdarts.image.model" in reachable(g, "kdarts.data.files")
+    assert "kdarts.data.files → kdarts.helper → kdarts.image.model" in reaching(
+        g, "kdarts.data", "kdarts.image")
+    os.remove(pkg / "image" / "training.py")
     assert find_cycles(import_graph(pkg)) == []
+
+
+def test_every_serializable_module_is_registered():
+    """``kdarts.keras_registry`` imports every module that registers a Keras class, so a
+    saved model finds its classes whichever module (or half) they moved to."""
+    files = module_files()
+    tree = ast.parse(files["kdarts.keras_registry"].read_text(encoding="utf-8"))
+    listed = next(ast.literal_eval(node.value) for node in tree.body
+                  if isinstance(node, ast.Assign)
+                  and [t.id for t in node.targets] == ["SERIALIZABLE_MODULES"])
+    registering = sorted(name for name, path in files.items()
+                         if name != "kdarts.keras_registry"
+                         and "register_keras_serializable(" in path.read_text(encoding="utf-8"))
+    assert registering and not set(registering) - set(listed), registering

@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 
 from kdarts import compat
-from kdarts.ops import OPS, FanInUniform, make_op, pool_3x3
+from kdarts.image.operations import OPS, make_op, pool_3x3
+from kdarts.ops import FanInUniform
 
 PARAMS_PER_OP = {  # C=8, affine BN adds 2·C; pools and identity have none
     "sep_conv_3x3": 2 * (9 * 8 + 8 * 8), "sep_conv_5x5": 2 * (25 * 8 + 8 * 8),
@@ -139,8 +140,8 @@ def test_strided_primitives_sample_the_reference_grid(size):
     """Every strided primitive, in evaluation form, search form (the reference MixedEdge's ops)
     and fused fan-out form, equals a numpy computation with PyTorch's symmetric padding.
     C=12 takes the fan-out through both its composed-kernel (3×3) and depthwise (5×5) paths."""
-    from kdarts.genotype import CRB_PRIMITIVES
-    from kdarts.search.edge import FanOut
+    from kdarts.image.edge import FanOut
+    from kdarts.image.genotype import CRB_PRIMITIVES
 
     c = 12
     x = np.random.default_rng(size).standard_normal((2, size, size, c)).astype(np.float32)
@@ -206,9 +207,8 @@ def check_fan_in_init(model, skip=()):
 def test_every_kernel_starts_as_pytorch_initialises_it():
     import keras
 
-    from kdarts.eval import EvalNetwork
-    from kdarts.genotype import PRIMITIVES, Genotype
-    from kdarts.search import MixedEdge, SearchNetwork
+    from kdarts.image import EvalNetwork, MixedEdge, SearchNetwork
+    from kdarts.image.genotype import PRIMITIVES, Genotype
 
     keras.utils.set_random_seed(0)
     # the fused search network: stem, preprocessing, fan-outs, classifier
@@ -240,7 +240,8 @@ def test_every_kernel_starts_as_pytorch_initialises_it():
 def test_batch_norm_moving_variance_is_unbiased(fused):
     import keras
 
-    from kdarts.ops import BatchNormalization, batch_norm
+    from kdarts.ops import BatchNormalization
+    from kdarts.image.operations import batch_norm
 
     x = np.random.default_rng(0).standard_normal((4, 3, 3, 5)).astype(np.float32) * 2 + 1
     n = 4 * 3 * 3  # values per channel
@@ -261,7 +262,7 @@ def test_batch_norm_moving_variance_is_unbiased(fused):
     assert BatchNormalization.from_config(bn.get_config()).momentum == pytest.approx(0.9)
 
     # the fused fan-out's BN follows the same rule (here: the BN after a shared pool)
-    from kdarts.search.edge import FanOut
+    from kdarts.image.edge import FanOut
 
     fan = FanOut(5, 1, ("max_pool_3x3", "skip_connect"), num_edges=2)
     fan(x, np.ones((2, 2), np.float32), training=True)
@@ -277,7 +278,7 @@ def test_fused_batch_norm_equals_the_formula(shape):
     gives the formula's outputs, gradients (input, scale, offset) and moving statistics."""
     import tensorflow as tf
 
-    from kdarts.ops import batch_norm
+    from kdarts.image.operations import batch_norm
 
     rng = np.random.default_rng(1)
     x = tf.constant(rng.standard_normal(shape).astype(np.float32) * 3 + 2)
@@ -306,10 +307,10 @@ def test_models_saved_with_plain_batch_normalization_still_load(tmp_path, monkey
     kdarts's BatchNormalization layers, with the same weights and outputs."""
     import keras
 
-    import kdarts.eval.network
-    import kdarts.ops
-    from kdarts.eval import EvalNetwork
-    from kdarts.genotype import DARTS_V2
+    import kdarts.image.model
+    import kdarts.image.operations
+    from kdarts.image import EvalNetwork
+    from kdarts.image.genotype import DARTS_V2
     from kdarts.ops import BN_EPSILON, BN_MOMENTUM, BatchNormalization
 
     def plain(affine, name=None):
@@ -317,8 +318,8 @@ def test_models_saved_with_plain_batch_normalization_still_load(tmp_path, monkey
                                                center=affine, scale=affine, name=name)
 
     with monkeypatch.context() as patch:
-        patch.setattr(kdarts.ops, "batch_norm", plain)
-        patch.setattr(kdarts.eval.network, "batch_norm", plain)
+        patch.setattr(kdarts.image.operations, "batch_norm", plain)
+        patch.setattr(kdarts.image.model, "batch_norm", plain)
         old = EvalNetwork(DARTS_V2, num_classes=3, channels=2, layers=3, auxiliary=True)
         old.build((None, 8, 8, 3))
     bns = [layer for layer in compat.sublayers(old)

@@ -37,7 +37,7 @@ def test_digits_contract_says_how_to_scale_sklearns_digits():
     from sklearn.datasets import load_digits
 
     from kdarts.data.digits import digits_arrays
-    from kdarts.eval import EvalNetwork
+    from kdarts.image import EvalNetwork
 
     model = EvalNetwork("DARTS_V2", 10, channels=2, layers=3, auxiliary=False,
                         mean=[0.3] * 3, std=[0.4] * 3, dataset="kdarts_digits")
@@ -71,7 +71,7 @@ def test_contract_names_the_unit_of_mean_and_std():
 def test_models_saved_before_the_dataset_was_recorded_still_load():
     import keras
 
-    from kdarts.eval import EvalNetwork
+    from kdarts.image import EvalNetwork
     from kdarts.preprocessing import Standardize
 
     model = EvalNetwork("DARTS_V2", 3, channels=2, layers=3, auxiliary=False,
@@ -266,7 +266,7 @@ def test_readme_own_data_commands_pass_the_checks(tmp_path, monkeypatch):
 
 def test_the_contract_names_the_classes():
     from kdarts.data import open_source
-    from kdarts.eval import EvalNetwork
+    from kdarts.image import EvalNetwork
 
     assert open_source("kdarts_digits").info.class_names == tuple("0123456789")
     model = EvalNetwork("DARTS_V2", 3, channels=2, layers=3, auxiliary=False, mean=[0.3],

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from kdarts.eval.costs import CostTable
-from kdarts.genotype import Genotype
+from kdarts.image.costs import CostTable
+from kdarts.image.genotype import Genotype
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "tools"))
 import pareto  # noqa: E402

@@ -6,7 +6,7 @@ import struct
 import numpy as np
 import pytest
 
-from kdarts.genotype import CRB_PRIMITIVES, DARTS_V2, Genotype, discretize
+from kdarts.image.genotype import CRB_PRIMITIVES, DARTS_V2, Genotype, discretize
 from kdarts.plots import plot_alpha, plot_genotype, plot_schedule
 
 # its module fixtures are built once: keep the file on one test worker

@@ -190,6 +190,6 @@ def test_every_public_name_exists():
     exec("from kdarts import *", namespace)
     assert set(kdarts.__all__) <= set(namespace)
     assert callable(namespace["compile_eval_network"]) and callable(namespace["export_model"])
-    import kdarts.export  # the module and the function have different names
+    import kdarts.image.export  # the module and the function have different names
 
-    assert kdarts.export.export_model is kdarts.export_model
+    assert kdarts.image.export.export_model is kdarts.export_model

@@ -28,7 +28,7 @@ from kdarts.recurrent.genotype import (
     discretize_recurrent,
     resolve_recurrent_genotype,
 )
-from kdarts.recurrent.model import RecurrentSearchModel, count_weights
+from kdarts.recurrent.search_model import RecurrentSearchModel, count_weights
 from kdarts.search.regularizers import ADMM, Proximity, discrete_onehot
 from kdarts.search.schedules import DynamicSchedule, FixedSchedule
 

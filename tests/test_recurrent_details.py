@@ -75,7 +75,7 @@ def test_latched_search_takes_an_alpha_step_on_every_step_after_an_epochs_first(
     """In the compiled step: after an epoch's first α step every step of it takes one,
     and the latch is reset at the next epoch; the paper's rule does not latch."""
     from kdarts.recurrent.data import BPTTStream
-    from kdarts.recurrent.model import RecurrentSearchModel
+    from kdarts.recurrent.search_model import RecurrentSearchModel
     from tests.test_recurrent import tiny_corpus
 
     ids = tiny_corpus(2)

@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kdarts.genotype import DARTS_V2 as CONV_DARTS_V2
 from kdarts.genotype import GenotypeError
+from kdarts.image.genotype import DARTS_V2 as CONV_DARTS_V2
+from kdarts.parameters import count_parameters
 from kdarts.recurrent.asgd import AveragedSGD, asgd_average, asgd_mu, should_switch_to_asgd
-from kdarts.recurrent.eval_cell import RecurrentCell
+from kdarts.recurrent.cell import RecurrentCell
 from kdarts.recurrent.export import export_language_model, generate, vocabulary_path
 from kdarts.recurrent.genotype import DARTS_V1, DARTS_V2
-from kdarts.recurrent.language_model import RecurrentLanguageModel, language_model_parameter_count
-from kdarts.recurrent.model import sequence_nll, slowness_penalty
-from kdarts.parameters import count_parameters
+from kdarts.recurrent.model import RecurrentLanguageModel, language_model_parameter_count
+from kdarts.recurrent.operations import sequence_nll, slowness_penalty
 from kdarts.recurrent.training import (
     LanguageModelTrainer,
     evaluate_loss,

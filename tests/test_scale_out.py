@@ -17,12 +17,12 @@ import pytest
 import tensorflow as tf
 
 from kdarts import compat
-from kdarts.eval import EvalNetwork, compile_eval_network
-from kdarts.budget import Budget, genotype_cost
-from kdarts.eval.costs import CostTable
-from kdarts.genotype import DARTS_V2, num_edges
+from kdarts.image import EvalNetwork, SearchNetwork, compile_eval_network
+from kdarts.image.budget import Budget, genotype_cost
+from kdarts.image.costs import CostTable
+from kdarts.image.genotype import DARTS_V2, num_edges
 from kdarts.ops import BatchNormalization
-from kdarts.search import ADMM, DynamicSchedule, FixedSchedule, Proximity, SearchNetwork
+from kdarts.search import ADMM, DynamicSchedule, FixedSchedule, Proximity
 
 from test_search_fit import TINY, datasets
 
@@ -290,7 +290,7 @@ def test_mixed_precision_training_exports_float32(tmp_path):
     export takes and returns float32, computes in float32 and agrees with it."""
     import onnx
 
-    from kdarts.export import export
+    from kdarts.image.export import export
 
     keras.utils.set_random_seed(0)
     model = EvalNetwork(DARTS_V2, num_classes=4, channels=4, layers=3, mean=[0.5] * 3,

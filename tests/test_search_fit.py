@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kdarts.genotype import discretize
-from kdarts.search import ADMM, DynamicSchedule, FixedSchedule, Proximity, SearchNetwork
+from kdarts.image import SearchNetwork
+from kdarts.image.genotype import discretize
+from kdarts.search import ADMM, DynamicSchedule, FixedSchedule, Proximity
 from kdarts.search.pruning import PRUNE_LEVELS
 
 PRIMS = ("max_pool_3x3", "skip_connect", "sep_conv_3x3")

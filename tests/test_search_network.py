@@ -6,10 +6,11 @@ import pytest
 import tensorflow as tf
 
 import kdarts
-from kdarts.genotype import CRB_PRIMITIVES, PRIMITIVES
-from kdarts.search import FanOut, MixedEdge, SearchCell, SearchNetwork, count_parameters
-from kdarts.search.cell import fanout_rows
-from kdarts.search.edge import normalize
+from kdarts.image import FanOut, MixedEdge, SearchCell, SearchNetwork
+from kdarts.image.edge import normalize
+from kdarts.image.genotype import CRB_PRIMITIVES, PRIMITIVES
+from kdarts.image.search_cell import fanout_rows
+from kdarts.search import count_parameters
 
 # its module fixtures are built once: keep the file on one test worker
 pytestmark = pytest.mark.xdist_group("search_network")
@@ -99,7 +100,7 @@ def _copy_edges_into_fanouts(ref: SearchCell, fused: SearchCell):
             a.assign(b)
     for source, fan in enumerate(fused.fanouts):
         for q, node in enumerate(range(max(0, source - 1), fused.steps)):
-            edge = ref.edges[kdarts.genotype.edge_index(node, source)]
+            edge = ref.edges[kdarts.image.genotype.edge_index(node, source)]
             for op_name, op in zip(edge.primitives, edge.candidate_ops):
                 p = fan._params[op_name]
                 if op_name.startswith("sep_conv"):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kdarts.genotype import CRB_PRIMITIVES, PRIMITIVES, discretize, num_edges
+from kdarts.image.genotype import CRB_PRIMITIVES, PRIMITIVES, discretize, num_edges
 from kdarts.search.activations import activate, prune
 from kdarts.search.regularizers import (
     ADMM,
@@ -273,7 +273,7 @@ def test_search_learning_rate_follows_the_reference_call_order():
     """Weight step k of a 50-epoch search trains at η(e+1), e its 0-based epoch, as
     CosineAnnealingLR stepped at the start of every epoch gives (η_max 0.025, η_min 0.001).
     The rate is a function of the step counter only, which checkpoints restore."""
-    from kdarts.search import SearchNetwork
+    from kdarts.image import SearchNetwork
 
     model = SearchNetwork(10, channels=4, layers=3, activation="crb")
     model.compile(search_data=None)

@@ -35,7 +35,7 @@ def test_datasets(tmp_path):
 
 
 def test_genotypes(tmp_path):
-    from kdarts.genotype import DARTS_V2
+    from kdarts.image.genotype import DARTS_V2
     from kdarts.recurrent.genotype import DARTS_V2 as RNN_V2
 
     (tmp_path / "search").mkdir()

@@ -11,7 +11,7 @@ import numpy as np
 from kdarts.optimizers import TorchAdam
 from kdarts.recurrent.corpus import stdlib_corpus
 from kdarts.recurrent.data import bptt_dataset
-from kdarts.recurrent.model import RecurrentSearchModel
+from kdarts.recurrent.search_model import RecurrentSearchModel
 from kdarts.search.schedules import FixedSchedule
 
 

@@ -4,7 +4,7 @@
 
 Documents ``kdarts`` (the names in ``kdarts.__all__``) and every public module under it,
 so a cross-reference to any of them becomes a link. Docstrings are reStructuredText:
-``:class:`~kdarts.search.SearchNetwork``` renders as a link to the class (the ``~`` only
+``:class:`~kdarts.image.SearchNetwork``` renders as a link to the class (the ``~`` only
 shortens the shown name in Sphinx; pdoc shows the name as written without it).
 
 Exits 1, naming the object and the reference, when a ``:class:``, ``:func:``, ``:meth:``,

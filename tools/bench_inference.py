@@ -1,7 +1,7 @@
 """Inference comparison for one trained network: Keras, SavedModel, ONNX Runtime, LiteRT.
 
 Takes a ``model.keras`` written by ``kdarts train``, exports it with
-:func:`kdarts.export.export` (each export verified as usual) to SavedModel,
+:func:`kdarts.image.export.export` (each export verified as usual) to SavedModel,
 ONNX and LiteRT with every quantisation (``none``, ``float16``, ``dynamic``,
 ``int8`` calibrated on 200 training images) in a temporary folder (removed
 afterwards), and reports for each:
@@ -126,7 +126,8 @@ def main(argv=None) -> None:
     import tensorflow as tf
 
     from kdarts.data.sources import open_source, sample_images
-    from kdarts.export import export_model, load_model
+    from kdarts.export import load_model
+    from kdarts.image.export import export_model
 
     model = load_model(args.model)
     spec, image_size = dataset_of(args.model, args.data)

@@ -303,7 +303,8 @@ def _run_recurrent(args) -> dict:
     tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
     tf.config.threading.set_intra_op_parallelism_threads(args.intra_op)
     from kdarts.recurrent.data import BPTTStream
-    from kdarts.recurrent.model import RecurrentSearchModel, sequence_nll
+    from kdarts.recurrent.operations import sequence_nll
+    from kdarts.recurrent.search_model import RecurrentSearchModel
     from kdarts.search.schedules import FixedSchedule
 
     batch, bptt, units, vocab = (int(v) for v in args.rnn_size.split(","))

@@ -30,8 +30,8 @@ import time
 import numpy as np
 
 from kdarts.atomic import atomic_write_json
-from kdarts.budget import Budget, expected_cost, genotype_cost
-from kdarts.genotype import CRB_PRIMITIVES, discretize
+from kdarts.image.budget import Budget, expected_cost, genotype_cost
+from kdarts.image.genotype import CRB_PRIMITIVES, discretize
 from kdarts.runs import search_run
 from kdarts.runtime import set_cpu_threads
 
@@ -62,7 +62,7 @@ def search(out: str, limit: float, seed: int, rate: float | None) -> str:
 
 def measure(folder: str, limit: float) -> dict:
     """What the module docstring lists, read from a finished search's files."""
-    from kdarts.eval.costs import cost_tables
+    from kdarts.image.costs import cost_tables
 
     with open(os.path.join(folder, "genotype.json")) as f:
         cost = json.load(f)["cost"]

@@ -1,10 +1,10 @@
 """Check the latency table's predictions against whole networks measured in the runtime.
 
-Builds (or reads from the cache) the latency table (:func:`kdarts.eval.latency.latency_table`)
+Builds (or reads from the cache) the latency table (:func:`kdarts.image.latency.latency_table`)
 of the evaluation network ``kdarts train`` builds by default for a dataset (its channels and
 layers from ``kdarts.runs.defaults.TRAIN_DEFAULTS``, its image shape and classes from the
 dataset), then samples ``--genotypes`` random valid genotypes (seeded), measures each whole
-network exported to the runtime (:func:`kdarts.eval.latency.measure_latency`) and prints,
+network exported to the runtime (:func:`kdarts.image.latency.measure_latency`) and prints,
 per genotype, the predicted and the measured milliseconds and the relative error, then the
 median and the worst absolute relative error. Issue 38 accepts a median of at most 10 % over
 at least 10 genotypes in LiteRT.
@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from kdarts.atomic import atomic_write_text
-from kdarts.genotype import CRB_PRIMITIVES, Genotype
+from kdarts.image.genotype import CRB_PRIMITIVES, Genotype
 
 
 def genes_text(genotype: Genotype) -> str:
@@ -40,7 +40,7 @@ def check(runtime: str, dataset: str, channels: int, layers: int, genotypes: int
           repeats: int, warmup: int, cache_dir: str | None) -> dict:
     """The table's prediction and the measurement for each random genotype."""
     from kdarts.data import load_dataset
-    from kdarts.eval.latency import latency_table, measure_latency
+    from kdarts.image.latency import latency_table, measure_latency
     from study import random_genotype
 
     *_, info = load_dataset(dataset)
@@ -109,10 +109,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=None)
     parser.add_argument("--cache-dir", default=None,
                         help="latency table cache (default: kdarts's, see "
-                             "kdarts.eval.latency.default_cache_dir)")
+                             "kdarts.image.latency.default_cache_dir)")
     parser.add_argument("-o", "--output", default=None, help="write a markdown table here")
     args = parser.parse_args(argv)
-    from kdarts.eval.latency import DEFAULT_REPEATS, DEFAULT_WARMUP
+    from kdarts.image.latency import DEFAULT_REPEATS, DEFAULT_WARMUP
 
     result = check(args.runtime, args.dataset, args.channels, args.layers, args.genotypes,
                    args.seed, args.repeats or DEFAULT_REPEATS, args.warmup or DEFAULT_WARMUP,

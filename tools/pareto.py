@@ -38,8 +38,9 @@ import time
 import numpy as np
 
 from kdarts.atomic import atomic_write_json, atomic_write_text
-from kdarts.budget import Budget, BudgetError, format_amount
-from kdarts.genotype import Genotype, edge_index
+from kdarts.budget import BudgetError, format_amount
+from kdarts.image.budget import Budget
+from kdarts.image.genotype import Genotype, edge_index
 from kdarts.runs import RunError, RunInterrupted, TRAIN_DEFAULTS, check_search_folder, \
     search_run, train_run
 from kdarts.runtime import set_cpu_threads
@@ -100,7 +101,7 @@ class Geometry:
 
     def network(self, genotype: Genotype):
         """The genotype's built evaluation network, without the auxiliary head."""
-        from kdarts.eval import EvalNetwork
+        from kdarts.image import EvalNetwork
 
         model = EvalNetwork(genotype, self.num_classes, channels=self.channels,
                             layers=self.layers, auxiliary=False)
@@ -109,7 +110,7 @@ class Geometry:
 
     def count(self, genotype: Genotype) -> dict:
         """``{"params", "madds"}`` of the built network (not the cost tables)."""
-        from kdarts.eval.costs import network_madds
+        from kdarts.image.costs import network_madds
 
         model = self.network(genotype)
         return {"params": int(model.parameter_count()), "madds": int(network_madds(model))}
@@ -240,7 +241,7 @@ class Study:
 
     def load_reference(self) -> None:
         """Search the reference and price the evaluation network from it."""
-        from kdarts.eval.costs import cost_tables
+        from kdarts.image.costs import cost_tables
 
         folder = search_folder(self.out, None, None, 0)
         if not self.search(folder, seed=0):
@@ -346,7 +347,7 @@ class Study:
 
 def measure(genotype: Genotype, geometry: Geometry, preset: Preset) -> dict:
     """Batch-1 latency of the genotype's evaluation network in LiteRT (or why not)."""
-    from kdarts.eval.latency import measure_latency
+    from kdarts.image.latency import measure_latency
 
     try:
         ms = measure_latency(genotype, LATENCY_RUNTIME, num_classes=geometry.num_classes,

@@ -33,9 +33,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from kdarts.atomic import atomic_write_text
-from kdarts.genotype import Genotype, discretize, edge_index
 from kdarts import options
+from kdarts.atomic import atomic_write_text
+from kdarts.image.genotype import Genotype, discretize, edge_index
 from kdarts.runs import RunError, RunInterrupted, check_search_folder, search_run
 from kdarts.runtime import set_cpu_threads
 
@@ -198,7 +198,7 @@ def pruned_ops(masks: list[np.ndarray]) -> tuple[int, float]:
 def eval_size(genotype: Genotype, num_classes: int, image_shape: tuple[int, ...],
               channels: int = SIZE_CHANNELS, layers: int = SIZE_LAYERS) -> int:
     """Trainable parameters of the genotype's EvalNetwork, auxiliary head excluded."""
-    from kdarts.eval import EvalNetwork
+    from kdarts.image import EvalNetwork
 
     model = EvalNetwork(genotype, num_classes, channels=channels, layers=layers, auxiliary=False)
     model.build((None,) + tuple(image_shape))  # creates the weights; nothing is traced

@@ -39,11 +39,11 @@ class ModelLoadError(ValueError):
 
 @dataclass(frozen=True)
 class ExportResult:
-    """What :func:`~kdarts.export.export_model` wrote.
+    """What :func:`~kdarts.image.export.export_model` wrote.
 
     Attributes:
         path: absolute path of the artifact (a file, or a folder for SavedModel).
-        format: one of :data:`kdarts.export.FORMATS`.
+        format: one of :data:`kdarts.image.export.FORMATS`.
         max_abs_diff: largest |artifact − Keras| output difference over the
             verification inputs; None when ``verify=False``.
         input_contract: what the artifact takes (:func:`input_contract`).

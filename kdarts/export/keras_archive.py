@@ -35,7 +35,7 @@ def check_model_file(path: str | os.PathLike) -> None:
 
 
 def load_model(path: str | os.PathLike, compile: bool = False):
-    """Load a ``.keras`` archive written by kdarts (or :func:`~kdarts.export.export_model`).
+    """Load a ``.keras`` archive written by kdarts (or :func:`~kdarts.image.export.export_model`).
 
     kdarts's layers are registered on import, so no ``custom_objects`` are
     needed. ``compile=False`` (default) skips restoring the optimizer and

@@ -47,7 +47,7 @@ def convert(model, work: str, hwc, quantize: str = "none",
     freezes the variables (converting a concrete function of the live model
     leaves variable reads the interpreter cannot resolve). ``work`` is the SavedModel's
     folder, removed after. ``batch`` fixes the batch dimension (None: any batch, as
-    exports take); :mod:`kdarts.eval.latency` converts any Keras layer this way.
+    exports take); :mod:`kdarts.image.latency` converts any Keras layer this way.
 
     Example:
         >>> flatbuffer = convert(model, "/tmp/model.saved_model", (8, 8, 3), batch=1)

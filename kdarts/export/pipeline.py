@@ -3,7 +3,7 @@ temp folder beside its destination, verify it in the runtime that will serve it,
 move it (and its side files) into place.
 
 A failure at any step leaves the destination as it was: a half-written or unverified
-artifact is never seen there. Each contract (:func:`kdarts.export.export_model`: images
+artifact is never seen there. Each contract (:func:`kdarts.image.export.export_model`: images
 → logits; :func:`kdarts.recurrent.export.export_language_model`: tokens →
 log-probabilities) checks its inputs and destination first, then hands this module its
 writer, its verification and its side files. No TensorFlow at import.

@@ -1,13 +1,16 @@
 """Recurrent cell search for language modelling (DARTS's recurrent space, DARTS-PRIME's search).
 
-Modules: :mod:`.genotype` (the discrete cell, presets; no TensorFlow), :mod:`.cell` (the
-search cell layer), :mod:`.dropout` (locked and embedding dropout masks), :mod:`.model`
-(the search model and its step), :mod:`.callbacks` (its result: the best validation
-epoch's architecture), :mod:`.data` (BPTT segments), :mod:`.corpus` (a PTB-style
-corpus from the Python documentation every install carries); for a found genotype,
-:mod:`.eval_cell` and :mod:`.language_model` (the evaluation cell and language model),
-:mod:`.asgd` and :mod:`.training` (SGD → ASGD training, perplexity), :mod:`.export`
-(``.keras``/SavedModel/ONNX exports and sampling).
+Modules, by the image half's file names (:mod:`kdarts.image`): :mod:`.genotype` (the
+discrete cell, presets; no TensorFlow), :mod:`.operations` (the highway step, the tied
+embedding and the losses the search and the evaluation share); the search:
+:mod:`.search_cell`, :mod:`.search_model` (``RecurrentSearchModel``: its gradients and BPTT
+pairing; the step is the method core's, :mod:`kdarts.search`), :mod:`.callbacks` (its
+result: the best validation epoch's architecture); for a found genotype: :mod:`.cell`,
+:mod:`.model` (the evaluation cell and language model), :mod:`.training` (SGD → ASGD
+training, perplexity) with :mod:`.asgd`; :mod:`.export` (the language model's contract:
+``.keras``/SavedModel/ONNX exports, and sampling). Its own: :mod:`.data` (BPTT segments),
+:mod:`.dropout` (locked and embedding dropout masks), :mod:`.corpus` (a PTB-style corpus
+from the Python documentation every install carries).
 
 Example:
     >>> from kdarts.recurrent import DARTS_V2, RecurrentSearchModel   # doctest: +SKIP
@@ -29,16 +32,16 @@ from kdarts.recurrent.genotype import (  # noqa: F401
 )
 
 _LAZY = {
-    "RecurrentSearchCell": "kdarts.recurrent.cell",
-    "RecurrentSearchModel": "kdarts.recurrent.model",
-    "count_weights": "kdarts.recurrent.model",
+    "RecurrentSearchCell": "kdarts.recurrent.search_cell",
+    "RecurrentSearchModel": "kdarts.recurrent.search_model",
+    "count_weights": "kdarts.recurrent.search_model",
     "BestValidationArchitecture": "kdarts.recurrent.callbacks",
     "batchify": "kdarts.recurrent.data",
     "bptt_dataset": "kdarts.recurrent.data",
     "BPTTStream": "kdarts.recurrent.data",
     "stdlib_corpus": "kdarts.recurrent.corpus",
-    "RecurrentCell": "kdarts.recurrent.eval_cell",
-    "RecurrentLanguageModel": "kdarts.recurrent.language_model",
+    "RecurrentCell": "kdarts.recurrent.cell",
+    "RecurrentLanguageModel": "kdarts.recurrent.model",
     "AveragedSGD": "kdarts.recurrent.asgd",
     "LanguageModelTrainer": "kdarts.recurrent.training",
     "evaluate_perplexity": "kdarts.recurrent.training",

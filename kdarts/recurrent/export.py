@@ -231,7 +231,7 @@ def export_language_model(model, path: str | os.PathLike, format: str = "keras",
         ValueError: a bad format, form, suffix or model. ExportError: an unusable
             destination, a failed write, or outputs beyond ``atol``.
     """
-    from kdarts.recurrent.language_model import RecurrentLanguageModel
+    from kdarts.recurrent.model import RecurrentLanguageModel
 
     if format not in FORMATS:
         raise ValueError(f"export: unknown format {format!r}; valid formats: "
@@ -276,8 +276,7 @@ def export_language_model(model, path: str | os.PathLike, format: str = "keras",
 def load_language_model(path: str | os.PathLike):
     """A ``.keras`` language model (:func:`kdarts.export.load_model`'s checks and errors)."""
     from kdarts.export import load_model
-    from kdarts.recurrent import language_model  # noqa: F401  (registers the classes)
-    from kdarts.recurrent.language_model import RecurrentLanguageModel
+    from kdarts.recurrent.model import RecurrentLanguageModel  # importing it registers its classes
 
     model = load_model(path)
     if not isinstance(model, RecurrentLanguageModel):

@@ -45,8 +45,8 @@ from kdarts.checkpoints import FOLDER_STATE, CheckpointFiles, read_checkpoint_st
     resume_epoch, write_checkpoint
 from kdarts.recurrent.asgd import AveragedSGD, should_switch_to_asgd
 from kdarts.recurrent.data import batchify
-from kdarts.recurrent.language_model import RecurrentLanguageModel
-from kdarts.recurrent.model import clip_coefficient, sequence_nll, slowness_penalty
+from kdarts.recurrent.model import RecurrentLanguageModel
+from kdarts.recurrent.operations import clip_coefficient, sequence_nll, slowness_penalty
 
 EVAL_BATCH_SIZE = 10
 TEST_BATCH_SIZE = 1

@@ -8,8 +8,8 @@ import os
 from kdarts.data.catalog import DATASETS, DEFAULT_DATASET, DatasetError, fit_batch_size, \
     search_split_size
 from kdarts.data.files import check_dataset, parse_image_size, served_size, train_size
-from kdarts.genotype import PRIMITIVES
 from kdarts.geometry import IMAGENET_MIN_SIZE
+from kdarts.image.genotype import PRIMITIVES
 from kdarts.runs.report import rel
 from kdarts.runs.results import RunError
 

@@ -55,7 +55,7 @@ def export_run(model_path: str, fmt: str = "onnx", out: str | None = None,
                data: str | None = None, overwrite: bool = False,
                before_tensorflow: Callable[[], None] | None = None,
                form: str | None = None) -> ExportRunResult:
-    """Export a ``.keras`` model (see :func:`kdarts.export.export`), checking the path first.
+    """Export a ``.keras`` model (see :func:`kdarts.image.export.export`), checking the path first.
 
     Every check below is made before TensorFlow is imported, and nothing is written
     when one fails.
@@ -64,7 +64,8 @@ def export_run(model_path: str, fmt: str = "onnx", out: str | None = None,
         out: the destination (default :func:`default_export_path`). An existing one is
             refused unless ``overwrite``; the model itself (or a folder holding it) and
             a folder that is not a SavedModel are always refused.
-        quantize: LiteRT quantisation (``fmt="tflite"``), see :data:`kdarts.export.QUANTIZATIONS`.
+        quantize: LiteRT quantisation (``fmt="tflite"``), see
+            :data:`kdarts.image.export.QUANTIZATIONS`.
         data: a dataset (as ``--dataset`` takes: TFDS name, folder, ``.npz``) for
             LiteRT: ``int8`` calibrates on :data:`REPRESENTATIVE_EXAMPLES` of its
             training images, and a LiteRT model is verified on :data:`VERIFY_EXAMPLES`
@@ -100,7 +101,8 @@ def export_run(model_path: str, fmt: str = "onnx", out: str | None = None,
     _check_litert_options(fmt, quantize, data)
     _check_source_and_destination(model_path, out, fmt, overwrite, before_tensorflow)
     t_start = time.perf_counter()
-    from kdarts.export import ExportError, ModelLoadError, export_model, load_model
+    from kdarts.export import ExportError, ModelLoadError, load_model
+    from kdarts.image.export import export_model
 
     try:
         model = load_model(model_path)
@@ -136,7 +138,7 @@ LATENCY_REPEATS = 200
 def _measured_costs(model, path: str, fmt: str, quantize: str, input_dtype: str) -> dict:
     """Parameters and multiply-adds of an image network, and its float ONNX or LiteRT
     artifact's median latency (batch 1, one thread: what a budget's latency predicts)."""
-    from kdarts.eval.costs import network_madds
+    from kdarts.image.costs import network_madds
 
     if not hasattr(model, "parameter_count"):
         return {}
@@ -144,8 +146,8 @@ def _measured_costs(model, path: str, fmt: str, quantize: str, input_dtype: str)
     runtime = {"onnx": "onnx", "tflite": "litert"}.get(fmt)
     if runtime is None or quantize != "none" or input_dtype != "float32":
         return costs
-    from kdarts.eval.latency import check_runtime, time_model
     from kdarts.export.artifact import quiet_native_stderr
+    from kdarts.image.latency import check_runtime, time_model
 
     try:
         check_runtime(runtime)
@@ -163,7 +165,7 @@ def _measured_costs(model, path: str, fmt: str, quantize: str, input_dtype: str)
 def _check_litert_options(fmt: str, quantize: str, data: str | None) -> None:
     """RunError for ``--quantize`` or ``--data`` without ``--format tflite``, int8 without
     ``--data``, or ``--data`` that cannot be read."""
-    from kdarts.export import QUANTIZATIONS
+    from kdarts.image.export import QUANTIZATIONS
 
     if quantize not in QUANTIZATIONS or (fmt != "tflite" and quantize != "none"):
         raise RunError(f"--quantize {quantize} applies to --format tflite only"

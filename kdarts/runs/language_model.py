@@ -137,7 +137,7 @@ class LanguageModelFit(FolderFit):
 
     def build(self):
         from kdarts.parameters import count_parameters
-        from kdarts.recurrent.language_model import RecurrentLanguageModel
+        from kdarts.recurrent.model import RecurrentLanguageModel
         from kdarts.recurrent.training import LanguageModelTrainer
 
         opts, folder = self.job.opts, self.job.folder

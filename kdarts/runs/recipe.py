@@ -3,7 +3,7 @@
 :func:`kdarts.runs.search.search_defaults` resolves a search's options exactly as the
 command line does (the dataset's defaults, the same checks, a default batch lowered to fit
 small own data) and returns a :class:`SearchDefaults`, which builds the datasets, the
-:class:`~kdarts.search.SearchNetwork` arguments and the ``compile`` arguments with the
+:class:`~kdarts.image.SearchNetwork` arguments and the ``compile`` arguments with the
 functions :class:`kdarts.runs.search.SearchFit` builds its own with. Seeded alike, a
 ``fit`` with them is the command's search: the same α, the same genotype.
 
@@ -41,7 +41,7 @@ def search_data(opts: Mapping[str, Any], *, data_dir: str | None = None,
 
 
 def network_args(opts: Mapping[str, Any], info, *, sync_batch_norm: bool = False) -> dict:
-    """The keyword arguments of :class:`~kdarts.search.SearchNetwork` for a search's
+    """The keyword arguments of :class:`~kdarts.image.SearchNetwork` for a search's
     resolved options and its data's ``info`` (classes, mean and std): every cell
     concatenates all its ``steps`` nodes, and ``mixed_precision`` sets the dtype policy."""
     from kdarts.ops import MIXED_PRECISION
@@ -57,7 +57,7 @@ def network_args(opts: Mapping[str, Any], info, *, sync_batch_norm: bool = False
 
 def _cost_geometry(opts: Mapping[str, Any], info) -> dict:
     """The evaluation network a search's costs price (:func:`eval_network_size`)."""
-    from kdarts.genotype import CRB_PRIMITIVES, PRIMITIVES
+    from kdarts.image.genotype import CRB_PRIMITIVES, PRIMITIVES
     from kdarts.runs.defaults import eval_network_size
 
     channels, layers = eval_network_size(dict(opts))
@@ -69,7 +69,7 @@ def _cost_geometry(opts: Mapping[str, Any], info) -> dict:
 
 
 def search_budget(opts: Mapping[str, Any], info):
-    """The :class:`kdarts.budget.Budget` of a search's resolved options (None without one),
+    """The :class:`kdarts.image.budget.Budget` of a search's resolved options (None without one),
     priced on the evaluation network ``kdarts train`` would build for the data
     (``eval_channels``/``eval_layers``, else its defaults).
 
@@ -77,7 +77,8 @@ def search_budget(opts: Mapping[str, Any], info):
         RunError: the budget is below the cheapest valid genotype (the line names that
             cost), or its runtime is missing.
     """
-    from kdarts.budget import Budget, BudgetError
+    from kdarts.budget import BudgetError
+    from kdarts.image.budget import Budget
     from kdarts.runs.defaults import BUDGET_OPTIONS
     from kdarts.runs.results import RunError
 
@@ -88,12 +89,12 @@ def search_budget(opts: Mapping[str, Any], info):
     geometry = _cost_geometry(opts, info)
     try:
         if kind == "latency_ms":
-            from kdarts.eval.latency import latency_table
+            from kdarts.image.latency import latency_table
 
             # measured once per machine, runtime and shape, then read from the cache
             table = latency_table(opts["latency_runtime"], progress=True, **geometry)
         else:
-            from kdarts.eval.costs import cost_tables
+            from kdarts.image.costs import cost_tables
 
             table = cost_tables(**geometry)[kind]
         return Budget(table, float(opts[given[0]]))
@@ -105,7 +106,7 @@ def genotype_cost(opts: Mapping[str, Any], info, genotype, budget=None) -> dict:
     """What genotype.json records of a found genotype's cost: the evaluation network, its
     parameters and multiply-adds (counted exactly from built layers), and the budget with
     its cost (a latency budget's is the table's prediction)."""
-    from kdarts.eval.costs import cost_tables
+    from kdarts.image.costs import cost_tables
 
     geometry = _cost_geometry(opts, info)
     tables = cost_tables(**geometry)
@@ -123,7 +124,7 @@ def genotype_cost(opts: Mapping[str, Any], info, genotype, budget=None) -> dict:
 
 def compile_args(opts: Mapping[str, Any], search_data, budget=None) -> dict:
     """The keyword arguments of :meth:`SearchNetwork.compile
-    <kdarts.search.SearchNetwork.compile>` for a search's resolved options: the
+    <kdarts.image.SearchNetwork.compile>` for a search's resolved options: the
     schedule (``every``, ``threshold``), the regulariser, α's Adam at ``arch_lr``
     (betas 0.5/0.999, as the paper's; ε placed as ``arch_epsilon`` says), ``unrolled``,
     ``skip_pruned_ops``, the search split ``search_data``, and ``budget``
@@ -202,6 +203,6 @@ class SearchDefaults:
         return compile_args(self.options, search_data, budget)
 
     def budget(self, info):
-        """The :class:`kdarts.budget.Budget` the options give for the data ``info`` (None
+        """The :class:`kdarts.image.budget.Budget` the options give for the data ``info`` (None
         without one)."""
         return search_budget(self.options, info)

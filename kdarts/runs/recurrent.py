@@ -396,7 +396,7 @@ class RecurrentSearchFit(FolderFit):
         from kdarts.ops import MIXED_PRECISION
         from kdarts.options import make_arch_optimizer, make_regularizer, make_schedule
         from kdarts.recurrent.data import BPTTStream
-        from kdarts.recurrent.model import RecurrentSearchModel
+        from kdarts.recurrent.search_model import RecurrentSearchModel
 
         opts, batch, bptt = self.job.opts, self.job.opts["batch_size"], self.job.opts["bptt"]
         model = RecurrentSearchModel(self.info.vocab_size, opts["units"],

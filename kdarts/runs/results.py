@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from kdarts.genotype import Genotype
+from kdarts.image.genotype import Genotype
 
 
 class RunError(ValueError):

@@ -162,7 +162,7 @@ def _run_search(job: SearchJob, before_tensorflow) -> SearchResult:
 
 
 class SearchFit(FolderFit):
-    """The search's data (weight and α splits), :class:`~kdarts.search.SearchNetwork`,
+    """The search's data (weight and α splits), :class:`~kdarts.image.SearchNetwork`,
     and what it writes: the record, history, checkpoint, genotype and plots."""
 
     what = "search"
@@ -177,7 +177,7 @@ class SearchFit(FolderFit):
 
     def build(self):
         from kdarts.callbacks import restore_checkpoint
-        from kdarts.search import SearchNetwork
+        from kdarts.image import SearchNetwork
         from kdarts.search.callbacks import checkpoint_epoch
 
         # the same calls as kdarts.search_defaults's, so the Python API searches alike

@@ -9,14 +9,15 @@ import time
 from typing import Callable
 
 from kdarts.atomic import atomic_write_json
-from kdarts.genotype import Genotype, GenotypeError, resolve_genotype
+from kdarts.genotype import GenotypeError
+from kdarts.image.genotype import Genotype, resolve_genotype
 from kdarts.runs.defaults import TRAIN_DEFAULTS, check_data_options, check_imagenet_size, \
     resolve_options, tensorboard_available
 from kdarts.runs.fit import FolderFit, Job, RunSettings
 from kdarts.runs.folder import RunFolder
-from kdarts.runs.resume import metrics_summary, train_state, worker_state
 from kdarts.runs.report import Report, fmt_time, kdarts_version, rel, train_summary
 from kdarts.runs.results import RunError, TrainResult
+from kdarts.runs.resume import metrics_summary, train_state, worker_state
 from kdarts.runs.watchdog import InterruptNote
 
 
@@ -114,7 +115,7 @@ def train_run(genotype: str | Genotype, out: str, *, resume: bool | str = False,
 
 
 class TrainFit(FolderFit):
-    """The training's data, :class:`~kdarts.eval.EvalNetwork` with its learning-rate
+    """The training's data, :class:`~kdarts.image.EvalNetwork` with its learning-rate
     schedule, and what it writes: the checkpoint, history, model and metrics."""
 
     what = "training"
@@ -132,8 +133,8 @@ class TrainFit(FolderFit):
 
     def build(self):
         from kdarts.callbacks import restore_checkpoint
-        from kdarts.eval import EvalNetwork, compile_eval_network
-        from kdarts.eval.costs import network_madds
+        from kdarts.image import EvalNetwork, compile_eval_network
+        from kdarts.image.costs import network_madds
         from kdarts.ops import MIXED_PRECISION
 
         opts, info = self.job.opts, self.info
@@ -180,7 +181,8 @@ class TrainFit(FolderFit):
 
     def run(self) -> TrainResult:
         """Fits, evaluates, then (the chief) writes ``model.keras`` and ``metrics.json``."""
-        from kdarts.export import ExportError, export_model
+        from kdarts.export import ExportError
+        from kdarts.image.export import export_model
 
         t_start = time.perf_counter()
         done = self.fit()

@@ -1,26 +1,38 @@
-"""The search: supernet layers, activations, schedules, regularisers, callbacks."""
+"""The method core both spaces' searches run (docs/method.md §2–7).
 
-from kdarts.search.activations import ArchitectureActivation, activate, prune
-from kdarts.search.cell import SearchCell
-from kdarts.search.edge import FanOut, MixedEdge
-from kdarts.search.network import SearchNetwork, count_parameters
-from kdarts.search.regularizers import (
-    ADMM,
-    Architecture,
-    NoRegularizer,
-    Proximity,
-    Regularizer,
-    admm_update,
-    admm_update_reference,
-)
-from kdarts.search.schedules import (
-    DynamicSchedule,
-    FixedSchedule,
-    dynamic_split_fraction,
-    update_fi_ewma,
-)
+:mod:`.activations` (act(α): softmax, sigmoid, crb, with its pruning), :mod:`.schedules`
+(when an α step is taken), :mod:`.regularizers` (proximity, ADMM and D in graph ops),
+:mod:`.pruning` (the pruned-op policy's rules; no TensorFlow), :mod:`.alternating`
+(:class:`~kdarts.search.alternating.AlternatingSearch`: the step, the base of both spaces'
+search models) and :mod:`.callbacks` (the search record and its checkpoints). A space
+brings its search model: :class:`kdarts.image.SearchNetwork`,
+:class:`kdarts.recurrent.RecurrentSearchModel`. Nothing here imports a space.
+"""
 
-__all__ = ["ADMM", "Architecture", "ArchitectureActivation", "DynamicSchedule", "FanOut",
-           "FixedSchedule", "MixedEdge", "NoRegularizer", "Proximity", "Regularizer",
-           "SearchCell", "SearchNetwork", "activate", "admm_update", "admm_update_reference",
-           "count_parameters", "dynamic_split_fraction", "prune", "update_fi_ewma"]
+from kdarts.lazy_names import lazy_names as _lazy_names
+from kdarts.parameters import count_parameters  # noqa: F401
+
+# name → module holding it; imported (with TensorFlow) on first use, so the core's light
+# module (pruning) imports without it
+_LAZY = {
+    "ArchitectureActivation": "kdarts.search.activations",
+    "activate": "kdarts.search.activations",
+    "prune": "kdarts.search.activations",
+    "AlternatingSearch": "kdarts.search.alternating",
+    "ADMM": "kdarts.search.regularizers",
+    "Architecture": "kdarts.search.regularizers",
+    "NoRegularizer": "kdarts.search.regularizers",
+    "Proximity": "kdarts.search.regularizers",
+    "Regularizer": "kdarts.search.regularizers",
+    "admm_update": "kdarts.search.regularizers",
+    "admm_update_reference": "kdarts.search.regularizers",
+    "DynamicSchedule": "kdarts.search.schedules",
+    "FixedSchedule": "kdarts.search.schedules",
+    "dynamic_split_fraction": "kdarts.search.schedules",
+    "update_fi_ewma": "kdarts.search.schedules",
+}
+
+
+__getattr__, __dir__ = _lazy_names("kdarts.search", globals(), _LAZY)
+
+__all__ = ["count_parameters", *_LAZY]

@@ -210,7 +210,7 @@ class AlternatingSearch(PrunedOpsPolicy, SymbolicBuildOnlyIfUnbuilt, LeanTrainFu
 
     def _init_search(self) -> None:
         self._search_compiled = False
-        self.budget = None  # a kdarts.budget.Budget from compile: D_B replaces D
+        self.budget = None  # a space's budget from compile (an image Budget): D_B replaces D
         self._projection = None
         self.budget_dual_lr = None  # η of the budget's dual λ (None: no expected-cost term)
         self._kept_key = None
@@ -244,7 +244,7 @@ class AlternatingSearch(PrunedOpsPolicy, SymbolicBuildOnlyIfUnbuilt, LeanTrainFu
         raise NotImplementedError
 
     def _budget_projection(self, budget):
-        """The space's D_B in graph ops for ``budget`` (:class:`kdarts.budget.Budget`)."""
+        """The space's D_B in graph ops for ``budget`` (:class:`kdarts.image.budget.Budget`)."""
         raise ValueError(f"{type(self).__name__} takes no budget")
 
     def _state_ready(self) -> bool:

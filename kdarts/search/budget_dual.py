@@ -2,7 +2,7 @@
 (docs/method.md §8, ``compile(budget=..., budget_dual_lr=η)``).
 
 With a budget B, the α loss gains ``λ·(E(act(α)) − B)/B``, E the expected cost of the
-relaxed architecture (:meth:`kdarts.search.projection.BudgetProjection.expected_cost`).
+relaxed architecture (:meth:`kdarts.image.projection.BudgetProjection.expected_cost`).
 λ ≥ 0 is search state, moved after every α step by projected dual ascent,
 ``λ ← max(0, λ + η·(E(act(α)) − B)/B)``: while the relaxed architecture costs more than
 B, λ grows and the term pulls α towards cheaper ops; once it fits, λ shrinks back to 0.

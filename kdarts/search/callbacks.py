@@ -1,4 +1,6 @@
-"""Callbacks for a search (the recorder serves both spaces; the rest the image search).
+"""Callbacks for a search (the recorder serves both spaces; the rest the image search's
+:class:`~kdarts.image.SearchNetwork`, whose step counters the recurrent search's
+``checkpoint.json`` shares).
 
 * :class:`SearchRecorder`: the α trajectory (activated weights, masks and the
   genotype at every epoch end) and the schedule's per-step information (FI,

@@ -29,6 +29,7 @@ The penalty is the same in both: ``ρ/2·Σ_cells ‖(act(α) − Z + U) ⊙ mas
 
 Example:
     >>> import numpy as np
+    >>> from kdarts.image.genotype import CRB_PRIMITIVES   # the image cell's, for instance
     >>> act = np.full((14, 7), 0.2, "float32")
     >>> z, u = admm_update(act, np.zeros_like(act), np.zeros_like(act),
     ...                    np.ones_like(act), CRB_PRIMITIVES)
@@ -45,7 +46,6 @@ import numpy as np
 import tensorflow as tf
 
 from kdarts import compat, options
-from kdarts.genotype import CRB_PRIMITIVES  # noqa: F401  (the doc example's)
 from kdarts.options import ADMM_VARIANTS
 from kdarts.search.activations import activate
 
@@ -173,7 +173,7 @@ class Architecture:
     inputs: int = 2
     keep: int = 2
     #: the projection over all cell types at once, replacing D (a budget's D_B:
-    #: :class:`kdarts.search.projection.BudgetProjection`); None: D per cell type
+    #: :class:`kdarts.image.projection.BudgetProjection`); None: D per cell type
     project: Callable[[Sequence], list] | None = None
 
     def activated(self) -> list[tf.Tensor]:

@@ -9,7 +9,7 @@
 * :class:`EpochCosineDecay`: the learning rate annealed by cosine once per
   epoch, in the reference's call order (``CosineAnnealingLR.step()`` at the
   start of every epoch, so epoch ``e`` trains at ``η(e+1)``).
-* :class:`~kdarts.eval.cell.DropPathSchedule` (in :mod:`kdarts.eval.cell`, with the
+* :class:`~kdarts.image.cell.DropPathSchedule` (in :mod:`kdarts.image.cell`, with the
   drop-path it ramps): the probability ramp ``max_prob * epoch / epochs``;
   :meth:`EvalNetwork.fit` adds it by itself.
 * :func:`compile_eval_network`: all of it plus sparse cross-entropy from
@@ -30,9 +30,9 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from kdarts.eval.cell import DropPathSchedule
-from kdarts.eval.network import EvalNetwork
 from kdarts.compat import variable_index
+from kdarts.image.cell import DropPathSchedule
+from kdarts.image.model import EvalNetwork
 from kdarts.learning_rate import epoch_learning_rate
 
 _PKG = "kdarts"
@@ -144,7 +144,7 @@ def compile_eval_network(model, epochs: int, steps_per_epoch: int, lr: float = 0
                          weight_decay: float = 3e-4, clip_norm: float | None = 5.0,
                          auxiliary_weight: float = 0.4, drop_path_prob: float | None = None,
                          jit_compile: bool = False, **compile_kwargs) -> list:
-    """Compile an :class:`~kdarts.eval.network.EvalNetwork` with DARTS's recipe; returns the callbacks for ``fit``.
+    """Compile an :class:`~kdarts.image.model.EvalNetwork` with DARTS's recipe; returns the callbacks for ``fit``.
 
     SGD (momentum, coupled L2 ``weight_decay`` on all trainable variables as
     the reference, global gradient-norm clipping ``clip_norm``), learning rate
@@ -173,7 +173,7 @@ def compile_eval_network(model, epochs: int, steps_per_epoch: int, lr: float = 0
     """
     if not isinstance(model, EvalNetwork):
         raise TypeError(
-            f"compile_eval_network expects a kdarts.eval.EvalNetwork, got {type(model).__name__}"
+            f"compile_eval_network expects a kdarts.image.EvalNetwork, got {type(model).__name__}"
         )
     model.auxiliary_weight = float(auxiliary_weight)
     schedule = EpochCosineDecay(lr, epochs, steps_per_epoch, minimum=lr_min)

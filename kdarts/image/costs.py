@@ -1,6 +1,6 @@
 """Exact cost tables of the evaluation network: parameters and multiply-adds per (cell
 type, edge, op), plus the part every genotype pays (docs/method.md §8). Latency, measured
-rather than counted, shares the tables' form and geometry: :mod:`kdarts.eval.latency`.
+rather than counted, shares the tables' form and geometry: :mod:`kdarts.image.latency`.
 
 Every cell of a type repeats the genotype, so the cost of keeping op ``o`` on edge ``e``
 of cell type ``t`` is that op's cost summed over the network's positions of type ``t``,
@@ -13,7 +13,7 @@ The fixed part is a built network's count less its genotype's table cost; the au
 head is left out, as in :meth:`EvalNetwork.parameter_count`.
 
 Example:
-    >>> from kdarts.genotype import DARTS_V2
+    >>> from kdarts.image.genotype import DARTS_V2
     >>> tables = cost_tables(num_classes=10, image_shape=(8, 8, 3), channels=16, layers=8)
     >>> tables["params"].of(DARTS_V2)   # what EvalNetwork(...).parameter_count() gives
     246106.0
@@ -27,8 +27,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
-from kdarts.genotype import CRB_PRIMITIVES, Genotype, edge_index, num_edges
-from kdarts.ops import make_op
+from kdarts.image.genotype import CRB_PRIMITIVES, Genotype, edge_index, num_edges
+from kdarts.image.operations import make_op
 from kdarts.parameters import count_parameters
 
 #: The costs a table can hold, and the unit each is counted in.
@@ -138,7 +138,7 @@ def probe_network(num_classes: int, image_shape: Sequence[int], channels: int, l
     Returns:
         ``(genotype, network)``.
     """
-    from kdarts.eval.network import EvalNetwork
+    from kdarts.image.model import EvalNetwork
 
     keepable = [p for p in primitives if p != "none"]
     chosen = next((p for p in keepable if _holds_weights(p)), keepable[0])
@@ -184,7 +184,7 @@ def cost_tables(num_classes: int, image_shape: Sequence[int], channels: int, lay
 
     Returns:
         ``{"params": CostTable, "madds": CostTable}`` (latency:
-        :func:`kdarts.eval.latency.latency_table`).
+        :func:`kdarts.image.latency.latency_table`).
     """
     primitives = tuple(primitives)
     probe, network = probe_network(num_classes, image_shape, channels, layers, primitives,

@@ -46,19 +46,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kdarts.genotype import CRB_PRIMITIVES  # noqa: F401  (doc example)
+from kdarts.image.genotype import CRB_PRIMITIVES  # noqa: F401  (doc example)
+from kdarts.image.operations import check_primitives, make_op, pool_3x3, symmetric_pad
 from kdarts.ops import (
     BN_EPSILON,
     BN_MOMENTUM,
     FanInUniform,
     _replicas,
-    check_primitives,
     fused_batch_norm,
     global_moments,
     graph_constant,
-    make_op,
-    pool_3x3,
-    symmetric_pad,
 )
 
 _PKG = "kdarts"
@@ -643,7 +640,7 @@ class FanOut(keras.layers.Layer):
 
         ``alive`` False (pruned on every edge): the BN statistics stay as they are.
 
-        The pool is :func:`kdarts.ops.pool_3x3`, the evaluation network's.
+        The pool is :func:`kdarts.image.operations.pool_3x3`, the evaluation network's.
         """
         y = pool_3x3(x, op[:3], self.strides)
         b, h, w = spatial

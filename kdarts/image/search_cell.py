@@ -15,9 +15,9 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
-from kdarts.genotype import CRB_PRIMITIVES, edge_index
-from kdarts.ops import FactorizedReduce, ReLUConvBN, batch_norm, check_primitives
-from kdarts.search.edge import FanOut, MixedEdge
+from kdarts.image.edge import FanOut, MixedEdge
+from kdarts.image.genotype import CRB_PRIMITIVES, edge_index
+from kdarts.image.operations import FactorizedReduce, ReLUConvBN, batch_norm, check_primitives
 
 
 def fanout_rows(source: int, steps: int) -> list[int]:
@@ -41,8 +41,8 @@ class SearchCell(keras.layers.Layer):
         steps, multiplier: intermediate nodes, and how many of the last are concatenated.
         node_bn: BN without scale/offset after each node's sum (the crb setting).
         fused: compute all edges leaving a node together
-            (:class:`~kdarts.search.edge.FanOut`); ``False`` uses one
-            :class:`~kdarts.search.edge.MixedEdge` per edge, as the DARTS reference code does.
+            (:class:`~kdarts.image.edge.FanOut`); ``False`` uses one
+            :class:`~kdarts.image.edge.MixedEdge` per edge, as the DARTS reference code does.
     """
 
     def __init__(self, channels: int, reduction: bool, reduction_prev: bool,

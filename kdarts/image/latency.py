@@ -1,6 +1,6 @@
 """Latency of the evaluation network in a named runtime, as a cost table (docs/method.md §8).
 
-The parameter and multiply-add tables (:mod:`kdarts.eval.costs`) are counted; latency can
+The parameter and multiply-add tables (:mod:`kdarts.image.costs`) are counted; latency can
 only be measured. As FBNet does, each distinct op the network may keep, at its channels,
 stride and input shape, is built on its own, converted to the runtime and timed there:
 batch 1, one thread, the median of many invocations after a warm-up, all graphs of a
@@ -30,7 +30,7 @@ and its version, converter, and network shape, and cached as JSON in
 ``$XDG_CACHE_HOME/kdarts/latency``, else ``~/.cache/kdarts/latency``).
 
 Example:
-    >>> from kdarts.genotype import DARTS_V2
+    >>> from kdarts.image.genotype import DARTS_V2
     >>> table = latency_table("litert", num_classes=10, image_shape=(8, 8, 3),
     ...                       channels=16, layers=8)
     >>> table.kind, table.of(DARTS_V2)          # predicted milliseconds
@@ -53,8 +53,8 @@ import keras
 import numpy as np
 
 from kdarts.atomic import atomic_write_json
-from kdarts.eval.costs import CostTable, op_positions, probe_network
-from kdarts.genotype import CRB_PRIMITIVES, num_edges
+from kdarts.image.costs import CostTable, op_positions, probe_network
+from kdarts.image.genotype import CRB_PRIMITIVES, num_edges
 
 #: The runtimes a latency table can be measured in.
 RUNTIMES: tuple[str, ...] = ("litert", "onnx")
@@ -198,8 +198,8 @@ def measure_latency(network, runtime: str = "litert", *, num_classes: int | None
     """Measured milliseconds of one batch-1 inference of a whole network in ``runtime``.
 
     Args:
-        network: a built Keras model (an :class:`~kdarts.eval.EvalNetwork`), or a genotype
-            (:class:`~kdarts.genotype.Genotype`, its dict, a name or a file) whose
+        network: a built Keras model (an :class:`~kdarts.image.EvalNetwork`), or a genotype
+            (:class:`~kdarts.image.genotype.Genotype`, its dict, a name or a file) whose
             evaluation network is built here, without the auxiliary head (inference does
             not run it).
         runtime: one of :data:`RUNTIMES`.
@@ -213,7 +213,7 @@ def measure_latency(network, runtime: str = "litert", *, num_classes: int | None
     """
     check_runtime(runtime)
     if not isinstance(network, keras.Model):
-        from kdarts.eval.network import EvalNetwork
+        from kdarts.image.model import EvalNetwork
 
         if num_classes is None or image_shape is None:
             raise ValueError("measure_latency: a genotype needs num_classes and image_shape "
@@ -318,7 +318,7 @@ def _measure(key: dict, repeats: int, warmup: int, progress: bool) -> dict:
     """Measure a table: every distinct op key and the baseline graph of each input shape
     (:class:`_AfterScale`), and the probe network, all timed in turns
     (:func:`time_models`). Returns the cache record."""
-    from kdarts.ops import make_op
+    from kdarts.image.operations import make_op
 
     runtime, primitives, steps = key["runtime"], tuple(key["primitives"]), key["steps"]
     probe, network = probe_network(key["num_classes"], key["image_shape"], key["channels"],
@@ -399,7 +399,7 @@ def latency_table(runtime: str, num_classes: int, image_shape: Sequence[int], ch
         progress: show a progress bar while measuring.
 
     Returns:
-        a :class:`~kdarts.eval.costs.CostTable` of kind ``"latency_ms"``.
+        a :class:`~kdarts.image.costs.CostTable` of kind ``"latency_ms"``.
 
     Raises:
         ValueError: an unknown runtime (the message names the valid ones).

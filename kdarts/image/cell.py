@@ -1,14 +1,14 @@
 """The evaluation network's cell, its drop-path regulariser and that regulariser's ramp.
 
 An :class:`EvalCell` is one cell of a discrete architecture (a
-:class:`~kdarts.genotype.Genotype`), as in DARTS's ``model.py``: two
+:class:`~kdarts.image.genotype.Genotype`), as in DARTS's ``model.py``: two
 preprocessed inputs, ``steps`` nodes each summing two ops, and the channel
 concat of the genotype's ``concat`` nodes. BatchNorm is affine
 (``make_op(..., affine=True, search=False)``).
 
 Example:
     >>> import numpy as np
-    >>> from kdarts.genotype import DARTS_V2
+    >>> from kdarts.image.genotype import DARTS_V2
     >>> cell = EvalCell(DARTS_V2.normal, DARTS_V2.normal_concat, channels=8)
     >>> x = np.zeros((2, 16, 16, 24), "float32")
     >>> tuple(cell([x, x]).shape)
@@ -22,7 +22,7 @@ from typing import Sequence
 import keras
 from keras import layers, ops
 
-from kdarts.ops import FactorizedReduce, Identity, ReLUConvBN, make_op
+from kdarts.image.operations import FactorizedReduce, Identity, ReLUConvBN, make_op
 
 _PKG = "kdarts"
 
@@ -108,7 +108,7 @@ class DropPathSchedule(keras.callbacks.Callback):
         if not isinstance(variable, keras.Variable):
             raise TypeError(
                 "DropPathSchedule: the model has no `drop_path_prob` variable "
-                f"({type(self.model).__name__}); use it with kdarts.eval.EvalNetwork"
+                f"({type(self.model).__name__}); use it with kdarts.image.EvalNetwork"
             )
         variable.assign(self.value(epoch))
 

@@ -28,25 +28,19 @@ import tensorflow as tf
 
 from kdarts.compat import built_input_shape, learning_rate_schedule, loss_tracker, \
     sublayers, variable_index
-from kdarts.genotype import CRB_PRIMITIVES, PRIMITIVES, Genotype, discretize, num_edges
+from kdarts.image.edge import FanOut
+from kdarts.image.genotype import CRB_PRIMITIVES, PRIMITIVES, Genotype, discretize, num_edges
+from kdarts.image.operations import batch_norm, check_primitives
+from kdarts.image.search_cell import SearchCell, fanout_rows
 from kdarts.learning_rate import epoch_learning_rate
+from kdarts.ops import BatchNormalization, FanInUniform, own_dtype_policy, synchronize_batch_norms
 from kdarts.optimizers import FusedSGD
 from kdarts.parameters import count_parameters
-from kdarts.ops import (
-    BatchNormalization,
-    FanInUniform,
-    batch_norm,
-    check_primitives,
-    own_dtype_policy,
-    synchronize_batch_norms,
-)
 from kdarts.preprocessing import Standardize
 from kdarts.search.activations import AlphaInitializer, activate, check_activation
 from kdarts.search.alternating import AlternatingSearch, FitPlan, loss_scale, \
     sum_over_replicas
 from kdarts.search.budget_dual import check_dual_lr
-from kdarts.search.cell import SearchCell, fanout_rows
-from kdarts.search.edge import FanOut
 from kdarts.search.pruning import auto_mode, kept_edges
 from kdarts.search.regularizers import Architecture, add_admm_state
 from kdarts.search.schedules import add_schedule_state
@@ -261,7 +255,7 @@ class SearchNetwork(ImageGradients, ImageStreams, AlternatingSearch):
             permanent prune mask, node-level BN).
         primitives: candidate ops; default DARTS's 8, or 7 without ``none`` for crb.
         fused: compute all edges leaving a node together (fast); ``False`` runs one
-            :class:`~kdarts.search.edge.MixedEdge` per edge as the reference does.
+            :class:`~kdarts.image.edge.MixedEdge` per edge as the reference does.
         mean, std: per-channel statistics of the training images on the [0, 1]
             scale (``DatasetInfo.mean``/``.std``): the network then takes raw pixels
             0–255, as :mod:`kdarts.data` serves them. None: inputs are used as they come.
@@ -388,7 +382,7 @@ class SearchNetwork(ImageGradients, ImageStreams, AlternatingSearch):
         """D_B of the two cell types, in graph ops; the budget's table must price this
         network's candidate ops and cell shape."""
         from kdarts.budget import BudgetError
-        from kdarts.search.projection import BudgetProjection
+        from kdarts.image.projection import BudgetProjection
 
         if tuple(budget.primitives) != tuple(self.primitives) or budget.steps != self.steps:
             raise BudgetError(
@@ -496,7 +490,7 @@ class SearchNetwork(ImageGradients, ImageStreams, AlternatingSearch):
                 retrace. ``"every_step"``: the edges that keep each op are gathered on
                 every step (dynamic shapes, one trace; a graph nearly twice as large,
                 and not with ``jit_compile``).
-            budget: a :class:`kdarts.budget.Budget` (parameters, multiply-adds or
+            budget: a :class:`kdarts.image.budget.Budget` (parameters, multiply-adds or
                 latency of the evaluation network): the budgeted projection D_B
                 replaces D in the regulariser (proximity's target, ADMM's Z) and in
                 :meth:`genotype`, so the found genotype is within it (docs/method.md §8).

@@ -16,7 +16,7 @@ work unchanged and metrics see the main logits.
 
 Example:
     >>> import numpy as np
-    >>> from kdarts.eval import EvalNetwork
+    >>> from kdarts.image import EvalNetwork
     >>> model = EvalNetwork("DARTS_V2", num_classes=10, channels=8, layers=5)
     >>> x = np.zeros((2, 32, 32, 3), "float32")
     >>> model(x).shape
@@ -35,17 +35,12 @@ import keras
 from keras import layers, ops
 
 from kdarts.compat import SymbolicBuildFromElementSpec
-from kdarts.eval.cell import DropPathSchedule, EvalCell
-from kdarts.eval.replicas import ReplicatedTraining
-from kdarts.genotype import Genotype, resolve_genotype
 from kdarts.geometry import IMAGENET_MIN_SIZE
-from kdarts.ops import (
-    FanInUniform,
-    batch_norm,
-    own_dtype_policy,
-    symmetric_pad,
-    synchronize_batch_norms,
-)
+from kdarts.image.cell import DropPathSchedule, EvalCell
+from kdarts.image.genotype import Genotype, resolve_genotype
+from kdarts.image.operations import batch_norm, symmetric_pad
+from kdarts.image.replicas import ReplicatedTraining
+from kdarts.ops import FanInUniform, own_dtype_policy, synchronize_batch_norms
 from kdarts.parameters import count_parameters
 from kdarts.preprocessing import Standardize, input_contract
 from kdarts.runtime import LeanTrainFunction
@@ -171,7 +166,7 @@ class ImageNetStem(layers.Layer):
     BN, on ``stem0``'s output. The first cell reads ``s0 = stem0(x)`` (H/4) and
     ``s1 = stem1(s0)`` (H/8). The convs pad one pixel on every side, as
     PyTorch's ``padding=1`` (output ``ceil(n/2)``, pixel ``i`` centred on input
-    pixel ``2i``, the grid of :class:`kdarts.ops.SepConv`).
+    pixel ``2i``, the grid of :class:`kdarts.image.operations.SepConv`).
 
     Example:
         >>> import numpy as np
@@ -233,7 +228,7 @@ class EvalNetwork(SymbolicBuildFromElementSpec, LeanTrainFunction, ReplicatedTra
     """DARTS's evaluation network (``NetworkCIFAR``, or ``NetworkImageNet``) for a genotype.
 
     Args:
-        genotype: a :class:`~kdarts.genotype.Genotype`, its dict (as in the
+        genotype: a :class:`~kdarts.image.genotype.Genotype`, its dict (as in the
             saved config), a preset name (``"DARTS_V2"``) or a genotype JSON path.
         num_classes: number of output logits.
         channels: ``C``, the initial cell channels (36 in DARTS).
@@ -447,7 +442,7 @@ class EvalNetwork(SymbolicBuildFromElementSpec, LeanTrainFunction, ReplicatedTra
 
         At the start of every epoch ``drop_path_prob`` is set to
         ``max · epoch / epochs`` (0-based epoch, ``max`` the configured
-        ``drop_path_prob``) by a :class:`~kdarts.eval.DropPathSchedule` added here,
+        ``drop_path_prob``) by a :class:`~kdarts.image.DropPathSchedule` added here,
         so a plain ``fit`` ramps from 0 and ``fit(initial_epoch=k)`` resumes the
         ramp. A ``DropPathSchedule`` among ``callbacks`` replaces it. ``shuffle``
         defaults to False: kdarts's datasets shuffle themselves (reproducibly), and

@@ -14,7 +14,7 @@ keeps no host round trip, compiles with XLA and runs under ``tf.distribute``):
   price is that a choice using the last ``steps × cells`` units of slack can be missed.
   Integer costs whose slack is at most ``resolution`` units are solved exactly.
 
-The final genotype comes from the exact host programme, :meth:`kdarts.budget.Budget.project`.
+The final genotype comes from the exact host programme, :meth:`kdarts.image.budget.Budget.project`.
 
 Example:
     >>> project = BudgetProjection(budget, cells=("normal", "reduce"))  # doctest: +SKIP
@@ -29,8 +29,9 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from kdarts.budget import Budget, BudgetError
-from kdarts.genotype import edge_index, num_edges
+from kdarts.budget import BudgetError
+from kdarts.image.budget import Budget
+from kdarts.image.genotype import edge_index, num_edges
 from kdarts.search.regularizers import discrete_onehot
 
 #: Grid units of the slack the in-step programme prices costs in.
