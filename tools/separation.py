@@ -389,6 +389,27 @@ def summary_rows(tables: list[Table]) -> list[str]:
     return lines
 
 
+def agreement_rows(tables: list[Table]) -> list[str]:
+    """Per pair of tasks: Spearman's rank correlation of the genotype means they share
+    (do the same genotypes come out ahead, i.e. are the differences the genotypes')."""
+    from scipy import stats
+
+    lines = []
+    for i, a in enumerate(tables):
+        for b in tables[i + 1:]:
+            common = [g for g in a.accuracies if a.accuracies[g] and b.accuracies.get(g)]
+            if len(common) < 3:
+                continue
+            rho, p = stats.spearmanr([np.mean(a.accuracies[g]) for g in common],
+                                     [np.mean(b.accuracies[g]) for g in common])
+            lines.append(f"| `{a.name}` | `{b.name}` | {len(common)} | {rho:+.2f} | {p:.3g} |")
+    if not lines:
+        return []
+    return ["Do the same genotypes come out ahead on two tasks? Spearman's rank correlation "
+            "of the genotype means:", "", "| task | task | genotypes | ρ | p |",
+            "|" + "---|" * 5] + lines + [""]
+
+
 def _mean_sd(values: list[float]) -> str:
     if not values:
         return "–"
@@ -443,7 +464,7 @@ def report_text(tables: list[Table], command: str, out: str, doc_pngs: dict[str,
         "accuracy on genotype (F: between-genotype against within-genotype, i.e. seed, "
         "variance) and, for DARTS_V2 alone, a two-sided Mann–Whitney U of its seeds against "
         f"all random genotypes' runs; both at the {ALPHA:g} level.", "",
-        "## Summary", ""] + summary_rows(tables) + [""]
+        "## Summary", ""] + summary_rows(tables) + [""] + agreement_rows(tables)
     for table in tables:
         lines += section(table, doc_pngs[table.name])
     return "\n".join(lines)
