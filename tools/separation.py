@@ -389,6 +389,38 @@ def summary_rows(tables: list[Table]) -> list[str]:
     return lines
 
 
+def findings(tables: list[Table]) -> list[str]:
+    """Sentences over all tasks, from the numbers: on which tasks genotypes differ, and
+    DARTS_V2 from random, at ALPHA and at ALPHA / tasks (Bonferroni: several tasks tried)."""
+    tested = []
+    for t in tables:
+        if t.name == "quick":
+            continue
+        a = anova(list(t.accuracies.values()))
+        r = reference_tests(t.accuracies[REFERENCE],
+                            {k: v for k, v in t.accuracies.items() if k != REFERENCE})
+        if a is not None and r is not None:
+            tested.append((t, a, r))
+    if not tested:
+        return []
+    strict = ALPHA / len(tested)
+
+    def names(rows) -> str:
+        return ", ".join(f"`{t.name}` (p = {p:.3g})" for t, p in rows) or "none"
+
+    differ = [(t, a["p"]) for t, a, _ in tested if a["p"] < ALPHA]
+    ref = [(t, r["u_p"]) for t, _, r in tested if r["u_p"] < ALPHA]
+    better = [(t, r["u_p"]) for t, _, r in tested if r["u_p"] < ALPHA and r["gap"] > 0]
+    text = (f"Of {len(tested)} tasks, genotypes differ beyond their seed spread (ANOVA "
+            f"p < {ALPHA:g}) on {len(differ)}: {names(differ)}; "
+            f"{sum(p < strict for _, p in differ)} of them also at p < {strict:.3g} "
+            f"({ALPHA:g} / {len(tested)} tasks). DARTS_V2 differs from the random genotypes "
+            f"(Mann–Whitney p < {ALPHA:g}) on {len(ref)}: {names(ref)}, better than them on "
+            f"{len(better)}. DARTS_V2's rank among the genotype means: "
+            + ", ".join(f"{r['rank']} of {r['of']} on `{t.name}`" for t, _, r in tested) + ".")
+    return ["## Findings", "", text, ""]
+
+
 def agreement_rows(tables: list[Table]) -> list[str]:
     """Per pair of tasks: Spearman's rank correlation of the genotype means they share
     (do the same genotypes come out ahead, i.e. are the differences the genotypes')."""
@@ -464,7 +496,7 @@ def report_text(tables: list[Table], command: str, out: str, doc_pngs: dict[str,
         "accuracy on genotype (F: between-genotype against within-genotype, i.e. seed, "
         "variance) and, for DARTS_V2 alone, a two-sided Mann–Whitney U of its seeds against "
         f"all random genotypes' runs; both at the {ALPHA:g} level.", "",
-        "## Summary", ""] + summary_rows(tables) + [""] + agreement_rows(tables)
+        ] + findings(tables) + ["## Summary", ""] + summary_rows(tables) + [""] + agreement_rows(tables)
     for table in tables:
         lines += section(table, doc_pngs[table.name])
     return "\n".join(lines)
