@@ -67,8 +67,8 @@ class Preset:
         return {**self.train, **dataset, "seed": seed}
 
 
-#: A small evaluation network for every digits task: a training stays well under a
-#: minute on one core, so a whole preset fits a study's time.
+#: A small evaluation network for every task: K+1 genotypes × S seeds must fit a study's
+#: time on a 2-core machine (a training's time per task is in docs/separation.md).
 DIGITS_NET = dict(dataset="kdarts_digits", channels=8, layers=5)
 
 PRESETS = {
@@ -285,12 +285,14 @@ def run_preset(out: str, name: str, preset: Preset, command: str,
 
 
 def log_invocation(folder: str, command: str, seconds: float) -> None:
-    """Append this invocation (command, start, wall time) to ``folder/invocations.json``."""
+    """Append this invocation (command, start, wall time, the machine's 5-minute load
+    average at its end: other jobs slow a run down) to ``folder/invocations.json``."""
     path = os.path.join(folder, "invocations.json")
     runs = read_json(path) or []
     end = datetime.datetime.now(datetime.timezone.utc)
     runs.append({"command": command, "seconds": round(seconds, 1),
-                 "started": f"{end - datetime.timedelta(seconds=seconds):%Y-%m-%d %H:%M} UTC"})
+                 "started": f"{end - datetime.timedelta(seconds=seconds):%Y-%m-%d %H:%M} UTC",
+                 "load": round(os.getloadavg()[1], 2) if hasattr(os, "getloadavg") else None})
     os.makedirs(folder, exist_ok=True)
     atomic_write_json(path, runs)
 
@@ -300,9 +302,12 @@ def invocations_text(invocations: list[dict]) -> str:
     parts = []
     for command in dict.fromkeys(r["command"] for r in invocations):
         mine = [r for r in invocations if r["command"] == command]
+        loads = [r["load"] for r in mine if r.get("load") is not None]
         parts.append(f"`{command}` (started {mine[0]['started']}, "
                      f"{sum(r['seconds'] for r in mine) / 60:.1f} min wall time"
-                     + (f" in {len(mine)} invocations" if len(mine) > 1 else "") + ")")
+                     + (f" in {len(mine)} invocations" if len(mine) > 1 else "")
+                     + (f"; 5-minute load average at the end: "
+                        + ", ".join(f"{x:.1f}" for x in loads) if loads else "") + ")")
     return "; ".join(parts) or "no logged invocation"
 
 
