@@ -47,6 +47,9 @@ RANDOM_SEED = 0
 REFERENCE = "darts_v2"
 #: Significance level of the verdicts (ANOVA and the rank test).
 ALPHA = 0.05
+#: Fewest genotypes two tasks must share for a rank correlation (with 3 or 4 its p is
+#: coarse or, for a perfect order, reported as 0).
+MIN_RANKED = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -435,7 +438,7 @@ def agreement_rows(tables: list[Table]) -> list[str]:
     for i, a in enumerate(tables):
         for b in tables[i + 1:]:
             common = [g for g in a.accuracies if a.accuracies[g] and b.accuracies.get(g)]
-            if len(common) < 3:
+            if len(common) < MIN_RANKED:
                 continue
             rho, p = stats.spearmanr([np.mean(a.accuracies[g]) for g in common],
                                      [np.mean(b.accuracies[g]) for g in common])
