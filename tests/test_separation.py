@@ -132,3 +132,12 @@ def test_digits_16_keeps_the_digits_split():
     i = int(np.argmax(images[train[0], ..., 0]))
     r, c = divmod(i, 8)
     assert data["x"][0, 2 * r:2 * r + 2, 2 * c:2 * c + 2].max() > 0.5 * images[train[0], r, c, 0]
+
+
+def test_anova_without_the_farthest_genotype():
+    accs = {"darts_v2": [0.90, 0.91], "random0": [0.905, 0.90], "random1": [0.90, 0.91],
+            "random2": [0.70, 0.71]}
+    assert separation.anova(list(accs.values()))["p"] < 1e-4
+    far, rest = separation.anova_without_outlier(accs)
+    assert far == "random2" and rest["p"] > 0.5  # the separation was random2 alone
+    assert separation.anova_without_outlier({"a": [0.9, 0.8], "b": [0.7, 0.6]}) is None
