@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from kdarts.genotype import CRB_PRIMITIVES, DARTS_V2
+from kdarts.image.genotype import CRB_PRIMITIVES, DARTS_V2
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "tools"))
 import separation  # noqa: E402

@@ -33,7 +33,7 @@ import time
 import numpy as np
 
 from kdarts.atomic import atomic_write_json, atomic_write_text
-from kdarts.genotype import CRB_PRIMITIVES, DARTS_V2, Genotype
+from kdarts.image.genotype import CRB_PRIMITIVES, DARTS_V2, Genotype
 from kdarts.runs import RunError, RunInterrupted, TRAIN_DEFAULTS, train_run
 from kdarts.runtime import set_cpu_threads
 
