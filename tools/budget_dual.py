@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import os
 import sys
@@ -60,10 +61,17 @@ def search(out: str, limit: float, seed: int, rate: float | None) -> str:
     return folder
 
 
-def measure(folder: str, limit: float) -> dict:
-    """What the module docstring lists, read from a finished search's files."""
+@functools.lru_cache(maxsize=None)
+def params_table(num_classes: int, image_shape: tuple, channels: int, layers: int):
+    """The parameter table of an evaluation network (built once per geometry)."""
     from kdarts.image.costs import cost_tables
 
+    return cost_tables(num_classes=num_classes, image_shape=image_shape, channels=channels,
+                       layers=layers)["params"]
+
+
+def measure(folder: str, limit: float) -> dict:
+    """What the module docstring lists, read from a finished search's files."""
     with open(os.path.join(folder, "genotype.json")) as f:
         cost = json.load(f)["cost"]
     with open(os.path.join(folder, "search_record.json")) as f:
@@ -73,8 +81,8 @@ def measure(folder: str, limit: float) -> dict:
     with open(os.path.join(folder, "timing.json")) as f:
         seconds = json.load(f)["seconds"]
     net = cost["network"]
-    table = cost_tables(num_classes=net["num_classes"], image_shape=tuple(net["image_shape"]),
-                        channels=net["channels"], layers=net["layers"])["params"]
+    table = params_table(net["num_classes"], tuple(net["image_shape"]), net["channels"],
+                         net["layers"])
     primitives = tuple(record["primitives"])
     assert primitives == CRB_PRIMITIVES
     final = record["epochs"][-1]
