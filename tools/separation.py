@@ -45,6 +45,9 @@ from study import genotype_text, random_genotype  # noqa: E402
 RANDOM_SEED = 0
 #: The reference genotype's folder name.
 REFERENCE = "darts_v2"
+#: A task's optional note (``<out>/<preset>/note.txt``), quoted in its section: how runs
+#: that no logged invocation trained came into its folders.
+NOTE = "note.txt"
 #: Significance level of the verdicts (ANOVA and the rank test).
 ALPHA = 0.05
 #: Fewest genotypes two tasks must share for a rank correlation (with 3 or 4 its p is
@@ -79,16 +82,10 @@ PRESETS = {
     "quick": Preset(train=dict(dataset="kdarts_digits", channels=4, layers=3, epochs=1,
                                batch_size=32, max_examples=96),
                     random_genotypes=1, seeds=(0, 1), note="the test's preset"),
-    # every training image: the regime of docs/study.md, where all networks score > 99 %
-    "digits-all": Preset(train=dict(**DIGITS_NET, epochs=10), random_genotypes=5,
-                         seeds=(0, 1, 2), note="all 1437 training images"),
     "digits-200": Preset(train=dict(**DIGITS_NET, epochs=30, max_examples=200),
                          random_genotypes=5, seeds=(0, 1, 2), note="200 training images"),
     "digits-100": Preset(train=dict(**DIGITS_NET, epochs=40, max_examples=100),
                          random_genotypes=5, seeds=(0, 1, 2), note="100 training images"),
-    "digits-200-short": Preset(train=dict(**DIGITS_NET, epochs=10, max_examples=200),
-                               random_genotypes=5, seeds=(0, 1, 2),
-                               note="200 training images, 10 epochs: undertrained"),
     # the digits enlarged to 16×16 (random crops of 2 pixels instead of 1)
     "digits16-200": Preset(train=dict(channels=8, layers=5, epochs=30, max_examples=200),
                            random_genotypes=5, seeds=(0, 1, 2), data="digits16",
@@ -341,6 +338,7 @@ class Table:
     missing: int
     num_test: int | None
     invocations: list[dict]
+    note: str = ""  # <out>/<preset>/note.txt: how runs came there that no invocation logged
 
     @property
     def runs(self) -> int:
@@ -361,9 +359,11 @@ def collect(out: str, name: str, preset: Preset) -> Table:
             parameters[gname] = int(metrics["parameters"])
             seconds += float(metrics.get("total_seconds", 0.0))
             sizes.add(metrics.get("num_test"))
+    note = os.path.join(out, name, NOTE)
+    text = open(note, encoding="utf-8").read().strip() if os.path.exists(note) else ""
     return Table(name, preset, accuracies, parameters, seconds, missing,
                  sizes.pop() if len(sizes) == 1 else None,
-                 read_json(os.path.join(out, name, "invocations.json")) or [])
+                 read_json(os.path.join(out, name, "invocations.json")) or [], text)
 
 
 # ------------------------------------------------------------------------------ report
@@ -495,6 +495,7 @@ def section(table: Table, png: str) -> list[str]:
         + (f" ({table.seconds / table.runs:.0f} s a run)" if table.runs else "")
         + (f". Test set: {n} images (one image = {100 / n:.2f} points)." if n else "."),
         "", f"Run by {invocations_text(table.invocations)}.", "",
+        *([table.note, ""] if table.note else []),
         f"**{verdict(table)}**", "",
         "| genotype | parameters | test accuracy %, mean ± sd over seeds | min–max | "
         "seeds | genotype |", "|" + "---|" * 6]
