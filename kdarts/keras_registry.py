@@ -70,6 +70,11 @@ class _AfterKerasImport:
     @classmethod
     def find_spec(cls, name, path=None, target=None):
         if cls.keras_loaded:
+            if name == "kdarts" or name.startswith("kdarts."):
+                # not while Python looks for a kdarts module: register_all could import it
+                # first, and Python would then run it a second time (two copies of its
+                # classes); the next import after it does it
+                return None
             if register_all():
                 with contextlib.suppress(ValueError):
                     sys.meta_path.remove(cls)
