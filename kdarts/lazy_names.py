@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Callable
 
 
@@ -25,6 +26,12 @@ def lazy_names(package: str, namespace: dict, table: dict[str, str]
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         value = getattr(importlib.import_module(module), name)
         namespace[name] = value
+        if "keras" in sys.modules:
+            # the module is complete: what Keras needs to load a saved model is imported
+            # now (kdarts.keras_registry waits while a kdarts module is being imported)
+            from kdarts.keras_registry import register_all
+
+            register_all()
         return value
 
     def __dir__() -> list[str]:

@@ -304,5 +304,7 @@ def test_api_reference_builds(tmp_path):
         assert page.exists(), f"no page for {module}"
     text = (out / "kdarts.html").read_text(encoding="utf-8")
     assert all(name in text for name in ("SearchNetwork", "export_model", "EvalNetwork"))
+    image = (out / "kdarts" / "image.html").read_text(encoding="utf-8")
+    assert 'id="SearchNetwork"' in image  # the subpackage's page lists its names
     search = (out / "kdarts" / "search.html").read_text(encoding="utf-8")
-    assert 'id="SearchNetwork"' in search  # the subpackage's page lists its names
+    assert 'id="AlternatingSearch"' in search and 'id="ADMM"' in search

@@ -9,7 +9,7 @@ under ``--out`` (a finished run is reused), and prints one markdown row per run:
   nothing to do);
 - **act over D_B's / D's genes**: the sums of the final act(α) over the genes each keeps,
   and the share the projection loses (0 when D fits);
-- **E/B**: the final α's expected cost (:func:`kdarts.budget.expected_cost`) over the
+- **E/B**: the final α's expected cost (:func:`kdarts.image.budget.expected_cost`) over the
   budget; **λ**: the dual at the end (– without the term);
 - **found**: the genotype's evaluation-network parameters (genotype.json's count);
 - **pruned**: crb's pruned ops at the end; **time**: the search's wall time.

@@ -127,7 +127,7 @@ class BudgetProjection:
         """E(w), differentiable in ``w`` (float32): c₀ plus, per node of every cell type,
         the ``w``-weighted mean cost of its incoming non-``none`` (edge, op) pairs times
         the ``keep`` inputs it keeps; a valid genotype's one-hot matrices give its cost
-        (:func:`kdarts.budget.expected_cost` is the host's)."""
+        (:func:`kdarts.image.budget.expected_cost` is the host's)."""
         total = tf.constant(self._fixed, tf.float32)
         for w, c in zip(weights, self._priced):
             w = tf.convert_to_tensor(w, tf.float32) * self._candidate

@@ -24,6 +24,7 @@ import tensorflow as tf
 INIT_RANGE = 0.04
 """The authors' (and DARTS's) uniform init range of every recurrent and embedding weight."""
 
+
 def add_tied_embedding(layer: keras.layers.Layer, vocab_size: int,
                        units: int) -> tuple[keras.Variable, keras.Variable]:
     """Add the word embedding (vocab_size × units, uniform ±INIT_RANGE) and the decoder

@@ -29,12 +29,12 @@ import keras
 import tensorflow as tf
 
 from kdarts.ops import global_moments
-from kdarts.recurrent.operations import HIGHWAY_ACTIVATIONS, INIT_RANGE, highway
 from kdarts.recurrent.genotype import (
     CRB_RECURRENT_PRIMITIVES,  # noqa: F401  (the doc example's)
     RECURRENT_PRIMITIVES,
     num_recurrent_edges,
 )
+from kdarts.recurrent.operations import HIGHWAY_ACTIVATIONS, INIT_RANGE, highway
 
 BN_MOMENTUM = 0.1  # PyTorch's convention: new = (1 − m)·old + m·batch
 BN_EPSILON = 1e-5
