@@ -19,7 +19,7 @@ from kdarts.runs import RunError
 from kdarts.search import DynamicSchedule, FixedSchedule
 from kdarts.search.budget_dual import dual_ascent
 from test_scale_out import xla_allowed  # noqa: F401  (a fixture)
-from test_search_fit import PRIMS, TINY, datasets
+from test_search_fit import PRIMS, TINY, _SaveAfterFirstEpoch, datasets
 
 CELLS = ("normal", "reduce")
 #: sep_conv costs 10, max_pool 1, skip 0, fixed 5: one sep_conv fits the budget of 16
@@ -141,16 +141,6 @@ def test_the_command_records_the_rate_and_needs_a_budget():
         search_defaults(budget_dual_lr=1.0)
     with pytest.raises(RunError, match="--budget-dual-lr: expected a positive number"):
         search_defaults(max_params="150k", budget_dual_lr=-1.0)
-
-
-class _SaveAfterFirstEpoch(keras.callbacks.Callback):
-    def __init__(self, path):
-        super().__init__()
-        self.path = path
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == 0:
-            self.model.save_weights(self.path)
 
 
 def _compile_for_resume(model):
