@@ -31,7 +31,6 @@ import datetime
 import json
 import os
 import platform
-import shlex
 import sys
 import time
 
@@ -47,6 +46,8 @@ from kdarts.runtime import set_cpu_threads
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from study import genotype_text, is_complete, random_genotype  # noqa: E402
+from study_runs import (  # noqa: E402
+    command_line, error_status, invocations_text, log_invocation, read_json, report_arguments)
 
 #: The budgets' kinds, each with its search option.
 KINDS = {"params": "max_params", "madds": "max_madds"}
@@ -362,13 +363,6 @@ def measure(genotype: Genotype, geometry: Geometry, preset: Preset) -> dict:
 # ------------------------------------------------------------------------------ report
 
 
-def read_json(path: str) -> dict | None:
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
 @dataclasses.dataclass
 class Entry:
     """One trained genotype (fields None until its run is finished)."""
@@ -477,20 +471,6 @@ def findings(entries: list[Entry], fractions) -> list[str]:
         lines.append("This study does not separate the methods: on these 8×8 digits nearly "
                      "any network of this size scores about as well (docs/study.md).")
     return [line for line in lines if line]
-
-
-def invocations_text(invocations: list[dict]) -> str:
-    """Per command: how many invocations, from when, and their wall time in all."""
-    parts = []
-    for command in dict.fromkeys(r["command"] for r in invocations):
-        mine = [r for r in invocations if r["command"] == command]
-        total = sum(r["seconds"] for r in mine) / 60
-        parts.append(f"`{command}`, started {mine[0]['started']}, {total:.1f} min"
-                     + (f" in {len(mine)} invocations ("
-                        + ", ".join(f"{r['seconds'] / 60:.1f}" for r in mine)
-                        + " min; a finished run is reused, not redone)" if len(mine) > 1
-                        else ""))
-    return "; ".join(parts) or "no logged invocation"
 
 
 def report_text(study: Study, rows: list[dict], entries: list[Entry], doc: str) -> str:
@@ -665,30 +645,15 @@ def write_report(study: Study, doc: str) -> str:
     return doc
 
 
-def log_invocation(out: str, command: str, seconds: float) -> None:
-    """Append this invocation (command, start, wall time) to ``out/invocations.json``."""
-    path = os.path.join(out, "invocations.json")
-    runs = read_json(path) or []
-    end = datetime.datetime.now(datetime.timezone.utc)
-    runs.append({"command": command, "seconds": round(seconds, 1),
-                 "started": f"{end - datetime.timedelta(seconds=seconds):%Y-%m-%d %H:%M} UTC"})
-    atomic_write_json(path, runs)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=os.path.join("runs", "pareto"),
-                        help="the study's run folders")
-    parser.add_argument("--doc", default=os.path.join("docs", "budget.md"),
-                        help="the Markdown report; its PNG goes next to it")
+    report_arguments(parser, "pareto", "the study's run folders", "budget.md",
+                     "the runs' messages and bars")
     parser.add_argument("--quick", action="store_true",
                         help="a tiny preset (C=4, 3 layers, 2 steps, 1 epoch, 1 seed)")
     parser.add_argument("--train-epochs", type=int, help="the recipe's epochs (all trainings)")
-    parser.add_argument("--report-only", action="store_true",
-                        help="only rebuild the report from the finished runs")
-    parser.add_argument("--verbose", action="store_true", help="the runs' messages and bars")
     args = parser.parse_args(argv)
-    command = shlex.join(["python", "tools/pareto.py"] + (sys.argv[1:] if argv is None else argv))
+    command = command_line("pareto.py", argv)
     study = Study(args.out, PRESETS["quick" if args.quick else "default"], args.train_epochs,
                   command, args.verbose)
     set_cpu_threads(1)  # as the kdarts command
@@ -704,12 +669,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:  # an interrupted invocation's time counts too
             if not args.report_only and os.path.isdir(args.out):
                 log_invocation(args.out, command, time.perf_counter() - t0)
-    except RunInterrupted as err:
-        print(f"Error: {err}", file=sys.stderr)
-        return 130
-    except RunError as err:
-        print(f"Error: {err}", file=sys.stderr)
-        return 1
+    except (RunError, RunInterrupted) as err:
+        return error_status(err)
     print(f"report → {write_report(study, args.doc)}")
     return 0
 

@@ -26,19 +26,20 @@ import datetime
 import json
 import os
 import platform
-import shlex
 import sys
 import time
 
 import numpy as np
 
-from kdarts.atomic import atomic_write_json, atomic_write_text
+from kdarts.atomic import atomic_write_text
 from kdarts.image.genotype import CRB_PRIMITIVES, DARTS_V2, Genotype
 from kdarts.runs import RunError, RunInterrupted, TRAIN_DEFAULTS, train_run
 from kdarts.runtime import set_cpu_threads
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from study import genotype_text, random_genotype  # noqa: E402
+from study_runs import (  # noqa: E402
+    command_line, error_status, invocations_text, log_invocation, read_json, report_arguments)
 
 #: The random genotypes' rng: genotype k is drawn by ``default_rng([RANDOM_SEED, k])``, so
 #: random genotype k is the same in every preset and does not depend on K.
@@ -261,13 +262,6 @@ def reference_tests(reference: list[float], randoms: dict[str, list[float]]) -> 
 # ------------------------------------------------------------------------------- runs
 
 
-def read_json(path: str) -> dict | None:
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
 def run_preset(out: str, name: str, preset: Preset, command: str,
                verbose: bool = False) -> list[str]:
     """Train every (genotype, seed) of the preset not finished yet; returns the failures
@@ -297,33 +291,6 @@ def run_preset(out: str, name: str, preset: Preset, command: str,
                   + (f"{100 * acc:.2f} %" if acc is not None else "not finished")
                   + f" in {time.perf_counter() - t0:.0f} s", flush=True)
     return failures
-
-
-def log_invocation(folder: str, command: str, seconds: float) -> None:
-    """Append this invocation (command, start, wall time, the machine's 5-minute load
-    average at its end: other jobs slow a run down) to ``folder/invocations.json``."""
-    path = os.path.join(folder, "invocations.json")
-    runs = read_json(path) or []
-    end = datetime.datetime.now(datetime.timezone.utc)
-    runs.append({"command": command, "seconds": round(seconds, 1),
-                 "started": f"{end - datetime.timedelta(seconds=seconds):%Y-%m-%d %H:%M} UTC",
-                 "load": round(os.getloadavg()[1], 2) if hasattr(os, "getloadavg") else None})
-    os.makedirs(folder, exist_ok=True)
-    atomic_write_json(path, runs)
-
-
-def invocations_text(invocations: list[dict]) -> str:
-    """Per command: from when, how many invocations and their wall time in all."""
-    parts = []
-    for command in dict.fromkeys(r["command"] for r in invocations):
-        mine = [r for r in invocations if r["command"] == command]
-        loads = [r["load"] for r in mine if r.get("load") is not None]
-        parts.append(f"`{command}` (started {mine[0]['started']}, "
-                     f"{sum(r['seconds'] for r in mine) / 60:.1f} min wall time"
-                     + (f" in {len(mine)} invocations" if len(mine) > 1 else "")
-                     + (f"; 5-minute load average at the end: "
-                        + ", ".join(f"{x:.1f}" for x in loads) if loads else "") + ")")
-    return "; ".join(parts) or "no logged invocation"
 
 
 @dataclasses.dataclass
@@ -578,19 +545,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", action="append", choices=list(PRESETS),
                         help="the task(s) to train (repeatable)")
     parser.add_argument("--quick", action="store_true", help="the tiny preset `quick`")
-    parser.add_argument("--out", default=os.path.join("runs", "separation"),
-                        help="the runs: <out>/<preset>/<genotype>/seed<S>")
-    parser.add_argument("--doc", default=os.path.join("docs", "separation.md"),
-                        help="the Markdown report; its PNGs go next to it")
-    parser.add_argument("--report-only", action="store_true",
-                        help="only rebuild the report from the finished runs")
-    parser.add_argument("--verbose", action="store_true", help="the trainings' messages and bars")
+    report_arguments(parser, "separation", "the runs: <out>/<preset>/<genotype>/seed<S>",
+                     "separation.md", "the trainings' messages and bars")
     args = parser.parse_args(argv)
     names = (args.preset or []) + (["quick"] if args.quick else [])
     if not names and not args.report_only:
         parser.error("give --preset NAME (or --quick, or --report-only)")
-    command = shlex.join(["python", "tools/separation.py"]
-                         + (sys.argv[1:] if argv is None else argv))
+    command = command_line("separation.py", argv)
     set_cpu_threads(1)  # as the kdarts command
     failures = []
     try:
@@ -601,12 +562,8 @@ def main(argv: list[str] | None = None) -> int:
             finally:  # an interrupted invocation's time counts too
                 log_invocation(os.path.join(args.out, name), command, time.perf_counter() - t0)
         print(f"report → {write_report(args.out, args.doc, command)}")
-    except RunInterrupted as err:
-        print(f"Error: {err}", file=sys.stderr)
-        return 130
-    except RunError as err:
-        print(f"Error: {err}", file=sys.stderr)
-        return 1
+    except (RunError, RunInterrupted) as err:
+        return error_status(err)
     if failures:
         print(f"{len(failures)} run(s) failed; run the same command again to retry them",
               file=sys.stderr)

@@ -26,7 +26,6 @@ import itertools
 import json
 import os
 import platform
-import shlex
 import sys
 import time
 from functools import lru_cache
@@ -38,6 +37,9 @@ from kdarts.atomic import atomic_write_text
 from kdarts.image.genotype import Genotype, discretize, edge_index
 from kdarts.runs import RunError, RunInterrupted, check_search_folder, search_run
 from kdarts.runtime import set_cpu_threads
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from study_runs import command_line, error_status, report_arguments  # noqa: E402
 
 # The study's grid order (reports list variants in it); the names are the registry's.
 ACTIVATIONS, SCHEDULES = ("crb", "softmax"), ("fixed", "dynamic")
@@ -545,25 +547,21 @@ def grid(args: argparse.Namespace) -> list[tuple[Variant, int]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=os.path.join("runs", "study"),
-                        help="the study folder: <out>/<activation>-<schedule>-<reg>/seed<N>")
+    report_arguments(parser, "study",
+                     "the study folder: <out>/<activation>-<schedule>-<reg>/seed<N>",
+                     "study.md", "search_run's messages and bars")
     parser.add_argument("--seeds", help="comma-separated (default 0,1,2)")
     parser.add_argument("--activation", help="crb,softmax (default both)")
     parser.add_argument("--reg", help="none,proximity,admm (default all)")
     parser.add_argument("--schedule", help="fixed,dynamic (default both)")
     parser.add_argument("--preset", choices=("claims",),
                         help="the paper's claims' variants (replaces the three flags above)")
-    parser.add_argument("--doc", default=os.path.join("docs", "study.md"),
-                        help="the Markdown report; its PNGs go next to it")
-    parser.add_argument("--report-only", action="store_true",
-                        help="only rebuild the report from the finished folders")
-    parser.add_argument("--verbose", action="store_true", help="search_run's messages and bars")
     for name in PASS_THROUGH:
         kind = str if name == "dataset" else float if name in ("arch_lr", "threshold") else int
         parser.add_argument("--" + name.replace("_", "-"), type=kind,
                             help="passed to every search (default: the dataset's)")
     args = parser.parse_args(argv)
-    command = shlex.join(["python", "tools/study.py"] + (sys.argv[1:] if argv is None else argv))
+    command = command_line("study.py", argv)
     passed = {k: getattr(args, k) for k in PASS_THROUGH if getattr(args, k) is not None}
     pairs = grid(args)
     set_cpu_threads(1)  # as the kdarts command: the search's kernels are small
@@ -586,12 +584,8 @@ def main(argv: list[str] | None = None) -> int:
         if not finished:
             raise RunError(f"no finished run of the selected grid under {args.out}")
         runs = [measure_run(run_folder(args.out, v, s), v, s) for v, s in finished]
-    except RunInterrupted as err:
-        print(f"Error: {err}", file=sys.stderr)
-        return 130
-    except RunError as err:
-        print(f"Error: {err}", file=sys.stderr)
-        return 1
+    except (RunError, RunInterrupted) as err:
+        return error_status(err)
     unfinished = [(v, s) for v, s in pairs if (v, s) not in finished]
     missing = [f"{v.name} (seeds {', '.join(str(s) for w, s in unfinished if w == v)})"
                for v in dict.fromkeys(v for v, _ in unfinished)]
