@@ -92,11 +92,18 @@ def restore_checkpoint(model, directory: str | os.PathLike) -> int:
                          f"{CHECKPOINT_STATE})")
     model.load_weights(os.path.join(os.fspath(directory), CHECKPOINT_WEIGHTS))
     seeds = state.get("seed_states", {})
-    for variable in _unsaved_variables(model):
-        if variable.path not in seeds:
+    variables = _unsaved_variables(model)
+    paths = [v.path for v in variables]
+    if not set(paths) <= set(seeds) and len(seeds) == len(variables):
+        # the same model built in a process that had built others first: the generators'
+        # names carry Keras's process-wide counters, their order is the model's own
+        paths = list(seeds)
+    for variable, path in zip(variables, paths):
+        value = np.asarray(seeds[path], dtype=variable.dtype) if path in seeds else None
+        if value is None or value.shape != tuple(variable.shape):
             raise ValueError(f"{os.fspath(directory)}: the checkpoint has no state for "
                              f"{variable.path}; it was written by another model")
-        variable.assign(np.asarray(seeds[variable.path], dtype=variable.dtype))
+        variable.assign(value)
     return resume_epoch(state)
 
 

@@ -183,3 +183,43 @@ def test_a_full_disk_during_a_run_is_one_line_and_exit_1(tmp_path, command):
     for name in ("checkpoint.weights.h5", "checkpoint.json"):
         assert (out / name).read_bytes() == (kept / name).read_bytes(), name
     assert not [p for p in os.listdir(out) if p.startswith(".tmp")]
+
+
+def test_a_checkpoint_restores_its_seeds_in_a_process_that_built_other_models(tmp_path):
+    """Drop-path's generators are named by Keras's process-wide counters: the same model
+    built after other models has other names, and restores by the model's own order."""
+    import keras
+
+    from kdarts.callbacks import EpochCheckpoint, restore_checkpoint
+
+    def model():
+        net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2),
+                                keras.layers.Dropout(0.5, seed=1),
+                                keras.layers.Dropout(0.5, seed=2)])
+        net.compile(optimizer="sgd", loss="mse")
+        net.optimizer.build(net.trainable_variables)
+        return net
+
+    net = model()
+    generators = [v for v in net.variables if "seed_generator" in v.path]
+    assert len(generators) == 2
+    generators[0].assign(np.array([7, 8], dtype=generators[0].dtype))
+    checkpoint = EpochCheckpoint(tmp_path)
+    checkpoint.set_model(net)
+    checkpoint.on_train_begin()
+    checkpoint.on_epoch_end(0)
+    model()  # another model first: the counters move on
+    later = model()
+    assert [v.path for v in later.variables if "seed_generator" in v.path] != \
+        [v.path for v in generators]
+    assert restore_checkpoint(later, tmp_path) == 1
+    restored = [v for v in later.variables if "seed_generator" in v.path]
+    np.testing.assert_array_equal(np.asarray(restored[0]), [7, 8])
+    np.testing.assert_array_equal(np.asarray(restored[1]), np.asarray(generators[1]))
+    # a model with another number of generators is still refused
+    other = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2),
+                              keras.layers.Dropout(0.5, seed=1)])
+    other.compile(optimizer="sgd", loss="mse")
+    other.optimizer.build(other.trainable_variables)
+    with pytest.raises(ValueError, match="has no state for"):
+        restore_checkpoint(other, tmp_path)
