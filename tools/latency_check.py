@@ -41,7 +41,7 @@ def check(runtime: str, dataset: str, channels: int, layers: int, genotypes: int
     """The table's prediction and the measurement for each random genotype."""
     from kdarts.data import load_dataset
     from kdarts.image.latency import latency_table, measure_latency
-    from study import random_genotype
+    from study_measures import random_genotype
 
     *_, info = load_dataset(dataset)
     shape, classes = tuple(info.image_shape), info.num_classes

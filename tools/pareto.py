@@ -45,9 +45,10 @@ from kdarts.runs import RunError, RunInterrupted, TRAIN_DEFAULTS, check_search_f
 from kdarts.runtime import set_cpu_threads
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from study import genotype_text, is_complete, random_genotype  # noqa: E402
+from study_measures import genotype_text, random_genotype  # noqa: E402
 from study_runs import (  # noqa: E402
-    command_line, error_status, invocations_text, log_invocation, read_json, report_arguments)
+    command_line, error_status, invocations_text, is_complete, log_invocation, read_json,
+    report_arguments)
 
 #: The budgets' kinds, each with its search option.
 KINDS = {"params": "max_params", "madds": "max_madds"}

@@ -1,20 +1,30 @@
-"""A resumable grid study of the search method: seeds × activation × regulariser × schedule.
+"""Does the search beat random? Searched variants against random genotypes, trained alike.
 
-Every run searches in its own folder ``<out>/<activation>-<schedule>-<reg>/seed<N>``
-(``kdarts.runs.search_run`` with ``resume="auto"``): a complete run (genotype.json and
-search_record.json) is skipped, an interrupted one continues from its last epoch. Then
-the report (``--doc``, default docs/study.md, and two PNGs next to it) is rebuilt from
-the finished folders: per run and per variant, the measures defined in its last section.
+A preset fixes one space's task: the search options every variant shares, one training
+recipe and the seeds. Each searched variant runs once per seed:
 
-    python tools/study.py --out runs/study --preset claims
-    python tools/study.py --out runs/study --seeds 0,1 --activation crb --reg none,admm \\
-        --schedule dynamic --epochs 4
-    python tools/study.py --out runs/study --preset claims --report-only
+- ``darts``: DARTS: softmax, an α step on every weight step, no regulariser;
+- ``prime``: DARTS-PRIME: crb, the dynamic schedule, proximity (kdarts's default);
+- ``admm``: crb, the dynamic schedule, ADMM.
 
-``--preset claims`` is the least needed to check the paper's claims: crb vs softmax
-(size) with dynamic/proximity, and crb/dynamic with none, proximity and admm
-(agreement across seeds per regulariser), seeds 0, 1, 2. ``fixed`` is an α step on
-every weight step (k=1, DARTS); ``dynamic`` the default dynamic schedule.
+Every found genotype is trained from scratch by the preset's recipe (with its search's
+seed) and measured on the test split, and so are as many random valid genotypes as a
+variant has seeds (``random``: genotype k drawn by ``default_rng([0, k])``, uniform over
+the space's candidate ops, trained with the k-th seed) and the published cells DARTS_V1
+and DARTS_V2 (fixed points, trained with every seed). Each run has its own folder::
+
+    <out>/<preset>/search/<variant>/seed<N>
+    <out>/<preset>/train/<group>/seed<N>      (group: a variant, random, darts_v1, darts_v2)
+
+A finished run is reused (a folder holding other options is refused), an interrupted one
+continues from its checkpoint, a failed one is reported and left out of the tables, which
+read finished runs only. The report (``--doc``, default docs/study.md, PNGs next to it) is
+rebuilt from every preset with finished runs under ``--out``.
+
+    python tools/study.py --preset image        # runs/study, docs/study.md
+    python tools/study.py --preset recurrent
+    python tools/study.py --preset image --quick --out /tmp/s --doc /tmp/s/study.md
+    python tools/study.py --report-only
 """
 
 from __future__ import annotations
@@ -22,574 +32,712 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import itertools
 import json
 import os
 import platform
 import sys
 import time
-from functools import lru_cache
 
 import numpy as np
 
-from kdarts import options
 from kdarts.atomic import atomic_write_text
-from kdarts.image.genotype import Genotype, discretize, edge_index
-from kdarts.runs import RunError, RunInterrupted, check_search_folder, search_run
+from kdarts.runs import RunError, RunInterrupted
 from kdarts.runtime import set_cpu_threads
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from study_runs import command_line, error_status, report_arguments  # noqa: E402
+from study_measures import (  # noqa: E402
+    agreement, genotype_text, pruned_ops, random_agreement, random_of)
+from study_runs import (  # noqa: E402
+    command_line, error_status, invocations_text, is_complete, log_invocation, read_json,
+    report_arguments)
 
-# The study's grid order (reports list variants in it); the names are the registry's.
-ACTIVATIONS, SCHEDULES = ("crb", "softmax"), ("fixed", "dynamic")
-REGS = ("none", "proximity", "admm")
-assert set(ACTIVATIONS) == set(options.ACTIVATIONS) and set(SCHEDULES) == set(options.SCHEDULES)
-assert set(REGS) <= set(options.REGULARIZERS)
-#: Evaluation-network size at which every genotype is measured (auxiliary head excluded).
-SIZE_CHANNELS, SIZE_LAYERS = 16, 8
-#: Ops without weights; a reduction cell's skip from an input is a FactorizedReduce (1×1
-#: convs), so "pool/skip genes" count choices that are cheap, not always free.
-CHEAP_OPS = ("max_pool_3x3", "avg_pool_3x3", "skip_connect")
-#: Random genotype groups drawn for the agreement baseline (fixed rng: reports are stable).
-RANDOM_GROUPS, RANDOM_SEED = 2000, 0
-#: Search options passed through to every run (None: the dataset's default).
-PASS_THROUGH = ("dataset", "epochs", "channels", "layers", "batch_size", "max_examples",
-                "arch_lr", "threshold")
+#: The searched variants: search options on top of the preset's.
+VARIANTS: dict[str, dict] = {
+    "darts": dict(activation="softmax", schedule="fixed", every=1, reg="none"),
+    "prime": dict(activation="crb", schedule="dynamic", reg="proximity"),
+    "admm": dict(activation="crb", schedule="dynamic", reg="admm"),
+}
+LABELS = {"darts": "DARTS (softmax, α every step, no regulariser)",
+          "prime": "DARTS-PRIME (crb, dynamic, proximity)",
+          "admm": "crb, dynamic, ADMM", "random": "random valid genotypes",
+          "darts_v1": "DARTS_V1 (published)", "darts_v2": "DARTS_V2 (published)"}
+RANDOM = "random"
+#: The published cells, trained with every seed of the preset.
+FIXED = {"darts_v1": "DARTS_V1", "darts_v2": "DARTS_V2"}
+GROUPS = (*VARIANTS, RANDOM, *FIXED)
+#: The random genotypes' rng: genotype k is drawn by ``default_rng([RANDOM_SEED, k])``.
+RANDOM_SEED = 0
+#: Significance level of the verdicts.
+ALPHA = 0.05
 
 
 @dataclasses.dataclass(frozen=True)
-class Variant:
-    """One point of the grid, without the seed."""
+class Space:
+    """What differs between the spaces: the run functions and the test metric."""
 
-    activation: str
-    schedule: str
-    reg: str
+    name: str
+    metric: str
+    label: str
+    higher_is_better: bool
+    percent: bool
 
-    @property
-    def name(self) -> str:
-        return f"{self.activation}-{self.schedule}-{self.reg}"
+    def search(self, folder: str, **kwargs):
+        from kdarts.runs import recurrent_search_run, search_run
 
-    def options(self) -> dict:
-        """search_run's options for this variant (fixed: an α step every weight step)."""
-        return {"activation": self.activation, "schedule": self.schedule, "reg": self.reg,
-                **({"every": 1} if self.schedule == "fixed" else {})}
+        return (recurrent_search_run if self.name == "recurrent" else search_run)(
+            folder, **kwargs)
+
+    def train(self, genotype, folder: str, **kwargs):
+        from kdarts.runs import recurrent_train_run, train_run
+
+        return (recurrent_train_run if self.name == "recurrent" else train_run)(
+            genotype, folder, **kwargs)
+
+    def load(self, path: str):
+        """The genotype in a search folder's genotype.json."""
+        if self.name == "recurrent":
+            from kdarts.recurrent.genotype import RecurrentGenotype as cls
+        else:
+            from kdarts.image.genotype import Genotype as cls
+        return cls.load(os.path.join(path, "genotype.json"))
+
+    def preset_genotype(self, name: str):
+        if self.name == "recurrent":
+            from kdarts.recurrent.genotype import PRESETS
+        else:
+            from kdarts.image.genotype import PRESETS
+        return PRESETS[name]
+
+    def shown(self, value: float) -> str:
+        return f"{100 * value:.2f} %" if self.percent else f"{value:.1f}"
+
+    def better(self, a: float, b: float) -> bool:
+        return a > b if self.higher_is_better else a < b
 
 
-CLAIMS = (Variant("crb", "dynamic", "proximity"), Variant("softmax", "dynamic", "proximity"),
-          Variant("crb", "dynamic", "none"), Variant("crb", "dynamic", "admm"))
+SPACES = {"image": Space("image", "test_accuracy", "test accuracy (%)", True, True),
+          "recurrent": Space("recurrent", "test_perplexity", "test perplexity", False, False)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """One space's task: the search options all variants share, the training recipe and
+    the seeds."""
+
+    space: str
+    search: dict
+    train: dict
+    seeds: tuple[int, ...]
+    note: str
+
+
+PRESETS = {
+    # the product's default digits search (all 1,437 training digits); the found networks
+    # trained on 200 of them, where architectures differ (docs/separation.md, digits-200)
+    "image": Preset("image", search=dict(dataset="kdarts_digits"),
+                    train=dict(dataset="kdarts_digits", channels=8, layers=5, epochs=30,
+                               max_examples=200),
+                    seeds=(0, 1, 2, 3, 4),
+                    note="the default digits search; each genotype trained on 200 training "
+                         "digits (C=8, 5 cells, 30 epochs), tested on the 360 test digits"),
+    # the default search on the embedded corpus; each cell trained 15 epochs
+    "recurrent": Preset("recurrent", search=dict(dataset="kdarts_text"),
+                        train=dict(dataset="kdarts_text", epochs=15), seeds=(0, 1, 2, 3, 4),
+                        note="the default search on the embedded corpus; each cell trained "
+                             "15 epochs (64 units), tested on its test split"),
+    # the tests' presets: one seed, tiny networks, one epoch
+    "image-quick": Preset("image", search=dict(dataset="kdarts_digits", epochs=1, channels=4,
+                                               layers=3, batch_size=8, max_examples=128),
+                          train=dict(dataset="kdarts_digits", channels=4, layers=3, epochs=1,
+                                     batch_size=32, max_examples=64),
+                          seeds=(0,), note="the tests' preset"),
+    "recurrent-quick": Preset("recurrent", search=dict(dataset="kdarts_text", epochs=1,
+                                                       units=8, bptt=5, max_tokens=4000),
+                              train=dict(dataset="kdarts_text", epochs=1, units=8, bptt=5,
+                                         max_tokens=4000),
+                              seeds=(0,), note="the tests' preset"),
+}
+
+
+def search_folder(out: str, preset: str, variant: str, seed: int) -> str:
+    return os.path.join(out, preset, "search", variant, f"seed{seed}")
+
+
+def train_folder(out: str, preset: str, group: str, seed: int) -> str:
+    return os.path.join(out, preset, "train", group, f"seed{seed}")
+
+
+def random_genotypes(space: str, count: int) -> list:
+    """Random genotype k for k < count (the same k in every preset of the space)."""
+    return [random_of(space, np.random.default_rng([RANDOM_SEED, k])) for k in range(count)]
+
+
+def check_args(folder: str, options: dict) -> None:
+    """Refuse a finished run whose run.json holds other values of ``options``."""
+    args = (read_json(os.path.join(folder, "run.json")) or {}).get("args", {})
+    for key, value in options.items():
+        if key in args and args[key] != value:
+            raise RunError(f"{folder} holds a run with {key}={args[key]!r}, this preset's is "
+                           f"{value!r}; give another --out or remove the folder")
+
+
+# ------------------------------------------------------------------------------- runs
+
+
+class Runner:
+    """Runs a preset's searches and trainings in order, seed by seed (so a stopped study
+    has complete seeds), skipping finished ones and collecting the failures."""
+
+    def __init__(self, out: str, name: str, command: str, verbose: bool = False):
+        self.out, self.name, self.preset = out, name, PRESETS[name]
+        self.space = SPACES[self.preset.space]
+        self.command, self.verbose = command, verbose
+        self.failures: list[str] = []
+
+    def _attempt(self, label: str, run) -> None:
+        t0 = time.perf_counter()
+        try:
+            result = run()
+        except RunInterrupted:
+            raise
+        except Exception as err:  # noqa: BLE001 - one failed run must not stop the rest
+            line = f"{self.name} {label}: {type(err).__name__}: {err}".split("\n")[0]
+            print(f"failed {line}", file=sys.stderr, flush=True)
+            self.failures.append(line)
+            return
+        metrics = getattr(result, "metrics", None) or {}
+        value = metrics.get(self.space.metric)
+        done = (self.space.shown(value) if value is not None else
+                "done" if getattr(result, "complete", True) else "not finished")
+        print(f"{self.name} {label}: {done} in {time.perf_counter() - t0:.0f} s", flush=True)
+
+    def _common(self) -> dict:
+        return dict(resume="auto", report=print if self.verbose else None,
+                    progress=self.verbose, resume_hint=f"`{self.command}` again")
+
+    def search(self, variant: str, seed: int) -> str:
+        folder = search_folder(self.out, self.name, variant, seed)
+        options = {**self.preset.search, **VARIANTS[variant], "seed": seed}
+        if is_complete(folder):
+            check_args(folder, options)
+        else:
+            self._attempt(f"search {variant} seed {seed}",
+                          lambda: self.space.search(folder, **self._common(), **options))
+        return folder
+
+    def train(self, group: str, genotype, seed: int) -> None:
+        folder = train_folder(self.out, self.name, group, seed)
+        options = {**self.preset.train, "seed": seed}
+        if os.path.exists(os.path.join(folder, "metrics.json")):
+            check_args(folder, options)
+            return
+        self._attempt(f"train {group} seed {seed}",
+                      lambda: self.space.train(genotype, folder, **self._common(), **options))
+
+    def run(self) -> list[str]:
+        randoms = random_genotypes(self.preset.space, len(self.preset.seeds))
+        for k, seed in enumerate(self.preset.seeds):
+            for variant in VARIANTS:
+                folder = self.search(variant, seed)
+                if is_complete(folder):
+                    self.train(variant, self.space.load(folder), seed)
+            self.train(RANDOM, randoms[k], seed)
+            for group, preset_name in FIXED.items():
+                self.train(group, self.space.preset_genotype(preset_name), seed)
+        return self.failures
+
+
+# ------------------------------------------------------------------------------ stats
+
+
+def mean_ci(values: list[float]) -> tuple[float, float | None]:
+    """The mean and the half-width of its 95 % t-interval (None for fewer than 2)."""
+    from scipy import stats
+
+    values = np.asarray(values, float)
+    if len(values) < 2:
+        return float(values.mean()), None
+    sem = float(values.std(ddof=1)) / np.sqrt(len(values))
+    return float(values.mean()), float(stats.t.ppf(0.975, len(values) - 1) * sem)
+
+
+def compare(values: list[float], others: list[float], higher_is_better: bool) -> dict | None:
+    """``values`` against ``others``: the difference of the means with its 95 % Welch
+    interval (``diff``, ``ci``), the two-sided Mann–Whitney U p-value (``p``) and the share
+    of pairs in which the first is better (``better``, ties count half). None unless both
+    have 2 values or more."""
+    from scipy import stats
+
+    a, b = np.asarray(values, float), np.asarray(others, float)
+    if len(a) < 2 or len(b) < 2:
+        return None
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = float(np.sqrt(va + vb))
+    if se > 0:
+        df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+        half = float(stats.t.ppf(0.975, df) * se)
+    else:
+        half = 0.0
+    u = stats.mannwhitneyu(a, b, alternative="two-sided")
+    wins = sum((x > y) if higher_is_better else (x < y) for x in a for y in b)
+    ties = sum(x == y for x in a for y in b)
+    return {"diff": float(a.mean() - b.mean()), "ci": half, "p": float(u.pvalue),
+            "better": (wins + ties / 2) / (len(a) * len(b))}
+
+
+# ------------------------------------------------------------------------------ table
 
 
 @dataclasses.dataclass
-class RunStats:
-    """The measures of one finished run (see the report's last section)."""
+class Search:
+    """One finished search: its genotype and what its record says."""
 
-    variant: Variant
     seed: int
     folder: str
-    genotype: Genotype
-    primitives: tuple[str, ...]
-    parameters: int | None
-    cheap_genes: int
-    pruned: int
+    genotype: object
     pruned_share: float
-    separation: float
-    accuracy: float | None
     alpha_steps: int
-    genes_changed: int
-    args: dict
-
-
-# ------------------------------------------------------------------------ measures
-
-
-def gene_set(genotype: Genotype) -> frozenset[tuple[str, int, int, str]]:
-    """The genotype's genes as ``(cell, node, input, op)``; nodes numbered 2, 3, ..."""
-    return frozenset((cell, k // 2 + 2, int(src), op) for cell in ("normal", "reduce")
-                     for k, (op, src) in enumerate(getattr(genotype, cell)))
-
-
-#: Short op names for the report's genotype column.
-SHORT = {"sep_conv_3x3": "sep3", "sep_conv_5x5": "sep5", "dil_conv_3x3": "dil3",
-         "dil_conv_5x5": "dil5", "max_pool_3x3": "max", "avg_pool_3x3": "avg",
-         "skip_connect": "skip", "none": "none"}
-
-
-def genotype_text(genotype: Genotype) -> str:
-    """The genotype in one line, node by node: ``N: sep3(0)+skip(1) ... / R: ...``."""
-    def cell(genes) -> str:
-        return " ".join("+".join(f"{SHORT.get(op, op)}({src})" for op, src in genes[i:i + 2])
-                        for i in range(0, len(genes), 2))
-    return f"N: {cell(genotype.normal)} / R: {cell(genotype.reduce)}"
-
-
-def jaccard(a: frozenset, b: frozenset) -> float:
-    """|a ∩ b| / |a ∪ b| (1 for two empty sets)."""
-    union = len(a | b)
-    return len(a & b) / union if union else 1.0
-
-
-def agreement(genotypes: list[Genotype]) -> float | None:
-    """Mean pairwise Jaccard similarity of the genotypes' gene sets; None for fewer than 2."""
-    sets = [gene_set(g) for g in genotypes]
-    pairs = [jaccard(a, b) for a, b in itertools.combinations(sets, 2)]
-    return float(np.mean(pairs)) if pairs else None
-
-
-def random_genotype(rng: np.random.Generator, ops: tuple[str, ...], steps: int = 4) -> Genotype:
-    """A uniformly random valid genotype: per node 2 distinct earlier inputs, an op each."""
-    u = rng.random((2, steps, 2))  # one draw per genotype: the baseline samples thousands
-    picks = rng.integers(len(ops), size=(2, steps, 2))
-    cells = []
-    for c in range(2):
-        genes = []
-        for node in range(steps):
-            first = int(u[c, node, 0] * (node + 2))
-            # a uniform other input: shift by 1..node+1 around the node + 2 earlier nodes
-            second = (first + 1 + int(u[c, node, 1] * (node + 1))) % (node + 2)
-            genes += [(ops[picks[c, node, 0]], first), (ops[picks[c, node, 1]], second)]
-        cells.append(genes)
-    concat = tuple(range(2, steps + 2))
-    return Genotype(normal=cells[0], normal_concat=concat, reduce=cells[1], reduce_concat=concat)
-
-
-@lru_cache(maxsize=None)
-def random_agreement(n: int, ops: tuple[str, ...], steps: int = 4,
-                     groups: int = RANDOM_GROUPS, seed: int = RANDOM_SEED) -> tuple[float, float]:
-    """``(mean, 95th percentile)`` of :func:`agreement` over groups of ``n`` random genotypes.
-
-    The percentile is what a variant's agreement over ``n`` seeds must exceed to be
-    unlikely (5 %) for searches that pick genes at random.
-    """
-    rng = np.random.default_rng(seed)
-    values = [agreement([random_genotype(rng, ops, steps) for _ in range(n)])
-              for _ in range(groups)]
-    return float(np.mean(values)), float(np.percentile(values, 95))
-
-
-def gene_margins(act: np.ndarray, primitives: list[str], steps: int = 4) -> list[float]:
-    """Per kept gene of ``discretize(act)``: its weight minus the best rejected one of its node.
-
-    Rejected: the other ops of the same edge, and every op of the node's edges not kept
-    (``none`` never competes, as in the discretisation). Bigger means more decided.
-    """
-    act = np.asarray(act, dtype=float)
-    cand = np.array([p != "none" for p in primitives])
-    genes, _ = discretize(act, primitives, steps)
-    margins = []
-    for node in range(steps):
-        start = edge_index(node, 0)
-        kept = {src for _, src in genes[2 * node:2 * node + 2]}
-        for op, src in genes[2 * node:2 * node + 2]:
-            j = primitives.index(op)
-            rivals = [act[start + src, k] for k in np.flatnonzero(cand) if k != j]
-            rivals += [act[start + e, k] for e in range(node + 2) if e not in kept
-                       for k in np.flatnonzero(cand)]
-            margins.append(float(act[start + src, j] - max(rivals)))
-    return margins
-
-
-def pruned_ops(masks: list[np.ndarray]) -> tuple[int, float]:
-    """``(pruned count, share of all ops)`` from crb's 0/1 masks (softmax: all ones)."""
-    total = sum(np.asarray(m).size for m in masks)
-    count = int(round(sum(float((1 - np.asarray(m, float)).sum()) for m in masks)))
-    return count, count / total if total else 0.0
-
-
-@lru_cache(maxsize=None)
-def eval_size(genotype: Genotype, num_classes: int, image_shape: tuple[int, ...],
-              channels: int = SIZE_CHANNELS, layers: int = SIZE_LAYERS) -> int:
-    """Trainable parameters of the genotype's EvalNetwork, auxiliary head excluded."""
-    from kdarts.image import EvalNetwork
-
-    model = EvalNetwork(genotype, num_classes, channels=channels, layers=layers, auxiliary=False)
-    model.build((None,) + tuple(image_shape))  # creates the weights; nothing is traced
-    return int(model.parameter_count())
-
-
-def _last_accuracy(folder: str, last: dict) -> float | None:
-    """The last epoch's search accuracy: from the record's logs, else history.csv."""
-    value = (last.get("logs") or {}).get("accuracy")
-    if value is None and os.path.exists(os.path.join(folder, "history.csv")):
-        import csv
-
-        with open(os.path.join(folder, "history.csv"), encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-        value = rows[-1].get("accuracy") if rows else None
-    return None if value in (None, "") else float(value)
-
-
-def measure_run(folder: str, variant: Variant, seed: int) -> RunStats:
-    """Every per-run measure of the finished search in ``folder``."""
-    def read(name: str) -> dict:
-        with open(os.path.join(folder, name), encoding="utf-8") as f:
-            return json.load(f)
-
-    run, record = read("run.json"), read("search_record.json")
-    genotype = Genotype.load(os.path.join(folder, "genotype.json"))
-    epochs = sorted(record["epochs"], key=lambda e: int(e["epoch"]))
-    first, last = epochs[0], epochs[-1]
-    primitives, steps = list(record["primitives"]), int(record.get("steps") or 4)
-    # the record holds act(α) already (SearchRecorder): clip·mask for crb, softmax per edge
-    margins = [m for cell in ("normal", "reduce")
-               for m in gene_margins(last[f"alpha_{cell}"], primitives, steps)]
-    count, share = pruned_ops([last.get(f"mask_{c}", [[1.0]]) for c in ("normal", "reduce")])
-    steps_taken = (last.get("logs") or {}).get("alpha_steps")
-    if steps_taken is None:
-        steps_taken = sum(b.get("took_alpha_step") or 0 for b in record.get("batches", []))
-    initial = Genotype.from_dict(first["genotype"])
-    shape = run.get("image_shape")
-    size = (eval_size(genotype, int(run["num_classes"]), tuple(shape))
-            if shape and run.get("num_classes") else None)  # older run.json: unknown
-    return RunStats(
-        variant=variant, seed=seed, folder=folder, genotype=genotype,
-        primitives=tuple(primitives), parameters=size,
-        cheap_genes=sum(op in CHEAP_OPS for op, _ in genotype.normal + genotype.reduce),
-        pruned=count, pruned_share=share, separation=float(np.mean(margins)),
-        accuracy=_last_accuracy(folder, last), alpha_steps=int(round(steps_taken)),
-        genes_changed=len(gene_set(genotype) - gene_set(initial)), args=run["args"])
 
 
 @dataclasses.dataclass
-class VariantStats:
-    """A variant's measures over its seeds."""
+class Trained:
+    """One finished training."""
 
-    variant: Variant
-    runs: list[RunStats]
-    agreement: float | None
-    random_mean: float | None
-    random_p95: float | None
-    sizes: list[int]
-
-    def mean(self, field: str) -> float | None:
-        values = [getattr(r, field) for r in self.runs if getattr(r, field) is not None]
-        return float(np.mean(values)) if values else None
+    seed: int
+    genotype: object
+    value: float
+    parameters: int
 
 
-def summarize(runs: list[RunStats]) -> list[VariantStats]:
-    """Per variant (in the order of ``runs``): agreement vs random, sizes, means."""
-    out = []
-    for variant in dict.fromkeys(r.variant for r in runs):
-        mine = [r for r in runs if r.variant == variant]
-        ops = tuple(p for p in mine[0].primitives if p != "none")
-        base = (random_agreement(len(mine), ops, mine[0].genotype.steps)
-                if len(mine) > 1 else (None, None))
-        out.append(VariantStats(variant, mine, agreement([r.genotype for r in mine]), *base,
-                                sizes=[r.parameters for r in mine if r.parameters is not None]))
-    return out
+@dataclasses.dataclass
+class Table:
+    """A preset's finished runs, per group."""
+
+    name: str
+    preset: Preset
+    searches: dict[str, list[Search]]
+    trained: dict[str, list[Trained]]
+    missing: list[str]
+    invocations: list[dict]
+
+    @property
+    def space(self) -> Space:
+        return SPACES[self.preset.space]
+
+    def values(self, group: str) -> list[float]:
+        return [t.value for t in self.trained.get(group, [])]
 
 
-# -------------------------------------------------------------------------- report
+def read_search(folder: str, seed: int, space: Space) -> Search:
+    record = read_json(os.path.join(folder, "search_record.json"))
+    last = max(record["epochs"], key=lambda e: int(e["epoch"]))
+    cells = record.get("cells") or ["normal", "reduce"]
+    _, share = pruned_ops([last.get(f"mask_{c}", [[1.0]]) for c in cells])
+    steps = (last.get("logs") or {}).get("alpha_steps")
+    if steps is None:
+        steps = sum(b.get("took_alpha_step") or 0 for b in record.get("batches", []))
+    return Search(seed, folder, space.load(folder), share, int(round(steps)))
 
 
-def _k(n: float | None) -> str:
-    return "–" if n is None else f"{n / 1e3:.1f}k"
+def collect(out: str, name: str) -> Table:
+    """Everything finished of preset ``name`` under ``out``."""
+    preset = PRESETS[name]
+    space = SPACES[preset.space]
+    searches: dict[str, list[Search]] = {}
+    trained: dict[str, list[Trained]] = {}
+    missing = []
+    for variant in VARIANTS:
+        for seed in preset.seeds:
+            folder = search_folder(out, name, variant, seed)
+            if is_complete(folder):
+                searches.setdefault(variant, []).append(read_search(folder, seed, space))
+            else:
+                missing.append(f"search {variant} seed {seed}")
+    for group in GROUPS:
+        for seed in preset.seeds:
+            folder = train_folder(out, name, group, seed)
+            metrics = read_json(os.path.join(folder, "metrics.json"))
+            if metrics is None:
+                missing.append(f"training {group} seed {seed}")
+                continue
+            genotype = read_json(os.path.join(folder, "run.json"))["args"].get("genotype")
+            trained.setdefault(group, []).append(Trained(
+                seed, metrics.get("genotype", genotype), float(metrics[space.metric]),
+                int(metrics["parameters"])))
+    invocations = read_json(os.path.join(out, name, "invocations.json")) or []
+    return Table(name, preset, searches, trained, missing, invocations)
 
 
-def _f(x: float | None, fmt: str = ".3f") -> str:
-    return "–" if x is None else format(x, fmt)
+# ----------------------------------------------------------------------------- report
 
 
-def findings(stats: list[VariantStats]) -> list[str]:
-    """The 'What this shows' sentences beyond the claims' verdicts, from the tables."""
-    lines = []
-    agreeing = [v for v in stats if v.agreement is not None]
-    if agreeing:
-        above = [v.variant.name for v in agreeing if v.agreement > v.random_p95]
-        lines.append("Agreement above the random 95th percentile: "
-                     f"{', '.join(above)}." if above else
-                     "No variant agrees across seeds more than random genotypes do in 5% of "
-                     "draws of the same size.")
-    crb = [v for v in stats if v.variant.activation == "crb"]
-    if crb:
-        shares = ", ".join(f"{v.variant.name} {100 * v.mean('pruned_share'):.0f}%" for v in crb)
-        lines.append(f"crb pruned this share of the candidate ops by the last epoch (mean over "
-                     f"seeds): {shares}; softmax prunes none by design.")
-    both = len({v.variant.activation for v in stats}) > 1
-    lines.append("Separation (kept gene's weight minus the best rejected one): " + ", ".join(
-        f"{v.variant.name} {v.mean('separation'):.3f}" for v in stats) + (
-        "; crb's weights are each in [0, 1] while softmax's share 1 per edge, so the two "
-        "activations' separations are not on one scale." if both else "."))
-    lines.append("Search accuracy is the supernet's training accuracy in the last epoch, not "
-                 "the accuracy of the found network.")
+def _num(space: Space, x: float | None, signed: bool = False) -> str:
+    if x is None:
+        return "–"
+    scale, unit = (100, " pt") if space.percent else (1, "")
+    text = f"{scale * x:+.2f}" if signed else f"{scale * x:.2f}"
+    return text + (unit if signed else "")
+
+
+def _interval(space: Space, mean: float, half: float | None) -> str:
+    return _num(space, mean) + ("" if half is None else f" ± {_num(space, half)}")
+
+
+def group_rows(table: Table) -> list[str]:
+    """The per-group table: the metric with its interval, size, search measures and the
+    comparison with random."""
+    space = table.space
+    random = table.values(RANDOM)
+    unit = "%" if space.percent else "perplexity"
+    lines = [f"| group | trained | {space.label.replace(' (%)', '')}: mean ± 95 % CI | sd | "
+             f"parameters | pruned | agreement (random: mean / 95th pct) | α steps | "
+             f"− random ({unit}), 95 % CI | MW p | P(better than random) |",
+             "|" + "---|" * 11]
+    for group in GROUPS:
+        values = table.values(group)
+        searches = table.searches.get(group, [])
+        if not values and not searches:
+            continue
+        mean, half = mean_ci(values) if values else (None, None)
+        sd = float(np.std(values, ddof=1)) if len(values) > 1 else None
+        params = [t.parameters for t in table.trained.get(group, [])]
+        if searches:
+            agree = agreement([s.genotype for s in searches])
+            base = random_agreement(len(searches), space.name) if len(searches) > 1 else None
+            search_cols = (f"{100 * np.mean([s.pruned_share for s in searches]):.0f} % | "
+                           + ("–" if agree is None else
+                              f"{agree:.2f} ({base[0]:.2f} / {base[1]:.2f})")
+                           + f" | {np.mean([s.alpha_steps for s in searches]):.0f}")
+        else:
+            search_cols = "– | – | –"
+        cmp = compare(values, random, space.higher_is_better) if group != RANDOM else None
+        cmp_cols = ("– | – | –" if cmp is None else
+                    f"{_num(space, cmp['diff'], True)} ± {_num(space, cmp['ci'])} | "
+                    f"{cmp['p']:.3f} | {cmp['better']:.2f}")
+        lines.append(
+            f"| {LABELS[group]} | {len(values)} | "
+            + ("–" if mean is None else _interval(space, mean, half))
+            + f" | {_num(space, sd)} | "
+            + (f"{np.mean(params) / 1e3:.1f}k" if params else "–")
+            + f" | {search_cols} | {cmp_cols} |")
     return lines
 
 
-def claims(stats: list[VariantStats]) -> list[str]:
-    """One plain verdict per claim of the paper the grid can speak to (held / not seen /
-    not tested here), each with the numbers behind it."""
-    by = {v.variant: v for v in stats}
-    steps = [v.mean("alpha_steps") for v in stats if v.mean("alpha_steps") is not None]
-    out = [f"{sum(len(v.runs) for v in stats)} searches of about {np.mean(steps):.0f} α steps "
-           "each; the paper's CIFAR-10 searches take about 3,500. A claim not seen here is a "
-           "result at this scale, not a verdict on the paper's.", ""] if steps else []
-    pairs = [(v, by[dataclasses.replace(v.variant, activation="softmax")]) for v in stats
-             if v.variant.activation == "crb" and v.sizes
-             and by.get(dataclasses.replace(v.variant, activation="softmax")) is not None]
-    for c, s in pairs:
-        verdict = ("held" if max(c.sizes) < min(s.sizes) else
-                   "not seen" if np.mean(c.sizes) >= np.mean(s.sizes) else
-                   "not shown (smaller on average, but the seeds overlap)")
-        out.append(f"- **crb reduces the final architecture's size** ({c.variant.schedule}/"
-                   f"{c.variant.reg}): {verdict}. crb {_k(np.mean(c.sizes))} "
-                   f"({_k(min(c.sizes))}–{_k(max(c.sizes))}) vs softmax "
-                   f"{_k(np.mean(s.sizes))} ({_k(min(s.sizes))}–{_k(max(s.sizes))}) "
-                   f"parameters; {c.mean('cheap_genes'):.1f} vs {s.mean('cheap_genes'):.1f} of "
-                   "16 genes are a pool or skip.")
-    plain = [v for v in stats if v.variant.reg == "none" and v.agreement is not None]
-    for base in plain:
-        regs = [by.get(dataclasses.replace(base.variant, reg=r)) for r in ("proximity", "admm")]
-        regs = [r for r in regs if r is not None and r.agreement is not None]
-        if not regs:
-            continue
-        better = [r for r in regs if r.agreement > base.agreement and r.agreement > r.random_p95]
-        verdict = "held" if len(better) == len(regs) else (
-            "partly" if better else "not seen")
+def claims(table: Table) -> list[str]:
+    """One verdict per claim of the paper, each with the numbers behind it."""
+    space = table.space
+    out = []
+    darts = table.trained.get("darts", [])
+    crb = [g for g in ("prime", "admm") if table.trained.get(g)]
+    sizes = {g: [t.parameters for t in table.trained.get(g, [])] for g in VARIANTS}
+    if darts and crb:
+        if len({p for g in VARIANTS for p in sizes[g]}) == 1:
+            out.append(f"- **crb gives smaller architectures**: cannot show here: every "
+                       f"{space.name} genotype has the same size "
+                       f"({sizes['darts'][0]:,} parameters; a recurrent node's weights do not "
+                       "depend on its op). Pruned share: " + ", ".join(
+                           f"{g} {100 * np.mean([s.pruned_share for s in table.searches[g]]):.0f} %"
+                           for g in VARIANTS if table.searches.get(g)) + ".")
+        else:
+            parts, smaller = [], []
+            for g in crb:
+                test = compare(sizes[g], sizes["darts"], higher_is_better=False)
+                is_smaller = np.mean(sizes[g]) < np.mean(sizes["darts"])
+                significant = test is not None and test["p"] < ALPHA
+                smaller.append(is_smaller and significant)
+                parts.append(f"{g} {np.mean(sizes[g]) / 1e3:.1f}k "
+                             f"({min(sizes[g]) / 1e3:.1f}–{max(sizes[g]) / 1e3:.1f}k"
+                             + (f", MW p {test['p']:.3f}" if test else "") + ")")
+            smaller_mean = [np.mean(sizes[g]) < np.mean(sizes["darts"]) for g in crb]
+            verdict = ("held" if all(smaller) else
+                       "not shown (smaller on average, within the seed spread)"
+                       if any(smaller_mean) else "not seen")
+            out.append(f"- **crb gives smaller architectures** (trained network's "
+                       f"parameters): {verdict}. DARTS {np.mean(sizes['darts']) / 1e3:.1f}k "
+                       f"({min(sizes['darts']) / 1e3:.1f}–{max(sizes['darts']) / 1e3:.1f}k) "
+                       f"against " + ", ".join(parts) + ".")
+    searched = {g: table.searches.get(g, []) for g in VARIANTS}
+    if len(searched["darts"]) > 1 and any(len(searched[g]) > 1 for g in ("prime", "admm")):
+        agree = {g: agreement([s.genotype for s in searched[g]]) for g in VARIANTS
+                 if len(searched[g]) > 1}
+        base = random_agreement(len(searched["darts"]), space.name)
+        regs = [g for g in ("prime", "admm") if g in agree]
+        better = [g for g in regs if agree[g] > agree["darts"] and agree[g] > base[1]]
+        verdict = "held" if len(better) == len(regs) else "partly" if better else "not seen"
+        spread = {g: np.std(table.values(g), ddof=1) for g in VARIANTS
+                  if len(table.values(g)) > 1}
         out.append(
-            f"- **The regularisers make search results more reliable across seeds** "
-            f"({base.variant.activation}/{base.variant.schedule}): {verdict}. Agreement "
-            f"(mean pairwise Jaccard of the genes) none {base.agreement:.2f}, " + ", ".join(
-                f"{r.variant.reg} {r.agreement:.2f}" for r in regs)
-            + f"; random genotypes {base.random_mean:.2f} (95th percentile "
-            f"{base.random_p95:.2f}).")
-    accs = [v for v in stats if v.mean("accuracy") is not None]
-    if accs:
-        lo, hi = min(v.mean("accuracy") for v in accs), max(v.mean("accuracy") for v in accs)
-        out.append(f"- **Performance stays comparable**: not tested here. The supernets' search "
-                   f"accuracies are within {100 * (hi - lo):.1f} points of each other "
-                   f"({100 * lo:.1f}–{100 * hi:.1f} %), but the found networks were not "
-                   "trained, and accuracy on these digits saturates (a random genotype and "
-                   "DARTS_V2 both reach over 99 %).")
+            f"- **The regularisers make results more reliable across seeds**: {verdict}. "
+            f"Agreement of the genotypes across seeds (mean pairwise Jaccard of the genes): "
+            f"DARTS (no regulariser) {agree['darts']:.2f}, " + ", ".join(
+                f"{g} {agree[g]:.2f}" for g in regs)
+            + f"; random genotypes {base[0]:.2f} (95th percentile {base[1]:.2f}). "
+            + ("Seed-to-seed sd of the trained " + space.label.split(" (")[0] + ": "
+               + ", ".join(f"{g} {_num(space, s)}" for g, s in spread.items()) + "."
+               if spread else ""))
+    if len(table.values("darts")) > 1 and len(table.values("prime")) > 1:
+        test = compare(table.values("prime"), table.values("darts"), space.higher_is_better)
+        improved = space.better(test["diff"], 0.0)
+        verdict = ("held" if improved and test["p"] < ALPHA else
+                   "not shown (better on average, within the seed spread)" if improved else
+                   "not seen (worse on average)" if test["diff"] != 0 else "not seen")
+        out.append(f"- **DARTS-PRIME improves {space.label.split(' (')[0]} over DARTS**: "
+                   f"{verdict}. DARTS-PRIME − DARTS = {_num(space, test['diff'], True)} "
+                   f"± {_num(space, test['ci'])} (95 % CI), Mann–Whitney p {test['p']:.3f}.")
+    if out:
+        out.append("- The variants are the issue's three, so DARTS differs from DARTS-PRIME "
+                   "in activation, schedule and regulariser at once: a difference between "
+                   "them is the method's, not one part's.")
     return out
 
 
-def _header_options(runs: list[RunStats]) -> str:
-    """The search options all runs share (a differing one lists its values)."""
-    keys = ("dataset", "epochs", "channels", "layers", "steps", "batch_size", "max_examples",
-            "image_size", "arch_lr", "threshold", "rho", "admm_every", "split")
-    parts = []
-    for key in keys:
-        values = sorted({json.dumps(r.args.get(key)) for r in runs})
-        parts.append(f"{key} {'/'.join(values)}" + (" (differs)" if len(values) > 1 else ""))
-    return ", ".join(parts)
+def beats_random(table: Table) -> tuple[str, list[str]]:
+    """The answer for this preset (one word) and a sentence per searched variant."""
+    space = table.space
+    lines, wins, losses = [], 0, 0
+    for group in (*VARIANTS, *FIXED):
+        test = compare(table.values(group), table.values(RANDOM), space.higher_is_better)
+        if test is None:
+            continue
+        better = space.better(test["diff"], 0.0)
+        significant = test["p"] < ALPHA
+        if group in VARIANTS:
+            wins += better and significant
+            losses += (not better) and significant
+        state = ("better than random" if better and significant else
+                 "worse than random" if significant else "not distinguishable from random")
+        lines.append(f"- {LABELS[group]}: {state}: {_num(space, test['diff'], True)} "
+                     f"± {_num(space, test['ci'])} (95 % CI of the difference of means), "
+                     f"Mann–Whitney p {test['p']:.3f}, better than a random genotype in "
+                     f"{100 * test['better']:.0f} % of pairs.")
+    answer = ("not tested (fewer than 2 genotypes in a group)" if not lines else
+              "yes" if wins and not losses else "no" if not wins else "mixed")
+    return answer, lines
 
 
-def report_text(stats: list[VariantStats], doc: str, command: str, missing: list[str]) -> str:
-    """The Markdown report (the PNGs are ``<doc stem>_size.png`` and ``_alpha.png``)."""
-    runs = [r for v in stats for r in v.runs]
-    stem = os.path.splitext(os.path.basename(doc))[0]
-    seeds = ", ".join(str(s) for s in sorted({r.seed for r in runs}))
+def section(table: Table, pngs: tuple[str, str]) -> list[str]:
+    space, preset = table.space, table.preset
+    answer, lines = beats_random(table)
+    search = ", ".join(f"{k} {v}" for k, v in preset.search.items())
+    train = ", ".join(f"{k} {v}" for k, v in preset.train.items())
+    out = [f"## {table.name}", "",
+           f"Task: {preset.note}. Search options shared by the variants: {search}; the rest "
+           f"`kdarts search`'s defaults. Training recipe: {train}; the rest `kdarts train`'s "
+           f"defaults. Seeds {', '.join(map(str, preset.seeds))}."
+           + (f" Not finished: {', '.join(table.missing)}." if table.missing else ""),
+           "", f"Runs: {invocations_text(table.invocations)}.", "",
+           f"**Does the search beat random here? {answer[0].upper() + answer[1:]}.**", "",
+           *lines, "",
+           *group_rows(table), "", "### The paper's claims", "", *claims(table), "",
+           f"![{space.label} per group]({pngs[0]})", "",
+           f"![act(α) over the search]({pngs[1]})", "",
+           "### Per genotype", "", f"| group | seed | {space.label} | parameters | genotype |",
+           "|---|---|---|---|---|"]
+    for group in GROUPS:
+        for t in table.trained.get(group, []):
+            genotype = t.genotype
+            text = genotype_text(_genotype_of(space, genotype)) if genotype else "–"
+            out.append(f"| {group} | {t.seed} | {_num(space, t.value)} | {t.parameters:,} | "
+                       f"{text} |")
+    return out + [""]
+
+
+def _genotype_of(space: Space, data):
+    if not isinstance(data, dict):
+        return space.preset_genotype(data) if isinstance(data, str) else data
+    if space.name == "recurrent":
+        from kdarts.recurrent.genotype import RecurrentGenotype
+        return RecurrentGenotype.from_dict(data)
+    from kdarts.image.genotype import Genotype
+    return Genotype.from_dict(data)
+
+
+def machine_text() -> str:
+    """The CPU (model, cores, AVX-512 or not) and the OS, for the report's header."""
+    model, flags = platform.processor() or platform.machine(), ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            info = f.read()
+        model = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                      if line.startswith("model name")), model)
+        flags = ", AVX-512" if "avx512f" in info else ", AVX2 without AVX-512" \
+            if "avx2" in info else ""
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} CPUs{flags}, {platform.system()} {platform.release()}"
+
+
+def report_text(tables: list[Table], command: str, pngs: dict) -> str:
     now = datetime.datetime.now(datetime.timezone.utc)
     lines = [
-        "# Search study", "",
-        f"Written by `{command}` on {now:%Y-%m-%d %H:%M} UTC; machine: "
-        f"{platform.platform()}, {platform.machine()}, "
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()}.", "",
-        f"{len(runs)} finished runs, seeds {seeds}"
-        + (f"; not finished: {', '.join(missing)}" if missing else "") + ". Search options: "
-        f"{_header_options(runs)}. Variants are activation-schedule-regulariser; fixed = an α "
-        "step on every weight step (k=1), dynamic = the dynamic schedule (k=10).", "",
-        f"Size: trainable parameters of the genotype's evaluation network at C={SIZE_CHANNELS}, "
-        f"{SIZE_LAYERS} cells, the dataset's classes and image shape, auxiliary head excluded.",
-        "", "## The paper's claims at this scale", "", *claims(stats),
-        "", "## What this shows", "", " ".join(findings(stats)), "", "## Per variant", "",
-        "| variant | seeds | agreement | random (mean / 95th pct) | parameters | min–max | std "
-        "| pool/skip genes | pruned | separation | search acc. | α steps |",
-        "|" + "---|" * 12]
-    for v in stats:
-        std = float(np.std(v.sizes, ddof=1)) if len(v.sizes) > 1 else None
-        lines.append(
-            f"| {v.variant.name} | {len(v.runs)} | {_f(v.agreement, '.2f')} | "
-            f"{_f(v.random_mean, '.2f')} / {_f(v.random_p95, '.2f')} | "
-            f"{_k(np.mean(v.sizes) if v.sizes else None)} | "
-            f"{_k(min(v.sizes, default=None))}–{_k(max(v.sizes, default=None))} | {_k(std)} | "
-            f"{v.mean('cheap_genes'):.1f} | {100 * v.mean('pruned_share'):.0f}% | "
-            f"{v.mean('separation'):.3f} | {_f(v.mean('accuracy'))} | "
-            f"{v.mean('alpha_steps'):.0f} |")
-    lines += ["", "## Per run", "", "| variant | seed | parameters | pool/skip genes | pruned "
-              "| separation | search acc. | α steps | genes changed | genotype |",
-              "|" + "---|" * 10]
-    for r in runs:
-        lines.append(f"| {r.variant.name} | {r.seed} | {_k(r.parameters)} | {r.cheap_genes} | "
-                     f"{r.pruned} ({100 * r.pruned_share:.0f}%) | {r.separation:.3f} | "
-                     f"{_f(r.accuracy)} | {r.alpha_steps} | {r.genes_changed}/16 | "
-                     f"{genotype_text(r.genotype)} |")
-    lines += ["", f"![size per variant]({stem}_size.png)", "",
-              f"![act(α) trajectories]({stem}_alpha.png)", "", "## Measures", "",
-              "- agreement: mean Jaccard similarity |A∩B|/|A∪B| over all pairs of a variant's "
-              "genotypes, genes being (cell, node, input, op); random: the same over "
-              f"{RANDOM_GROUPS} groups of as many uniformly random valid genotypes (fixed rng).",
-              "- pool/skip genes: kept genes whose op is a pool or skip_connect (of 16).",
-              "- parameters: mean, min–max and sample standard deviation (n−1) over seeds.",
-              "- pruned: ops masked by crb at the last epoch (count, share of all ops).",
-              "- separation: for each kept gene, its act(α) minus the largest act(α) it beat on "
-              "its node (other ops of its edge, any op of the node's dropped edges); mean.",
-              "- α steps: α updates over the search; genes changed: final genes not in the "
-              "discretisation of the initial α (of 16).",
-              "- genotype: per cell (N normal, R reduction) the nodes 2-5 in order, each the sum "
-              "of two ops with their input node in brackets (inputs 0, 1 are the previous "
-              "cells); " + ", ".join(f"{v} = {k}" for k, v in SHORT.items()) + ".", ""]
+        "# Does the search beat random?", "",
+        f"Written by `{command}` on {now:%Y-%m-%d %H:%M} UTC; machine: {machine_text()}, "
+        f"Python {platform.python_version()}. Every number below is "
+        "regenerated by `python tools/study.py --preset NAME` (runs reused) or "
+        "`python tools/study.py --report-only`.", "",
+        "Each searched variant searches once per seed; every found genotype is trained from "
+        "scratch with one recipe (its search's seed) and tested on the test split, as are "
+        "as many random valid genotypes (uniform over the candidate ops and inputs) and the "
+        "published DARTS_V1 and DARTS_V2 cells (each trained with every seed). 95 % "
+        "intervals are t-intervals of the mean over genotypes; a variant is compared with "
+        "random by the difference of the means (Welch's 95 % interval) and a two-sided "
+        "Mann–Whitney U test, at the 0.05 level.", "",
+        "| preset | the search beats random | best searched variant | its mean − random |",
+        "|---|---|---|---|"]
+    for t in tables:
+        answer, _ = beats_random(t)
+        scored = [(g, np.mean(t.values(g))) for g in VARIANTS if t.values(g)]
+        if scored and t.values(RANDOM):
+            best = (max if t.space.higher_is_better else min)(scored, key=lambda x: x[1])
+            diff = best[1] - np.mean(t.values(RANDOM))
+            lines.append(f"| {t.name} | {answer} | {best[0]} | {_num(t.space, diff, True)} |")
+    lines.append("")
+    for t in tables:
+        lines += section(t, pngs[t.name])
+    lines += ["## Measures", "",
+              "- pruned: share of the candidate ops crb masked by the last epoch (softmax "
+              "masks none).",
+              "- agreement: mean Jaccard similarity |A∩B|/|A∪B| over all pairs of a "
+              "variant's genotypes, a gene being (cell, node, input, op); random: the same "
+              "over 2,000 groups of as many random valid genotypes (fixed rng).",
+              "- α steps: α updates over the search (mean over seeds).",
+              "- P(better than random): the share of (genotype, random genotype) pairs in "
+              "which the genotype scores better (ties count half).",
+              "- parameters: the trained network's.", ""]
     return "\n".join(lines)
 
 
-def plot_sizes(stats: list[VariantStats], path: str) -> str:
-    """Size per variant, the seeds as points and the mean as a bar."""
+def plot_groups(table: Table, path: str) -> str:
+    """The metric per group: each genotype a point, the mean a bar with its 95 % interval;
+    random's range as a band across the plot."""
     from matplotlib.figure import Figure
 
     from kdarts.plots import _save
 
-    fig = Figure(figsize=(max(6.0, 1.6 * len(stats) + 2.5), 4.5), layout="constrained")
+    space = table.space
+    scale = 100 if space.percent else 1
+    groups = [g for g in GROUPS if table.values(g)]
+    fig = Figure(figsize=(max(5.0, 1.1 * len(groups) + 2), 4.2), layout="constrained")
     ax = fig.add_subplot()
-    for i, v in enumerate(stats):
-        if v.sizes:
-            ax.bar(i, np.mean(v.sizes) / 1e3, color="#c6dbef", width=0.6)
-            ax.scatter([i] * len(v.sizes), np.array(v.sizes) / 1e3, color="#08519c", zorder=3)
-    ax.set_xticks(range(len(stats)), [v.variant.name for v in stats], rotation=20, ha="right")
-    ax.set_ylabel("parameters (thousands)")
-    ax.set_xlim(-0.7, len(stats) - 0.3)
-    ax.set_ylim(bottom=0)  # bars from 0: differences are shown at their true proportion
-    ax.set_title(f"Evaluation-network size (C={SIZE_CHANNELS}, {SIZE_LAYERS} cells, no auxiliary"
-                 " head)\npoints: seeds, bars: mean", fontsize=10)
+    random = np.array(table.values(RANDOM)) * scale
+    if len(random):
+        ax.axhspan(random.min(), random.max(), color="#fdd0a2", alpha=0.5, zorder=0,
+                   label="random: range")
+        ax.axhline(random.mean(), color="#e6550d", lw=1, ls="--", label="random: mean")
+    for i, group in enumerate(groups):
+        values = np.array(table.values(group)) * scale
+        color = "#e6550d" if group == RANDOM else "#08519c" if group in VARIANTS else "0.35"
+        offsets = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else [0.0]
+        ax.scatter(i + np.asarray(offsets), values, color=color, zorder=3, s=22)
+        mean, half = mean_ci(list(values))
+        ax.hlines(mean, i - 0.3, i + 0.3, color=color, lw=2)
+        if half is not None:
+            ax.errorbar(i + 0.34, mean, yerr=half, color=color, capsize=3, lw=1)
+    ax.set_xticks(range(len(groups)), groups, rotation=20, ha="right")
+    ax.set_ylabel(space.label)
+    ax.set_title(f"{table.name}: each genotype a point, the mean a bar with its 95 % interval",
+                 fontsize=10)
     ax.grid(True, axis="y", alpha=0.3)
+    if len(random):
+        ax.legend(fontsize=8, loc="best")
     return _save(fig, path)
 
 
-def plot_trajectories(stats: list[VariantStats], path: str) -> str:
-    """act(α) over the epochs for one run per activation, on one absolute 0..1 axis.
-
-    Kept genes are coloured by op, every other (edge, op) is grey; the dotted line is
-    the initial act(α).
-    """
+def plot_trajectories(table: Table, path: str) -> str:
+    """act(α) over the epochs of each variant's first seed, one column per variant, one
+    row per cell, on one 0..1 axis; kept genes coloured by op, the rest grey."""
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
     from kdarts.plots import ACT_RANGE, _color, _save
 
-    chosen = {}
-    order = list(CLAIMS)  # prefer the claims' main variant (crb/softmax, dynamic, proximity)
-    for v in sorted(stats, key=lambda v: order.index(v.variant) if v.variant in order else 9):
-        chosen.setdefault(v.variant.activation, v.runs[0])
-    fig = Figure(figsize=(5.5 * len(chosen), 7), layout="constrained")
-    axes = fig.subplots(2, len(chosen), squeeze=False, sharey=True)
-    for col, run in enumerate(chosen.values()):
-        with open(os.path.join(run.folder, "search_record.json"), encoding="utf-8") as f:
-            epochs = sorted(json.load(f)["epochs"], key=lambda e: int(e["epoch"]))
+    runs = {g: s[0] for g, s in table.searches.items() if s}
+    records = {g: read_json(os.path.join(r.folder, "search_record.json"))
+               for g, r in runs.items()}
+    first = next(iter(records.values()), {})
+    cells = first.get("cells") or (["normal", "reduce"] if records else [])
+    fig = Figure(figsize=(4.8 * max(1, len(runs)), 3.4 * max(1, len(cells))),
+                 layout="constrained")
+    axes = fig.subplots(max(1, len(cells)), max(1, len(runs)), squeeze=False, sharey=True)
+    for col, (group, run) in enumerate(runs.items()):
+        record = records[group]
+        epochs = sorted(record["epochs"], key=lambda e: int(e["epoch"]))
         x = [int(e["epoch"]) for e in epochs]
-        for row, cell in enumerate(("normal", "reduce")):
+        inputs, keep = int(record.get("inputs", 2)), int(record.get("keep", 2))
+        primitives = list(record["primitives"])
+        for row, cell in enumerate(cells):
             ax, act = axes[row][col], np.array([e[f"alpha_{cell}"] for e in epochs])
-            kept = {(k // 2, src): op for k, (op, src) in enumerate(getattr(run.genotype, cell))}
-            rows = [(node, src) for node in range(run.genotype.steps) for src in range(node + 2)]
-            for e, (node, src) in enumerate(rows):
-                for j, op in enumerate(run.primitives):
-                    hit = kept.get((node, src)) == op
-                    ax.plot(x, act[:, e, j], color=_color(op) if hit else "0.75",
+            genes = (run.genotype.recurrent if cell == "recurrent"
+                     else getattr(run.genotype, cell))
+            kept = {(k // keep, int(src)): op for k, (op, src) in enumerate(genes)}
+            rows = [(node, src) for node in range(len(genes) // keep)
+                    for src in range(node + inputs)]
+            for e, key in enumerate(rows):
+                for j, op in enumerate(primitives):
+                    hit = kept.get(key) == op
+                    ax.plot(x, act[:, e, j], color=_color(op, primitives) if hit else "0.75",
                             lw=1.8 if hit else 0.6, zorder=3 if hit else 1)
-            ax.axhline(act[0].mean(), color="0.2", ls=":", lw=1.2)
             ax.set_ylim(*ACT_RANGE)
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.set_title(f"{run.variant.name} seed {run.seed}: {cell} cell", fontsize=10)
+            ax.set_title(f"{group} seed {run.seed}: {cell}", fontsize=10)
             ax.set_xlabel("epoch")
             ax.grid(True, alpha=0.3)
-        ops = sorted({op for op, _ in run.genotype.normal + run.genotype.reduce})
-        axes[0][col].legend(handles=[Line2D([], [], color="0.2", ls=":", label="initial act(α)")]
-                            + [Line2D([], [], color=_color(op), lw=1.8, label=op) for op in ops],
+        ops = sorted({op for op, _ in genes})
+        axes[0][col].legend(handles=[Line2D([], [], color=_color(op, primitives), lw=1.8,
+                                            label=op) for op in ops],
                             loc="upper left", fontsize=8)
     axes[0][0].set_ylabel("act(α) (kept genes coloured)")
     return _save(fig, path)
 
 
-def write_report(stats: list[VariantStats], doc: str, command: str,
-                 missing: list[str] | None = None) -> str:
-    """Write the PNGs, then the Markdown atomically (temp file + os.replace)."""
-    base = os.path.splitext(doc)[0]
+def write_report(out: str, doc: str, command: str) -> str:
+    """The doc and two PNGs per preset with finished runs, from the runs under ``out``."""
+    tables = [collect(out, name) for name in PRESETS if os.path.isdir(os.path.join(out, name))]
+    tables = [t for t in tables if t.trained or t.searches]
+    if not tables:
+        raise RunError(f"no finished run under {out}")
+    base, stem = os.path.splitext(doc)[0], os.path.splitext(os.path.basename(doc))[0]
     os.makedirs(os.path.dirname(os.path.abspath(doc)), exist_ok=True)
-    plot_sizes(stats, base + "_size.png")
-    plot_trajectories(stats, base + "_alpha.png")
-    atomic_write_text(doc, report_text(stats, doc, command, missing or []))
+    pngs = {}
+    for t in tables:
+        plot_groups(t, f"{base}-{t.name}.png")
+        if t.searches:
+            plot_trajectories(t, f"{base}-{t.name}-alpha.png")
+        pngs[t.name] = (f"{stem}-{t.name}.png", f"{stem}-{t.name}-alpha.png")
+    atomic_write_text(doc, report_text(tables, command, pngs))
     return doc
-
-
-# ------------------------------------------------------------------------------ runs
-
-
-def run_folder(out: str, variant: Variant, seed: int) -> str:
-    return os.path.join(out, variant.name, f"seed{seed}")
-
-
-def is_complete(folder: str) -> bool:
-    """A finished search writes genotype.json last (search_record.json every epoch)."""
-    return all(os.path.exists(os.path.join(folder, n))
-               for n in ("genotype.json", "search_record.json"))
-
-
-def grid(args: argparse.Namespace) -> list[tuple[Variant, int]]:
-    """The (variant, seed) pairs the flags (or ``--preset``) select, in a stable order."""
-    def pick(text: str | None, allowed: tuple, what: str) -> list:
-        chosen = [t.strip() for t in (text or ",".join(allowed)).split(",") if t.strip()]
-        bad = [t for t in chosen if t not in allowed]
-        if bad:
-            raise SystemExit(f"Error: {what} {', '.join(bad)}: one of {', '.join(allowed)}")
-        return chosen
-
-    try:
-        seeds = [int(s) for s in (args.seeds or "0,1,2").split(",") if s.strip()]
-    except ValueError:
-        raise SystemExit(f"Error: --seeds {args.seeds!r}: comma-separated integers") from None
-    if args.preset == "claims":
-        variants = list(CLAIMS)
-    else:
-        variants = [Variant(a, s, r) for a in pick(args.activation, ACTIVATIONS, "--activation")
-                    for s in pick(args.schedule, SCHEDULES, "--schedule")
-                    for r in pick(args.reg, REGS, "--reg")]
-    return [(v, s) for v in variants for s in seeds]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    report_arguments(parser, "study",
-                     "the study folder: <out>/<activation>-<schedule>-<reg>/seed<N>",
-                     "study.md", "search_run's messages and bars")
-    parser.add_argument("--seeds", help="comma-separated (default 0,1,2)")
-    parser.add_argument("--activation", help="crb,softmax (default both)")
-    parser.add_argument("--reg", help="none,proximity,admm (default all)")
-    parser.add_argument("--schedule", help="fixed,dynamic (default both)")
-    parser.add_argument("--preset", choices=("claims",),
-                        help="the paper's claims' variants (replaces the three flags above)")
-    for name in PASS_THROUGH:
-        kind = str if name == "dataset" else float if name in ("arch_lr", "threshold") else int
-        parser.add_argument("--" + name.replace("_", "-"), type=kind,
-                            help="passed to every search (default: the dataset's)")
+    parser.add_argument("--preset", action="append", choices=("image", "recurrent"),
+                        help="the space's study to run (repeatable)")
+    parser.add_argument("--quick", action="store_true",
+                        help="the preset's tiny version (one seed, one epoch): for tests")
+    report_arguments(parser, "study", "the runs: <out>/<preset>/{search,train}/...",
+                     "study.md", "the runs' messages and bars")
     args = parser.parse_args(argv)
+    names = [f"{p}-quick" if args.quick else p for p in args.preset or []]
+    if not names and not args.report_only:
+        parser.error("give --preset image or --preset recurrent (or --report-only)")
     command = command_line("study.py", argv)
-    passed = {k: getattr(args, k) for k in PASS_THROUGH if getattr(args, k) is not None}
-    pairs = grid(args)
-    set_cpu_threads(1)  # as the kdarts command: the search's kernels are small
+    set_cpu_threads(1)  # as the kdarts command: the networks' kernels are small
+    failures = []
     try:
-        for variant, seed in pairs if not args.report_only else ():
-            folder = run_folder(args.out, variant, seed)
-            options = {**passed, **variant.options(), "seed": seed}
-            if is_complete(folder):
-                check_search_folder(folder, **options)  # other options: RunError
-                print(f"{variant.name} seed {seed}: skip (complete)", flush=True)
-                continue
+        for name in names if not args.report_only else ():
             t0 = time.perf_counter()
-            result = search_run(folder, resume="auto", report=print if args.verbose else None,
-                                progress=args.verbose, resume_hint=f"`{command}` again",
-                                **options)
-            state = "done" if result.complete else f"stopped at epoch {result.epochs_done}"
-            print(f"{variant.name} seed {seed}: {state} in "
-                  f"{(time.perf_counter() - t0) / 60:.1f} min", flush=True)
-        finished = [(v, s) for v, s in pairs if is_complete(run_folder(args.out, v, s))]
-        if not finished:
-            raise RunError(f"no finished run of the selected grid under {args.out}")
-        runs = [measure_run(run_folder(args.out, v, s), v, s) for v, s in finished]
+            try:
+                failures += Runner(args.out, name, command, args.verbose).run()
+            finally:  # an interrupted invocation's time counts too
+                log_invocation(os.path.join(args.out, name), command, time.perf_counter() - t0)
+        print(f"report → {write_report(args.out, args.doc, command)}")
     except (RunError, RunInterrupted) as err:
         return error_status(err)
-    unfinished = [(v, s) for v, s in pairs if (v, s) not in finished]
-    missing = [f"{v.name} (seeds {', '.join(str(s) for w, s in unfinished if w == v)})"
-               for v in dict.fromkeys(v for v, _ in unfinished)]
-    print(f"report → {write_report(summarize(runs), args.doc, command, missing)}")
+    if failures:
+        print(f"{len(failures)} run(s) failed; run the same command again to retry them",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -40,6 +40,12 @@ def error_status(err: RunError | RunInterrupted) -> int:
     return 130 if isinstance(err, RunInterrupted) else 1
 
 
+def is_complete(folder: str) -> bool:
+    """A finished search writes genotype.json last (search_record.json every epoch)."""
+    return all(os.path.exists(os.path.join(folder, n))
+               for n in ("genotype.json", "search_record.json"))
+
+
 def read_json(path: str) -> dict | list | None:
     """The JSON file's content, or None if there is no such file."""
     if not os.path.exists(path):
