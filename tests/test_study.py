@@ -194,6 +194,7 @@ def test_runs_skip_resume_fail_and_report(tmp_path, monkeypatch, capsys, five_se
     assert "**Does the search beat random here? Yes.**" in text
     assert "| crb, dynamic, ADMM | 5 |" in text
     assert "DARTS-PRIME improves" in text and ": held." in text
+    assert "Seed against genotype: the sd over seeds of one genotype" in text
     for png in (f"study-{quick}.png", f"study-{quick}-alpha.png"):
         assert f"]({png})" in text and (doc.parent / png).stat().st_size > 0
     if space == "image":  # crb's genotypes are smaller in the fake sizes
