@@ -47,7 +47,9 @@ def test_quick_study(tmp_path, space):
     assert (doc.parent / f"study-{quick}-alpha.png").stat().st_size > 0
     section = text.split(f"## {quick}")[1].split("\n## ")[0]
     assert section.count("| darts_v2 | 0 |") == 1  # the per-genotype table
-    assert "not tested (fewer than 2 genotypes in a group)" in text  # one seed: no test
+    # one seed: no test, said in the summary and the section
+    assert f"| {quick} | not tested (fewer than 2 genotypes in a group) |" in text
+    assert "Does the search beat random here? Not tested (fewer than 2 genotypes" in text
 
     # again: every run is finished, none is redone; the report is rebuilt
     printed = study(*argv, cwd=tmp_path)
