@@ -488,7 +488,7 @@ def report_text(tables: list[Table], command: str, out: str, doc_pngs: dict[str,
         "`--report-only` rebuilds this file); nothing is edited by hand.", "",
         f"Random genotypes: per node two distinct earlier inputs and an op each, uniform over "
         f"the search's candidate ops ({', '.join(CRB_PRIMITIVES)}); random genotype k is drawn "
-        f"with `numpy.random.default_rng([{RANDOM_SEED}, k])` (tools/study.py's "
+        f"with `numpy.random.default_rng([{RANDOM_SEED}, k])` (tools/study_measures.py's "
         "`random_genotype`), the same in every preset. A run's seed sets its initial "
         "weights, batch order, augmentation and drop-path masks; the training images and "
         "the test set are the same for every run of a task. Tests: a one-way ANOVA of test "
