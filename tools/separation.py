@@ -39,7 +39,7 @@ from kdarts.runtime import set_cpu_threads
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from study_measures import genotype_text, random_genotype  # noqa: E402
 from study_runs import (  # noqa: E402
-    command_line, error_status, invocations_text, log_invocation, read_json, report_arguments)
+    command_line, invocations_text, read_json, report_arguments, run_and_report)
 
 #: The random genotypes' rng: genotype k is drawn by ``default_rng([RANDOM_SEED, k])``, so
 #: random genotype k is the same in every preset and does not depend on K.
@@ -553,22 +553,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give --preset NAME (or --quick, or --report-only)")
     command = command_line("separation.py", argv)
     set_cpu_threads(1)  # as the kdarts command
-    failures = []
-    try:
-        for name in names if not args.report_only else ():
-            t0 = time.perf_counter()
-            try:
-                failures += run_preset(args.out, name, PRESETS[name], command, args.verbose)
-            finally:  # an interrupted invocation's time counts too
-                log_invocation(os.path.join(args.out, name), command, time.perf_counter() - t0)
-        print(f"report → {write_report(args.out, args.doc, command)}")
-    except (RunError, RunInterrupted) as err:
-        return error_status(err)
-    if failures:
-        print(f"{len(failures)} run(s) failed; run the same command again to retry them",
-              file=sys.stderr)
-        return 1
-    return 0
+    return run_and_report(
+        names if not args.report_only else [], args.out, command,
+        lambda name: run_preset(args.out, name, PRESETS[name], command, args.verbose),
+        lambda: write_report(args.out, args.doc, command))
 
 
 if __name__ == "__main__":

@@ -47,8 +47,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from study_measures import (  # noqa: E402
     agreement, genotype_text, pruned_ops, random_agreement, random_of)
 from study_runs import (  # noqa: E402
-    command_line, error_status, invocations_text, is_complete, log_invocation, read_json,
-    report_arguments)
+    command_line, invocations_text, is_complete, read_json, report_arguments, run_and_report)
 
 #: The searched variants: search options on top of the preset's.
 VARIANTS: dict[str, dict] = {
@@ -756,22 +755,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give --preset image or --preset recurrent (or --report-only)")
     command = command_line("study.py", argv)
     set_cpu_threads(1)  # as the kdarts command: the networks' kernels are small
-    failures = []
-    try:
-        for name in names if not args.report_only else ():
-            t0 = time.perf_counter()
-            try:
-                failures += Runner(args.out, name, command, args.verbose).run()
-            finally:  # an interrupted invocation's time counts too
-                log_invocation(os.path.join(args.out, name), command, time.perf_counter() - t0)
-        print(f"report → {write_report(args.out, args.doc, command)}")
-    except (RunError, RunInterrupted) as err:
-        return error_status(err)
-    if failures:
-        print(f"{len(failures)} run(s) failed; run the same command again to retry them",
-              file=sys.stderr)
-        return 1
-    return 0
+    return run_and_report(
+        names if not args.report_only else [], args.out, command,
+        lambda name: Runner(args.out, name, command, args.verbose).run(),
+        lambda: write_report(args.out, args.doc, command))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import json
 import os
 import shlex
 import sys
+import time
 
 from kdarts.atomic import atomic_write_json
 from kdarts.runs import RunError, RunInterrupted
@@ -44,6 +45,28 @@ def is_complete(folder: str) -> bool:
     """A finished search writes genotype.json last (search_record.json every epoch)."""
     return all(os.path.exists(os.path.join(folder, n))
                for n in ("genotype.json", "search_record.json"))
+
+
+def run_and_report(names: list[str], out: str, command: str, run, report) -> int:
+    """A study tool's invocation: ``run(name)`` (the failures' lines) for each preset name
+    with its wall time logged in ``out/<name>``, then ``report()`` (the doc's path); the
+    exit status: 0, 1 when a run failed or on a RunError, 130 on an interruption."""
+    failures = []
+    try:
+        for name in names:
+            t0 = time.perf_counter()
+            try:
+                failures += run(name)
+            finally:  # an interrupted invocation's time counts too
+                log_invocation(os.path.join(out, name), command, time.perf_counter() - t0)
+        print(f"report → {report()}")
+    except (RunError, RunInterrupted) as err:
+        return error_status(err)
+    if failures:
+        print(f"{len(failures)} run(s) failed; run the same command again to retry them",
+              file=sys.stderr)
+        return 1
+    return 0
 
 
 def read_json(path: str) -> dict | list | None:
