@@ -91,20 +91,18 @@ class Space:
         return (recurrent_train_run if self.name == "recurrent" else train_run)(
             genotype, folder, **kwargs)
 
-    def load(self, path: str):
-        """The genotype in a search folder's genotype.json."""
+    def genotype(self, spec):
+        """A genotype of this space from a preset name, a dict (genotype.json's content)
+        or a search folder."""
         if self.name == "recurrent":
-            from kdarts.recurrent.genotype import RecurrentGenotype as cls
+            from kdarts.recurrent.genotype import PRESETS, RecurrentGenotype as cls
         else:
-            from kdarts.image.genotype import Genotype as cls
-        return cls.load(os.path.join(path, "genotype.json"))
-
-    def preset_genotype(self, name: str):
-        if self.name == "recurrent":
-            from kdarts.recurrent.genotype import PRESETS
-        else:
-            from kdarts.image.genotype import PRESETS
-        return PRESETS[name]
+            from kdarts.image.genotype import PRESETS, Genotype as cls
+        if isinstance(spec, dict):
+            return cls.from_dict(spec)
+        if isinstance(spec, str) and spec in PRESETS:
+            return PRESETS[spec]
+        return cls.load(os.path.join(spec, "genotype.json"))
 
     def shown(self, value: float) -> str:
         return f"{100 * value:.2f} %" if self.percent else f"{value:.1f}"
@@ -239,10 +237,10 @@ class Runner:
             for variant in VARIANTS:
                 folder = self.search(variant, seed)
                 if is_complete(folder):
-                    self.train(variant, self.space.load(folder), seed)
+                    self.train(variant, self.space.genotype(folder), seed)
             self.train(RANDOM, randoms[k], seed)
             for group, preset_name in FIXED.items():
-                self.train(group, self.space.preset_genotype(preset_name), seed)
+                self.train(group, self.space.genotype(preset_name), seed)
         return self.failures
 
 
@@ -335,7 +333,7 @@ def read_search(folder: str, seed: int, space: Space) -> Search:
     steps = (last.get("logs") or {}).get("alpha_steps")
     if steps is None:
         steps = sum(b.get("took_alpha_step") or 0 for b in record.get("batches", []))
-    return Search(seed, folder, space.load(folder), share, int(round(steps)))
+    return Search(seed, folder, space.genotype(folder), share, int(round(steps)))
 
 
 def collect(out: str, name: str) -> Table:
@@ -560,20 +558,10 @@ def section(table: Table, pngs: tuple[str, str]) -> list[str]:
     for group in GROUPS:
         for t in table.trained.get(group, []):
             genotype = t.genotype
-            text = genotype_text(_genotype_of(space, genotype)) if genotype else "–"
+            text = genotype_text(space.genotype(genotype)) if genotype else "–"
             out.append(f"| {group} | {t.seed} | {_num(space, t.value)} | {t.parameters:,} | "
                        f"{text} |")
     return out + [""]
-
-
-def _genotype_of(space: Space, data):
-    if not isinstance(data, dict):
-        return space.preset_genotype(data) if isinstance(data, str) else data
-    if space.name == "recurrent":
-        from kdarts.recurrent.genotype import RecurrentGenotype
-        return RecurrentGenotype.from_dict(data)
-    from kdarts.image.genotype import Genotype
-    return Genotype.from_dict(data)
 
 
 def machine_text() -> str:
